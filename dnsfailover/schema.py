@@ -1,0 +1,318 @@
+"""The config schema: frozen pydantic models, one per YAML mapping.
+
+`dnsfailover.config.load()` turns YAML into these and maps every validation error back to
+its file and line.  Field-level rules live here; rules that span several parts of the
+config (a record naming an unknown check, a name outside its zone) live in config.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from dnsfailover.model import Target
+
+MIN_INTERVAL = 0.1
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `100ms`, `1s`, `2.5s`, `1m`, `1h` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 1s or 1m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 500ms, 1s or 1m, got {value!r}")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def absolute_name(name: str, origin: str) -> str:
+    """`www` in `example.test.` → `www.example.test.`; `@` → the origin; absolute names stay."""
+    name = name.strip().lower()
+    if name in ("@", ""):
+        return origin
+    if name.endswith("."):
+        return name
+    return f"{name}.{origin}" if origin != "." else f"{name}."
+
+
+def in_zone(name: str, origin: str) -> bool:
+    return origin == "." or name == origin or name.endswith("." + origin)
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def _fqdn(value: str) -> str:
+    name = value.strip().lower()
+    if not name or name == ".":
+        return "."
+    if not name.endswith("."):
+        raise ValueError(f"{value!r} must be absolute (end with a dot)")
+    labels = name[:-1].split(".")
+    if any(not label or len(label) > 63 for label in labels) or len(name) > 254:
+        raise ValueError(f"{value!r} is not a valid domain name")
+    return name
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+IPAddress = Annotated[str, AfterValidator(_ip)]
+Fqdn = Annotated[str, AfterValidator(_fqdn)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Ttl = Annotated[int, Field(ge=0, le=2_147_483_647)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _status_range(value: Any) -> tuple[int, int]:
+    """`200` → (200, 200); `"2xx"` → (200, 299); `"200-204"` → (200, 204)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a status code such as 200, a range 200-299 or 2xx")
+    if isinstance(value, int):
+        low = high = value
+    elif isinstance(value, str) and re.fullmatch(r"[1-5]xx", value.strip().lower()):
+        low = int(value.strip()[0]) * 100
+        high = low + 99
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*", value)):
+        low = int(m.group(1))
+        high = int(m.group(2) or m.group(1))
+    else:
+        raise ValueError(f"expected a status code such as 200, a range 200-299 or 2xx, got {value!r}")
+    if not (100 <= low <= high <= 599):
+        raise ValueError(f"status range {value!r} is outside 100-599")
+    return (low, high)
+
+
+StatusRange = Annotated[tuple[int, int], BeforeValidator(_status_range)]
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
+
+
+class CheckConfig(Model):
+    """A named health check; records refer to it by name."""
+
+    type: Literal["http", "https", "tcp", "dns"]
+    port: Port | None = None
+    interval: Duration = 10.0
+    timeout: Duration = 2.0
+    rise: Annotated[int, Field(ge=1, le=100)] = 2
+    fall: Annotated[int, Field(ge=1, le=100)] = 3
+    # http / https
+    path: str = "/"
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: tuple[StatusRange, ...] = ((200, 399),)
+    expect_body: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    host: str | None = None
+    insecure: bool = False
+    # dns
+    query: str | None = None
+    query_type: str = "A"
+    expect_rcode: Literal["NOERROR", "NXDOMAIN"] = "NOERROR"
+    expect_answer: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CheckConfig:
+        if self.interval < MIN_INTERVAL:
+            raise ValueError(f"interval must be at least {int(MIN_INTERVAL * 1000)}ms")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be greater than zero")
+        if self.timeout > self.interval:
+            raise ValueError("timeout must not be longer than interval")
+        if self.type == "tcp" and self.port is None:
+            raise ValueError("a tcp check needs a port")
+        if self.type == "dns" and not self.query:
+            raise ValueError("a dns check needs a query (the name to ask)")
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with /")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS[self.type]
+
+    @property
+    def detection_time(self) -> float:
+        """Worst-case seconds from an endpoint failing to it being marked down."""
+        return self.interval * self.fall + self.timeout
+
+
+class Endpoint(Model):
+    """One answer of a failover record; `check_address`/`check_port` say where to probe it."""
+
+    address: IPAddress
+    weight: Annotated[int, Field(ge=0, le=255)] = 1
+    check_address: IPAddress | None = None
+    check_port: Port | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"address": data} if isinstance(data, str) else data
+
+    def target(self, check_name: str, check: CheckConfig) -> Target:
+        return Target(
+            check=check_name,
+            address=self.check_address or self.address,
+            port=self.check_port or check.effective_port,
+        )
+
+
+class Tier(Model):
+    name: Annotated[str, Field(min_length=1)]
+    endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)]
+    min_healthy: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _enough(self) -> Tier:
+        if self.min_healthy > len(self.endpoints):
+            raise ValueError(
+                f"min_healthy {self.min_healthy} is more than the {len(self.endpoints)} endpoints"
+            )
+        return self
+
+
+AllDown = Literal["serve_all", "serve_none", "fallback"]
+
+
+class _FailoverBase(Model):
+    type: Literal["A", "AAAA"] = "A"
+    ttl: Ttl = 30
+    check: str
+    all_down: AllDown = "serve_all"
+    fallback: tuple[IPAddress, ...] = ()
+
+    def _check_families(self, addresses: list[str]) -> None:
+        want = 4 if self.type == "A" else 6
+        for address in addresses:
+            if ipaddress.ip_address(address).version != want:
+                raise ValueError(f"{address} is not an IPv{want} address, as type {self.type} needs")
+        if self.all_down == "fallback" and not self.fallback:
+            raise ValueError("all_down: fallback needs a non-empty fallback list")
+
+
+class ActiveActive(_FailoverBase):
+    """Answer every healthy endpoint; below `min_healthy`, `all_down` applies."""
+
+    policy: Literal["active-active"]
+    endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)]
+    min_healthy: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ActiveActive:
+        self._check_families([e.address for e in self.endpoints] + list(self.fallback))
+        if self.min_healthy > len(self.endpoints):
+            raise ValueError(
+                f"min_healthy {self.min_healthy} is more than the {len(self.endpoints)} endpoints"
+            )
+        return self
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        """The record seen as a single tier, so the engine treats both policies alike."""
+        return (Tier(name="all", endpoints=self.endpoints, min_healthy=self.min_healthy),)
+
+
+class ActivePassive(_FailoverBase):
+    """Serve the first tier that meets its `min_healthy`; fail back per `failback`."""
+
+    policy: Literal["active-passive"]
+    tiers: Annotated[tuple[Tier, ...], Field(min_length=2)]
+    failback: Literal["auto", "manual"] = "auto"
+    hold_down: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ActivePassive:
+        addresses = [e.address for t in self.tiers for e in t.endpoints]
+        self._check_families(addresses + list(self.fallback))
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tier names must be unique")
+        return self
+
+
+FailoverRecord = Annotated[ActiveActive | ActivePassive, Field(discriminator="policy")]
+
+STATIC_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR")
+
+
+class StaticRecord(Model):
+    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR"]
+    ttl: Ttl = 3600
+    values: Annotated[tuple[str, ...], Field(min_length=1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_value(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "value" in data and "values" not in data:
+            data = dict(data)
+            data["values"] = [data.pop("value")]
+        return data
+
+
+class SoaConfig(Model):
+    mname: Fqdn
+    rname: Fqdn
+    refresh: Ttl = 3600
+    retry: Ttl = 600
+    expire: Ttl = 604800
+    minimum: Ttl = 30
+    ttl: Ttl = 3600
+
+
+class ZoneConfig(Model):
+    provider: str = "embedded"
+    soa: SoaConfig
+    nameservers: Annotated[tuple[Fqdn, ...], Field(min_length=1)]
+    ns_ttl: Ttl = 3600
+    records: dict[str, StaticRecord | tuple[StaticRecord, ...]] = Field(default_factory=dict)
+    failover: dict[str, FailoverRecord] = Field(default_factory=dict)
+
+
+class Config(Model):
+    """The whole validated config. Zone keys are absolute, lower-case names."""
+
+    checks: dict[str, CheckConfig] = Field(default_factory=dict)
+    zones: Annotated[dict[Fqdn, ZoneConfig], Field(min_length=1)]
+
+    def managed(self) -> list[tuple[str, str, ActiveActive | ActivePassive]]:
+        """Every failover record as (zone origin, absolute name, record), in config order."""
+        return [
+            (origin, absolute_name(label, origin), record)
+            for origin, zone in self.zones.items()
+            for label, record in zone.failover.items()
+        ]
+
+    def targets(self) -> dict[str, tuple[Target, CheckConfig]]:
+        """Every distinct probe target, keyed by `Target.key`, with its check."""
+        found: dict[str, tuple[Target, CheckConfig]] = {}
+        for _origin, _name, record in self.managed():
+            check = self.checks[record.check]
+            for tier in record.tiers:
+                for endpoint in tier.endpoints:
+                    target = endpoint.target(record.check, check)
+                    found.setdefault(target.key, (target, check))
+        return found
