@@ -1,0 +1,98 @@
+"""Hysteresis and the region vote."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnsfailover.health import HealthTracker, Hysteresis
+from dnsfailover.model import Observation, State
+
+T = "web@127.0.0.11:80"
+
+
+def tracker(rise: int = 2, fall: int = 3) -> HealthTracker:
+    return HealthTracker({T: Hysteresis(rise=rise, fall=fall, interval=1.0)})
+
+
+def obs(ok: bool, at: float, region: str = "local") -> Observation:
+    return Observation(T, region, ok, at, 0.001, "HTTP 200" if ok else "connection refused")
+
+
+def feed(t: HealthTracker, results: str, start: float = 0.0, region: str = "local") -> list[State]:
+    """`results` is a string of 1 (ok) and 0 (fail); returns the voted state after each."""
+    states = []
+    for i, r in enumerate(results):
+        t.observe(obs(r == "1", start + i, region))
+        states.append(t.state(T))
+    return states
+
+
+def test_unknown_until_first_result_then_first_result_decides() -> None:
+    t = tracker()
+    assert t.state(T) is State.UNKNOWN
+    assert feed(t, "1") == [State.UP]
+    t2 = tracker()
+    assert feed(t2, "0") == [State.DOWN]
+
+
+def test_fall_and_rise() -> None:
+    t = tracker(rise=2, fall=3)
+    got = feed(t, "1001000110")
+    U, D = State.UP, State.DOWN
+    assert got == [U, U, U, U, U, U, D, D, U, U]
+
+
+def test_changes_carry_a_reason_with_the_detail() -> None:
+    t = tracker(fall=1)
+    t.observe(obs(True, 0))
+    changes = t.observe(obs(False, 1))
+    assert [(c.region, c.new) for c in changes] == [("local", State.DOWN), (None, State.DOWN)]
+    assert "connection refused" in changes[0].reason
+
+
+def test_restored_state_holds_until_a_fresh_result() -> None:
+    t = tracker()
+    t.restore(T, "local", State.DOWN, 5.0, "was down")
+    assert t.state(T) is State.DOWN
+    assert feed(t, "1", start=10) == [State.UP], "the first fresh result decides"
+
+
+def test_majority_vote_across_regions() -> None:
+    t = tracker(fall=1, rise=1)
+    feed(t, "1", 0, "a")
+    feed(t, "1", 0, "b")
+    feed(t, "1", 0, "c")
+    t.observe(obs(False, 1, "a"))
+    assert t.state(T) is State.UP, "one region of three cannot fail an endpoint"
+    t.observe(obs(False, 1.1, "b"))
+    assert t.state(T) is State.DOWN
+
+
+def test_stale_region_does_not_vote() -> None:
+    t = tracker(fall=1, rise=1)
+    t.observe(obs(False, 0, "a"))
+    t.observe(obs(True, 0, "b"))
+    t.observe(obs(True, 0, "c"))
+    assert t.state(T) is State.UP
+    # b and c go silent; a keeps reporting down well past 3 intervals
+    t.observe(obs(False, 10, "a"))
+    assert t.state(T) is State.DOWN
+
+
+@settings(max_examples=200, deadline=None)
+@given(results=st.lists(st.booleans(), min_size=1, max_size=60),
+       rise=st.integers(1, 5), fall=st.integers(1, 5))
+def test_no_flip_faster_than_hysteresis(results: list[bool], rise: int, fall: int) -> None:
+    t = tracker(rise=rise, fall=fall)
+    history: list[bool] = []
+    prev = State.UNKNOWN
+    for i, ok in enumerate(results):
+        t.observe(obs(ok, float(i)))
+        history.append(ok)
+        now = t.state(T)
+        if prev is not State.UNKNOWN and now is not prev:
+            need = rise if now is State.UP else fall
+            assert len(history) >= need
+            assert all(h == (now is State.UP) for h in history[-need:])
+        prev = now

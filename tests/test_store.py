@@ -1,0 +1,55 @@
+"""The SQLite store: serials never go backwards, state survives a reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dnsfailover.engine import EngineState, NameState, Transition
+from dnsfailover.errors import StoreError
+from dnsfailover.model import HealthChange, State
+from dnsfailover.store import SERIAL_MAX, AsyncStore, Store, next_serial
+
+
+def test_next_serial_is_time_based_and_strictly_increasing() -> None:
+    assert next_serial(None, 1_700_000_000.5) == 1_700_000_000
+    assert next_serial(1_700_000_000, 1_700_000_000.9) == 1_700_000_001
+    assert next_serial(1_800_000_000, 1_700_000_000.0) == 1_800_000_001
+    with pytest.raises(StoreError):
+        next_serial(SERIAL_MAX, 0)
+
+
+def test_everything_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    s = Store(path)
+    s.save_health([HealthChange("web@127.0.0.1:80", "local", State.UNKNOWN, State.DOWN, 5.0,
+                                "refused")])
+    state = EngineState({"www.example.test.": NameState("east", {"east": 1.5}, ("127.0.0.1",))})
+    t = Transition("www.example.test.", 6.0, "failover", ("127.0.0.2",), ("127.0.0.1",), "why")
+    s.save_publish({"example.test.": 42}, state, [t])
+    rid = s.add_request("failback", "www.example.test.", "test", 7.0)
+    s.close()
+
+    s = Store(path, readonly=True)
+    assert s.serials() == {"example.test.": 42}
+    [h] = s.health()
+    assert (h.target, h.state, h.reason) == ("web@127.0.0.1:80", State.DOWN, "refused")
+    assert s.engine_state() == state
+    assert [r.id for r in s.pending_requests()] == [rid]
+    kinds = [e.kind for e in s.events()]
+    assert kinds == ["request", "failover", "health"], "newest first"
+    s.close()
+
+
+async def test_async_store_runs_off_the_loop_and_marks_requests_taken(tmp_path: Path) -> None:
+    store = await AsyncStore.open(tmp_path / "s.db")
+    rid = await store.run(lambda s: s.add_request("failback", "n.", "r", 1.0))
+    await store.run(lambda s: s.save_publish({}, EngineState(), [], taken_requests=[rid], now=2))
+    assert await store.run(Store.pending_requests) == []
+    await store.close()
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot open state store"):
+        Store(tmp_path / "missing-dir" / "state.db")
