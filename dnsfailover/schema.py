@@ -17,12 +17,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
 from dnsfailover.model import Target
 
 MIN_INTERVAL = 0.1
+DEFAULT_TIMEOUT = 2.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -100,7 +102,9 @@ def _status_range(value: Any) -> tuple[int, int]:
         low = int(m.group(1))
         high = int(m.group(2) or m.group(1))
     else:
-        raise ValueError(f"expected a status code such as 200, a range 200-299 or 2xx, got {value!r}")
+        raise ValueError(
+            f"expected a status code such as 200, a range 200-299 or 2xx, got {value!r}"
+        )
     if not (100 <= low <= high <= 599):
         raise ValueError(f"status range {value!r} is outside 100-599")
     return (low, high)
@@ -111,13 +115,18 @@ StatusRange = Annotated[tuple[int, int], BeforeValidator(_status_range)]
 DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
 
 
+def _is_regex(body: str) -> bool:
+    """`expect_body: /ok|ready/` is a regular expression; anything else a plain substring."""
+    return len(body) >= 2 and body.startswith("/") and body.endswith("/")
+
+
 class CheckConfig(Model):
     """A named health check; records refer to it by name."""
 
     type: Literal["http", "https", "tcp", "dns"]
     port: Port | None = None
     interval: Duration = 10.0
-    timeout: Duration = 2.0
+    timeout: Duration = DEFAULT_TIMEOUT
     rise: Annotated[int, Field(ge=1, le=100)] = 2
     fall: Annotated[int, Field(ge=1, le=100)] = 3
     # http / https
@@ -134,21 +143,68 @@ class CheckConfig(Model):
     expect_rcode: Literal["NOERROR", "NXDOMAIN"] = "NOERROR"
     expect_answer: tuple[str, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_timeout(cls, data: Any) -> Any:
+        """Without a timeout, use 2s or the interval, whichever is shorter."""
+        if isinstance(data, dict) and "timeout" not in data and "interval" in data:
+            try:
+                interval = parse_duration(data["interval"])
+            except ValueError:
+                return data  # the interval's own error is reported
+            return {**data, "timeout": min(DEFAULT_TIMEOUT, interval)}
+        return data
+
+    # Single-field rules are field validators so that errors point at the key itself.
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value < MIN_INTERVAL:
+            raise ValueError(f"interval must be at least {int(MIN_INTERVAL * 1000)}ms")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be greater than zero")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("path must start with /")
+        return value
+
+    @field_validator("expect_body")
+    @classmethod
+    def _expect_body(cls, value: str | None) -> str | None:
+        if value is not None and _is_regex(value):
+            try:
+                re.compile(value[1:-1])
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {value}: {e}") from None
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> CheckConfig:
-        if self.interval < MIN_INTERVAL:
-            raise ValueError(f"interval must be at least {int(MIN_INTERVAL * 1000)}ms")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be greater than zero")
         if self.timeout > self.interval:
-            raise ValueError("timeout must not be longer than interval")
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must not be longer than interval ({self.interval:g}s)"
+            )
         if self.type == "tcp" and self.port is None:
             raise ValueError("a tcp check needs a port")
         if self.type == "dns" and not self.query:
             raise ValueError("a dns check needs a query (the name to ask)")
-        if not self.path.startswith("/"):
-            raise ValueError("path must start with /")
         return self
+
+    @property
+    def expect_body_regex(self) -> re.Pattern[str] | None:
+        """`expect_body` written as `/regex/`, compiled; None when it is a plain substring."""
+        if self.expect_body is None or not _is_regex(self.expect_body):
+            return None
+        return re.compile(self.expect_body[1:-1])
 
     @property
     def effective_port(self) -> int:
@@ -209,7 +265,9 @@ class _FailoverBase(Model):
         want = 4 if self.type == "A" else 6
         for address in addresses:
             if ipaddress.ip_address(address).version != want:
-                raise ValueError(f"{address} is not an IPv{want} address, as type {self.type} needs")
+                raise ValueError(
+                    f"{address} is not an IPv{want} address, as type {self.type} needs"
+                )
         if self.all_down == "fallback" and not self.fallback:
             raise ValueError("all_down: fallback needs a non-empty fallback list")
 

@@ -1,0 +1,259 @@
+"""Immutable zone snapshots and the authoritative answer logic.
+
+A :class:`ZoneSnapshot` is built once per publish: every record value is parsed into dnslib
+``RR`` objects and indexed by (name, type), so answering a query is a few dict look-ups.
+The server swaps whole snapshots, so a query sees one snapshot from start to finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSLabel, DNSRecord
+
+from dnsfailover.model import RecordSet, ZoneContent
+from dnsfailover.server.rdata import (
+    Labels,
+    ZoneBuildError,
+    name_labels,
+    parse_rdata,
+    qtype_code,
+)
+
+MAX_CNAME_CHAIN = 8
+"""How many CNAMEs one answer follows before it stops (loops stop earlier)."""
+
+MAX_TTL = 2**31 - 1
+
+_CNAME = int(QTYPE.CNAME)
+_SOA = int(QTYPE.SOA)
+_ANY = int(QTYPE.ANY)
+_IN = int(CLASS.IN)
+_QUERY = int(OPCODE.QUERY)
+
+# Meta types that are never looked up as data.  Zone transfers come with a later issue.
+_REFUSED_QTYPES = frozenset({int(QTYPE.AXFR), int(QTYPE.IXFR)})
+_NOTIMP_QTYPES = frozenset({int(QTYPE.TKEY), int(QTYPE.TSIG), 253, 254})  # 253/254: MAILB/MAILA
+_FORMERR_QTYPES = frozenset({int(QTYPE.OPT)})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a look-up found: rcode, AA flag and the answer and authority sections."""
+
+    rcode: int
+    authoritative: bool
+    answer: tuple[RR, ...] = ()
+    authority: tuple[RR, ...] = ()
+
+
+REFUSED = Answer(int(RCODE.REFUSED), authoritative=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Zone:
+    origin: Labels
+    serial: int
+    rrsets: Mapping[tuple[Labels, int], tuple[RR, ...]]
+    cname_targets: Mapping[Labels, Labels]
+    any_rrsets: Mapping[Labels, tuple[RR, ...]]
+    names: frozenset[Labels]
+    negative: tuple[RR, ...]
+    """The SOA for the authority section of NXDOMAIN/NODATA, TTL = min(ttl, minimum)."""
+
+    def contains(self, name: Labels) -> bool:
+        depth = len(self.origin)
+        return len(name) >= depth and (depth == 0 or name[-depth:] == self.origin)
+
+
+def _dotted(labels: Labels) -> str:
+    return ".".join(label.decode("ascii", "backslashreplace") for label in labels) + "."
+
+
+def _checked(rr: RR, where: str) -> RR:
+    """Pack the RR once so a value that cannot be encoded fails the build, not every query."""
+    try:
+        rr.pack(DNSBuffer())
+    except Exception as e:  # dnslib raises several unrelated types here
+        raise ZoneBuildError(f"{where}: cannot be encoded: {e}") from e
+    return rr
+
+
+def _build_zone(content: ZoneContent) -> _Zone:
+    origin = name_labels(content.origin)
+    where = content.origin
+    soa = content.soa
+    times = (soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
+    if any(not 0 <= t < 2**32 for t in times) or not 0 <= soa.ttl <= MAX_TTL:
+        raise ZoneBuildError(f"{where}: SOA values must be 32-bit unsigned, TTL at most {MAX_TTL}")
+    soa_rd = SOA(DNSLabel(name_labels(soa.mname)), DNSLabel(name_labels(soa.rname)), times)
+    soa_rr = _checked(RR(DNSLabel(origin), _SOA, _IN, soa.ttl, soa_rd), where)
+    negative = RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
+
+    rrsets: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
+    types_at: dict[Labels, list[int]] = {origin: [_SOA]}
+    cname_targets: dict[Labels, Labels] = {}
+    empty: set[Labels] = set()
+    given: set[tuple[Labels, int]] = set()
+    for rs in content.records:
+        name, code, rrs = _build_rrset(rs, origin)
+        if (name, code) in given:
+            raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
+        given.add((name, code))
+        if not rrs:
+            # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
+            empty.add(name)
+            continue
+        rrsets[name, code] = rrs
+        types_at.setdefault(name, []).append(code)
+        if code == _CNAME:
+            cname_targets[name] = tuple(label.lower() for label in rrs[0].rdata.label.label)
+
+    for name, types in types_at.items():
+        if _CNAME in types and len(types) > 1:
+            raise ZoneBuildError(f"{_dotted(name)}: a CNAME cannot coexist with other records")
+
+    names: set[Labels] = set()
+    for name in empty.union(types_at):
+        # Every ancestor up to the origin exists too (empty non-terminals).
+        for cut in range(len(name) - len(origin) + 1):
+            names.add(name[cut:])
+    # ANY gets one RRset (RFC 8482): the CNAME if there is one, else the lowest type.
+    any_rrsets = {
+        name: rrsets[name, _CNAME if _CNAME in types else min(types)]
+        for name, types in types_at.items()
+    }
+    return _Zone(
+        origin=origin,
+        serial=soa.serial,
+        rrsets=rrsets,
+        cname_targets=cname_targets,
+        any_rrsets=any_rrsets,
+        names=frozenset(names),
+        negative=(negative,),
+    )
+
+
+def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, ...]]:
+    where = f"{rs.name} {rs.rtype}"
+    try:
+        name = name_labels(rs.name)
+        code = qtype_code(rs.rtype)
+        rds = [parse_rdata(rs.rtype, value) for value in rs.values]
+    except ZoneBuildError as e:
+        raise ZoneBuildError(f"{where}: {e}") from e
+    depth = len(origin)
+    if depth and name[-depth:] != origin:
+        raise ZoneBuildError(f"{where}: name is outside the zone {_dotted(origin)}")
+    if code == _CNAME and (len(rds) > 1 or name == origin):
+        raise ZoneBuildError(f"{where}: a CNAME must have one value and not be at the apex")
+    if not 0 <= rs.ttl <= MAX_TTL:
+        raise ZoneBuildError(f"{where}: TTL {rs.ttl} is outside 0-{MAX_TTL}")
+    owner = DNSLabel(name)
+    return name, code, tuple(_checked(RR(owner, code, _IN, rs.ttl, rd), where) for rd in rds)
+
+
+class ZoneSnapshot:
+    """Every zone the server answers for, frozen; build a new one to change anything."""
+
+    __slots__ = ("_zones",)
+
+    def __init__(self, zones: Iterable[_Zone] = ()) -> None:
+        self._zones: Mapping[Labels, _Zone] = {z.origin: z for z in zones}
+
+    @classmethod
+    def build(cls, zones: Sequence[ZoneContent]) -> ZoneSnapshot:
+        """Parse and index every zone.
+
+        :raises ZoneBuildError: if a zone is given twice or any record cannot be served.
+        """
+        built = [_build_zone(z) for z in zones]
+        origins = [z.origin for z in built]
+        if len(set(origins)) != len(origins):
+            raise ZoneBuildError("a zone is given more than once")
+        return cls(built)
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """The zones served, as absolute lower-case names."""
+        return tuple(sorted(_dotted(origin) for origin in self._zones))
+
+    def serial(self, origin: str) -> int | None:
+        """The SOA serial served for ``origin``, or None if that zone is not served."""
+        try:
+            zone = self._zones.get(name_labels(origin if origin.endswith(".") else origin + "."))
+        except ZoneBuildError:
+            return None
+        return None if zone is None else zone.serial
+
+    def find_zone(self, qname: Labels) -> _Zone | None:
+        """The most specific zone that contains ``qname`` (lower-case labels)."""
+        for cut in range(len(qname) + 1):
+            zone = self._zones.get(qname[cut:])
+            if zone is not None:
+                return zone
+        return None
+
+    def lookup(self, qname: Labels, qtype: int) -> Answer:
+        """Answer one IN-class question; ``qname`` must be lower-case labels."""
+        zone = self.find_zone(qname)
+        if zone is None:
+            return REFUSED
+        answer: list[RR] = []
+        name = qname
+        seen = {name}
+        for _ in range(MAX_CNAME_CHAIN + 1):
+            if name not in zone.names:
+                return Answer(int(RCODE.NXDOMAIN), True, tuple(answer), zone.negative)
+            found = zone.any_rrsets.get(name) if qtype == _ANY else zone.rrsets.get((name, qtype))
+            if found:
+                answer.extend(found)
+                break
+            target = zone.cname_targets.get(name)
+            if target is None:
+                return Answer(int(RCODE.NOERROR), True, tuple(answer), zone.negative)
+            answer.extend(zone.rrsets[name, _CNAME])
+            if target in seen or not zone.contains(target):
+                break  # a loop, or a target we are not authoritative for: stop here
+            seen.add(target)
+            name = target
+        return Answer(int(RCODE.NOERROR), True, tuple(answer))
+
+    def resolve(self, request: DNSRecord) -> DNSRecord:
+        """Build the reply to a parsed request: a pure function of the request and snapshot.
+
+        EDNS and truncation are left to the caller (see :mod:`dnsfailover.server.wire`).
+        """
+        header = request.header
+        reply = DNSRecord(
+            DNSHeader(id=header.id, bitmap=0, qr=1, opcode=header.opcode, rd=header.rd)
+        )
+        reply.header.cd = header.cd
+        questions = list(request.questions)
+        if int(header.opcode) != _QUERY:
+            reply.header.rcode = int(RCODE.NOTIMP)
+            reply.add_question(*questions)
+            return reply
+        if len(questions) != 1:
+            reply.header.rcode = int(RCODE.FORMERR)
+            return reply
+        question = questions[0]
+        qtype = int(question.qtype)
+        if qtype in _FORMERR_QTYPES:
+            reply.header.rcode = int(RCODE.FORMERR)
+            return reply
+        reply.add_question(question)
+        if int(question.qclass) != _IN or qtype in _REFUSED_QTYPES:
+            reply.header.rcode = int(RCODE.REFUSED)
+            return reply
+        if qtype in _NOTIMP_QTYPES:
+            reply.header.rcode = int(RCODE.NOTIMP)
+            return reply
+        qname = tuple(bytes(label).lower() for label in question.qname.label)
+        found = self.lookup(qname, qtype)
+        reply.header.rcode = found.rcode
+        reply.header.aa = int(found.authoritative)
+        reply.add_answer(*found.answer)
+        reply.add_auth(*found.authority)
+        return reply
