@@ -91,19 +91,22 @@ def decide(
     wakes: list[float] = []
     for origin, name, record in config.managed():
         prev = previous.names.get(name, NameState())
-        nd, ns, wake = _decide_name(config, origin, name, record, health, prev, now,
-                                    name in failback)
+        nd, ns, wake = _decide_name(
+            config, origin, name, record, health, prev, now, name in failback
+        )
         names[name], states[name] = nd, ns
         if wake is not None:
             wakes.append(wake)
         if prev.active is not None and nd.answer != prev.answer:
-            transitions.append(Transition(name, now, _kind(prev, ns, nd, record), prev.answer,
-                                          nd.answer, nd.reason))
-    zones = tuple(
-        build_zone(origin, zone, names) for origin, zone in config.zones.items()
+            transitions.append(
+                Transition(
+                    name, now, _kind(prev, ns, nd, record), prev.answer, nd.answer, nd.reason
+                )
+            )
+    zones = tuple(build_zone(origin, zone, names) for origin, zone in config.zones.items())
+    return Decision(
+        zones, names, tuple(transitions), EngineState(states), min(wakes) if wakes else None
     )
-    return Decision(zones, names, tuple(transitions), EngineState(states),
-                    min(wakes) if wakes else None)
 
 
 def _kind(prev: NameState, ns: NameState, nd: NameDecision, record: FailoverRecord) -> str:
@@ -115,18 +118,23 @@ def _kind(prev: NameState, ns: NameState, nd: NameDecision, record: FailoverReco
     return "answer"
 
 
-def _up(tier: Tier, record: FailoverRecord, config: Config,
-        health: Mapping[str, State]) -> list[str]:
+def _up(
+    tier: Tier, record: FailoverRecord, config: Config, health: Mapping[str, State]
+) -> list[str]:
     check = config.checks[record.check]
-    return [e.address for e in tier.endpoints
-            if health.get(e.target(record.check, check).key, State.UNKNOWN) is State.UP]
+    return [
+        e.address
+        for e in tier.endpoints
+        if health.get(e.target(record.check, check).key, State.UNKNOWN) is State.UP
+    ]
 
 
-def _known(tier: Tier, record: FailoverRecord, config: Config,
-           health: Mapping[str, State]) -> bool:
+def _known(tier: Tier, record: FailoverRecord, config: Config, health: Mapping[str, State]) -> bool:
     check = config.checks[record.check]
-    return any(health.get(e.target(record.check, check).key, State.UNKNOWN) is not State.UNKNOWN
-               for e in tier.endpoints)
+    return any(
+        health.get(e.target(record.check, check).key, State.UNKNOWN) is not State.UNKNOWN
+        for e in tier.endpoints
+    )
 
 
 def _decide_name(
@@ -167,9 +175,13 @@ def _decide_name(
         higher = [t for t in healthy if order.index(t) < rank]
         ready = [t for t in higher if _may_fail_back(record, since[t], now, failback_requested)]
         if ready:
-            note = ("operator requested failback" if failback_requested and
-                    isinstance(record, ActivePassive) and record.failback == "manual"
-                    else f"{ready[0]} healthy for hold_down")
+            note = (
+                "operator requested failback"
+                if failback_requested
+                and isinstance(record, ActivePassive)
+                and record.failback == "manual"
+                else f"{ready[0]} healthy for hold_down"
+            )
             active = ready[0]
         elif isinstance(record, ActivePassive) and record.failback == "manual":
             note = f"{healthy[0]} is healthy; failback is manual and awaits an operator"
@@ -183,7 +195,8 @@ def _decide_name(
     if meets[active]:
         answer = _sorted(up[active])
         mode = "healthy" if len(up[active]) == len(tier.endpoints) else "degraded"
-        reason = f"tier {active}: {len(up[active])}/{len(tier.endpoints)} endpoints up"
+        reason = f"{len(up[active])}/{len(tier.endpoints)} endpoints up"
+        reason = f"tier {active}: {reason}" if len(tiers) > 1 else reason
     elif not any(_known(t, record, config, health) for t in tiers):
         answer = _sorted(e.address for e in tier.endpoints)
         mode, reason = "no_data", "no health data yet: serving every endpoint of the tier"
@@ -200,8 +213,9 @@ def _decide_name(
             reason = "no tier meets min_healthy: all_down=fallback"
     if len(tiers) > 1 or note:
         reason = f"{reason}; {note}" if note else reason
-    decision = NameDecision(name, origin, record.policy, answer, active if len(tiers) > 1 else None,
-                            mode, reason)
+    decision = NameDecision(
+        name, origin, record.policy, answer, active if len(tiers) > 1 else None, mode, reason
+    )
     return decision, NameState(active, since, answer), wake
 
 
@@ -217,8 +231,9 @@ def _sorted(addresses: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(addresses), key=ipaddress.ip_address))
 
 
-def build_zone(origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision],
-               serial: int = 0) -> ZoneContent:
+def build_zone(
+    origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision], serial: int = 0
+) -> ZoneContent:
     """The full content of one zone: apex NS, static records and managed answers."""
     sets: dict[tuple[str, str], RecordSet] = {
         (origin, "NS"): RecordSet(origin, "NS", zone.ns_ttl, tuple(sorted(zone.nameservers))),
@@ -241,7 +256,6 @@ def build_zone(origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision],
     soa = zone.soa
     return ZoneContent(
         origin,
-        Soa(soa.mname, soa.rname, serial, soa.refresh, soa.retry, soa.expire, soa.minimum,
-            soa.ttl),
+        Soa(soa.mname, soa.rname, serial, soa.refresh, soa.retry, soa.expire, soa.minimum, soa.ttl),
         tuple(sets[k] for k in sorted(sets)),
     )

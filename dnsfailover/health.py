@@ -98,9 +98,7 @@ class HealthTracker:
         if new is not None:
             old = counter.state
             counter.state, counter.since, counter.reason = new, obs.at, _reason(obs, counter)
-            changes.append(
-                HealthChange(obs.target, obs.region, old, new, obs.at, counter.reason)
-            )
+            changes.append(HealthChange(obs.target, obs.region, old, new, obs.at, counter.reason))
         voted, since, reason = self._vote(t, obs.at)
         if voted is not t.voted:
             changes.append(HealthChange(obs.target, None, t.voted, voted, obs.at, reason))
@@ -144,8 +142,11 @@ class HealthTracker:
         if 2 * len(ups) > len(voters):
             return State.UP, now, f"up in {len(ups)}/{len(voters)} regions ({', '.join(ups)})"
         if 2 * len(downs) > len(voters):
-            return (State.DOWN, now,
-                    f"down in {len(downs)}/{len(voters)} regions ({', '.join(downs)})")
+            return (
+                State.DOWN,
+                now,
+                f"down in {len(downs)}/{len(voters)} regions ({', '.join(downs)})",
+            )
         return t.voted, t.voted_since, t.voted_reason
 
     def state(self, target: str) -> State:
@@ -180,5 +181,9 @@ def log_change(change: HealthChange) -> None:
     where = f"region={change.region}" if change.region else "voted"
     log.info(
         "health: %s %s %s -> %s: %s",
-        change.target, where, change.old.value, change.new.value, change.reason,
+        change.target,
+        where,
+        change.old.value,
+        change.new.value,
+        change.reason,
     )

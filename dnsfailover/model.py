@@ -114,9 +114,26 @@ class ZoneContent:
 
     def same_answers(self, other: ZoneContent) -> bool:
         """True when both answer the same, ignoring the serial."""
-        mine = (self.origin, self.soa.mname, self.soa.rname, self.soa.refresh, self.soa.retry,
-                self.soa.expire, self.soa.minimum, self.soa.ttl, self.records)
-        theirs = (other.origin, other.soa.mname, other.soa.rname, other.soa.refresh,
-                  other.soa.retry, other.soa.expire, other.soa.minimum, other.soa.ttl,
-                  other.records)
+        mine = (
+            self.origin,
+            self.soa.mname,
+            self.soa.rname,
+            self.soa.refresh,
+            self.soa.retry,
+            self.soa.expire,
+            self.soa.minimum,
+            self.soa.ttl,
+            self.records,
+        )
+        theirs = (
+            other.origin,
+            other.soa.mname,
+            other.soa.rname,
+            other.soa.refresh,
+            other.soa.retry,
+            other.soa.expire,
+            other.soa.minimum,
+            other.soa.ttl,
+            other.records,
+        )
         return mine == theirs

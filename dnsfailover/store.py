@@ -83,12 +83,12 @@ class Store:
         try:
             if readonly:
                 uri = f"file:{Path(path).resolve()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False,
-                                           isolation_level=None)
+                self._db = sqlite3.connect(
+                    uri, uri=True, check_same_thread=False, isolation_level=None
+                )
                 self._db.execute("PRAGMA busy_timeout=5000")
             else:
-                self._db = sqlite3.connect(str(path), check_same_thread=False,
-                                           isolation_level=None)
+                self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA busy_timeout=5000")
@@ -147,11 +147,20 @@ class Store:
             raise StoreError(f"state store {self.path}: {e}") from e
 
     def save_health(self, changes: Iterable[HealthChange]) -> None:
-        rows = [(c.target, c.region, c.new.value, c.at, c.reason)
-                for c in changes if c.region is not None]
-        events = [(c.at, "health", c.target,
-                   f"{c.region or 'voted'}: {c.old.value} -> {c.new.value}: {c.reason}")
-                  for c in changes]
+        rows = [
+            (c.target, c.region, c.new.value, c.at, c.reason)
+            for c in changes
+            if c.region is not None
+        ]
+        events = [
+            (
+                c.at,
+                "health",
+                c.target,
+                f"{c.region or 'voted'}: {c.old.value} -> {c.new.value}: {c.reason}",
+            )
+            for c in changes
+        ]
 
         def work(db: sqlite3.Connection) -> None:
             db.executemany("INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?, ?)", rows)
@@ -174,8 +183,10 @@ class Store:
 
         Written before the new zone is served, so a serial never goes backwards.
         """
-        events = [(t.at, t.kind, t.name, f"{list(t.old)} -> {list(t.new)}: {t.reason}")
-                  for t in transitions]
+        events = [
+            (t.at, t.kind, t.name, f"{list(t.old)} -> {list(t.new)}: {t.reason}")
+            for t in transitions
+        ]
         events.extend(notes)
 
         def work(db: sqlite3.Connection) -> None:
@@ -183,14 +194,23 @@ class Store:
             db.execute("DELETE FROM engine")
             db.executemany(
                 "INSERT INTO engine VALUES (?, ?, ?, ?)",
-                [(name, ns.active, json.dumps(list(ns.answer)), json.dumps(dict(ns.healthy_since)))
-                 for name, ns in state.names.items()],
+                [
+                    (
+                        name,
+                        ns.active,
+                        json.dumps(list(ns.answer)),
+                        json.dumps(dict(ns.healthy_since)),
+                    )
+                    for name, ns in state.names.items()
+                ],
             )
             db.executemany(
                 "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)", events
             )
-            db.executemany("UPDATE requests SET taken_at = ? WHERE id = ?",
-                           [(now, rid) for rid in taken_requests])
+            db.executemany(
+                "UPDATE requests SET taken_at = ? WHERE id = ?",
+                [(now, rid) for rid in taken_requests],
+            )
 
         self._tx(work)
 

@@ -17,14 +17,18 @@ NAME = "www.example.test."
 
 
 def config(record: dict[str, Any]) -> Config:
-    return Config.model_validate({
-        "checks": {"web": {"type": "tcp", "port": 80, "interval": "1s", "timeout": "500ms"}},
-        "zones": {"example.test.": {
-            "soa": {"mname": "ns1.example.test.", "rname": "hostmaster.example.test."},
-            "nameservers": ["ns1.example.test."],
-            "failover": {"www": {"check": "web", **record}},
-        }},
-    })
+    return Config.model_validate(
+        {
+            "checks": {"web": {"type": "tcp", "port": 80, "interval": "1s", "timeout": "500ms"}},
+            "zones": {
+                "example.test.": {
+                    "soa": {"mname": "ns1.example.test.", "rname": "hostmaster.example.test."},
+                    "nameservers": ["ns1.example.test."],
+                    "failover": {"www": {"check": "web", **record}},
+                }
+            },
+        }
+    )
 
 
 def key(address: str) -> str:
@@ -67,28 +71,40 @@ def served(d: Decision) -> tuple[str, ...] | None:
         ({}, health(a11=D, a12=D, a13=U), ("127.0.0.13",), "degraded"),
         ({}, health(a11=D, a12=D, a13=D), ("127.0.0.11", "127.0.0.12", "127.0.0.13"), "all_down"),
         ({"all_down": "serve_none"}, health(a11=D, a12=D, a13=D), (), "all_down"),
-        ({"all_down": "fallback", "fallback": ["192.0.2.1"]}, health(a11=D, a12=D, a13=D),
-         ("192.0.2.1",), "all_down"),
-        ({"min_healthy": 2}, health(a11=U, a12=D, a13=D),
-         ("127.0.0.11", "127.0.0.12", "127.0.0.13"), "all_down"),
-        ({"min_healthy": 2, "all_down": "serve_none"}, health(a11=U, a12=D, a13=D), (),
-         "all_down"),
-        ({"min_healthy": 2}, health(a11=U, a12=D, a13=U), ("127.0.0.11", "127.0.0.13"),
-         "degraded"),
+        (
+            {"all_down": "fallback", "fallback": ["192.0.2.1"]},
+            health(a11=D, a12=D, a13=D),
+            ("192.0.2.1",),
+            "all_down",
+        ),
+        (
+            {"min_healthy": 2},
+            health(a11=U, a12=D, a13=D),
+            ("127.0.0.11", "127.0.0.12", "127.0.0.13"),
+            "all_down",
+        ),
+        ({"min_healthy": 2, "all_down": "serve_none"}, health(a11=U, a12=D, a13=D), (), "all_down"),
+        ({"min_healthy": 2}, health(a11=U, a12=D, a13=U), ("127.0.0.11", "127.0.0.13"), "degraded"),
         ({"all_down": "serve_none"}, {}, ("127.0.0.11", "127.0.0.12", "127.0.0.13"), "no_data"),
         ({}, health(a11=U, a12=X, a13=X), ("127.0.0.11",), "degraded"),
     ],
 )
-def test_active_active_table(extra: dict[str, Any], states: dict[str, State],
-                             expected: tuple[str, ...], mode: str) -> None:
+def test_active_active_table(
+    extra: dict[str, Any], states: dict[str, State], expected: tuple[str, ...], mode: str
+) -> None:
     d = decide(config({**AA, **extra}), states, EngineState(), 100.0)
     assert answer(d) == expected
     assert served(d) == expected
     assert d.names[NAME].mode == mode
 
 
-def step(cfg: Config, prev: Decision | None, states: dict[str, State], now: float,
-         failback: frozenset[str] = frozenset()) -> Decision:
+def step(
+    cfg: Config,
+    prev: Decision | None,
+    states: dict[str, State],
+    now: float,
+    failback: frozenset[str] = frozenset(),
+) -> Decision:
     return decide(cfg, states, prev.state if prev else EngineState(), now, failback=failback)
 
 
@@ -176,12 +192,17 @@ def vectors(addrs: list[str]) -> st.SearchStrategy[list[tuple[float, dict[str, S
 
 
 @settings(max_examples=300, deadline=None)
-@given(seq=vectors(AA_ADDRS), all_down=st.sampled_from(["serve_all", "serve_none", "fallback"]),
-       min_healthy=st.integers(1, 3))
-def test_only_serve_none_empties_an_answer(seq: list[tuple[float, dict[str, State]]],
-                                           all_down: str, min_healthy: int) -> None:
-    cfg = config({**AA, "all_down": all_down, "fallback": ["192.0.2.1"],
-                  "min_healthy": min_healthy})
+@given(
+    seq=vectors(AA_ADDRS),
+    all_down=st.sampled_from(["serve_all", "serve_none", "fallback"]),
+    min_healthy=st.integers(1, 3),
+)
+def test_only_serve_none_empties_an_answer(
+    seq: list[tuple[float, dict[str, State]]], all_down: str, min_healthy: int
+) -> None:
+    cfg = config(
+        {**AA, "all_down": all_down, "fallback": ["192.0.2.1"], "min_healthy": min_healthy}
+    )
     prev, now = None, 0.0
     for dt, states in seq:
         now += dt
@@ -214,8 +235,9 @@ def test_never_fails_back_early(seq: list[tuple[float, dict[str, State]]], failb
         else:
             east_healthy_since = None
         d = step(cfg, prev, states, now)
-        if prev is not None and prev.names[NAME].tier == "west" and west_ok:
-            if d.names[NAME].tier == "east":
-                assert failback == "auto"
-                assert east_healthy_since is not None and now - east_healthy_since >= 30
+        was_west = prev is not None and prev.names[NAME].tier == "west" and west_ok
+        if was_west and d.names[NAME].tier == "east":
+            assert failback == "auto"
+            assert east_healthy_since is not None
+            assert now - east_healthy_since >= 30
         prev = d

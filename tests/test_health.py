@@ -81,8 +81,11 @@ def test_stale_region_does_not_vote() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(results=st.lists(st.booleans(), min_size=1, max_size=60),
-       rise=st.integers(1, 5), fall=st.integers(1, 5))
+@given(
+    results=st.lists(st.booleans(), min_size=1, max_size=60),
+    rise=st.integers(1, 5),
+    fall=st.integers(1, 5),
+)
 def test_no_flip_faster_than_hysteresis(results: list[bool], rise: int, fall: int) -> None:
     t = tracker(rise=rise, fall=fall)
     history: list[bool] = []

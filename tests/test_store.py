@@ -23,8 +23,9 @@ def test_next_serial_is_time_based_and_strictly_increasing() -> None:
 def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     s = Store(path)
-    s.save_health([HealthChange("web@127.0.0.1:80", "local", State.UNKNOWN, State.DOWN, 5.0,
-                                "refused")])
+    s.save_health(
+        [HealthChange("web@127.0.0.1:80", "local", State.UNKNOWN, State.DOWN, 5.0, "refused")]
+    )
     state = EngineState({"www.example.test.": NameState("east", {"east": 1.5}, ("127.0.0.1",))})
     t = Transition("www.example.test.", 6.0, "failover", ("127.0.0.2",), ("127.0.0.1",), "why")
     s.save_publish({"example.test.": 42}, state, [t])

@@ -1,0 +1,277 @@
+"""Wiring and lifecycle: store → checks → health → engine → published zones.
+
+The order of a start is fixed (deterministic cold start): restore what the store knows,
+run one bounded round of probes, decide, persist the new serials, and only then bind the
+DNS server with that first snapshot.  After that the scheduler probes on its own, every
+health change wakes the engine loop, and each decision that changes a zone is persisted
+before it is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dnsfailover.engine import Decision, EngineState, decide
+from dnsfailover.health import HealthTracker, Hysteresis, log_change
+from dnsfailover.model import HealthChange, Observation, State, ZoneContent
+from dnsfailover.scheduler import ProbeScheduler
+from dnsfailover.schema import CheckConfig, Config
+from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.zone import ZoneSnapshot
+from dnsfailover.store import AsyncStore, Request, SavedHealth, Store, next_serial
+
+log = logging.getLogger("dnsfailover.service")
+
+REQUEST_POLL = 0.5  # seconds between looks at the store for operator requests
+
+
+def hysteresis(config: Config) -> dict[str, Hysteresis]:
+    return {
+        key: Hysteresis(check.rise, check.fall, check.interval)
+        for key, (_target, check) in config.targets().items()
+    }
+
+
+def cold_start_deadline(config: Config) -> float:
+    """How long the first round of probes may take: the slowest timeout, plus slack."""
+    checks: list[CheckConfig] = [check for _t, check in config.targets().values()]
+    return max((c.timeout for c in checks), default=0.0) + 0.5
+
+
+def with_serials(zones: tuple[ZoneContent, ...], serials: Mapping[str, int]) -> list[ZoneContent]:
+    return [replace(z, soa=replace(z.soa, serial=serials.get(z.origin, 0))) for z in zones]
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What is being served now."""
+
+    zones: tuple[ZoneContent, ...]
+    decision: Decision
+    at: float
+
+
+class Service:
+    """One dnsfailover node serving its zones from the embedded DNS server."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        region: str = "local",
+        dns_host: str = "127.0.0.1",
+        dns_port: int = 5353,
+        state_path: str | Path = "dnsfailover.db",
+        clock: Callable[[], float] = time.time,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._on_decision = on_decision
+        self.region = region
+        self._dns_host, self._dns_port = dns_host, dns_port
+        self._state_path = state_path
+        self._clock = clock
+        self._tracker = HealthTracker(hysteresis(config))
+        self._engine = EngineState()
+        self._serials: dict[str, int] = {}
+        self._pending_health: list[HealthChange] = []
+        self._requests: list[Request] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._store: AsyncStore | None = None
+        self._scheduler: ProbeScheduler | None = None
+        self._server: DnsServer | None = None
+        self.published: Published | None = None
+
+    @property
+    def tracker(self) -> HealthTracker:
+        return self._tracker
+
+    async def start(self) -> tuple[str, int]:
+        """Cold-start and begin serving; returns the DNS address actually bound."""
+        self._store = await AsyncStore.open(self._state_path)
+        serials, saved, engine = await self._store.run(
+            lambda s: (s.serials(), s.health(), s.engine_state())
+        )
+        self._serials, self._engine = serials, engine
+        for h in saved:
+            self._tracker.restore(h.target, h.region, h.state, h.since, h.reason)
+        self._scheduler = ProbeScheduler(
+            self.config.targets(), region=self.region, on_observation=self._on_observation
+        )
+        started = self._clock()
+        await self._scheduler.run_round(cold_start_deadline(self.config))
+        log.info(
+            "start: first round of %d probes in %.3fs",
+            len(self.config.targets()),
+            self._clock() - started,
+        )
+        zones = await self._decide_and_persist(force_all=True)
+        assert zones is not None, "force_all always returns the zones"
+        self._server = DnsServer(ZoneSnapshot.build(zones), self._dns_host, self._dns_port)
+        bound = await self._server.start()
+        self._scheduler.start()
+        self._tasks = [
+            asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
+            asyncio.create_task(self._request_loop(), name="dnsfailover-requests"),
+        ]
+        return bound
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+        if self._server is not None:
+            await self._server.stop()
+        if self._store is not None:
+            if self._pending_health:
+                changes, self._pending_health = self._pending_health, []
+                await self._store.run(lambda s: s.save_health(changes))
+            await self._store.close()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _on_observation(self, obs: Observation) -> None:
+        changes = self._tracker.observe(obs)
+        if changes:
+            for change in changes:
+                log_change(change)
+            self._pending_health.extend(changes)
+            self._wake.set()
+
+    async def _engine_loop(self) -> None:
+        while True:
+            wake_at = self.published.decision.wake_at if self.published else None
+            timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                zones = await self._decide_and_persist()
+                if self._server is not None and zones is not None:
+                    self._server.publish(ZoneSnapshot.build(zones))
+            except Exception:
+                # Static stability: whatever failed, the last published answers stay served.
+                log.exception("engine: decision failed; still serving the last answers")
+                await asyncio.sleep(1.0)
+
+    async def _request_loop(self) -> None:
+        assert self._store is not None
+        while True:
+            await asyncio.sleep(REQUEST_POLL)
+            try:
+                pending = await self._store.run(Store.pending_requests)
+            except Exception:
+                log.exception("requests: cannot read operator requests from the store")
+                continue
+            known = {r.id for r in self._requests}
+            fresh = [r for r in pending if r.id not in known]
+            if fresh:
+                for r in fresh:
+                    log.info("request: %s %s (%s)", r.kind, r.name, r.reason)
+                self._requests.extend(fresh)
+                self._wake.set()
+
+    async def _decide_and_persist(self, force_all: bool = False) -> list[ZoneContent] | None:
+        """Decide; persist serials, state and reasons; return the zones to serve if changed."""
+        assert self._store is not None
+        now = self._clock()
+        requests, self._requests = self._requests, []
+        failback = frozenset(r.name for r in requests if r.kind == "failback")
+        decision = decide(self.config, self._tracker.states(), self._engine, now, failback=failback)
+        before = {z.origin: z for z in self.published.zones} if self.published else {}
+        changed = [
+            z.origin
+            for z in decision.zones
+            if force_all or z.origin not in before or not z.same_answers(before[z.origin])
+        ]
+        serials = {o: next_serial(self._serials.get(o), now) for o in changed}
+        managed = {name for _o, name, _r in self.config.managed()}
+        notes = [
+            (
+                now,
+                "request",
+                r.name,
+                f"{r.kind}: no such managed name"
+                if r.name not in managed
+                else f"{r.kind} taken: {decision.names[r.name].reason}",
+            )
+            for r in requests
+        ]
+        health, self._pending_health = self._pending_health, []
+        ids = [r.id for r in requests]
+
+        def persist(store: Store) -> None:
+            store.save_health(health)
+            store.save_publish(serials, decision.state, decision.transitions, notes, ids, now)
+
+        await self._store.run(persist)
+        self._serials.update(serials)
+        self._engine = decision.state
+        for t in decision.transitions:
+            log.info(
+                "engine: %s %s %s -> %s: %s", t.kind, t.name, list(t.old), list(t.new), t.reason
+            )
+        zones = with_serials(decision.zones, self._serials)
+        self.published = Published(tuple(zones), decision, now)
+        if self._on_decision is not None:
+            self._on_decision(decision)
+        if not changed:
+            return None
+        log.info(
+            "publish: zones=%s serials=%s",
+            ",".join(changed),
+            ",".join(str(serials[o]) for o in changed),
+        )
+        return zones
+
+    def states(self) -> dict[str, State]:
+        return self._tracker.states()
+
+
+def _read_saved(state_path: str | Path) -> tuple[list[SavedHealth], EngineState]:
+    """Health and engine state from a store, if there is one; never creates it."""
+    if not Path(state_path).exists():
+        return [], EngineState()
+    store = Store(state_path, readonly=True)
+    try:
+        return store.health(), store.engine_state()
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanResult:
+    observations: tuple[Observation, ...]
+    decision: Decision
+
+
+async def plan(config: Config, state_path: str | Path | None, region: str = "local") -> PlanResult:
+    """One round of probes and a decision, changing nothing (the store is only read)."""
+    tracker = HealthTracker(hysteresis(config))
+    engine = EngineState()
+    if state_path is not None:
+        saved, engine = await asyncio.to_thread(_read_saved, state_path)
+        for h in saved:
+            tracker.restore(h.target, h.region, h.state, h.since, h.reason)
+
+    def observe(obs: Observation) -> None:
+        tracker.observe(obs)
+
+    scheduler = ProbeScheduler(config.targets(), region=region, on_observation=observe)
+    try:
+        observations = await scheduler.run_round(cold_start_deadline(config))
+    finally:
+        await scheduler.stop()
+    decision = decide(config, tracker.states(), engine, time.time())
+    return PlanResult(tuple(observations), decision)
