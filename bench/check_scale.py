@@ -190,6 +190,7 @@ async def measure(args: argparse.Namespace, pairs: list[tuple[str, int]], child:
             drift.extend(recent[-new:])
         seen = started
 
+    tw_before = time_wait()
     await asyncio.sleep(args.warmup)
     collect()
     drift = array.array("d")
@@ -235,7 +236,8 @@ async def measure(args: argparse.Namespace, pairs: list[tuple[str, int]], child:
     print(f"rss max: {usage1.ru_maxrss / 1024:.0f} MB")
     print(
         f"failures: {tally.failed - failed0} overruns: {stats1.overruns - stats0.overruns} "
-        f"late rounds: {stats1.late_rounds - stats0.late_rounds} time_wait: {time_wait()}"
+        f"late rounds: {stats1.late_rounds - stats0.late_rounds} "
+        f"TIME_WAIT on the host: {tw_before} before, {time_wait()} after"
     )
     for detail, count in tally.details.most_common(5):
         print(f"  {count:>8}  {detail}")

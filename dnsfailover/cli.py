@@ -269,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.debug:
+        # APScheduler logs every job run at INFO: one line per check per interval.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         code: int = args.func(args)
     except ConfigError as e:

@@ -1,25 +1,18 @@
 """The probe scheduler: every target probed once per check interval, spread over it.
 
-Layout.  One APScheduler interval job per check (and interval) ticks *rounds*; it does not
-probe anything itself.  Within a round each target starts at a fixed offset, its *phase*
-(a hash of the target key) times the interval, so 10,000 targets at 1 s are ~100 µs apart
-instead of all at once, and a target keeps its phase across rounds, reloads and restarts.
-A round is walked by one timer per check that re-arms itself for the next due offset and
-launches every target whose time has come.  That costs one timer wake-up per batch instead of
-one APScheduler job, or even one `call_at` handle, per target: with a job per target,
-APScheduler's per-run bookkeeping (trigger arithmetic on datetimes, job store lookups, an
-executor future, two log records) alone is several times the cost of a TCP probe, and
-scheduling a whole round of `call_at` handles up front stalls the loop for tens of
-milliseconds every tick.
+One APScheduler interval job per check (and interval) ticks *rounds* and probes nothing
+itself.  In a round each target starts at its *phase* (a hash of its key, so it survives
+reloads and restarts) times the interval: 10,000 targets at 1 s start ~100 µs apart, not at
+once.  A round is walked by one self-re-arming timer per check that launches every target
+whose time has come.  Measured on the benchmark machine, an APScheduler job per target costs
+~50 µs of bookkeeping per run (more than the TCP probe itself) and one `call_at` per target
+stalls the loop ~10 ms per 10k at every tick; the walker costs one wake-up per batch.
+Each round's start gets a jitter of up to 2 % of the interval (at most 250 ms).
 
-Each round's start gets a small random jitter (≤ 2 % of the interval, at most 250 ms) so
-nodes started together don't stay aligned.
-
-Bounds.  A semaphore caps probes in flight.  A probe enforces its own timeout; if one is
-still running when its next turn comes, that turn is skipped (an "overrun"), and a probe
-still running `_GRACE` seconds past its timeout is cancelled, so one broken probe can neither
-pile up nor hold a slot forever.  The delay between a probe's planned and actual start is kept
-in a ring buffer (`drift`) for metrics and the benchmark.
+A FIFO gate caps probes in flight.  Probes enforce their own timeouts; a target whose last
+probe is still running (or waiting for a slot) skips its turn (an "overrun"), and a probe
+`_GRACE` seconds past its timeout is cancelled, so a broken probe can neither pile up nor
+hold a slot forever.  Start delays (actual - planned) go to a ring buffer, `drift`.
 """
 
 from __future__ import annotations
@@ -63,7 +56,8 @@ def phase(key: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerStats:
-    """Counters since start; `overruns` are turns skipped because the last probe still ran."""
+    """Counters since start.  `finished` includes cancelled probes; `overruns` are turns
+    skipped because the target's previous probe had not finished (or started) yet."""
 
     started: int
     finished: int
@@ -75,10 +69,9 @@ class SchedulerStats:
 class _Gate:
     """At most `limit` probes run at once; the others wait in FIFO order, O(1) each way.
 
-    Not `asyncio.Semaphore`: in 3.11 its `acquire` scans every waiter (`locked()`) and
-    `release` rescans the woken ones, which goes quadratic with thousands waiting, exactly
-    when the prober is already overloaded (profiled: 17M `Future.done` calls in 10 s).
-    """
+    Not `asyncio.Semaphore`: in 3.11 its `acquire` scans every waiter and `release` rescans
+    the woken ones, quadratic with thousands waiting, just when the prober is overloaded
+    (profiled: 17M `Future.done` calls in 10 s)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -399,9 +392,8 @@ class ProbeScheduler:
         trigger = IntervalTrigger(seconds=rnd.interval, start_date=first, timezone=UTC)
         self._aps.add_job(self._tick, trigger, args=(rnd.job_id,), id=rnd.job_id)
 
-    async def _tick(self, job_id: str) -> None:
-        rnd = self._rounds.get(job_id)
-        if rnd is not None:
+    async def _tick(self, job_id: str) -> None:  # async: APScheduler runs it on the loop
+        if (rnd := self._rounds.get(job_id)) is not None:
             rnd.tick(asyncio.get_running_loop().time())
 
     def _launch(self, entry: _Entry, planned: float) -> None:
@@ -414,11 +406,11 @@ class ProbeScheduler:
                 task.cancel()
             return
         if entry.alive:
-            entry.started = 0.0  # set when it gets past the semaphore
+            entry.started = 0.0  # set when it gets past the gate
             entry.task = asyncio.get_running_loop().create_task(self._probe(entry, planned))
 
     async def _probe(self, entry: _Entry, planned: float | None) -> Observation:
-        """One probe under the semaphore; `planned` is None for `run_round` probes."""
+        """One probe through the gate; `planned` is None for `run_round` probes."""
         assert entry.probe is not None
         loop = asyncio.get_running_loop()
         try:

@@ -120,6 +120,9 @@ def _is_regex(body: str) -> bool:
     return len(body) >= 2 and body.startswith("/") and body.endswith("/")
 
 
+DnsQueryType = Literal["A", "AAAA", "CAA", "CNAME", "MX", "NAPTR", "NS", "PTR", "SOA", "SRV", "TXT"]
+
+
 class CheckConfig(Model):
     """A named health check; records refer to it by name."""
 
@@ -139,7 +142,7 @@ class CheckConfig(Model):
     insecure: bool = False
     # dns
     query: str | None = None
-    query_type: str = "A"
+    query_type: DnsQueryType = "A"
     expect_rcode: Literal["NOERROR", "NXDOMAIN"] = "NOERROR"
     expect_answer: tuple[str, ...] = ()
 

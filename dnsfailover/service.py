@@ -145,7 +145,9 @@ class Service:
         changes = self._tracker.observe(obs)
         if changes:
             for change in changes:
-                log_change(change)
+                # One region: the voted line says it all; several: log each region too.
+                if change.region is None or len(self._tracker.regions(change.target)) > 1:
+                    log_change(change)
             self._pending_health.extend(changes)
             self._wake.set()
 

@@ -256,4 +256,5 @@ class AsyncStore:
 
     async def close(self) -> None:
         await self.run(Store.close)
-        self._pool.shutdown(wait=True)
+        # Its last job is done; waiting for the idle thread to exit would block the loop.
+        self._pool.shutdown(wait=False)

@@ -8,7 +8,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from dnslib import QTYPE, RCODE, RR, DNSRecord
+from pydantic import ValidationError
 
 from dnsfailover.checks import make_probe, make_session
 from dnsfailover.checks.dns import DnsProbe
@@ -45,19 +46,26 @@ def free_port() -> int:
 
 @dataclass
 class WebServer:
+    address: str
     port: int
     hosts: list[str] = field(default_factory=list)
     sni: list[str | None] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def target(self) -> Target:
-        return Target(check="web", address="127.0.0.1", port=self.port)
+        return Target(check="web", address=self.address, port=self.port)
 
 
-async def _serve(ssl_context: ssl.SSLContext | None) -> AsyncIterator[WebServer]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = WebServer(port=sock.getsockname()[1])
+async def _serve(
+    ssl_context: ssl.SSLContext | None, address: str = "127.0.0.1"
+) -> AsyncGenerator[WebServer, None]:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    try:
+        sock.bind((address, 0))
+    except OSError:
+        sock.close()
+        raise
+    server = WebServer(address=address, port=sock.getsockname()[1])
 
     async def root(request: web.Request) -> web.Response:
         server.hosts.append(request.headers.get("Host", ""))
@@ -288,29 +296,17 @@ async def test_http_connection_refused(session: aiohttp.ClientSession) -> None:
 
 
 async def test_http_ipv6_literal(session: aiohttp.ClientSession) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
     try:
-        sock = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        servers = _serve(None, "::1")
+        server = await anext(servers)
     except OSError:
         pytest.skip("no ::1 on this host")
-    with sock:
-        port = sock.getsockname()[1]
-        sock.close()
-        app = web.Application()
-
-        async def root(request: web.Request) -> web.Response:
-            return web.Response(text="ok\n")
-
-        app.router.add_get("/", root)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "::1", port).start()
-        try:
-            result = await make_probe(check("http"), session=session)(Target("v6", "::1", port))
-        finally:
-            await runner.cleanup()
+    try:
+        result = await make_probe(check("http"), session=session)(server.target())
+    finally:
+        await servers.aclose()
     assert result.ok, result
+    assert server.hosts == [f"[::1]:{server.port}"]
 
 
 # -- https --------------------------------------------------------------------------------
@@ -471,7 +467,6 @@ async def dns_server() -> AsyncIterator[tuple[Responder, Target]]:
         ({"query": "fail.example.test."}, False, "rcode SERVFAIL (expected NOERROR)"),
         ({"query_type": "TXT"}, True, "NOERROR: no records"),
         ({"query_type": "TXT", "expect_answer": ["x"]}, False, "answer lacks x (got no records)"),
-        ({"query_type": "HINFO"}, False, "unsupported query type HINFO"),
     ],
 )
 async def test_dns(
@@ -485,6 +480,11 @@ async def test_dns(
     assert result.ok is ok, result
     if detail is not None:
         assert result.detail == detail
+
+
+def test_dns_query_type_the_probe_cannot_ask_is_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="query_type"):
+        check("dns", query="www.example.test.", query_type="HINFO")
 
 
 async def test_dns_asks_the_server_every_time(dns_server: tuple[Responder, Target]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from typing import get_args
 
 import aiodns
 import pycares
@@ -28,13 +29,11 @@ from aiodns import error as ares
 
 from dnsfailover.checks.details import failed, shorten, timeout_detail
 from dnsfailover.model import ProbeResult, Target, hostport
-from dnsfailover.schema import CheckConfig
+from dnsfailover.schema import CheckConfig, DnsQueryType
 
 logger = logging.getLogger("dnsfailover.checks")
 
-QUERY_TYPES = frozenset(
-    {"A", "AAAA", "CAA", "CNAME", "MX", "NAPTR", "NS", "PTR", "SOA", "SRV", "TXT"}
-)
+QUERY_TYPES = frozenset(get_args(DnsQueryType))
 
 _RCODE_BY_STATUS = {
     ares.ARES_ENODATA: "NOERROR",

@@ -1,0 +1,83 @@
+"""The service in-process: real endpoints, real DNS, and no blocking call on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.asyncquery
+import dns.message
+import pytest
+from aiohttp import web
+from blockbuster import BlockBuster, blockbuster_ctx
+
+from dnsfailover.config import loads
+from dnsfailover.service import Service
+
+A, B = "127.0.0.61", "127.0.0.62"
+
+
+@pytest.fixture
+def blockbuster() -> Iterator[BlockBuster]:
+    with blockbuster_ctx(["dnsfailover"]) as bb:
+        yield bb
+
+
+async def answer(port: int, name: str) -> tuple[str, ...]:
+    q = dns.message.make_query(name, "A")
+    r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=2)
+    return tuple(sorted(rd.to_text() for rrset in r.answer for rd in rrset))
+
+
+async def until(port: int, name: str, want: tuple[str, ...], limit: float) -> None:
+    """Poll the real server over UDP: the answer is what a resolver would see."""
+    async with asyncio.timeout(limit):
+        while await answer(port, name) != want:  # noqa: ASYNC110 - polling a remote server
+            await asyncio.sleep(0.02)
+
+
+async def test_failover_in_process_never_blocks_the_loop(
+    tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sites = {a: web.TCPSite(runner, a, 0) for a in (A, B)}
+    for site in sites.values():
+        await site.start()
+    ports = {a: s._server.sockets[0].getsockname()[1] for a, s in sites.items()}  # type: ignore[union-attr]
+    config = loads(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 100ms, timeout: 100ms, fall: 2, rise: 2}}
+zones:
+  example.test.:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    nameservers: [ns1.example.test.]
+    records:
+      ns1: {{type: A, values: [127.0.0.1]}}
+    failover:
+      www:
+        policy: active-active
+        check: web
+        endpoints:
+          - {{address: {A}, check_port: {ports[A]}}}
+          - {{address: {B}, check_port: {ports[B]}}}
+""")
+    service = Service(config, dns_port=0, state_path=tmp_path / "state.db")
+    try:
+        _host, port = await service.start()
+        assert await answer(port, "www.example.test.") == (A, B)
+        await sites[B].stop()
+        await until(port, "www.example.test.", (A,), 5 * 0.3)
+        assert service.published is not None
+        nd = service.published.decision.names["www.example.test."]
+        assert nd.mode == "degraded"
+        assert "1/2 endpoints up" in nd.reason
+    finally:
+        await service.stop()
+        await runner.cleanup()
