@@ -26,6 +26,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from dnsfailover.errors import ConfigError, Problem
+from dnsfailover.provider import UnknownProvider, load_provider
 from dnsfailover.schema import (
     ActiveActive,
     ActivePassive,
@@ -42,7 +43,6 @@ from dnsfailover.yamlpos import Document, YamlPath, parse, value_at
 
 __all__ = ["load", "loads"]
 
-_INSTALLED_PROVIDERS = ("embedded",)
 _FQDN: TypeAdapter[str] = TypeAdapter(Fqdn)
 _ENTRIES: dict[str, TypeAdapter[Any]] = {  # one static or failover record, alone
     key: TypeAdapter(get_args(ZoneConfig.model_fields[key].annotation)[1])
@@ -230,18 +230,20 @@ def _valid(adapter: TypeAdapter[Any], value: Any) -> bool:
 
 
 def _check_providers(zones: list[_Zone], at: _Where) -> list[Problem]:
-    """Every zone's provider must be installed.
-
-    A fixed list for now; loading the `dnsfailover.providers` entry points replaces it.
-    """
-    installed = ", ".join(_INSTALLED_PROVIDERS)
-    return [
-        at.problem(
-            (*z.path, "provider"), f"unknown provider {z.config.provider!r}; installed: {installed}"
-        )
-        for z in zones
-        if z.config.provider not in _INSTALLED_PROVIDERS
-    ]
+    """Every zone's provider must be installed, and its `options` valid for it."""
+    problems: list[Problem] = []
+    for z in zones:
+        try:
+            cls = load_provider(z.config.provider)
+        except UnknownProvider as e:
+            problems.append(at.problem((*z.path, "provider"), str(e)))
+            continue
+        try:
+            cls.Options.model_validate(z.config.options)
+        except ValidationError as e:
+            for path, message in explain(e, cls.Options, z.config.options):
+                problems.append(at.problem((*z.path, "options", *path), message))
+    return problems
 
 
 def _check_zone(

@@ -15,6 +15,7 @@ from dnsfailover.schema import (
     ActiveActive,
     ActivePassive,
     Config,
+    SoaConfig,
     StaticRecord,
     Tier,
     ZoneConfig,
@@ -235,9 +236,10 @@ def build_zone(
     origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision], serial: int = 0
 ) -> ZoneContent:
     """The full content of one zone: apex NS, static records and managed answers."""
-    sets: dict[tuple[str, str], RecordSet] = {
-        (origin, "NS"): RecordSet(origin, "NS", zone.ns_ttl, tuple(sorted(zone.nameservers))),
-    }
+    sets: dict[tuple[str, str], RecordSet] = {}
+    if zone.nameservers:
+        ns = RecordSet(origin, "NS", zone.ns_ttl, tuple(sorted(zone.nameservers)))
+        sets[(origin, "NS")] = ns
     for label, value in zone.records.items():
         records: tuple[StaticRecord, ...] = value if isinstance(value, tuple) else (value,)
         fqdn = absolute_name(label, origin)
@@ -253,7 +255,9 @@ def build_zone(
             # An empty answer (serve_none) stays as an empty set: the name still exists,
             # so resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
             sets[(fqdn, record.type)] = RecordSet(fqdn, record.type, record.ttl, nd.answer)
-    soa = zone.soa
+    # A zone published by an external provider has no SOA of ours; a placeholder keeps the
+    # value shape uniform and is never published.
+    soa = zone.soa or SoaConfig(mname=origin, rname=f"hostmaster.{origin}")
     return ZoneContent(
         origin,
         Soa(soa.mname, soa.rname, serial, soa.refresh, soa.retry, soa.expire, soa.minimum, soa.ttl),

@@ -345,12 +345,33 @@ class SoaConfig(Model):
 
 
 class ZoneConfig(Model):
+    """One zone and who publishes it.
+
+    The embedded server serves the whole zone, so it needs `soa` and `nameservers`; an
+    external provider (Route 53, ...) owns the zone's apex and gets only the record sets
+    declared here, marked as dnsfailover's.
+    """
+
     provider: str = "embedded"
-    soa: SoaConfig
-    nameservers: Annotated[tuple[Fqdn, ...], Field(min_length=1)]
+    options: dict[str, Any] = Field(default_factory=dict)  # validated by the provider
+    soa: SoaConfig | None = None
+    nameservers: tuple[Fqdn, ...] = ()
     ns_ttl: Ttl = 3600
     records: dict[str, StaticRecord | tuple[StaticRecord, ...]] = Field(default_factory=dict)
     failover: dict[str, FailoverRecord] = Field(default_factory=dict)
+    # safety of provider applies (see dnsfailover.provider.Safety)
+    max_change_pct: Annotated[int, Field(ge=1, le=100)] = 100
+    adopt: bool = False
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _apex(self) -> ZoneConfig:
+        if self.provider == "embedded":
+            if self.soa is None:
+                raise ValueError("an embedded zone needs soa (it serves the whole zone)")
+            if not self.nameservers:
+                raise ValueError("an embedded zone needs at least one nameserver")
+        return self
 
 
 class Config(Model):

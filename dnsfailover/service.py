@@ -17,14 +17,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dnsfailover.embedded import EmbeddedProvider, EmbeddedZones
 from dnsfailover.engine import Decision, EngineState, decide
 from dnsfailover.health import HealthTracker, Hysteresis, log_change
-from dnsfailover.model import HealthChange, Observation, State, ZoneContent
+from dnsfailover.model import HealthChange, Observation, RecordSet, State, ZoneContent
+from dnsfailover.provider import Safety, create_provider, diff
 from dnsfailover.scheduler import ProbeScheduler
 from dnsfailover.schema import CheckConfig, Config
 from dnsfailover.server.dns import DnsServer
-from dnsfailover.server.zone import ZoneSnapshot
 from dnsfailover.store import AsyncStore, Request, SavedHealth, Store, next_serial
+from dnsfailover.sync import SyncEvent, ZoneSync
 
 log = logging.getLogger("dnsfailover.service")
 
@@ -46,6 +48,21 @@ def cold_start_deadline(config: Config) -> float:
 
 def with_serials(zones: tuple[ZoneContent, ...], serials: Mapping[str, int]) -> list[ZoneContent]:
     return [replace(z, soa=replace(z.soa, serial=serials.get(z.origin, 0))) for z in zones]
+
+
+def provider_records(content: ZoneContent) -> tuple[RecordSet, ...]:
+    """What an external provider is given: everything but the apex NS, which it owns."""
+    return tuple(r for r in content.records if not (r.name == content.origin and r.rtype == "NS"))
+
+
+def safety(config: Config, origin: str) -> Safety:
+    zone = config.zones[origin]
+    empty_ok = frozenset(
+        name
+        for o, name, record in config.managed()
+        if o == origin and record.all_down == "serve_none"
+    )
+    return Safety(max_change_pct=zone.max_change_pct, empty_ok=empty_ok, adopt=zone.adopt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +104,10 @@ class Service:
         self._store: AsyncStore | None = None
         self._scheduler: ProbeScheduler | None = None
         self._server: DnsServer | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.embedded = EmbeddedZones()
+        self.providers: dict[str, EmbeddedProvider] = {}
+        self.syncs: dict[str, ZoneSync] = {}
         self.published: Published | None = None
 
     @property
@@ -112,10 +133,13 @@ class Service:
             len(self.config.targets()),
             self._clock() - started,
         )
-        zones = await self._decide_and_persist(force_all=True)
-        assert zones is not None, "force_all always returns the zones"
-        self._server = DnsServer(ZoneSnapshot.build(zones), self._dns_host, self._dns_port)
+        await asyncio.to_thread(self._make_providers)  # entry points read package metadata
+        await self._decide_and_publish(force_all=True)
+        self._server = DnsServer(self.embedded.snapshot, self._dns_host, self._dns_port)
         bound = await self._server.start()
+        self.embedded.attach(self._server)
+        for sync in self.syncs.values():
+            sync.start()
         self._scheduler.start()
         self._tasks = [
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
@@ -131,6 +155,10 @@ class Service:
                 await task
         if self._scheduler is not None:
             await self._scheduler.stop()
+        for sync in self.syncs.values():
+            await sync.stop()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._server is not None:
             await self._server.stop()
         if self._store is not None:
@@ -159,9 +187,7 @@ class Service:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             try:
-                zones = await self._decide_and_persist()
-                if self._server is not None and zones is not None:
-                    self._server.publish(ZoneSnapshot.build(zones))
+                await self._decide_and_publish()
             except Exception:
                 # Static stability: whatever failed, the last published answers stay served.
                 log.exception("engine: decision failed; still serving the last answers")
@@ -184,8 +210,8 @@ class Service:
                 self._requests.extend(fresh)
                 self._wake.set()
 
-    async def _decide_and_persist(self, force_all: bool = False) -> list[ZoneContent] | None:
-        """Decide; persist serials, state and reasons; return the zones to serve if changed."""
+    async def _decide_and_publish(self, force_all: bool = False) -> None:
+        """Decide; persist serials, state and reasons; then hand changed zones to providers."""
         assert self._store is not None
         now = self._clock()
         requests, self._requests = self._requests, []
@@ -229,13 +255,43 @@ class Service:
         if self._on_decision is not None:
             self._on_decision(decision)
         if not changed:
-            return None
+            return
         log.info(
             "publish: zones=%s serials=%s",
             ",".join(changed),
             ",".join(str(serials[o]) for o in changed),
         )
-        return zones
+        by_origin = {z.origin: z for z in zones}
+        for origin in changed:
+            content = by_origin[origin]
+            if origin in self.providers:
+                provider = self.providers[origin]
+                current = await provider.populate(())
+                plan = diff(origin, current, content.records, soa=content.soa, keep_empty=True)
+                await provider.apply(plan)
+            else:
+                self.syncs[origin].submit(provider_records(content))
+
+    def _make_providers(self) -> None:
+        for origin, zone in self.config.zones.items():
+            if zone.provider == "embedded":
+                self.providers[origin] = EmbeddedProvider(
+                    origin, EmbeddedProvider.Options(), zones=self.embedded
+                )
+                continue
+            provider = create_provider(zone.provider, origin, zone.options)
+            self.syncs[origin] = ZoneSync(
+                provider, safety(self.config, origin), force=zone.force, on_event=self._sync_event
+            )
+
+    def _sync_event(self, event: SyncEvent) -> None:
+        if self._store is None:
+            return
+        row = (event.at, f"provider-{event.kind}", event.zone, event.message)
+        store = self._store
+        task = asyncio.create_task(store.run(lambda s: s.add_events([row])))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def states(self) -> dict[str, State]:
         return self._tracker.states()

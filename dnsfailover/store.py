@@ -214,6 +214,17 @@ class Store:
 
         self._tx(work)
 
+    def add_events(self, events: Iterable[tuple[float, str, str, str]]) -> None:
+        """Append (at, kind, subject, message) rows to the history."""
+        rows = list(events)
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)", rows
+            )
+
+        self._tx(work)
+
     def add_request(self, kind: str, name: str, reason: str, now: float) -> int:
         """Queue an operator request (e.g. failback) for the running service to take."""
         ids: list[int] = []

@@ -59,7 +59,7 @@ CASES: dict[str, tuple[str, Expected]] = {
     ),
     "unknown key, listed": (
         BASE + "    colour: blue\n",
-        [(9, f"{Z}.colour", "unknown key 'colour'; expected one of: provider, soa,")],
+        [(9, f"{Z}.colour", "unknown key 'colour'; expected one of: provider, options, soa,")],
     ),
     "wrong type": (
         "checks:\n  web:\n    type: http\n    rise: two\n" + ZONE,
@@ -211,8 +211,12 @@ CASES: dict[str, tuple[str, Expected]] = {
         ],
     ),
     "unknown provider": (
-        CHECKS + ZONE.replace("    soa:", "    provider: route53\n    soa:"),
-        [(5, f"{Z}.provider", "unknown provider 'route53'; installed: embedded")],
+        CHECKS + ZONE.replace("    soa:", "    provider: nosuch\n    soa:"),
+        [(5, f"{Z}.provider", "unknown provider 'nosuch'; installed: embedded")],
+    ),
+    "bad provider option": (
+        CHECKS + ZONE.replace("    soa:", "    options: {bogus: 1}\n    soa:"),
+        [(5, f"{Z}.options.bogus", "unknown key 'bogus'")],
     ),
     "zone name not absolute": (
         CHECKS + ZONE.replace("example.test.:", "example.test:"),
@@ -234,7 +238,7 @@ CASES: dict[str, tuple[str, Expected]] = {
     ),
     "empty section": (
         "checks:\nzones:\n  example.test.:\n    soa:\n    nameservers: [ns1.example.test.]\n",
-        [(1, "checks", "expected a mapping, got nothing"), (4, f"{Z}.soa", "expected a mapping")],
+        [(1, "checks", "expected a mapping, got nothing"), (3, Z, "an embedded zone needs soa")],
     ),
 }
 

@@ -51,7 +51,7 @@ async def test_failover_in_process_never_blocks_the_loop(
     for site in sites.values():
         await site.start()
     ports = {a: s._server.sockets[0].getsockname()[1] for a, s in sites.items()}  # type: ignore[union-attr]
-    config = loads(f"""\
+    text = f"""\
 checks:
   web: {{type: http, path: /healthz, interval: 100ms, timeout: 100ms, fall: 2, rise: 2}}
 zones:
@@ -67,7 +67,8 @@ zones:
         endpoints:
           - {{address: {A}, check_port: {ports[A]}}}
           - {{address: {B}, check_port: {ports[B]}}}
-""")
+"""
+    config = await asyncio.to_thread(loads, text)  # reading config is sync I/O
     service = Service(config, dns_port=0, state_path=tmp_path / "state.db")
     try:
         _host, port = await service.start()

@@ -1,0 +1,261 @@
+"""The provider contract: populate what exists → plan the diff → apply → confirm.
+
+A provider publishes the record sets of one zone somewhere: the embedded DNS server, or an
+external DNS service (Route 53, RFC 2136 primaries, ...).  Providers are found through the
+`dnsfailover.providers` entry point group and loaded lazily, so a provider's heavy
+dependencies (boto3, ...) are imported only when a zone uses it.
+
+The plan is a pure value computed by `diff()`; `Plan.unsafe_reasons()` is the safety check
+that `apply` honours unless forced.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from dnsfailover.errors import DnsFailoverError
+from dnsfailover.model import RecordSet, Soa
+
+ENTRY_POINT_GROUP = "dnsfailover.providers"
+
+Key = tuple[str, str]  # (absolute name, record type)
+
+
+class ProviderError(DnsFailoverError):
+    """A provider call failed."""
+
+
+class UnknownProvider(DnsFailoverError):
+    """No provider of that name is installed."""
+
+
+class UnsafePlan(DnsFailoverError):
+    """The plan was refused as unsafe; rerun with force to apply it anyway."""
+
+
+class ProviderOptions(BaseModel):
+    """Base of every provider's options (the zone's `options:` mapping)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record set to create, update or delete; `old`/`new` are None when absent."""
+
+    kind: Literal["create", "update", "delete"]
+    old: RecordSet | None
+    new: RecordSet | None
+
+    @property
+    def key(self) -> Key:
+        rs = self.new or self.old
+        assert rs is not None
+        return (rs.name, rs.rtype)
+
+    def describe(self) -> str:
+        old = " ".join(self.old.values) if self.old else ""
+        new = " ".join(self.new.values) if self.new else ""
+        name, rtype = self.key
+        if self.kind == "create":
+            return f"+ {name} {rtype} {new}"
+        if self.kind == "delete":
+            return f"- {name} {rtype} {old}"
+        ttl = ""
+        if self.old and self.new and self.old.ttl != self.new.ttl:
+            ttl = f" (ttl {self.old.ttl} -> {self.new.ttl})"
+        return f"~ {name} {rtype} {old} -> {new}{ttl}"
+
+
+@dataclass(frozen=True, slots=True)
+class Populated:
+    """What a provider found for the keys it was asked about.
+
+    `records`: the existing record sets among the desired keys and the keys it owns.
+    `foreign`: desired keys that exist but belong to someone else (not marked as ours).
+    `owned`: keys marked as ours, whether or not still desired (stale ones get deleted).
+    """
+
+    records: tuple[RecordSet, ...]
+    foreign: frozenset[Key] = frozenset()
+    owned: frozenset[Key] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Safety:
+    """When `apply` refuses a plan.
+
+    :param max_change_pct: refuse when more than this share of the existing managed record
+        sets would change (100: never refuse for size).
+    :param empty_ok: names whose answers may legitimately vanish (all_down: serve_none).
+    :param adopt: take over foreign record sets instead of refusing.
+    """
+
+    max_change_pct: int = 100
+    empty_ok: frozenset[str] = frozenset()
+    adopt: bool = False
+    min_existing: int = 10  # below this many, a share means little
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    zone: str
+    changes: tuple[Change, ...]
+    existing: int
+    foreign: frozenset[Key] = frozenset()
+    soa: Soa | None = None  # the zone's SOA, with its new serial, for providers that serve it
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "delete": 0}
+        for c in self.changes:
+            out[c.kind] += 1
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        return f"{self.zone}: {c['create']} create, {c['update']} update, {c['delete']} delete"
+
+    def unsafe_reasons(self, safety: Safety) -> list[str]:
+        reasons: list[str] = []
+        for c in self.changes:
+            name, rtype = c.key
+            emptied = c.old is not None and c.old.values and not (c.new and c.new.values)
+            if emptied and name not in safety.empty_ok:
+                reasons.append(f"removes every {rtype} answer of {name}")
+            if c.key in self.foreign and not safety.adopt:
+                reasons.append(
+                    f"{name} {rtype} exists and is not owned by dnsfailover "
+                    "(set adopt to take it over)"
+                )
+        if self.existing >= safety.min_existing and safety.max_change_pct < 100:
+            share = 100 * len(self.changes) / self.existing
+            if share > safety.max_change_pct:
+                reasons.append(
+                    f"changes {share:.0f}% of {self.existing} record sets "
+                    f"(max_change_pct {safety.max_change_pct})"
+                )
+        return reasons
+
+    def raise_if_unsafe(self, safety: Safety, *, force: bool = False) -> None:
+        reasons = self.unsafe_reasons(safety)
+        if reasons and not force:
+            raise UnsafePlan(
+                f"{self.zone}: plan refused: "
+                + "; ".join(reasons)
+                + " (use --force, or force: true in the zone's config)"
+            )
+
+
+def diff(
+    zone: str,
+    populated: Populated,
+    desired: Iterable[RecordSet],
+    *,
+    soa: Soa | None = None,
+    keep_empty: bool = False,
+) -> Plan:
+    """The changes that turn what exists into what is desired.
+
+    A desired record set with no values means "no records here": it deletes what exists,
+    unless `keep_empty` (a provider that can serve an empty set, so the name answers NODATA).
+    Owned keys that are no longer desired are deleted too.
+    """
+    current = {(r.name, r.rtype): r for r in populated.records}
+    wanted = {(r.name, r.rtype): r for r in desired}
+    changes: list[Change] = []
+    for key in sorted(wanted.keys() | populated.owned):
+        old, new = current.get(key), wanted.get(key)
+        if new is not None and not new.values and not keep_empty:
+            new = None
+        if old is None and new is not None:
+            changes.append(Change("create", None, new))
+        elif old is not None and new is None:
+            changes.append(Change("delete", old, None))
+        elif old is not None and new is not None and (old.ttl, old.values) != (new.ttl, new.values):
+            changes.append(Change("update", old, new))
+    return Plan(zone, tuple(changes), len(current), populated.foreign, soa)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    zone: str
+    applied: int  # changes applied
+    calls: int  # write calls made (batches, including retries)
+    confirmed: bool  # the provider confirmed propagation (e.g. Route 53 INSYNC)
+    detail: str = ""
+
+
+class BaseProvider(abc.ABC):
+    """One zone published somewhere.
+
+    Subclasses set `SUPPORTS` and `Options`, and implement `populate` and `apply`.
+    Instances are created by `create_provider()`, which validates the options first.
+    """
+
+    #: record types the provider can publish
+    SUPPORTS: ClassVar[frozenset[str]] = frozenset({"A", "AAAA"})
+    #: whether the provider serves the zone's SOA/NS itself (the embedded server does)
+    SERVES_APEX: ClassVar[bool] = False
+    Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+
+    def __init__(self, zone: str, options: ProviderOptions) -> None:
+        self.zone = zone
+        self.options = options
+        self.log = logging.getLogger(f"dnsfailover.provider.{self.id}")
+
+    @property
+    def id(self) -> str:
+        return type(self).__name__.removesuffix("Provider").lower()
+
+    async def start(self) -> None:  # noqa: B027 - a hook with a do-nothing default
+        """Connect and check access (e.g. find the hosted zone). Overrides must be idempotent."""
+
+    @abc.abstractmethod
+    async def populate(self, keys: Collection[Key]) -> Populated:
+        """What exists now for `keys` (and for every key this provider marked as ours).
+
+        Overrides must not raise for keys that do not exist; report foreign ones.
+        """
+
+    @abc.abstractmethod
+    async def apply(self, plan: Plan) -> ApplyResult:
+        """Make `plan` true, all or nothing per batch, and confirm it.
+
+        Overrides must retry transient errors within their deadline and raise
+        `ProviderError` when a change was rejected or could not be confirmed.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - a hook with a do-nothing default
+        """Release connections."""
+
+
+def provider_names() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def load_provider(name: str) -> type[BaseProvider]:
+    """The provider class registered as `name`; imported only now."""
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        installed = ", ".join(provider_names()) or "none"
+        raise UnknownProvider(f"unknown provider {name!r}; installed: {installed}")
+    cls = found[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, BaseProvider)):
+        raise UnknownProvider(f"provider {name!r} ({found[0].value}) is not a BaseProvider")
+    return cls
+
+
+def create_provider(name: str, zone: str, options: Mapping[str, Any]) -> BaseProvider:
+    """Load, validate the options (pydantic errors propagate for config.py to place), build."""
+    cls = load_provider(name)
+    return cls(zone, cls.Options.model_validate(dict(options)))

@@ -1,0 +1,175 @@
+"""Keeps one zone at an external provider in step with the engine's latest decision.
+
+One worker per zone, so there is never more than one change in flight per zone.  It holds
+only the *latest* desired state: transitions that arrive while a change is in flight are
+coalesced into the next plan, and after a failure it retries the latest state, never a
+backlog of stale ones.  DNS serving and probing never wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dnsfailover.model import RecordSet
+from dnsfailover.provider import BaseProvider, Plan, Safety, UnsafePlan, diff
+
+log = logging.getLogger("dnsfailover.sync")
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent:
+    """Reported to the service for the history: kind is applied, refused or failed."""
+
+    zone: str
+    kind: str
+    message: str
+    at: float
+
+
+@dataclass(slots=True)
+class SyncStatus:
+    in_sync: bool = False
+    last_error: str = ""
+    last_applied_at: float = 0.0
+    applies: int = 0
+    failures: int = 0
+    calls: int = 0
+
+
+class ZoneSync:
+    """Pushes the latest desired record sets of one zone to its provider."""
+
+    def __init__(
+        self,
+        provider: BaseProvider,
+        safety: Safety,
+        *,
+        force: bool = False,
+        on_event: Callable[[SyncEvent], None] | None = None,
+        backoff_first: float = BACKOFF_FIRST,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
+        self.provider = provider
+        self.safety = safety
+        self.force = force
+        self.status = SyncStatus()
+        self._on_event = on_event
+        self._desired: tuple[RecordSet, ...] | None = None
+        self._version = 0
+        self._done_version = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._backoff = (backoff_first, backoff_max)
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+
+    @property
+    def zone(self) -> str:
+        return self.provider.zone
+
+    def submit(self, desired: tuple[RecordSet, ...]) -> None:
+        """Make `desired` the state to converge to (replacing any not yet applied)."""
+        self._desired = desired
+        self._version += 1
+        self._idle.clear()
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"dnsfailover-sync-{self.zone}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.provider.close()
+
+    async def wait_idle(self) -> None:
+        """Return once the latest submitted state is applied (or refused)."""
+        await self._idle.wait()
+
+    def _event(self, kind: str, message: str) -> None:
+        if self._on_event is not None:
+            self._on_event(SyncEvent(self.zone, kind, message, time.time()))
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            version, desired = self._version, self._desired
+            if desired is None or version == self._done_version:
+                continue
+            try:
+                await self.converge(desired)
+            except UnsafePlan as e:
+                # Waiting will not make it safe: report, and wait for the next decision.
+                self.status.in_sync = False
+                self.status.last_error = str(e)
+                log.error("apply: %s", e)
+                self._event("refused", str(e))
+            except Exception as e:  # any provider failure is retried
+                self.status.in_sync = False
+                self.status.failures += 1
+                self.status.last_error = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "apply: zone=%s failed (%s); retrying the latest state in %.1fs",
+                    self.zone,
+                    self.status.last_error,
+                    delay,
+                )
+                self._event("failed", self.status.last_error)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self._backoff[1])
+                self._wake.set()
+                continue
+            delay = self._backoff[0]
+            self._done_version = version
+            if self._version == version:
+                self._idle.set()
+
+    async def plan(self, desired: tuple[RecordSet, ...]) -> Plan:
+        if not self._started:
+            await self.provider.start()
+            self._started = True
+        populated = await self.provider.populate([(r.name, r.rtype) for r in desired])
+        return diff(self.zone, populated, desired)
+
+    async def converge(self, desired: tuple[RecordSet, ...]) -> Plan:
+        """One populate → plan → safety → apply round; raises on failure."""
+        plan = await self.plan(desired)
+        if not plan:
+            self.status.in_sync = True
+            self.status.last_error = ""
+            return plan
+        plan.raise_if_unsafe(self.safety, force=self.force)
+        started = time.monotonic()
+        result = await self.provider.apply(plan)
+        self.status.in_sync = result.confirmed
+        self.status.last_error = ""
+        self.status.applies += 1
+        self.status.calls += result.calls
+        self.status.last_applied_at = time.time()
+        log.info(
+            "apply: %s in %.2fs (%d calls, confirmed=%s)",
+            plan.summary(),
+            time.monotonic() - started,
+            result.calls,
+            result.confirmed,
+        )
+        self._event(
+            "applied",
+            f"{plan.summary()}: "
+            + "; ".join(c.describe() for c in plan.changes[:20])
+            + (" …" if len(plan.changes) > 20 else ""),
+        )
+        return plan
