@@ -15,6 +15,7 @@ from pathlib import Path
 from dnsfailover import __version__
 from dnsfailover.config import load
 from dnsfailover.errors import ConfigError, DnsFailoverError
+from dnsfailover.oneshot import PlanResult
 from dnsfailover.schema import ActivePassive, Config
 
 log = logging.getLogger("dnsfailover.cli")
@@ -88,22 +89,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config, args))
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from dnsfailover.service import plan
-
-    config = _load(args.config)
-    result = asyncio.run(plan(config, args.state, args.region))
+def _print_plan(result: PlanResult, *, applied: bool) -> int:
     print(f"probes ({len(result.observations)} target(s), one round):")
     for obs in sorted(result.observations, key=lambda o: o.target):
         verdict = "ok  " if obs.ok else "FAIL"
         print(f"  {verdict} {obs.target:<40} {obs.detail} ({obs.latency * 1000:.0f}ms)")
-    print("answers it would publish:")
+    print("answers:")
     for name, nd in result.decision.names.items():
         answer = " ".join(nd.answer) if nd.answer else "(none: NODATA)"
         tier = f" tier={nd.tier}" if nd.tier else ""
         print(f"  {name} {nd.policy}{tier} [{nd.mode}] -> {answer}")
         print(f"      why: {nd.reason}")
-    return EXIT_OK
+    code = EXIT_OK
+    for zp in result.zones:
+        print(f"provider {zp.provider}, zone {zp.zone}:")
+        if zp.plan is not None:
+            print(f"  {zp.plan.summary() if zp.plan else 'in sync: no changes'}")
+            for change in zp.plan.changes:
+                print(f"    {change.describe()}")
+            for reason in zp.unsafe:
+                print(f"  UNSAFE: {reason}")
+        if zp.result is not None:
+            print(
+                f"  applied: {zp.result.applied} change(s) in {zp.result.calls} call(s), "
+                f"confirmed={zp.result.confirmed}"
+            )
+        elif applied and zp.plan:
+            print("  not applied")
+        if zp.error:
+            print(f"  error: {zp.error}")
+            code = EXIT_ERROR
+    return code
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from dnsfailover.oneshot import plan
+
+    config = _load(args.config)
+    return _print_plan(asyncio.run(plan(config, args.state, args.region)), applied=False)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from dnsfailover.oneshot import plan
+
+    config = _load(args.config)
+    result = asyncio.run(plan(config, args.state, args.region, push=True, force=args.force))
+    return _print_plan(result, applied=True)
 
 
 def cmd_failback(args: argparse.Namespace) -> int:
@@ -221,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     state(sp)
     sp.set_defaults(func=cmd_serve)
 
-    sp = add_parser("plan", help="probe once and show what would be published (dry run)")
+    sp = add_parser(
+        "plan",
+        help="probe once and show the answers and provider changes it would publish (dry run)",
+    )
     sp.add_argument("config", metavar="CONFIG")
     sp.add_argument("--region", default="local", help="this node's region (default local)")
     state(sp)

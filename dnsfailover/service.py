@@ -25,7 +25,7 @@ from dnsfailover.provider import Safety, create_provider, diff
 from dnsfailover.scheduler import ProbeScheduler
 from dnsfailover.schema import CheckConfig, Config
 from dnsfailover.server.dns import DnsServer
-from dnsfailover.store import AsyncStore, Request, SavedHealth, Store, next_serial
+from dnsfailover.store import AsyncStore, Request, Store, next_serial
 from dnsfailover.sync import SyncEvent, ZoneSync
 
 log = logging.getLogger("dnsfailover.service")
@@ -295,41 +295,3 @@ class Service:
 
     def states(self) -> dict[str, State]:
         return self._tracker.states()
-
-
-def _read_saved(state_path: str | Path) -> tuple[list[SavedHealth], EngineState]:
-    """Health and engine state from a store, if there is one; never creates it."""
-    if not Path(state_path).exists():
-        return [], EngineState()
-    store = Store(state_path, readonly=True)
-    try:
-        return store.health(), store.engine_state()
-    finally:
-        store.close()
-
-
-@dataclass(frozen=True, slots=True)
-class PlanResult:
-    observations: tuple[Observation, ...]
-    decision: Decision
-
-
-async def plan(config: Config, state_path: str | Path | None, region: str = "local") -> PlanResult:
-    """One round of probes and a decision, changing nothing (the store is only read)."""
-    tracker = HealthTracker(hysteresis(config))
-    engine = EngineState()
-    if state_path is not None:
-        saved, engine = await asyncio.to_thread(_read_saved, state_path)
-        for h in saved:
-            tracker.restore(h.target, h.region, h.state, h.since, h.reason)
-
-    def observe(obs: Observation) -> None:
-        tracker.observe(obs)
-
-    scheduler = ProbeScheduler(config.targets(), region=region, on_observation=observe)
-    try:
-        observations = await scheduler.run_round(cold_start_deadline(config))
-    finally:
-        await scheduler.stop()
-    decision = decide(config, tracker.states(), engine, time.time())
-    return PlanResult(tuple(observations), decision)

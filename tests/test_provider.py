@@ -1,0 +1,99 @@
+"""The provider contract's pure parts: diff, safety, loading by entry point."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnsfailover.embedded import EmbeddedProvider
+from dnsfailover.model import RecordSet
+from dnsfailover.provider import (
+    Populated,
+    Safety,
+    UnknownProvider,
+    UnsafePlan,
+    create_provider,
+    diff,
+    load_provider,
+)
+
+Z = "example.test."
+
+
+def rs(name: str, *values: str, ttl: int = 30, rtype: str = "A") -> RecordSet:
+    return RecordSet(f"{name}.{Z}", rtype, ttl, tuple(values))
+
+
+def test_diff_creates_updates_deletes_and_ignores_equal() -> None:
+    current = Populated(
+        (rs("a", "192.0.2.1"), rs("b", "192.0.2.2"), rs("c", "192.0.2.3"), rs("d", "192.0.2.4")),
+        owned=frozenset({(f"c.{Z}", "A"), (f"d.{Z}", "A"), (f"gone.{Z}", "A")}),
+    )
+    desired = [
+        rs("a", "192.0.2.1"),
+        rs("b", "192.0.2.9"),
+        rs("c", "192.0.2.3", ttl=60),
+        rs("e", "192.0.2.5"),
+    ]
+    plan = diff(Z, current, desired)
+    got = [(c.kind, c.key[0]) for c in plan.changes]
+    assert got == [
+        ("update", f"b.{Z}"),
+        ("update", f"c.{Z}"),
+        ("delete", f"d.{Z}"),
+        ("create", f"e.{Z}"),
+    ]
+    assert plan.counts() == {"create": 1, "update": 2, "delete": 1}
+    assert [c.describe() for c in plan.changes][:2] == [
+        f"~ b.{Z} A 192.0.2.2 -> 192.0.2.9",
+        f"~ c.{Z} A 192.0.2.3 -> 192.0.2.3 (ttl 30 -> 60)",
+    ]
+    assert not diff(Z, Populated(tuple(desired)), desired), "in sync: an empty plan"
+
+
+def test_empty_desired_set_deletes_unless_the_provider_keeps_empty_sets() -> None:
+    current = Populated((rs("a", "192.0.2.1"),))
+    assert [c.kind for c in diff(Z, current, [rs("a")]).changes] == ["delete"]
+    kept = diff(Z, current, [rs("a")], keep_empty=True)
+    assert [(c.kind, c.new) for c in kept.changes] == [("update", rs("a"))]
+
+
+@pytest.mark.parametrize(
+    ("safety", "unsafe"),
+    [
+        (Safety(), ["removes every A answer of a.example.test."]),
+        (Safety(empty_ok=frozenset({f"a.{Z}"})), []),
+    ],
+)
+def test_removing_every_answer_is_unsafe_unless_configured(
+    safety: Safety, unsafe: list[str]
+) -> None:
+    plan = diff(Z, Populated((rs("a", "192.0.2.1"),)), [rs("a")])
+    assert plan.unsafe_reasons(safety) == unsafe
+    if unsafe:
+        with pytest.raises(UnsafePlan, match="plan refused"):
+            plan.raise_if_unsafe(safety)
+        plan.raise_if_unsafe(safety, force=True)
+
+
+def test_foreign_records_are_refused_unless_adopted() -> None:
+    current = Populated((rs("a", "192.0.2.1"),), foreign=frozenset({(f"a.{Z}", "A")}))
+    plan = diff(Z, current, [rs("a", "192.0.2.7")])
+    assert "not owned by dnsfailover" in plan.unsafe_reasons(Safety())[0]
+    assert plan.unsafe_reasons(Safety(adopt=True)) == []
+
+
+def test_change_share_threshold() -> None:
+    current = Populated(tuple(rs(f"n{i}", "192.0.2.1") for i in range(20)))
+    desired = [rs(f"n{i}", "192.0.2.2" if i < 8 else "192.0.2.1") for i in range(20)]
+    plan = diff(Z, current, desired)
+    assert plan.unsafe_reasons(Safety(max_change_pct=50)) == []
+    assert plan.unsafe_reasons(Safety(max_change_pct=30)) == [
+        "changes 40% of 20 record sets (max_change_pct 30)"
+    ]
+
+
+def test_providers_load_by_entry_point_and_unknown_names_list_the_installed() -> None:
+    assert load_provider("embedded") is EmbeddedProvider
+    with pytest.raises(UnknownProvider, match=r"installed: .*embedded"):
+        load_provider("nosuch")
+    assert isinstance(create_provider("embedded", Z, {}), EmbeddedProvider)
