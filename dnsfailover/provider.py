@@ -181,9 +181,14 @@ def diff(
             changes.append(Change("create", None, new))
         elif old is not None and new is None:
             changes.append(Change("delete", old, None))
-        elif old is not None and new is not None and (old.ttl, old.values) != (new.ttl, new.values):
+        elif old is not None and new is not None and not _same(old, new):
             changes.append(Change("update", old, new))
     return Plan(zone, tuple(changes), len(current), populated.foreign, soa)
+
+
+def _same(a: RecordSet, b: RecordSet) -> bool:
+    """Equal as DNS sees them: the order of values in a set carries no meaning."""
+    return a.ttl == b.ttl and set(a.values) == set(b.values)
 
 
 @dataclass(frozen=True, slots=True)

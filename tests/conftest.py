@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,3 +30,24 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_session() -> Iterator[str]:
+    """moto's Route 53 over real HTTP on 127.0.0.1 (started once; ~1 s)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_endpoint(moto_session: str) -> str:
+    """The moto server, emptied for this test."""
+    reset = urllib.request.Request(f"{moto_session}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=10) as resp:
+        assert resp.status == 200
+    return moto_session

@@ -97,3 +97,8 @@ def test_providers_load_by_entry_point_and_unknown_names_list_the_installed() ->
     with pytest.raises(UnknownProvider, match=r"installed: .*embedded"):
         load_provider("nosuch")
     assert isinstance(create_provider("embedded", Z, {}), EmbeddedProvider)
+
+
+def test_value_order_is_not_a_change() -> None:
+    current = Populated((rs("a", "10.0.0.2", "10.0.0.10"),))
+    assert not diff(Z, current, [rs("a", "10.0.0.10", "10.0.0.2")])

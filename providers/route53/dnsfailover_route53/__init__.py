@@ -1,0 +1,1 @@
+"""Amazon Route 53 provider for dnsfailover."""

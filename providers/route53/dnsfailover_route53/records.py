@@ -1,0 +1,206 @@
+"""Route 53 record sets as dnsfailover values, and the ownership markers that say which are ours.
+
+Ownership scheme: every record set dnsfailover creates or updates at `NAME` with type `TYPE`
+is paired with a TXT record set at `_dnsfailover-<type>.NAME` (type in lower case) holding
+`"heritage=dnsfailover,owner=<owner_id>"`.  A key is *owned* when its marker holds that string
+for our owner id.  The marker lives one label below the name, never at the name itself, so it
+never clashes with a CNAME there, and each type has its own marker, so updating one type
+never rewrites another type's marker.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, cast
+
+from dnsfailover.model import RecordSet
+from dnsfailover.provider import Key, Populated
+
+if TYPE_CHECKING:
+    from mypy_boto3_route53.literals import RRTypeType
+    from mypy_boto3_route53.type_defs import (
+        ResourceRecordSetOutputTypeDef as Listed,
+    )
+    from mypy_boto3_route53.type_defs import (
+        ResourceRecordSetTypeDef,
+    )
+
+MARKER_PREFIX = "_dnsfailover-"
+MARKER_TTL = 300
+HERITAGE = "dnsfailover"
+
+_ESCAPE = re.compile(r"\\(\d{3}|.)")
+_ROUTING_KEYS = (
+    "SetIdentifier",
+    "AliasTarget",
+    "Weight",
+    "Region",
+    "Failover",
+    "GeoLocation",
+    "GeoProximityLocation",
+    "MultiValueAnswer",
+    "CidrRoutingConfig",
+    "TrafficPolicyInstanceId",
+)
+
+
+def normalise_name(name: str) -> str:
+    """Route 53's `\\052.Example.test.` → `*.example.test.` (absolute, lower case)."""
+
+    def unescape(m: re.Match[str]) -> str:
+        code = m.group(1)
+        return chr(int(code, 8)) if len(code) == 3 else code
+
+    name = _ESCAPE.sub(unescape, name.strip()).lower()
+    return name if name.endswith(".") else name + "."
+
+
+def canonical_values(rtype: str, values: Iterable[str]) -> tuple[str, ...]:
+    """Values in the order the core compares them: addresses by address, the rest as text."""
+    unique = set(values)
+    if rtype in ("A", "AAAA"):
+        try:
+            return tuple(str(a) for a in sorted({ipaddress.ip_address(v) for v in unique}))
+        except (ValueError, TypeError):
+            pass  # not addresses after all: compare them as text
+    return tuple(sorted(unique))
+
+
+def is_simple(rrset: Listed) -> bool:
+    """True for a plain record set: no routing policy, not an alias, not a traffic policy."""
+    return not any(k in rrset for k in _ROUTING_KEYS)
+
+
+def to_record_set(rrset: Listed) -> RecordSet:
+    rtype = rrset["Type"].upper()
+    return RecordSet(
+        normalise_name(rrset["Name"]),
+        rtype,
+        rrset.get("TTL", 0),
+        canonical_values(rtype, rrset_values(rrset)),
+    )
+
+
+def plain_rrset(name: str, rtype: str, ttl: int, values: Iterable[str]) -> ResourceRecordSetTypeDef:
+    """A plain ResourceRecordSet as ChangeResourceRecordSets takes it."""
+    return {
+        "Name": name,
+        "Type": cast("RRTypeType", rtype),
+        "TTL": ttl,
+        "ResourceRecords": [{"Value": v} for v in values],
+    }
+
+
+def to_rrset(rs: RecordSet, name: str | None = None) -> ResourceRecordSetTypeDef:
+    """The ResourceRecordSet for `rs`; `name` keeps Route 53's own spelling of an existing one."""
+    return plain_rrset(name or rs.name, rs.rtype, rs.ttl, rs.values)
+
+
+def marker_name(key: Key) -> str:
+    name, rtype = key
+    return f"{MARKER_PREFIX}{rtype.lower()}.{name}"
+
+
+def marker_value(owner: str) -> str:
+    """The TXT value (a quoted string) that marks a record set as `owner`'s."""
+    return f'"heritage={HERITAGE},owner={owner}"'
+
+
+def managed_key(name: str) -> Key | None:
+    """The key that a marker at `name` (normalised) is about, or None if it is no marker."""
+    first, sep, rest = name.partition(".")
+    if not sep or not rest or not first.startswith(MARKER_PREFIX):
+        return None
+    rtype = first.removeprefix(MARKER_PREFIX).upper()
+    return (rest, rtype) if rtype.isalnum() else None
+
+
+def marker_owners(values: Iterable[str]) -> set[str]:
+    """The owner ids in a marker's TXT values (other TXT strings are ignored)."""
+    owners: set[str] = set()
+    for value in values:
+        text = value.strip().removeprefix('"').removesuffix('"')
+        fields = dict(part.partition("=")[::2] for part in text.split(","))
+        if fields.get("heritage") == HERITAGE and fields.get("owner"):
+            owners.add(fields["owner"])
+    return owners
+
+
+def rrset_values(rrset: Listed | ResourceRecordSetTypeDef) -> tuple[str, ...]:
+    return tuple(r["Value"] for r in rrset.get("ResourceRecords", ()))
+
+
+class ZoneSnapshot:
+    """A hosted zone's record sets as listed, read through the ownership scheme.
+
+    :param rrsets: every ResourceRecordSet of the zone (ListResourceRecordSets, all pages)
+    :param owner: our owner id
+    :param supports: record types that may be managed (markers for other types are ignored)
+    """
+
+    def __init__(self, rrsets: Iterable[Listed], owner: str, supports: Collection[str]) -> None:
+        self.owner = owner
+        self.simple: dict[Key, Listed] = {}  # plain record sets, by normalised key
+        self.routed: set[Key] = set()  # keys with routing-policy, alias or traffic-policy sets
+        self.types_at: dict[str, set[str]] = defaultdict(set)
+        for rrset in rrsets:
+            key = (normalise_name(rrset["Name"]), rrset["Type"].upper())
+            self.types_at[key[0]].add(key[1])
+            if is_simple(rrset):
+                self.simple[key] = rrset
+            else:
+                self.routed.add(key)
+        self.markers: dict[Key, Listed] = {}  # managed key → its marker's TXT record set
+        for (name, rtype), rrset in self.simple.items():
+            managed = managed_key(name) if rtype == "TXT" else None
+            if managed is not None and managed[1] in supports:
+                self.markers[managed] = rrset
+
+    def marker(self, key: Key) -> Listed | None:
+        return self.markers.get(key)
+
+    def marked_ours(self, key: Key) -> bool:
+        """The key's marker names us (whatever the record set itself looks like)."""
+        marker = self.markers.get(key)
+        return marker is not None and self.owner in marker_owners(rrset_values(marker))
+
+    def conflict(self, key: Key) -> str | None:
+        """Why dnsfailover must not write `key`, or None when it may."""
+        name, rtype = key
+        if key in self.routed:
+            return f"{name} {rtype} has routing-policy or alias record sets"
+        others = self.types_at.get(name, set()) - {rtype}
+        if rtype == "CNAME":
+            theirs = sorted(t for t in others if not self.marked_ours((name, t)))
+            if theirs:
+                return f"{name} has {', '.join(theirs)} records, so it cannot take a CNAME"
+        elif "CNAME" in others and not self.marked_ours((name, "CNAME")):
+            return f"{name} is a CNAME"
+        return None
+
+    def populated(self, keys: Collection[Key], log: logging.Logger) -> Populated:
+        """What exists for `keys` and for every key marked as ours; see `Populated`."""
+        asked = set(keys)
+        ours = {k for k in self.markers if self.marked_ours(k)}
+        records: list[RecordSet] = []
+        foreign: set[Key] = set()
+        owned: set[Key] = set()
+        for key in sorted(asked | ours):
+            reason = self.conflict(key)
+            if reason is not None:
+                if key in asked:
+                    log.warning("populate: leaving %s %s alone: %s", key[0], key[1], reason)
+                    foreign.add(key)
+                continue
+            rrset = self.simple.get(key)
+            if rrset is not None:
+                records.append(to_record_set(rrset))
+            if key in ours:
+                owned.add(key)
+            elif key in asked and rrset is not None:
+                foreign.add(key)
+        return Populated(tuple(records), frozenset(foreign), frozenset(owned))

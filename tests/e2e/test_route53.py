@@ -1,0 +1,102 @@
+"""End to end: `dnsfailover serve` keeps a Route 53 zone (moto's server) in step with health."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+import pytest
+from support import HttpEndpoints, Server, run_cli, wait_for
+
+pytestmark = pytest.mark.e2e
+
+ZONE = "r53.example.test."
+INTERVAL, FALL, TIMEOUT = 0.2, 2, 0.15
+
+
+def answers(client: object, zone_id: str, name: str) -> tuple[str, ...]:
+    pages = client.get_paginator("list_resource_record_sets").paginate(  # type: ignore[attr-defined]
+        HostedZoneId=zone_id
+    )
+    for page in pages:
+        for rrset in page["ResourceRecordSets"]:
+            if rrset["Name"] == name and rrset["Type"] == "A":
+                return tuple(sorted(r["Value"] for r in rrset["ResourceRecords"]))
+    return ()
+
+
+def test_serve_pushes_failover_to_route53_and_plan_shows_the_diff(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    serve: Callable[..., Server],
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-never-logged")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
+    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="e2e")["HostedZone"]["Id"]
+    zone_id = zone_id.split("/")[-1]
+    # someone else's record in the same zone must survive untouched
+    client.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": f"other.{ZONE}",
+                        "Type": "A",
+                        "TTL": 60,
+                        "ResourceRecords": [{"Value": "198.51.100.1"}],
+                    },
+                }
+            ]
+        },
+    )
+    ports = {a: http_endpoints.start(a) for a in ("127.0.0.71", "127.0.0.72")}
+    eps = ", ".join(f"{{address: {a}, check_port: {p}}}" for a, p in ports.items())
+    cfg = tmp_path / "r53.yaml"
+    cfg.write_text(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: {int(INTERVAL * 1000)}ms,
+        timeout: {int(TIMEOUT * 1000)}ms, fall: {FALL}, rise: 2}}
+zones:
+  {ZONE}:
+    provider: route53
+    options:
+      endpoint_url: {moto_endpoint}
+      poll_interval: 100ms
+    failover:
+      www:
+        policy: active-active
+        check: web
+        ttl: 30
+        endpoints: [{eps}]
+""")
+    # plan: a dry run that shows the provider diff and changes nothing
+    out = run_cli("plan", str(cfg), "--state", str(tmp_path / "plan.db"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"+ www.{ZONE} A 127.0.0.71 127.0.0.72" in out.stdout
+    assert answers(client, zone_id, f"www.{ZONE}") == ()
+
+    server = serve(cfg)
+    www = f"www.{ZONE}"
+    wait_for(lambda: answers(client, zone_id, www) == ("127.0.0.71", "127.0.0.72"), 10)
+    http_endpoints.stop("127.0.0.72")
+    wait_for(
+        lambda: answers(client, zone_id, www) == ("127.0.0.71",),
+        5 * (INTERVAL * FALL + TIMEOUT) + 2,
+    )
+    assert answers(client, zone_id, f"other.{ZONE}") == ("198.51.100.1",)
+
+    # in sync now: the plan is empty
+    out = run_cli("plan", str(cfg), "--state", str(tmp_path / "plan.db"))
+    assert "in sync: no changes" in out.stdout, out.stdout
+    assert server.stop() == 0
+    log = server.log.read_text()
+    assert "apply: r53.example.test.: 0 create, 1 update" in log
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in log
