@@ -6,7 +6,8 @@ serves; an apply rebuilds the snapshot and swaps it in atomically.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections import deque
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from typing import ClassVar
 
@@ -24,14 +25,26 @@ from dnsfailover.schema import STATIC_TYPES
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.zone import ZoneSnapshot
 
+Listener = Callable[["EmbeddedZones", list[ZoneContent]], None]
+HISTORY = 64  # versions kept per zone (for incremental zone transfers)
+
 
 class EmbeddedZones:
-    """What the embedded server serves: one content per zone, one snapshot for all."""
+    """What the embedded server serves: one content per zone, one snapshot for all.
+
+    Listeners are called after every publish with the zones that changed (zone transfers,
+    NOTIFY, worker processes); `history` keeps each zone's recent versions, oldest first.
+    """
 
     def __init__(self) -> None:
         self.contents: dict[str, ZoneContent] = {}
         self.snapshot = ZoneSnapshot.build([])
         self.server: DnsServer | None = None
+        self.history: dict[str, deque[ZoneContent]] = {}
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
 
     def attach(self, server: DnsServer) -> None:
         self.server = server
@@ -43,8 +56,13 @@ class EmbeddedZones:
         contents.update((z.origin, z) for z in zones)
         snapshot = ZoneSnapshot.build(list(contents.values()))
         self.contents, self.snapshot = contents, snapshot
+        changed = [contents[z.origin] for z in zones]
+        for z in changed:
+            self.history.setdefault(z.origin, deque(maxlen=HISTORY)).append(z)
         if self.server is not None:
             self.server.publish(snapshot)
+        for listener in self._listeners:
+            listener(self, changed)
 
 
 class EmbeddedProvider(BaseProvider):

@@ -7,12 +7,17 @@ import contextlib
 import logging
 import socket
 import struct
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
 log = logging.getLogger("dnsfailover.server")
+
+StreamHandler = Callable[[bytes, tuple[str, int]], Iterable[bytes] | None]
+"""Takes a TCP query and the peer first: replies (several for a zone transfer) or None to
+let the normal answer path handle it."""
 
 _BIND_ATTEMPTS = 20
 """With port 0, how many free TCP ports to try before one is also free for UDP."""
@@ -60,8 +65,10 @@ class DnsServer:
         max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
         max_tcp_connections: int = 128,
         tcp_idle_timeout: float = 10.0,
+        tcp_handler: StreamHandler | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self.tcp_handler = tcp_handler
         self._host = host
         self._port = port
         self._max_udp_payload = max_udp_payload
@@ -157,15 +164,18 @@ class DnsServer:
             writer.close()
             return
         self._tcp_conns[task] = writer
+        peername = writer.get_extra_info("peername")
+        peer = (str(peername[0]), int(peername[1])) if peername else ("", 0)
         try:
             while True:
                 async with asyncio.timeout(self._tcp_idle_timeout):
                     (length,) = struct.unpack("!H", await reader.readexactly(2))
                     data = await reader.readexactly(length)
-                reply = self.answer(data, tcp=True)
-                if reply is None:
-                    continue
-                writer.write(struct.pack("!H", len(reply)) + reply)
+                handled = self.tcp_handler(data, peer) if self.tcp_handler is not None else None
+                replies = list(handled) if handled is not None else [self.answer(data, tcp=True)]
+                for reply in replies:
+                    if reply is not None:
+                        writer.write(struct.pack("!H", len(reply)) + reply)
                 async with asyncio.timeout(self._tcp_idle_timeout):
                     await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
