@@ -243,6 +243,19 @@ def _check_providers(zones: list[_Zone], at: _Where) -> list[Problem]:
         except ValidationError as e:
             for path, message in explain(e, cls.Options, z.config.options):
                 problems.append(at.problem((*z.path, "options", *path), message))
+        supported = ", ".join(sorted(cls.SUPPORTS))
+        for section in ("records", "failover"):
+            for label, value in getattr(z.config, section).items():
+                entries = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+                for index, r in entries:
+                    if r.type in cls.SUPPORTS:
+                        continue
+                    where = (label,) if index is None else (label, index)
+                    message = (
+                        f"provider {z.config.provider!r} cannot publish {r.type} records "
+                        f"(it supports {supported})"
+                    )
+                    problems.append(at.problem((*z.path, section, *where, "type"), message))
     return problems
 
 
