@@ -59,7 +59,12 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 
     host, port = args.dns
     service = Service(
-        config, region=args.region, dns_host=host, dns_port=port, state_path=args.state
+        config,
+        region=args.region,
+        dns_host=host,
+        dns_port=port,
+        state_path=args.state,
+        workers=args.workers,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,8 +90,15 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from dnsfailover.server.workers import loop_factory
+
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     config = _load(args.config)
-    return asyncio.run(_serve(config, args))
+    # uvloop when installed (the `fast` extra); DNSFAILOVER_LOOP=asyncio turns it off.
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_serve(config, args))
 
 
 def _print_plan(result: PlanResult, *, applied: bool) -> int:
@@ -249,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"UDP+TCP listen address (default {DEFAULT_DNS}; port 0 picks a free port)",
     )
     sp.add_argument("--region", default="local", help="this node's region (default local)")
+    sp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes answering UDP queries on the same port (SO_REUSEPORT; default 1)",
+    )
     state(sp)
     sp.set_defaults(func=cmd_serve)
 

@@ -32,13 +32,17 @@ from dnsfailover.schema import (
     ActivePassive,
     Config,
     Fqdn,
+    NotifyTarget,
     StaticRecord,
+    TransferPeer,
+    TsigKeyConfig,
     ZoneConfig,
     absolute_name,
     in_zone,
 )
 from dnsfailover.schemaerrors import describe, explain, unknown
 from dnsfailover.server.rdata import ZoneBuildError, name_labels, parse_rdata
+from dnsfailover.server.tsig import TsigSecretError, read_secret
 from dnsfailover.yamlpos import Document, YamlPath, parse, value_at
 
 __all__ = ["load", "loads"]
@@ -201,7 +205,7 @@ def _cross_check(data: dict[str, Any], at: _Where) -> list[Problem]:
     checks = list(raw_checks) if isinstance(raw_checks, dict) else None  # None: not even a mapping
     for zone in zones:
         problems += _check_zone(zone, checks, list(seen), at)
-    return problems + _check_providers(zones, at)
+    return problems + _check_providers(zones, at) + _check_transfers(data, zones, at)
 
 
 def _valid_part(raw: Any) -> ZoneConfig | None:
@@ -259,6 +263,40 @@ def _check_providers(zones: list[_Zone], at: _Where) -> list[Problem]:
     return problems
 
 
+def _check_transfers(data: dict[str, Any], zones: list[_Zone], at: _Where) -> list[Problem]:
+    """TSIG secrets must be readable (errors name the key, never the secret); `allow_transfer`
+    and `also_notify` must name defined keys and belong to embedded zones."""
+    problems: list[Problem] = []
+    known: list[str] = []
+    raw_keys = data.get("tsig_keys")
+    for name, raw in raw_keys.items() if isinstance(raw_keys, dict) else ():
+        known.append(str(name).strip().lower().rstrip("."))
+        try:
+            key = TsigKeyConfig.model_validate(raw)
+        except ValidationError:
+            continue  # reported by the schema pass
+        try:
+            read_secret(str(name), key)
+        except TsigSecretError as e:
+            field = "secret_file" if key.secret_file is not None else "secret_env"
+            problems.append(at.problem(("tsig_keys", name, field), str(e)))
+    for zone in zones:
+        sections: tuple[tuple[str, tuple[TransferPeer | NotifyTarget, ...]], ...] = (
+            ("allow_transfer", zone.config.allow_transfer),
+            ("also_notify", zone.config.also_notify),
+        )
+        for section, entries in sections:
+            if entries and zone.config.provider != "embedded":
+                message = f"{section} is for zones the embedded server serves"
+                problems.append(at.problem((*zone.path, section), message))
+            for index, entry in enumerate(entries):
+                if entry.key is not None and entry.key not in known:
+                    defined = ", ".join(known) if known else "none"
+                    message = f"unknown TSIG key {entry.key!r} (tsig_keys defined: {defined})"
+                    problems.append(at.problem((*zone.path, section, index, "key"), message))
+    return problems
+
+
 def _check_zone(
     zone: _Zone, checks: list[str] | None, origins: list[str], at: _Where
 ) -> list[Problem]:
@@ -276,6 +314,9 @@ def _check_zone(
                 "CNAME": "a CNAME cannot be at the zone apex, where the SOA and NS records are",
             }
             problems.append(at.problem((*path, "type"), why[record.type]))
+        if record.type == "NS" and name.startswith("*."):
+            message = "a wildcard name cannot be a delegation (NS below the apex)"
+            problems.append(at.problem((*path, "type"), message))
         if record.type == "CNAME" and len(record.values) > 1:
             problems.append(at.problem((*path, "values"), "a CNAME has exactly one value"))
         values_key = "value" if isinstance(at.raw((*path, "value")), str) else "values"

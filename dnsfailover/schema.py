@@ -344,6 +344,81 @@ class SoaConfig(Model):
     ttl: Ttl = 3600
 
 
+TsigAlgorithm = Literal["hmac-sha256", "hmac-sha512", "hmac-sha1"]
+
+
+def _key_name(value: str) -> str:
+    """A TSIG key name: a DNS name, written without the trailing dot (`xfr-key`)."""
+    name = value.strip().lower().rstrip(".")
+    if not name or any(not label or len(label) > 63 for label in name.split(".")):
+        raise ValueError(f"{value!r} is not a valid TSIG key name (a DNS name such as xfr-key)")
+    return name
+
+
+KeyName = Annotated[str, AfterValidator(_key_name)]
+
+
+class TsigKeyConfig(Model):
+    """A TSIG key; its base64 secret is read from a file or the environment, never the YAML."""
+
+    algorithm: TsigAlgorithm = "hmac-sha256"
+    secret_file: str | None = None
+    secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TsigKeyConfig:
+        if (self.secret_file is None) == (self.secret_env is None):
+            raise ValueError("a TSIG key needs exactly one of secret_file or secret_env")
+        return self
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address or network (10.0.0.1, 10.0.0.0/8)") from None
+
+
+class TransferPeer(Model):
+    """Who may transfer a zone: an address or network, a TSIG key, or both (both must match)."""
+
+    address: Annotated[str, AfterValidator(_network)] | None = None
+    key: KeyName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"address": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _something(self) -> TransferPeer:
+        if self.address is None and self.key is None:
+            raise ValueError("a transfer peer needs an address, a key or both")
+        return self
+
+
+class NotifyTarget(Model):
+    """A secondary to send NOTIFY to: `HOST:PORT` (`[::1]:53`), a bare address, or a mapping."""
+
+    address: IPAddress
+    port: Port = 53
+    key: KeyName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, str):
+            return data
+        text = data.strip()
+        if m := re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text):
+            host, port = m.group(1), m.group(2)
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        else:
+            host, port = text, None
+        return {"address": host} if port is None else {"address": host, "port": port}
+
+
 class ZoneConfig(Model):
     """One zone and who publishes it.
 
@@ -363,6 +438,9 @@ class ZoneConfig(Model):
     max_change_pct: Annotated[int, Field(ge=1, le=100)] = 100
     adopt: bool = False
     force: bool = False
+    # zone transfers and NOTIFY (embedded zones; see dnsfailover.server.xfr / notify)
+    allow_transfer: tuple[TransferPeer, ...] = ()
+    also_notify: tuple[NotifyTarget, ...] = ()
 
     @model_validator(mode="after")
     def _apex(self) -> ZoneConfig:
@@ -374,11 +452,27 @@ class ZoneConfig(Model):
         return self
 
 
+class RrlConfig(Model):
+    """Response rate limiting for UDP (BIND-style); 0 responses per second turns it off."""
+
+    responses_per_second: Annotated[float, Field(ge=0)] = 0
+    slip: Annotated[int, Field(ge=0, le=10)] = 2
+    window: Duration = 15.0
+
+
+class ServerConfig(Model):
+    """Settings of the embedded DNS server."""
+
+    rrl: RrlConfig = Field(default_factory=RrlConfig)
+
+
 class Config(Model):
     """The whole validated config. Zone keys are absolute, lower-case names."""
 
     checks: dict[str, CheckConfig] = Field(default_factory=dict)
+    tsig_keys: dict[KeyName, TsigKeyConfig] = Field(default_factory=dict)
     zones: Annotated[dict[Fqdn, ZoneConfig], Field(min_length=1)]
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     def managed(self) -> list[tuple[str, str, ActiveActive | ActivePassive]]:
         """Every failover record as (zone origin, absolute name, record), in config order."""

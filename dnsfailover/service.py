@@ -25,6 +25,11 @@ from dnsfailover.provider import Safety, create_provider, diff
 from dnsfailover.scheduler import ProbeScheduler
 from dnsfailover.schema import CheckConfig, Config
 from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.notify import Notifier, secondaries
+from dnsfailover.server.rrl import RrlSettings
+from dnsfailover.server.tsig import make_keyring
+from dnsfailover.server.workers import WorkerPool
+from dnsfailover.server.xfr import TransferHandler, transfer_acl
 from dnsfailover.store import AsyncStore, Request, Store, next_serial
 from dnsfailover.sync import SyncEvent, ZoneSync
 
@@ -87,8 +92,11 @@ class Service:
         state_path: str | Path = "dnsfailover.db",
         clock: Callable[[], float] = time.time,
         on_decision: Callable[[Decision], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.config = config
+        self.workers = workers  # DNS-serving processes, this one included
+        self._pool: WorkerPool | None = None
         self._on_decision = on_decision
         self.region = region
         self._dns_host, self._dns_port = dns_host, dns_port
@@ -104,6 +112,7 @@ class Service:
         self._store: AsyncStore | None = None
         self._scheduler: ProbeScheduler | None = None
         self._server: DnsServer | None = None
+        self._notifier: Notifier | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.embedded = EmbeddedZones()
         self.providers: dict[str, EmbeddedProvider] = {}
@@ -135,9 +144,27 @@ class Service:
         )
         await asyncio.to_thread(self._make_providers)  # entry points read package metadata
         await self._decide_and_publish(force_all=True)
-        self._server = DnsServer(self.embedded.snapshot, self._dns_host, self._dns_port)
+        keyring = await asyncio.to_thread(make_keyring, self.config.tsig_keys)  # reads files
+        transfers = TransferHandler(self.embedded, transfer_acl(self.config), keyring)
+        self._server = DnsServer(
+            self.embedded.snapshot,
+            self._dns_host,
+            self._dns_port,
+            tcp_handler=transfers,
+            reuse_port=self.workers > 1,
+            rrl=self._rrl(),
+        )
         bound = await self._server.start()
         self.embedded.attach(self._server)
+        if self.workers > 1:
+            level = log.getEffectiveLevel()
+            self._pool = WorkerPool(self.workers - 1, *bound, rrl=self._rrl(), log_level=level)
+            self.embedded.subscribe(self._pool.publish)
+            await self._pool.start(list(self.embedded.contents.values()))
+        # NOTIFY secondaries of every later serial, and now: they may hold an older one.
+        self._notifier = Notifier(secondaries(self.config, keyring))
+        self.embedded.subscribe(self._notifier)
+        self._notifier.notify(self.embedded.contents.values())
         for sync in self.syncs.values():
             sync.start()
         self._scheduler.start()
@@ -159,6 +186,10 @@ class Service:
             await sync.stop()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._notifier is not None:
+            await self._notifier.stop()
+        if self._pool is not None:
+            await self._pool.stop()
         if self._server is not None:
             await self._server.stop()
         if self._store is not None:
@@ -292,6 +323,10 @@ class Service:
         task = asyncio.create_task(store.run(lambda s: s.add_events([row])))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _rrl(self) -> RrlSettings:
+        rrl = self.config.server.rrl
+        return RrlSettings(rrl.responses_per_second, rrl.slip, rrl.window)
 
     def states(self) -> dict[str, State]:
         return self._tracker.states()

@@ -26,7 +26,12 @@ def zone(
 ) -> ZoneContent:
     """A zone from (relative name or "@", type, values); TTL 300 everywhere."""
     sets = [
-        RecordSet(origin if name == "@" else f"{name}.{origin}", rtype, 300, tuple(values))
+        RecordSet(
+            origin if name == "@" else f"{name}.{origin}".replace("..", "."),
+            rtype,
+            300,
+            tuple(values),
+        )
         for name, rtype, values in records
     ]
     return ZoneContent(
@@ -135,3 +140,31 @@ async def raw_tcp(port: int, stream: bytes, replies: int, wait: float = 2.0) -> 
 
 def frame(message: bytes) -> bytes:
     return struct.pack("!H", len(message)) + message
+
+
+WILD = "wild.test."
+
+
+def wild_zone(serial: int = 3) -> ZoneContent:
+    """Wildcards (RFC 4592), empty non-terminals and a delegation, for the conformance suite."""
+    return zone(
+        WILD,
+        serial,
+        [
+            ("@", "NS", [f"ns1.{WILD}"]),
+            ("ns1", "A", ["192.0.2.53"]),
+            ("*", "A", ["192.0.2.100"]),
+            ("*", "TXT", ['"wild"']),
+            ("host", "A", ["192.0.2.10"]),
+            ("*.alias", "CNAME", [f"host.{WILD}"]),
+            ("*.loop", "CNAME", [f"x.loop.{WILD}"]),
+            ("a.ent", "TXT", ['"under an empty non-terminal"']),
+            ("*.drained", "A", []),
+            ("sub", "NS", [f"ns.sub.{WILD}", "ns.elsewhere.invalid."]),
+            ("ns.sub", "A", ["192.0.2.54"]),
+            ("ns.sub", "AAAA", ["2001:db8::54"]),
+            ("www.sub", "A", ["192.0.2.99"]),  # occluded by the delegation
+            ("deeper.sub", "NS", [f"ns1.{WILD}"]),  # occluded too
+            ("into-sub", "CNAME", [f"www.sub.{WILD}"]),
+        ],
+    )

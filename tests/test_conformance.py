@@ -2,7 +2,8 @@
 
 Each provider is driven exactly as `serve` drives it (populate → diff → safety → apply), and
 what it publishes is read back through an independent, real path: DNS queries to the
-embedded server, the Route 53 API (moto's server) for route53.  A provider installed without
+embedded server, the Route 53 API (moto's server) for route53,
+DNS queries to a real BIND 9 primary for rfc2136.  A provider installed without
 a harness here fails the suite: add one.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -192,9 +194,41 @@ class Route53Harness(Harness):
         self.client.close()
 
 
+class Rfc2136Harness(Harness):
+    """A real BIND 9 primary for the zone; answers are read back by querying it."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        from dnsfailover_rfc2136.testing import start_bind_primary
+
+        self.bind = start_bind_primary(directory, ZONE)
+        self.options = {
+            "server": "127.0.0.1",
+            "port": self.bind.port,
+            "key_name": self.bind.key.name,
+            "secret_file": str(self.bind.key_file),
+            "backoff_base": 0.01,
+        }
+
+    async def provider(self, cfg: Config) -> BaseProvider:
+        return create_provider("rfc2136", ZONE, self.options)
+
+    async def observe(self, name: str, rtype: str) -> tuple[str, ...]:
+        q = dns.message.make_query(name, rtype)
+        r = await dns.asyncquery.tcp(q, "127.0.0.1", port=self.bind.port, timeout=2)
+        assert r.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN), dns.rcode.to_text(r.rcode())
+        return tuple(sorted(rd.to_text() for rrset in r.answer for rd in rrset))
+
+    async def close(self) -> None:
+        self.bind.stop()
+
+
 @pytest.fixture
 async def harness(
-    request: pytest.FixtureRequest, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> AsyncIterator[Harness]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -204,6 +238,8 @@ async def harness(
         h = EmbeddedHarness()
     elif name == "route53":
         h = Route53Harness(moto_endpoint)
+    elif name == "rfc2136":
+        h = Rfc2136Harness(tmp_path / "bind")
     else:
         pytest.fail(f"provider {name!r} is installed but has no conformance harness")
     yield h

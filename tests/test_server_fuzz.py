@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import dns.edns
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
-from conftest_server import ORIGIN, example_snapshot, raw_query
+import dns.rdatatype
+import dns.update
+from conftest_server import (
+    ORIGIN,
+    WILD,
+    example_zone,
+    raw_query,
+    reverse_zone,
+    sub_zone,
+    wild_zone,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dnsfailover.server import ZoneSnapshot
 from dnsfailover.server.wire import respond
 
-SNAPSHOT = example_snapshot()
+SNAPSHOT = ZoneSnapshot.build([example_zone(), sub_zone(), reverse_zone(), wild_zone()])
+UNKNOWN_OPTION = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"\x00\x01")
+
+
+def _notify() -> bytes:
+    notify = dns.message.make_query(ORIGIN, "SOA", use_edns=0)
+    notify.set_opcode(dns.opcode.NOTIFY)
+    return notify.to_wire()
+
+
+def _update() -> bytes:
+    update = dns.update.UpdateMessage(ORIGIN)
+    update.use_edns(0)
+    update.delete("www")
+    return update.to_wire()
+
 
 VALID = [
     dns.message.make_query(f"www.{ORIGIN}", "A").to_wire(),
@@ -20,6 +48,24 @@ VALID = [
     dns.message.make_query(f"nope.{ORIGIN}", "TXT", want_dnssec=True).to_wire(),
     dns.message.make_query(ORIGIN, "CAA").to_wire(),
     raw_query(qclass=3),
+]
+
+# Seeds for wildcards, delegations, EDNS options and other opcodes, with their rcodes.
+MORE = [
+    (dns.message.make_query(f"any.{WILD}", "A", use_edns=0).to_wire(), dns.rcode.NOERROR),
+    (dns.message.make_query(f"x.alias.{WILD}", "A").to_wire(), dns.rcode.NOERROR),
+    (dns.message.make_query(f"x.ent.{WILD}", "A").to_wire(), dns.rcode.NXDOMAIN),
+    (dns.message.make_query(f"www.sub.{WILD}", "A", use_edns=0).to_wire(), dns.rcode.NOERROR),
+    (dns.message.make_query(f"sub.{WILD}", "DS").to_wire(), dns.rcode.NOERROR),
+    (dns.message.make_query(f"y.loop.{WILD}", "A").to_wire(), dns.rcode.NOERROR),
+    (
+        dns.message.make_query(
+            f"host.{WILD}", "A", use_edns=0, want_dnssec=True, options=[UNKNOWN_OPTION]
+        ).to_wire(),
+        dns.rcode.NOERROR,
+    ),
+    (_notify(), dns.rcode.NOTIMP),
+    (_update(), dns.rcode.NOTIMP),
 ]
 
 FUZZ = settings(max_examples=300, deadline=None, database=None)
@@ -41,7 +87,7 @@ def check(data: bytes, tcp: bool) -> None:
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
     """A valid query with a few bytes flipped, set, inserted, deleted or cut off."""
-    wire = bytearray(draw(st.sampled_from(VALID)))
+    wire = bytearray(draw(st.sampled_from(VALID + [seed for seed, _ in MORE])))
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
         pos = draw(st.integers(0, len(wire)))
@@ -87,3 +133,37 @@ def test_valid_seeds_are_answered() -> None:
         dns.rcode.NOERROR,
         dns.rcode.REFUSED,
     ]
+
+
+def test_more_seeds_are_answered() -> None:
+    for data, rcode in MORE:
+        reply = respond(SNAPSHOT, data, tcp=False)
+        assert reply is not None
+        message = dns.message.from_wire(reply)
+        assert message.rcode() == rcode
+        assert message.edns == dns.message.from_wire(data).edns
+
+
+LABELS = st.sampled_from(["*", "x", "alias", "ent", "a", "sub", "ns", "www", "deeper", "host"])
+QTYPES = st.sampled_from(["A", "AAAA", "NS", "DS", "CNAME", "TXT", "ANY", "MX", "TYPE666"])
+
+
+@FUZZ
+@given(st.lists(LABELS, min_size=0, max_size=5), QTYPES, st.booleans())
+def test_names_in_the_wildcard_zone(labels: list[str], qtype: str, tcp: bool) -> None:
+    # Every name under wild.test. gets an authoritative answer or a referral, never a failure.
+    name = ".".join([*labels, WILD])
+    query = dns.message.make_query(name, qtype, use_edns=0, options=[UNKNOWN_OPTION])
+    reply = respond(SNAPSHOT, query.to_wire(), tcp=tcp)
+    assert reply is not None
+    message = dns.message.from_wire(reply)
+    assert message.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+    assert not message.options
+    below_cut = labels[-1:] == ["sub"] and not (len(labels) == 1 and qtype == "DS")
+    if below_cut:
+        assert not message.flags & dns.flags.AA
+        assert message.answer == []
+        assert [r.rdtype for r in message.authority] == [dns.rdatatype.NS]
+    else:
+        assert message.flags & dns.flags.AA
+        assert message.answer or message.authority  # data, or NXDOMAIN/NODATA with the SOA

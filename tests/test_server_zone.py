@@ -6,9 +6,22 @@ import dataclasses
 
 import dns.rdata
 import pytest
-from conftest_server import ORIGIN, SUB, example_snapshot, example_zone, soa, sub_zone, zone
+from conftest_server import (
+    ORIGIN,
+    SUB,
+    WILD,
+    example_snapshot,
+    example_zone,
+    soa,
+    sub_zone,
+    wild_zone,
+    zone,
+)
 from dnslib import QTYPE, RCODE, DNSBuffer, DNSRecord
 
+from dnsfailover.config import loads
+from dnsfailover.engine import build_zone
+from dnsfailover.errors import ConfigError
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.server import ZoneBuildError, ZoneSnapshot
 from dnsfailover.server.rdata import name_labels, parse_rdata, tokenize
@@ -93,6 +106,17 @@ def _with(content: ZoneContent, *extra: RecordSet) -> ZoneContent:
         ([_with(example_zone(), RecordSet(ORIGIN, "CNAME", 60, (f"www.{ORIGIN}",)))], "apex"),
         ([example_zone(), example_zone(serial=2)], "more than once"),
         ([ZoneContent(ORIGIN, soa(ORIGIN, 2**32), ())], "SOA"),
+        ([_with(example_zone(), RecordSet(f"*.{ORIGIN}", "NS", 60, (f"ns1.{ORIGIN}",)))], "wild"),
+        (
+            [
+                _with(
+                    example_zone(),
+                    RecordSet(f"cut.{ORIGIN}", "CNAME", 60, (f"www.{ORIGIN}",)),
+                    RecordSet(f"cut.{ORIGIN}", "NS", 60, (f"ns1.{ORIGIN}",)),
+                )
+            ],
+            "coexist",
+        ),
     ],
 )
 def test_zones_that_cannot_be_served(contents: list[ZoneContent], message: str) -> None:
@@ -125,6 +149,35 @@ def test_root_zone_is_a_zone_like_any_other() -> None:
     assert snapshot.lookup((b"anything",), int(QTYPE.A)).rcode == int(RCODE.NXDOMAIN)
 
 
+def test_wildcards_and_delegations_in_the_root_zone() -> None:
+    root = zone(
+        ".",
+        3,
+        [
+            ("@", "NS", ["a.root-servers.test."]),
+            ("*", "TXT", ['"any"']),
+            ("test", "NS", ["ns.test.", "a.root-servers.test."]),
+            ("ns.test", "A", ["192.0.2.1"]),
+            ("a.root-servers.test", "AAAA", ["2001:db8::1"]),
+        ],
+    )
+    root = dataclasses.replace(root, soa=dataclasses.replace(soa(ORIGIN, 3), mname="a.test."))
+    snapshot = ZoneSnapshot.build([root])
+    wild = snapshot.lookup((b"x", b"anything"), int(QTYPE.TXT))
+    assert [str(rr.rname) for rr in wild.answer] == ["x.anything."]
+    referral = snapshot.lookup((b"www", b"test"), int(QTYPE.A))
+    assert (referral.rcode, referral.authoritative, referral.answer) == (0, False, ())
+    assert [str(rr.rdata) for rr in referral.authority] == ["ns.test.", "a.root-servers.test."]
+    assert [str(rr.rname) for rr in referral.additional] == ["ns.test.", "a.root-servers.test."]
+
+
+def test_wildcard_and_referral_replies_are_deterministic() -> None:
+    snapshot = ZoneSnapshot.build([wild_zone()])
+    for name in (f"Some.{WILD}", f"x.alias.{WILD}", f"www.sub.{WILD}", f"into-sub.{WILD}"):
+        request = DNSRecord.question(name, "A")
+        assert snapshot.resolve(request).pack() == snapshot.resolve(request).pack()
+
+
 def test_resolve_is_a_pure_function_of_the_request() -> None:
     snapshot = example_snapshot()
     request = DNSRecord.question(f"WWW.{ORIGIN}", "A")
@@ -134,3 +187,35 @@ def test_resolve_is_a_pure_function_of_the_request() -> None:
     assert first.header.aa == 1
     assert first.header.ra == 0
     assert [str(rr.rdata) for rr in first.rr] == ["192.0.2.1"]
+
+
+_CONFIG = """\
+zones:
+  cfg.test.:
+    provider: embedded
+    soa: {mname: ns1.cfg.test., rname: hostmaster.cfg.test.}
+    nameservers: [ns1.cfg.test.]
+    records:
+      ns1: {type: A, values: [192.0.2.53]}
+      "*": {type: A, values: [192.0.2.100]}
+      "*.wild": {type: CNAME, values: [ns1.cfg.test.]}
+      sub: {type: NS, values: [ns.sub.cfg.test.]}
+      ns.sub: {type: A, values: [192.0.2.54]}
+"""
+
+
+def test_config_wildcards_and_delegations_are_served() -> None:
+    config = loads(_CONFIG)
+    content = build_zone("cfg.test.", config.zones["cfg.test."], {}, serial=1)
+    snapshot = ZoneSnapshot.build([content])
+    wild = snapshot.lookup(name_labels("x.wild.cfg.test."), int(QTYPE.A))
+    assert [str(rr.rdata) for rr in wild.answer] == ["ns1.cfg.test.", "192.0.2.53"]
+    referral = snapshot.lookup(name_labels("www.sub.cfg.test."), int(QTYPE.A))
+    assert not referral.authoritative
+    assert [str(rr.rdata) for rr in referral.additional] == ["192.0.2.54"]
+
+
+def test_config_rejects_a_wildcard_delegation() -> None:
+    text = _CONFIG + '      "*.x": {type: NS, values: [ns1.cfg.test.]}\n'
+    with pytest.raises(ConfigError, match=r"records\[\"\*\.x\"\]\.type: a wildcard name cannot be"):
+        loads(text)

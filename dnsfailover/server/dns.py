@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, respond
+from dnslib import CLASS, EDNS0, QTYPE, RR, TXT, DNSRecord
+
+from dnsfailover.server.fast import FastTable
+from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
+from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
 log = logging.getLogger("dnsfailover.server")
@@ -21,6 +27,19 @@ let the normal answer path handle it."""
 
 _BIND_ATTEMPTS = 20
 """With port 0, how many free TCP ports to try before one is also free for UDP."""
+
+_IDENTITY_NAMES = frozenset({b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"})
+_IDENTITY_TAIL = b"\x00\x10\x00\x03"  # qtype TXT, qclass CH
+_TXT, _CH, _OPT = int(QTYPE.TXT), int(CLASS.CH), int(QTYPE.OPT)
+
+
+def _identity_question(data: bytes) -> bool:
+    """Whether ``data`` asks CH TXT id.server. or hostname.bind. (RFC 4892), any case."""
+    for name in _IDENTITY_NAMES:
+        end = 12 + len(name)
+        if data[12:end].lower() == name and data[end : end + 4] == _IDENTITY_TAIL:
+            return True
+    return False
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -36,7 +55,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        reply = self._server.answer(data, tcp=False)
+        reply = self._server.udp_reply(data, str(addr[0]))
         if reply is not None and self._transport is not None:
             self._transport.sendto(reply, addr)
 
@@ -49,11 +68,60 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
+class _UdpThread:
+    """Answers datagrams with blocking recvfrom/sendto on a thread of its own.
+
+    Cheaper per datagram than an event-loop callback (no selector round trip, no transport
+    bookkeeping), and the loop stays free for TCP, probes and the engine.  The GIL is
+    released in every recvfrom, so the loop thread still gets its turns under load.
+    """
+
+    def __init__(self, server: DnsServer, sock: socket.socket) -> None:
+        self._server, self._sock = server, sock
+        self._stopping = False
+        sock.setblocking(True)
+        self._thread = threading.Thread(target=self._run, name="dnsfailover-udp", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        recv, send, reply_to = self._sock.recvfrom, self._sock.sendto, self._server.udp_reply
+        while not self._stopping:
+            try:
+                data, addr = recv(0xFFFF)
+            except OSError as e:
+                log.debug("udp: %s", e)
+                continue
+            if self._stopping:
+                break
+            try:
+                reply = reply_to(data, str(addr[0]))
+                if reply is not None:
+                    send(reply, addr)
+            except OSError as e:
+                log.debug("udp: %s", e)
+            except Exception:
+                log.warning("udp: cannot answer", exc_info=True)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        # shutdown() wakes the blocked recvfrom (Linux; it also raises ENOTCONN for UDP).
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        await asyncio.to_thread(self._thread.join)
+        self._sock.close()
+
+
 class DnsServer:
     """An authoritative DNS server for the zones of one :class:`ZoneSnapshot` at a time.
 
     Every query reads the current snapshot once and answers from it alone, so
-    :meth:`publish` is atomic; it may be called from any thread.
+    :meth:`publish` is atomic; it may be called from any thread.  Plain queries are
+    answered from the snapshot's :class:`FastTable` of replayed full-path replies.
+
+    ``reuse_port`` binds with SO_REUSEPORT so that worker processes can share the port
+    (``udp_only`` for workers: TCP, and so zone transfers, stay with the main process);
+    ``udp_thread`` answers UDP on a thread with blocking calls rather than on the loop;
+    ``rrl`` rate-limits UDP responses; ``identity`` is the TXT answer to CH ``id.server.``.
     """
 
     def __init__(
@@ -66,16 +134,29 @@ class DnsServer:
         max_tcp_connections: int = 128,
         tcp_idle_timeout: float = 10.0,
         tcp_handler: StreamHandler | None = None,
+        reuse_port: bool = False,
+        rrl: RrlSettings | None = None,
+        identity: str | None = None,
+        fast: bool = True,
+        udp_only: bool = False,
+        udp_thread: bool = False,
     ) -> None:
-        self._snapshot = snapshot
+        self._fast = fast
+        self._max_udp_payload = max_udp_payload
+        self._table = self._new_table(snapshot)
         self.tcp_handler = tcp_handler
+        self.reuse_port = reuse_port
+        self.udp_only = udp_only
+        self.udp_thread = udp_thread
+        self.rrl = RateLimiter(rrl) if rrl is not None and rrl.enabled else None
+        self.identity = identity if identity is not None else f"dnsfailover-{os.getpid()}"
         self._host = host
         self._port = port
-        self._max_udp_payload = max_udp_payload
         self._max_tcp_connections = max_tcp_connections
         self._tcp_idle_timeout = tcp_idle_timeout
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_protocol: _UdpProtocol | None = None
+        self._udp_thread: _UdpThread | None = None
         self._tcp: asyncio.Server | None = None
         self._tcp_conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._address: tuple[str, int] | None = None
@@ -83,7 +164,7 @@ class DnsServer:
     @property
     def snapshot(self) -> ZoneSnapshot:
         """The snapshot queries are answered from now."""
-        return self._snapshot
+        return self._table.snapshot
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -92,14 +173,57 @@ class DnsServer:
 
     def publish(self, snapshot: ZoneSnapshot) -> None:
         """Serve ``snapshot`` from the next query on; queries in flight finish on the old one."""
-        self._snapshot = snapshot
+        self._table = self._new_table(snapshot)  # one assignment: snapshot and table together
         if log.isEnabledFor(logging.INFO):
             serials = " ".join(f"{o}={snapshot.serial(o)}" for o in snapshot.origins)
             log.info("publish: zones=%d serials=%s", len(snapshot.origins), serials or "-")
 
+    def _new_table(self, snapshot: ZoneSnapshot) -> FastTable:
+        # With fast=False the table never learns: every query takes the full path.
+        return FastTable(
+            snapshot,
+            max_udp_payload=self._max_udp_payload,
+            max_entries=65_536 if self._fast else 0,
+            responder=self._full_answer,
+        )
+
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The reply to one wire query from the current snapshot (None: send nothing)."""
-        return respond(self._snapshot, data, tcp=tcp, max_udp_payload=self._max_udp_payload)
+        return self._table.answer(data, tcp=tcp)
+
+    def udp_reply(self, data: bytes, host: str) -> bytes | None:
+        """The reply to a datagram from ``host``, after rate limiting (None: send nothing)."""
+        reply = self._table.answer(data, tcp=False)
+        if reply is None or self.rrl is None:
+            return reply
+        action = self.rrl.check(host, reply)
+        if action is Action.DROP:
+            return None
+        return truncated(reply) if action is Action.SLIP else reply
+
+    def _full_answer(
+        self, snapshot: ZoneSnapshot, data: bytes, tcp: bool, max_udp_payload: int
+    ) -> bytes | None:
+        reply = self._identity_reply(data)
+        if reply is not None:
+            return reply
+        return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
+
+    def _identity_reply(self, data: bytes) -> bytes | None:
+        """The CH TXT answer naming this server process, or None for any other query."""
+        if not _identity_question(data):
+            return None
+        try:
+            request = DNSRecord.parse(data)
+        except Exception:
+            return None  # malformed: the full path answers FORMERR
+        if request.header.qr or len(request.questions) != 1:
+            return None
+        reply = request.reply(aa=0)
+        reply.add_answer(RR(request.q.qname, _TXT, _CH, 0, TXT(self.identity)))
+        if any(int(rr.rtype) == _OPT for rr in request.ar):
+            reply.add_ar(EDNS0(udp_len=max(MIN_UDP_PAYLOAD, self._max_udp_payload)))
+        return bytes(reply.pack())
 
     async def start(self) -> tuple[str, int]:
         """Bind UDP and TCP on the same port and start answering.
@@ -112,11 +236,12 @@ class DnsServer:
         if self._address is not None:
             raise RuntimeError("DnsServer already started")
         loop = asyncio.get_running_loop()
+        if self.udp_only:
+            return await self._start_udp_only(loop)
         tcp_sock, udp_sock = await self._bind(loop)
         try:
             self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
-            protocol = _UdpProtocol(self)
-            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=udp_sock)
+            await self._serve_udp(loop, udp_sock)
         except BaseException:
             tcp_sock.close()
             udp_sock.close()
@@ -125,10 +250,37 @@ class DnsServer:
                 await self._tcp.wait_closed()
                 self._tcp = None
             raise
-        self._udp, self._udp_protocol = transport, protocol
         host, port = tcp_sock.getsockname()[:2]
         self._address = (str(host), int(port))
         log.info("start: listening on udp+tcp %s port %d", host, port)
+        return self._address
+
+    async def _serve_udp(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        if self.udp_thread:
+            self._udp_thread = _UdpThread(self, sock)
+            return
+        protocol = _UdpProtocol(self)
+        self._udp, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        self._udp_protocol = protocol
+
+    async def _start_udp_only(self, loop: asyncio.AbstractEventLoop) -> tuple[str, int]:
+        infos = await loop.getaddrinfo(
+            self._host, self._port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(sockaddr)
+            sock.setblocking(False)
+            await self._serve_udp(loop, sock)
+        except BaseException:
+            sock.close()
+            raise
+        host, port = sock.getsockname()[:2]
+        self._address = (str(host), int(port))
+        log.info("start: listening on udp %s port %d", host, port)
         return self._address
 
     async def _bind(self, loop: asyncio.AbstractEventLoop) -> tuple[socket.socket, socket.socket]:
@@ -142,6 +294,9 @@ class DnsServer:
             udp_sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
                 tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.reuse_port:
+                    tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 tcp_sock.bind(sockaddr)
                 port = tcp_sock.getsockname()[1]
                 udp_sock.bind((sockaddr[0], port, *sockaddr[2:]))
@@ -194,6 +349,9 @@ class DnsServer:
             self._udp.close()
             await self._udp_protocol.closed
         self._udp = self._udp_protocol = None
+        if self._udp_thread is not None:
+            await self._udp_thread.stop()
+            self._udp_thread = None
         if self._tcp is not None:
             self._tcp.close()
             # Abort rather than cancel: the handlers then end on a read or drain error.
@@ -205,7 +363,7 @@ class DnsServer:
             await self._tcp.wait_closed()
             self._tcp = None
         if self._address is not None:
-            log.info("stop: udp+tcp %s port %d", *self._address)
+            log.info("stop: %s %s port %d", "udp" if self.udp_only else "udp+tcp", *self._address)
         self._address = None
 
     async def __aenter__(self) -> DnsServer:

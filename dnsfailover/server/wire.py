@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import logging
 import struct
+from dataclasses import dataclass
 
-from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSBuffer, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import (
+    EDNS0,
+    OPCODE,
+    QTYPE,
+    RCODE,
+    RR,
+    DNSBuffer,
+    DNSHeader,
+    DNSQuestion,
+    DNSRecord,
+)
 
 from dnsfailover.server.rdata import MAX_LABEL, MAX_NAME_WIRE
 from dnsfailover.server.zone import ZoneSnapshot
@@ -34,6 +45,7 @@ _QR = 0x8000
 _OPCODE_MASK = 0x7800
 _RD = 0x0100
 _CD = 0x0010
+_DO = 0x8000  # in the OPT TTL field
 
 
 def respond(
@@ -70,11 +82,30 @@ def _is_query(flags: int) -> bool:
     return flags & _OPCODE_MASK == _QUERY << 11
 
 
-def _parse(data: bytes) -> DNSRecord:
-    """Parse a query; for opcodes we do not implement, only the header and one question."""
+@dataclass(frozen=True, slots=True)
+class _Edns:
+    """What we use of a query's OPT record (RFC 6891 §6.1.3): the rest is ignored."""
+
+    payload: int
+    version: int
+    do: bool
+    root_owner: bool
+
+
+def _parse(data: bytes) -> tuple[DNSRecord, list[_Edns]]:
+    """Parse a query and its OPT records.
+
+    For opcodes we do not implement, only the header, one question and the OPT are read.
+    """
     (flags,) = struct.unpack_from("!H", data, 2)
     if _is_query(flags):
-        return DNSRecord.parse(data)
+        request = DNSRecord.parse(data)
+        opts = [
+            _Edns(int(rr.edns_len), int(rr.edns_ver), bool(rr.edns_do), not rr.rname.label)
+            for rr in request.ar
+            if int(rr.rtype) == _OPT
+        ]
+        return request, opts
     # UPDATE and NOTIFY bodies (e.g. empty-rdata deletes) need not parse for a NOTIMP reply.
     buffer = DNSBuffer(data)
     header = DNSHeader.parse(buffer)
@@ -82,9 +113,47 @@ def _parse(data: bytes) -> DNSRecord:
         questions = [DNSQuestion.parse(buffer)] if int(header.q) == 1 else []
     except Exception:
         questions = []
+    opts = _scan_opts(data, buffer.offset) if len(questions) == int(header.q) else []
     if int(header.opcode) == _UPDATE and any(int(q.qtype) != _SOA for q in questions):
         questions = []  # RFC 2136 §3.1.1: a zone section must be SOA; don't echo a bad one
-    return DNSRecord(header, questions)
+    return DNSRecord(header, questions), opts
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    """The offset just after the (possibly compressed) name at ``pos``."""
+    while True:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length > MAX_LABEL:
+            raise ValueError("reserved label type")
+        pos += length + 1
+
+
+def _scan_opts(data: bytes, pos: int) -> list[_Edns]:
+    """The OPT records of a message whose question section ends at ``pos``, read by hand.
+
+    Used where dnslib cannot parse the body (UPDATE prerequisites); a message that ends
+    early or is malformed counts as having no OPT, since it is answered NOTIMP either way.
+    """
+    counts = struct.unpack_from("!3H", data, 6)
+    opts: list[_Edns] = []
+    try:
+        for index in range(sum(counts)):
+            owner = pos
+            pos = _skip_name(data, pos)
+            rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
+            pos += 10 + rdlength
+            if pos > len(data):
+                return []
+            if rtype == _OPT and index >= counts[0] + counts[1]:
+                root = data[owner] == 0
+                opts.append(_Edns(rclass, (ttl >> 16) & 0xFF, bool(ttl & _DO), root))
+    except (IndexError, ValueError, struct.error):
+        return []
+    return opts
 
 
 def _names_ok(request: DNSRecord) -> bool:
@@ -98,36 +167,40 @@ def _names_ok(request: DNSRecord) -> bool:
     return True
 
 
+def _opt(payload: int, query: _Edns, rcode: int = 0) -> RR:
+    """Our OPT: version 0, our payload size, the query's DO bit (RFC 3225 §3), no options."""
+    return EDNS0(udp_len=payload, ext_rcode=rcode >> 4, flags="do" if query.do else "")
+
+
 def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload: int) -> bytes:
     qid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
-    if _is_query(flags) and (qdcount != 1 or ancount or nscount or arcount > _MAX_ADDITIONAL):
+    if _is_query(flags) and (qdcount > 1 or ancount or nscount or arcount > _MAX_ADDITIONAL):
         # Checked before parsing: dnslib follows compression pointers recursively, so a
         # large message full of names would be costly to parse just to refuse it.
         return _header_only(qid, flags, _FORMERR)
     try:
-        request = _parse(data)
+        request, opts = _parse(data)
     except Exception as e:  # dnslib raises DNSError, UnicodeDecodeError, RecursionError, ...
         log.debug("query: malformed id=%d: %s", qid, e)
         return _header_only(qid, flags, _FORMERR)
     if not _names_ok(request):
         return _header_only(qid, flags, _FORMERR)
 
-    opts = [rr for rr in request.ar if int(rr.rtype) == _OPT]
-    if len(opts) > 1:
-        return _header_only(qid, flags, _FORMERR)
-    opt = opts[0] if opts else None
     ours = max(MIN_UDP_PAYLOAD, max_udp_payload)
-
-    if opt is not None and int(opt.edns_ver) > 0:
-        reply = DNSRecord(DNSHeader(id=qid, bitmap=0, qr=1, rd=request.header.rd))
+    opt = opts[0] if opts else None
+    if opt is not None and (len(opts) > 1 or not opt.root_owner or opt.version > 0):
+        reply = DNSRecord(DNSHeader(id=qid, bitmap=0, qr=1, opcode=request.header.opcode))
+        reply.header.rd = request.header.rd
+        reply.header.cd = request.header.cd
         reply.add_question(*request.questions[:1])
-        reply.add_ar(EDNS0(udp_len=ours, ext_rcode=_BADVERS >> 4))
-        reply.header.rcode = _BADVERS & 0xF
+        rcode = _BADVERS if len(opts) == 1 and opt.root_owner else _FORMERR
+        reply.header.rcode = rcode & 0xF
+        reply.add_ar(_opt(ours, opt, rcode))
         return bytes(reply.pack())
 
     reply = snapshot.resolve(request)
     if opt is not None:
-        reply.add_ar(EDNS0(udp_len=ours))
+        reply.add_ar(_opt(ours, opt))
     wire = bytes(reply.pack())
 
     if tcp:
@@ -135,7 +208,7 @@ def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload:
     elif opt is None:
         limit = MIN_UDP_PAYLOAD
     else:
-        limit = min(ours, max(MIN_UDP_PAYLOAD, int(opt.edns_len)))
+        limit = min(ours, max(MIN_UDP_PAYLOAD, opt.payload))
     if len(wire) <= limit:
         return wire
     if tcp:
@@ -144,5 +217,6 @@ def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload:
     # Too big for UDP: the question (and OPT) only, with TC set, so the client retries on TCP.
     truncated = DNSRecord(DNSHeader(id=qid, bitmap=reply.header.bitmap, tc=1))
     truncated.add_question(*reply.questions)
-    truncated.add_ar(*reply.ar)
+    if opt is not None:
+        truncated.add_ar(_opt(ours, opt))
     return bytes(truncated.pack())

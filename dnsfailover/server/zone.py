@@ -1,18 +1,20 @@
-"""Immutable zone snapshots and the authoritative answer logic.
+"""Immutable zone snapshots: building them, and answering a parsed request from one.
 
 A :class:`ZoneSnapshot` is built once per publish: every record value is parsed into dnslib
-``RR`` objects and indexed by (name, type), so answering a query is a few dict look-ups.
+``RR`` objects and indexed by (name, type), delegation cuts and their referrals are found
+and occluded names left out, so answering a query is a few dict look-ups
+(:mod:`dnsfailover.server.lookup`).
 The server swaps whole snapshots, so a query sees one snapshot from start to finish.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSLabel, DNSRecord
 
 from dnsfailover.model import RecordSet, ZoneContent
+from dnsfailover.server.lookup import REFUSED, WILDCARD, Answer, Referral, ZoneData, lookup
 from dnsfailover.server.rdata import (
     Labels,
     ZoneBuildError,
@@ -21,14 +23,13 @@ from dnsfailover.server.rdata import (
     qtype_code,
 )
 
-MAX_CNAME_CHAIN = 8
-"""How many CNAMEs one answer follows before it stops (loops stop earlier)."""
-
 MAX_TTL = 2**31 - 1
 
 _CNAME = int(QTYPE.CNAME)
 _SOA = int(QTYPE.SOA)
-_ANY = int(QTYPE.ANY)
+_NS = int(QTYPE.NS)
+_A = int(QTYPE.A)
+_AAAA = int(QTYPE.AAAA)
 _IN = int(CLASS.IN)
 _QUERY = int(OPCODE.QUERY)
 
@@ -36,35 +37,6 @@ _QUERY = int(OPCODE.QUERY)
 _REFUSED_QTYPES = frozenset({int(QTYPE.AXFR), int(QTYPE.IXFR)})
 _NOTIMP_QTYPES = frozenset({int(QTYPE.TKEY), int(QTYPE.TSIG), 253, 254})  # 253/254: MAILB/MAILA
 _FORMERR_QTYPES = frozenset({int(QTYPE.OPT)})
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What a look-up found: rcode, AA flag and the answer and authority sections."""
-
-    rcode: int
-    authoritative: bool
-    answer: tuple[RR, ...] = ()
-    authority: tuple[RR, ...] = ()
-
-
-REFUSED = Answer(int(RCODE.REFUSED), authoritative=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Zone:
-    origin: Labels
-    serial: int
-    rrsets: Mapping[tuple[Labels, int], tuple[RR, ...]]
-    cname_targets: Mapping[Labels, Labels]
-    any_rrsets: Mapping[Labels, tuple[RR, ...]]
-    names: frozenset[Labels]
-    negative: tuple[RR, ...]
-    """The SOA for the authority section of NXDOMAIN/NODATA, TTL = min(ttl, minimum)."""
-
-    def contains(self, name: Labels) -> bool:
-        depth = len(self.origin)
-        return len(name) >= depth and (depth == 0 or name[-depth:] == self.origin)
 
 
 def _dotted(labels: Labels) -> str:
@@ -80,7 +52,7 @@ def _checked(rr: RR, where: str) -> RR:
     return rr
 
 
-def _build_zone(content: ZoneContent) -> _Zone:
+def _build_zone(content: ZoneContent) -> ZoneData:
     origin = name_labels(content.origin)
     where = content.origin
     soa = content.soa
@@ -91,31 +63,33 @@ def _build_zone(content: ZoneContent) -> _Zone:
     soa_rr = _checked(RR(DNSLabel(origin), _SOA, _IN, soa.ttl, soa_rd), where)
     negative = RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
 
-    rrsets: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
-    types_at: dict[Labels, list[int]] = {origin: [_SOA]}
-    cname_targets: dict[Labels, Labels] = {}
-    empty: set[Labels] = set()
-    given: set[tuple[Labels, int]] = set()
+    built: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
+    owners: set[Labels] = {origin}
     for rs in content.records:
         name, code, rrs = _build_rrset(rs, origin)
-        if (name, code) in given:
+        if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
-        given.add((name, code))
-        if not rrs:
-            # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
-            empty.add(name)
-            continue
-        rrsets[name, code] = rrs
-        types_at.setdefault(name, []).append(code)
-        if code == _CNAME:
-            cname_targets[name] = tuple(label.lower() for label in rrs[0].rdata.label.label)
+        # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
+        built[name, code] = rrs
+        owners.add(name)
 
-    for name, types in types_at.items():
-        if _CNAME in types and len(types) > 1:
+    with_cname = {name for name, code in built if code == _CNAME}
+    for name, code in built:
+        if name in with_cname and code != _CNAME and built[name, code]:
             raise ZoneBuildError(f"{_dotted(name)}: a CNAME cannot coexist with other records")
 
-    names: set[Labels] = set()
-    for name in empty.union(types_at):
+    cuts = _cuts(origin, built)
+    occluded = {name for name in owners if _below(name, origin, cuts)}
+    rrsets: dict[tuple[Labels, int], tuple[RR, ...]] = {}
+    types_at: dict[Labels, list[int]] = {}
+    for (name, code), rrs in built.items():
+        if name in occluded or (name in cuts and code == _NS):
+            continue  # served as a referral, or not at all
+        if rrs:
+            rrsets[name, code] = rrs
+            types_at.setdefault(name, []).append(code)
+    names: set[Labels] = set(cuts)
+    for name in owners - occluded:
         # Every ancestor up to the origin exists too (empty non-terminals).
         for cut in range(len(name) - len(origin) + 1):
             names.add(name[cut:])
@@ -123,16 +97,52 @@ def _build_zone(content: ZoneContent) -> _Zone:
     any_rrsets = {
         name: rrsets[name, _CNAME if _CNAME in types else min(types)]
         for name, types in types_at.items()
+        if name not in cuts
     }
-    return _Zone(
+    return ZoneData(
         origin=origin,
         serial=soa.serial,
         rrsets=rrsets,
-        cname_targets=cname_targets,
+        cname_targets={
+            name: tuple(label.lower() for label in rrs[0].rdata.label.label)
+            for (name, code), rrs in rrsets.items()
+            if code == _CNAME
+        },
         any_rrsets=any_rrsets,
         names=frozenset(names),
+        cuts={cut: _referral(cut, origin, built) for cut in cuts},
         negative=(negative,),
     )
+
+
+def _below(name: Labels, origin: Labels, cuts: Iterable[Labels]) -> bool:
+    """True if ``name`` is strictly below one of ``cuts`` (and so not ours to serve)."""
+    return any(name[cut:] in cuts for cut in range(1, len(name) - len(origin)))
+
+
+def _cuts(origin: Labels, built: Mapping[tuple[Labels, int], tuple[RR, ...]]) -> frozenset[Labels]:
+    """The topmost names below the apex that have NS records: delegations (RFC 1034 §4.2.1)."""
+    delegated = {name for (name, code), rrs in built.items() if code == _NS and rrs}
+    delegated.discard(origin)
+    for name in delegated:
+        if name[0] == WILDCARD:
+            raise ZoneBuildError(f"{_dotted(name)}: a wildcard cannot be a delegation")
+    return frozenset(name for name in delegated if not _below(name, origin, delegated))
+
+
+def _referral(
+    cut: Labels, origin: Labels, built: Mapping[tuple[Labels, int], tuple[RR, ...]]
+) -> Referral:
+    """The NS set at ``cut`` and, as glue, the addresses of its nameservers inside the zone."""
+    ns = built[cut, _NS]
+    glue: list[RR] = []
+    depth = len(origin)
+    for rr in ns:
+        target = tuple(label.lower() for label in rr.rdata.label.label)
+        if len(target) >= depth and (depth == 0 or target[-depth:] == origin):
+            glue.extend(built.get((target, _A), ()))
+            glue.extend(built.get((target, _AAAA), ()))
+    return Referral(ns, tuple(glue))
 
 
 def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, ...]]:
@@ -159,8 +169,8 @@ class ZoneSnapshot:
 
     __slots__ = ("_zones",)
 
-    def __init__(self, zones: Iterable[_Zone] = ()) -> None:
-        self._zones: Mapping[Labels, _Zone] = {z.origin: z for z in zones}
+    def __init__(self, zones: Iterable[ZoneData] = ()) -> None:
+        self._zones: Mapping[Labels, ZoneData] = {z.origin: z for z in zones}
 
     @classmethod
     def build(cls, zones: Sequence[ZoneContent]) -> ZoneSnapshot:
@@ -187,7 +197,7 @@ class ZoneSnapshot:
             return None
         return None if zone is None else zone.serial
 
-    def find_zone(self, qname: Labels) -> _Zone | None:
+    def find_zone(self, qname: Labels) -> ZoneData | None:
         """The most specific zone that contains ``qname`` (lower-case labels)."""
         for cut in range(len(qname) + 1):
             zone = self._zones.get(qname[cut:])
@@ -198,27 +208,7 @@ class ZoneSnapshot:
     def lookup(self, qname: Labels, qtype: int) -> Answer:
         """Answer one IN-class question; ``qname`` must be lower-case labels."""
         zone = self.find_zone(qname)
-        if zone is None:
-            return REFUSED
-        answer: list[RR] = []
-        name = qname
-        seen = {name}
-        for _ in range(MAX_CNAME_CHAIN + 1):
-            if name not in zone.names:
-                return Answer(int(RCODE.NXDOMAIN), True, tuple(answer), zone.negative)
-            found = zone.any_rrsets.get(name) if qtype == _ANY else zone.rrsets.get((name, qtype))
-            if found:
-                answer.extend(found)
-                break
-            target = zone.cname_targets.get(name)
-            if target is None:
-                return Answer(int(RCODE.NOERROR), True, tuple(answer), zone.negative)
-            answer.extend(zone.rrsets[name, _CNAME])
-            if target in seen or not zone.contains(target):
-                break  # a loop, or a target we are not authoritative for: stop here
-            seen.add(target)
-            name = target
-        return Answer(int(RCODE.NOERROR), True, tuple(answer))
+        return REFUSED if zone is None else lookup(zone, qname, qtype)
 
     def resolve(self, request: DNSRecord) -> DNSRecord:
         """Build the reply to a parsed request: a pure function of the request and snapshot.
@@ -256,4 +246,5 @@ class ZoneSnapshot:
         reply.header.aa = int(found.authoritative)
         reply.add_answer(*found.answer)
         reply.add_auth(*found.authority)
+        reply.add_ar(*found.additional)
         return reply

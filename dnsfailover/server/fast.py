@@ -1,0 +1,199 @@
+"""A fast path for the common query: answers replayed from wire bytes the full path produced.
+
+Most queries are one question for a name and type the zone knows (or an NXDOMAIN/NODATA),
+with or without a plain EDNS OPT.  For the same question bytes their reply differs from
+query to query only in the ID and the RD bit, so :class:`FastTable` keeps, per snapshot,
+the reply that :func:`~dnsfailover.server.wire.respond` gave once, and patches those two.
+
+The key is the question as sent, case included: dnslib's name compression is
+case-sensitive, so the full path's bytes for ``WWW.example.test`` differ from those for
+``www.example.test`` (the answer's owner is written out rather than pointed at the
+question).  A template built for one case and patched for another would be a valid reply
+but not the full path's, so queries with a new case (0x20 randomisation) take the full path.
+
+Every template comes from ``respond()`` itself and is checked against ``respond()``'s
+answer to a real query before it is kept, so the fast path cannot disagree with the full
+one: anything it does not recognise, it declines (returns None).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
+from dnsfailover.server.zone import ZoneSnapshot
+
+MAX_ENTRIES = 65_536
+"""Templates kept per snapshot; when full, the table starts over (hot keys come back)."""
+
+_RD = 0x0100
+_AD = 0x0020
+_CD = 0x0010
+_TC = 0x0200
+_KEYED_FLAGS = _AD | _CD
+"""Query flags that may change a reply and so are part of the key; RD is patched."""
+_OPT_TYPE = 41
+_IN = 1
+_DO = 0x8000
+_DECLINE = b""
+"""Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
+
+Responder = Callable[[ZoneSnapshot, bytes, bool, int], bytes | None]
+
+
+def _full_path(
+    snapshot: ZoneSnapshot, data: bytes, tcp: bool, max_udp_payload: int
+) -> bytes | None:
+    return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
+
+
+def split_query(data: bytes) -> tuple[int, int, int] | None:
+    """Where a query we may fast-path ends its question, and its EDNS variant.
+
+    :returns: (end of the question, keyed flags, EDNS variant: 0 none, 1 OPT, 2 OPT+DO),
+        or None when the query is not of the plain kind the table serves.
+    """
+    if len(data) < HEADER_LEN + 5:
+        return None
+    flags, qd, an, ns, ar = struct.unpack_from("!5H", data, 2)
+    # QR=0, opcode QUERY, rcode 0, no AA/TC/RA/Z; one question; at most the OPT.
+    if flags & ~(_RD | _KEYED_FLAGS) or qd != 1 or an or ns or ar > 1:
+        return None
+    pos = HEADER_LEN
+    end = len(data)
+    while True:
+        if pos >= end:
+            return None
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length > 63:  # a compression pointer or a reserved label type: let respond() judge
+            return None
+        pos += length + 1
+    if pos - HEADER_LEN > 255 or pos + 4 > end:
+        return None
+    qclass = (data[pos + 2] << 8) | data[pos + 3]
+    pos += 4
+    if qclass != _IN:
+        return None
+    if ar == 0:
+        return (pos, flags & _KEYED_FLAGS, 0) if pos == end else None
+    # The one additional record must be a plain OPT: root owner, version 0, no options.
+    if end - pos != 11 or data[pos] != 0:
+        return None
+    rtype, _payload, ext_rcode, version, z, rdlen = struct.unpack_from("!HHBBHH", data, pos + 1)
+    if rtype != _OPT_TYPE or ext_rcode or version or rdlen or z & ~_DO:
+        return None
+    return pos, flags & _KEYED_FLAGS, 2 if z & _DO else 1
+
+
+def _canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
+    """The query a template is made from: ID 0, RD clear, UDP payload 512."""
+    header = struct.pack("!6H", 0, keyed_flags, 1, 0, 0, 1 if variant else 0)
+    if not variant:
+        return header + question
+    z = _DO if variant == 2 else 0
+    return header + question + struct.pack("!BHHBBHH", 0, _OPT_TYPE, MIN_UDP_PAYLOAD, 0, 0, z, 0)
+
+
+def _patch(template: bytes, data: bytes) -> bytes:
+    """The template with the query's ID and RD bit (the template's RD is clear)."""
+    return data[:2] + bytes((template[2] | (data[2] & 1),)) + template[3:]
+
+
+class FastTable:
+    """Replayable replies for one snapshot, built lazily on the second miss of a key.
+
+    A key is (question bytes, keyed flags, EDNS variant, transport).  UDP
+    templates are kept only when the reply fits in 512 bytes, so the client's advertised
+    payload size cannot change it (a template is checked against one real query only, so a
+    full path whose reply depended on the payload size would need it in the key).  Not
+    locked: single dict and set operations are atomic under the GIL, and concurrent misses
+    at worst build a template twice.
+    """
+
+    __slots__ = ("_max_entries", "_max_udp_payload", "_respond", "_seen", "_snapshot", "_table")
+
+    def __init__(
+        self,
+        snapshot: ZoneSnapshot,
+        *,
+        max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
+        max_entries: int = MAX_ENTRIES,
+        responder: Responder = _full_path,
+    ) -> None:
+        self._snapshot = snapshot
+        self._max_udp_payload = max_udp_payload
+        self._max_entries = max_entries
+        self._respond = responder
+        self._table: dict[tuple[bytes, int, int, bool], bytes] = {}
+        self._seen: set[tuple[bytes, int, int, bool]] = set()
+
+    @property
+    def snapshot(self) -> ZoneSnapshot:
+        return self._snapshot
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def lookup(self, data: bytes, *, tcp: bool) -> bytes | None:
+        """The reply from a template, or None: not a plain query, or not (yet) cached."""
+        split = split_query(data)
+        if split is None:
+            return None
+        qend, keyed, variant = split
+        template = self._table.get((data[HEADER_LEN:qend], keyed, variant, tcp))
+        return _patch(template, data) if template else None
+
+    def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
+        """The reply to a query: from a template, or from the full path (learning a template)."""
+        split = split_query(data)
+        if split is None:
+            return self._respond(self._snapshot, data, tcp, self._max_udp_payload)
+        qend, keyed, variant = split
+        question = data[HEADER_LEN:qend]
+        key = (question, keyed, variant, tcp)
+        template = self._table.get(key)
+        if template:
+            return _patch(template, data)
+        slow = self._respond(self._snapshot, data, tcp, self._max_udp_payload)
+        if template is None:
+            self._learn(key, question, data, qend, slow)
+        return slow
+
+    def _learn(
+        self,
+        key: tuple[bytes, int, int, bool],
+        question: bytes,
+        data: bytes,
+        qend: int,
+        slow: bytes | None,
+    ) -> None:
+        if self._max_entries <= 0:
+            return
+        # Second chance: a key seen once (a random name in a flood) costs one full answer only.
+        if key not in self._seen:
+            if len(self._seen) >= self._max_entries:
+                self._seen.clear()
+            self._seen.add(key)
+            return
+        self._seen.discard(key)
+        _, keyed, variant, tcp = key
+        template = self._respond(
+            self._snapshot, _canonical(question, keyed, variant), tcp, self._max_udp_payload
+        )
+        usable = (
+            template is not None
+            and slow is not None
+            and len(template) >= qend
+            and template[HEADER_LEN:qend] == question
+            and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
+            # The check that makes the fast path safe: replaying the template for this very
+            # query gives exactly what the full path answered.
+            and _patch(template, data) == slow
+        )
+        if len(self._table) >= self._max_entries:
+            self._table.clear()
+        self._table[key] = template if usable and template is not None else _DECLINE

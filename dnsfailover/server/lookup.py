@@ -1,0 +1,127 @@
+"""The authoritative look-up of one name in one zone (RFC 1034 §4.3.2, RFC 4592, RFC 2181 §6).
+
+Everything a look-up needs is precomputed when a snapshot is built (see
+:mod:`dnsfailover.server.zone`): the names that exist (empty non-terminals included, names
+below a delegation excluded), the delegation cuts with their referral, and the negative SOA.
+A look-up is then a few set and dict probes per label of the query name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dnslib import QTYPE, RCODE, RR, DNSLabel
+
+from dnsfailover.server.rdata import Labels
+
+MAX_CNAME_CHAIN = 8
+"""How many CNAMEs one answer follows before it stops (loops stop earlier)."""
+
+WILDCARD = b"*"
+
+_CNAME = int(QTYPE.CNAME)
+_ANY = int(QTYPE.ANY)
+_DS = int(QTYPE.DS)
+_NOERROR = int(RCODE.NOERROR)
+_NXDOMAIN = int(RCODE.NXDOMAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a look-up found: rcode, AA flag and the answer, authority and additional sections."""
+
+    rcode: int
+    authoritative: bool
+    answer: tuple[RR, ...] = ()
+    authority: tuple[RR, ...] = ()
+    additional: tuple[RR, ...] = ()
+
+
+REFUSED = Answer(int(RCODE.REFUSED), authoritative=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Referral:
+    """A delegation cut: its NS set and the glue for its in-zone nameservers."""
+
+    ns: tuple[RR, ...]
+    glue: tuple[RR, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneData:
+    """One zone, indexed for look-ups; only authoritative data (occluded names are left out)."""
+
+    origin: Labels
+    serial: int
+    rrsets: Mapping[tuple[Labels, int], tuple[RR, ...]]
+    cname_targets: Mapping[Labels, Labels]
+    any_rrsets: Mapping[Labels, tuple[RR, ...]]
+    names: frozenset[Labels]
+    """Every name that exists: owners, empty non-terminals and the cuts themselves."""
+    cuts: Mapping[Labels, Referral]
+    """The topmost delegation points below the apex; nothing below them is served."""
+    negative: tuple[RR, ...]
+    """The SOA for the authority section of NXDOMAIN/NODATA, TTL = min(ttl, minimum)."""
+
+    def contains(self, name: Labels) -> bool:
+        depth = len(self.origin)
+        return len(name) >= depth and (depth == 0 or name[-depth:] == self.origin)
+
+
+def _node(zone: ZoneData, name: Labels, qtype: int) -> Labels | Referral | None:
+    """Where the data for ``name`` lives: ``name`` itself or the wildcard that covers it.
+
+    A :class:`Referral` when ``name`` is at or below a cut (DS at the cut is the parent's,
+    RFC 4035 §3.1.4.1); None when the name does not exist and no wildcard applies.
+    """
+    if name in zone.names:
+        cut = zone.cuts.get(name)
+        return name if cut is None or qtype == _DS else cut
+    # Walk down from the apex: the first missing ancestor ends the closest encloser, and a
+    # cut on the way turns the answer into a referral (RFC 4592 §3.3.1 step 1).
+    encloser = len(zone.origin)
+    for depth in range(len(zone.origin) + 1, len(name)):
+        ancestor = name[len(name) - depth :]
+        if ancestor not in zone.names:
+            break
+        cut = zone.cuts.get(ancestor)
+        if cut is not None:
+            return cut
+        encloser = depth
+    wildcard = (WILDCARD, *name[len(name) - encloser :])
+    return wildcard if wildcard in zone.names else None
+
+
+def _as(owner: DNSLabel, rrs: tuple[RR, ...]) -> tuple[RR, ...]:
+    """Wildcard-synthesised copies of ``rrs`` owned by the query name (RFC 4592 §3.3.1)."""
+    return tuple(RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata) for rr in rrs)
+
+
+def lookup(zone: ZoneData, qname: Labels, qtype: int) -> Answer:
+    """Answer one IN-class question for a name inside ``zone`` (lower-case labels)."""
+    answer: list[RR] = []
+    name = qname
+    seen = {name}
+    for _ in range(MAX_CNAME_CHAIN + 1):
+        node = _node(zone, name, qtype)
+        if node is None:
+            return Answer(_NXDOMAIN, True, tuple(answer), zone.negative)
+        if isinstance(node, Referral):
+            # After a CNAME the answer so far is ours (AA); a direct query gets a plain referral.
+            return Answer(_NOERROR, bool(answer), tuple(answer), node.ns, node.glue)
+        found = zone.any_rrsets.get(node) if qtype == _ANY else zone.rrsets.get((node, qtype))
+        if found:
+            answer.extend(found if node == name else _as(DNSLabel(name), found))
+            break
+        target = zone.cname_targets.get(node)
+        if target is None:
+            return Answer(_NOERROR, True, tuple(answer), zone.negative)
+        cname = zone.rrsets[node, _CNAME]
+        answer.extend(cname if node == name else _as(DNSLabel(name), cname))
+        if target in seen or not zone.contains(target):
+            break  # a loop, or a target we are not authoritative for: stop here
+        seen.add(target)
+        name = target
+    return Answer(_NOERROR, True, tuple(answer))

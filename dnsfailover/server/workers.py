@@ -1,0 +1,226 @@
+"""Extra processes that answer UDP queries on the same port (SO_REUSEPORT).
+
+One Python process answers on one core.  With ``serve --workers N`` the main process
+(probes, engine, store, TCP and zone transfers) binds its port with SO_REUSEPORT and starts
+N-1 workers (spawned, not forked: the parent runs threads and an event loop) that bind the
+same UDP port; the kernel spreads clients across the sockets by their address hash.  The
+parent sends every publish, the full list of :class:`ZoneContent` (plain frozen dataclasses),
+down a pipe to each worker, which builds its own snapshot and swaps it in.
+
+A worker stops when its pipe closes, that is when the parent exits however it exits, on
+SIGTERM, and, on Linux, when the parent dies (``PR_SET_PDEATHSIG``).  Workers serve UDP
+only: TCP is the path for truncated answers and zone transfers, and transfers need the
+parent's zone history and keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
+
+from dnsfailover.model import ZoneContent
+from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.rdata import ZoneBuildError
+from dnsfailover.server.rrl import RrlSettings
+from dnsfailover.server.zone import ZoneSnapshot
+
+if TYPE_CHECKING:
+    from dnsfailover.embedded import EmbeddedZones
+
+log = logging.getLogger("dnsfailover.workers")
+
+READY_TIMEOUT = 30.0
+"""Seconds a worker may take to import, bind and report (a spawn re-imports everything)."""
+STOP_TIMEOUT = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory when uvloop is installed (and not disabled), else None.
+
+    ``DNSFAILOVER_LOOP=asyncio`` forces the standard loop (to compare the two).
+    """
+    if os.environ.get("DNSFAILOVER_LOOP", "auto") == "asyncio":
+        return None
+    try:  # imported by name: uvloop is an optional extra, so mypy may not see it
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+class WorkerPool:
+    """``count`` worker processes serving UDP on ``host``:``port`` with SO_REUSEPORT."""
+
+    def __init__(
+        self,
+        count: int,
+        host: str,
+        port: int,
+        *,
+        rrl: RrlSettings | None = None,
+        log_level: int = logging.WARNING,
+    ) -> None:
+        self.count = count
+        self._host, self._port = host, port
+        self._rrl = rrl
+        self._log_level = log_level
+        self._conns: list[Connection] = []
+        self._procs: list[BaseProcess] = []
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="dnsfailover-workers")
+        self.pids: list[int] = []
+
+    def publish(self, zones: EmbeddedZones, _changed: Sequence[ZoneContent]) -> None:
+        """An :meth:`EmbeddedZones.subscribe` listener: send every zone to every worker."""
+        self.send(list(zones.contents.values()))
+
+    def send(self, zones: list[ZoneContent]) -> Future[None]:
+        """Queue ``zones`` for every worker; sends happen in order, off the event loop."""
+        return self._sender.submit(self._send_all, zones)
+
+    def _send_all(self, zones: list[ZoneContent] | None) -> None:
+        for index, conn in enumerate(self._conns):
+            try:
+                conn.send(zones)
+            except (OSError, ValueError) as e:  # a dead worker: the others keep serving
+                log.warning("workers: cannot reach worker %d: %s", index + 1, e)
+
+    async def start(self, zones: list[ZoneContent]) -> list[int]:
+        """Spawn the workers with ``zones``; return their pids once all have bound the port.
+
+        :raises OSError: if a worker cannot bind or does not report in time.
+        """
+        ctx = multiprocessing.get_context("spawn")
+        for index in range(1, self.count + 1):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_main,
+                args=(index, self._host, self._port, child, self._rrl, self._log_level),
+                name=f"dnsfailover-worker-{index}",
+                daemon=True,
+            )
+            self._conns.append(parent)
+            self._procs.append(proc)
+            await asyncio.to_thread(proc.start)
+            child.close()
+        self.send(zones)  # the first message: nothing published later can overtake it
+        for index, conn in enumerate(self._conns, start=1):
+            ready = await asyncio.to_thread(conn.poll, READY_TIMEOUT)
+            try:
+                status, detail = conn.recv() if ready else ("error", "no answer")
+            except EOFError:
+                status, detail = "error", "exited"
+            if status != "ready":
+                raise OSError(f"worker {index} did not start: {detail}")
+            self.pids.append(int(detail))
+        log.info("workers: %d serving udp port %d: pids %s", self.count, self._port, self.pids)
+        return self.pids
+
+    async def stop(self) -> None:
+        """Ask every worker to stop (close its pipe), wait, and kill what is left."""
+        self._sender.submit(self._send_all, None)
+        await asyncio.to_thread(self._sender.shutdown, True)
+        for conn in self._conns:
+            conn.close()
+        for proc in self._procs:
+            if proc.pid is None:
+                continue
+            await asyncio.to_thread(proc.join, STOP_TIMEOUT)
+            if proc.exitcode is None:
+                proc.kill()
+                await asyncio.to_thread(proc.join, STOP_TIMEOUT)
+            proc.close()
+        self._conns, self._procs = [], []
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def worker_main(
+    index: int,
+    host: str,
+    port: int,
+    conn: Connection,
+    rrl: RrlSettings | None,
+    log_level: int,
+) -> None:
+    """A worker process's entry point (module level: the spawn context imports it)."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
+    )
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        try:
+            runner.run(_serve(index, host, port, conn, rrl))
+        finally:
+            conn.close()
+
+
+async def _serve(
+    index: int, host: str, port: int, conn: Connection, rrl: RrlSettings | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        zones: list[ZoneContent] | None = await asyncio.to_thread(conn.recv)
+    except EOFError:
+        return
+    if zones is None:
+        return
+    server = DnsServer(
+        ZoneSnapshot.build(zones),
+        host,
+        port,
+        reuse_port=True,
+        udp_only=True,
+        udp_thread=True,  # nothing else runs here: blocking calls are cheapest per datagram
+        rrl=rrl,
+    )
+    try:
+        await server.start()
+    except OSError as e:
+        conn.send(("error", f"cannot bind udp {host}:{port}: {e}"))
+        return
+    stop = asyncio.Event()
+
+    def receive() -> None:
+        try:
+            message: Any = conn.recv()
+        except (EOFError, OSError):
+            message = None
+        if message is None:
+            stop.set()
+            return
+        try:
+            server.publish(ZoneSnapshot.build(message))
+        except ZoneBuildError:
+            log.exception("publish: cannot build the snapshot; still serving the last one")
+
+    loop.add_reader(conn.fileno(), receive)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    conn.send(("ready", os.getpid()))
+    log.info("start: worker %d pid %d serving udp %s port %d", index, os.getpid(), host, port)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(conn.fileno())
+        await server.stop()

@@ -1,0 +1,378 @@
+"""Outgoing zone transfers over TCP: AXFR (RFC 5936) and IXFR (RFC 1995), optionally TSIG-signed.
+
+:class:`TransferHandler` is the DNS server's ``tcp_handler``: it looks at each TCP query,
+lets everything but AXFR/IXFR through to the normal answer path, and answers transfers from
+the zones' current contents and recent versions.  dnslib has no TSIG, so this module speaks
+dnspython throughout: one library parses, verifies, builds, renders and signs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Protocol
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.rrset
+import dns.tsig
+
+from dnsfailover.model import Soa, ZoneContent
+from dnsfailover.schema import Config
+from dnsfailover.server.tsig import Keyring, key_name
+
+log = logging.getLogger("dnsfailover.server.xfr")
+
+AXFR = int(dns.rdatatype.AXFR)
+IXFR = int(dns.rdatatype.IXFR)
+SOA = int(dns.rdatatype.SOA)
+CHUNK = 16_000
+"""Uncompressed bytes of records per message: well under 65535 with question and TSIG."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+RR = tuple[dns.name.Name, int, int, dns.rdata.Rdata]  # name, type, ttl, rdata
+
+
+class ZoneSource(Protocol):
+    """What transfers are served from (:class:`dnsfailover.embedded.EmbeddedZones`)."""
+
+    contents: dict[str, ZoneContent]
+    history: dict[str, deque[ZoneContent]]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One `allow_transfer` entry: the address must be in ``network`` and the query signed
+    with ``key``, for whichever of the two is given."""
+
+    network: Network | None = None
+    key: dns.name.Name | None = None
+
+    def allows(self, address: Address | None, key: dns.name.Name | None) -> bool:
+        if self.network is not None and (address is None or address not in self.network):
+            return False
+        return self.key is None or self.key == key
+
+
+def wire_qtype(wire: bytes) -> int | None:
+    """The question type of a one-question QUERY, read straight off the wire (None: other)."""
+    if len(wire) < 17 or (wire[2] >> 3) & 0xF != 0 or wire[4:6] != b"\x00\x01":
+        return None
+    pos = 12
+    while pos < len(wire):
+        length = wire[pos]
+        if length == 0:
+            return int.from_bytes(wire[pos + 1 : pos + 3]) if pos + 3 <= len(wire) else None
+        if length & 0xC0:
+            return None  # a compressed question name: let the normal path judge it
+        pos += length + 1
+    return None
+
+
+@dataclass
+class _Rendered:
+    """One zone version as dnspython RRsets and as a set of RRs for diffs (built once)."""
+
+    content: ZoneContent
+    soa: dns.rrset.RRset
+    rrsets: list[dns.rrset.RRset]
+    rrs: frozenset[RR] = field(default_factory=frozenset)
+
+
+def soa_rrset(origin: str, soa: Soa) -> dns.rrset.RRset:
+    text = (
+        f"{soa.mname} {soa.rname} {soa.serial} {soa.refresh} {soa.retry} {soa.expire} {soa.minimum}"
+    )
+    return dns.rrset.from_text(origin, soa.ttl, "IN", "SOA", text)
+
+
+def _render(content: ZoneContent) -> _Rendered:
+    origin = dns.name.from_text(content.origin)
+    rrsets = [
+        dns.rrset.from_text_list(
+            rs.name, rs.ttl, "IN", rs.rtype, list(rs.values), origin=origin, relativize=False
+        )
+        for rs in content.records
+        if rs.values
+    ]
+    rrs = frozenset((r.name, int(r.rdtype), r.ttl, rd) for r in rrsets for rd in r)
+    return _Rendered(content, soa_rrset(content.origin, content.soa), rrsets, rrs)
+
+
+def _group(rrs: Sequence[RR]) -> list[dns.rrset.RRset]:
+    """RRs (sorted) as RRsets by name, type and TTL."""
+    out: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset] = {}
+    for name, rdtype, ttl, rd in rrs:
+        rrset = out.get((name, rdtype, ttl))
+        if rrset is None:
+            rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.RdataType(rdtype))
+            out[name, rdtype, ttl] = rrset
+            rrset.update_ttl(ttl)
+        rrset.add(rd)
+    return list(out.values())
+
+
+def _sorted(rrs: frozenset[RR]) -> list[RR]:
+    return sorted(rrs, key=lambda r: (r[0], r[1], r[2], r[3].to_digestable()))
+
+
+class TransferHandler:
+    """Answers AXFR and IXFR queries over TCP for the zones of ``zones``, per ``acl``.
+
+    ``acl`` maps a zone origin to the peers allowed to transfer it; a zone without an entry
+    is refused to everyone.  Queries signed with a key of ``keyring`` are verified and every
+    reply to them is signed (RFC 8945 §5.3.1 allows fewer; signing all is simplest to check).
+    """
+
+    def __init__(
+        self,
+        zones: ZoneSource,
+        acl: Mapping[str, Sequence[Peer]],
+        keyring: Keyring | None = None,
+        *,
+        chunk: int = CHUNK,
+    ) -> None:
+        self._zones = zones
+        self._acl = dict(acl)
+        self._keyring: Keyring = dict(keyring or {})
+        self._chunk = chunk
+        self._cache: dict[int, _Rendered] = {}
+
+    def __call__(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
+        qtype = wire_qtype(wire)
+        # Transfers, and SOA queries with an additional section (maybe TSIG: a secondary's
+        # signed refresh query).  Everything else goes to the normal path untouched.
+        if qtype not in (AXFR, IXFR) and not (qtype == SOA and wire[10:12] != b"\x00\x00"):
+            return None
+        try:
+            return self._transfer(wire, peer)
+        except Exception:
+            log.warning("xfr: failed for %s", peer[0], exc_info=True)
+            return self._servfail(wire)
+
+    # -- request checks ---------------------------------------------------------------------
+
+    def _transfer(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
+        try:
+            query = dns.message.from_wire(wire, keyring=False)  # structure only, no TSIG check
+        except dns.exception.DNSException:
+            return None  # malformed: the normal path answers FORMERR
+        if len(query.question) != 1 or query.question[0].rdclass != dns.rdataclass.IN:
+            return None
+        question = query.question[0]
+        origin = question.name.to_text().lower()
+        kind = dns.rdatatype.to_text(question.rdtype)
+        keyname = query.keyname
+        if question.rdtype == SOA and keyname is None:
+            return None  # unsigned: the normal path answers it
+        if keyname is not None:
+            key = self._keyring.get(keyname)
+            if key is None or key.algorithm != query.keyalgorithm:
+                log.warning("xfr: %s %s from %s: unknown TSIG key", kind, origin, peer[0])
+                return [_tsig_error(query, dns.rcode.BADKEY)]
+            try:
+                query = dns.message.from_wire(wire, keyring={keyname: key})
+            except dns.tsig.BadTime:
+                log.warning("xfr: %s %s from %s: TSIG time out of range", kind, origin, peer[0])
+                return [_tsig_error(query, dns.rcode.BADTIME)]
+            except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
+                log.warning("xfr: %s %s from %s: bad TSIG signature", kind, origin, peer[0])
+                return [_tsig_error(query, dns.rcode.BADSIG)]
+        content = self._zones.contents.get(origin)
+        if question.rdtype == SOA:
+            return [self._soa(query, content)]
+        try:
+            address = ipaddress.ip_address(peer[0].split("%")[0])
+        except ValueError:
+            address = None
+        allowed = any(p.allows(address, keyname) for p in self._acl.get(origin, ()))
+        if content is None or not allowed:
+            log.info("xfr: %s %s from %s refused", kind, origin, peer[0])
+            return [self._reply(query, dns.rcode.REFUSED).to_wire()]
+        messages = self._answer(query, content, kind)
+        log.info(
+            "xfr: %s %s serial %d to %s%s: %d messages",
+            kind,
+            origin,
+            content.soa.serial,
+            peer[0],
+            f" key {keyname}" if keyname else "",
+            len(messages),
+        )
+        return messages
+
+    def _soa(self, query: dns.message.Message, content: ZoneContent | None) -> bytes:
+        """A signed answer to a signed SOA query for a zone apex (REFUSED elsewhere)."""
+        if content is None:
+            return self._reply(query, dns.rcode.REFUSED).to_wire()
+        reply = self._reply(query, dns.rcode.NOERROR)
+        reply.flags |= dns.flags.AA
+        reply.answer = [self._version(content).soa]
+        return reply.to_wire()
+
+    def _servfail(self, wire: bytes) -> list[bytes] | None:
+        try:
+            query = dns.message.from_wire(wire, keyring=False)
+        except dns.exception.DNSException:
+            return None
+        return [_response_shell(query, dns.rcode.SERVFAIL).to_wire()]
+
+    @staticmethod
+    def _reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        reply.set_rcode(rcode)
+        return reply
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _version(self, content: ZoneContent) -> _Rendered:
+        """The rendered form of one zone version (kept while it is in the history)."""
+        found = self._cache.get(id(content))
+        if found is not None and found.content is content:
+            return found
+        rendered = _render(content)
+        live = {id(c) for h in self._zones.history.values() for c in h}
+        live.update(id(c) for c in self._zones.contents.values())
+        self._cache = {k: v for k, v in self._cache.items() if k in live}
+        self._cache[id(content)] = rendered
+        return rendered
+
+    def _answer(self, query: dns.message.Message, content: ZoneContent, kind: str) -> list[bytes]:
+        current = self._version(content)
+        sections: list[dns.rrset.RRset]
+        if kind == "IXFR" and (steps := self._steps(query, content)) is not None:
+            sections = [current.soa]
+            for old, new in pairwise(steps):
+                sections.append(old.soa)
+                sections += _group(_sorted(old.rrs - new.rrs))
+                sections.append(new.soa)
+                sections += _group(_sorted(new.rrs - old.rrs))
+            if len(steps) > 1:
+                sections.append(current.soa)
+        else:
+            sections = [current.soa, *current.rrsets, current.soa]
+        return list(self._messages(query, sections))
+
+    def _steps(self, query: dns.message.Message, content: ZoneContent) -> list[_Rendered] | None:
+        """The versions from the client's serial to ``content`` (just ``content`` when the
+        client is current); None when the history does not reach back: send the whole zone."""
+        client = _client_serial(query)
+        if client is None:
+            return None
+        if client == content.soa.serial:
+            return [self._version(content)]
+        history = list(self._zones.history.get(content.origin, ()))
+        if not history or history[-1] is not content:
+            return None
+        starts = [i for i, v in enumerate(history) if v.soa.serial == client]
+        if not starts:
+            return None
+        chain: list[ZoneContent] = []
+        for version in history[starts[-1] :]:
+            if chain and chain[-1].soa.serial == version.soa.serial:
+                chain[-1] = version  # the same serial twice: one step to the later one
+            else:
+                chain.append(version)
+        return [self._version(v) for v in chain]
+
+    def _messages(
+        self, query: dns.message.Message, sections: list[dns.rrset.RRset]
+    ) -> Iterator[bytes]:
+        """Pack RRsets into messages of at most ~``chunk`` bytes, signed as a sequence."""
+        ctx: dns.tsig.HMACTSig | dns.tsig.GSSTSig | None = None
+        first = True
+        batch: list[dns.rrset.RRset] = []
+        size = 0
+        for index, rrset in enumerate(sections):
+            batch.append(rrset)
+            size += _wire_size(rrset)
+            last = index == len(sections) - 1
+            if not last and size + _wire_size(sections[index + 1]) <= self._chunk:
+                continue
+            reply = dns.message.make_response(query)
+            reply.flags |= dns.flags.AA
+            if not first:
+                reply.question = []
+            reply.answer = batch
+            if query.had_tsig:
+                yield reply.to_wire(max_size=65535, multi=True, tsig_ctx=ctx)
+                ctx = reply.tsig_ctx
+            else:
+                yield reply.to_wire(max_size=65535)
+            first, batch, size = False, [], 0
+
+
+def _wire_size(rrset: dns.rrset.RRset) -> int:
+    """Uncompressed wire size: an upper bound of what the RRset takes in a message."""
+    name = len(rrset.name.to_wire() or b"")
+    return sum(name + 10 + len(rd.to_digestable()) for rd in rrset)
+
+
+def _client_serial(query: dns.message.Message) -> int | None:
+    for rrset in query.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            rd = rrset[0]
+            assert isinstance(rd, dns.rdtypes.ANY.SOA.SOA)
+            return int(rd.serial)
+    return None
+
+
+def _tsig_error(query: dns.message.Message, error: dns.rcode.Rcode) -> bytes:
+    """NOTAUTH with an unsigned TSIG carrying ``error`` (RFC 8945 §5.2.2, §5.2.3)."""
+    assert query.tsig is not None
+    rd = query.tsig[0]
+    wire = _response_shell(query, dns.rcode.NOTAUTH).to_wire()
+    now = int(time.time())
+    other = now.to_bytes(6) if error == dns.rcode.BADTIME else b""
+    rdata = (
+        (rd.algorithm.to_wire() or b"")
+        + now.to_bytes(6)
+        + struct.pack("!HHHHH", rd.fudge, 0, query.id, int(error), len(other))
+        + other
+    )
+    owner = query.tsig.name.to_wire() or b""
+    tsig = owner + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
+    arcount = int.from_bytes(wire[10:12]) + 1
+    return bytes(wire[:10] + arcount.to_bytes(2) + wire[12:] + tsig)
+
+
+def _response_shell(
+    query: dns.message.Message, rcode: dns.rcode.Rcode = dns.rcode.NOERROR
+) -> dns.message.Message:
+    """An unsigned response (dnspython's make_response signs replies to signed queries)."""
+    reply = dns.message.Message(id=query.id)
+    reply.flags = dns.flags.QR | (query.flags & dns.flags.RD)
+    reply.set_opcode(query.opcode())
+    reply.set_rcode(rcode)
+    reply.question = list(query.question)
+    return reply
+
+
+def transfer_acl(config: Config) -> dict[str, tuple[Peer, ...]]:
+    """Each embedded zone's `allow_transfer`, as peers (zones without one: no entry)."""
+    return {
+        origin: tuple(
+            Peer(
+                ipaddress.ip_network(p.address) if p.address is not None else None,
+                key_name(p.key) if p.key is not None else None,
+            )
+            for p in zone.allow_transfer
+        )
+        for origin, zone in config.zones.items()
+        if zone.allow_transfer
+    }

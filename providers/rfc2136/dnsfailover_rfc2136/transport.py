@@ -1,0 +1,245 @@
+"""Signed DNS messages to the primary, with our retries, through dnspython's asyncio API.
+
+Timeouts, connection errors and SERVFAIL are retried with exponential backoff and full jitter
+until a deadline.  TSIG failures (BADKEY, BADSIG, BADTIME) and refusals are never retried.
+Error texts name the server, the operation and the cause; never the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.tsig
+import dns.xfr
+import dns.zone
+
+from dnsfailover.model import hostport
+from dnsfailover.provider import ProviderError
+from dnsfailover_rfc2136.options import Rfc2136Options
+
+T = TypeVar("T")
+
+#: rcodes that say what was wrong with the request; never retried
+RCODE_MEANING = {
+    dns.rcode.REFUSED: "REFUSED: the primary refused it (is the key allowed by the zone's "
+    "allow-update / update-policy, or allow-query / allow-transfer?)",
+    dns.rcode.NOTAUTH: "NOTAUTH: the primary is not authoritative for the zone, or does not "
+    "accept the key",
+    dns.rcode.NOTZONE: "NOTZONE: a name is outside the zone",
+    dns.rcode.FORMERR: "FORMERR: the primary could not parse the message",
+    dns.rcode.NOTIMP: "NOTIMP: the primary does not implement dynamic updates",
+}
+#: rcodes of a failed prerequisite (RFC 2136 §3.2.5)
+PREREQ_RCODES = frozenset(
+    {dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN}
+)
+
+
+class SendError(ProviderError):
+    """A message to the primary failed.
+
+    :ivar detail: what went wrong, without the operation's name
+    :ivar attempts: how many times it was sent
+    :ivar maybe_applied: an earlier attempt got no answer, so an update may have taken effect
+    """
+
+    def __init__(self, op: str, detail: str, *, attempts: int, maybe_applied: bool) -> None:
+        super().__init__(f"{op}: {detail}")
+        self.detail = detail
+        self.attempts = attempts
+        self.maybe_applied = maybe_applied
+
+
+class ServFail(Exception):
+    """The primary answered SERVFAIL."""
+
+
+def describe_tsig(exc: Exception, key_name: str) -> str | None:
+    """What a TSIG failure means, or None when `exc` is no TSIG failure."""
+    if isinstance(exc, dns.tsig.PeerBadKey):
+        return f"BADKEY: the primary does not know key {key_name} with this algorithm"
+    if isinstance(exc, dns.tsig.PeerBadSignature):
+        return f"BADSIG: the primary rejected our signature (wrong secret for key {key_name}?)"
+    if isinstance(exc, dns.tsig.PeerBadTime | dns.tsig.BadTime):
+        return "BADTIME: the clocks of this host and the primary differ too much"
+    if isinstance(exc, dns.tsig.PeerBadTruncation):
+        return "BADTRUNC: the primary rejected the truncated signature"
+    if isinstance(exc, dns.tsig.BadSignature):
+        return f"the answer's signature does not verify (wrong secret for key {key_name}?)"
+    if isinstance(exc, dns.message.UnknownTSIGKey | dns.tsig.BadKey | dns.tsig.BadAlgorithm):
+        return f"the answer is signed with a key other than {key_name}"
+    return None
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth retrying: no answer, a broken connection, SERVFAIL."""
+    if isinstance(exc, dns.xfr.TransferError):
+        return bool(exc.rcode == dns.rcode.SERVFAIL)
+    return isinstance(exc, dns.exception.Timeout | ServFail | OSError | EOFError)
+
+
+def unanswered(exc: BaseException) -> bool:
+    """The message may have reached the primary and taken effect although we got no answer."""
+    return isinstance(exc, dns.exception.Timeout | EOFError | ConnectionResetError)
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: sleep U(0, min(cap, base * 2**attempt))."""
+
+    base: float
+    cap: float
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0.0, min(self.cap, self.base * 2.0 ** min(attempt, 30)))
+
+
+@dataclass(slots=True)
+class Primary:
+    """The zone's primary server, spoken to with our TSIG key.
+
+    `calls` counts every message sent, by operation (retries included).
+    """
+
+    opts: Rfc2136Options
+    key: dns.tsig.Key
+    log: logging.Logger
+    backoff: Backoff
+    calls: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def where(self) -> str:
+        return hostport(self.opts.server, self.opts.port)
+
+    def sign(self, msg: dns.message.Message) -> dns.message.Message:
+        msg.use_tsig({self.key.name: self.key}, self.key.name, algorithm=self.key.algorithm)
+        return msg
+
+    async def _send_once(self, msg: dns.message.Message) -> dns.message.Message:
+        o = self.opts
+        if o.tcp:
+            answer = await dns.asyncquery.tcp(msg, o.server, timeout=o.timeout, port=o.port)
+        else:
+            answer, _ = await dns.asyncquery.udp_with_fallback(
+                msg, o.server, timeout=o.timeout, port=o.port
+            )
+        if answer.rcode() == dns.rcode.SERVFAIL:
+            raise ServFail("the primary answered SERVFAIL")
+        return answer
+
+    async def retrying(
+        self, op: str, fn: Callable[[], Awaitable[T]], *, deadline_at: float, context: str
+    ) -> T:
+        """`fn()` until it succeeds, fails for good, or the next backoff would pass
+        `deadline_at` (monotonic)."""
+        attempt = 0
+        maybe_applied = False
+        while True:
+            attempt += 1
+            self.calls[op] += 1
+            try:
+                return await fn()
+            except Exception as e:
+                tsig = describe_tsig(e, self.key.name.to_text())
+                if tsig is not None:
+                    raise SendError(op, tsig, attempts=attempt, maybe_applied=maybe_applied) from e
+                if not transient(e):
+                    if isinstance(e, dns.xfr.TransferError) or not isinstance(
+                        e, dns.exception.DNSException
+                    ):
+                        raise
+                    raise SendError(
+                        op, f"{type(e).__name__}: {e}", attempts=attempt, maybe_applied=False
+                    ) from e
+                text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                maybe_applied = maybe_applied or unanswered(e)
+                delay = self.backoff.delay(attempt - 1)
+                if time.monotonic() + delay > deadline_at:
+                    raise SendError(
+                        op,
+                        f"gave up after {attempt} attempts to {self.where}: {text}",
+                        attempts=attempt,
+                        maybe_applied=maybe_applied,
+                    ) from e
+                self.log.warning(
+                    "retry: %s %s attempt=%d error=%s sleep=%.2fs",
+                    op,
+                    context,
+                    attempt,
+                    text,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def query(self, name: str, rtype: str, *, deadline_at: float) -> dns.message.Message:
+        """A signed query; NOERROR or NXDOMAIN, anything else raises `SendError`."""
+        msg = self.sign(dns.message.make_query(name, rtype))
+
+        async def once() -> dns.message.Message:
+            return await self._send_once(msg)
+
+        answer = await self.retrying("query", once, deadline_at=deadline_at, context=name)
+        rcode = answer.rcode()
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            meaning = RCODE_MEANING.get(rcode, dns.rcode.to_text(rcode))
+            raise SendError(f"query {name} {rtype}", meaning, attempts=1, maybe_applied=False)
+        return answer
+
+    async def update(
+        self, msg: dns.message.Message, *, deadline_at: float, context: str
+    ) -> tuple[dns.message.Message, bool]:
+        """Send a (signed) UPDATE; the answer, whatever its rcode other than SERVFAIL, and
+        whether an earlier attempt went unanswered (so it may have been applied)."""
+        unanswered_before = False
+
+        async def once() -> dns.message.Message:
+            nonlocal unanswered_before
+            try:
+                return await self._send_once(msg)
+            except Exception as e:
+                unanswered_before = unanswered_before or unanswered(e)
+                raise
+
+        answer = await self.retrying("update", once, deadline_at=deadline_at, context=context)
+        return answer, unanswered_before
+
+    async def axfr(self, origin: str, *, deadline_at: float) -> dns.zone.Zone | None:
+        """The whole zone by a signed AXFR, or None when the primary refuses the transfer."""
+        o = self.opts
+
+        async def once() -> dns.zone.Zone:
+            zone = dns.zone.Zone(dns.name.from_text(origin), relativize=False)
+            query, _ = dns.xfr.make_query(
+                zone,
+                keyring={self.key.name: self.key},
+                keyname=self.key.name,
+                keyalgorithm=self.key.algorithm,
+            )
+            lifetime = max(o.timeout, deadline_at - time.monotonic())
+            await dns.asyncquery.inbound_xfr(
+                o.server, zone, query, port=o.port, timeout=o.timeout, lifetime=lifetime
+            )
+            return zone
+
+        try:
+            return await self.retrying("axfr", once, deadline_at=deadline_at, context=origin)
+        except dns.xfr.TransferError as e:
+            if e.rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+                return None
+            raise SendError(
+                "axfr", dns.rcode.to_text(e.rcode), attempts=1, maybe_applied=False
+            ) from e

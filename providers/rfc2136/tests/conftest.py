@@ -1,0 +1,44 @@
+"""Fixtures: a real BIND 9 primary per test, and providers built the way the core builds them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dnsfailover_rfc2136.provider import Rfc2136Provider
+from dnsfailover_rfc2136.testing import BindPrimary, start_bind_primary
+from rfc2136_support import FAST, ZONE, MakeProvider
+
+from dnsfailover.provider import create_provider
+
+
+@pytest.fixture
+def bind(tmp_path: Path) -> Iterator[BindPrimary]:
+    primary = start_bind_primary(tmp_path / "bind", ZONE)
+    yield primary
+    primary.stop()
+
+
+@pytest.fixture
+async def make(bind: BindPrimary) -> AsyncIterator[MakeProvider]:
+    """Build (not start) a provider for `bind`'s zone; options override the defaults."""
+    made: list[Rfc2136Provider] = []
+
+    def build(**options: Any) -> Rfc2136Provider:
+        base: dict[str, Any] = {
+            "server": "127.0.0.1",
+            "port": bind.port,
+            "key_name": bind.key.name,
+            "secret_file": str(bind.key_file),
+            **FAST,
+        }
+        p = create_provider("rfc2136", ZONE, base | options)
+        assert isinstance(p, Rfc2136Provider)
+        made.append(p)
+        return p
+
+    yield build
+    for p in made:
+        await p.close()
