@@ -377,4 +377,3 @@ def test_expect_body_regex_is_compiled() -> None:
     assert pattern is not None
     assert pattern.search("ok")
     assert loads(BASE).checks["web"].expect_body_regex is None
-
