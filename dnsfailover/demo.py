@@ -7,7 +7,6 @@ service with a generated config, and a watcher that prints each answer change.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import sys
@@ -21,6 +20,7 @@ from aiohttp import web
 from dnsfailover.config import load
 from dnsfailover.engine import Decision
 from dnsfailover.service import Service
+from dnsfailover.tasks import cancel_and_wait
 
 ENDPOINTS = {
     "www-1": "127.0.0.11",
@@ -221,9 +221,7 @@ async def run_demo(dns: tuple[str, int], state: str | None) -> int:
         await stop.wait()
     finally:
         for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await service.stop()
         await endpoints.close()
         workdir.cleanup()

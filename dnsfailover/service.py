@@ -32,6 +32,7 @@ from dnsfailover.server.workers import WorkerPool
 from dnsfailover.server.xfr import TransferHandler, transfer_acl
 from dnsfailover.store import AsyncStore, Request, Store, next_serial
 from dnsfailover.sync import SyncEvent, ZoneSync
+from dnsfailover.tasks import cancel_and_wait
 
 log = logging.getLogger("dnsfailover.service")
 
@@ -176,10 +177,7 @@ class Service:
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self._scheduler is not None:
             await self._scheduler.stop()
         for sync in self.syncs.values():

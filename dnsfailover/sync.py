@@ -9,7 +9,6 @@ backlog of stale ones.  DNS serving and probing never wait on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 from dnsfailover.model import RecordSet
 from dnsfailover.provider import BaseProvider, Plan, Safety, UnsafePlan, diff
+from dnsfailover.tasks import cancel_and_wait
 
 log = logging.getLogger("dnsfailover.sync")
 
@@ -88,9 +88,7 @@ class ZoneSync:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self.provider.close()
 
     async def wait_idle(self) -> None:
