@@ -331,11 +331,18 @@ def main() -> None:
     results: list[Result] = []
     try:
         s = args.seconds
+        loop_only = {"DNSFAILOVER_UDP": "loop"}
         results += run_ours(
-            "dnsfailover asyncio", "0", [], {"DNSFAILOVER_LOOP": "asyncio"}, listeners.port, s
+            "dnsfailover UDP on asyncio loop",
+            "0",
+            [],
+            {"DNSFAILOVER_LOOP": "asyncio", **loop_only},
+            listeners.port,
+            s,
         )
+        results += run_ours("dnsfailover UDP thread (default)", "0", [], {}, listeners.port, s)
         if has_uvloop:
-            results += run_ours("dnsfailover uvloop", "0", [], {}, listeners.port, s)
+            results += run_ours("dnsfailover UDP on uvloop", "0", [], loop_only, listeners.port, s)
             results += run_ours(
                 "dnsfailover uvloop --workers 2 (cores 0-1)",
                 "0,1",
