@@ -36,10 +36,10 @@ from botocore.stub import Stubber
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
 from dnsfailover_route53.provider import Route53Provider
-from dnsfailover_route53.records import marker_name, marker_value
 from moto.server import ThreadedMotoServer
 
 from dnsfailover.model import RecordSet
+from dnsfailover.ownership import marker_name, marker_value
 from dnsfailover.provider import Plan, ProviderError, create_provider, diff
 
 ZONE = "example.test."

@@ -6,6 +6,7 @@ serves; an apply rebuilds the snapshot and swaps it in atomically.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
@@ -42,6 +43,7 @@ class EmbeddedZones:
         self.server: DnsServer | None = None
         self.history: dict[str, deque[ZoneContent]] = {}
         self._listeners: list[Listener] = []
+        self._lock = asyncio.Lock()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -52,9 +54,25 @@ class EmbeddedZones:
 
     def put(self, zones: Iterable[ZoneContent]) -> None:
         """Replace these zones' contents and publish (build first: a bad zone changes nothing)."""
+        zones = list(zones)
+        self._install(zones, *self._prepare(zones))
+
+    async def put_async(self, zones: Iterable[ZoneContent]) -> None:
+        """`put`, with the snapshot built on a thread: a big zone takes seconds to build,
+        and the event loop keeps answering TCP and running probes meanwhile."""
+        zones = list(zones)
+        async with self._lock:  # builds start from the contents the previous one installed
+            prepared = await asyncio.to_thread(self._prepare, zones)
+            self._install(zones, *prepared)
+
+    def _prepare(self, zones: list[ZoneContent]) -> tuple[dict[str, ZoneContent], ZoneSnapshot]:
         contents = dict(self.contents)
         contents.update((z.origin, z) for z in zones)
-        snapshot = ZoneSnapshot.build(list(contents.values()))
+        return contents, ZoneSnapshot.build(list(contents.values()))
+
+    def _install(
+        self, zones: list[ZoneContent], contents: dict[str, ZoneContent], snapshot: ZoneSnapshot
+    ) -> None:
         self.contents, self.snapshot = contents, snapshot
         changed = [contents[z.origin] for z in zones]
         for z in changed:
@@ -97,7 +115,7 @@ class EmbeddedProvider(BaseProvider):
         if current is not None and not plan.changes and soa == current.soa:
             return ApplyResult(self.zone, 0, 0, True, "nothing to do")
         content = ZoneContent(self.zone, soa, tuple(sets[k] for k in sorted(sets)))
-        self.zones.put([content])
+        await self.zones.put_async([content])
         return ApplyResult(self.zone, len(plan.changes), 1, True, f"serial {soa.serial}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -177,6 +178,9 @@ class Service:
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
             asyncio.create_task(self._request_loop(), name="dnsfailover-requests"),
         ]
+        # What start-up built lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise pause probes for tens of ms at 10k targets.
+        gc.freeze()
         return bound
 
     async def stop(self) -> None:

@@ -22,6 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 
+from dnsfailover.ownership import MARKER_PREFIX, managed_key, marker_name
 from dnsfailover.provider import (
     ApplyResult,
     BaseProvider,
@@ -33,14 +34,7 @@ from dnsfailover.provider import (
     ProviderOptions,
 )
 from dnsfailover_rfc2136.options import Rfc2136Options, read_secret
-from dnsfailover_rfc2136.records import (
-    MARKER_PREFIX,
-    Found,
-    ZoneView,
-    managed_key,
-    marker_name,
-    normalise_name,
-)
+from dnsfailover_rfc2136.records import Found, ZoneView, normalise_name
 from dnsfailover_rfc2136.transport import (
     PREREQ_RCODES,
     RCODE_MEANING,

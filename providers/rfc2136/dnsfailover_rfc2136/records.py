@@ -22,11 +22,8 @@ import dns.rdataset
 import dns.rdatatype
 
 from dnsfailover.model import RecordSet
+from dnsfailover.ownership import managed_key, marker_owners
 from dnsfailover.provider import Key, Populated
-
-MARKER_PREFIX = "_dnsfailover-"
-MARKER_TTL = 300
-HERITAGE = "dnsfailover"
 
 
 def normalise_name(name: str | dns.name.Name) -> str:
@@ -56,36 +53,6 @@ def parse_rdata(rtype: str, value: str, origin: str) -> dns.rdata.Rdata:
         origin=dns.name.from_text(origin),
         relativize=False,
     )
-
-
-def marker_name(key: Key) -> str:
-    name, rtype = key
-    return f"{MARKER_PREFIX}{rtype.lower()}.{name}"
-
-
-def marker_value(owner: str) -> str:
-    """The TXT value (a quoted string) that marks a record set as `owner`'s."""
-    return f'"heritage={HERITAGE},owner={owner}"'
-
-
-def managed_key(name: str) -> Key | None:
-    """The key that a marker at `name` (normalised) is about, or None if it is no marker."""
-    first, sep, rest = name.partition(".")
-    if not sep or not rest or not first.startswith(MARKER_PREFIX):
-        return None
-    rtype = first.removeprefix(MARKER_PREFIX).upper()
-    return (rest, rtype) if rtype.isalnum() else None
-
-
-def marker_owners(values: Iterable[str]) -> set[str]:
-    """The owner ids in a marker's TXT values (other TXT strings are ignored)."""
-    owners: set[str] = set()
-    for value in values:
-        text = value.strip().removeprefix('"').removesuffix('"')
-        fields = dict(part.partition("=")[::2] for part in text.split(","))
-        if fields.get("heritage") == HERITAGE and fields.get("owner"):
-            owners.add(fields["owner"])
-    return owners
 
 
 @dataclass(frozen=True, slots=True)

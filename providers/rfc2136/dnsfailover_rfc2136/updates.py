@@ -29,14 +29,9 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
+from dnsfailover.ownership import MARKER_TTL, marker_name, marker_value
 from dnsfailover.provider import Change, Key, Plan
-from dnsfailover_rfc2136.records import (
-    MARKER_TTL,
-    canonical_values,
-    marker_name,
-    marker_value,
-    parse_rdata,
-)
+from dnsfailover_rfc2136.records import canonical_values, parse_rdata
 
 
 class BadValue(ValueError):

@@ -13,11 +13,11 @@ import dns.rcode
 import pydantic
 import pytest
 from dnsfailover_rfc2136.options import Rfc2136Options, read_secret
-from dnsfailover_rfc2136.records import managed_key, marker_name, marker_owners
 from dnsfailover_rfc2136.testing import free_port, new_key
 from dnsfailover_rfc2136.updates import groups, message, split
 from rfc2136_support import FAST, MARKER, ZONE, rs
 
+from dnsfailover.ownership import managed_key, marker_name, marker_owners
 from dnsfailover.provider import Change, Plan, ProviderError, create_provider
 
 KEY = new_key("k")

@@ -11,13 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dnsfailover.ownership import MARKER_TTL, marker_name, marker_owners, marker_value
 from dnsfailover.provider import Change, Key, Plan, ProviderError
 from dnsfailover_route53.records import (
-    MARKER_TTL,
     ZoneSnapshot,
-    marker_name,
-    marker_owners,
-    marker_value,
     plain_rrset,
     rrset_values,
     to_record_set,

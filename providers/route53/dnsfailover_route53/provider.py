@@ -20,6 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from dnsfailover.ownership import MARKER_PREFIX, managed_key
 from dnsfailover.provider import (
     ApplyResult,
     BaseProvider,
@@ -31,7 +32,7 @@ from dnsfailover.provider import (
 )
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
-from dnsfailover_route53.records import MARKER_PREFIX, ZoneSnapshot, managed_key, normalise_name
+from dnsfailover_route53.records import ZoneSnapshot, normalise_name
 from dnsfailover_route53.retry import Backoff, Caller, CallError, describe
 
 if TYPE_CHECKING:

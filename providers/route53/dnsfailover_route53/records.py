@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, cast
 
 from dnsfailover.model import RecordSet
+from dnsfailover.ownership import managed_key, marker_owners
 from dnsfailover.provider import Key, Populated
 
 if TYPE_CHECKING:
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
         ResourceRecordSetTypeDef,
     )
 
-MARKER_PREFIX = "_dnsfailover-"
-MARKER_TTL = 300
-HERITAGE = "dnsfailover"
 
 _ESCAPE = re.compile(r"\\(\d{3}|.)")
 _ROUTING_KEYS = (
@@ -98,36 +96,6 @@ def plain_rrset(name: str, rtype: str, ttl: int, values: Iterable[str]) -> Resou
 def to_rrset(rs: RecordSet, name: str | None = None) -> ResourceRecordSetTypeDef:
     """The ResourceRecordSet for `rs`; `name` keeps Route 53's own spelling of an existing one."""
     return plain_rrset(name or rs.name, rs.rtype, rs.ttl, rs.values)
-
-
-def marker_name(key: Key) -> str:
-    name, rtype = key
-    return f"{MARKER_PREFIX}{rtype.lower()}.{name}"
-
-
-def marker_value(owner: str) -> str:
-    """The TXT value (a quoted string) that marks a record set as `owner`'s."""
-    return f'"heritage={HERITAGE},owner={owner}"'
-
-
-def managed_key(name: str) -> Key | None:
-    """The key that a marker at `name` (normalised) is about, or None if it is no marker."""
-    first, sep, rest = name.partition(".")
-    if not sep or not rest or not first.startswith(MARKER_PREFIX):
-        return None
-    rtype = first.removeprefix(MARKER_PREFIX).upper()
-    return (rest, rtype) if rtype.isalnum() else None
-
-
-def marker_owners(values: Iterable[str]) -> set[str]:
-    """The owner ids in a marker's TXT values (other TXT strings are ignored)."""
-    owners: set[str] = set()
-    for value in values:
-        text = value.strip().removeprefix('"').removesuffix('"')
-        fields = dict(part.partition("=")[::2] for part in text.split(","))
-        if fields.get("heritage") == HERITAGE and fields.get("owner"):
-            owners.add(fields["owner"])
-    return owners
 
 
 def rrset_values(rrset: Listed | ResourceRecordSetTypeDef) -> tuple[str, ...]:

@@ -9,16 +9,11 @@ import pytest
 from dnsfailover_route53.batching import Group, Translator, split, weight
 from dnsfailover_route53.options import Route53Options
 from dnsfailover_route53.provider import Route53Provider
-from dnsfailover_route53.records import (
-    canonical_values,
-    managed_key,
-    marker_name,
-    marker_owners,
-    normalise_name,
-)
+from dnsfailover_route53.records import canonical_values, normalise_name
 from pydantic import ValidationError
 from route53_support import MARKER, ZONE, Stubbed, rs
 
+from dnsfailover.ownership import managed_key, marker_name, marker_owners
 from dnsfailover.provider import Change, Plan, ProviderError, create_provider, load_provider
 
 
