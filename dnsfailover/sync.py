@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dnsfailover.backoff import Backoff
 from dnsfailover.model import RecordSet
 from dnsfailover.provider import BaseProvider, Plan, Safety, UnsafePlan, diff
 from dnsfailover.tasks import cancel_and_wait
@@ -68,7 +68,7 @@ class ZoneSync:
         self._done_version = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._backoff = (backoff_first, backoff_max)
+        self._backoff = Backoff(backoff_first, backoff_max)
         self._task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -100,7 +100,7 @@ class ZoneSync:
             self._on_event(SyncEvent(self.zone, kind, message, time.time()))
 
     async def _run(self) -> None:
-        delay = self._backoff[0]
+        failures = 0  # in a row
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -116,6 +116,8 @@ class ZoneSync:
                 log.error("apply: %s", e)
                 self._event("refused", str(e))
             except Exception as e:  # any provider failure is retried
+                delay = self._backoff.delay(failures)
+                failures += 1
                 self.status.in_sync = False
                 self.status.failures += 1
                 self.status.last_error = f"{type(e).__name__}: {e}"
@@ -126,11 +128,10 @@ class ZoneSync:
                     delay,
                 )
                 self._event("failed", self.status.last_error)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-                delay = min(delay * 2, self._backoff[1])
+                await asyncio.sleep(delay)
                 self._wake.set()
                 continue
-            delay = self._backoff[0]
+            failures = 0
             self._done_version = version
             if self._version == version:
                 self._idle.set()

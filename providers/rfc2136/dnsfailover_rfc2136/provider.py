@@ -22,6 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 
+from dnsfailover.backoff import Backoff
 from dnsfailover.ownership import MARKER_PREFIX, managed_key, marker_name
 from dnsfailover.provider import (
     ApplyResult,
@@ -38,7 +39,6 @@ from dnsfailover_rfc2136.records import Found, ZoneView, normalise_name
 from dnsfailover_rfc2136.transport import (
     PREREQ_RCODES,
     RCODE_MEANING,
-    Backoff,
     Primary,
     SendError,
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ import dns.tsig
 import dns.xfr
 import dns.zone
 
+from dnsfailover.backoff import Backoff
 from dnsfailover.model import hostport
 from dnsfailover.provider import ProviderError
 from dnsfailover_rfc2136.options import Rfc2136Options
@@ -94,18 +94,6 @@ def transient(exc: BaseException) -> bool:
 def unanswered(exc: BaseException) -> bool:
     """The message may have reached the primary and taken effect although we got no answer."""
     return isinstance(exc, dns.exception.Timeout | EOFError | ConnectionResetError)
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with full jitter: sleep U(0, min(cap, base * 2**attempt))."""
-
-    base: float
-    cap: float
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int) -> float:
-        return self.rng.uniform(0.0, min(self.cap, self.base * 2.0 ** min(attempt, 30)))
 
 
 @dataclass(slots=True)

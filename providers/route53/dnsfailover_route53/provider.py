@@ -20,6 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from dnsfailover.backoff import Backoff
 from dnsfailover.ownership import MARKER_PREFIX, managed_key
 from dnsfailover.provider import (
     ApplyResult,
@@ -33,7 +34,7 @@ from dnsfailover.provider import (
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
 from dnsfailover_route53.records import ZoneSnapshot, normalise_name
-from dnsfailover_route53.retry import Backoff, Caller, CallError, describe
+from dnsfailover_route53.retry import Caller, CallError, describe
 
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import TypeVar
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from dnsfailover.backoff import Backoff
 from dnsfailover.provider import ProviderError
 
 T = TypeVar("T")
@@ -100,18 +100,6 @@ def ambiguous(exc: Exception) -> bool:
         return _status(exc) >= 500 and error_code(exc) not in BUSY_CODES
     # a read timeout or a connection closed mid-response; a failed connect never got there
     return isinstance(exc, HTTPClientError)
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with full jitter: sleep U(0, min(cap, base * 2**attempt))."""
-
-    base: float
-    cap: float
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int) -> float:
-        return self.rng.uniform(0.0, min(self.cap, self.base * 2.0 ** min(attempt, 30)))
 
 
 @dataclass(slots=True)
