@@ -296,11 +296,8 @@ async def test_http_connection_refused(session: aiohttp.ClientSession) -> None:
 
 
 async def test_http_ipv6_literal(session: aiohttp.ClientSession) -> None:
-    try:
-        servers = _serve(None, "::1")
-        server = await anext(servers)
-    except OSError:
-        pytest.skip("no ::1 on this host")
+    servers = _serve(None, "::1")  # the machines this runs on all have ::1
+    server = await anext(servers)
     try:
         result = await make_probe(check("http"), session=session)(server.target())
     finally:
@@ -387,10 +384,7 @@ async def test_tcp_many_at_once_and_cancellation(
 
 
 async def test_tcp_ipv6() -> None:
-    try:
-        sock = socket.create_server(("::1", 0), family=socket.AF_INET6)
-    except OSError:
-        pytest.skip("no ::1 on this host")
+    sock = socket.create_server(("::1", 0), family=socket.AF_INET6)
     with sock:
         port = sock.getsockname()[1]
         result = await make_probe(check("tcp", port=port))(Target("t", "::1", port))

@@ -99,7 +99,7 @@ zone "{ZONE}" {{
 def bind(tmp_path: Path) -> Iterator[Callable[[int, int, str], Bind]]:
     """Start `named` in the foreground as the current user (no -u: the directory is ours)."""
     if not NAMED.exists():
-        pytest.skip("BIND 9 is not installed (apt-get install bind9)")
+        pytest.fail("BIND 9 is not installed: apt-get install bind9 (.ci/run does)")
     started: list[Bind] = []
 
     def start(port: int, primary: int, secret: str) -> Bind:
