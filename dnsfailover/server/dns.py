@@ -19,11 +19,21 @@ from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
+try:
+    from dnsfailover.server import _mmsg
+except ImportError:  # not built (non-Linux, no compiler): one recvfrom/sendto per datagram
+    _mmsg = None  # type: ignore[assignment]
+
 log = logging.getLogger("dnsfailover.server")
 
 StreamHandler = Callable[[bytes, tuple[str, int]], Iterable[bytes] | None]
 """Takes a TCP query and the peer first: replies (several for a zone transfer) or None to
 let the normal answer path handle it."""
+
+_UDP_BATCH = 64
+"""Datagrams taken by one recvmmsg and answered by one sendmmsg on the UDP thread."""
+_UDP_BUFSIZE = 4096
+"""Longest query the batched UDP thread takes (longer ones are dropped, unanswered)."""
 
 _BIND_ATTEMPTS = 20
 """With port 0, how many free TCP ports to try before one is also free for UDP."""
@@ -73,7 +83,9 @@ class _UdpThread:
 
     Cheaper per datagram than an event-loop callback (no selector round trip, no transport
     bookkeeping), and the loop stays free for TCP, probes and the engine.  The GIL is
-    released in every recvfrom, so the loop thread still gets its turns under load.
+    released in every recvfrom, so the loop thread still gets its turns under load.  With the
+    ``_mmsg`` extension (Linux), one recvmmsg takes every queued datagram (up to
+    ``_UDP_BATCH``) and one sendmmsg sends their replies.
     """
 
     def __init__(self, server: DnsServer, sock: socket.socket) -> None:
@@ -84,6 +96,9 @@ class _UdpThread:
         self._thread.start()
 
     def _run(self) -> None:
+        if _mmsg is not None:
+            self._run_batched()
+            return
         recv, send, reply_to = self._sock.recvfrom, self._sock.sendto, self._server.udp_reply
         while not self._stopping:
             try:
@@ -101,6 +116,32 @@ class _UdpThread:
                 log.debug("udp: %s", e)
             except Exception:
                 log.warning("udp: cannot answer", exc_info=True)
+
+    def _run_batched(self) -> None:
+        assert _mmsg is not None
+        recv, send, reply_to = _mmsg.recv_batch, _mmsg.send_batch, self._server.udp_reply
+        fd = self._sock.fileno()
+        while not self._stopping:
+            try:
+                batch = recv(fd, _UDP_BATCH, _UDP_BUFSIZE)
+            except OSError as e:
+                log.debug("udp: %s", e)
+                continue
+            if self._stopping:
+                break
+            replies: list[tuple[bytes, bytes]] = []
+            for data, host, addr in batch:
+                try:
+                    reply = reply_to(data, host)
+                except Exception:
+                    log.warning("udp: cannot answer", exc_info=True)
+                    continue
+                if reply is not None:
+                    replies.append((reply, addr))
+            try:
+                send(fd, replies)
+            except OSError as e:
+                log.debug("udp: %s", e)
 
     async def stop(self) -> None:
         self._stopping = True

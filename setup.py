@@ -1,0 +1,13 @@
+"""Only the optional C extension; everything else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "dnsfailover.server._mmsg",
+            ["dnsfailover/server/_mmsg.c"],
+            optional=True,  # Linux only: without it the UDP thread uses recvfrom/sendto
+        )
+    ]
+)
