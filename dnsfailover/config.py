@@ -26,19 +26,17 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from dnsfailover.errors import ConfigError, Problem
+from dnsfailover.fields import Fqdn, absolute_name, in_zone
 from dnsfailover.provider import UnknownProvider, load_provider
 from dnsfailover.schema import (
     ActiveActive,
     ActivePassive,
     Config,
-    Fqdn,
     NotifyTarget,
     StaticRecord,
     TransferPeer,
     TsigKeyConfig,
     ZoneConfig,
-    absolute_name,
-    in_zone,
 )
 from dnsfailover.schemaerrors import describe, explain, unknown
 from dnsfailover.server.rdata import ZoneBuildError, name_labels, parse_rdata

@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from dnsfailover.fields import absolute_name
 from dnsfailover.model import RecordSet, Soa, State, ZoneContent
 from dnsfailover.schema import (
     ActiveActive,
@@ -19,7 +20,6 @@ from dnsfailover.schema import (
     StaticRecord,
     Tier,
     ZoneConfig,
-    absolute_name,
 )
 
 FailoverRecord = ActiveActive | ActivePassive

@@ -18,8 +18,8 @@ import dns.name
 import dns.tsig
 from pydantic import AfterValidator, Field, model_validator
 
+from dnsfailover.fields import Duration, IPAddress, Port
 from dnsfailover.provider import ProviderError, ProviderOptions
-from dnsfailover.schema import Duration, IPAddress, Port
 
 ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha256": dns.tsig.HMAC_SHA256,

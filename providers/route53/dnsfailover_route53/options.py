@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from dnsfailover.fields import Duration
 from dnsfailover.provider import ProviderOptions
-from dnsfailover.schema import Duration
 
 #: Route 53's own limits for one ChangeResourceRecordSets request
 MAX_BATCH_RECORDS = 1000
