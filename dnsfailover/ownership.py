@@ -11,9 +11,11 @@ move between them without losing what it owns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Collection, Iterable
 
-from dnsfailover.provider import Key
+from dnsfailover.model import RecordSet
+from dnsfailover.provider import Key, Populated
 
 MARKER_PREFIX = "_dnsfailover-"
 MARKER_TTL = 300
@@ -48,3 +50,41 @@ def marker_owners(values: Iterable[str]) -> set[str]:
         if fields.get("heritage") == HERITAGE and fields.get("owner"):
             owners.add(fields["owner"])
     return owners
+
+
+def classify(
+    keys: Collection[Key],
+    ours: Collection[Key],
+    conflict: Callable[[Key], str | None],
+    record_set: Callable[[Key], RecordSet | None],
+    log: logging.Logger,
+) -> Populated:
+    """What a provider reports for `keys` (the desired ones) given what it read.
+
+    :param ours: keys whose marker names our owner id.
+    :param conflict: why a key must not be written (routing policies, a foreign CNAME at
+        the name, ...), or None.
+    :param record_set: the existing record set at a key, or None.
+
+    Keys with a conflict are foreign (and never touched); existing keys without our marker
+    are foreign; keys with our marker are owned, whether still desired or not.
+    """
+    asked = set(keys)
+    records: list[RecordSet] = []
+    foreign: set[Key] = set()
+    owned: set[Key] = set()
+    for key in sorted(asked | set(ours)):
+        reason = conflict(key)
+        if reason is not None:
+            if key in asked:
+                log.warning("populate: leaving %s %s alone: %s", key[0], key[1], reason)
+                foreign.add(key)
+            continue
+        rs = record_set(key)
+        if rs is not None:
+            records.append(rs)
+        if key in ours:
+            owned.add(key)
+        elif key in asked and rs is not None:
+            foreign.add(key)
+    return Populated(tuple(records), frozenset(foreign), frozenset(owned))

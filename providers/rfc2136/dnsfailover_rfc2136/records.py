@@ -22,7 +22,7 @@ import dns.rdataset
 import dns.rdatatype
 
 from dnsfailover.model import RecordSet
-from dnsfailover.ownership import managed_key, marker_owners
+from dnsfailover.ownership import classify, managed_key, marker_owners
 from dnsfailover.provider import Key, Populated
 
 
@@ -110,23 +110,5 @@ class ZoneView:
 
     def populated(self, keys: Collection[Key], log: logging.Logger) -> Populated:
         """What exists for `keys` and for every key marked as ours; see `Populated`."""
-        asked = set(keys)
         ours = {k for k in self.markers if self.marked_ours(k)}
-        records: list[RecordSet] = []
-        foreign: set[Key] = set()
-        owned: set[Key] = set()
-        for key in sorted(asked | ours):
-            reason = self.conflict(key)
-            if reason is not None:
-                if key in asked:
-                    log.warning("populate: leaving %s %s alone: %s", key[0], key[1], reason)
-                    foreign.add(key)
-                continue
-            rs = self.record_set(key)
-            if rs is not None:
-                records.append(rs)
-            if key in ours:
-                owned.add(key)
-            elif key in asked and rs is not None:
-                foreign.add(key)
-        return Populated(tuple(records), frozenset(foreign), frozenset(owned))
+        return classify(keys, ours, self.conflict, self.record_set, log)

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, cast
 
 from dnsfailover.model import RecordSet
-from dnsfailover.ownership import managed_key, marker_owners
+from dnsfailover.ownership import classify, managed_key, marker_owners
 from dnsfailover.provider import Key, Populated
 
 if TYPE_CHECKING:
@@ -152,23 +152,10 @@ class ZoneSnapshot:
 
     def populated(self, keys: Collection[Key], log: logging.Logger) -> Populated:
         """What exists for `keys` and for every key marked as ours; see `Populated`."""
-        asked = set(keys)
-        ours = {k for k in self.markers if self.marked_ours(k)}
-        records: list[RecordSet] = []
-        foreign: set[Key] = set()
-        owned: set[Key] = set()
-        for key in sorted(asked | ours):
-            reason = self.conflict(key)
-            if reason is not None:
-                if key in asked:
-                    log.warning("populate: leaving %s %s alone: %s", key[0], key[1], reason)
-                    foreign.add(key)
-                continue
+
+        def record_set(key: Key) -> RecordSet | None:
             rrset = self.simple.get(key)
-            if rrset is not None:
-                records.append(to_record_set(rrset))
-            if key in ours:
-                owned.add(key)
-            elif key in asked and rrset is not None:
-                foreign.add(key)
-        return Populated(tuple(records), frozenset(foreign), frozenset(owned))
+            return None if rrset is None else to_record_set(rrset)
+
+        ours = {k for k in self.markers if self.marked_ours(k)}
+        return classify(keys, ours, self.conflict, record_set, log)
