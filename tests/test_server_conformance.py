@@ -300,7 +300,7 @@ async def test_wildcards(
 async def test_wildcard_answer_keeps_question_case(server: DnsServer, tcp: bool) -> None:
     reply = await ask(server, f"MiXeD.{WILD.upper()}", "A", tcp)
     assert reply.question[0].name.to_text() == f"MiXeD.{WILD.upper()}"
-    assert texts(reply) == [f"mixed.{WILD} 300 IN A 192.0.2.100"]
+    assert texts(reply) == [f"MiXeD.{WILD.upper()} 300 IN A 192.0.2.100"]  # owner → question
 
 
 # --- delegations --------------------------------------------------------------------------

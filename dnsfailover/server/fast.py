@@ -98,9 +98,14 @@ def _canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
     return header + question + struct.pack("!BHHBBHH", 0, _OPT_TYPE, MIN_UDP_PAYLOAD, 0, 0, z, 0)
 
 
-def _patch(template: bytes, data: bytes) -> bytes:
-    """The template with the query's ID and RD bit (the template's RD is clear)."""
-    return data[:2] + bytes((template[2] | (data[2] & 1),)) + template[3:]
+def _patch(template: bytes, data: bytes, qend: int) -> bytes:
+    """The template with the query's ID, RD bit (the template's RD is clear) and question.
+
+    Names are compressed caselessly (`wire.pack`), so later names point at the question and
+    copying the query's spelling of it over the template's gives what the full path gives.
+    """
+    flags = bytes((template[2] | (data[2] & 1),))
+    return data[:2] + flags + template[3:HEADER_LEN] + data[HEADER_LEN:qend] + template[qend:]
 
 
 class FastTable:
@@ -144,8 +149,8 @@ class FastTable:
         if split is None:
             return None
         qend, keyed, variant = split
-        template = self._table.get((data[HEADER_LEN:qend], keyed, variant, tcp))
-        return _patch(template, data) if template else None
+        template = self._table.get((data[HEADER_LEN:qend].lower(), keyed, variant, tcp))
+        return _patch(template, data, qend) if template else None
 
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The reply to a query: from a template, or from the full path (learning a template)."""
@@ -154,10 +159,10 @@ class FastTable:
             return self._respond(self._snapshot, data, tcp, self._max_udp_payload)
         qend, keyed, variant = split
         question = data[HEADER_LEN:qend]
-        key = (question, keyed, variant, tcp)
+        key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
         template = self._table.get(key)
         if template:
-            return _patch(template, data)
+            return _patch(template, data, qend)
         slow = self._respond(self._snapshot, data, tcp, self._max_udp_payload)
         if template is None:
             self._learn(key, question, data, qend, slow)
@@ -188,11 +193,11 @@ class FastTable:
             template is not None
             and slow is not None
             and len(template) >= qend
-            and template[HEADER_LEN:qend] == question
+            and template[HEADER_LEN:qend].lower() == question.lower()
             and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
             # The check that makes the fast path safe: replaying the template for this very
             # query gives exactly what the full path answered.
-            and _patch(template, data) == slow
+            and _patch(template, data, qend) == slow
         )
         if len(self._table) >= self._max_entries:
             self._table.clear()

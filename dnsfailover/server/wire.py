@@ -18,6 +18,8 @@ from dnslib import (
     RR,
     DNSBuffer,
     DNSHeader,
+    DNSLabel,
+    DNSLabelError,
     DNSQuestion,
     DNSRecord,
 )
@@ -46,6 +48,46 @@ _OPCODE_MASK = 0x7800
 _RD = 0x0100
 _CD = 0x0010
 _DO = 0x8000  # in the OPT TTL field
+
+
+class _CaselessBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib is untyped
+    """Compresses names without regard to case, as RFC 1035 compares them.
+
+    dnslib matches compression targets case-sensitively, so a query for `WwW.Example.test`
+    made a reply laid out differently from one for `www.example.test`.  Caseless matching
+    points every later name at the question's spelling, so the reply's layout is the same
+    whatever the query's case (0x20 resolvers randomise it) and only the question's bytes
+    differ, which lets the fast path replay one template for every spelling.
+    """
+
+    def encode_name(self, name: object) -> None:
+        label = name if isinstance(name, DNSLabel) else DNSLabel(name)
+        if len(label) > 253:
+            raise DNSLabelError(f"Domain label too long: {label!r}")
+        labels: list[bytes] = list(label.label)
+        while labels:
+            key = tuple(part.lower() for part in labels)
+            if key in self.names:
+                self.pack("!H", self.names[key] | 0xC000)
+                return
+            self.names[key] = self.offset
+            element = labels.pop(0)
+            if len(element) > 63:
+                raise DNSLabelError(f"Label component too long: {element!r}")
+            self.pack("!B", len(element))
+            self.append(element)
+        self.append(b"\x00")
+
+
+def pack(record: DNSRecord) -> bytes:
+    """`record.pack()`, with caseless name compression."""
+    record.set_header_qa()
+    buffer = _CaselessBuffer()
+    record.header.pack(buffer)
+    for section in (record.questions, record.rr, record.auth, record.ar):
+        for item in section:
+            item.pack(buffer)
+    return bytes(buffer.data)
 
 
 def respond(
@@ -196,12 +238,12 @@ def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload:
         rcode = _BADVERS if len(opts) == 1 and opt.root_owner else _FORMERR
         reply.header.rcode = rcode & 0xF
         reply.add_ar(_opt(ours, opt, rcode))
-        return bytes(reply.pack())
+        return pack(reply)
 
     reply = snapshot.resolve(request)
     if opt is not None:
         reply.add_ar(_opt(ours, opt))
-    wire = bytes(reply.pack())
+    wire = pack(reply)
 
     if tcp:
         limit = MAX_TCP_MESSAGE
@@ -219,4 +261,4 @@ def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload:
     truncated.add_question(*reply.questions)
     if opt is not None:
         truncated.add_ar(_opt(ours, opt))
-    return bytes(truncated.pack())
+    return pack(truncated)
