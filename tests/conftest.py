@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,3 +53,20 @@ def moto_endpoint(moto_session: str) -> str:
     with urllib.request.urlopen(reset, timeout=10) as resp:
         assert resp.status == 200
     return moto_session
+
+
+@pytest.fixture
+def full_listener() -> Iterator[tuple[str, int]]:
+    """A TCP listener whose accept queue is full: the kernel drops new SYNs, connects hang
+    until the prober's timeout."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    time.sleep(0.05)
+    yield "127.0.0.1", port
+    for filler in fillers:
+        filler.close()
+    server.close()

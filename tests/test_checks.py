@@ -153,22 +153,6 @@ def listener() -> Iterator[tuple[str, int]]:
         yield "127.0.0.1", sock.getsockname()[1]
 
 
-@pytest.fixture
-def full_listener() -> Iterator[tuple[str, int]]:
-    """A listener whose accept queue is full: the kernel drops new SYNs, connects hang."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=0)
-    port = server.getsockname()[1]
-    fillers = [socket.socket() for _ in range(3)]
-    for filler in fillers:
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-    time.sleep(0.05)
-    yield "127.0.0.1", port
-    for filler in fillers:
-        filler.close()
-    server.close()
-
-
 # -- make_probe ---------------------------------------------------------------------------
 
 

@@ -77,22 +77,6 @@ def listeners() -> Iterator[list[tuple[str, int]]]:
         server.close()
 
 
-@pytest.fixture
-def hanging() -> Iterator[tuple[str, int]]:
-    """A listener with a full accept queue: connects to it hang until the probe times out."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=0)
-    port = server.getsockname()[1]
-    fillers = [socket.socket() for _ in range(3)]
-    for filler in fillers:
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-    time.sleep(0.05)
-    yield "127.0.0.1", port
-    for filler in fillers:
-        filler.close()
-    server.close()
-
-
 def closed_port() -> tuple[str, int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -128,10 +112,10 @@ async def test_run_round_one_observation_per_target(listeners: list[tuple[str, i
 
 
 async def test_run_round_respects_deadline(
-    listeners: list[tuple[str, int]], hanging: tuple[str, int]
+    listeners: list[tuple[str, int]], full_listener: tuple[str, int]
 ) -> None:
     targets = targets_for(listeners[:2], tcp_check())
-    targets |= targets_for([hanging], tcp_check(interval=5, timeout=3), name="slow")
+    targets |= targets_for([full_listener], tcp_check(interval=5, timeout=3), name="slow")
     sched = make(targets, Recorder())
     started = time.monotonic()
     observations = await sched.run_round(deadline=0.3)
@@ -233,10 +217,10 @@ async def test_update_with_changed_check_and_empty(listeners: list[tuple[str, in
 
 
 async def test_hanging_target_does_not_delay_others(
-    listeners: list[tuple[str, int]], hanging: tuple[str, int]
+    listeners: list[tuple[str, int]], full_listener: tuple[str, int]
 ) -> None:
     targets = targets_for(listeners[:3], tcp_check(interval=0.1))
-    slow = targets_for([hanging], tcp_check(interval=0.5, timeout=0.4), name="slow")
+    slow = targets_for([full_listener], tcp_check(interval=0.5, timeout=0.4), name="slow")
     (slow_key,) = slow
     recorder = Recorder()
     sched = make(targets | slow, recorder, max_in_flight=2)
@@ -251,8 +235,8 @@ async def test_hanging_target_does_not_delay_others(
     assert_no_tasks_left()
 
 
-async def test_stop_cancels_in_flight_and_pending(hanging: tuple[str, int]) -> None:
-    targets = targets_for([hanging], tcp_check(interval=1.0, timeout=0.9))
+async def test_stop_cancels_in_flight_and_pending(full_listener: tuple[str, int]) -> None:
+    targets = targets_for([full_listener], tcp_check(interval=1.0, timeout=0.9))
     recorder = Recorder()
     sched = make(targets, recorder)
     sched.start()
@@ -312,12 +296,12 @@ async def test_http_targets_get_a_session_that_stop_closes() -> None:
 
 
 async def test_concurrency_is_bounded_and_survives_cancellation(
-    listeners: list[tuple[str, int]], hanging: tuple[str, int]
+    listeners: list[tuple[str, int]], full_listener: tuple[str, int]
 ) -> None:
     check = tcp_check(interval=5, timeout=0.3)
     slow: Targets = {}
     for i in range(4):
-        slow |= targets_for([hanging], check, name=f"slow{i}")
+        slow |= targets_for([full_listener], check, name=f"slow{i}")
     sched = make(slow, Recorder(), max_in_flight=2)
     started = time.monotonic()
     observations = await sched.run_round(deadline=3.0)
