@@ -122,18 +122,16 @@ def _kind(prev: NameState, ns: NameState, nd: NameDecision, record: FailoverReco
 def _up(
     tier: Tier, record: FailoverRecord, config: Config, health: Mapping[str, State]
 ) -> list[str]:
-    check = config.checks[record.check]
     return [
         e.address
         for e in tier.endpoints
-        if health.get(e.target(record.check, check).key, State.UNKNOWN) is State.UP
+        if health.get(config.health_key(record, e), State.UNKNOWN) is State.UP
     ]
 
 
 def _known(tier: Tier, record: FailoverRecord, config: Config, health: Mapping[str, State]) -> bool:
-    check = config.checks[record.check]
     return any(
-        health.get(e.target(record.check, check).key, State.UNKNOWN) is not State.UNKNOWN
+        health.get(config.health_key(record, e), State.UNKNOWN) is not State.UNKNOWN
         for e in tier.endpoints
     )
 

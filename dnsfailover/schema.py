@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from dnsfailover.alerts.config import NotificationsConfig
+from dnsfailover.api.config import ApiConfig
 from dnsfailover.fields import (
     Duration,
     Fqdn,
@@ -66,6 +68,33 @@ def _is_regex(body: str) -> bool:
     return len(body) >= 2 and body.startswith("/") and body.endswith("/")
 
 
+def _quorum(value: Any) -> str | int:
+    """`majority` | `any` | `all` | an integer k (regions that must see UP) | `NN%`."""
+    if isinstance(value, bool):
+        raise ValueError("expected majority, any, all, a number of regions or a percentage")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("a quorum of regions must be at least 1")
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("majority", "any", "all"):
+            return text
+        if text.isdigit():
+            return _quorum(int(text))
+        if m := re.fullmatch(r"(\d{1,3})\s*%", text):
+            pct = int(m.group(1))
+            if not 1 <= pct <= 100:
+                raise ValueError(f"quorum percentage {value!r} is outside 1%-100%")
+            return f"{pct}%"
+    raise ValueError(
+        f"expected majority, any, all, a number of regions or a percentage such as 60%, "
+        f"got {value!r}"
+    )
+
+
+Quorum = Annotated[str | int, BeforeValidator(_quorum)]
+
 DnsQueryType = Literal["A", "AAAA", "CAA", "CNAME", "MX", "NAPTR", "NS", "PTR", "SOA", "SRV", "TXT"]
 
 
@@ -78,6 +107,7 @@ class CheckConfig(Model):
     timeout: Duration = DEFAULT_TIMEOUT
     rise: Annotated[int, Field(ge=1, le=100)] = 2
     fall: Annotated[int, Field(ge=1, le=100)] = 3
+    quorum: Quorum = "majority"  # how many fresh regions must see a target UP
     # http / https
     path: str = "/"
     method: Literal["GET", "HEAD"] = "GET"
@@ -209,6 +239,7 @@ class _FailoverBase(Model):
     check: str
     all_down: AllDown = "serve_all"
     fallback: tuple[IPAddress, ...] = ()
+    quorum: Quorum | None = None  # overrides the check's quorum for this record's endpoints
 
     def _check_families(self, addresses: list[str]) -> None:
         want = 4 if self.type == "A" else 6
@@ -412,6 +443,54 @@ class ServerConfig(Model):
     rrl: RrlConfig = Field(default_factory=RrlConfig)
 
 
+class RegionConfig(Model):
+    """A vantage point; nodes started with `--region NAME` probe from it."""
+
+    # Probes leave from this address (a multi-homed checker, or an allow-listed source).
+    source_address: IPAddress | None = None
+
+
+class EtcdTls(Model):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+def _etcd_endpoint(value: str) -> str:
+    """`http://127.0.0.1:2379`, `https://...` or `HOST:PORT`, returned as `HOST:PORT`."""
+    text = value.strip()
+    m = re.fullmatch(r"(?:(https?)://)?(\[[^\]]+\]|[^:/\[\]]+):(\d{1,5})/?", text)
+    if m is None or not 0 < int(m.group(3)) < 65536:
+        raise ValueError(f"{value!r} is not an etcd endpoint such as http://127.0.0.1:2379")
+    return f"{m.group(2)}:{m.group(3)}"
+
+
+class EtcdConfig(Model):
+    endpoints: Annotated[
+        tuple[Annotated[str, AfterValidator(_etcd_endpoint)], ...], Field(min_length=1)
+    ]
+    prefix: Annotated[str, Field(pattern=r"^/[^\s]*[^/\s]$")] = "/dnsfailover/default"
+    username: str | None = None
+    password_env: str | None = None  # the password is read from the environment, never YAML
+    tls: EtcdTls | None = None
+    timeout: Duration = 2.0  # per etcd call
+
+
+class ClusterConfig(Model):
+    """Several nodes sharing observations, overrides and one published decision."""
+
+    etcd: EtcdConfig
+    # How long a node's lease (observations, leadership) outlives its last keep-alive.
+    lease_ttl: Annotated[int, Field(ge=1, le=60)] = 2
+
+
+def _regions(value: Any) -> Any:
+    """`regions: [us, eu]` is shorthand for `regions: {us: {}, eu: {}}`."""
+    if isinstance(value, list | tuple):
+        return {str(name): {} for name in value}
+    return value
+
+
 class Config(Model):
     """The whole validated config. Zone keys are absolute, lower-case names."""
 
@@ -419,6 +498,12 @@ class Config(Model):
     tsig_keys: dict[KeyName, TsigKeyConfig] = Field(default_factory=dict)
     zones: Annotated[dict[Fqdn, ZoneConfig], Field(min_length=1)]
     server: ServerConfig = Field(default_factory=ServerConfig)
+    regions: Annotated[dict[str, RegionConfig], BeforeValidator(_regions)] = Field(
+        default_factory=dict
+    )
+    cluster: ClusterConfig | None = None
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     def managed(self) -> list[tuple[str, str, ActiveActive | ActivePassive]]:
         """Every failover record as (zone origin, absolute name, record), in config order."""
@@ -427,6 +512,27 @@ class Config(Model):
             for origin, zone in self.zones.items()
             for label, record in zone.failover.items()
         ]
+
+    def health_key(self, record: ActiveActive | ActivePassive, endpoint: Endpoint) -> str:
+        """The key the engine looks health up by: the target's, or the target's voted under
+        the record's own quorum when the record sets one that differs from its check's."""
+        check = self.checks[record.check]
+        key = endpoint.target(record.check, check).key
+        if record.quorum is None or record.quorum == check.quorum:
+            return key
+        return f"{key}#quorum={record.quorum}"
+
+    def votes(self) -> dict[str, tuple[str, str | int]]:
+        """Every health key → (target key, quorum rule it is voted by)."""
+        found: dict[str, tuple[str, str | int]] = {}
+        for _origin, _name, record in self.managed():
+            check = self.checks[record.check]
+            quorum = check.quorum if record.quorum is None else record.quorum
+            for tier in record.tiers:
+                for endpoint in tier.endpoints:
+                    target = endpoint.target(record.check, check).key
+                    found.setdefault(self.health_key(record, endpoint), (target, quorum))
+        return found
 
     def targets(self) -> dict[str, tuple[Target, CheckConfig]]:
         """Every distinct probe target, keyed by `Target.key`, with its check."""

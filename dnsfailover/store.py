@@ -18,6 +18,7 @@ from typing import TypeVar
 from dnsfailover.engine import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, State
+from dnsfailover.overrides import Override
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS serials (zone TEXT PRIMARY KEY, serial INTEGER NOT NULL);
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
     name TEXT NOT NULL, reason TEXT NOT NULL, taken_at REAL);
+CREATE TABLE IF NOT EXISTS overrides (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 SERIAL_MAX = 2**32 - 1
@@ -131,6 +133,11 @@ class Store:
             "SELECT id, at, kind, name, reason FROM requests WHERE taken_at IS NULL ORDER BY id"
         )
         return [Request(*row) for row in rows]
+
+    def overrides(self) -> list[Override]:
+        """Every stored override, oldest first (expired ones included until removed)."""
+        rows = self._db.execute("SELECT body FROM overrides ORDER BY rowid")
+        return sorted((Override.from_json(body) for (body,) in rows), key=lambda o: o.created_at)
 
     # -- writes (each one transaction) --------------------------------------------------------
 
@@ -242,6 +249,43 @@ class Store:
 
         self._tx(work)
         return ids[0]
+
+    def put_override(self, override: Override, now: float) -> None:
+        """Store an override and audit it (who, why, what) in the history."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO overrides VALUES (?, ?)", (override.id, override.to_json())
+            )
+            db.execute(
+                "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)",
+                (now, "override", override.subject, f"set {override.id}: {override.describe()}"),
+            )
+
+        self._tx(work)
+
+    def delete_override(self, override_id: str, who: str, reason: str, now: float) -> bool:
+        """Remove an override (undrain, expiry, a failback taken); False when it is unknown."""
+        found: list[Override] = []
+
+        def work(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT body FROM overrides WHERE id = ?", (override_id,)).fetchone()
+            if row is None:
+                return
+            found.append(Override.from_json(row[0]))
+            db.execute("DELETE FROM overrides WHERE id = ?", (override_id,))
+            db.execute(
+                "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)",
+                (
+                    now,
+                    "override",
+                    found[0].subject,
+                    f"removed {override_id} ({found[0].action.value}) by {who}: {reason}",
+                ),
+            )
+
+        self._tx(work)
+        return bool(found)
 
 
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""Notifications: webhooks and AWS SNS, rate-limited, never blocking the engine."""

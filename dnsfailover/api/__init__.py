@@ -1,0 +1,1 @@
+"""The HTTP API: status, endpoints, events, explain, overrides, /metrics and the status page."""

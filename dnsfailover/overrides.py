@@ -1,0 +1,93 @@
+"""Operator overrides: drain, force up/down, fail over and fail back, as plain values.
+
+An override is stored (SQLite on a single node, etcd in a cluster), shown, audited and
+handed to `engine.decide` with every decision.  It expires at `expires_at` when one is set;
+`undrain` and the like are the deletion of the override, not an override of their own.
+
+What each action targets:
+
+- ``drain``: an endpoint (``endpoint`` = its address), within one name (``name`` set) or
+  every name that answers it (``name`` None).  It is kept out of answers but still probed.
+- ``force_up`` / ``force_down``: an endpoint as above, or a whole tier (``name`` and
+  ``tier``); the engine treats it as UP/DOWN whatever the checks say.
+- ``failover``: a name; leave the serving tier for the next one (or ``tier`` when given)
+  and stay there until a ``failback`` or the override's expiry.
+- ``failback``: a name; return to its best healthy tier now (``failback: manual`` records
+  wait for this).  It is taken once and then removed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    DRAIN = "drain"
+    FORCE_UP = "force_up"
+    FORCE_DOWN = "force_down"
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """One operator override; `who` and `reason` are required for the audit trail."""
+
+    id: str
+    action: Action
+    name: str | None  # absolute managed name, or None for an endpoint everywhere
+    endpoint: str | None  # endpoint address
+    tier: str | None
+    reason: str
+    who: str
+    created_at: float
+    expires_at: float | None = None
+    force: bool = False  # bypass interlocks (recorded)
+
+    def active(self, now: float) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+    @property
+    def subject(self) -> str:
+        """What it applies to, for logs and the history: `www.example.test./127.0.0.11`."""
+        parts = [p for p in (self.name, self.tier and f"tier {self.tier}", self.endpoint) if p]
+        return " ".join(parts) if parts else "(everything)"
+
+    def describe(self) -> str:
+        until = "" if self.expires_at is None else f" until {self.expires_at:.0f}"
+        forced = " (forced)" if self.force else ""
+        return f"{self.action.value} {self.subject} by {self.who}{until}{forced}: {self.reason}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Override:
+        return cls(
+            id=str(data["id"]),
+            action=Action(data["action"]),
+            name=data.get("name"),
+            endpoint=data.get("endpoint"),
+            tier=data.get("tier"),
+            reason=str(data["reason"]),
+            who=str(data["who"]),
+            created_at=float(data["created_at"]),
+            expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
+            force=bool(data.get("force", False)),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Override:
+        return cls.from_dict(json.loads(text))
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def active_overrides(overrides: list[Override], now: float) -> list[Override]:
+    return [o for o in overrides if o.active(now)]
