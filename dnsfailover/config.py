@@ -203,7 +203,31 @@ def _cross_check(data: dict[str, Any], at: _Where) -> list[Problem]:
     checks = list(raw_checks) if isinstance(raw_checks, dict) else None  # None: not even a mapping
     for zone in zones:
         problems += _check_zone(zone, checks, list(seen), at)
-    return problems + _check_providers(zones, at) + _check_transfers(data, zones, at)
+    return (
+        problems
+        + _check_providers(zones, at)
+        + _check_transfers(data, zones, at)
+        + _check_quorums(data, at)
+    )
+
+
+def _check_quorums(data: dict[str, Any], at: _Where) -> list[Problem]:
+    """A quorum of k regions can never be met with fewer than k regions declared."""
+    regions = data.get("regions")
+    count = len(regions) if isinstance(regions, dict | list) and regions else 1
+    problems: list[Problem] = []
+    raw_checks = data.get("checks")
+    for name, check in raw_checks.items() if isinstance(raw_checks, dict) else ():
+        quorum = check.get("quorum") if isinstance(check, dict) else None
+        if isinstance(quorum, int) and not isinstance(quorum, bool) and quorum > count:
+            problems.append(
+                at.problem(
+                    ("checks", name, "quorum"),
+                    f"quorum {quorum} needs at least {quorum} regions; "
+                    f"{count} {'is' if count == 1 else 'are'} declared",
+                )
+            )
+    return problems
 
 
 def _valid_part(raw: Any) -> ZoneConfig | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dnsfailover.backoff import Backoff
@@ -25,14 +25,19 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
 
+class Fenced(Exception):
+    """The write was stopped because this node no longer holds the cluster's leadership."""
+
+
 @dataclass(frozen=True, slots=True)
 class SyncEvent:
     """Reported to the service for the history: kind is applied, refused or failed."""
 
     zone: str
-    kind: str
+    kind: str  # applied | refused | failed | fenced
     message: str
     at: float
+    seconds: float | None = None  # how long the provider call took (applied / failed)
 
 
 @dataclass(slots=True)
@@ -57,8 +62,12 @@ class ZoneSync:
         on_event: Callable[[SyncEvent], None] | None = None,
         backoff_first: float = BACKOFF_FIRST,
         backoff_max: float = BACKOFF_MAX,
+        fence: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.provider = provider
+        # In a cluster, asked right before each write: False means this node is no longer
+        # the leader, and the write must not happen (a paused old leader never writes).
+        self._fence = fence
         self.safety = safety
         self.force = force
         self.status = SyncStatus()
@@ -71,6 +80,7 @@ class ZoneSync:
         self._backoff = Backoff(backoff_first, backoff_max)
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._failed_seconds: float | None = None
 
     @property
     def zone(self) -> str:
@@ -95,9 +105,9 @@ class ZoneSync:
         """Return once the latest submitted state is applied (or refused)."""
         await self._idle.wait()
 
-    def _event(self, kind: str, message: str) -> None:
+    def _event(self, kind: str, message: str, seconds: float | None = None) -> None:
         if self._on_event is not None:
-            self._on_event(SyncEvent(self.zone, kind, message, time.time()))
+            self._on_event(SyncEvent(self.zone, kind, message, time.time(), seconds))
 
     async def _run(self) -> None:
         failures = 0  # in a row
@@ -109,6 +119,13 @@ class ZoneSync:
                 continue
             try:
                 await self.converge(desired)
+            except Fenced as e:
+                log.warning("apply: zone=%s not written: %s", self.zone, e)
+                self._event("fenced", str(e))
+                self._done_version = version
+                if self._version == version:
+                    self._idle.set()
+                continue
             except UnsafePlan as e:
                 # Waiting will not make it safe: report, and wait for the next decision.
                 self.status.in_sync = False
@@ -127,7 +144,8 @@ class ZoneSync:
                     self.status.last_error,
                     delay,
                 )
-                self._event("failed", self.status.last_error)
+                self._event("failed", self.status.last_error, self._failed_seconds)
+                self._failed_seconds = None
                 await asyncio.sleep(delay)
                 self._wake.set()
                 continue
@@ -151,8 +169,14 @@ class ZoneSync:
             self.status.last_error = ""
             return plan
         plan.raise_if_unsafe(self.safety, force=self.force)
+        if self._fence is not None and not await self._fence():
+            raise Fenced("this node is no longer the cluster's leader")
         started = time.monotonic()
-        result = await self.provider.apply(plan)
+        try:
+            result = await self.provider.apply(plan)
+        except Exception:
+            self._failed_seconds = time.monotonic() - started
+            raise
         self.status.in_sync = result.confirmed
         self.status.last_error = ""
         self.status.applies += 1
@@ -170,5 +194,6 @@ class ZoneSync:
             f"{plan.summary()}: "
             + "; ".join(c.describe() for c in plan.changes[:20])
             + (" …" if len(plan.changes) > 20 else ""),
+            time.monotonic() - started,
         )
         return plan

@@ -98,3 +98,29 @@ async def test_unsafe_plan_is_refused_and_reported_not_retried() -> None:
     assert [e.kind for e in events] == ["refused"]
     assert "removes every A answer" in sync.status.last_error
     await sync.stop()
+
+
+async def test_a_fenced_out_leader_never_writes() -> None:
+    """In a cluster the fence is asked right before each write; False stops the write."""
+    provider = FakeProvider()
+    leader = True
+    asked: list[bool] = []
+
+    async def fence() -> bool:
+        asked.append(leader)
+        return leader
+
+    events: list[SyncEvent] = []
+    sync = ZoneSync(provider, Safety(), on_event=events.append, fence=fence)
+    sync.start()
+    sync.submit(www("192.0.2.1"))
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert provider.records[(f"www.{Z}", "A")].values == ("192.0.2.1",)
+    leader = False  # e.g. this node was paused and another took over
+    sync.submit(www("192.0.2.9"))
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert provider.records[(f"www.{Z}", "A")].values == ("192.0.2.1",)
+    assert len(provider.applied) == 1
+    assert [e.kind for e in events] == ["applied", "fenced"]
+    assert asked == [True, False]
+    await sync.stop()
