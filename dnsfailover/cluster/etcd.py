@@ -1,0 +1,137 @@
+"""Build aetcd clients from `EtcdConfig`: endpoints, credentials and TLS.
+
+The password comes from the environment variable named by `password_env` and TLS files
+are read once (off the event loop); neither is ever logged.  aetcd 1.0 only opens
+plaintext channels, so `_TlsClient` repeats its `connect` with a secure channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aetcd
+import grpc
+from aetcd import rpc, watcher
+
+from dnsfailover.schema import EtcdConfig
+
+
+class ClusterUnavailable(Exception):
+    """etcd cannot be reached right now; the change was not made (retry when it is back)."""
+
+
+class ClusterConfigError(Exception):
+    """The etcd settings cannot be used (the message says which; it never holds secrets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a client needs besides the endpoint; `repr` hides the secrets."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: bytes | None = field(default=None, repr=False)
+    cert: bytes | None = field(default=None, repr=False)
+    key: bytes | None = field(default=None, repr=False)
+    tls: bool = False
+
+
+def _read_files(config: EtcdConfig) -> tuple[bytes | None, bytes | None, bytes | None]:
+    tls = config.tls
+    if tls is None:
+        return None, None, None
+    out: list[bytes | None] = []
+    for what, name in (
+        ("ca_file", tls.ca_file),
+        ("cert_file", tls.cert_file),
+        ("key_file", tls.key_file),
+    ):
+        try:
+            out.append(None if name is None else Path(name).read_bytes())
+        except OSError as e:
+            raise ClusterConfigError(f"etcd.tls.{what}: cannot read {name}: {e.strerror}") from e
+    return out[0], out[1], out[2]
+
+
+async def load_credentials(config: EtcdConfig) -> Credentials:
+    """Read the password from the environment and the TLS files from disk."""
+    password: str | None = None
+    if config.password_env is not None:
+        password = os.environ.get(config.password_env)
+        if password is None:
+            raise ClusterConfigError(
+                f"etcd.password_env: environment variable {config.password_env} is not set"
+            )
+    if (config.username is None) != (password is None):
+        raise ClusterConfigError("etcd: username and password_env must be set together")
+    ca, cert, key = await asyncio.to_thread(_read_files, config)
+    return Credentials(config.username, password, ca, cert, key, tls=config.tls is not None)
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` → (host as gRPC wants it, port)."""
+    host, _, port = endpoint.rpartition(":")
+    return host, int(port)
+
+
+def make_client(endpoint: str, creds: Credentials, timeout: float) -> aetcd.Client:
+    """A client for one endpoint; every call it makes is bounded by `timeout` seconds."""
+    host, port = split_endpoint(endpoint)
+    # Keep gRPC's own reconnect backoff short: the cluster layer has its own.
+    options = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.max_reconnect_backoff_ms": 1000}
+    if creds.tls:
+        return _TlsClient(
+            creds,
+            host=host,
+            port=port,
+            username=creds.username,
+            password=creds.password,
+            timeout=timeout,
+            options=options,
+        )
+    return aetcd.Client(
+        host=host,
+        port=port,
+        username=creds.username,
+        password=creds.password,
+        timeout=timeout,
+        options=options,
+    )
+
+
+class _TlsClient(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client over a TLS channel (same steps as `aetcd.Client.connect`)."""
+
+    def __init__(self, creds: Credentials, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._channel_credentials = grpc.ssl_channel_credentials(
+            root_certificates=creds.ca, private_key=creds.key, certificate_chain=creds.cert
+        )
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        target = f"{self._host}:{self._port}"
+        self.channel = rpc.secure_channel(
+            target, self._channel_credentials, options=self._options.items()
+        )
+        try:
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(self.channel)
+                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+                resp = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", resp.token),)
+        except rpc.AioRpcError as e:
+            raise aetcd.ClientError(f"authenticate: {e.code().name}") from None
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = watcher.Watcher(
+            rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+        )
+        self._connected.set()
