@@ -8,21 +8,25 @@ import ipaddress
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnsfailover import __version__
 from dnsfailover.config import load
 from dnsfailover.errors import ConfigError, DnsFailoverError
+from dnsfailover.logs import setup_logging
 from dnsfailover.oneshot import PlanResult
-from dnsfailover.schema import ActivePassive, Config
+from dnsfailover.schema import Config
+
+if TYPE_CHECKING:
+    from dnsfailover.service import Service
 
 log = logging.getLogger("dnsfailover.cli")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_DNS = "127.0.0.1:5353"
 DEFAULT_STATE = "dnsfailover.db"
+DEFAULT_API = "127.0.0.1:8053"
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -38,6 +42,10 @@ def parse_hostport(text: str) -> tuple[str, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
     return host, int(port)
+
+
+def parse_api(text: str) -> tuple[str, int] | None:
+    return None if text.strip().lower() == "off" else parse_hostport(text)
 
 
 def _load(path: str) -> Config:
@@ -65,11 +73,22 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
         dns_port=port,
         state_path=args.state,
         workers=args.workers,
+        node_id=args.node_id,
+        api=args.api,
+        config_path=args.config,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_service(service))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         bound_host, bound_port = await service.start()
     except OSError as e:
@@ -77,9 +96,13 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
         print(f"error: cannot serve DNS on {host}:{port}: {e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    api = ""
+    if service.api_address is not None:
+        api_host, api_port = service.api_address
+        api = f", api http://{f'[{api_host}]' if ':' in api_host else api_host}:{api_port}"
     print(
         f"dnsfailover: serving {len(config.zones)} zone(s) on {shown}:{bound_port} (udp+tcp)"
-        f", state {args.state}",
+        f"{api}, state {args.state}",
         flush=True,
     )
     await stop.wait()
@@ -89,6 +112,23 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def reload_service(service: Service) -> None:
+    """SIGHUP: re-read and validate the config; a bad one is logged and the running one stays."""
+    try:
+        summary = await service.reload_from_file()
+    except ConfigError as e:
+        log.error(
+            "reload: %s is invalid; still running the previous config:\n  %s",
+            service.config_path,
+            "\n  ".join(str(p) for p in e.problems),
+        )
+        return
+    except (OSError, ValueError) as e:
+        log.error("reload: %s; still running the previous config", e)
+        return
+    log.info("reload: %s applied (%s)", service.config_path, summary)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from dnsfailover.server.workers import loop_factory
 
@@ -96,6 +136,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     config = _load(args.config)
+    if config.regions and args.region not in config.regions:
+        print(
+            f"error: --region {args.region} is not one of the config's regions "
+            f"({', '.join(config.regions)})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     # uvloop when installed (the `fast` extra); DNSFAILOVER_LOOP=asyncio turns it off.
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_serve(config, args))
@@ -149,59 +196,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return _print_plan(result, applied=True)
 
 
-def cmd_failback(args: argparse.Namespace) -> int:
-    from dnsfailover.store import Store
-
-    config = _load(args.config)
-    name = args.name.lower() if args.name.endswith(".") else None
-    matches = [
-        (n, r)
-        for _o, n, r in config.managed()
-        if n == name or (name is None and n.split(".")[0] == args.name.lower())
-    ]
-    if len(matches) != 1:
-        known = ", ".join(n for _o, n, _r in config.managed()) or "none"
-        print(
-            f"error: {args.name!r} names no single managed record; managed: {known}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    fqdn, record = matches[0]
-    if not isinstance(record, ActivePassive):
-        print(
-            f"error: {fqdn} is {record.policy}; only active-passive records fail back",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    store = Store(args.state)
-    try:
-        store.add_request("failback", fqdn, args.reason, time.time())
-    finally:
-        store.close()
-    print(
-        f"failback of {fqdn} queued in {args.state}; a running server takes it within a second "
-        "(see `dnsfailover events`)"
-    )
-    return EXIT_OK
-
-
-def cmd_events(args: argparse.Namespace) -> int:
-    from dnsfailover.store import Store
-
-    if not Path(args.state).exists():
-        print(f"error: no state store at {args.state}", file=sys.stderr)
-        return EXIT_ERROR
-    store = Store(args.state, readonly=True)
-    try:
-        events = store.events(limit=args.limit)
-    finally:
-        store.close()
-    for e in reversed(events):
-        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
-        print(f"{at}.{int(e.at * 1000) % 1000:03d} {e.kind:<9} {e.subject} {e.message}")
-    return EXIT_OK
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from dnsfailover.demo import run_demo
 
@@ -220,6 +214,12 @@ def _logging_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         default=argparse.SUPPRESS if suppress else "INFO",
         help="default INFO",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["human", "json"],
+        default=argparse.SUPPRESS if suppress else "human",
+        help="human (default) or json: one object per line, for log shippers",
     )
 
 
@@ -262,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--region", default="local", help="this node's region (default local)")
     sp.add_argument(
+        "--node-id",
+        default=None,
+        metavar="ID",
+        help="this node's name in a cluster (default: the host name)",
+    )
+    sp.add_argument(
+        "--api",
+        type=parse_api,
+        default=parse_api(DEFAULT_API),
+        metavar="HOST:PORT|off",
+        help=f"HTTP API, metrics and status page (default {DEFAULT_API}; off to disable)",
+    )
+    sp.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -281,24 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_plan)
 
     sp = add_parser(
-        "failback",
-        help="ask a running server to fail a manual-failback "
-        "active-passive record back to its preferred tier",
+        "apply",
+        help="probe once and push each external zone's plan to its provider (unsafe plans "
+        "refused unless --force)",
     )
     sp.add_argument("config", metavar="CONFIG")
-    sp.add_argument(
-        "name",
-        metavar="NAME",
-        help="managed name, absolute (api.example.test.) or its first label (api)",
-    )
-    sp.add_argument("--reason", default="operator request", help="recorded in the history")
+    sp.add_argument("--region", default="local", help="this node's region (default local)")
+    sp.add_argument("--force", action="store_true", help="apply even an unsafe plan")
     state(sp)
-    sp.set_defaults(func=cmd_failback)
+    sp.set_defaults(func=cmd_apply)
 
-    sp = add_parser("events", help="show the recorded history of health and answers")
-    sp.add_argument("--limit", type=int, default=50, help="how many, newest (default 50)")
-    state(sp)
-    sp.set_defaults(func=cmd_events)
+    from dnsfailover.opscli import register
+    from dnsfailover.simulate import add_parser as add_simulate
+
+    add_simulate(sub)
+    register(sub, parents=[common])
 
     sp = add_parser("demo", help="start local endpoints and a server, and watch failover")
     sp.add_argument(
@@ -317,10 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    setup_logging(
+        logging.DEBUG if args.debug else getattr(logging, args.log_level), args.log_format
     )
     if not args.debug:
         # APScheduler logs every job run at INFO: one line per check per interval.

@@ -1,76 +1,45 @@
 """The failover engine: a pure function from config + health + previous state to answers.
 
 No I/O and no clock of its own: `now` is a parameter, so every rule is table-testable.
-Both policies are handled as tiers: an active-active record is one tier.
+Both policies are handled as tiers: an active-active record is one tier.  The rules on top
+of plain health (overrides, interlocks, damping, capacity, staged failback, shadow mode)
+live in `dnsfailover.policy`; this module runs them in order for every name.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from dnsfailover.fields import absolute_name
 from dnsfailover.model import RecordSet, Soa, State, ZoneContent
+from dnsfailover.overrides import Override
+from dnsfailover.policy import damping
+from dnsfailover.policy.answer import answer_for
+from dnsfailover.policy.interlocks import endpoint_keys, tripped
+from dnsfailover.policy.overrides import apply, touches
+from dnsfailover.policy.settings import FailoverRecord, settings
+from dnsfailover.policy.tiers import Inputs, select
+from dnsfailover.policy.values import Decision, EngineState, NameDecision, NameState, Transition
 from dnsfailover.schema import (
     ActiveActive,
     ActivePassive,
     Config,
     SoaConfig,
     StaticRecord,
-    Tier,
     ZoneConfig,
 )
 
-FailoverRecord = ActiveActive | ActivePassive
-
-
-@dataclass(frozen=True, slots=True)
-class NameState:
-    """What the engine remembers of one managed name between decisions."""
-
-    active: str | None = None  # name of the serving tier; None before the first decision
-    healthy_since: Mapping[str, float] = field(default_factory=dict)  # tier → since when
-    answer: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class EngineState:
-    names: Mapping[str, NameState] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A managed name's answer changed; `kind` is failover, failback, answer or all_down."""
-
-    name: str
-    at: float
-    kind: str
-    old: tuple[str, ...]
-    new: tuple[str, ...]
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class NameDecision:
-    """Why one name answers what it answers."""
-
-    name: str
-    zone: str
-    policy: str
-    answer: tuple[str, ...]
-    tier: str | None
-    mode: str  # healthy | degraded | all_down | no_data
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    zones: tuple[ZoneContent, ...]  # serial 0: the service numbers what it publishes
-    names: Mapping[str, NameDecision]
-    transitions: tuple[Transition, ...]
-    state: EngineState
-    wake_at: float | None  # re-decide then even if no health changes (hold-down expiry)
+__all__ = [
+    "Decision",
+    "EngineState",
+    "NameDecision",
+    "NameState",
+    "Transition",
+    "build_zone",
+    "decide",
+    "vet_override",
+]
 
 
 def decide(
@@ -79,35 +48,122 @@ def decide(
     previous: EngineState,
     now: float,
     *,
+    overrides: Sequence[Override] = (),
     failback: frozenset[str] = frozenset(),
+    reset_breaker: bool = False,
 ) -> Decision:
     """Decide every managed name's answer.
 
     :param health: voted state per target key; missing keys are UNKNOWN.
-    :param failback: names an operator asked to fail back (for `failback: manual`).
+    :param overrides: operator overrides; expired ones are ignored.
+    :param failback: names an operator asked to fail back (same as a FAILBACK override).
+    :param reset_breaker: an operator accepts the current health: the circuit breaker
+        takes it as its new baseline instead of freezing.
     """
+    active = [o for o in overrides if o.active(now)]
+    frozen = None if reset_breaker else tripped(config, health, previous)
+    keys = endpoint_keys(config)
     names: dict[str, NameDecision] = {}
     states: dict[str, NameState] = {}
     transitions: list[Transition] = []
     wakes: list[float] = []
+    refused: dict[str, str] = {}
     for origin, name, record in config.managed():
         prev = previous.names.get(name, NameState())
-        nd, ns, wake = _decide_name(
-            config, origin, name, record, health, prev, now, name in failback
+        mine = [o for o in active if touches(o, name, record)]
+        if frozen is not None and prev.active is not None and not any(o.force for o in mine):
+            names[name], states[name] = _frozen(origin, name, record, prev, frozen), prev
+            refused.update({o.id: frozen for o in mine})
+            continue
+        nd, ns, wake, why = _decide_name(
+            config, origin, name, record, health, prev, now, mine, name in failback
         )
+        if frozen is not None:
+            nd = _note(nd, "override: forced past the circuit breaker")
+        ns = replace(ns, down=tuple(sorted(k for k in keys[name] if health.get(k) is State.DOWN)))
         names[name], states[name] = nd, ns
-        if wake is not None:
-            wakes.append(wake)
-        if prev.active is not None and nd.answer != prev.answer:
-            transitions.append(
-                Transition(
-                    name, now, _kind(prev, ns, nd, record), prev.answer, nd.answer, nd.reason
-                )
-            )
+        refused.update(why)
+        wakes.extend(wake)
+        wakes.extend(o.expires_at for o in mine if o.expires_at is not None)
+        transition = _transition(name, now, record, prev, ns, nd)
+        if transition is not None:
+            transitions.append(transition)
     zones = tuple(build_zone(origin, zone, names) for origin, zone in config.zones.items())
+    future = [w for w in wakes if w > now]
     return Decision(
-        zones, names, tuple(transitions), EngineState(states), min(wakes) if wakes else None
+        zones,
+        names,
+        tuple(transitions),
+        EngineState(states),
+        min(future) if future else None,
+        frozen,
+        refused,
     )
+
+
+def vet_override(
+    config: Config,
+    health: Mapping[str, State],
+    state: EngineState,
+    overrides: Sequence[Override],
+    candidate: Override,
+    now: float,
+) -> str | None:
+    """Why `candidate` would trip an interlock (None: it is fine, or it is forced).
+
+    It is decided as if already set, unforced, next to the overrides in force; what the
+    engine would set aside is the refusal.  The same checks run on every later decision,
+    so an override that becomes unsafe later is set aside then (and says so).
+    """
+    if candidate.force:
+        return None
+    others = [o for o in overrides if o.id != candidate.id]
+    trial = decide(config, health, state, now, overrides=[*others, replace(candidate, force=False)])
+    return trial.refused.get(candidate.id)
+
+
+def _note(nd: NameDecision, text: str) -> NameDecision:
+    return replace(nd, reason=f"{nd.reason}; {text}", notes=(*nd.notes, text))
+
+
+def _frozen(
+    origin: str, name: str, record: FailoverRecord, prev: NameState, why: str
+) -> NameDecision:
+    note = f"interlock: {why}"
+    return NameDecision(
+        name,
+        origin,
+        record.policy,
+        prev.answer,
+        prev.active if len(record.tiers) > 1 else None,
+        prev.mode or "degraded",
+        f"frozen on the previous answer; {note}",
+        weights=dict(prev.weights) or {a: 1 for a in prev.answer},
+        would_answer=prev.would_answer if prev.mode else prev.answer,
+        notes=(note,),
+    )
+
+
+def _transition(
+    name: str,
+    now: float,
+    record: FailoverRecord,
+    prev: NameState,
+    ns: NameState,
+    nd: NameDecision,
+) -> Transition | None:
+    if prev.active is None:
+        return None
+    if nd.shadow:
+        before = prev.would_answer if prev.mode else prev.answer
+        if nd.would_answer == before:
+            return None
+        kind = _kind(prev, ns, nd, record)
+        why = f"shadow: would {kind} (nothing published): {nd.reason}"
+        return Transition(name, now, "shadow", before, nd.would_answer, why)
+    if nd.answer == prev.answer:
+        return None
+    return Transition(name, now, _kind(prev, ns, nd, record), prev.answer, nd.answer, nd.reason)
 
 
 def _kind(prev: NameState, ns: NameState, nd: NameDecision, record: FailoverRecord) -> str:
@@ -119,23 +175,6 @@ def _kind(prev: NameState, ns: NameState, nd: NameDecision, record: FailoverReco
     return "answer"
 
 
-def _up(
-    tier: Tier, record: FailoverRecord, config: Config, health: Mapping[str, State]
-) -> list[str]:
-    return [
-        e.address
-        for e in tier.endpoints
-        if health.get(config.health_key(record, e), State.UNKNOWN) is State.UP
-    ]
-
-
-def _known(tier: Tier, record: FailoverRecord, config: Config, health: Mapping[str, State]) -> bool:
-    return any(
-        health.get(config.health_key(record, e), State.UNKNOWN) is not State.UNKNOWN
-        for e in tier.endpoints
-    )
-
-
 def _decide_name(
     config: Config,
     origin: str,
@@ -144,90 +183,115 @@ def _decide_name(
     health: Mapping[str, State],
     prev: NameState,
     now: float,
+    overrides: Sequence[Override],
     failback_requested: bool,
-) -> tuple[NameDecision, NameState, float | None]:
+) -> tuple[NameDecision, NameState, list[float], dict[str, str]]:
+    policy = settings(config, record)
     tiers = record.tiers
-    order = [t.name for t in tiers]
-    up = {t.name: _up(t, record, config, health) for t in tiers}
-    meets = {t.name: len(up[t.name]) >= t.min_healthy for t in tiers}
-    since = {t: prev.healthy_since.get(t, now) for t in order if meets[t]}
-    active = prev.active if prev.active in order else None
-    wake: float | None = None
-    note = ""
-
-    healthy = [t for t in order if meets[t]]
-    if active is None:
-        active = healthy[0] if healthy else order[0]
-        note = "first decision"
-    elif healthy and not meets[active]:
-        # The serving tier failed: take the best healthy tier, preferring higher-priority
-        # tiers only once they may be failed back to, then lower-priority ones.
-        rank = order.index(active)
-        higher = [t for t in healthy if order.index(t) < rank]
-        lower = [t for t in healthy if order.index(t) > rank]
-        ready = [t for t in higher if _may_fail_back(record, since[t], now, failback_requested)]
-        chosen = (ready or lower or higher)[0]
-        note = f"tier {active} below min_healthy"
-        active = chosen
-    elif healthy and order.index(healthy[0]) < order.index(active):
-        rank = order.index(active)
-        higher = [t for t in healthy if order.index(t) < rank]
-        ready = [t for t in higher if _may_fail_back(record, since[t], now, failback_requested)]
-        if ready:
-            note = (
-                "operator requested failback"
-                if failback_requested
-                and isinstance(record, ActivePassive)
-                and record.failback == "manual"
-                else f"{ready[0]} healthy for hold_down"
-            )
-            active = ready[0]
-        elif isinstance(record, ActivePassive) and record.failback == "manual":
-            note = f"{healthy[0]} is healthy; failback is manual and awaits an operator"
-        else:
-            assert isinstance(record, ActivePassive)
-            wake = min(since[t] + record.hold_down for t in higher)
-            note = f"{healthy[0]} is healthy; failback after hold_down at {wake:.3f}"
-
-    tier = tiers[order.index(active)]
-    answer: tuple[str, ...]
-    if meets[active]:
-        answer = _sorted(up[active])
-        mode = "healthy" if len(up[active]) == len(tier.endpoints) else "degraded"
-        reason = f"{len(up[active])}/{len(tier.endpoints)} endpoints up"
-        reason = f"tier {active}: {reason}" if len(tiers) > 1 else reason
-    elif not any(_known(t, record, config, health) for t in tiers):
-        answer = _sorted(e.address for e in tier.endpoints)
-        mode, reason = "no_data", "no health data yet: serving every endpoint of the tier"
-    else:
-        mode = "all_down"
-        if record.all_down == "serve_all":
-            answer = _sorted(e.address for e in tier.endpoints)
-            reason = "no tier meets min_healthy: all_down=serve_all (fail open)"
-        elif record.all_down == "serve_none":
-            answer = ()
-            reason = "no tier meets min_healthy: all_down=serve_none (NODATA)"
-        else:
-            answer = _sorted(record.fallback)
-            reason = "no tier meets min_healthy: all_down=fallback"
-    if len(tiers) > 1 or note:
-        reason = f"{reason}; {note}" if note else reason
-    decision = NameDecision(
-        name, origin, record.policy, answer, active if len(tiers) > 1 else None, mode, reason
+    applied = apply(config, name, record, health, overrides)
+    notes, wakes = list(applied.notes), []
+    up = applied.up
+    raw_up = tuple(
+        e.address
+        for t in tiers
+        for e in t.endpoints
+        if health.get(config.health_key(record, e), State.UNKNOWN) is State.UP
     )
-    return decision, NameState(active, since, answer), wake
-
-
-def _may_fail_back(record: FailoverRecord, since: float, now: float, requested: bool) -> bool:
-    if not isinstance(record, ActivePassive):
-        return True
-    if record.failback == "manual":
-        return requested
-    return now - since >= record.hold_down
-
-
-def _sorted(addresses: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(addresses), key=ipaddress.ip_address))
+    cfg = policy.damping
+    pre = (
+        damping.update(cfg, prev.penalties, prev.penalty_at, prev.suppressed, (), now)
+        if cfg
+        else None
+    )
+    damped = False
+    if pre is not None and isinstance(record, ActiveActive):
+        held = [a for a in up["all"] if a in pre.suppressed]
+        if held:
+            rest = [a for a in up["all"] if a not in held]
+            text = ", ".join(f"{a} (penalty {pre.penalties[a]:.0f})" for a in held)
+            if len(rest) >= record.min_healthy:
+                up = {"all": rest}
+                damped = True
+                notes.append(f"damping: keeping flapping {text} out until below reuse")
+            else:
+                notes.append(f"damping: flapping {text} kept in: needed for min_healthy")
+    meets = {t.name: len(up[t.name]) >= t.min_healthy for t in tiers}
+    since = {t.name: prev.healthy_since.get(t.name, now) for t in tiers if meets[t.name]}
+    sel = select(
+        record,
+        prev,
+        now,
+        Inputs(
+            up,
+            since,
+            applied.failover,
+            applied.failback,
+            failback_requested,
+            pre is not None and isinstance(record, ActivePassive) and "" in pre.suppressed,
+            policy.max_failovers,
+        ),
+    )
+    wakes.extend(sel.wakes)
+    penalties, suppressed, penalty = dict(prev.penalties), prev.suppressed, 0.0
+    if cfg is not None and pre is not None:
+        flips: list[str] = []
+        if prev.active is not None:
+            if isinstance(record, ActiveActive):
+                flips = [a for a in prev.up if a not in raw_up]
+            elif sel.active != prev.active:
+                flips = [""]
+        post = damping.update(cfg, pre.penalties, now, pre.suppressed, flips, now)
+        penalties, suppressed = post.penalties, post.suppressed
+        penalty = max(penalties.values(), default=0.0)
+        if post.wake_at is not None:
+            wakes.append(post.wake_at)
+        if sel.damped:
+            damped = True
+            notes.append(
+                f"damping: penalty {pre.penalties.get('', 0.0):.0f} reached suppress "
+                f"{cfg.suppress:g}; held on {sel.active} until it decays below reuse "
+                f"{cfg.reuse:g}" + (f" at {post.wake_at:.3f}" if post.wake_at else "")
+            )
+    result = answer_for(record, up, sel, applied.known, policy, prev, now)
+    notes.extend(result.notes)
+    wakes.extend(result.wakes)
+    reason = "; ".join([result.reason, *sel.notes, *notes])
+    nd = NameDecision(
+        name,
+        origin,
+        record.policy,
+        result.published,
+        sel.active if len(tiers) > 1 else None,
+        result.mode,
+        reason,
+        weights=result.weights,
+        loads=result.loads,
+        ttl=result.ttl,
+        would_answer=result.answer,
+        shadow=policy.shadow,
+        damped=damped,
+        penalty=penalty,
+        over_capacity=result.over,
+        notes=(*sel.notes, *notes),
+    )
+    ns = NameState(
+        active=sel.active,
+        healthy_since=since,
+        answer=result.published,
+        would_answer=result.answer,
+        mode=result.mode,
+        up=raw_up,
+        changes=sel.changes,
+        penalties=penalties,
+        penalty_at=now,
+        suppressed=suppressed,
+        weights=result.published_weights,
+        staged_from=sel.staged_from,
+        staged_since=sel.staged_since,
+        pin=sel.pin,
+        released=sel.released,
+    )
+    return nd, ns, wakes, {**applied.refused, **sel.refused}
 
 
 def build_zone(
@@ -252,7 +316,8 @@ def build_zone(
         if nd is not None:
             # An empty answer (serve_none) stays as an empty set: the name still exists,
             # so resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
-            sets[(fqdn, record.type)] = RecordSet(fqdn, record.type, record.ttl, nd.answer)
+            ttl = record.ttl if nd.ttl is None else nd.ttl
+            sets[(fqdn, record.type)] = RecordSet(fqdn, record.type, ttl, nd.answer)
     # A zone published by an external provider has no SOA of ours; a placeholder keeps the
     # value shape uniform and is never published.
     soa = zone.soa or SoaConfig(mname=origin, rname=f"hostmaster.{origin}")

@@ -337,6 +337,11 @@ class HealthTracker:
         """The voted state of every health key."""
         return {key: v.voted for key, v in self._votes.items()}
 
+    def since(self, key: str) -> float | None:
+        """When the voted state of `key` last changed (None before any verdict)."""
+        v = self._votes.get(key)
+        return v.since if v is not None and v.voted is not State.UNKNOWN else None
+
     def reason(self, key: str) -> str:
         v = self._votes.get(key)
         return v.reason if v is not None else "unknown health key"

@@ -17,7 +17,13 @@ from dnsfailover.model import Observation
 from dnsfailover.provider import ApplyResult, Plan, UnsafePlan, create_provider
 from dnsfailover.scheduler import ProbeScheduler
 from dnsfailover.schema import Config
-from dnsfailover.service import cold_start_deadline, hysteresis, provider_records, safety
+from dnsfailover.service import (
+    cold_start_deadline,
+    hysteresis,
+    provider_records,
+    region_source,
+    safety,
+)
 from dnsfailover.store import SavedHealth, Store
 from dnsfailover.sync import ZoneSync
 
@@ -56,7 +62,7 @@ async def decide_once(
     config: Config, state_path: str | Path | None, region: str = "local"
 ) -> tuple[tuple[Observation, ...], Decision]:
     """One round of probes (store only read), then a decision."""
-    tracker = HealthTracker(hysteresis(config))
+    tracker = HealthTracker(hysteresis(config), config.votes())
     engine = EngineState()
     if state_path is not None:
         saved, engine = await asyncio.to_thread(_read_saved, state_path)
@@ -66,7 +72,12 @@ async def decide_once(
     def observe(obs: Observation) -> None:
         tracker.observe(obs)
 
-    scheduler = ProbeScheduler(config.targets(), region=region, on_observation=observe)
+    scheduler = ProbeScheduler(
+        config.targets(),
+        region=region,
+        on_observation=observe,
+        source_address=region_source(config, region),
+    )
     try:
         observations = await scheduler.run_round(cold_start_deadline(config))
     finally:

@@ -22,7 +22,10 @@ import json
 import uuid
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dnsfailover.schema import Config
 
 
 class Action(StrEnum):
@@ -91,3 +94,39 @@ def new_id() -> str:
 
 def active_overrides(overrides: list[Override], now: float) -> list[Override]:
     return [o for o in overrides if o.active(now)]
+
+
+class OverrideRefused(Exception):
+    """An override would trip an interlock (and was not forced); the message says which."""
+
+
+def target_problem(config: Config, o: Override) -> str | None:
+    """Why `o` names something that does not exist (None when it is fine): a precise message
+    for the API's 400 and the CLI."""
+    managed = {name: record for _origin, name, record in config.managed()}
+    if o.name is not None and o.name not in managed:
+        return f"{o.name} is not a managed name (one of: {', '.join(sorted(managed)) or 'none'})"
+    if not o.reason.strip():
+        return "a reason is required"
+    records = [managed[o.name]] if o.name is not None else list(managed.values())
+    if o.action in (Action.FAILOVER, Action.FAILBACK):
+        if o.name is None:
+            return f"{o.action.value} needs the managed name"
+        if o.endpoint is not None:
+            return f"{o.action.value} applies to a name (and optionally a tier), not an endpoint"
+    if o.tier is not None:
+        if o.name is None:
+            return "a tier is named within a managed name: give the name too"
+        tiers = [t.name for t in managed[o.name].tiers]
+        if o.tier not in tiers:
+            return f"{o.name} has no tier {o.tier!r} (tiers: {', '.join(tiers)})"
+    if o.action is Action.DRAIN and o.endpoint is None:
+        return "drain needs an endpoint address"
+    if o.action in (Action.FORCE_UP, Action.FORCE_DOWN) and o.endpoint is None and o.tier is None:
+        return f"{o.action.value} needs an endpoint address or a tier"
+    if o.endpoint is not None:
+        addresses = {e.address for r in records for t in r.tiers for e in t.endpoints}
+        if o.endpoint not in addresses:
+            where = o.name or "any managed name"
+            return f"{o.endpoint} is not an endpoint of {where}"
+    return None

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -221,8 +221,11 @@ class ProbeScheduler:
     :param on_observation: called on the loop for every finished probe; must not block.
     :param max_in_flight: at most this many probes run at once.
     :param session: the aiohttp session for http(s) probes; one is made (and closed by
-        `stop`) when needed and not given.  Give one made by `checks.make_session`.
+        `stop`) when needed and not given.  Give one made by `checks.make_session`, with
+        the same `source_address`.
     :param clock: wall clock for `Observation.at` (the probe's start).
+    :param source_address: every probe leaves from this local address (the region's
+        `source_address`); None lets the kernel choose.
     """
 
     def __init__(
@@ -234,10 +237,12 @@ class ProbeScheduler:
         max_in_flight: int = 1000,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
+        source_address: str | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._region = region
+        self._source = source_address
         self._on_observation = on_observation
         self._clock = clock
         self._gate = _Gate(max_in_flight)
@@ -255,15 +260,19 @@ class ProbeScheduler:
 
     # -- public API ------------------------------------------------------------------------
 
-    async def run_round(self, deadline: float) -> list[Observation]:
-        """Probe every target once now; return what finished within `deadline` seconds.
+    async def run_round(
+        self, deadline: float, only: Collection[str] | None = None
+    ) -> list[Observation]:
+        """Probe every target (or those keyed in `only`) once now; return what finished
+        within `deadline` seconds.
 
-        Used for the cold start.  Probes still running at the deadline are cancelled and
-        give no observation: no data is not the same as down.
+        Used for the cold start, and for the targets a reload adds.  Probes still running at
+        the deadline are cancelled and give no observation: no data is not the same as down.
         """
         self._prepare()
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._probe(e, None)) for e in self._entries.values()]
+        entries = [e for key, e in self._entries.items() if only is None or key in only]
+        tasks = [loop.create_task(self._probe(e, None)) for e in entries]
         for task in tasks:
             self._round_tasks.add(task)
             task.add_done_callback(self._round_tasks.discard)
@@ -290,7 +299,12 @@ class ProbeScheduler:
         self._aps.start()
         for rnd in self._rounds.values():
             self._schedule(rnd)
-        logger.info("start: targets=%d checks=%d", len(self._entries), len(self._rounds))
+        logger.info(
+            "start: targets=%d checks=%d source=%s",
+            len(self._entries),
+            len(self._rounds),
+            self._source or "any",
+        )
 
     def update(self, targets: Targets) -> None:
         """Apply a config reload: removed or changed targets stop now, new ones start at
@@ -357,9 +371,9 @@ class ProbeScheduler:
 
     def _make_probe(self, check: CheckConfig) -> Probe:
         if check.type in ("http", "https") and self._session is None:
-            self._session = make_session()
+            self._session = make_session(source_address=self._source)
             self._owns_session = True
-        return make_probe(check, session=self._session)
+        return make_probe(check, session=self._session, source_address=self._source)
 
     def _add(self, key: str, target: Target, check: CheckConfig) -> None:
         entry = _Entry(key, target, check)

@@ -14,15 +14,22 @@ import contextlib
 import gc
 import logging
 import os
+import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from dnsfailover.alerts.alerter import Alerter, Notice
+from dnsfailover.api.metrics import Metrics
+from dnsfailover.clusterlink import ClusterLink
 from dnsfailover.embedded import EmbeddedProvider, EmbeddedZones
 from dnsfailover.engine import Decision, EngineState, decide
 from dnsfailover.health import HealthTracker, Hysteresis, log_change
 from dnsfailover.model import HealthChange, Observation, RecordSet, State, ZoneContent
+from dnsfailover.operations import Operations
+from dnsfailover.overrides import Action, Override
 from dnsfailover.provider import Safety, create_provider, diff
 from dnsfailover.scheduler import ProbeScheduler
 from dnsfailover.schema import CheckConfig, Config
@@ -38,6 +45,8 @@ from dnsfailover.tasks import cancel_and_wait
 
 log = logging.getLogger("dnsfailover.service")
 
+Event = tuple[float, str, str, str]  # (at, kind, subject, message) for the history
+
 REQUEST_POLL = 0.5  # seconds between looks at the store for operator requests
 
 
@@ -46,6 +55,11 @@ def hysteresis(config: Config) -> dict[str, Hysteresis]:
         key: Hysteresis(check.rise, check.fall, check.interval)
         for key, (_target, check) in config.targets().items()
     }
+
+
+def region_source(config: Config, region: str) -> str | None:
+    spec = config.regions.get(region)
+    return spec.source_address if spec is not None else None
 
 
 def cold_start_deadline(config: Config) -> float:
@@ -82,7 +96,7 @@ class Published:
     at: float
 
 
-class Service:
+class Service(Operations):
     """One dnsfailover node serving its zones from the embedded DNS server."""
 
     def __init__(
@@ -96,8 +110,23 @@ class Service:
         clock: Callable[[], float] = time.time,
         on_decision: Callable[[Decision], None] | None = None,
         workers: int = 1,
+        node_id: str | None = None,
+        api: tuple[str, int] | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
+        self._reset_breaker = False
+        self._frozen: str | None = None
+        self._refused: set[str] = set()
+        self.node_id = node_id or socket.gethostname()
+        self._api_addr = api
+        self.api_address: tuple[str, int] | None = None
+        self._api: Any = None  # dnsfailover.api.server.ApiServer, imported when serving
+        self.metrics = Metrics()
+        self.alerter = Alerter(config.notifications, node=self.node_id)
+        self._overrides: list[Override] = []
+        self._detected_at: float | None = None  # first health change not yet published
         self.workers = workers  # DNS-serving processes, this one included
         self._pool: WorkerPool | None = None
         self._on_decision = on_decision
@@ -105,14 +134,20 @@ class Service:
         self._dns_host, self._dns_port = dns_host, dns_port
         self._state_path = state_path
         self._clock = clock
-        self._tracker = HealthTracker(hysteresis(config))
+        self._tracker = HealthTracker(hysteresis(config), config.votes())
         self._engine = EngineState()
         self._serials: dict[str, int] = {}
         self._pending_health: list[HealthChange] = []
         self._requests: list[Request] = []
         self._wake = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._decide_lock = asyncio.Lock()
+        self._link: ClusterLink | None = None
+        self._force_publish = False
+        if config.cluster is not None:
+            self._link = ClusterLink(self, config.cluster, clock)
         self._tasks: list[asyncio.Task[None]] = []
-        self._store: AsyncStore | None = None
+        self.store: AsyncStore | None = None
         self._scheduler: ProbeScheduler | None = None
         self._server: DnsServer | None = None
         self._notifier: Notifier | None = None
@@ -126,18 +161,26 @@ class Service:
     def tracker(self) -> HealthTracker:
         return self._tracker
 
+    @property
+    def dns_server(self) -> DnsServer | None:
+        return self._server
+
     async def start(self) -> tuple[str, int]:
         """Cold-start and begin serving; returns the DNS address actually bound."""
-        self._store = await AsyncStore.open(self._state_path)
-        serials, saved, engine = await self._store.run(
-            lambda s: (s.serials(), s.health(), s.engine_state())
+        self.store = await AsyncStore.open(self._state_path)
+        serials, saved, engine, overrides = await self.store.run(
+            lambda s: (s.serials(), s.health(), s.engine_state(), s.overrides())
         )
-        self._serials, self._engine = serials, engine
+        self._serials, self._engine, self._overrides = serials, engine, overrides
         for h in saved:
             self._tracker.restore(h.target, h.region, h.state, h.since, h.reason)
         self._scheduler = ProbeScheduler(
-            self.config.targets(), region=self.region, on_observation=self._on_observation
+            self.config.targets(),
+            region=self.region,
+            on_observation=self._on_observation,
+            source_address=region_source(self.config, self.region),
         )
+        await self.alerter.start()
         started = self._clock()
         await self._scheduler.run_round(cold_start_deadline(self.config))
         log.info(
@@ -146,7 +189,10 @@ class Service:
             self._clock() - started,
         )
         await asyncio.to_thread(self._make_providers)  # entry points read package metadata
-        await self._decide_and_publish(force_all=True)
+        if self._link is None:
+            await self._decide_and_publish(force_all=True)
+        else:
+            await self._cluster_cold_start()
         keyring = await asyncio.to_thread(make_keyring, self.config.tsig_keys)  # reads files
         transfers = TransferHandler(self.embedded, transfer_acl(self.config), keyring)
         self._server = DnsServer(
@@ -173,17 +219,54 @@ class Service:
         self._notifier.notify(self.embedded.contents.values())
         for sync in self.syncs.values():
             sync.start()
+        if self._api_addr is not None:
+            from dnsfailover.api.config import resolve_token
+            from dnsfailover.api.server import ApiServer
+
+            token = await asyncio.to_thread(resolve_token, self.config.api)  # may read a file
+            self._api = ApiServer(self, *self._api_addr, token=token)
+            self.api_address = await self._api.start()
         self._scheduler.start()
         self._tasks = [
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
             asyncio.create_task(self._request_loop(), name="dnsfailover-requests"),
+            asyncio.create_task(self._revote_loop(), name="dnsfailover-revote"),
         ]
         # What start-up built lives as long as the process: keep it out of the collector's
         # full passes, which otherwise pause probes for tens of ms at 10k targets.
         gc.freeze()
         return bound
 
+    async def _cluster_cold_start(self) -> None:
+        """Join the cluster and serve its decision; without one in time, a local one."""
+        assert self._link is not None
+        assert self.config.cluster is not None
+        self._link.report_all()
+        await self._link.start()
+        wait = self.config.cluster.lease_ttl + 1.0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._link.first_decision.wait(), wait)
+        if self.published is not None:
+            return
+        log.warning(
+            "cluster: no published decision within %.1fs (%s); serving a local decision "
+            "until the leader's arrives",
+            wait,
+            self._link.degraded or "no leader yet",
+        )
+        now = self._clock()
+        decision = decide(
+            self.config, self._tracker.states(), self._engine, now, overrides=self.overrides()
+        )
+        changed = [z.origin for z in decision.zones]
+        serials = {o: next_serial(self._serials.get(o), now) for o in changed}
+        await self._commit(decision, serials, changed, now)
+
     async def stop(self) -> None:
+        if self._link is not None:
+            await self._link.stop()
+        if self._api is not None:
+            await self._api.stop()
         for task in self._tasks:
             await cancel_and_wait(task)
         if self._scheduler is not None:
@@ -194,27 +277,61 @@ class Service:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._notifier is not None:
             await self._notifier.stop()
+        await self.alerter.stop()
         if self._pool is not None:
             await self._pool.stop()
         if self._server is not None:
             await self._server.stop()
-        if self._store is not None:
+        if self.store is not None:
             if self._pending_health:
                 changes, self._pending_health = self._pending_health, []
-                await self._store.run(lambda s: s.save_health(changes))
-            await self._store.close()
+                await self.store.run(lambda s: s.save_health(changes))
+            await self.store.close()
 
     # -- the loop -----------------------------------------------------------------------------
 
     def _on_observation(self, obs: Observation) -> None:
+        self.metrics.probe(obs, obs.target.partition("@")[0])
         changes = self._tracker.observe(obs)
+        if self._link is not None:
+            self._link.observed(obs.at)
+            if changes:
+                self._link.report(changes)
         if changes:
-            for change in changes:
-                # One region: the voted line says it all; several: log each region too.
-                if change.region is None or len(self._tracker.regions(change.target)) > 1:
-                    log_change(change)
-            self._pending_health.extend(changes)
-            self._wake.set()
+            self.health_changed(changes)
+
+    def wake(self, force: bool = False) -> None:
+        """Re-decide now; `force` re-publishes to the cluster even if nothing changed."""
+        self._force_publish = self._force_publish or force
+        self._wake.set()
+
+    def adopt(self, state: EngineState, serials: Mapping[str, int]) -> None:
+        """A new cluster leader continues from the last published engine state and serials."""
+        self._engine = state
+        for origin, serial in serials.items():
+            self._serials[origin] = max(serial, self._serials.get(origin, 0))
+
+    def health_changed(self, changes: list[HealthChange]) -> None:
+        for change in changes:
+            # One region: the voted line says it all; several: log each region too.
+            if change.region is None or len(self._tracker.regions(change.target)) > 1:
+                log_change(change)
+            self.metrics.health_change(change)
+            if change.region is None:
+                self.alerter.emit(Notice.from_health(change))
+                if self._detected_at is None:
+                    self._detected_at = change.at
+        self._pending_health.extend(changes)
+        self._wake.set()
+
+    async def _revote_loop(self) -> None:
+        """Regions whose results go stale stop voting even when nothing else happens."""
+        period = min((c.interval for _t, c in self.config.targets().values()), default=1.0)
+        while True:
+            await asyncio.sleep(max(0.1, min(period, 1.0)))
+            changes = self._tracker.revote(self._clock())
+            if changes:
+                self.health_changed(changes)
 
     async def _engine_loop(self) -> None:
         while True:
@@ -224,18 +341,19 @@ class Service:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             try:
-                await self._decide_and_publish()
+                async with self._decide_lock:
+                    await self._decide_and_publish()
             except Exception:
                 # Static stability: whatever failed, the last published answers stay served.
                 log.exception("engine: decision failed; still serving the last answers")
                 await asyncio.sleep(1.0)
 
     async def _request_loop(self) -> None:
-        assert self._store is not None
+        assert self.store is not None
         while True:
             await asyncio.sleep(REQUEST_POLL)
             try:
-                pending = await self._store.run(Store.pending_requests)
+                pending = await self.store.run(Store.pending_requests)
             except Exception:
                 log.exception("requests: cannot read operator requests from the store")
                 continue
@@ -248,12 +366,34 @@ class Service:
                 self._wake.set()
 
     async def _decide_and_publish(self, force_all: bool = False) -> None:
-        """Decide; persist serials, state and reasons; then hand changed zones to providers."""
-        assert self._store is not None
+        """Decide; persist serials, state and reasons; then hand changed zones to providers.
+
+        In a cluster only the leader decides, and what it decided is served by every node
+        (this one included) once etcd has it: see `_serve_shared`.
+        """
+        assert self.store is not None
         now = self._clock()
+        link = self._link
+        if link is not None and not link.leader:
+            health, self._pending_health = self._pending_health, []
+            if health:
+                await self.store.run(lambda s: s.save_health(health))
+            return
         requests, self._requests = self._requests, []
         failback = frozenset(r.name for r in requests if r.kind == "failback")
-        decision = decide(self.config, self._tracker.states(), self._engine, now, failback=failback)
+        overrides = self.overrides()
+        expired = [o for o in self._overrides if not o.active(now)]
+        reset, self._reset_breaker = self._reset_breaker, False
+        decision = decide(
+            self.config,
+            self._tracker.states(),
+            self._engine,
+            now,
+            overrides=overrides,
+            failback=failback,
+            reset_breaker=reset,
+        )
+        interlocks = self._interlock_events(decision, now)
         before = {z.origin: z for z in self.published.zones} if self.published else {}
         changed = [
             z.origin
@@ -273,41 +413,122 @@ class Service:
             )
             for r in requests
         ]
+        notes.extend(interlocks)
         health, self._pending_health = self._pending_health, []
         ids = [r.id for r in requests]
+        if link is not None:
+            zones = tuple(with_serials(decision.zones, {**self._serials, **serials}))
+            force, self._force_publish = self._force_publish, False
+            if not await link.publish(decision, zones, now, force=force or force_all):
+                self._pending_health = health + self._pending_health
+                return
+            await self.store.run(lambda s: s.save_health(health))
+        else:
+            await self._commit(decision, serials, changed, now, health, notes, ids)
+        # A failback is taken once; an expired override is over.
+        for o in [o for o in overrides if o.action is Action.FAILBACK] + expired:
+            why = "expired" if o in expired else "taken by the engine"
+            await self.remove_override(o.id, "engine", why)
 
-        def persist(store: Store) -> None:
-            store.save_health(health)
-            store.save_publish(serials, decision.state, decision.transitions, notes, ids, now)
-
-        await self._store.run(persist)
-        self._serials.update(serials)
-        self._engine = decision.state
-        for t in decision.transitions:
-            log.info(
-                "engine: %s %s %s -> %s: %s", t.kind, t.name, list(t.old), list(t.new), t.reason
-            )
-        zones = with_serials(decision.zones, self._serials)
-        self.published = Published(tuple(zones), decision, now)
-        if self._on_decision is not None:
-            self._on_decision(decision)
-        if not changed:
-            return
-        log.info(
-            "publish: zones=%s serials=%s",
-            ",".join(changed),
-            ",".join(str(serials[o]) for o in changed),
-        )
-        by_origin = {z.origin: z for z in zones}
-        for origin in changed:
-            content = by_origin[origin]
-            if origin in self.providers:
-                provider = self.providers[origin]
-                current = await provider.populate(())
-                plan = diff(origin, current, content.records, soa=content.soa, keep_empty=True)
-                await provider.apply(plan)
+    def _interlock_events(
+        self, decision: Decision, now: float
+    ) -> list[tuple[float, str, str, str]]:
+        """What the interlocks did this time that they did not do last time: logged,
+        alerted, and recorded in the history (once, not at every decision)."""
+        events: list[Event] = []
+        if decision.frozen != self._frozen:
+            if decision.frozen is not None:
+                message = f"circuit breaker tripped: {decision.frozen}"
+                log.error("interlock: %s", message)
+                self.alerter.emit(Notice("interlock", "circuit-breaker", message, now, "critical"))
             else:
-                self.syncs[origin].submit(provider_records(content))
+                message = "circuit breaker released"
+                log.warning("interlock: %s", message)
+                self.alerter.emit(Notice("interlock", "circuit-breaker", message, now, "warning"))
+            events.append((now, "interlock", "circuit-breaker", message))
+            self._frozen = decision.frozen
+        for oid, why in decision.refused.items():
+            if oid not in self._refused:
+                message = f"override {oid} set aside: {why}"
+                log.warning("interlock: %s", message)
+                self.alerter.emit(Notice("interlock", oid, message, now, "warning"))
+                events.append((now, "interlock", oid, message))
+        self._refused = set(decision.refused)
+        return events
+
+    async def _commit(
+        self,
+        decision: Decision,
+        serials: Mapping[str, int],
+        changed: list[str],
+        now: float,
+        health: Sequence[HealthChange] = (),
+        notes: Sequence[tuple[float, str, str, str]] = (),
+        request_ids: Sequence[int] = (),
+    ) -> None:
+        """Persist, then serve: the new serials, engine state and reasons are written before
+        the zones change, so a serial never goes backwards."""
+        assert self.store is not None
+        async with self._commit_lock:
+
+            def persist(store: Store) -> None:
+                store.save_health(health)
+                store.save_publish(
+                    serials, decision.state, decision.transitions, notes, request_ids, now
+                )
+
+            await self.store.run(persist)
+            self._serials.update(serials)
+            self._engine = decision.state
+            for t in decision.transitions:
+                log.info(
+                    "engine: %s %s %s -> %s: %s",
+                    t.kind,
+                    t.name,
+                    list(t.old),
+                    list(t.new),
+                    t.reason,
+                )
+                self.metrics.transition(t)
+                self.alerter.emit(Notice.from_transition(t))
+            detected, self._detected_at = self._detected_at, None
+            for origin in changed:
+                self.metrics.published(origin, self._serials[origin], detected, now)
+            zones = with_serials(decision.zones, self._serials)
+            self.published = Published(tuple(zones), decision, now)
+            if self._on_decision is not None:
+                self._on_decision(decision)
+            if not changed:
+                return
+            log.info(
+                "publish: zones=%s serials=%s",
+                ",".join(changed),
+                ",".join(str(self._serials[o]) for o in changed),
+            )
+            by_origin = {z.origin: z for z in zones}
+            for origin in changed:
+                content = by_origin[origin]
+                if origin in self.providers:
+                    provider = self.providers[origin]
+                    current = await provider.populate(())
+                    plan = diff(origin, current, content.records, soa=content.soa, keep_empty=True)
+                    await provider.apply(plan)
+                elif self._link is None or self._link.leader:
+                    # In a cluster only the leader writes to external providers.
+                    self.syncs[origin].submit(provider_records(content))
+
+    async def serve_shared(self, decision: Decision, zones: tuple[ZoneContent, ...]) -> None:
+        """Serve what the cluster's leader published (every node, the leader included)."""
+        before = {z.origin: z for z in self.published.zones} if self.published else {}
+        changed = [
+            z.origin
+            for z in zones
+            if z.origin not in before
+            or not z.same_answers(before[z.origin])
+            or z.soa.serial != before[z.origin].soa.serial
+        ]
+        serials = {z.origin: z.soa.serial for z in zones if z.origin in changed}
+        await self._commit(decision, serials, changed, self._clock())
 
     def _make_providers(self) -> None:
         for origin, zone in self.config.zones.items():
@@ -318,14 +539,21 @@ class Service:
                 continue
             provider = create_provider(zone.provider, origin, zone.options)
             self.syncs[origin] = ZoneSync(
-                provider, safety(self.config, origin), force=zone.force, on_event=self._sync_event
+                provider,
+                safety(self.config, origin),
+                force=zone.force,
+                on_event=self._sync_event,
+                fence=None if self._link is None else self._link.cluster.still_leader,
             )
 
     def _sync_event(self, event: SyncEvent) -> None:
-        if self._store is None:
+        self.metrics.provider_event(event)
+        if event.kind in ("failed", "refused"):
+            self.alerter.emit(Notice.from_sync_event(event))
+        if self.store is None:
             return
         row = (event.at, f"provider-{event.kind}", event.zone, event.message)
-        store = self._store
+        store = self.store
         task = asyncio.create_task(store.run(lambda s: s.add_events([row])))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

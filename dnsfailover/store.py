@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from dnsfailover.cluster.codec import CodecError, decode, encode
 from dnsfailover.engine import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, State
@@ -95,9 +96,18 @@ class Store:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA busy_timeout=5000")
                 self._db.executescript(SCHEMA)
+                self._migrate()
         except sqlite3.Error as e:
             raise StoreError(f"cannot open state store {path}: {e}") from e
         self.path = str(path)
+
+    def _migrate(self) -> None:
+        """Bring an older database up to date; old rows stay readable."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(engine)")}
+        if "state" not in columns:
+            # The whole NameState as JSON (damping, staged failback, windows...); the older
+            # columns are still written so an older version can read what matters most.
+            self._db.execute("ALTER TABLE engine ADD COLUMN state TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -113,10 +123,20 @@ class Store:
 
     def engine_state(self) -> EngineState:
         names: dict[str, NameState] = {}
-        for name, active, answer, since in self._db.execute(
-            "SELECT name, active, answer, healthy_since FROM engine"
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(engine)")}
+        full = "state" if "state" in columns else "NULL"  # a read-only, never-migrated file
+        for name, active, answer, since, state in self._db.execute(
+            f"SELECT name, active, answer, healthy_since, {full} FROM engine"
         ):
-            names[name] = NameState(active, json.loads(since), tuple(json.loads(answer)))
+            restored: NameState | None = None
+            if state is not None:
+                try:
+                    restored = decode(NameState, json.loads(state))
+                except (CodecError, ValueError):
+                    restored = None  # fall back to the columns every version writes
+            names[name] = restored or NameState(
+                active, json.loads(since), tuple(json.loads(answer))
+            )
         return EngineState(names)
 
     def events(self, limit: int = 50, before: int | None = None) -> list[Event]:
@@ -200,13 +220,15 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO serials VALUES (?, ?)", serials.items())
             db.execute("DELETE FROM engine")
             db.executemany(
-                "INSERT INTO engine VALUES (?, ?, ?, ?)",
+                "INSERT INTO engine (name, active, answer, healthy_since, state) "
+                "VALUES (?, ?, ?, ?, ?)",
                 [
                     (
                         name,
                         ns.active,
                         json.dumps(list(ns.answer)),
                         json.dumps(dict(ns.healthy_since)),
+                        json.dumps(encode(ns), sort_keys=True),
                     )
                     for name, ns in state.names.items()
                 ],

@@ -37,6 +37,8 @@ class HttpEndpoints:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._status: dict[str, int] = {}
+        self._blocked: set[str] = set()
+        self.hits: dict[str, int] = {}  # probes answered, per endpoint address
         self._sites: dict[str, web.TCPSite] = {}
         self.ports: dict[str, int] = {}
         self._runner = self._call(self._setup())
@@ -47,7 +49,12 @@ class HttpEndpoints:
 
     async def _setup(self) -> web.AppRunner:
         async def healthz(request: web.Request) -> web.Response:
+            if request.remote in self._blocked and request.transport is not None:
+                # A firewall between that source and us: the connection is reset.
+                request.transport.abort()
+                raise ConnectionResetError
             host = request.transport.get_extra_info("sockname")[0] if request.transport else ""
+            self.hits[host] = self.hits.get(host, 0) + 1
             status = self._status.get(host, 200)
             return web.Response(status=status, text="ok\n" if status == 200 else "failing\n")
 
@@ -77,6 +84,13 @@ class HttpEndpoints:
 
     def set_status(self, address: str, status: int) -> None:
         self._status[address] = status
+
+    def block(self, source: str) -> None:
+        """Reset every probe that comes from `source` (a region cut off from the endpoints)."""
+        self._blocked.add(source)
+
+    def unblock(self, source: str) -> None:
+        self._blocked.discard(source)
 
     def close(self) -> None:
         self._call(self._runner.cleanup())
@@ -119,8 +133,19 @@ class Server:
     def __init__(self, config: Path, state: Path, *extra: str) -> None:
         self.log = config.with_suffix(".log")
         self._log_file = self.log.open("ab")
+        api = () if "--api" in extra else ("--api", "127.0.0.1:0")
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", str(config), "--dns", "127.0.0.1:0", "--state", str(state), *extra],
+            [
+                str(BIN),
+                "serve",
+                str(config),
+                "--dns",
+                "127.0.0.1:0",
+                "--state",
+                str(state),
+                *api,
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=self._log_file,
             text=True,
@@ -132,6 +157,8 @@ class Server:
             self.stop()
             raise AssertionError(f"server did not start: {line!r}\n{self.log.read_text()}")
         self.port = int(m.group(1))
+        api_match = re.search(r"api (http://[^\s,]+)", line)
+        self.api = api_match.group(1) if api_match else None  # the HTTP API's base URL
 
     def query(self, name: str, rtype: str = "A", tcp: bool = False) -> dns.message.Message:
         q = dns.message.make_query(name, rtype)

@@ -488,3 +488,150 @@ async def test_dns_nothing_listening() -> None:
     result = await probe(Target(check="dns", address="127.0.0.1", port=port))
     assert not result.ok
     assert result.detail in ("connection refused", "timeout after 0.5s")
+
+
+# -- source address (a region's `source_address`) -------------------------------------------
+# Linux answers for all of 127.0.0.0/8 on lo, so any 127.x address can be a probe's source.
+
+
+@dataclass
+class PickyServer:
+    """HTTP on 127.0.0.1 that closes, unanswered, every connection from a `shunned` source
+    (how a region cut off from an endpoint looks) and records every peer address."""
+
+    port: int
+    shunned: set[str]
+    peers: list[str] = field(default_factory=list)
+
+    def target(self) -> Target:
+        return Target(check="web", address="127.0.0.1", port=self.port)
+
+
+@pytest.fixture
+async def picky_server() -> AsyncIterator[PickyServer]:
+    server_state = PickyServer(port=0, shunned={"127.0.0.66"})
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")[0]
+        server_state.peers.append(peer)
+        try:
+            if peer not in server_state.shunned:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server_state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield server_state
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("shared_session", [True, False])
+async def test_http_probes_leave_from_the_source_address(
+    picky_server: PickyServer, shared_session: bool
+) -> None:
+    source = "127.0.0.7"
+    if shared_session:
+        async with make_session(source_address=source) as s:
+            result = await make_probe(check("http"), session=s, source_address=source)(
+                picky_server.target()
+            )
+    else:
+        result = await make_probe(check("http"), source_address=source)(picky_server.target())
+    assert (result.ok, result.detail) == (True, "HTTP 200")
+    assert picky_server.peers == [source]
+
+
+async def test_http_endpoint_that_shuns_a_source_fails_only_for_that_source(
+    picky_server: PickyServer,
+) -> None:
+    """The cluster test's cut-off region: same endpoint, two sources, opposite verdicts."""
+    results = {}
+    for source in ("127.0.0.66", "127.0.0.67"):
+        async with make_session(source_address=source) as s:
+            probe = make_probe(check("http"), session=s, source_address=source)
+            results[source] = await probe(picky_server.target())
+    assert not results["127.0.0.66"].ok
+    # Closed with the request unread, so the kernel resets the connection.
+    assert results["127.0.0.66"].detail == "connection reset"
+    assert (results["127.0.0.67"].ok, results["127.0.0.67"].detail) == (True, "HTTP 200")
+    # aiohttp may retry a GET once on a reset connection: the shunned source can show twice.
+    assert set(picky_server.peers) == {"127.0.0.66", "127.0.0.67"}
+    assert picky_server.peers.count("127.0.0.67") == 1
+
+
+@pytest.fixture
+def recording_listener() -> Iterator[socket.socket]:
+    """A TCP listener whose accepted peers are read by `accepted_peers`."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as sock:
+        yield sock
+
+
+def accepted_peers(sock: socket.socket, count: int) -> list[str]:
+    sock.settimeout(2)
+    peers = []
+    for _ in range(count):
+        conn, peer = sock.accept()
+        conn.close()
+        peers.append(peer[0])
+    return peers
+
+
+async def test_tcp_probes_leave_from_the_source_address(
+    recording_listener: socket.socket,
+) -> None:
+    sock = recording_listener
+    target = Target(check="tcp", address="127.0.0.1", port=sock.getsockname()[1])
+    for source in ("127.0.0.8", "127.0.0.9"):
+        result = await make_probe(check("tcp", port=1), source_address=source)(target)
+        assert (result.ok, result.detail) == (True, "connected"), source
+    assert accepted_peers(sock, 2) == ["127.0.0.8", "127.0.0.9"]
+
+
+async def test_tcp_source_address_problems_are_reported(listener: tuple[str, int]) -> None:
+    address, port = listener
+    target = Target(check="tcp", address=address, port=port)
+    not_local = await make_probe(check("tcp", port=1), source_address="192.0.2.1")(target)
+    assert not not_local.ok
+    assert not_local.detail.startswith("cannot bind source address 192.0.2.1: "), not_local
+    other_family = await make_probe(check("tcp", port=1), source_address="::1")(target)
+    assert (other_family.ok, other_family.detail) == (
+        False,
+        "source address ::1 cannot reach 127.0.0.1",
+    )
+
+
+class SourceRecorder(Responder):
+    """The responder, also noting the source address of every question."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.sources.append(addr[0])
+        super().datagram_received(data, addr)
+
+
+async def test_dns_probes_leave_from_the_source_address() -> None:
+    loop = asyncio.get_running_loop()
+    transport, responder = await loop.create_datagram_endpoint(
+        SourceRecorder, local_addr=("127.0.0.1", 0)
+    )
+    target = Target(check="dns", address="127.0.0.1", port=transport.get_extra_info("sockname")[1])
+    try:
+        probe = make_probe(check("dns", query="www.example.test."), source_address="127.0.0.10")
+        result = await probe(target)
+    finally:
+        transport.close()
+    assert result.ok, result
+    assert responder.sources == ["127.0.0.10"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -10,21 +11,27 @@ from hypothesis import strategies as st
 
 from dnsfailover.engine import Decision, EngineState, decide
 from dnsfailover.model import State
+from dnsfailover.overrides import Override
 from dnsfailover.schema import Config
 
 U, D, X = State.UP, State.DOWN, State.UNKNOWN
 NAME = "www.example.test."
 
 
-def config(record: dict[str, Any]) -> Config:
+def config(
+    record: dict[str, Any], policy: dict[str, Any] | None = None, **others: dict[str, Any]
+) -> Config:
+    """A one-zone config: `record` is www; `others` more failover records by label."""
+    failover = {label: {"check": "web", **r} for label, r in {"www": record, **others}.items()}
     return Config.model_validate(
         {
             "checks": {"web": {"type": "tcp", "port": 80, "interval": "1s", "timeout": "500ms"}},
+            "policy": policy or {},
             "zones": {
                 "example.test.": {
                     "soa": {"mname": "ns1.example.test.", "rname": "hostmaster.example.test."},
                     "nameservers": ["ns1.example.test."],
-                    "failover": {"www": {"check": "web", **record}},
+                    "failover": failover,
                 }
             },
         }
@@ -104,8 +111,10 @@ def step(
     states: dict[str, State],
     now: float,
     failback: frozenset[str] = frozenset(),
+    overrides: Sequence[Override] = (),
 ) -> Decision:
-    return decide(cfg, states, prev.state if prev else EngineState(), now, failback=failback)
+    state = prev.state if prev else EngineState()
+    return decide(cfg, states, state, now, failback=failback, overrides=overrides)
 
 
 def test_active_passive_fails_over_and_back_after_hold_down() -> None:

@@ -318,3 +318,44 @@ async def test_concurrency_is_bounded_and_survives_cancellation(
     assert all(o.ok for o in observations)
     await sched.stop()
     assert_no_tasks_left()
+
+
+async def test_probes_leave_from_the_region_source_address() -> None:
+    """A region's `source_address`: tcp and http targets both see the configured source."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str]] = []
+
+    async def root(request: web.Request) -> web.Response:
+        seen.append(("http", str(request.remote)))
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/", root)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    web_sock = socket.socket()
+    web_sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, web_sock).start()
+    tcp_sock = socket.create_server(("127.0.0.1", 0), backlog=16)
+    web_target = Target(check="web", address="127.0.0.1", port=web_sock.getsockname()[1])
+    tcp_target = Target(check="tcp", address="127.0.0.1", port=tcp_sock.getsockname()[1])
+    targets: Targets = {
+        web_target.key: (web_target, CheckConfig(type="http", interval=1, timeout=0.5)),
+        tcp_target.key: (tcp_target, tcp_check(interval=1, timeout=0.5)),
+    }
+    try:
+        sched = make(targets, Recorder(), source_address="127.0.0.42")
+        observations = await sched.run_round(deadline=2.0)
+        await sched.stop()
+        tcp_sock.settimeout(2)
+        conn, peer = tcp_sock.accept()
+        conn.close()
+        seen.append(("tcp", peer[0]))
+    finally:
+        tcp_sock.close()
+        await runner.cleanup()
+    assert sorted((o.target, o.ok) for o in observations) == sorted(
+        [(web_target.key, True), (tcp_target.key, True)]
+    )
+    assert sorted(seen) == [("http", "127.0.0.42"), ("tcp", "127.0.0.42")]

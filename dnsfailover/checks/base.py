@@ -26,23 +26,31 @@ class Probe(Protocol):
     async def __call__(self, target: Target) -> ProbeResult: ...
 
 
-ProbeFactory = Callable[[CheckConfig, aiohttp.ClientSession | None], Probe]
+ProbeFactory = Callable[[CheckConfig, aiohttp.ClientSession | None, str | None], Probe]
 
 _FACTORIES: dict[str, ProbeFactory] = {
     "http": HttpProbe,
     "https": HttpProbe,
-    "tcp": lambda check, _session: TcpProbe(check),
-    "dns": lambda check, _session: DnsProbe(check),
+    "tcp": lambda check, _session, source: TcpProbe(check, source),
+    "dns": lambda check, _session, source: DnsProbe(check, source),
 }
 
 
-def make_probe(check: CheckConfig, *, session: aiohttp.ClientSession | None = None) -> Probe:
+def make_probe(
+    check: CheckConfig,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    source_address: str | None = None,
+) -> Probe:
     """The probe for `check.type`.
 
     :param check: the validated check; the probe keeps what it needs from it.
     :param session: the shared aiohttp session for http/https probes (see
         `dnsfailover.checks.http.make_session`); without one, each http probe opens and
-        closes a session of its own, which is fine for a one-off probe only.
+        closes a session of its own, which is fine for a one-off probe only.  A given
+        session decides the http source address: make it with the same `source_address`.
+    :param source_address: the local address probes leave from (a region's
+        `source_address`); None lets the kernel choose.
     :raises ValueError: for a check type no probe handles (config validation rules
         this out).
     """
@@ -52,4 +60,4 @@ def make_probe(check: CheckConfig, *, session: aiohttp.ClientSession | None = No
         raise ValueError(
             f"no probe for check type {check.type!r}; known: {', '.join(sorted(_FACTORIES))}"
         ) from None
-    return factory(check, session)
+    return factory(check, session, source_address)

@@ -14,6 +14,9 @@ c-ares reports the response code only through its status: NOERROR without record
 ENODATA, NXDOMAIN is ENOTFOUND, SERVFAIL is ESERVFAIL and so on; `_RCODE_BY_STATUS` maps
 them back.  ARES_FLAG_NOCHECKRESP makes c-ares hand over SERVFAIL/REFUSED answers at once
 instead of retrying.
+
+A source address (a region's `source_address`) is c-ares' `local_ip`: the channel binds its
+UDP and TCP sockets to it.
 """
 
 from __future__ import annotations
@@ -90,7 +93,10 @@ def rdata_text(data: object) -> str:
 class DnsProbe:
     """Query `check.query`/`query_type` at the target; expect an rcode and answer values."""
 
-    def __init__(self, check: CheckConfig) -> None:
+    def __init__(self, check: CheckConfig, source_address: str | None = None) -> None:
+        # pycares takes local_ip=None as "no binding"; keyword only when set keeps the
+        # resolver's arguments what they were without one.
+        self._source: dict[str, str] = {"local_ip": source_address} if source_address else {}
         self._qname = check.query or "."
         self._qtype = check.query_type.upper()
         self._timeout = check.timeout
@@ -110,6 +116,7 @@ class DnsProbe:
                 tries=_TRIES,
                 flags=_FLAGS,
                 resolvconf_path="/dev/null",
+                **self._source,
             )
         except Exception as exc:  # pycares.AresError, bad address: report, never raise
             logger.warning("dns: cannot create a resolver for %s: %r", target.key, exc)

@@ -6,6 +6,10 @@ sees: a pooled keep-alive connection can keep answering from a server whose list
 or draining, and it skips the TLS handshake, so an expired or replaced certificate would go
 unnoticed until the pool happened to reconnect.  The price is one TCP (+TLS) handshake per
 probe, which is what the target's real clients pay too.
+
+A region with a `source_address` probes from that local address.  aiohttp binds at the
+connector level (`local_addr`), so the source is a property of the session: one session per
+source, made by `make_session(source_address=...)`.
 """
 
 from __future__ import annotations
@@ -30,14 +34,20 @@ USER_AGENT = "dnsfailover-healthcheck/0.1"
 BodyMatcher = Callable[[str], str | None]  # body text → None when it matches, else a detail
 
 
-def make_session(*, limit: int = 0) -> aiohttp.ClientSession:
+def make_session(*, limit: int = 0, source_address: str | None = None) -> aiohttp.ClientSession:
     """The session probes share: no pooling, no cookies, no proxies from the environment.
 
     `limit` caps connections in flight (0 = unlimited; the scheduler's semaphore bounds
     probes anyway).  The 30 s total timeout is only a backstop: each probe enforces its own
-    check timeout.
+    check timeout.  `source_address` binds every connection to that local address (port
+    chosen by the kernel); a target of the other address family then fails to connect.
     """
-    connector = aiohttp.TCPConnector(force_close=True, limit=limit, use_dns_cache=False)
+    connector = aiohttp.TCPConnector(
+        force_close=True,
+        limit=limit,
+        use_dns_cache=False,
+        local_addr=(source_address, 0) if source_address else None,
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=30),
@@ -99,6 +109,8 @@ def _client_error_detail(exc: aiohttp.ClientError) -> str:
         return f"TLS: {str(reason).replace('_', ' ').lower()}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return os_error_detail(exc.os_error)
+    if isinstance(exc, aiohttp.ClientOSError):  # e.g. reset while sending the request
+        return os_error_detail(exc)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server closed the connection without a response"
     if isinstance(exc, aiohttp.ClientPayloadError):
@@ -111,8 +123,20 @@ def _client_error_detail(exc: aiohttp.ClientError) -> str:
 class HttpProbe:
     """GET (or HEAD) the check's path; status and, optionally, body decide."""
 
-    def __init__(self, check: CheckConfig, session: aiohttp.ClientSession | None) -> None:
+    def __init__(
+        self,
+        check: CheckConfig,
+        session: aiohttp.ClientSession | None,
+        source_address: str | None = None,
+    ) -> None:
+        """A probe for `check`.
+
+        :param session: a shared session from `make_session`; when given, it decides the
+            source address (make it with the same `source_address`).  Without one, every
+            probe opens a session of its own from `source_address`.
+        """
         https = check.type == "https"
+        self._source = source_address
         self._scheme = "https" if https else "http"
         self._session = session
         self._method = check.method
@@ -142,7 +166,7 @@ class HttpProbe:
                 if self._session is not None:
                     return await self._request(self._session, url, loop, start)
                 # No shared session (a one-off probe from the CLI): make one for this call.
-                async with make_session() as session:
+                async with make_session(source_address=self._source) as session:
                     return await self._request(session, url, loop, start)
         except TimeoutError:
             return failed(loop.time() - start, timeout_detail(self._timeout))

@@ -100,3 +100,37 @@ zones:
     log = server.log.read_text()
     assert "apply: r53.example.test.: 0 create, 1 update" in log
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in log
+
+
+def test_apply_pushes_one_plan_without_a_server(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
+    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="apply")["HostedZone"]["Id"]
+    zone_id = zone_id.split("/")[-1]
+    port = http_endpoints.start("127.0.0.73")
+    cfg = tmp_path / "r53.yaml"
+    cfg.write_text(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 1s, timeout: 500ms}}
+zones:
+  {ZONE}:
+    provider: route53
+    options: {{endpoint_url: {moto_endpoint}}}
+    failover:
+      www:
+        policy: active-active
+        check: web
+        endpoints: [{{address: 127.0.0.73, check_port: {port}}}, 127.0.0.74]
+""")
+    out = run_cli("apply", str(cfg), "--state", str(tmp_path / "apply.db"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "applied: 1 change(s)" in out.stdout
+    # 127.0.0.74 has nothing listening: only the healthy endpoint is published
+    assert answers(client, zone_id, f"www.{ZONE}") == ("127.0.0.73",)

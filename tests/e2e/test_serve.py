@@ -139,8 +139,10 @@ def test_active_passive_auto_failback_waits_for_hold_down(
 
 
 def test_active_passive_manual_failback_needs_the_operator(
-    tmp_path: Path, http_endpoints: HttpEndpoints, serve: Serve
+    tmp_path: Path, http_endpoints: HttpEndpoints, serve: Serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the server and the CLI both read the API token from the environment
+    monkeypatch.setenv("DNSFAILOVER_API_TOKEN", "e2e-token-0123456789abcdef")
     cfg = write_config(
         tmp_path / "c.yaml",
         active_passive(http_endpoints, "127.0.0.22", "127.0.0.32", "manual", "100ms"),
@@ -153,11 +155,12 @@ def test_active_passive_manual_failback_needs_the_operator(
     time.sleep(5 * (INTERVAL * RISE + TIMEOUT))
     assert server.answer(API) == ("127.0.0.32",), "manual: stays on the backup"
 
-    out = run_cli("failback", str(cfg), "api", "--state", str(state), "--reason", "e2e")
+    assert server.api is not None
+    out = run_cli("failback", "api", "--api", server.api, "--reason", "e2e")
     assert out.returncode == 0, out.stderr
     wait_for(lambda: server.answer(API) == ("127.0.0.22",), 5.0)
 
-    events = run_cli("events", "--state", str(state))
+    events = run_cli("events", "--api", server.api)
     assert "failback" in events.stdout
     assert "e2e" in events.stdout
 

@@ -1,0 +1,133 @@
+"""Endpoint killed → every node of a three-region cluster serves the new answer.
+
+    .venv/bin/python bench/cluster_failover.py [--cycles 20] [--interval 100ms] [--fall 3]
+
+Starts a real etcd, three `dnsfailover serve` nodes (regions us, eu, ap, each probing from
+its own 127.0.0.x source address), and two HTTP endpoints behind an active-active name
+voted by majority.  Each cycle stops one endpoint's listener and polls all three nodes over
+UDP every 2 ms until each of them answers without it (the time is the slowest node's),
+then restores it and waits until all three answer it again.  Reports median and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from etcd_support import Etcd
+from failover_latency import machine, percentile
+from support import HttpEndpoints, Server
+
+NAME = "www.example.test."
+REGIONS = {"us": "127.0.0.101", "eu": "127.0.0.102", "ap": "127.0.0.103"}
+
+
+def wait_all(servers: list[Server], want: tuple[str, ...], limit: float) -> float:
+    start = time.perf_counter()
+    pending = list(servers)
+    while pending:
+        pending = [s for s in pending if s.answer(NAME) != want]
+        if time.perf_counter() - start > limit:
+            raise SystemExit(f"{len(pending)} node(s) did not answer {want} within {limit}s")
+        if pending:
+            time.sleep(0.002)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cycles", type=int, default=20)
+    ap.add_argument("--interval", default="100ms")
+    ap.add_argument("--timeout", default="100ms")
+    ap.add_argument("--fall", type=int, default=3)
+    ap.add_argument("--rise", type=int, default=2)
+    args = ap.parse_args()
+
+    endpoints = HttpEndpoints()
+    a, b = "127.0.0.51", "127.0.0.52"
+    ports = {addr: endpoints.start(addr) for addr in (a, b)}
+    with tempfile.TemporaryDirectory() as tmp:
+        etcd = Etcd(Path(tmp) / "etcd")
+        etcd.start()
+        regions = "\n".join(f"  {r}: {{source_address: {s}}}" for r, s in REGIONS.items())
+        cfg = Path(tmp) / "bench.yaml"
+        cfg.write_text(f"""\
+regions:
+{regions}
+cluster:
+  etcd: {{endpoints: ["{etcd.endpoint}"], prefix: /dnsfailover/bench}}
+  lease_ttl: 2
+checks:
+  web: {{type: http, path: /healthz, interval: {args.interval}, timeout: {args.timeout},
+        rise: {args.rise}, fall: {args.fall}, quorum: majority}}
+zones:
+  example.test.:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    nameservers: [ns1.example.test.]
+    records:
+      ns1: {{type: A, values: [127.0.0.1]}}
+    failover:
+      www:
+        policy: active-active
+        check: web
+        endpoints:
+          - {{address: {a}, check_port: {ports[a]}}}
+          - {{address: {b}, check_port: {ports[b]}}}
+""")
+        servers = [
+            Server(
+                cfg,
+                Path(tmp) / f"{region}.db",
+                "--region",
+                region,
+                "--node-id",
+                f"node-{region}",
+                "--log-level",
+                "WARNING",
+            )
+            for region in REGIONS
+        ]
+        try:
+            wait_all(servers, (a, b), 15)
+            down: list[float] = []
+            back: list[float] = []
+            for i in range(args.cycles):
+                victim = (a, b)[i % 2]
+                survivor = b if victim == a else a
+                time.sleep(0.05 + (i * 0.037) % 0.1)  # vary the phase against the probe timer
+                endpoints.stop(victim)
+                down.append(wait_all(servers, (survivor,), 10))
+                endpoints.start(victim)
+                back.append(wait_all(servers, (a, b), 10))
+        finally:
+            for s in servers:
+                s.stop()
+            etcd.stop()
+            endpoints.close()
+
+    print(f"machine: {machine()}")
+    print(
+        f"config: 3 nodes (us, eu, ap) on one etcd, interval {args.interval}, timeout "
+        f"{args.timeout}, fall {args.fall}, rise {args.rise}, quorum majority; "
+        f"{args.cycles} cycles"
+    )
+    for label, values in (
+        ("killed -> all 3 changed", down),
+        ("restored -> all 3 back", back),
+    ):
+        print(
+            f"{label:<26} median {statistics.median(values) * 1000:6.0f} ms   "
+            f"p99 {percentile(values, 99) * 1000:6.0f} ms   "
+            f"min {min(values) * 1000:5.0f} ms   max {max(values) * 1000:5.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

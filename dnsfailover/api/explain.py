@@ -1,0 +1,208 @@
+"""`explain NAME`: why a managed name answers what it answers.
+
+Puts together, for one name, everything the engine looked at: the record's policy, its check,
+each tier and endpoint with its voted and per-region health, the overrides that touch it, the
+regions that do not vote, and the interlocks an operator would hit (what draining each
+served endpoint, or failing the name over, would be refused for).  `lines` says the same in
+plain sentences, for the CLI and the status page.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from dnsfailover.api.views import endpoint_row, jsonable, override_json, touches_name
+from dnsfailover.engine import vet_override
+from dnsfailover.overrides import Action, Override, new_id
+from dnsfailover.schema import ActivePassive
+
+if TYPE_CHECKING:
+    from dnsfailover.schema import ActiveActive, CheckConfig
+    from dnsfailover.service import Service
+
+
+def explain(service: Service, name: str, now: float) -> dict[str, Any]:
+    """The explanation of `name`, an absolute managed name (see `views.resolve_name`)."""
+    config = service.config
+    origin, record = next((o, r) for o, n, r in config.managed() if n == name)
+    check = config.checks[record.check]
+    published = service.published
+    nd = published.decision.names.get(name) if published is not None else None
+    ns = published.decision.state.names.get(name) if published is not None else None
+    answer = tuple(nd.answer) if nd is not None else ()
+    serial = None
+    if published is not None:
+        serial = next((z.soa.serial for z in published.zones if z.origin == origin), None)
+    overrides = [o for o in service.overrides() if touches_name(o, name)]
+    serving = nd.tier if nd is not None else None
+    tiers = []
+    for tier in record.tiers:
+        rows = [
+            endpoint_row(service, name, record, tier.name, e, answer, overrides, now)
+            for e in tier.endpoints
+        ]
+        up = sum(1 for r in rows if r["state"] == "up")
+        tiers.append(
+            {
+                "name": tier.name,
+                "min_healthy": tier.min_healthy,
+                "up": up,
+                "meets_min_healthy": up >= tier.min_healthy,
+                "serving": serving == tier.name or len(record.tiers) == 1,
+                "healthy_since": (ns.healthy_since.get(tier.name) if ns is not None else None),
+                "endpoints": rows,
+            }
+        )
+    cluster = service.cluster_status()
+    result: dict[str, Any] = {
+        "name": name,
+        "zone": origin,
+        "serial": serial,
+        "record": _record(record),
+        "check": {"name": record.check, **_check(check)},
+        "decision": jsonable(nd) if nd is not None else None,
+        "answer": list(answer),
+        "engine": jsonable(ns) if ns is not None else None,
+        "tiers": tiers,
+        "overrides": [override_json(o) for o in overrides],
+        "refused": {
+            oid: why
+            for oid, why in (
+                getattr(published.decision, "refused", {}) if published is not None else {}
+            ).items()
+            if oid in {o.id for o in overrides}
+        },
+        "frozen": getattr(published.decision, "frozen", None) if published is not None else None,
+        "isolated_regions": list(cluster.get("isolated_regions") or []),
+        "interlocks": interlocks(service, name, record, answer, now),
+        "now": now,
+    }
+    result["lines"] = lines(result)
+    return result
+
+
+def _record(record: ActiveActive | ActivePassive) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "policy": record.policy,
+        "type": record.type,
+        "ttl": record.ttl,
+        "check": record.check,
+        "all_down": record.all_down,
+        "fallback": list(record.fallback),
+        "quorum": record.quorum,
+    }
+    if isinstance(record, ActivePassive):
+        data.update(failback=record.failback, hold_down=record.hold_down)
+    else:
+        data["min_healthy"] = record.min_healthy
+    return data
+
+
+def _check(check: CheckConfig) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "type": check.type,
+        "port": check.effective_port,
+        "interval": check.interval,
+        "timeout": check.timeout,
+        "rise": check.rise,
+        "fall": check.fall,
+        "quorum": check.quorum,
+        "detection_time": check.detection_time,
+    }
+    if check.type in ("http", "https"):
+        data.update(method=check.method, path=check.path)
+    elif check.type == "dns":
+        data.update(query=check.query, query_type=check.query_type)
+    return data
+
+
+def interlocks(
+    service: Service,
+    name: str,
+    record: ActiveActive | ActivePassive,
+    answer: tuple[str, ...],
+    now: float,
+) -> list[dict[str, Any]]:
+    """What the interlocks would say to draining each served endpoint, and to a failover."""
+    published = service.published
+    if published is None:
+        return []
+    states = service.tracker.states()
+    active = service.overrides()
+    asks: list[tuple[Action, str | None]] = [(Action.DRAIN, a) for a in answer]
+    if isinstance(record, ActivePassive):
+        asks.append((Action.FAILOVER, None))
+    found = []
+    for action, endpoint in asks:
+        probe = Override(new_id(), action, name, endpoint, None, "explain", "explain", now)
+        refusal = vet_override(service.config, states, published.decision.state, active, probe, now)
+        found.append(
+            {
+                "action": action.value,
+                "endpoint": endpoint,
+                "allowed": refusal is None,
+                "refusal": refusal,
+            }
+        )
+    return found
+
+
+def _when(at: float | None) -> str:
+    if at is None or at <= 0:
+        return ""
+    return " since " + time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def lines(e: dict[str, Any]) -> list[str]:
+    """The explanation as sentences, most important first."""
+    d = e["decision"]
+    out: list[str] = []
+    if d is None:
+        out.append(f"{e['name']} has no decision yet (the service is starting)")
+    else:
+        shown = ", ".join(e["answer"]) or "nothing (NODATA)"
+        out.append(f"{e['name']} answers {shown}: {d['mode']}: {d['reason']}")
+        out.extend(f"rule: {note}" for note in d.get("notes") or ())
+    r, c = e["record"], e["check"]
+    policy = f"{r['policy']} {r['type']} ttl {r['ttl']}, all_down {r['all_down']}"
+    if r["policy"] == "active-passive":
+        policy += f", failback {r['failback']} (hold_down {r['hold_down']:g}s)"
+    out.append(f"policy: {policy}")
+    how = f" {c['method']} {c['path']}" if "path" in c else ""
+    out.append(
+        f"check {c['name']}: {c['type']}{how} every {c['interval']:g}s, "
+        f"timeout {c['timeout']:g}s, rise {c['rise']}, fall {c['fall']}, "
+        f"quorum {r['quorum'] or c['quorum']}"
+    )
+    for t in e["tiers"]:
+        mark = " (serving)" if t["serving"] else ""
+        out.append(
+            f"tier {t['name']}{mark}: {t['up']}/{len(t['endpoints'])} up, "
+            f"min_healthy {t['min_healthy']}"
+        )
+        for ep in t["endpoints"]:
+            flags = "".join(f" [{o['action']} {o['id']}]" for o in ep["overrides"])
+            served = "answered" if ep["in_answer"] else "not answered"
+            out.append(
+                f"  {ep['address']} {ep['state'].upper()}{_when(ep['since'])} ({served}){flags}: "
+                f"{ep['reason']}"
+            )
+            for reg in ep["regions"]:
+                notes = " stale" if reg.get("stale") else ""
+                notes += " isolated" if reg.get("isolated") else ""
+                out.append(
+                    f"    region {reg['region']}: {reg['state']}{notes}{_when(reg['since'])}: "
+                    f"{reg['reason']}"
+                )
+    if e["frozen"]:
+        out.append(f"frozen: every answer is held: {e['frozen']}")
+    out.extend(f"override {o['id']}: {o['description']}" for o in e["overrides"])
+    out.extend(f"override {oid} set aside: {why}" for oid, why in e["refused"].items())
+    if e["isolated_regions"]:
+        out.append(f"not voting (isolated): {', '.join(e['isolated_regions'])}")
+    for i in e["interlocks"]:
+        if not i["allowed"]:
+            what = f"draining {i['endpoint']}" if i["endpoint"] else i["action"]
+            out.append(f"interlock: {what} would be refused without --force: {i['refusal']}")
+    return out

@@ -1,0 +1,351 @@
+"""Prometheus metrics: counted cheaply as things happen, rendered when scraped.
+
+`probe()` runs for every probe result (~10,000/s at scale), so probe counts and latency
+buckets are plain ints in a dict, not prometheus-client children (each with a lock and a
+label look-up).  Everything that describes *current* state (endpoint health, answers,
+serials, overrides, DNS responses by rcode) is read from the service at scrape time rather
+than mirrored.  Rare events (transitions, publishes, provider applies) use ordinary
+prometheus-client metrics in this object's own registry, never the global one, so several
+services in one process (tests) do not collide.
+
+Scraping copies the live numbers on the event loop (`snapshot`) and renders the text on a
+worker thread (`render`), so a big exposition never stalls probes or the engine.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from dnsfailover import __version__
+from dnsfailover.model import HealthChange, Observation, State
+
+if TYPE_CHECKING:
+    from dnsfailover.engine import Transition
+    from dnsfailover.service import Service
+    from dnsfailover.sync import SyncEvent
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PUBLISH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+APPLY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+RCODES = (
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
+)  # fmt: skip
+"""Index = the header's 4-bit rcode, as counted by `DnsServer.rcodes`."""
+STATES = tuple(s.value for s in State)
+
+
+@dataclass(slots=True)
+class _ProbeStats:
+    check: str
+    ok: int = 0
+    failed: int = 0
+    total_seconds: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(PROBE_BUCKETS) + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a scrape renders, copied on the event loop; safe to read on any thread."""
+
+    probes: tuple[tuple[str, str, str, int, int, float, tuple[int, ...]], ...]
+    families: tuple[Metric, ...]
+
+
+class Metrics:
+    """The service's metrics; every hook is cheap and never raises into the caller."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self._probes: dict[tuple[str, str], _ProbeStats] = {}
+        self.health_transitions = Counter(
+            "dnsfailover_health_transitions",
+            'Endpoint health changes, per region and voted (region="voted")',
+            ["endpoint", "region", "to"],
+            registry=r,
+        )
+        self.answer_changes = Counter(
+            "dnsfailover_answer_changes",
+            "Changes of a managed name's answer, by kind (answer, failover, failback, all_down)",
+            ["name", "kind"],
+            registry=r,
+        )
+        self.publishes = Counter(
+            "dnsfailover_zone_publishes", "New zone serials published", ["zone"], registry=r
+        )
+        self.serial = Gauge(
+            "dnsfailover_zone_serial", "SOA serial being served", ["zone"], registry=r
+        )
+        self.last_publish = Gauge(
+            "dnsfailover_zone_last_publish_timestamp_seconds",
+            "When the zone last got a new serial (unix time)",
+            ["zone"],
+            registry=r,
+        )
+        self.detection_to_publish = Histogram(
+            "dnsfailover_detection_to_publish_seconds",
+            "From the first health change a decision reacts to, to its answer being published",
+            ["zone"],
+            buckets=PUBLISH_BUCKETS,
+            registry=r,
+        )
+        self.provider_applies = Counter(
+            "dnsfailover_provider_applies",
+            "External provider apply rounds by result (applied, refused, failed, fenced)",
+            ["zone", "result"],
+            registry=r,
+        )
+        self.provider_errors = Counter(
+            "dnsfailover_provider_apply_errors",
+            "Provider applies that failed (each one is retried with backoff)",
+            ["zone"],
+            registry=r,
+        )
+        self.provider_retries = Counter(
+            "dnsfailover_provider_apply_retries",
+            "Provider applies retried after a failure",
+            ["zone"],
+            registry=r,
+        )
+        self.provider_latency = Histogram(
+            "dnsfailover_provider_apply_duration_seconds",
+            "How long one provider apply call took (successful or failed)",
+            ["zone"],
+            buckets=APPLY_BUCKETS,
+            registry=r,
+        )
+        Gauge("dnsfailover_build_info", "dnsfailover version", ["version"], registry=r).labels(
+            __version__
+        ).set(1)
+
+    # -- hooks the service calls ------------------------------------------------------------
+
+    def probe(self, obs: Observation, check: str) -> None:
+        """One probe result; the hot path: a dict look-up and a few int increments."""
+        key = (obs.target, obs.region)
+        stats = self._probes.get(key)
+        if stats is None:
+            stats = self._probes[key] = _ProbeStats(check)
+        if obs.ok:
+            stats.ok += 1
+        else:
+            stats.failed += 1
+        stats.total_seconds += obs.latency
+        stats.buckets[bisect_left(PROBE_BUCKETS, obs.latency)] += 1
+
+    def health_change(self, change: HealthChange) -> None:
+        region = change.region if change.region is not None else "voted"
+        self.health_transitions.labels(change.target, region, change.new.value).inc()
+
+    def transition(self, t: Transition) -> None:
+        self.answer_changes.labels(t.name, t.kind).inc()
+
+    def published(self, zone: str, serial: int, detected_at: float | None, at: float) -> None:
+        self.publishes.labels(zone).inc()
+        self.serial.labels(zone).set(serial)
+        self.last_publish.labels(zone).set(at)
+        if detected_at is not None:
+            self.detection_to_publish.labels(zone).observe(max(0.0, at - detected_at))
+
+    def provider_event(self, event: SyncEvent) -> None:
+        self.provider_applies.labels(event.zone, event.kind).inc()
+        if event.kind == "failed":
+            self.provider_errors.labels(event.zone).inc()
+            self.provider_retries.labels(event.zone).inc()  # ZoneSync retries every failure
+        if event.seconds is not None and event.kind in ("applied", "failed"):
+            self.provider_latency.labels(event.zone).observe(event.seconds)
+
+    # -- scraping ---------------------------------------------------------------------------
+
+    def snapshot(self, service: Service | None = None) -> Snapshot:
+        """Copy what a scrape shows; call on the event loop (the hooks' thread)."""
+        probes = tuple(
+            (target, region, s.check, s.ok, s.failed, s.total_seconds, tuple(s.buckets))
+            for (target, region), s in self._probes.items()
+        )
+        families = tuple(_service_families(service)) if service is not None else ()
+        return Snapshot(probes, families)
+
+    def render(self, snap: Snapshot) -> bytes:
+        """The text exposition of `snap` plus the registry's metrics; any thread."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Delegate(self.registry))
+        registry.register(_Frozen(snap))
+        return generate_latest(registry)
+
+
+class _Delegate(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self._registry.collect()
+
+
+class _Frozen(Collector):
+    def __init__(self, snap: Snapshot) -> None:
+        self._snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _probe_families(self._snap.probes)
+        yield from self._snap.families
+
+
+def _probe_families(
+    probes: Iterable[tuple[str, str, str, int, int, float, tuple[int, ...]]],
+) -> Iterator[Metric]:
+    results = CounterMetricFamily(
+        "dnsfailover_probes",
+        "Probe results per target (check@address:port), region and result",
+        labels=["check", "target", "region", "result"],
+    )
+    latency = HistogramMetricFamily(
+        "dnsfailover_probe_duration_seconds",
+        "Probe latency per target and region",
+        labels=["check", "target", "region"],
+    )
+    for target, region, check, ok, failed, total, buckets in probes:
+        results.add_metric([check, target, region, "ok"], ok)
+        results.add_metric([check, target, region, "failed"], failed)
+        cumulative: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*PROBE_BUCKETS, float("inf")), buckets, strict=True):
+            running += n
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        latency.add_metric([check, target, region], cumulative, total)
+    yield results
+    yield latency
+
+
+def _service_families(service: Service) -> Iterator[Metric]:
+    """Current state, read from the service at scrape time."""
+    tracker = service.tracker
+    states = tracker.states()
+    voted = GaugeMetricFamily(
+        "dnsfailover_endpoint_state",
+        "Voted health of each endpoint health key: 1 for its current state",
+        labels=["endpoint", "state"],
+    )
+    for key, state in sorted(states.items()):
+        for s in STATES:
+            voted.add_metric([key, s], 1.0 if state.value == s else 0.0)
+    yield voted
+    per_region = GaugeMetricFamily(
+        "dnsfailover_endpoint_region_state",
+        "Health of each probe target as seen from each region: 1 for its current state",
+        labels=["target", "region", "state"],
+    )
+    for target in sorted(service.config.targets()):
+        for region, rh in sorted(tracker.regions(target).items()):
+            for s in STATES:
+                per_region.add_metric([target, region, s], 1.0 if rh.state.value == s else 0.0)
+    yield per_region
+    yield from _published_families(service)
+    yield from _dns_families(service)
+    yield from _cluster_families(service)
+
+
+def _published_families(service: Service) -> Iterator[Metric]:
+    answers = GaugeMetricFamily(
+        "dnsfailover_name_answers", "Addresses a managed name answers now", labels=["name"]
+    )
+    mode = GaugeMetricFamily(
+        "dnsfailover_name_mode",
+        "Mode of each managed name (healthy, degraded, all_down, no_data): 1 for the current",
+        labels=["name", "mode"],
+    )
+    if service.published is not None:
+        for name, nd in sorted(service.published.decision.names.items()):
+            answers.add_metric([name], float(len(nd.answer)))
+            for m in ("healthy", "degraded", "all_down", "no_data"):
+                mode.add_metric([name, m], 1.0 if nd.mode == m else 0.0)
+    yield answers
+    yield mode
+    overrides = GaugeMetricFamily(
+        "dnsfailover_overrides_active", "Operator overrides in force, by action", labels=["action"]
+    )
+    counts: dict[str, int] = {}
+    for o in service.overrides():
+        counts[o.action.value] = counts.get(o.action.value, 0) + 1
+    for action, n in sorted(counts.items()):
+        overrides.add_metric([action], float(n))
+    yield overrides
+    in_sync = GaugeMetricFamily(
+        "dnsfailover_provider_in_sync",
+        "1 when the external provider's zone matches the latest decision",
+        labels=["zone"],
+    )
+    calls = CounterMetricFamily(
+        "dnsfailover_provider_calls", "Provider API calls made by applies", labels=["zone"]
+    )
+    for zone, sync in sorted(service.syncs.items()):
+        in_sync.add_metric([zone], 1.0 if sync.status.in_sync else 0.0)
+        calls.add_metric([zone], float(sync.status.calls))
+    yield in_sync
+    yield calls
+
+
+def dns_server_of(service: Service) -> Any:
+    """The embedded DNS server, when one is running (None before start or with none)."""
+    # TODO(lead): a public `Service.dns_server` property; `_server` is the fallback.
+    return getattr(service, "dns_server", None) or getattr(service, "_server", None)
+
+
+def _dns_families(service: Service) -> Iterator[Metric]:
+    server = dns_server_of(service)
+    rcodes: list[int] | None = getattr(server, "rcodes", None)
+    queries = CounterMetricFamily(
+        "dnsfailover_dns_responses",
+        "DNS responses sent by this process's embedded server, by rcode",
+        labels=["rcode"],
+    )
+    dropped = CounterMetricFamily(
+        "dnsfailover_dns_dropped",
+        "DNS queries answered with nothing (unparseable, or dropped by rate limiting)",
+    )
+    if rcodes is not None:
+        counts = list(rcodes)
+        for i, name in enumerate(RCODES):
+            if counts[i] or i in (0, 3, 5, 2):
+                queries.add_metric([name], float(counts[i]))
+        dropped.add_metric([], float(counts[len(RCODES)]))
+    yield queries
+    yield dropped
+
+
+def _cluster_families(service: Service) -> Iterator[Metric]:
+    status: Mapping[str, Any] = service.cluster_status()
+    leader = GaugeMetricFamily(
+        "dnsfailover_cluster_leader",
+        "1 when this node is the cluster's leader (or runs alone)",
+        labels=["node", "region", "mode"],
+    )
+    is_leader = status.get("leader")
+    leader.add_metric(
+        [str(status.get("node")), str(status.get("region")), str(status.get("mode"))],
+        1.0 if is_leader or is_leader is None else 0.0,
+    )
+    yield leader
+    isolated = GaugeMetricFamily(
+        "dnsfailover_region_isolated",
+        "1 for a region flagged isolated (its results do not vote)",
+        labels=["region"],
+    )
+    flagged = set(status.get("isolated_regions") or ())
+    for region in sorted(set(service.config.regions) | flagged | {service.region}):
+        isolated.add_metric([region], 1.0 if region in flagged else 0.0)
+    yield isolated

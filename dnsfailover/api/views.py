@@ -1,0 +1,220 @@
+"""JSON shapes of the API's read-only views, built from the running service's values.
+
+Everything here is synchronous and runs on the event loop: it reads in-memory state only
+(the store is read by the route handlers, on the store's own thread).  Engine values are
+rendered generically (`jsonable`), so fields the engine grows show up without changes here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from dnsfailover.model import State
+from dnsfailover.overrides import Action, Override
+
+if TYPE_CHECKING:
+    from dnsfailover.health import HealthTracker
+    from dnsfailover.schema import ActiveActive, ActivePassive, Config, Endpoint
+    from dnsfailover.service import Service
+    from dnsfailover.store import Event
+
+    FailoverRecord = ActiveActive | ActivePassive
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, enums, mappings, tuples and sets as JSON values (NaN/inf as None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+class NotFound(LookupError):
+    """Names something that does not exist; the message says what does."""
+
+
+def resolve_name(config: Config, text: str) -> str:
+    """A managed name from `www.example.test.`, `www.example.test` or its first label `www`.
+
+    :raises NotFound: when it names no managed record, or several (the message lists them).
+    """
+    names = [name for _origin, name, _record in config.managed()]
+    wanted = text.strip().lower()
+    if not wanted:
+        raise NotFound("a managed name is required")
+    absolute = wanted if wanted.endswith(".") else f"{wanted}."
+    if absolute in names:
+        return absolute
+    matches = [n for n in names if n.split(".")[0] == wanted]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(names) or "none"
+    if matches:
+        raise NotFound(f"{text!r} is ambiguous: it could be {', '.join(matches)}")
+    raise NotFound(f"{text!r} is not a managed name (managed: {known})")
+
+
+def override_json(o: Override) -> dict[str, Any]:
+    data: dict[str, Any] = jsonable(o)
+    data["description"] = o.describe()
+    return data
+
+
+def touches_endpoint(o: Override, name: str, tier: str, address: str) -> bool:
+    """Whether `o` applies to `address` of `tier` in `name`."""
+    if o.action not in (Action.DRAIN, Action.FORCE_UP, Action.FORCE_DOWN):
+        return False
+    if o.name is not None and o.name != name:
+        return False
+    if o.endpoint is not None:
+        return o.endpoint == address and (o.tier is None or o.tier == tier)
+    return o.tier == tier
+
+
+def touches_name(o: Override, name: str) -> bool:
+    return o.name == name or (o.name is None and o.endpoint is not None)
+
+
+def voted(tracker: HealthTracker, key: str) -> dict[str, Any]:
+    """The voted state of a health key, with its reason and (when known) since when."""
+    since_of = getattr(tracker, "since", None)  # TODO(lead): HealthTracker.since(key)
+    return {
+        "state": tracker.state(key).value,
+        "reason": tracker.reason(key),
+        "since": since_of(key) if callable(since_of) else None,
+    }
+
+
+def region_rows(tracker: HealthTracker, target: str, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for region, rh in sorted(tracker.regions(target, now).items()):
+        row: dict[str, Any] = {"region": region, **jsonable(rh)}
+        rows.append(row)
+    return rows
+
+
+def endpoint_row(
+    service: Service,
+    name: str,
+    record: FailoverRecord,
+    tier: str,
+    endpoint: Endpoint,
+    answer: tuple[str, ...],
+    overrides: list[Override],
+    now: float,
+) -> dict[str, Any]:
+    config = service.config
+    key = config.health_key(record, endpoint)
+    target = endpoint.target(record.check, config.checks[record.check]).key
+    mine = [o for o in overrides if touches_endpoint(o, name, tier, endpoint.address)]
+    regions = region_rows(service.tracker, target, now)
+    vote = voted(service.tracker, key)
+    if vote["since"] is None and len(regions) == 1:
+        vote["since"] = regions[0]["since"]  # one region: the vote is that region's state
+    return {
+        "name": name,
+        "tier": tier,
+        "address": endpoint.address,
+        "weight": endpoint.weight,
+        "check": record.check,
+        "health_key": key,
+        "target": target,
+        **vote,
+        "in_answer": endpoint.address in answer,
+        "overrides": [{"id": o.id, "action": o.action.value} for o in mine],
+        "regions": regions,
+    }
+
+
+def endpoints(service: Service, now: float) -> dict[str, Any]:
+    decision = service.published.decision if service.published is not None else None
+    overrides = service.overrides()
+    rows = []
+    for _origin, name, record in service.config.managed():
+        nd = decision.names.get(name) if decision is not None else None
+        answer = tuple(nd.answer) if nd is not None else ()
+        for tier in record.tiers:
+            for endpoint in tier.endpoints:
+                rows.append(
+                    endpoint_row(service, name, record, tier.name, endpoint, answer, overrides, now)
+                )
+    counts = {s.value: 0 for s in State}
+    for state in service.tracker.states().values():
+        counts[state.value] += 1
+    return {"endpoints": rows, "counts": counts, "now": now}
+
+
+def status(service: Service, now: float) -> dict[str, Any]:
+    config = service.config
+    published = service.published
+    cluster = service.cluster_status()
+    contents = {z.origin: z for z in published.zones} if published is not None else {}
+    zones = []
+    for origin, zone in config.zones.items():
+        content = contents.get(origin)
+        sync = service.syncs.get(origin)
+        zones.append(
+            {
+                "zone": origin,
+                "provider": zone.provider,
+                "serial": content.soa.serial if content is not None else None,
+                "sync": jsonable(sync.status) if sync is not None else None,
+            }
+        )
+    overrides = service.overrides()
+    names = []
+    for origin, name, record in config.managed():
+        nd = published.decision.names.get(name) if published is not None else None
+        entry: dict[str, Any] = {
+            "name": name,
+            "zone": origin,
+            "type": record.type,
+            "policy": record.policy,
+            "ttl": record.ttl,
+            "answer": [],
+            "mode": None,
+            "tier": None,
+            "reason": "not decided yet",
+        }
+        if nd is not None:
+            entry.update(jsonable(nd))
+            if entry["ttl"] is None:  # the engine leaves the record's own ttl unset
+                entry["ttl"] = record.ttl
+        entry["overrides"] = [o.id for o in overrides if touches_name(o, name)]
+        names.append(entry)
+    return {
+        "node": service.node_id,
+        "region": service.region,
+        "mode": cluster.get("mode"),
+        "cluster": jsonable(cluster),
+        "published_at": published.at if published is not None else None,
+        # Why the circuit breaker holds every answer, and overrides the engine set aside.
+        "frozen": getattr(published.decision, "frozen", None) if published else None,
+        "refused": jsonable(getattr(published.decision, "refused", {})) if published else {},
+        "now": now,
+        "zones": zones,
+        "names": names,
+        "overrides": [override_json(o) for o in overrides],
+    }
+
+
+def events(rows: list[Event], limit: int) -> dict[str, Any]:
+    return {
+        "events": [jsonable(e) for e in rows],
+        # Page on with ?before=<this>; None once the oldest event is shown.
+        "next_before": rows[-1].id if len(rows) == limit and rows[-1].id > 1 else None,
+    }

@@ -1,0 +1,136 @@
+"""The status page in a real headless browser (Debian chromium), against `dnsfailover serve`.
+
+The page is opened at a phone's size, an endpoint is stopped, and the page must show it DOWN
+and the name's new answer by itself (it refreshes every 2 s), with no sideways scrolling.
+A screenshot is kept in test-artifacts/status-page.png.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as DriverService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from support import HttpEndpoints, Server
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+PHONE = {"width": 390, "height": 844, "pixelRatio": 3.0}
+A, B = "127.0.0.81", "127.0.0.82"
+WWW = "www.example.test."
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ):
+        options.add_argument(arg)
+    # Headless windows are at least 500 px wide: emulate the phone's viewport instead.
+    options.add_experimental_option("mobileEmulation", {"deviceMetrics": PHONE})
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_until(what: str, predicate: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page did not show {what} within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def config(tmp_path: Path, ports: dict[str, int]) -> Path:
+    path = tmp_path / "page.yaml"
+    path.write_text(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 200ms, timeout: 150ms, fall: 2, rise: 2}}
+zones:
+  example.test.:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    nameservers: [ns1.example.test.]
+    records:
+      ns1: {{type: A, values: [127.0.0.1]}}
+    failover:
+      www:
+        policy: active-active
+        check: web
+        endpoints:
+          - {{address: {A}, check_port: {ports[A]}}}
+          - {{address: {B}, check_port: {ports[B]}}}
+""")
+    return path
+
+
+def test_status_page_shows_a_failing_endpoint_on_a_phone(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    serve: Callable[..., Server],
+    browser: WebDriver,
+) -> None:
+    ports = {a: http_endpoints.start(a) for a in (A, B)}
+    server = serve(config(tmp_path, ports))
+    assert server.api is not None, "serve printed no API address"
+    browser.get(server.api + "/")
+
+    # The page re-renders every 2 s, so read it in one script call (no stale elements).
+    def attr(selector: str, name: str) -> str:
+        script = (
+            "const e = document.querySelector(arguments[0]);"
+            "return e && e.getAttribute(arguments[1]);"
+        )
+        return str(browser.execute_script(script, selector, name) or "")
+
+    def text(selector: str) -> str:
+        script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
+        return str(browser.execute_script(script, selector))
+
+    def card() -> str:
+        return attr(f'[data-name="{WWW}"][data-answer]', "data-answer")
+
+    def state(address: str) -> str:
+        return attr(f'.ep[data-endpoint="{address}"]', "data-state")
+
+    wait_until(f"{WWW} answering {A} and {B}", lambda: card() == f"{A},{B}")
+    assert state(B) == "up"
+    assert browser.execute_script("return window.innerWidth") == PHONE["width"]
+
+    http_endpoints.stop(B)
+    wait_until(f"{B} DOWN", lambda: state(B) == "down")
+    wait_until(f"{WWW} answering only {A}", lambda: card() == A)
+    assert server.answer(WWW) == (A,)  # what the page says is what DNS answers
+    assert "DOWN" in text(f'.ep[data-endpoint="{B}"]')
+    assert "degraded" in text(f'[data-name="{WWW}"][data-answer]')
+    wait_until("the answer change in recent events", lambda: WWW in text("#events"))
+    banner = browser.find_element(By.ID, "banner")  # never re-rendered: not stale
+    assert not banner.is_displayed()
+
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - window.innerWidth"
+    )
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "status-page.png"))
+
+    # The page says so when the server goes away, and keeps trying.
+    server.stop()
+    wait_until("the unreachable banner", banner.is_displayed)
+    assert "cannot reach" in banner.text
