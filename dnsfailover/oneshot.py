@@ -17,15 +17,15 @@ from dnsfailover.model import Observation
 from dnsfailover.provider import ApplyResult, Plan, UnsafePlan, create_provider
 from dnsfailover.scheduler import ProbeScheduler
 from dnsfailover.schema import Config
-from dnsfailover.service import (
+from dnsfailover.store import SavedHealth, Store
+from dnsfailover.sync import ZoneSync
+from dnsfailover.wiring import (
     cold_start_deadline,
     hysteresis,
     provider_records,
     region_source,
     safety,
 )
-from dnsfailover.store import SavedHealth, Store
-from dnsfailover.sync import ZoneSync
 
 
 @dataclass(frozen=True, slots=True)

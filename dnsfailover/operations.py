@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from dnsfailover.alerts.alerter import Alerter, Notice
-from dnsfailover.engine import EngineState, vet_override
+from dnsfailover.engine import Decision, EngineState, vet_override
 from dnsfailover.health import HealthTracker
 from dnsfailover.overrides import Override, OverrideRefused, target_problem
 from dnsfailover.schema import Config
 from dnsfailover.store import AsyncStore
+from dnsfailover.wiring import cold_start_deadline, hysteresis, safety
 
 if TYPE_CHECKING:
     from dnsfailover.clusterlink import ClusterLink
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from dnsfailover.sync import ZoneSync
 
 log = logging.getLogger("dnsfailover.service")
+
+Event = tuple[float, str, str, str]  # (at, kind, subject, message) for the history
 
 
 class Operations:
@@ -42,6 +45,8 @@ class Operations:
     _scheduler: ProbeScheduler | None
     _decide_and_publish: Callable[..., Awaitable[None]]
     _reset_breaker: bool
+    _frozen: str | None
+    _refused: set[str]
     _decide_lock: asyncio.Lock
     config_path: str | None
     published: Any
@@ -176,9 +181,6 @@ class Operations:
             return await self._reload(old, config)
 
     async def _reload(self, old: Config, config: Config) -> str:
-        # late: dnsfailover.service imports this module
-        from dnsfailover.service import cold_start_deadline, hysteresis, safety
-
         before = set(old.targets())
         self.config = config
         self._tracker.update_rules(hysteresis(config), config.votes())
@@ -207,3 +209,29 @@ class Operations:
         await self.store.run(lambda s: s.add_events([(now, "reload", "config", summary)]))
         await self._decide_and_publish()
         return summary
+
+    def _interlock_events(
+        self, decision: Decision, now: float
+    ) -> list[tuple[float, str, str, str]]:
+        """What the interlocks did this time that they did not do last time: logged,
+        alerted, and recorded in the history (once, not at every decision)."""
+        events: list[Event] = []
+        if decision.frozen != self._frozen:
+            if decision.frozen is not None:
+                message = f"circuit breaker tripped: {decision.frozen}"
+                log.error("interlock: %s", message)
+                self.alerter.emit(Notice("interlock", "circuit-breaker", message, now, "critical"))
+            else:
+                message = "circuit breaker released"
+                log.warning("interlock: %s", message)
+                self.alerter.emit(Notice("interlock", "circuit-breaker", message, now, "warning"))
+            events.append((now, "interlock", "circuit-breaker", message))
+            self._frozen = decision.frozen
+        for oid, why in decision.refused.items():
+            if oid not in self._refused:
+                message = f"override {oid} set aside: {why}"
+                log.warning("interlock: %s", message)
+                self.alerter.emit(Notice("interlock", oid, message, now, "warning"))
+                events.append((now, "interlock", oid, message))
+        self._refused = set(decision.refused)
+        return events

@@ -17,7 +17,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,13 @@ from dnsfailover.api.metrics import Metrics
 from dnsfailover.clusterlink import ClusterLink
 from dnsfailover.embedded import EmbeddedProvider, EmbeddedZones
 from dnsfailover.engine import Decision, EngineState, decide
-from dnsfailover.health import HealthTracker, Hysteresis, log_change
-from dnsfailover.model import HealthChange, Observation, RecordSet, State, ZoneContent
+from dnsfailover.health import HealthTracker, log_change
+from dnsfailover.model import HealthChange, Observation, State, ZoneContent
 from dnsfailover.operations import Operations
 from dnsfailover.overrides import Action, Override
-from dnsfailover.provider import Safety, create_provider, diff
+from dnsfailover.provider import create_provider, diff
 from dnsfailover.scheduler import ProbeScheduler
-from dnsfailover.schema import CheckConfig, Config
+from dnsfailover.schema import Config
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.notify import Notifier, secondaries
 from dnsfailover.server.rrl import RrlSettings
@@ -42,58 +41,20 @@ from dnsfailover.server.xfr import TransferHandler, transfer_acl
 from dnsfailover.store import AsyncStore, Request, Store, next_serial
 from dnsfailover.sync import SyncEvent, ZoneSync
 from dnsfailover.tasks import cancel_and_wait
+from dnsfailover.wiring import (
+    Published,
+    cold_start_deadline,
+    hysteresis,
+    provider_records,
+    region_source,
+    safety,
+    with_serials,
+)
 
 log = logging.getLogger("dnsfailover.service")
 
-Event = tuple[float, str, str, str]  # (at, kind, subject, message) for the history
 
 REQUEST_POLL = 0.5  # seconds between looks at the store for operator requests
-
-
-def hysteresis(config: Config) -> dict[str, Hysteresis]:
-    return {
-        key: Hysteresis(check.rise, check.fall, check.interval)
-        for key, (_target, check) in config.targets().items()
-    }
-
-
-def region_source(config: Config, region: str) -> str | None:
-    spec = config.regions.get(region)
-    return spec.source_address if spec is not None else None
-
-
-def cold_start_deadline(config: Config) -> float:
-    """How long the first round of probes may take: the slowest timeout, plus slack."""
-    checks: list[CheckConfig] = [check for _t, check in config.targets().values()]
-    return max((c.timeout for c in checks), default=0.0) + 0.5
-
-
-def with_serials(zones: tuple[ZoneContent, ...], serials: Mapping[str, int]) -> list[ZoneContent]:
-    return [replace(z, soa=replace(z.soa, serial=serials.get(z.origin, 0))) for z in zones]
-
-
-def provider_records(content: ZoneContent) -> tuple[RecordSet, ...]:
-    """What an external provider is given: everything but the apex NS, which it owns."""
-    return tuple(r for r in content.records if not (r.name == content.origin and r.rtype == "NS"))
-
-
-def safety(config: Config, origin: str) -> Safety:
-    zone = config.zones[origin]
-    empty_ok = frozenset(
-        name
-        for o, name, record in config.managed()
-        if o == origin and record.all_down == "serve_none"
-    )
-    return Safety(max_change_pct=zone.max_change_pct, empty_ok=empty_ok, adopt=zone.adopt)
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What is being served now."""
-
-    zones: tuple[ZoneContent, ...]
-    decision: Decision
-    at: float
 
 
 class Service(Operations):
@@ -429,32 +390,6 @@ class Service(Operations):
         for o in [o for o in overrides if o.action is Action.FAILBACK] + expired:
             why = "expired" if o in expired else "taken by the engine"
             await self.remove_override(o.id, "engine", why)
-
-    def _interlock_events(
-        self, decision: Decision, now: float
-    ) -> list[tuple[float, str, str, str]]:
-        """What the interlocks did this time that they did not do last time: logged,
-        alerted, and recorded in the history (once, not at every decision)."""
-        events: list[Event] = []
-        if decision.frozen != self._frozen:
-            if decision.frozen is not None:
-                message = f"circuit breaker tripped: {decision.frozen}"
-                log.error("interlock: %s", message)
-                self.alerter.emit(Notice("interlock", "circuit-breaker", message, now, "critical"))
-            else:
-                message = "circuit breaker released"
-                log.warning("interlock: %s", message)
-                self.alerter.emit(Notice("interlock", "circuit-breaker", message, now, "warning"))
-            events.append((now, "interlock", "circuit-breaker", message))
-            self._frozen = decision.frozen
-        for oid, why in decision.refused.items():
-            if oid not in self._refused:
-                message = f"override {oid} set aside: {why}"
-                log.warning("interlock: %s", message)
-                self.alerter.emit(Notice("interlock", oid, message, now, "warning"))
-                events.append((now, "interlock", oid, message))
-        self._refused = set(decision.refused)
-        return events
 
     async def _commit(
         self,

@@ -26,8 +26,8 @@ from dnsfailover.model import RecordSet, State, ZoneContent
 from dnsfailover.provider import BaseProvider, create_provider, diff, provider_names
 from dnsfailover.schema import Config
 from dnsfailover.server.dns import DnsServer
-from dnsfailover.service import provider_records, safety
 from dnsfailover.sync import ZoneSync
+from dnsfailover.wiring import provider_records, safety
 
 ZONE = "conformance.test."
 U, D = State.UP, State.DOWN
