@@ -12,8 +12,10 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from etcd_support import Etcd, etcd  # noqa: F401  (the fixture)
@@ -95,6 +97,13 @@ class Nodes:
             return False
         return all(a == want for a in answers.values()) and len(set(serials.values())) == 1
 
+    def status(self, region: str) -> dict[str, Any]:
+        api = self.servers[region].api
+        assert api is not None
+        with urllib.request.urlopen(f"{api}/api/v1/status", timeout=5) as resp:
+            data: dict[str, Any] = json.load(resp)
+        return data
+
     def logs(self, region: str) -> str:
         return self.servers[region].log.read_text(errors="replace")
 
@@ -160,8 +169,14 @@ def test_a_region_cut_off_from_every_endpoint_is_isolated_not_believed(
         assert set(nodes.answers().values()) == {ALL}
         time.sleep(0.1)
     assert set(nodes.serials().values()) == {serial}
-    # The node in ap says so itself (it sees the others' reports too).
+    # The node in ap says so itself (it sees the others' reports too), and every node's
+    # status shows it.
     assert "region ap isolated" in nodes.logs("ap")
+    for region in REGIONS:
+        status = nodes.status(region)
+        assert status["cluster"]["isolated_regions"] == ["ap"], status["cluster"]
+        assert status["cluster"]["mode"] == "cluster"
+        assert status["cluster"]["connected"] is True
     http_endpoints.unblock(REGIONS["ap"])
     wait_for(lambda: "region ap no longer isolated" in nodes.logs(nodes.leader()), timeout=10)
 
@@ -290,6 +305,8 @@ def test_etcd_down_nodes_keep_answering_then_converge(
         time.sleep(0.1)
     assert set(nodes.serials().values()) == {serial}
     wait_for(lambda: all("etcd unreachable" in nodes.logs(r) for r in REGIONS), timeout=10)
+    for region in REGIONS:
+        assert "etcd unreachable" in (nodes.status(region)["cluster"]["degraded"] or "")
     etcd.restart()
     want = tuple(a for a in ALL if a != "127.0.0.11")
     wait_for(lambda: nodes.converged(want), timeout=20)
