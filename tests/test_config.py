@@ -377,3 +377,15 @@ def test_expect_body_regex_is_compiled() -> None:
     assert pattern is not None
     assert pattern.search("ok")
     assert loads(BASE).checks["web"].expect_body_regex is None
+
+
+def test_cluster_example_config_loads() -> None:
+    config = load(EXAMPLE.with_name("cluster.yaml"))
+    assert list(config.regions) == ["us", "eu", "ap"]
+    assert config.regions["ap"].source_address == "127.0.0.103"
+    assert config.cluster is not None
+    assert config.cluster.etcd.endpoints == ("127.0.0.1:2379",)
+    assert config.cluster.etcd.prefix == "/dnsfailover/example"
+    # api votes under "all", www under the check's majority: two different health keys
+    votes = config.votes()
+    assert sorted(str(q) for _t, q in votes.values()) == ["all", "all", "majority", "majority"]
