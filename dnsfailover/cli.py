@@ -95,6 +95,10 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
         await service.stop()
         print(f"error: cannot serve DNS on {host}:{port}: {e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
+    except DnsFailoverError as e:
+        await service.stop()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     api = ""
     if service.api_address is not None:

@@ -25,6 +25,7 @@ from dnsfailover.api.metrics import Metrics
 from dnsfailover.clusterlink import ClusterLink
 from dnsfailover.embedded import EmbeddedProvider, EmbeddedZones
 from dnsfailover.engine import Decision, EngineState, decide
+from dnsfailover.errors import DnsFailoverError
 from dnsfailover.health import HealthTracker, log_change
 from dnsfailover.model import HealthChange, Observation, State, ZoneContent
 from dnsfailover.operations import Operations
@@ -186,7 +187,14 @@ class Service(Operations):
 
             token = await asyncio.to_thread(resolve_token, self.config.api)  # may read a file
             self._api = ApiServer(self, *self._api_addr, token=token)
-            self.api_address = await self._api.start()
+            try:
+                self.api_address = await self._api.start()
+            except OSError as e:
+                host, port = self._api_addr
+                raise DnsFailoverError(
+                    f"cannot serve the API on {host}:{port}: {e.strerror or e}; "
+                    "pick another with --api HOST:PORT, or --api off"
+                ) from e
         self._scheduler.start()
         self._tasks = [
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
@@ -386,9 +394,22 @@ class Service(Operations):
             await self.store.run(lambda s: s.save_health(health))
         else:
             await self._commit(decision, serials, changed, now, health, notes, ids)
-        # A failback is taken once; an expired override is over.
-        for o in [o for o in overrides if o.action is Action.FAILBACK] + expired:
-            why = "expired" if o in expired else "taken by the engine"
+        # A failback is taken once, and ends the failovers of its name; an expired override
+        # is over.
+        backs = [o for o in overrides if o.action is Action.FAILBACK]
+        ended = [
+            o
+            for o in overrides
+            if o.action is Action.FAILOVER and any(b.name == o.name for b in backs)
+        ]
+        for o in backs + ended + expired:
+            why = (
+                "expired"
+                if o in expired
+                else "ended by a failback"
+                if o in ended
+                else "taken by the engine"
+            )
             await self.remove_override(o.id, "engine", why)
 
     async def _commit(

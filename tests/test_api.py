@@ -129,6 +129,14 @@ async def test_failover_and_failback_of_an_active_passive_name(tmp_path: Path) -
         back = {"action": "failback", "name": "api", "reason": "drill over"}
         await live.call("POST", "/api/v1/overrides", back, status=201)
         await live.until_answer(API, (C,))
+        # the failback was taken once and ended the failover: nothing is left in force
+        for _ in range(100):
+            if (await live.get("/api/v1/overrides"))["overrides"] == []:
+                break
+            await asyncio.sleep(0.05)
+        assert (await live.get("/api/v1/overrides"))["overrides"] == []
+        events = await live.get("/api/v1/events?limit=100")
+        assert any("ended by a failback" in e["message"] for e in events["events"])
 
 
 async def test_interlock_refuses_draining_the_last_healthy_endpoint_unless_forced(

@@ -265,3 +265,24 @@ def test_plan_probes_once_and_changes_nothing(
     assert "www.example.test. active-active [degraded] -> 127.0.0.14\n" in out.stdout
     assert "FAIL web@127.0.0.15" in out.stdout
     assert not (tmp_path / "s.db").exists()
+
+
+def test_api_port_taken_is_a_clear_error(tmp_path: Path, http_endpoints: HttpEndpoints) -> None:
+    import socket
+
+    cfg = write_config(tmp_path / "c.yaml", active_active(http_endpoints, "127.0.0.91"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = run_cli(
+            "serve",
+            str(cfg),
+            "--dns",
+            "127.0.0.1:0",
+            "--api",
+            f"127.0.0.1:{port}",
+            "--state",
+            str(tmp_path / "s.db"),
+        )
+    assert out.returncode == 1
+    assert f"error: cannot serve the API on 127.0.0.1:{port}:" in out.stderr
+    assert "--api off" in out.stderr
