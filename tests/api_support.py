@@ -110,11 +110,14 @@ class Live:
 
 
 @asynccontextmanager
-async def live_service(tmp_path: Path, *, token: str | None = TOKEN) -> AsyncIterator[Live]:
+async def live_service(
+    tmp_path: Path, *, token: str | None = TOKEN, extra: str = ""
+) -> AsyncIterator[Live]:
+    """A real Service with its API; `extra` is YAML appended at the config's top level."""
     endpoints = await asyncio.to_thread(HttpEndpoints)
     try:
         ports = {a: await asyncio.to_thread(endpoints.start, a) for a in (A, B, C, D)}
-        config = await asyncio.to_thread(loads, config_text(ports))
+        config = await asyncio.to_thread(loads, config_text(ports) + extra)
         service = Service(config, dns_host="127.0.0.1", dns_port=0, state_path=tmp_path / "s.db")
         _host, dns_port = await service.start()
         api = ApiServer(service, "127.0.0.1", 0, token=token)

@@ -126,3 +126,56 @@ def test_probe_hook_is_cheap() -> None:
         m.probe(obs, "web")
     per_probe = (time.perf_counter() - started) / 100_000
     assert per_probe < 20e-6  # measured ~0.4 µs; 10,000 probes/s would cost < 1% of a core
+
+
+async def test_notifications_are_sent_on_a_failure_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service → alerter wiring: a real webhook receives the answer change."""
+    import hashlib
+    import hmac
+    import json
+
+    from aiohttp import web
+
+    received: list[dict[str, object]] = []
+    secret = "webhook-secret-0123456789"
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        stamp = request.headers["X-Dnsfailover-Timestamp"]
+        mac = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+        assert request.headers["X-Dnsfailover-Signature"] == "sha256=" + mac.hexdigest()
+        received.append(json.loads(body))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("TEST_WEBHOOK_KEY", secret)
+    extra = f"""\
+notifications:
+  webhooks:
+    - {{url: "http://127.0.0.1:{port}/hook", secret_env: TEST_WEBHOOK_KEY,
+        events: [transition, health]}}
+"""
+    try:
+        async with live_service(tmp_path, extra=extra) as live:
+            await asyncio.to_thread(live.endpoints.stop, B)
+            await live.until_answer(WWW, (A,))
+            for _ in range(100):
+                if any(r["kind"] == "answer" and r["subject"] == WWW for r in received):
+                    break
+                await asyncio.sleep(0.05)
+            change = next(r for r in received if r["kind"] == "answer")
+            assert B in str(change["message"])
+            assert any(r["kind"] == "health" for r in received)
+            samples = await scrape(live)
+            assert value(samples, "dnsfailover_notifications_total", result="delivered") >= 2
+            assert value(samples, "dnsfailover_notifications_total", result="failed") == 0
+    finally:
+        await runner.cleanup()

@@ -257,6 +257,34 @@ def _service_families(service: Service) -> Iterator[Metric]:
     yield from _published_families(service)
     yield from _dns_families(service)
     yield from _cluster_families(service)
+    yield from _alert_families(service)
+
+
+def _alert_families(service: Service) -> Iterator[Metric]:
+    notices = CounterMetricFamily(
+        "dnsfailover_notifications",
+        "Notices per destination: delivered, failed (gave up), suppressed (rate limit), "
+        "dropped (queue full)",
+        labels=["destination", "result"],
+    )
+    retries = CounterMetricFamily(
+        "dnsfailover_notification_retries",
+        "Delivery retries per destination",
+        labels=["destination"],
+    )
+    disabled = GaugeMetricFamily(
+        "dnsfailover_notification_disabled",
+        "1 for a destination that cannot send (e.g. its secret is missing)",
+        labels=["destination"],
+    )
+    for st in service.alerter.stats():
+        for result in ("delivered", "failed", "suppressed", "dropped"):
+            notices.add_metric([st.label, result], float(getattr(st, result)))
+        retries.add_metric([st.label], float(st.retries))
+        disabled.add_metric([st.label], 1.0 if st.disabled else 0.0)
+    yield notices
+    yield retries
+    yield disabled
 
 
 def _published_families(service: Service) -> Iterator[Metric]:
@@ -301,8 +329,7 @@ def _published_families(service: Service) -> Iterator[Metric]:
 
 def dns_server_of(service: Service) -> Any:
     """The embedded DNS server, when one is running (None before start or with none)."""
-    # TODO(lead): a public `Service.dns_server` property; `_server` is the fallback.
-    return getattr(service, "dns_server", None) or getattr(service, "_server", None)
+    return service.dns_server
 
 
 def _dns_families(service: Service) -> Iterator[Metric]:
