@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from etcd_support import Etcd, etcd  # noqa: F401  (the fixture)
-from support import HttpEndpoints, Server, wait_for
+from support import HttpEndpoints, Server, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -311,3 +311,35 @@ def test_etcd_down_nodes_keep_answering_then_converge(
     want = tuple(a for a in ALL if a != "127.0.0.11")
     wait_for(lambda: nodes.converged(want), timeout=20)
     assert next(iter(nodes.serials().values())) > serial
+
+
+def test_an_override_set_on_a_follower_applies_on_every_node(
+    etcd: Etcd,  # noqa: F811
+    http_endpoints: HttpEndpoints,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DNSFAILOVER_API_TOKEN", "cluster-token-0123456789")
+    ports = {a: http_endpoints.start(a) for a in ENDPOINTS}
+    n = Nodes(cluster_config(tmp_path / "cluster.yaml", etcd.endpoint, ports), tmp_path)
+    try:
+        for region in REGIONS:
+            n.start(region)
+        wait_for(lambda: n.converged(ALL), timeout=15)
+        follower = next(r for r in REGIONS if r != n.leader())
+        api = n.servers[follower].api
+        assert api is not None
+        out = run_cli("drain", "127.0.0.13", "--reason", "maintenance", "--api", api)
+        assert out.returncode == 0, out.stdout + out.stderr
+        want = tuple(a for a in ALL if a != "127.0.0.13")
+        wait_for(lambda: n.converged(want), timeout=10)
+        # every node lists it, whichever node's API is asked
+        for region in REGIONS:
+            overrides = n.status(region)["overrides"]
+            assert [o["endpoint"] for o in overrides] == ["127.0.0.13"], overrides
+        other = next(r for r in REGIONS if r not in (follower,))
+        out = run_cli("undrain", "127.0.0.13", "--reason", "done", "--api", n.servers[other].api)
+        assert out.returncode == 0, out.stdout + out.stderr
+        wait_for(lambda: n.converged(ALL), timeout=10)
+    finally:
+        n.stop()
