@@ -338,7 +338,9 @@ def test_an_override_set_on_a_follower_applies_on_every_node(
             overrides = n.status(region)["overrides"]
             assert [o["endpoint"] for o in overrides] == ["127.0.0.13"], overrides
         other = next(r for r in REGIONS if r not in (follower,))
-        out = run_cli("undrain", "127.0.0.13", "--reason", "done", "--api", n.servers[other].api)
+        other_api = n.servers[other].api
+        assert other_api is not None
+        out = run_cli("undrain", "127.0.0.13", "--reason", "done", "--api", other_api)
         assert out.returncode == 0, out.stdout + out.stderr
         wait_for(lambda: n.converged(ALL), timeout=10)
     finally:
