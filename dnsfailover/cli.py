@@ -308,11 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     state(sp)
     sp.set_defaults(func=cmd_apply)
 
+    from dnsfailover.drill import add_parser as add_drill
     from dnsfailover.opscli import register
     from dnsfailover.simulate import add_parser as add_simulate
 
     add_simulate(sub)
     register(sub, parents=[common])
+    add_drill(sub, parents=[common])
 
     sp = add_parser("demo", help="start local endpoints and a server, and watch failover")
     sp.add_argument(

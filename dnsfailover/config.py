@@ -25,6 +25,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from dnsfailover.drillconfig import drill_problems
 from dnsfailover.errors import ConfigError, Problem
 from dnsfailover.fields import Fqdn, absolute_name, in_zone
 from dnsfailover.provider import UnknownProvider, load_provider
@@ -99,6 +100,8 @@ def loads(text: str, filename: str = "<string>") -> Config:
     except ValidationError as e:
         problems += [at.problem(path, message) for path, message in explain(e, Config, doc.data)]
     problems += _cross_check(doc.data, at)
+    if config is not None:
+        problems += [at.problem(p, m) for p, m in drill_problems(config, config.drills)]
     if problems:
         unique = dict.fromkeys(problems)
         raise ConfigError(sorted(unique, key=lambda p: (p.line or 0, p.path)))

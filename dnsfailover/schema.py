@@ -21,6 +21,7 @@ from pydantic import (
 
 from dnsfailover.alerts.config import NotificationsConfig
 from dnsfailover.api.config import ApiConfig
+from dnsfailover.drillconfig import DrillConfig
 from dnsfailover.fields import (
     Duration,
     Fqdn,
@@ -620,6 +621,7 @@ class Config(Model):
     api: ApiConfig = Field(default_factory=ApiConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    drills: tuple[DrillConfig, ...] = ()  # scheduled drills (dnsfailover/drills.py)
 
     def managed(self) -> list[tuple[str, str, ActiveActive | ActivePassive]]:
         """Every failover record as (zone origin, absolute name, record), in config order."""

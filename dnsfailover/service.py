@@ -23,6 +23,7 @@ from typing import Any
 from dnsfailover.alerts.alerter import Alerter, Notice
 from dnsfailover.api.metrics import Metrics
 from dnsfailover.clusterlink import ClusterLink
+from dnsfailover.drills import DrillScheduler
 from dnsfailover.embedded import EmbeddedProvider, EmbeddedZones
 from dnsfailover.engine import Decision, EngineState, decide
 from dnsfailover.errors import DnsFailoverError
@@ -105,6 +106,7 @@ class Service(Operations):
         self._commit_lock = asyncio.Lock()
         self._decide_lock = asyncio.Lock()
         self._link: ClusterLink | None = None
+        self._drills: DrillScheduler | None = None
         self._force_publish = False
         if config.cluster is not None:
             self._link = ClusterLink(self, config.cluster, clock)
@@ -196,6 +198,8 @@ class Service(Operations):
                     "pick another with --api HOST:PORT, or --api off"
                 ) from e
         self._scheduler.start()
+        self._drills = DrillScheduler(self)
+        self._drills.start()
         self._tasks = [
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
             asyncio.create_task(self._request_loop(), name="dnsfailover-requests"),
@@ -232,6 +236,8 @@ class Service(Operations):
         await self._commit(decision, serials, changed, now)
 
     async def stop(self) -> None:
+        if self._drills is not None:
+            await self._drills.stop()  # first: its override is removed while all is running
         if self._link is not None:
             await self._link.stop()
         if self._api is not None:

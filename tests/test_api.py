@@ -304,3 +304,21 @@ async def test_api_address_in_use_is_an_error(tmp_path: Path) -> None:
         await second.stop()
         async with aiohttp.ClientSession() as http, http.get(live.base + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_only_a_drill_report_may_be_recorded_and_only_with_the_token(
+    tmp_path: Path,
+) -> None:
+    async with live_service(tmp_path) as live:
+        report = {"kind": "drill", "subject": API, "message": "drill passed: failed over in 0.2s"}
+        await live.call("POST", "/api/v1/events", report, token=None, status=401)
+        other = await live.call(
+            "POST", "/api/v1/events", {**report, "kind": "failover"}, status=400
+        )
+        assert "kind must be 'drill'" in other["error"]
+        empty = await live.call("POST", "/api/v1/events", {**report, "message": " "}, status=400)
+        assert "message" in empty["error"]
+        await live.call("POST", "/api/v1/events", report, status=201)
+        events = (await live.get("/api/v1/events?limit=5"))["events"]
+        assert events[0]["kind"] == "drill"
+        assert events[0]["message"] == "drill passed: failed over in 0.2s"

@@ -25,6 +25,7 @@ ROUTES = (
     Route("GET", "/api/v1/status", "status", "Zones, serials, every name's answer and why, mode"),
     Route("GET", "/api/v1/endpoints", "endpoints", "Every endpoint: voted and per-region health"),
     Route("GET", "/api/v1/events", "events", "The decision and event history, newest first"),
+    Route("POST", "/api/v1/events", "add_event", "Record a drill's report", mutating=True),
     Route("GET", "/api/v1/explain/{name}", "explain", "Why a name answers what it answers"),
     Route("GET", "/api/v1/overrides", "overrides", "Operator overrides in force"),
     Route("POST", "/api/v1/overrides", "add_override", "Set an override", mutating=True),
@@ -153,6 +154,25 @@ def _operation(route: Route) -> dict[str, Any]:
             {"type": "object", "properties": {"override": _OVERRIDE}}, "Set"
         )
         op["responses"]["409"] = _ERROR
+    if route.handler == "add_event":
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["kind", "subject", "message"],
+                        "properties": {
+                            "kind": {"type": "string", "enum": ["drill"]},
+                            "subject": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+        op["responses"].pop("200")
+        op["responses"]["201"] = _json(_OBJECT, "Recorded")
     if route.handler == "reload":
         op["responses"]["400"] = _ERROR
     if route.handler == "remove_override":

@@ -100,6 +100,7 @@ class ApiServer:
             "add_override": self.post_override,
             "remove_override": self.delete_override,
             "reload": self.post_reload,
+            "add_event": self.post_event,
             "reset_breaker": self.post_reset_breaker,
             "metrics": self.get_metrics,
             "openapi": self.get_openapi,
@@ -251,6 +252,25 @@ class ApiServer:
             return error(400, f"{e}; the running config stays")
         log.info("api: config reloaded by %s: %s", request.remote, summary)
         return web.json_response({"reloaded": summary})
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        """Only what a client measured itself goes here: a drill's report."""
+        refused = self._authorize(request)
+        if refused is not None:
+            return refused
+        body = await _json_body(request)
+        if body.get("kind") != "drill":
+            raise BadRequest("kind must be 'drill' (the only event a client may record)")
+        subject, message = body.get("subject"), body.get("message")
+        if not isinstance(subject, str) or not subject.strip():
+            raise BadRequest("subject must be a non-empty string")
+        if not isinstance(message, str) or not message.strip() or len(message) > 2000:
+            raise BadRequest("message must be a non-empty string of at most 2000 characters")
+        store = self.service.store
+        assert store is not None
+        row = (time.time(), "drill", subject.strip(), message.strip())
+        await store.run(lambda s: s.add_events([row]))
+        return web.json_response({"recorded": {"kind": "drill", "subject": row[2]}}, status=201)
 
     async def post_reset_breaker(self, request: web.Request) -> web.Response:
         refused = self._authorize(request)
