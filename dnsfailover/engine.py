@@ -317,7 +317,12 @@ def build_zone(
             # An empty answer (serve_none) stays as an empty set: the name still exists,
             # so resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
             ttl = record.ttl if nd.ttl is None else nd.ttl
-            sets[(fqdn, record.type)] = RecordSet(fqdn, record.type, ttl, nd.answer)
+            # Weights are published only when they differ (equal ones answer as before).  A
+            # shadow name's weights describe what it would answer, not what it publishes.
+            weights = tuple(nd.weights.get(a, -1) for a in nd.answer)
+            if nd.shadow or min(weights, default=-1) < 0 or len(set(weights)) == 1:
+                weights = ()
+            sets[(fqdn, record.type)] = RecordSet(fqdn, record.type, ttl, nd.answer, weights)
     # A zone published by an external provider has no SOA of ours; a placeholder keeps the
     # value shape uniform and is never published.
     soa = zone.soa or SoaConfig(mname=origin, rname=f"hostmaster.{origin}")

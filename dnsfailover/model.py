@@ -80,12 +80,26 @@ class HealthChange:
 
 @dataclass(frozen=True, slots=True)
 class RecordSet:
-    """All records of one name and type, values in presentation format, sorted."""
+    """All records of one name and type, values in presentation format, sorted.
+
+    ``weights`` empty: an ordinary set, every query gets every value.  Otherwise one weight
+    (0-255) per value, in ``values`` order: the embedded server answers each A/AAAA query
+    with one value, chosen in proportion to its weight (AXFR/IXFR still carry every value).
+    Weights are part of the answer, so a weight change makes two sets unequal.
+    """
 
     name: str
     rtype: str
     ttl: int
     values: tuple[str, ...]
+    weights: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.weights and len(self.weights) != len(self.values):
+            raise ValueError(
+                f"{self.name} {self.rtype}: {len(self.weights)} weights "
+                f"for {len(self.values)} values"
+            )
 
 
 @dataclass(frozen=True, slots=True)

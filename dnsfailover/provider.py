@@ -187,8 +187,14 @@ def diff(
 
 
 def _same(a: RecordSet, b: RecordSet) -> bool:
-    """Equal as DNS sees them: the order of values in a set carries no meaning."""
-    return a.ttl == b.ttl and set(a.values) == set(b.values)
+    """Equal as DNS sees them: the order of values in a set carries no meaning, the weight
+    of each value does (empty weights zip to {})."""
+    return (
+        a.ttl == b.ttl
+        and set(a.values) == set(b.values)
+        and dict(zip(a.values, a.weights, strict=False))
+        == dict(zip(b.values, b.weights, strict=False))
+    )
 
 
 @dataclass(frozen=True, slots=True)

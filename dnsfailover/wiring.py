@@ -36,8 +36,13 @@ def with_serials(zones: tuple[ZoneContent, ...], serials: Mapping[str, int]) -> 
 
 
 def provider_records(content: ZoneContent) -> tuple[RecordSet, ...]:
-    """What an external provider is given: everything but the apex NS, which it owns."""
-    return tuple(r for r in content.records if not (r.name == content.origin and r.rtype == "NS"))
+    """What an external provider is given: everything but the apex NS, which it owns, and
+    without weights, which only the embedded server publishes (as one address per answer)."""
+    return tuple(
+        replace(r, weights=()) if r.weights else r
+        for r in content.records
+        if not (r.name == content.origin and r.rtype == "NS")
+    )
 
 
 def safety(config: Config, origin: str) -> Safety:

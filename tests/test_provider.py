@@ -102,3 +102,16 @@ def test_providers_load_by_entry_point_and_unknown_names_list_the_installed() ->
 def test_value_order_is_not_a_change() -> None:
     current = Populated((rs("a", "10.0.0.2", "10.0.0.10"),))
     assert not diff(Z, current, [rs("a", "10.0.0.10", "10.0.0.2")])
+
+
+def test_a_change_of_weights_alone_is_a_change_but_their_order_is_not() -> None:
+    name = f"a.{Z}"
+    weighted = RecordSet(name, "A", 30, ("10.0.0.1", "10.0.0.2"), (3, 1))
+    current = Populated((weighted,), owned=frozenset({(name, "A")}))
+    reweighted = RecordSet(name, "A", 30, ("10.0.0.1", "10.0.0.2"), (1, 1))
+    plan = diff(Z, current, [reweighted])
+    assert [c.new for c in plan.changes] == [reweighted]
+    reordered = RecordSet(name, "A", 30, ("10.0.0.2", "10.0.0.1"), (1, 3))
+    assert not diff(Z, current, [reordered])
+    unweighted = RecordSet(name, "A", 30, ("10.0.0.1", "10.0.0.2"))
+    assert diff(Z, current, [unweighted])  # dropping the weights is a change too

@@ -14,6 +14,12 @@ but not the full path's, so queries with a new case (0x20 randomisation) take th
 Every template comes from ``respond()`` itself and is checked against ``respond()``'s
 answer to a real query before it is kept, so the fast path cannot disagree with the full
 one: anything it does not recognise, it declines (returns None).
+
+A weighted name (:mod:`dnsfailover.server.weighted`) answers one record per query, so its
+key gets one template per record, taken from a snapshot pinned to that record, and the
+name's own rotor picks the template: fast and full path share one rotation.  These keys
+live in a second dict that is only consulted when the first has no usable template, so
+unweighted hits cost nothing more.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from dnsfailover.server.weighted import Pick, Rotor
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
@@ -40,6 +47,9 @@ _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
 Responder = Callable[[ZoneSnapshot, bytes, bool, int], bytes | None]
+Key = tuple[bytes, int, int, bool]
+Rotating = tuple[Callable[[], int], tuple[bytes, ...]]
+"""A weighted key: its rotor's next-turn function and one template per choice."""
 
 
 def _full_path(
@@ -108,6 +118,15 @@ def _patch(template: bytes, data: bytes, qend: int) -> bytes:
     return data[:2] + flags + template[3:HEADER_LEN] + data[HEADER_LEN:qend] + template[qend:]
 
 
+def _always(index: int) -> Pick:
+    """A choice that answers every weighted set with its ``index``-th record."""
+
+    def pick(_rotor: Rotor) -> int:
+        return index
+
+    return pick
+
+
 class FastTable:
     """Replayable replies for one snapshot, built lazily on the second miss of a key.
 
@@ -119,7 +138,15 @@ class FastTable:
     at worst build a template twice.
     """
 
-    __slots__ = ("_max_entries", "_max_udp_payload", "_respond", "_seen", "_snapshot", "_table")
+    __slots__ = (
+        "_max_entries",
+        "_max_udp_payload",
+        "_respond",
+        "_rotating",
+        "_seen",
+        "_snapshot",
+        "_table",
+    )
 
     def __init__(
         self,
@@ -133,8 +160,9 @@ class FastTable:
         self._max_udp_payload = max_udp_payload
         self._max_entries = max_entries
         self._respond = responder
-        self._table: dict[tuple[bytes, int, int, bool], bytes] = {}
-        self._seen: set[tuple[bytes, int, int, bool]] = set()
+        self._table: dict[Key, bytes] = {}
+        self._rotating: dict[Key, Rotating] = {}  # weighted keys; `_table` has _DECLINE
+        self._seen: set[Key] = set()
 
     @property
     def snapshot(self) -> ZoneSnapshot:
@@ -149,8 +177,14 @@ class FastTable:
         if split is None:
             return None
         qend, keyed, variant = split
-        template = self._table.get((data[HEADER_LEN:qend].lower(), keyed, variant, tcp))
-        return _patch(template, data, qend) if template else None
+        key = (data[HEADER_LEN:qend].lower(), keyed, variant, tcp)
+        template = self._table.get(key)
+        if template:
+            return _patch(template, data, qend)
+        rotating = self._rotating.get(key) if template is not None else None
+        if rotating is None:
+            return None
+        return _patch(rotating[1][rotating[0]()], data, qend)
 
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The reply to a query: from a template, or from the full path (learning a template)."""
@@ -163,19 +197,16 @@ class FastTable:
         template = self._table.get(key)
         if template:
             return _patch(template, data, qend)
+        if template is not None:  # declined, or weighted
+            rotating = self._rotating.get(key)
+            if rotating is not None:
+                return _patch(rotating[1][rotating[0]()], data, qend)
         slow = self._respond(self._snapshot, data, tcp, self._max_udp_payload)
         if template is None:
             self._learn(key, question, data, qend, slow)
         return slow
 
-    def _learn(
-        self,
-        key: tuple[bytes, int, int, bool],
-        question: bytes,
-        data: bytes,
-        qend: int,
-        slow: bytes | None,
-    ) -> None:
+    def _learn(self, key: Key, question: bytes, data: bytes, qend: int, slow: bytes | None) -> None:
         if self._max_entries <= 0:
             return
         # Second chance: a key seen once (a random name in a flood) costs one full answer only.
@@ -186,19 +217,44 @@ class FastTable:
             return
         self._seen.discard(key)
         _, keyed, variant, tcp = key
-        template = self._respond(
-            self._snapshot, _canonical(question, keyed, variant), tcp, self._max_udp_payload
-        )
+        canonical = _canonical(question, keyed, variant)
+        snapshot, rotors = self._snapshot, list[Rotor]()
+        if snapshot.weighted:
+            # Answer from a snapshot that records the rotors it meets instead of turning them.
+            def record(rotor: Rotor) -> int:
+                rotors.append(rotor)
+                return 0
+
+            snapshot = snapshot.pinned(record)
+        template = self._respond(snapshot, canonical, tcp, self._max_udp_payload)
+        templates = [template]
+        if rotors:
+            rotor = rotors[0]
+            for i in range(1, len(rotor.choices)):
+                pinned = self._snapshot.pinned(_always(i))
+                templates.append(self._respond(pinned, canonical, tcp, self._max_udp_payload))
         usable = (
-            template is not None
-            and slow is not None
-            and len(template) >= qend
-            and template[HEADER_LEN:qend].lower() == question.lower()
-            and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
-            # The check that makes the fast path safe: replaying the template for this very
+            slow is not None
+            and len(rotors) <= 1
+            and all(self._replayable(t, question, qend, tcp) for t in templates)
+            # The check that makes the fast path safe: replaying a template for this very
             # query gives exactly what the full path answered.
-            and _patch(template, data, qend) == slow
+            and any(_patch(t, data, qend) == slow for t in templates if t is not None)
         )
         if len(self._table) >= self._max_entries:
             self._table.clear()
-        self._table[key] = template if usable and template is not None else _DECLINE
+            self._rotating.clear()
+        if usable and rotors:
+            self._rotating[key] = (rotors[0].pick, tuple(t for t in templates if t is not None))
+            self._table[key] = _DECLINE
+        else:
+            self._table[key] = template if usable and template is not None else _DECLINE
+
+    @staticmethod
+    def _replayable(template: bytes | None, question: bytes, qend: int, tcp: bool) -> bool:
+        return (
+            template is not None
+            and len(template) >= qend
+            and template[HEADER_LEN:qend].lower() == question.lower()
+            and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
+        )

@@ -9,11 +9,12 @@ A look-up is then a few set and dict probes per label of the query name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, RR, DNSLabel
 
 from dnsfailover.server.rdata import Labels
+from dnsfailover.server.weighted import Pick, Rotor, advance
 
 MAX_CNAME_CHAIN = 8
 """How many CNAMEs one answer follows before it stops (loops stop earlier)."""
@@ -64,6 +65,8 @@ class ZoneData:
     """The topmost delegation points below the apex; nothing below them is served."""
     negative: tuple[RR, ...]
     """The SOA for the authority section of NXDOMAIN/NODATA, TTL = min(ttl, minimum)."""
+    weighted: Mapping[tuple[Labels, int], Rotor] = field(default_factory=dict)
+    """Weighted A/AAAA sets: a query gets one record of ``rrsets`` (ANY still gets all)."""
 
     def contains(self, name: Labels) -> bool:
         depth = len(self.origin)
@@ -99,8 +102,11 @@ def _as(owner: DNSLabel, rrs: tuple[RR, ...]) -> tuple[RR, ...]:
     return tuple(RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata) for rr in rrs)
 
 
-def lookup(zone: ZoneData, qname: Labels, qtype: int) -> Answer:
-    """Answer one IN-class question for a name inside ``zone`` (lower-case labels)."""
+def lookup(zone: ZoneData, qname: Labels, qtype: int, pick: Pick = advance) -> Answer:
+    """Answer one IN-class question for a name inside ``zone`` (lower-case labels).
+
+    ``pick`` chooses the one record a weighted set answers with (a CNAME may lead there).
+    """
     answer: list[RR] = []
     name = qname
     seen = {name}
@@ -113,6 +119,10 @@ def lookup(zone: ZoneData, qname: Labels, qtype: int) -> Answer:
             return Answer(_NOERROR, bool(answer), tuple(answer), node.ns, node.glue)
         found = zone.any_rrsets.get(node) if qtype == _ANY else zone.rrsets.get((node, qtype))
         if found:
+            if zone.weighted and qtype != _ANY:
+                rotor = zone.weighted.get((node, qtype))
+                if rotor is not None:
+                    found = rotor.choices[pick(rotor)]
             answer.extend(found if node == name else _as(DNSLabel(name), found))
             break
         target = zone.cname_targets.get(node)

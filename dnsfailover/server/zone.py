@@ -22,6 +22,7 @@ from dnsfailover.server.rdata import (
     parse_rdata,
     qtype_code,
 )
+from dnsfailover.server.weighted import Pick, Rotor, advance
 
 MAX_TTL = 2**31 - 1
 
@@ -64,11 +65,17 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     negative = RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
 
     built: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
+    weights: dict[tuple[Labels, int], tuple[int, ...]] = {}
     owners: set[Labels] = {origin}
     for rs in content.records:
         name, code, rrs = _build_rrset(rs, origin)
         if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
+        # Only address sets rotate; all-zero weights mean no preference (Route 53 too).
+        if rs.weights and code in (_A, _AAAA) and any(rs.weights):
+            if min(rs.weights) < 0 or len(rs.weights) != len(rrs):
+                raise ZoneBuildError(f"{rs.name} {rs.rtype}: weights must be one >= 0 per value")
+            weights[name, code] = rs.weights
         # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
         built[name, code] = rrs
         owners.add(name)
@@ -112,6 +119,12 @@ def _build_zone(content: ZoneContent) -> ZoneData:
         names=frozenset(names),
         cuts={cut: _referral(cut, origin, built) for cut in cuts},
         negative=(negative,),
+        # A weighted set at a cut is never answered (the referral is), so it needs no rotor.
+        weighted={
+            key: Rotor(rrsets[key], w)
+            for key, w in weights.items()
+            if key in rrsets and key[0] not in cuts
+        },
     )
 
 
@@ -167,10 +180,11 @@ def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, 
 class ZoneSnapshot:
     """Every zone the server answers for, frozen; build a new one to change anything."""
 
-    __slots__ = ("_zones",)
+    __slots__ = ("_pick", "_zones")
 
-    def __init__(self, zones: Iterable[ZoneData] = ()) -> None:
+    def __init__(self, zones: Iterable[ZoneData] = (), pick: Pick = advance) -> None:
         self._zones: Mapping[Labels, ZoneData] = {z.origin: z for z in zones}
+        self._pick = pick
 
     @classmethod
     def build(cls, zones: Sequence[ZoneContent]) -> ZoneSnapshot:
@@ -183,6 +197,16 @@ class ZoneSnapshot:
         if len(set(origins)) != len(origins):
             raise ZoneBuildError("a zone is given more than once")
         return cls(built)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether any zone has a weighted record set (answers that rotate)."""
+        return any(z.weighted for z in self._zones.values())
+
+    def pinned(self, pick: Pick) -> ZoneSnapshot:
+        """The same zones, with ``pick`` choosing each weighted set's record instead of the
+        rotation (the fast path builds one reply per choice with it)."""
+        return ZoneSnapshot(self._zones.values(), pick)
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -208,7 +232,7 @@ class ZoneSnapshot:
     def lookup(self, qname: Labels, qtype: int) -> Answer:
         """Answer one IN-class question; ``qname`` must be lower-case labels."""
         zone = self.find_zone(qname)
-        return REFUSED if zone is None else lookup(zone, qname, qtype)
+        return REFUSED if zone is None else lookup(zone, qname, qtype, self._pick)
 
     def resolve(self, request: DNSRecord) -> DNSRecord:
         """Build the reply to a parsed request: a pure function of the request and snapshot.
