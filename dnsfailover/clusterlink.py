@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from dnsfailover.cluster.codec import decode, encode
 from dnsfailover.cluster.node import EtcdCluster
 from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.clusterconfig import ClusterConfig
 from dnsfailover.engine import Decision, EngineState, NameDecision, Transition
 from dnsfailover.model import HealthChange, ZoneContent
 from dnsfailover.overrides import Override
-from dnsfailover.schema import ClusterConfig
 from dnsfailover.tasks import cancel_and_wait
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import aetcd
 import grpc
 from aetcd import rpc, watcher
 
-from dnsfailover.schema import EtcdConfig
+from dnsfailover.clusterconfig import EtcdConfig
 
 
 class ClusterUnavailable(Exception):

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from dnsfailover.schema import DampingConfig
+from dnsfailover.policyconfig import DampingConfig
 
 
 @dataclass(frozen=True, slots=True)

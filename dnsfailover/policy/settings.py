@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnsfailover.schema import (
-    ActiveActive,
-    ActivePassive,
-    Config,
-    DampingConfig,
-    MaxFailovers,
-)
+from dnsfailover.policyconfig import DampingConfig, MaxFailovers
+from dnsfailover.schema import ActiveActive, ActivePassive, Config
 
 FailoverRecord = ActiveActive | ActivePassive
 

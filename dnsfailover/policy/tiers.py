@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from dnsfailover.overrides import Override
 from dnsfailover.policy.settings import FailoverRecord
 from dnsfailover.policy.values import NameState
-from dnsfailover.schema import ActivePassive, MaxFailovers
+from dnsfailover.policyconfig import MaxFailovers
+from dnsfailover.schema import ActivePassive
 
 
 @dataclass(slots=True)
