@@ -154,7 +154,30 @@ def do_explain(client: Client, args: argparse.Namespace) -> Any:
 
 
 def do_events(client: Client, args: argparse.Namespace) -> Any:
+    if args.state is not None:
+        return read_events(args.state, args.limit, args.before)
     return client.get("/api/v1/events", limit=args.limit, before=args.before)
+
+
+def read_events(path: str, limit: int, before: int | None) -> Any:
+    """The history straight from a node's state file: for when its server is not running
+    (a post-mortem).  Same shape as `GET /api/v1/events`."""
+    from pathlib import Path
+
+    from dnsfailover.api.views import events
+    from dnsfailover.errors import StoreError
+    from dnsfailover.store import Store
+
+    if not Path(path).exists():
+        raise ApiError(f"no state file at {path}", 400)
+    try:
+        store = Store(path, readonly=True)
+    except StoreError as e:
+        raise ApiError(str(e), 400) from None
+    try:
+        return events(store.events(limit, before), limit)
+    finally:
+        store.close()
 
 
 # -- mutating ---------------------------------------------------------------------------------
@@ -290,6 +313,11 @@ def register(
     sp = add("events", "show the history of health, answers and overrides", do_events)
     sp.add_argument("--limit", type=int, default=50, help="how many, newest (default 50)")
     sp.add_argument("--before", type=int, default=None, metavar="ID", help="older than event ID")
+    sp.add_argument(
+        "--state",
+        metavar="PATH",
+        help="read a node's state file directly instead of asking its API (server stopped)",
+    )
     sp = add("drain", "keep an endpoint out of answers (still probed)", do_drain)
     sp.add_argument("endpoint", metavar="ENDPOINT", help="endpoint address")
     sp.add_argument("--name", help="only within this managed name (default: every name)")

@@ -163,6 +163,15 @@ def test_active_passive_manual_failback_needs_the_operator(
     events = run_cli("events", "--api", server.api)
     assert "failback" in events.stdout
     assert "e2e" in events.stdout
+    # with the server stopped, the history is still readable from its state file
+    assert server.stop() == 0
+    offline = run_cli("events", "--state", str(state), "--limit", "500")
+    assert offline.returncode == 0, offline.stderr
+    assert "failback" in offline.stdout
+    assert "e2e" in offline.stdout
+    missing = run_cli("events", "--state", str(tmp_path / "nope.db"))
+    assert missing.returncode == 2
+    assert "no state file at" in missing.stderr
 
 
 def test_tcp_check_and_restart_keeps_serial_increasing(tmp_path: Path, serve: Serve) -> None:
