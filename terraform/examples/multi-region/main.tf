@@ -5,12 +5,10 @@
 # config_parameter_name in each region. Its failover_zone must list ns1..ns3.<failover_zone>
 # under nameservers and serve their A records (the outputs' glue addresses).
 #
-# etcd is not created here: run your own cluster and pass its client URLs in etcd_endpoints.
+# etcd is not created here: run your own cluster and list its client URLs in the config's
+# cluster.etcd.endpoints; each node runs with --region set to its AWS region name.
 
 locals {
-  environment = length(var.etcd_endpoints) == 0 ? {} : {
-    DNSFAILOVER_ETCD_ENDPOINTS = join(",", var.etcd_endpoints)
-  }
   ns_names = [for i in range(3) : "ns${i + 1}.${var.failover_zone}"]
   node_ips = [module.node_r1.public_ip, module.node_r2.public_ip, module.node_r3.public_ip]
 }
@@ -42,7 +40,6 @@ module "node_r1" {
   instance_role_name    = module.route53_access.role_name
   api_port              = var.api_port
   admin_cidr_blocks     = var.admin_cidr_blocks
-  environment           = local.environment
   tags                  = var.tags
 }
 
@@ -60,7 +57,6 @@ module "node_r2" {
   instance_role_name    = module.route53_access.role_name
   api_port              = var.api_port
   admin_cidr_blocks     = var.admin_cidr_blocks
-  environment           = local.environment
   tags                  = var.tags
 }
 
@@ -78,7 +74,6 @@ module "node_r3" {
   instance_role_name    = module.route53_access.role_name
   api_port              = var.api_port
   admin_cidr_blocks     = var.admin_cidr_blocks
-  environment           = local.environment
   tags                  = var.tags
 }
 

@@ -49,12 +49,6 @@ variable "config_parameter_name" {
   default     = "/dnsfailover/config"
 }
 
-variable "etcd_endpoints" {
-  description = "Client URLs of an etcd cluster you run yourself (not created here), e.g. [\"https://etcd-1.example.net:2379\"]. Passed to every node as DNSFAILOVER_ETCD_ENDPOINTS."
-  type        = list(string)
-  default     = []
-}
-
 variable "admin_cidr_blocks" {
   description = "CIDRs allowed to reach the nodes' admin API port (api_port)."
   type        = list(string)

@@ -149,6 +149,8 @@ resource "aws_launch_template" "this" {
   ebs_optimized = true
   user_data = base64encode(templatefile("${path.module}/user_data.sh.tftpl", {
     region           = local.region
+    node_region      = coalesce(var.dnsfailover_region, local.region)
+    api_listen       = var.api_port == null ? "127.0.0.1:8053" : "0.0.0.0:${var.api_port}"
     allocation_id    = aws_eip.this.allocation_id
     package          = var.dnsfailover_package
     config_parameter = var.config_parameter_name

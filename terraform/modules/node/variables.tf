@@ -71,7 +71,7 @@ variable "dns_cidr_blocks" {
 }
 
 variable "api_port" {
-  description = "TCP port of an admin API on the node, reachable only from admin_cidr_blocks; null opens nothing (dnsfailover serve has no HTTP API today)."
+  description = "TCP port of the node's HTTP API (status, overrides, /metrics), reachable only from admin_cidr_blocks; null keeps the API on 127.0.0.1:8053."
   type        = number
   default     = null
 }
@@ -115,4 +115,10 @@ variable "tags" {
   description = "Tags for every resource this module creates (and its instances)."
   type        = map(string)
   default     = {}
+}
+
+variable "dnsfailover_region" {
+  description = "The node's region as the config's `regions:` names it (serve --region); null uses the AWS region name."
+  type        = string
+  default     = null
 }
