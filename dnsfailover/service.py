@@ -40,7 +40,7 @@ from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.tsig import make_keyring
 from dnsfailover.server.workers import WorkerPool
 from dnsfailover.server.xfr import TransferHandler, transfer_acl
-from dnsfailover.store import AsyncStore, Request, Store, next_serial
+from dnsfailover.store import AsyncStore, Store, next_serial
 from dnsfailover.sync import SyncEvent, ZoneSync
 from dnsfailover.tasks import cancel_and_wait
 from dnsfailover.wiring import (
@@ -54,9 +54,6 @@ from dnsfailover.wiring import (
 )
 
 log = logging.getLogger("dnsfailover.service")
-
-
-REQUEST_POLL = 0.5  # seconds between looks at the store for operator requests
 
 
 class Service(Operations):
@@ -101,7 +98,6 @@ class Service(Operations):
         self._engine = EngineState()
         self._serials: dict[str, int] = {}
         self._pending_health: list[HealthChange] = []
-        self._requests: list[Request] = []
         self._wake = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._decide_lock = asyncio.Lock()
@@ -202,7 +198,6 @@ class Service(Operations):
         self._drills.start()
         self._tasks = [
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
-            asyncio.create_task(self._request_loop(), name="dnsfailover-requests"),
             asyncio.create_task(self._revote_loop(), name="dnsfailover-revote"),
         ]
         # What start-up built lives as long as the process: keep it out of the collector's
@@ -323,23 +318,6 @@ class Service(Operations):
                 log.exception("engine: decision failed; still serving the last answers")
                 await asyncio.sleep(1.0)
 
-    async def _request_loop(self) -> None:
-        assert self.store is not None
-        while True:
-            await asyncio.sleep(REQUEST_POLL)
-            try:
-                pending = await self.store.run(Store.pending_requests)
-            except Exception:
-                log.exception("requests: cannot read operator requests from the store")
-                continue
-            known = {r.id for r in self._requests}
-            fresh = [r for r in pending if r.id not in known]
-            if fresh:
-                for r in fresh:
-                    log.info("request: %s %s (%s)", r.kind, r.name, r.reason)
-                self._requests.extend(fresh)
-                self._wake.set()
-
     async def _decide_and_publish(self, force_all: bool = False) -> None:
         """Decide; persist serials, state and reasons; then hand changed zones to providers.
 
@@ -354,8 +332,6 @@ class Service(Operations):
             if health:
                 await self.store.run(lambda s: s.save_health(health))
             return
-        requests, self._requests = self._requests, []
-        failback = frozenset(r.name for r in requests if r.kind == "failback")
         overrides = self.overrides()
         expired = [o for o in self._overrides if not o.active(now)]
         reset, self._reset_breaker = self._reset_breaker, False
@@ -365,7 +341,6 @@ class Service(Operations):
             self._engine,
             now,
             overrides=overrides,
-            failback=failback,
             reset_breaker=reset,
         )
         interlocks = self._interlock_events(decision, now)
@@ -376,30 +351,21 @@ class Service(Operations):
             if force_all or z.origin not in before or not z.same_answers(before[z.origin])
         ]
         serials = {o: next_serial(self._serials.get(o), now) for o in changed}
-        managed = {name for _o, name, _r in self.config.managed()}
-        notes = [
-            (
-                now,
-                "request",
-                r.name,
-                f"{r.kind}: no such managed name"
-                if r.name not in managed
-                else f"{r.kind} taken: {decision.names[r.name].reason}",
-            )
-            for r in requests
-        ]
-        notes.extend(interlocks)
         health, self._pending_health = self._pending_health, []
-        ids = [r.id for r in requests]
         if link is not None:
             zones = tuple(with_serials(decision.zones, {**self._serials, **serials}))
             force, self._force_publish = self._force_publish, False
             if not await link.publish(decision, zones, now, force=force or force_all):
                 self._pending_health = health + self._pending_health
                 return
-            await self.store.run(lambda s: s.save_health(health))
+
+            def persist(store: Store) -> None:
+                store.save_health(health)
+                store.add_events(interlocks)
+
+            await self.store.run(persist)
         else:
-            await self._commit(decision, serials, changed, now, health, notes, ids)
+            await self._commit(decision, serials, changed, now, health, interlocks)
         # A failback is taken once, and ends the failovers of its name; an expired override
         # is over.
         backs = [o for o in overrides if o.action is Action.FAILBACK]
@@ -426,7 +392,6 @@ class Service(Operations):
         now: float,
         health: Sequence[HealthChange] = (),
         notes: Sequence[tuple[float, str, str, str]] = (),
-        request_ids: Sequence[int] = (),
     ) -> None:
         """Persist, then serve: the new serials, engine state and reasons are written before
         the zones change, so a serial never goes backwards."""
@@ -435,9 +400,7 @@ class Service(Operations):
 
             def persist(store: Store) -> None:
                 store.save_health(health)
-                store.save_publish(
-                    serials, decision.state, decision.transitions, notes, request_ids, now
-                )
+                store.save_publish(serials, decision.state, decision.transitions, notes)
 
             await self.store.run(persist)
             self._serials.update(serials)

@@ -1,4 +1,4 @@
-"""SQLite (WAL) persistence: serials, last health, engine state, events, operator requests.
+"""SQLite (WAL) persistence: serials, last health, engine state, events, overrides.
 
 Every method is synchronous and short; the service runs them on one dedicated thread
 (`AsyncStore`) so the event loop never waits on the disk.  The CLI uses `Store` directly.
@@ -31,9 +31,6 @@ CREATE TABLE IF NOT EXISTS engine (
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
     subject TEXT NOT NULL, message TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
-    name TEXT NOT NULL, reason TEXT NOT NULL, taken_at REAL);
 CREATE TABLE IF NOT EXISTS overrides (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
@@ -56,15 +53,6 @@ class Event:
     kind: str
     subject: str
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    id: int
-    at: float
-    kind: str
-    name: str
-    reason: str
 
 
 def next_serial(previous: int | None, now: float) -> int:
@@ -148,12 +136,6 @@ class Store:
         )
         return [Event(*row) for row in rows]
 
-    def pending_requests(self) -> list[Request]:
-        rows = self._db.execute(
-            "SELECT id, at, kind, name, reason FROM requests WHERE taken_at IS NULL ORDER BY id"
-        )
-        return [Request(*row) for row in rows]
-
     def overrides(self) -> list[Override]:
         """Every stored override, oldest first (expired ones included until removed)."""
         rows = self._db.execute("SELECT body FROM overrides ORDER BY rowid")
@@ -203,8 +185,6 @@ class Store:
         state: EngineState,
         transitions: Iterable[Transition],
         notes: Iterable[tuple[float, str, str, str]] = (),
-        taken_requests: Iterable[int] = (),
-        now: float = 0.0,
     ) -> None:
         """Record a decision about to be published: serials, engine state and why.
 
@@ -236,10 +216,6 @@ class Store:
             db.executemany(
                 "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)", events
             )
-            db.executemany(
-                "UPDATE requests SET taken_at = ? WHERE id = ?",
-                [(now, rid) for rid in taken_requests],
-            )
 
         self._tx(work)
 
@@ -253,24 +229,6 @@ class Store:
             )
 
         self._tx(work)
-
-    def add_request(self, kind: str, name: str, reason: str, now: float) -> int:
-        """Queue an operator request (e.g. failback) for the running service to take."""
-        ids: list[int] = []
-
-        def work(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "INSERT INTO requests (at, kind, name, reason) VALUES (?, ?, ?, ?)",
-                (now, kind, name, reason),
-            )
-            db.execute(
-                "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)",
-                (now, "request", name, f"{kind} requested: {reason}"),
-            )
-            ids.append(cur.lastrowid or 0)
-
-        self._tx(work)
-        return ids[0]
 
     def put_override(self, override: Override, now: float) -> None:
         """Store an override and audit it (who, why, what) in the history."""
