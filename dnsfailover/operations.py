@@ -47,6 +47,7 @@ class Operations:
     _reset_breaker: bool
     _frozen: str | None
     _refused: set[str]
+    _over: set[str]
     _decide_lock: asyncio.Lock
     config_path: str | None
     published: Any
@@ -234,4 +235,16 @@ class Operations:
                 self.alerter.emit(Notice("interlock", oid, message, now, "warning"))
                 events.append((now, "interlock", oid, message))
         self._refused = set(decision.refused)
+        over = {name for name, nd in decision.names.items() if nd.over_capacity}
+        for name in sorted(over - self._over):
+            message = f"{name} OVER CAPACITY: {decision.names[name].reason}"
+            log.error("capacity: %s", message)
+            self.alerter.emit(Notice("capacity", name, message, now, "critical"))
+            events.append((now, "capacity", name, message))
+        for name in sorted(self._over - over):
+            message = f"{name} back within capacity"
+            log.warning("capacity: %s", message)
+            self.alerter.emit(Notice("capacity", name, message, now, "info"))
+            events.append((now, "capacity", name, message))
+        self._over = over
         return events

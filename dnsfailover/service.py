@@ -79,6 +79,7 @@ class Service(Operations):
         self._reset_breaker = False
         self._frozen: str | None = None
         self._refused: set[str] = set()
+        self._over: set[str] = set()
         self.node_id = node_id or socket.gethostname()
         self._api_addr = api
         self.api_address: tuple[str, int] | None = None

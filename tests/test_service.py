@@ -82,3 +82,68 @@ zones:
     finally:
         await service.stop()
         await runner.cleanup()
+
+
+async def test_over_capacity_is_loud_once_and_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two endpoints of 400 carry a load of 600; one dies and the survivor cannot: an
+    ERROR, one `capacity` event (not one per decision), and another when it recovers."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="dnsfailover")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sites = {a: web.TCPSite(runner, a, 0) for a in (A, B)}
+    for site in sites.values():
+        await site.start()
+    ports = {a: s._server.sockets[0].getsockname()[1] for a, s in sites.items()}  # type: ignore[union-attr]
+    text = f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 100ms, timeout: 100ms, fall: 2, rise: 2}}
+zones:
+  example.test.:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    nameservers: [ns1.example.test.]
+    records:
+      ns1: {{type: A, values: [127.0.0.1]}}
+    failover:
+      www:
+        policy: active-active
+        check: web
+        load: 600
+        endpoints:
+          - {{address: {A}, check_port: {ports[A]}, capacity: 400}}
+          - {{address: {B}, check_port: {ports[B]}, capacity: 400}}
+"""
+    service = Service(loads(text), dns_port=0, state_path=tmp_path / "s.db")
+    _host, port = await service.start()
+    try:
+        await until(port, "www.example.test.", (A, B), 5)
+        await sites[B].stop()
+        await until(port, "www.example.test.", (A,), 5)
+        await asyncio.sleep(0.5)  # several more decisions: still one event
+        assert service.store is not None
+        events = await service.store.run(lambda s: s.events(100))
+        over = [e for e in events if e.kind == "capacity"]
+        assert len(over) == 1, over
+        assert "OVER CAPACITY" in over[0].message
+        assert any(
+            r.levelname == "ERROR" and "OVER CAPACITY" in r.getMessage() for r in caplog.records
+        )
+        back = web.TCPSite(runner, B, ports[B], reuse_address=True)
+        await back.start()
+        await until(port, "www.example.test.", (A, B), 5)
+        events = await service.store.run(lambda s: s.events(100))
+        kinds = [e.message for e in events if e.kind == "capacity"]
+        assert len(kinds) == 2, kinds
+        assert kinds[0] == "www.example.test. back within capacity"  # newest first
+    finally:
+        await service.stop()
+        await runner.cleanup()

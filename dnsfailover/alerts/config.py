@@ -28,6 +28,7 @@ EventKind = Literal[
     "provider_error",  # a provider push failed, was refused as unsafe, or was fenced
     "provider_applied",  # a provider push succeeded (only if the service reports them)
     "override",  # an operator override set or removed
+    "capacity",  # a name's healthy endpoints cannot carry its load (and when they can again)
 ]
 TRANSITION_KINDS = frozenset({"failover", "failback", "all_down", "answer"})
 ALL_EVENTS: tuple[EventKind, ...] = ("all",)
