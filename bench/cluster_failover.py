@@ -1,21 +1,29 @@
 """Endpoint killed → every node of a three-region cluster serves the new answer.
 
     .venv/bin/python bench/cluster_failover.py [--cycles 20] [--interval 100ms] [--fall 3]
+                                               [--takeovers 5]
 
 Starts a real etcd, three `dnsfailover serve` nodes (regions us, eu, ap, each probing from
 its own 127.0.0.x source address), and two HTTP endpoints behind an active-active name
 voted by majority.  Each cycle stops one endpoint's listener and polls all three nodes over
 UDP every 2 ms until each of them answers without it (the time is the slowest node's),
 then restores it and waits until all three answer it again.  Reports median and p99.
+
+With --takeovers N it then kills the leader N times (SIGKILL): the time until another
+node says it leads (the lease TTL is 2 s), and how many of the queries sent to the
+surviving nodes meanwhile went unanswered; the killed node is restarted each time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -41,6 +49,47 @@ def wait_all(servers: list[Server], want: tuple[str, ...], limit: float) -> floa
     return time.perf_counter() - start
 
 
+def leads(server: Server) -> bool:
+    """What the node's own API says about its leadership."""
+    assert server.api is not None
+    try:
+        with urllib.request.urlopen(f"{server.api}/api/v1/status", timeout=2) as resp:
+            return bool(json.load(resp)["cluster"]["leader"])
+    except OSError:
+        return False
+
+
+def takeover(servers: list[Server], start: Callable[[int], Server]) -> tuple[float, int, int]:
+    """Kill the leader; return (seconds until another leads, queries asked, unanswered)."""
+    alive = [s for s in servers if s.proc.poll() is None]
+    leader = next(s for s in alive if leads(s))
+    others = [s for s in alive if s is not leader]
+    leader.proc.kill()
+    leader.proc.wait()
+    started = time.perf_counter()
+    asked = unanswered = 0
+    took = None
+    while time.perf_counter() - started < 15:
+        for s in others:
+            asked += 1
+            try:
+                if not s.answer(NAME):
+                    unanswered += 1
+            except Exception:
+                unanswered += 1
+        if took is None and any(leads(s) for s in others):
+            took = time.perf_counter() - started
+        if took is not None and time.perf_counter() - started > took + 0.5:
+            break
+        time.sleep(0.01)
+    if took is None:
+        raise SystemExit("no new leader within 15 s")
+    index = servers.index(leader)
+    leader.stop()
+    servers[index] = start(index)
+    return took, asked, unanswered
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cycles", type=int, default=20)
@@ -48,6 +97,7 @@ def main() -> None:
     ap.add_argument("--timeout", default="100ms")
     ap.add_argument("--fall", type=int, default=3)
     ap.add_argument("--rise", type=int, default=2)
+    ap.add_argument("--takeovers", type=int, default=0)
     args = ap.parse_args()
 
     endpoints = HttpEndpoints()
@@ -81,8 +131,10 @@ zones:
           - {{address: {a}, check_port: {ports[a]}}}
           - {{address: {b}, check_port: {ports[b]}}}
 """)
-        servers = [
-            Server(
+
+        def start(index: int) -> Server:
+            region = list(REGIONS)[index]
+            return Server(
                 cfg,
                 Path(tmp) / f"{region}.db",
                 "--region",
@@ -92,8 +144,8 @@ zones:
                 "--log-level",
                 "WARNING",
             )
-            for region in REGIONS
-        ]
+
+        servers = [start(i) for i in range(len(REGIONS))]
         try:
             wait_all(servers, (a, b), 15)
             down: list[float] = []
@@ -106,6 +158,10 @@ zones:
                 down.append(wait_all(servers, (survivor,), 10))
                 endpoints.start(victim)
                 back.append(wait_all(servers, (a, b), 10))
+            takeovers: list[tuple[float, int, int]] = []
+            for _ in range(args.takeovers):
+                takeovers.append(takeover(servers, start))
+                wait_all(servers, (a, b), 15)
         finally:
             for s in servers:
                 s.stop()
@@ -126,6 +182,14 @@ zones:
             f"{label:<26} median {statistics.median(values) * 1000:6.0f} ms   "
             f"p99 {percentile(values, 99) * 1000:6.0f} ms   "
             f"min {min(values) * 1000:5.0f} ms   max {max(values) * 1000:5.0f} ms"
+        )
+    if takeovers:
+        times = [t for t, _, _ in takeovers]
+        print(
+            f"leader killed -> new leader median {statistics.median(times):.2f} s   "
+            f"max {max(times):.2f} s ({len(times)} kills, lease TTL 2 s); queries to the "
+            f"survivors meanwhile: {sum(q for _, q, _ in takeovers)}, unanswered "
+            f"{sum(u for _, _, u in takeovers)}"
         )
 
 
