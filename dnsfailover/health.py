@@ -103,6 +103,13 @@ class HealthTracker:
         self._by_target: dict[str, list[str]] = {}
         self._seen: dict[str, float] = {}  # region → newest probe time reported by its node
         self._isolated: frozenset[str] = frozenset()
+        # Per region: targets with a known state, and how many of them are DOWN.  Kept up to
+        # date on every change so that isolation costs O(regions), not a scan of every target
+        # (a regional outage flips thousands of targets at once).
+        self._known: dict[str, int] = {}
+        self._down: dict[str, int] = {}
+        self._probed: dict[str, float] = {}  # region → newest observation made here
+        self._horizon = 0.0  # STALE_INTERVALS x the longest interval: a region's freshness
         self.update_rules(rules, votes)
 
     def update_rules(
@@ -136,6 +143,11 @@ class HealthTracker:
         self._by_target = {}
         for hkey, v in fresh.items():
             self._by_target.setdefault(v.target, []).append(hkey)
+        self._horizon = STALE_INTERVALS * max((r.interval for r in rules.values()), default=1.0)
+        self._known, self._down = {}, {}
+        for t in kept.values():
+            for region, c in t.regions.items():
+                self._count(region, State.UNKNOWN, c.state)
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -144,6 +156,8 @@ class HealthTracker:
         t = self._targets.get(target)
         if t is None or state is State.UNKNOWN:
             return
+        old = t.regions.get(region)
+        self._count(region, old.state if old is not None else State.UNKNOWN, state)
         t.regions[region] = _Counter(state=state, since=since, reason=f"restored: {reason}")
         for hkey in self._by_target.get(target, ()):
             v = self._votes[hkey]
@@ -156,10 +170,13 @@ class HealthTracker:
             return []
         counter = t.regions.setdefault(obs.region, _Counter())
         counter.latency, counter.detail = obs.latency, obs.detail
+        if obs.at > self._probed.get(obs.region, 0.0):
+            self._probed[obs.region] = obs.at
         changes: list[HealthChange] = []
         new = self._step(counter, t.rules, obs)
         if new is not None:
             old = counter.state
+            self._count(obs.region, old, new)
             counter.state, counter.since, counter.reason = new, obs.at, _reason(obs, counter)
             changes.append(HealthChange(obs.target, obs.region, old, new, obs.at, counter.reason))
             changes.extend(self._after_region_change(obs.target, obs.at))
@@ -180,6 +197,7 @@ class HealthTracker:
         if counter.state is state and counter.since == since:
             return []
         old = counter.state
+        self._count(region, old, state)
         counter.state, counter.since, counter.reason = state, since, reason
         changes = []
         if old is not state:
@@ -195,6 +213,9 @@ class HealthTracker:
     def forget(self, region: str, now: float) -> list[HealthChange]:
         """Drop everything known from `region` (its node left); re-vote what it touched."""
         self._seen.pop(region, None)
+        self._probed.pop(region, None)
+        self._known.pop(region, None)
+        self._down.pop(region, None)
         touched = [key for key, t in self._targets.items() if t.regions.pop(region, None)]
         changes: list[HealthChange] = []
         changes.extend(self._update_isolation(now))
@@ -305,24 +326,33 @@ class HealthTracker:
             changes.extend(self._revote_target(target, now))
         return changes
 
+    def _region_fresh(self, region: str, now: float) -> bool:
+        last = max(self._seen.get(region, 0.0), self._probed.get(region, 0.0))
+        return last == 0.0 or now - last <= self._horizon  # 0: restored, not yet heard from
+
+    def _count(self, region: str, old: State, new: State) -> None:
+        if old is not State.UNKNOWN:
+            self._known[region] -= 1
+            if old is State.DOWN:
+                self._down[region] -= 1
+        if new is not State.UNKNOWN:
+            self._known[region] = self._known.get(region, 0) + 1
+            if new is State.DOWN:
+                self._down[region] = self._down.get(region, 0) + 1
+
     def _compute_isolated(self, now: float) -> frozenset[str]:
-        known: dict[str, int] = {}
-        down: dict[str, int] = {}
-        for t in self._targets.values():
-            for region, c in t.regions.items():
-                if c.state is State.UNKNOWN or not self._fresh(region, c, t.rules, now):
-                    continue
-                known[region] = known.get(region, 0) + 1
-                if c.state is State.DOWN:
-                    down[region] = down.get(region, 0) + 1
-        if len(known) < 2:
+        """Regions that see at least ISOLATED_DOWN of their targets DOWN while the other
+        fresh regions together see fewer than OTHERS_DOWN of theirs DOWN."""
+        fresh = [r for r, n in self._known.items() if n > 0 and self._region_fresh(r, now)]
+        if len(fresh) < 2:
             return frozenset()
         flagged = set()
-        for region, n in known.items():
-            if n < ISOLATION_MIN_TARGETS or down.get(region, 0) < ISOLATED_DOWN * n:
+        for region in fresh:
+            n, down = self._known[region], self._down.get(region, 0)
+            if n < ISOLATION_MIN_TARGETS or down < ISOLATED_DOWN * n:
                 continue
-            others_known = sum(k for r, k in known.items() if r != region)
-            others_down = sum(d for r, d in down.items() if r != region)
+            others_known = sum(self._known[r] for r in fresh if r != region)
+            others_down = sum(self._down.get(r, 0) for r in fresh if r != region)
             if others_known and others_down < OTHERS_DOWN * others_known:
                 flagged.add(region)
         return frozenset(flagged)

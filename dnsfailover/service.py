@@ -199,8 +199,9 @@ class Service(Operations):
         self._drills.start()
         self._tasks = [
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
-            asyncio.create_task(self._revote_loop(), name="dnsfailover-revote"),
         ]
+        if self._link is not None:  # only other regions' results can go stale unnoticed
+            self._tasks.append(asyncio.create_task(self._revote_loop(), name="dnsfailover-revote"))
         # What start-up built lives as long as the process: keep it out of the collector's
         # full passes, which otherwise pause probes for tens of ms at 10k targets.
         gc.freeze()
@@ -299,7 +300,7 @@ class Service(Operations):
         """Regions whose results go stale stop voting even when nothing else happens."""
         period = min((c.interval for _t, c in self.config.targets().values()), default=1.0)
         while True:
-            await asyncio.sleep(max(0.1, min(period, 1.0)))
+            await asyncio.sleep(max(0.25, min(period, 1.0)))
             changes = self._tracker.revote(self._clock())
             if changes:
                 self.health_changed(changes)
@@ -323,7 +324,7 @@ class Service(Operations):
         """Decide; persist serials, state and reasons; then hand changed zones to providers.
 
         In a cluster only the leader decides, and what it decided is served by every node
-        (this one included) once etcd has it: see `_serve_shared`.
+        (this one included) once etcd has it: see `serve_shared`.
         """
         assert self.store is not None
         now = self._clock()

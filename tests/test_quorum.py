@@ -204,3 +204,25 @@ zones:
         "<string>:4: checks.web.quorum: quorum 3 needs at least 3 regions; 2 are declared"
         in str(err.value)
     )
+
+
+def test_a_whole_region_flipping_at_scale_is_isolated_in_linear_time() -> None:
+    """10,000 targets: one region's reports all turn DOWN (its checker lost its network).
+    Isolation is kept incrementally, so this is O(targets), not a rescan per report."""
+    import time
+
+    targets = [f"web@10.0.{i // 250}.{i % 250}:80" for i in range(10_000)]
+    tracker = HealthTracker({t: Hysteresis(1, 1, 1.0) for t in targets})
+    for region in ("us", "eu", "ap"):
+        tracker.seen(region, 100.0)
+        for t in targets:
+            tracker.set_remote(t, region, UP, 90.0, "ok", 100.0)
+    started = time.perf_counter()
+    changes = []
+    for t in targets:
+        changes += tracker.set_remote(t, "ap", DOWN, 101.0, "timeout", 101.0)
+    took = time.perf_counter() - started
+    assert tracker.isolated() == {"ap"}
+    assert all(s is UP for s in tracker.states().values())
+    assert not [c for c in changes if c.region is None], "no voted change at all"
+    assert took < 10.0, f"{took:.1f}s"  # a rescan per report took minutes
