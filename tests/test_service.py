@@ -37,21 +37,41 @@ async def until(port: int, name: str, want: tuple[str, ...], limit: float) -> No
             await asyncio.sleep(0.02)
 
 
-async def test_failover_in_process_never_blocks_the_loop(
-    tmp_path: Path, blockbuster: BlockBuster
-) -> None:
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+class Endpoints:
+    """A and B as real aiohttp /healthz endpoints on the test's loop; `stop`/`start` one."""
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sites = {a: web.TCPSite(runner, a, 0) for a in (A, B)}
-    for site in sites.values():
+    async def __aenter__(self) -> Endpoints:
+        async def healthz(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        self.sites = {a: web.TCPSite(self.runner, a, 0) for a in (A, B)}
+        for site in self.sites.values():
+            await site.start()
+        self.ports = {
+            a: s._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            for a, s in self.sites.items()
+        }
+        return self
+
+    async def stop(self, address: str) -> None:
+        await self.sites[address].stop()
+
+    async def start(self, address: str) -> None:
+        site = web.TCPSite(self.runner, address, self.ports[address], reuse_address=True)
         await site.start()
-    ports = {a: s._server.sockets[0].getsockname()[1] for a, s in sites.items()}  # type: ignore[union-attr]
-    text = f"""\
+        self.sites[address] = site
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+def www_config(ports: dict[str, int], extra: str = "", a_extra: str = "", b_extra: str = "") -> str:
+    """An active-active www over A and B; `extra` adds record keys, `*_extra` endpoint keys."""
+    return f"""\
 checks:
   web: {{type: http, path: /healthz, interval: 100ms, timeout: 100ms, fall: 2, rise: 2}}
 zones:
@@ -63,25 +83,31 @@ zones:
     failover:
       www:
         policy: active-active
-        check: web
+        check: web{extra}
         endpoints:
-          - {{address: {A}, check_port: {ports[A]}}}
-          - {{address: {B}, check_port: {ports[B]}}}
+          - {{address: {A}, check_port: {ports[A]}{a_extra}}}
+          - {{address: {B}, check_port: {ports[B]}{b_extra}}}
 """
-    config = await asyncio.to_thread(loads, text)  # reading config is sync I/O
-    service = Service(config, dns_port=0, state_path=tmp_path / "state.db")
-    try:
-        _host, port = await service.start()
-        assert await answer(port, "www.example.test.") == (A, B)
-        await sites[B].stop()
-        await until(port, "www.example.test.", (A,), 5 * 0.3)
-        assert service.published is not None
-        nd = service.published.decision.names["www.example.test."]
-        assert nd.mode == "degraded"
-        assert "1/2 endpoints up" in nd.reason
-    finally:
-        await service.stop()
-        await runner.cleanup()
+
+
+async def test_failover_in_process_never_blocks_the_loop(
+    tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    async with Endpoints() as endpoints:
+        text = www_config(endpoints.ports)
+        config = await asyncio.to_thread(loads, text)  # reading config is sync I/O
+        service = Service(config, dns_port=0, state_path=tmp_path / "state.db")
+        try:
+            _host, port = await service.start()
+            assert await answer(port, "www.example.test.") == (A, B)
+            await endpoints.stop(B)
+            await until(port, "www.example.test.", (A,), 5 * 0.3)
+            assert service.published is not None
+            nd = service.published.decision.names["www.example.test."]
+            assert nd.mode == "degraded"
+            assert "1/2 endpoints up" in nd.reason
+        finally:
+            await service.stop()
 
 
 async def test_over_capacity_is_loud_once_and_recorded(
@@ -92,58 +118,29 @@ async def test_over_capacity_is_loud_once_and_recorded(
     import logging
 
     caplog.set_level(logging.WARNING, logger="dnsfailover")
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sites = {a: web.TCPSite(runner, a, 0) for a in (A, B)}
-    for site in sites.values():
-        await site.start()
-    ports = {a: s._server.sockets[0].getsockname()[1] for a, s in sites.items()}  # type: ignore[union-attr]
-    text = f"""\
-checks:
-  web: {{type: http, path: /healthz, interval: 100ms, timeout: 100ms, fall: 2, rise: 2}}
-zones:
-  example.test.:
-    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
-    nameservers: [ns1.example.test.]
-    records:
-      ns1: {{type: A, values: [127.0.0.1]}}
-    failover:
-      www:
-        policy: active-active
-        check: web
-        load: 600
-        endpoints:
-          - {{address: {A}, check_port: {ports[A]}, capacity: 400}}
-          - {{address: {B}, check_port: {ports[B]}, capacity: 400}}
-"""
-    service = Service(loads(text), dns_port=0, state_path=tmp_path / "s.db")
-    _host, port = await service.start()
-    try:
-        await until(port, "www.example.test.", (A, B), 5)
-        await sites[B].stop()
-        await until(port, "www.example.test.", (A,), 5)
-        await asyncio.sleep(0.5)  # several more decisions: still one event
-        assert service.store is not None
-        events = await service.store.run(lambda s: s.events(100))
-        over = [e for e in events if e.kind == "capacity"]
-        assert len(over) == 1, over
-        assert "OVER CAPACITY" in over[0].message
-        assert any(
-            r.levelname == "ERROR" and "OVER CAPACITY" in r.getMessage() for r in caplog.records
-        )
-        back = web.TCPSite(runner, B, ports[B], reuse_address=True)
-        await back.start()
-        await until(port, "www.example.test.", (A, B), 5)
-        events = await service.store.run(lambda s: s.events(100))
-        kinds = [e.message for e in events if e.kind == "capacity"]
-        assert len(kinds) == 2, kinds
-        assert kinds[0] == "www.example.test. back within capacity"  # newest first
-    finally:
-        await service.stop()
-        await runner.cleanup()
+    async with Endpoints() as endpoints:
+        cap = ", capacity: 400"
+        text = www_config(endpoints.ports, "\n        load: 600", cap, cap)
+        service = Service(loads(text), dns_port=0, state_path=tmp_path / "s.db")
+        _host, port = await service.start()
+        try:
+            await until(port, "www.example.test.", (A, B), 5)
+            await endpoints.stop(B)
+            await until(port, "www.example.test.", (A,), 5)
+            await asyncio.sleep(0.5)  # several more decisions: still one event
+            assert service.store is not None
+            events = await service.store.run(lambda s: s.events(100))
+            over = [e for e in events if e.kind == "capacity"]
+            assert len(over) == 1, over
+            assert "OVER CAPACITY" in over[0].message
+            assert any(
+                r.levelname == "ERROR" and "OVER CAPACITY" in r.getMessage() for r in caplog.records
+            )
+            await endpoints.start(B)
+            await until(port, "www.example.test.", (A, B), 5)
+            events = await service.store.run(lambda s: s.events(100))
+            kinds = [e.message for e in events if e.kind == "capacity"]
+            assert len(kinds) == 2, kinds
+            assert kinds[0] == "www.example.test. back within capacity"  # newest first
+        finally:
+            await service.stop()

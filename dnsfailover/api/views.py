@@ -91,11 +91,10 @@ def touches_name(o: Override, name: str) -> bool:
 
 def voted(tracker: HealthTracker, key: str) -> dict[str, Any]:
     """The voted state of a health key, with its reason and (when known) since when."""
-    since_of = getattr(tracker, "since", None)  # TODO(lead): HealthTracker.since(key)
     return {
         "state": tracker.state(key).value,
         "reason": tracker.reason(key),
-        "since": since_of(key) if callable(since_of) else None,
+        "since": tracker.since(key),
     }
 
 
