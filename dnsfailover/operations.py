@@ -16,12 +16,17 @@ from dnsfailover.engine import Decision, EngineState, vet_override
 from dnsfailover.health import HealthTracker
 from dnsfailover.overrides import Override, OverrideRefused, target_problem
 from dnsfailover.schema import Config
+from dnsfailover.server.notify import secondaries
+from dnsfailover.server.tsig import make_keyring
+from dnsfailover.server.xfr import transfer_acl
 from dnsfailover.store import AsyncStore
 from dnsfailover.wiring import cold_start_deadline, hysteresis, safety
 
 if TYPE_CHECKING:
     from dnsfailover.clusterlink import ClusterLink
     from dnsfailover.scheduler import ProbeScheduler
+    from dnsfailover.server.notify import Notifier
+    from dnsfailover.server.xfr import TransferHandler
     from dnsfailover.sync import ZoneSync
 
 log = logging.getLogger("dnsfailover.service")
@@ -43,6 +48,8 @@ class Operations:
     _wake: asyncio.Event
     _link: ClusterLink | None
     _scheduler: ProbeScheduler | None
+    _transfers: TransferHandler | None
+    _notifier: Notifier | None
     _decide_and_publish: Callable[..., Awaitable[None]]
     _reset_breaker: bool
     _frozen: str | None
@@ -195,6 +202,17 @@ class Operations:
         for origin, sync in self.syncs.items():
             sync.safety = safety(config, origin)
             sync.force = config.zones[origin].force
+        if (config.tsig_keys, [z.allow_transfer for z in config.zones.values()]) != (
+            old.tsig_keys,
+            [z.allow_transfer for z in old.zones.values()],
+        ) or [z.also_notify for z in config.zones.values()] != [
+            z.also_notify for z in old.zones.values()
+        ]:
+            keyring = await asyncio.to_thread(make_keyring, config.tsig_keys)  # reads files
+            if self._transfers is not None:
+                self._transfers.update(transfer_acl(config), keyring)
+            if self._notifier is not None:
+                self._notifier.retarget(secondaries(config, keyring))
         if config.notifications != old.notifications:
             await self.alerter.stop()
             self.alerter = Alerter(config.notifications, node=self.node_id)

@@ -112,6 +112,7 @@ class Service(Operations):
         self._scheduler: ProbeScheduler | None = None
         self._server: DnsServer | None = None
         self._notifier: Notifier | None = None
+        self._transfers: TransferHandler | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.embedded = EmbeddedZones()
         self.providers: dict[str, EmbeddedProvider] = {}
@@ -156,6 +157,7 @@ class Service(Operations):
             await self._cluster_cold_start()
         keyring = await asyncio.to_thread(make_keyring, self.config.tsig_keys)  # reads files
         transfers = TransferHandler(self.embedded, transfer_acl(self.config), keyring)
+        self._transfers = transfers
         self._server = DnsServer(
             self.embedded.snapshot,
             self._dns_host,

@@ -82,6 +82,10 @@ class Notifier:
         self._tasks: dict[tuple[str, Secondary], asyncio.Task[bool]] = {}
         self._closed = False
 
+    def retarget(self, targets: Mapping[str, Sequence[Secondary]]) -> None:
+        """A reload: later serials are announced to these secondaries."""
+        self._targets = {origin: tuple(t) for origin, t in targets.items() if t}
+
     def __call__(self, _zones: object, changed: list[ZoneContent]) -> None:
         """The EmbeddedZones listener: may be called from any thread."""
         try:

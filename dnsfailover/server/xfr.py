@@ -151,6 +151,11 @@ class TransferHandler:
         self._acl = dict(acl)
         self._keyring: Keyring = dict(keyring or {})
         self._chunk = chunk
+
+    def update(self, acl: Mapping[str, Sequence[Peer]], keyring: Keyring | None) -> None:
+        """A reload: new peers and keys apply to the next transfer."""
+        self._acl = dict(acl)
+        self._keyring = dict(keyring or {})
         self._cache: dict[int, _Rendered] = {}
 
     def __call__(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:

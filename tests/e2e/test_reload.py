@@ -129,3 +129,29 @@ def test_reload_cannot_add_a_zone_and_says_so(
     assert out.returncode == 2
     assert "cannot add or remove zones" in out.stderr
     assert server.answer(WWW) == ("127.0.0.86",)
+
+
+def test_reload_applies_a_new_transfer_acl(
+    tmp_path: Path, http_endpoints: HttpEndpoints, serve: Serve
+) -> None:
+    import dns.exception
+    import dns.query
+    import dns.zone
+
+    cfg = write_config(tmp_path / "c.yaml", www(http_endpoints, "127.0.0.87"))
+    server = serve(cfg)
+
+    def axfr() -> dns.zone.Zone:
+        return dns.zone.from_xfr(dns.query.xfr("127.0.0.1", "example.test.", port=server.port))
+
+    with pytest.raises(dns.exception.DNSException):
+        axfr()  # no allow_transfer: refused
+    text = cfg.read_text().replace(
+        "    nameservers: [ns1.example.test.]\n",
+        "    nameservers: [ns1.example.test.]\n    allow_transfer: [127.0.0.1]\n",
+    )
+    cfg.write_text(text)
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"reload: {cfg} applied" in server.log.read_text(), 5)
+    zone = axfr()
+    assert zone.get_rdataset("www", "A") is not None
