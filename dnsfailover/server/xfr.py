@@ -151,12 +151,12 @@ class TransferHandler:
         self._acl = dict(acl)
         self._keyring: Keyring = dict(keyring or {})
         self._chunk = chunk
+        self._cache: dict[int, _Rendered] = {}
 
     def update(self, acl: Mapping[str, Sequence[Peer]], keyring: Keyring | None) -> None:
         """A reload: new peers and keys apply to the next transfer."""
         self._acl = dict(acl)
         self._keyring = dict(keyring or {})
-        self._cache: dict[int, _Rendered] = {}
 
     def __call__(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
         qtype = wire_qtype(wire)
