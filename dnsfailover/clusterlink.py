@@ -15,6 +15,7 @@ state and the nodes converge on the leader's next decision.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -27,12 +28,18 @@ from dnsfailover.clusterconfig import ClusterConfig
 from dnsfailover.engine import Decision, EngineState, NameDecision, Transition
 from dnsfailover.model import HealthChange, ZoneContent
 from dnsfailover.overrides import Override
+from dnsfailover.schema import Config
 from dnsfailover.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from dnsfailover.service import Service
 
 log = logging.getLogger("dnsfailover.cluster")
+
+
+def config_digest(config: Config) -> str:
+    """A short digest of the validated config (not the file: comments and order don't count)."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
 
 
 def beat_period(service: Service) -> float:
@@ -68,6 +75,8 @@ class ClusterLink:
         self._beats: asyncio.Task[None] | None = None
         self._serving: asyncio.Task[None] | None = None
         self._pending: SharedDecision | None = None
+        self._drift: list[str] = []
+        self._digest: tuple[Config | None, str] = (None, "")
 
     @property
     def leader(self) -> bool:
@@ -122,6 +131,7 @@ class ClusterLink:
                     self._last_probe,
                     self.cluster.leader,
                     self._service.region in self._service.tracker.isolated(),
+                    self._config_digest(),
                 )
             )
             await asyncio.sleep(period)
@@ -199,6 +209,33 @@ class ClusterLink:
         self._nodes[beat.node] = beat
         if beat.region != self._service.region:
             self._service.tracker.seen(beat.region, beat.last_probe_at)
+        self._check_drift()
+
+    def _config_digest(self) -> str:
+        """This node's config digest, computed once per config (a reload makes a new one)."""
+        config = self._service.config
+        if self._digest[0] is not config:
+            self._digest = (config, config_digest(config))
+        return self._digest[1]
+
+    def drift(self) -> list[str]:
+        """Nodes whose config differs from this node's (the leader decides with its own)."""
+        mine = self._config_digest()
+        return sorted(n for n, b in self._nodes.items() if b.config and b.config != mine)
+
+    def _check_drift(self) -> None:
+        drift = self.drift()
+        if drift != self._drift:
+            if drift:
+                log.warning(
+                    "cluster: node(s) %s run a different config than %s: answers follow the "
+                    "leader's config; reload them all with the same file",
+                    ", ".join(drift),
+                    self._service.node_id,
+                )
+            else:
+                log.info("cluster: every node runs the same config again")
+            self._drift = drift
 
     def _on_decision(self, shared: SharedDecision) -> None:
         last = self.decision
@@ -260,6 +297,8 @@ class ClusterLink:
             "connected": self.cluster.connected,
             "degraded": self.degraded,
             "isolated_regions": sorted(self._service.tracker.isolated()),
+            "config": self._config_digest(),
+            "config_drift": self.drift(),
             "decision": None
             if self.decision is None
             else {
@@ -274,6 +313,7 @@ class ClusterLink:
                     "leader": b.leader,
                     "isolated": b.isolated,
                     "last_beat_age": round(now - b.at, 3),
+                    "config": b.config,
                 }
                 for node, b in sorted(self._nodes.items())
             },

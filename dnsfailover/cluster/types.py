@@ -32,6 +32,7 @@ class NodeBeat:
     last_probe_at: float  # newest observation this node made
     leader: bool = False
     isolated: bool = False  # the node's own view: its region is flagged isolated
+    config: str = ""  # digest of the node's config: nodes should all run the same one
 
 
 @dataclass(frozen=True, slots=True)

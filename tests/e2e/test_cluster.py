@@ -345,3 +345,30 @@ def test_an_override_set_on_a_follower_applies_on_every_node(
         wait_for(lambda: n.converged(ALL), timeout=10)
     finally:
         n.stop()
+
+
+def test_a_node_running_another_config_is_shown_until_it_reloads_the_same(
+    etcd: Etcd,  # noqa: F811
+    http_endpoints: HttpEndpoints,
+    tmp_path: Path,
+) -> None:
+    ports = {a: http_endpoints.start(a) for a in ENDPOINTS}
+    config = cluster_config(tmp_path / "cluster.yaml", etcd.endpoint, ports)
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text().replace("rise: 2", "rise: 3"))
+    n = Nodes(config, tmp_path)
+    try:
+        n.start("us")
+        n.start("eu")
+        odd = Nodes(other, tmp_path)
+        n.servers["ap"] = odd.start("ap")
+        wait_for(lambda: n.converged(ALL), timeout=15)
+        wait_for(lambda: n.status("us")["cluster"]["config_drift"] == ["node-ap"], timeout=10)
+        assert n.status("ap")["cluster"]["config_drift"] == ["node-eu", "node-us"]
+        assert "run a different config" in n.logs("us")
+        other.write_text(config.read_text())
+        n.servers["ap"].proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: n.status("us")["cluster"]["config_drift"] == [], timeout=10)
+        assert n.status("ap")["cluster"]["config_drift"] == []
+    finally:
+        n.stop()
