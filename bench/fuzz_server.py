@@ -51,6 +51,10 @@ NAMES = [
     ("into-sub.wild.test.", "A"),
     ("www.example.test.", "TYPE666"),
     ("outside.invalid.", "A"),
+    ("w.weighted.test.", "A"),
+    ("w.weighted.test.", "AAAA"),
+    ("alias.weighted.test.", "A"),
+    ("w.weighted.test.", "ANY"),
 ]
 
 

@@ -68,6 +68,26 @@ def example_zone(serial: int = 1, www: str = "192.0.2.1") -> ZoneContent:
     )
 
 
+def weighted_zone(serial: int = 70) -> ZoneContent:
+    """A zone with weighted answer sets (one address per query) and a CNAME into one."""
+    origin = "weighted.test."
+    plain = zone(
+        origin,
+        serial,
+        [
+            ("@", "NS", [f"ns1.{origin}"]),
+            ("ns1", "A", ["192.0.2.53"]),
+            ("alias", "CNAME", [f"w.{origin}"]),
+        ],
+    )
+    weighted = (
+        RecordSet(f"w.{origin}", "A", 30, ("192.0.2.1", "192.0.2.2", "192.0.2.3"), (5, 3, 0)),
+        RecordSet(f"w.{origin}", "AAAA", 30, ("2001:db8::1", "2001:db8::2"), (1, 255)),
+    )
+    records = tuple(sorted(plain.records + weighted, key=lambda r: (r.name, r.rtype)))
+    return ZoneContent(origin, plain.soa, records)
+
+
 def sub_zone(serial: int = 50) -> ZoneContent:
     return zone(SUB, serial, [("@", "NS", [f"ns1.{SUB}"]), ("host", "A", ["198.51.100.1"])])
 

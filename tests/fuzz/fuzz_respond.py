@@ -16,13 +16,15 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from conftest_server import example_zone, reverse_zone, sub_zone, wild_zone
+    from conftest_server import example_zone, reverse_zone, sub_zone, weighted_zone, wild_zone
     from dnslib import DNSRecord
 
     from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, respond
     from dnsfailover.server.zone import ZoneSnapshot
 
-SNAPSHOT = ZoneSnapshot.build([example_zone(), sub_zone(), reverse_zone(), wild_zone()])
+SNAPSHOT = ZoneSnapshot.build(
+    [example_zone(), sub_zone(), reverse_zone(), wild_zone(), weighted_zone()]
+)
 
 
 class CaughtException(Exception):
