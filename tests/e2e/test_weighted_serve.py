@@ -101,6 +101,8 @@ def test_spill_over_weights_split_the_answers(
 
     # East whole again: its three endpoints carry the load, equal weights, no rotation.
     http_endpoints.start(EAST[0])
-    wait_for(lambda: ask(server.port, API) == list(EAST), 30)
+    # With workers, each process gets the new zone over its own pipe: wait until every
+    # process answers it (fresh sockets land on either), then it must stay that way.
+    wait_for(lambda: all(ask(server.port, API) == list(EAST) for _ in range(20)), 30)
     for _ in range(20):
         assert ask(server.port, API) == list(EAST)
