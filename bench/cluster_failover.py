@@ -16,7 +16,6 @@ surviving nodes meanwhile went unanswered; the killed node is restarted each tim
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from etcd_support import Etcd
-from failover_latency import machine, percentile
+from failover_latency import arguments, machine, percentile, two_endpoint_config
 from support import HttpEndpoints, Server
 
 NAME = "www.example.test."
@@ -91,12 +90,7 @@ def takeover(servers: list[Server], start: Callable[[int], Server]) -> tuple[flo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cycles", type=int, default=20)
-    ap.add_argument("--interval", default="100ms")
-    ap.add_argument("--timeout", default="100ms")
-    ap.add_argument("--fall", type=int, default=3)
-    ap.add_argument("--rise", type=int, default=2)
+    ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--takeovers", type=int, default=0)
     args = ap.parse_args()
 
@@ -108,29 +102,14 @@ def main() -> None:
         etcd.start()
         regions = "\n".join(f"  {r}: {{source_address: {s}}}" for r, s in REGIONS.items())
         cfg = Path(tmp) / "bench.yaml"
-        cfg.write_text(f"""\
-regions:
+        head = f"""regions:
 {regions}
 cluster:
   etcd: {{endpoints: ["{etcd.endpoint}"], prefix: /dnsfailover/bench}}
   lease_ttl: 2
-checks:
-  web: {{type: http, path: /healthz, interval: {args.interval}, timeout: {args.timeout},
-        rise: {args.rise}, fall: {args.fall}, quorum: majority}}
-zones:
-  example.test.:
-    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
-    nameservers: [ns1.example.test.]
-    records:
-      ns1: {{type: A, values: [127.0.0.1]}}
-    failover:
-      www:
-        policy: active-active
-        check: web
-        endpoints:
-          - {{address: {a}, check_port: {ports[a]}}}
-          - {{address: {b}, check_port: {ports[b]}}}
-""")
+"""
+        # the check's quorum is the default, majority
+        cfg.write_text(two_endpoint_config(args, a, b, ports, head))
 
         def start(index: int) -> Server:
             region = list(REGIONS)[index]

@@ -53,22 +53,23 @@ def wait(server: Server, want: tuple[str, ...], limit: float) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options every failover benchmark takes."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--interval", default="100ms")
     ap.add_argument("--timeout", default="100ms")
     ap.add_argument("--fall", type=int, default=3)
     ap.add_argument("--rise", type=int, default=2)
-    args = ap.parse_args()
+    return ap
 
-    endpoints = HttpEndpoints()
-    a, b = "127.0.0.51", "127.0.0.52"
-    ports = {addr: endpoints.start(addr) for addr in (a, b)}
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "bench.yaml"
-        cfg.write_text(f"""\
-checks:
+
+def two_endpoint_config(
+    args: argparse.Namespace, a: str, b: str, ports: dict[str, int], head: str = ""
+) -> str:
+    """An active-active www over endpoints a and b, checked as the options say; `head` is
+    YAML put before it (regions, cluster)."""
+    return f"""{head}checks:
   web: {{type: http, path: /healthz, interval: {args.interval}, timeout: {args.timeout},
         rise: {args.rise}, fall: {args.fall}}}
 zones:
@@ -84,7 +85,18 @@ zones:
         endpoints:
           - {{address: {a}, check_port: {ports[a]}}}
           - {{address: {b}, check_port: {ports[b]}}}
-""")
+"""
+
+
+def main() -> None:
+    args = arguments(__doc__.split("\n\n")[0]).parse_args()
+
+    endpoints = HttpEndpoints()
+    a, b = "127.0.0.51", "127.0.0.52"
+    ports = {addr: endpoints.start(addr) for addr in (a, b)}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "bench.yaml"
+        cfg.write_text(two_endpoint_config(args, a, b, ports))
         server = Server(cfg, Path(tmp) / "state.db", "--log-level", "WARNING")
         try:
             wait(server, (a, b), 10)
