@@ -42,9 +42,9 @@ import sys
 import time
 from collections.abc import Iterator
 
+from dnsfailover.checks.scheduler import ProbeScheduler
+from dnsfailover.config.schema import CheckConfig
 from dnsfailover.model import Observation, Target
-from dnsfailover.scheduler import ProbeScheduler
-from dnsfailover.schema import CheckConfig
 
 # -- the listener process (run as `check_scale.py --listen COUNT PER_ADDRESS BASE CPU`) --
 

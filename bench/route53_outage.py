@@ -39,8 +39,9 @@ from dnsfailover_route53.provider import Route53Provider
 from moto.server import ThreadedMotoServer
 
 from dnsfailover.model import RecordSet
-from dnsfailover.ownership import marker_name, marker_value
-from dnsfailover.provider import Plan, ProviderError, create_provider, diff
+from dnsfailover.provider.contract import ProviderError, create_provider
+from dnsfailover.provider.ownership import marker_name, marker_value
+from dnsfailover.provider.plan import Plan, diff
 
 ZONE = "example.test."
 TTL = 60

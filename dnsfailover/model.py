@@ -151,3 +151,14 @@ class ZoneContent:
             other.records,
         )
         return mine == theirs
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a node's history (transitions, overrides, interlocks, drills, ...)."""
+
+    id: int
+    at: float
+    kind: str
+    subject: str
+    message: str

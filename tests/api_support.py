@@ -16,8 +16,8 @@ import dns.rcode
 from support import HttpEndpoints
 
 from dnsfailover.api.server import ApiServer
-from dnsfailover.config import loads
-from dnsfailover.service import Service
+from dnsfailover.config.load import loads
+from dnsfailover.runtime.node import Service
 
 TOKEN = "test-token-0123456789abcdef"
 WWW, API = "www.example.test.", "api.example.test."

@@ -23,11 +23,11 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from pydantic import ValidationError
 
 from dnsfailover.alerts import Alerter, Notice, NotificationsConfig
-from dnsfailover.config import loads
-from dnsfailover.engine import Transition
+from dnsfailover.config.load import loads
+from dnsfailover.engine.values import Transition
 from dnsfailover.errors import ConfigError
 from dnsfailover.model import HealthChange, State
-from dnsfailover.sync import SyncEvent
+from dnsfailover.provider.sync import SyncEvent
 
 SECRET = "s3cr3t-hmac-key-7f1c9e"
 SECRET_ENV = "DNSFAILOVER_TEST_WEBHOOK_KEY"

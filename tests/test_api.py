@@ -11,8 +11,9 @@ import aiohttp
 import pytest
 from api_support import API, TOKEN, WWW, A, B, C, D, live_service
 
-from dnsfailover.api.config import ApiConfig, TokenError, resolve_token
 from dnsfailover.api.openapi import openapi
+from dnsfailover.config.api import ApiConfig
+from dnsfailover.config.secrets import TokenError, resolve_token
 
 
 def endpoint(body: dict[str, Any], name: str, address: str) -> dict[str, Any]:

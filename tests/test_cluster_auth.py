@@ -14,7 +14,7 @@ from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
 from test_cluster_etcd import Node, until
 
 from dnsfailover.cluster.types import SharedDecision
-from dnsfailover.clusterconfig import ClusterConfig
+from dnsfailover.config.cluster import ClusterConfig
 
 PASSWORD = "etcd-root-pw-never-logged"
 

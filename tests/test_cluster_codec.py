@@ -11,7 +11,7 @@ import pytest
 
 from dnsfailover.cluster.codec import CodecError, decode, dumps, encode, loads
 from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
-from dnsfailover.engine import EngineState, NameDecision, NameState
+from dnsfailover.engine.values import EngineState, NameDecision, NameState
 from dnsfailover.model import RecordSet, Soa, State, ZoneContent
 
 ZONE = ZoneContent(

@@ -20,9 +20,9 @@ from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
 from dnsfailover.cluster.etcd import ClusterUnavailable
 from dnsfailover.cluster.node import EtcdCluster
 from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
-from dnsfailover.clusterconfig import ClusterConfig
+from dnsfailover.config.cluster import ClusterConfig
+from dnsfailover.engine.overrides import Action, Override
 from dnsfailover.model import State
-from dnsfailover.overrides import Action, Override
 
 T = TypeVar("T")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dnsfailover.config import load, loads
+from dnsfailover.config.load import load, loads
+from dnsfailover.config.schema import ActiveActive, ActivePassive, StaticRecord
 from dnsfailover.errors import ConfigError, Problem
-from dnsfailover.schema import ActiveActive, ActivePassive, StaticRecord
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 

@@ -20,14 +20,16 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dnsfailover.embedded import EmbeddedProvider, EmbeddedZones
-from dnsfailover.engine import EngineState, decide
+from dnsfailover.config.schema import Config
+from dnsfailover.engine.decide import decide
+from dnsfailover.engine.values import EngineState
 from dnsfailover.model import RecordSet, State, ZoneContent
-from dnsfailover.provider import BaseProvider, create_provider, diff, provider_names
-from dnsfailover.schema import Config
+from dnsfailover.provider.contract import BaseProvider, create_provider, provider_names
+from dnsfailover.provider.plan import diff
+from dnsfailover.provider.sync import ZoneSync
+from dnsfailover.runtime.wiring import provider_records, safety
 from dnsfailover.server.dns import DnsServer
-from dnsfailover.sync import ZoneSync
-from dnsfailover.wiring import provider_records, safety
+from dnsfailover.server.embedded import EmbeddedProvider, EmbeddedZones
 
 ZONE = "conformance.test."
 U, D = State.UP, State.DOWN

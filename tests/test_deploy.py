@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dnsfailover.api.openapi import ROUTES
-from dnsfailover.cli import DEFAULT_API, build_parser
+from dnsfailover.cli.main import DEFAULT_API, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "dnsfailover.service"

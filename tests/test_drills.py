@@ -13,15 +13,11 @@ from api_support import API, C, D, Live, live_service
 from blockbuster import BlockBuster, blockbuster_ctx
 from pydantic import ValidationError
 
-from dnsfailover.config import loads
-from dnsfailover.drillconfig import (
-    DrillConfig,
-    DrillReport,
-    DrillTargetError,
-    drill_problems,
-    drill_target,
-)
-from dnsfailover.drills import DrillScheduler
+from dnsfailover.config.drill_targets import DrillTargetError, drill_problems, drill_target
+from dnsfailover.config.drills import DrillConfig
+from dnsfailover.config.load import loads
+from dnsfailover.drills.scheduler import DrillScheduler
+from dnsfailover.drills.spec import DrillReport
 
 EVERY = 3.0  # test-only: a config file cannot go below 1h
 

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsfailover.engine import Decision, EngineState, decide
+from dnsfailover.config.schema import Config
+from dnsfailover.engine.decide import decide
+from dnsfailover.engine.overrides import Override
+from dnsfailover.engine.values import Decision, EngineState
 from dnsfailover.model import State
-from dnsfailover.overrides import Override
-from dnsfailover.schema import Config
 
 U, D, X = State.UP, State.DOWN, State.UNKNOWN
 NAME = "www.example.test."

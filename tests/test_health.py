@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsfailover.health import HealthTracker, Hysteresis
+from dnsfailover.health.tracker import HealthTracker, Hysteresis
 from dnsfailover.model import Observation, State
 
 T = "web@127.0.0.11:80"

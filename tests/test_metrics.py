@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dnsfailover.api.metrics import Metrics
 from dnsfailover.model import Observation
-from dnsfailover.sync import SyncEvent
+from dnsfailover.provider.sync import SyncEvent
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -17,7 +17,7 @@ import dns.tsig
 import pytest
 from conftest_server import ORIGIN, example_zone
 
-from dnsfailover.embedded import EmbeddedZones
+from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.server.notify import Notifier, Secondary
 from dnsfailover.server.tsig import key_name
 

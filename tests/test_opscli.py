@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from api_support import API, TOKEN, WWW, A, B, C, D, Live, live_service
 
-from dnsfailover.opscli import register
+from dnsfailover.cli.ops import register
 
 
 def parser() -> argparse.ArgumentParser:

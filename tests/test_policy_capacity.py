@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_engine import NAME, D, U, config, health, key, served
 
-from dnsfailover.engine import EngineState, decide
+from dnsfailover.engine.decide import decide
+from dnsfailover.engine.values import EngineState
 from dnsfailover.model import State
 
 TIERS: dict[str, Any] = {

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from test_engine import AA, AP, NAME, D, U, config, health, served, step
 
-from dnsfailover.engine import Decision
+from dnsfailover.engine.values import Decision
 
 EAST, WEST = ("127.0.0.21", "127.0.0.22"), ("127.0.0.31",)
 STAGED = {**AP, "failback": "staged", "staged": {"share": "25%", "hold": "20s"}}

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_engine import AA, AP, NAME, D, U, X, config, health, key, step
 
-from dnsfailover.engine import EngineState, decide, vet_override
+from dnsfailover.engine.decide import decide, vet_override
+from dnsfailover.engine.overrides import Action, Override
+from dnsfailover.engine.values import EngineState
 from dnsfailover.model import State
-from dnsfailover.overrides import Action, Override
 
 _ids = itertools.count()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from dnsfailover.engine import EngineState, NameState
-from dnsfailover.store import Store
+from dnsfailover.engine.values import EngineState, NameState
+from dnsfailover.runtime.store import Store
 
 
 def test_full_name_state_round_trips(tmp_path: Path) -> None:

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dnsfailover.embedded import EmbeddedProvider
 from dnsfailover.model import RecordSet
-from dnsfailover.provider import (
-    Populated,
-    Safety,
-    UnknownProvider,
-    UnsafePlan,
-    create_provider,
-    diff,
-    load_provider,
-)
+from dnsfailover.provider.contract import UnknownProvider, create_provider, load_provider
+from dnsfailover.provider.plan import Populated, Safety, UnsafePlan, diff
+from dnsfailover.server.embedded import EmbeddedProvider
 
 Z = "example.test."
 

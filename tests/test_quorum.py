@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dnsfailover.config import loads
-from dnsfailover.health import HealthTracker, Hysteresis
+from dnsfailover.config.load import loads
+from dnsfailover.health.quorum import needed, verdict
+from dnsfailover.health.tracker import HealthTracker, Hysteresis
 from dnsfailover.model import State
-from dnsfailover.quorum import needed, verdict
 
 UP, DOWN = State.UP, State.DOWN
 

@@ -7,7 +7,7 @@ import struct
 
 from conftest_server import example_snapshot, raw_query, raw_udp
 
-from dnsfailover.config import loads
+from dnsfailover.config.load import loads
 from dnsfailover.server import DnsServer
 from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, prefix, truncated
 from dnsfailover.server.wire import respond

@@ -14,9 +14,9 @@ from typing import Any, cast
 
 import pytest
 
+from dnsfailover.checks.scheduler import ProbeScheduler, phase
+from dnsfailover.config.schema import CheckConfig
 from dnsfailover.model import Observation, Target
-from dnsfailover.scheduler import ProbeScheduler, phase
-from dnsfailover.schema import CheckConfig
 
 Targets = dict[str, tuple[Target, CheckConfig]]
 

@@ -19,12 +19,12 @@ from conftest_server import (
 )
 from dnslib import QTYPE, RCODE, DNSBuffer, DNSRecord
 
-from dnsfailover.config import loads
-from dnsfailover.engine import build_zone
+from dnsfailover.config.load import loads
+from dnsfailover.engine.decide import build_zone
 from dnsfailover.errors import ConfigError
 from dnsfailover.model import RecordSet, ZoneContent
-from dnsfailover.server import ZoneBuildError, ZoneSnapshot
-from dnsfailover.server.rdata import name_labels, parse_rdata, tokenize
+from dnsfailover.rdata import ZoneBuildError, name_labels, parse_rdata, tokenize
+from dnsfailover.server import ZoneSnapshot
 
 
 @pytest.mark.parametrize(

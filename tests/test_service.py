@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from blockbuster import BlockBuster, blockbuster_ctx
 
-from dnsfailover.config import loads
-from dnsfailover.service import Service
+from dnsfailover.config.load import loads
+from dnsfailover.runtime.node import Service
 
 A, B = "127.0.0.61", "127.0.0.62"
 

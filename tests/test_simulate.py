@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dnsfailover import simulate
+from dnsfailover.cli import simulate
 
 POLICY = str(Path(__file__).parent.parent / "config" / "policy.yaml")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dnsfailover.engine import EngineState, NameState, Transition
+from dnsfailover.engine.values import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, State
-from dnsfailover.store import SERIAL_MAX, AsyncStore, Store, next_serial
+from dnsfailover.runtime.store import SERIAL_MAX, AsyncStore, Store, next_serial
 
 
 def test_next_serial_is_time_based_and_strictly_increasing() -> None:

@@ -6,17 +6,9 @@ import asyncio
 from collections.abc import Collection
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider import (
-    ApplyResult,
-    BaseProvider,
-    Key,
-    Plan,
-    Populated,
-    ProviderError,
-    ProviderOptions,
-    Safety,
-)
-from dnsfailover.sync import SyncEvent, ZoneSync
+from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
+from dnsfailover.provider.plan import Key, Plan, Populated, Safety
+from dnsfailover.provider.sync import SyncEvent, ZoneSync
 
 Z = "example.test."
 

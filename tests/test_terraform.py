@@ -22,7 +22,8 @@ import pytest
 from dnsfailover_route53.provider import Route53Provider
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider import create_provider, diff
+from dnsfailover.provider.contract import create_provider
+from dnsfailover.provider.plan import diff
 
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client

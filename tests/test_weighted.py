@@ -27,10 +27,11 @@ from test_engine import NAME, U, config, key
 from test_policy_capacity import ALL, TIERS, every
 
 from dnsfailover.cluster.codec import dumps, loads
-from dnsfailover.embedded import EmbeddedZones
-from dnsfailover.engine import EngineState, decide
+from dnsfailover.engine.decide import decide
+from dnsfailover.engine.values import EngineState
 from dnsfailover.model import RecordSet, State, ZoneContent
 from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.weighted import Rotor, smooth_order
 from dnsfailover.server.wire import respond

@@ -21,11 +21,11 @@ import dns.zone
 import pytest
 from conftest_server import ORIGIN, SUB, example_zone, sub_zone, zone
 
-from dnsfailover.config import loads
-from dnsfailover.embedded import EmbeddedZones
+from dnsfailover.config.load import loads
 from dnsfailover.errors import ConfigError
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.server.tsig import key_name
 from dnsfailover.server.xfr import Peer, TransferHandler, wire_qtype
 

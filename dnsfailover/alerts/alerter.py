@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnsfailover.alerts.config import Destination, NotificationsConfig, RateLimit, SnsConfig
 from dnsfailover.alerts.notice import Notice, Severity
 from dnsfailover.alerts.senders import DeliveryError, Sender, SetupError, SnsSender, WebhookSender
 from dnsfailover.backoff import Backoff
+from dnsfailover.config.alerts import Destination, NotificationsConfig, RateLimit, SnsConfig
 
 __all__ = ["Alerter", "DestinationStats", "Notice", "TokenBucket"]
 

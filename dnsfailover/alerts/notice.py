@@ -15,9 +15,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from dnsfailover.engine import Transition
+    from dnsfailover.engine.values import Transition
     from dnsfailover.model import HealthChange
-    from dnsfailover.sync import SyncEvent
+    from dnsfailover.provider.sync import SyncEvent
 
 Severity = Literal["info", "warning", "error", "critical"]
 

@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from dnsfailover import __version__
-from dnsfailover.alerts.config import SnsConfig, WebhookConfig
 from dnsfailover.alerts.notice import Notice
+from dnsfailover.config.alerts import SnsConfig, WebhookConfig
 
 logger = logging.getLogger("dnsfailover.alerts")
 

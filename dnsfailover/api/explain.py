@@ -13,13 +13,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dnsfailover.api.views import endpoint_row, jsonable, override_json, touches_name
-from dnsfailover.engine import vet_override
-from dnsfailover.overrides import Action, Override, new_id
-from dnsfailover.schema import ActivePassive
+from dnsfailover.config.schema import ActivePassive
+from dnsfailover.engine.decide import vet_override
+from dnsfailover.engine.overrides import Action, Override, new_id
 
 if TYPE_CHECKING:
-    from dnsfailover.schema import ActiveActive, CheckConfig
-    from dnsfailover.service import Service
+    from dnsfailover.config.schema import ActiveActive, CheckConfig
+    from dnsfailover.runtime.node import Service
 
 
 def explain(service: Service, name: str, now: float) -> dict[str, Any]:

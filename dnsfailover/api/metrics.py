@@ -32,9 +32,9 @@ from dnsfailover import __version__
 from dnsfailover.model import HealthChange, Observation, State
 
 if TYPE_CHECKING:
-    from dnsfailover.engine import Transition
-    from dnsfailover.service import Service
-    from dnsfailover.sync import SyncEvent
+    from dnsfailover.engine.values import Transition
+    from dnsfailover.provider.sync import SyncEvent
+    from dnsfailover.runtime.node import Service
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

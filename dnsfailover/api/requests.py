@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dnsfailover.api.views import NotFound, resolve_name
+from dnsfailover.engine.overrides import Action, Override, new_id, target_problem
 from dnsfailover.fields import parse_duration
-from dnsfailover.overrides import Action, Override, new_id, target_problem
 
 if TYPE_CHECKING:
-    from dnsfailover.schema import Config
+    from dnsfailover.config.schema import Config
 
 FIELDS = (
     "action",

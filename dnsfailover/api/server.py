@@ -26,11 +26,11 @@ from dnsfailover.api import views
 from dnsfailover.api.explain import explain
 from dnsfailover.api.openapi import ROUTES, openapi
 from dnsfailover.api.requests import BadRequest, parse_override, parse_removal
+from dnsfailover.engine.overrides import OverrideRefused
 from dnsfailover.errors import ConfigError
-from dnsfailover.overrides import OverrideRefused
 
 if TYPE_CHECKING:
-    from dnsfailover.service import Service
+    from dnsfailover.runtime.node import Service
 
 log = logging.getLogger("dnsfailover.api")
 

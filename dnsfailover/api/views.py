@@ -13,14 +13,14 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dnsfailover.engine.overrides import Action, Override
 from dnsfailover.model import State
-from dnsfailover.overrides import Action, Override
 
 if TYPE_CHECKING:
-    from dnsfailover.health import HealthTracker
-    from dnsfailover.schema import ActiveActive, ActivePassive, Config, Endpoint
-    from dnsfailover.service import Service
-    from dnsfailover.store import Event
+    from dnsfailover.config.schema import ActiveActive, ActivePassive, Config, Endpoint
+    from dnsfailover.health.tracker import HealthTracker
+    from dnsfailover.model import Event
+    from dnsfailover.runtime.node import Service
 
     FailoverRecord = ActiveActive | ActivePassive
 

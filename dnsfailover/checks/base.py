@@ -10,8 +10,8 @@ import aiohttp
 from dnsfailover.checks.dns import DnsProbe
 from dnsfailover.checks.http import HttpProbe
 from dnsfailover.checks.tcp import TcpProbe
+from dnsfailover.config.schema import CheckConfig
 from dnsfailover.model import ProbeResult, Target
-from dnsfailover.schema import CheckConfig
 
 
 class Probe(Protocol):

@@ -31,8 +31,8 @@ import pycares
 from aiodns import error as ares
 
 from dnsfailover.checks.details import failed, shorten, timeout_detail
+from dnsfailover.config.schema import CheckConfig, DnsQueryType
 from dnsfailover.model import ProbeResult, Target, hostport
-from dnsfailover.schema import CheckConfig, DnsQueryType
 
 logger = logging.getLogger("dnsfailover.checks")
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 import aiohttp
 
 from dnsfailover.checks.details import failed, os_error_detail, shorten, timeout_detail
+from dnsfailover.config.schema import CheckConfig
 from dnsfailover.model import ProbeResult, Target, hostport
-from dnsfailover.schema import CheckConfig
 
 logger = logging.getLogger("dnsfailover.checks")
 

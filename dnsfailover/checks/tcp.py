@@ -36,8 +36,8 @@ import sys
 import weakref
 
 from dnsfailover.checks.details import errno_detail, failed, os_error_detail, timeout_detail
+from dnsfailover.config.schema import CheckConfig
 from dnsfailover.model import ProbeResult, Target
-from dnsfailover.schema import CheckConfig
 
 _LINGER_RST = struct.pack("ii", 1, 0)
 # Linux; not in the socket module before Python 3.12.

@@ -17,7 +17,7 @@ import aetcd
 import grpc
 from aetcd import rpc, watcher
 
-from dnsfailover.clusterconfig import EtcdConfig
+from dnsfailover.config.cluster import EtcdConfig
 
 
 class ClusterUnavailable(Exception):

@@ -34,8 +34,8 @@ from dnsfailover.cluster.keys import Keys
 from dnsfailover.cluster.outbox import Outbox, call
 from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
 from dnsfailover.cluster.view import View
-from dnsfailover.clusterconfig import ClusterConfig
-from dnsfailover.overrides import Override
+from dnsfailover.config.cluster import ClusterConfig
+from dnsfailover.engine.overrides import Override
 from dnsfailover.tasks import cancel_and_wait
 
 __all__ = ["ClusterUnavailable", "EtcdCluster"]

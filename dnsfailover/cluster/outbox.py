@@ -15,7 +15,7 @@ from typing import Any
 
 from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
 from dnsfailover.cluster.view import Change
-from dnsfailover.overrides import Override
+from dnsfailover.engine.overrides import Override
 
 log = logging.getLogger("dnsfailover.cluster")
 

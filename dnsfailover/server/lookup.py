@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from dnslib import QTYPE, RCODE, RR, DNSLabel
 
-from dnsfailover.server.rdata import Labels
+from dnsfailover.rdata import Labels
 from dnsfailover.server.weighted import Pick, Rotor, advance
 
 MAX_CNAME_CHAIN = 8

@@ -24,8 +24,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 
+from dnsfailover.config.schema import Config
 from dnsfailover.model import ZoneContent, hostport
-from dnsfailover.schema import Config
 from dnsfailover.server.tsig import Keyring, key_name
 from dnsfailover.server.xfr import soa_rrset
 

@@ -24,7 +24,7 @@ from dnslib import (
     DNSRecord,
 )
 
-from dnsfailover.server.rdata import MAX_LABEL, MAX_NAME_WIRE
+from dnsfailover.rdata import MAX_LABEL, MAX_NAME_WIRE
 from dnsfailover.server.zone import ZoneSnapshot
 
 log = logging.getLogger("dnsfailover.server")

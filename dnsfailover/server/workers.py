@@ -31,13 +31,13 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from dnsfailover.model import ZoneContent
+from dnsfailover.rdata import ZoneBuildError
 from dnsfailover.server.dns import DnsServer
-from dnsfailover.server.rdata import ZoneBuildError
 from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.zone import ZoneSnapshot
 
 if TYPE_CHECKING:
-    from dnsfailover.embedded import EmbeddedZones
+    from dnsfailover.server.embedded import EmbeddedZones
 
 log = logging.getLogger("dnsfailover.workers")
 

@@ -31,8 +31,8 @@ import dns.rdtypes.ANY.SOA
 import dns.rrset
 import dns.tsig
 
+from dnsfailover.config.schema import Config
 from dnsfailover.model import Soa, ZoneContent
-from dnsfailover.schema import Config
 from dnsfailover.server.tsig import Keyring, key_name
 
 log = logging.getLogger("dnsfailover.server.xfr")

@@ -14,14 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSLabel, DNSRecord
 
 from dnsfailover.model import RecordSet, ZoneContent
+from dnsfailover.rdata import Labels, ZoneBuildError, name_labels, parse_rdata, qtype_code
 from dnsfailover.server.lookup import REFUSED, WILDCARD, Answer, Referral, ZoneData, lookup
-from dnsfailover.server.rdata import (
-    Labels,
-    ZoneBuildError,
-    name_labels,
-    parse_rdata,
-    qtype_code,
-)
 from dnsfailover.server.weighted import Pick, Rotor, advance
 
 MAX_TTL = 2**31 - 1

@@ -19,7 +19,7 @@ import dns.tsig
 from pydantic import AfterValidator, Field, model_validator
 
 from dnsfailover.fields import Duration, IPAddress, Port
-from dnsfailover.provider import ProviderError, ProviderOptions
+from dnsfailover.provider.contract import ProviderError, ProviderOptions
 
 ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha256": dns.tsig.HMAC_SHA256,

@@ -23,17 +23,9 @@ import dns.rdatatype
 import dns.tsig
 
 from dnsfailover.backoff import Backoff
-from dnsfailover.ownership import MARKER_PREFIX, managed_key, marker_name
-from dnsfailover.provider import (
-    ApplyResult,
-    BaseProvider,
-    Change,
-    Key,
-    Plan,
-    Populated,
-    ProviderError,
-    ProviderOptions,
-)
+from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
+from dnsfailover.provider.ownership import MARKER_PREFIX, managed_key, marker_name
+from dnsfailover.provider.plan import Change, Key, Plan, Populated
 from dnsfailover_rfc2136.options import Rfc2136Options, read_secret
 from dnsfailover_rfc2136.records import Found, ZoneView, normalise_name
 from dnsfailover_rfc2136.transport import (

@@ -22,8 +22,8 @@ import dns.rdataset
 import dns.rdatatype
 
 from dnsfailover.model import RecordSet
-from dnsfailover.ownership import classify, managed_key, marker_owners
-from dnsfailover.provider import Key, Populated
+from dnsfailover.provider.ownership import classify, managed_key, marker_owners
+from dnsfailover.provider.plan import Key, Populated
 
 
 def normalise_name(name: str | dns.name.Name) -> str:

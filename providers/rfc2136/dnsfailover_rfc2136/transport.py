@@ -27,7 +27,7 @@ import dns.zone
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.model import hostport
-from dnsfailover.provider import ProviderError
+from dnsfailover.provider.contract import ProviderError
 from dnsfailover_rfc2136.options import Rfc2136Options
 
 T = TypeVar("T")

@@ -29,8 +29,8 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
-from dnsfailover.ownership import MARKER_TTL, marker_name, marker_value
-from dnsfailover.provider import Change, Key, Plan
+from dnsfailover.provider.ownership import MARKER_TTL, marker_name, marker_value
+from dnsfailover.provider.plan import Change, Key, Plan
 from dnsfailover_rfc2136.records import canonical_values, parse_rdata
 
 

@@ -11,7 +11,7 @@ from dnsfailover_rfc2136.provider import Rfc2136Provider
 from dnsfailover_rfc2136.testing import BindPrimary, start_bind_primary
 from rfc2136_support import FAST, ZONE, MakeProvider
 
-from dnsfailover.provider import create_provider
+from dnsfailover.provider.contract import create_provider
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from typing import Any
 from dnsfailover_rfc2136.provider import Rfc2136Provider
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider import ApplyResult, BaseProvider, Plan, Safety, diff
+from dnsfailover.provider.contract import ApplyResult, BaseProvider
+from dnsfailover.provider.plan import Plan, Safety, diff
 
 ZONE = "rfc.test."
 MARKER = '"heritage=dnsfailover,owner=dnsfailover"'

@@ -8,7 +8,8 @@ import pytest
 from dnsfailover_rfc2136.testing import BindPrimary
 from rfc2136_support import MARKER, ZONE, MakeProvider, converge, plan, rs
 
-from dnsfailover.provider import ProviderError, UnsafePlan
+from dnsfailover.provider.contract import ProviderError
+from dnsfailover.provider.plan import UnsafePlan
 
 WWW = f"www.{ZONE}"
 

@@ -17,8 +17,9 @@ from dnsfailover_rfc2136.testing import free_port, new_key
 from dnsfailover_rfc2136.updates import groups, message, split
 from rfc2136_support import FAST, MARKER, ZONE, rs
 
-from dnsfailover.ownership import managed_key, marker_name, marker_owners
-from dnsfailover.provider import Change, Plan, ProviderError, create_provider
+from dnsfailover.provider.contract import ProviderError, create_provider
+from dnsfailover.provider.ownership import managed_key, marker_name, marker_owners
+from dnsfailover.provider.plan import Change, Plan
 
 KEY = new_key("k")
 SECRET = KEY.secret

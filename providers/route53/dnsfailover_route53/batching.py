@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dnsfailover.ownership import MARKER_TTL, marker_name, marker_owners, marker_value
-from dnsfailover.provider import Change, Key, Plan, ProviderError
+from dnsfailover.provider.contract import ProviderError
+from dnsfailover.provider.ownership import MARKER_TTL, marker_name, marker_owners, marker_value
+from dnsfailover.provider.plan import Change, Key, Plan
 from dnsfailover_route53.records import (
     ZoneSnapshot,
     plain_rrset,

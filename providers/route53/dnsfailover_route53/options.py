@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from dnsfailover.fields import Duration
-from dnsfailover.provider import ProviderOptions
+from dnsfailover.provider.contract import ProviderOptions
 
 #: Route 53's own limits for one ChangeResourceRecordSets request
 MAX_BATCH_RECORDS = 1000

@@ -21,16 +21,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
 from dnsfailover.backoff import Backoff
-from dnsfailover.ownership import MARKER_PREFIX, managed_key
-from dnsfailover.provider import (
-    ApplyResult,
-    BaseProvider,
-    Key,
-    Plan,
-    Populated,
-    ProviderError,
-    ProviderOptions,
-)
+from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
+from dnsfailover.provider.ownership import MARKER_PREFIX, managed_key
+from dnsfailover.provider.plan import Key, Plan, Populated
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
 from dnsfailover_route53.records import ZoneSnapshot, normalise_name

@@ -18,8 +18,8 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, cast
 
 from dnsfailover.model import RecordSet
-from dnsfailover.ownership import classify, managed_key, marker_owners
-from dnsfailover.provider import Key, Populated
+from dnsfailover.provider.ownership import classify, managed_key, marker_owners
+from dnsfailover.provider.plan import Key, Populated
 
 if TYPE_CHECKING:
     from mypy_boto3_route53.literals import RRTypeType

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from dnsfailover.backoff import Backoff
-from dnsfailover.provider import ProviderError
+from dnsfailover.provider.contract import ProviderError
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from botocore.stub import Stubber
 from dnsfailover_route53.provider import Route53Provider
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider import create_provider
+from dnsfailover.provider.contract import create_provider
 
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client

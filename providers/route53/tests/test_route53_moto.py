@@ -12,7 +12,8 @@ from dnsfailover_route53.provider import Route53Provider
 from route53_support import FAST, MARKER, SECRET, ZONE, Moto, rs, simple
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider import Plan, ProviderError, Safety, create_provider, diff
+from dnsfailover.provider.contract import ProviderError, create_provider
+from dnsfailover.provider.plan import Plan, Safety, diff
 
 
 async def converge(p: Route53Provider, desired: list[RecordSet]) -> Plan:

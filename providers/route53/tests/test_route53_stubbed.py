@@ -12,7 +12,8 @@ from dnsfailover_route53.provider import Route53Provider
 from route53_support import MARKER, SECRET, ZONE, Stubbed, rs, simple
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider import Plan, ProviderError, diff
+from dnsfailover.provider.contract import ProviderError
+from dnsfailover.provider.plan import Plan, diff
 
 MARKER_B = '"heritage=dnsfailover,owner=blue"'
 

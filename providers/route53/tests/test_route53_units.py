@@ -13,8 +13,9 @@ from dnsfailover_route53.records import canonical_values, normalise_name
 from pydantic import ValidationError
 from route53_support import MARKER, ZONE, Stubbed, rs
 
-from dnsfailover.ownership import managed_key, marker_name, marker_owners
-from dnsfailover.provider import Change, Plan, ProviderError, create_provider, load_provider
+from dnsfailover.provider.contract import ProviderError, create_provider, load_provider
+from dnsfailover.provider.ownership import managed_key, marker_name, marker_owners
+from dnsfailover.provider.plan import Change, Plan
 
 
 @pytest.mark.parametrize(

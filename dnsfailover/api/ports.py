@@ -1,0 +1,84 @@
+"""What the API sees of a node: a read view and a control interface, and nothing else.
+
+The runtime's node satisfies both Protocols; the API never imports the runtime, so what a
+route can read or change is exactly what is listed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from dnsfailover.alerts.alerter import DestinationStats
+from dnsfailover.config.schema import Config
+from dnsfailover.engine.overrides import Override
+from dnsfailover.engine.values import Published
+from dnsfailover.health.tracker import HealthTracker
+from dnsfailover.model import Event
+from dnsfailover.provider.sync import SyncStatus
+
+
+class NodeView(Protocol):
+    """Read-only: what the node serves, why, and how it is doing.  Called on the event loop;
+    everything but `events` reads memory only."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def tracker(self) -> HealthTracker: ...
+
+    @property
+    def published(self) -> Published | None:
+        """What is served now (None until the first decision is published)."""
+
+    def overrides(self) -> list[Override]:
+        """The overrides in force now."""
+
+    def cluster_status(self) -> dict[str, Any]:
+        """Mode (single or cluster), leadership, degradation, isolated regions, nodes."""
+
+    def sync_statuses(self) -> dict[str, SyncStatus]:
+        """Each external provider zone's sync state, by origin."""
+
+    def dns_counts(self) -> list[int] | None:
+        """Responses by rcode (then dropped queries) of the embedded server; None before it
+        runs."""
+
+    def alert_stats(self) -> list[DestinationStats]: ...
+
+    async def events(self, limit: int, before: int | None) -> list[Event]:
+        """The history, newest first.
+
+        :raises NotReady: while the node is starting.
+        """
+
+
+class NodeControl(Protocol):
+    """What an authorised caller may change; every call is audited by the node."""
+
+    async def add_override(self, o: Override) -> None:
+        """:raises InvalidOverride: `o` names what does not exist.
+        :raises OverrideRefused: an interlock would trip and `o.force` is not set."""
+
+    async def remove_override(self, override_id: str, who: str, reason: str) -> bool:
+        """False when there is no such override."""
+
+    async def reload_from_file(self) -> str:
+        """Re-read the node's config file; a summary of what changed.
+
+        :raises ConfigError: the file is invalid (nothing changes).
+        :raises ReloadRefused: the change needs a restart (nothing changes).
+        :raises OSError: the file cannot be read.
+        """
+
+    async def reset_breaker(self, who: str, reason: str) -> bool:
+        """Release the circuit breaker; whether it was frozen."""
+
+    async def record_event(self, kind: str, subject: str, message: str) -> None:
+        """Add an entry to the history (a client's drill report)."""

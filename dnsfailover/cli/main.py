@@ -1,0 +1,359 @@
+"""The `dnsfailover` command.  The only module that prints."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dnsfailover import __version__
+from dnsfailover.config.load import load
+from dnsfailover.config.schema import Config
+from dnsfailover.errors import ConfigError, DnsFailoverError
+from dnsfailover.logs import setup_logging
+from dnsfailover.runtime.oneshot import PlanResult
+
+if TYPE_CHECKING:
+    from dnsfailover.runtime.node import Service
+
+log = logging.getLogger("dnsfailover.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+DEFAULT_DNS = "127.0.0.1:5353"
+DEFAULT_STATE = "dnsfailover.db"
+DEFAULT_API = "127.0.0.1:8053"
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """`127.0.0.1:5353`, `[::1]:0` or `localhost:53` → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
+    return host, int(port)
+
+
+def parse_api(text: str) -> tuple[str, int] | None:
+    return None if text.strip().lower() == "off" else parse_hostport(text)
+
+
+def _load(path: str) -> Config:
+    return load(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    names = config.managed()
+    print(
+        f"{args.config}: ok ({len(config.zones)} zone(s), {len(names)} managed name(s), "
+        f"{len(config.targets())} probe target(s))"
+    )
+    return EXIT_OK
+
+
+async def _serve(config: Config, args: argparse.Namespace) -> int:
+    from dnsfailover.runtime.node import Service
+
+    host, port = args.dns
+    service = Service(
+        config,
+        region=args.region,
+        dns_host=host,
+        dns_port=port,
+        state_path=args.state,
+        workers=args.workers,
+        node_id=args.node_id,
+        api=args.api,
+        config_path=args.config,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_service(service))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        bound_host, bound_port = await service.start()
+    except OSError as e:
+        await service.stop()
+        print(f"error: cannot serve DNS on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    except DnsFailoverError as e:
+        await service.stop()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    api = ""
+    if service.api_address is not None:
+        api_host, api_port = service.api_address
+        api = f", api http://{f'[{api_host}]' if ':' in api_host else api_host}:{api_port}"
+    print(
+        f"dnsfailover: serving {len(config.zones)} zone(s) on {shown}:{bound_port} (udp+tcp)"
+        f"{api}, state {args.state}",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("stop: signal received, shutting down")
+    await service.stop()
+    print("dnsfailover: stopped", flush=True)
+    return EXIT_OK
+
+
+async def reload_service(service: Service) -> None:
+    """SIGHUP: re-read and validate the config; a bad one is logged and the running one stays."""
+    try:
+        summary = await service.reload_from_file()
+    except ConfigError as e:
+        log.error(
+            "reload: %s is invalid; still running the previous config:\n  %s",
+            service.config_path,
+            "\n  ".join(str(p) for p in e.problems),
+        )
+        return
+    except (OSError, ValueError) as e:
+        log.error("reload: %s; still running the previous config", e)
+        return
+    log.info("reload: %s applied (%s)", service.config_path, summary)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dnsfailover.server.workers import loop_factory
+
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    config = _load(args.config)
+    if config.regions and args.region not in config.regions:
+        print(
+            f"error: --region {args.region} is not one of the config's regions "
+            f"({', '.join(config.regions)})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    # uvloop when installed (the `fast` extra); DNSFAILOVER_LOOP=asyncio turns it off.
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_serve(config, args))
+
+
+def _print_plan(result: PlanResult, *, applied: bool) -> int:
+    print(f"probes ({len(result.observations)} target(s), one round):")
+    for obs in sorted(result.observations, key=lambda o: o.target):
+        verdict = "ok  " if obs.ok else "FAIL"
+        print(f"  {verdict} {obs.target:<40} {obs.detail} ({obs.latency * 1000:.0f}ms)")
+    print("answers:")
+    for name, nd in result.decision.names.items():
+        answer = " ".join(nd.answer) if nd.answer else "(none: NODATA)"
+        tier = f" tier={nd.tier}" if nd.tier else ""
+        print(f"  {name} {nd.policy}{tier} [{nd.mode}] -> {answer}")
+        print(f"      why: {nd.reason}")
+    code = EXIT_OK
+    for zp in result.zones:
+        print(f"provider {zp.provider}, zone {zp.zone}:")
+        if zp.plan is not None:
+            print(f"  {zp.plan.summary() if zp.plan else 'in sync: no changes'}")
+            for change in zp.plan.changes:
+                print(f"    {change.describe()}")
+            for reason in zp.unsafe:
+                print(f"  UNSAFE: {reason}")
+        if zp.result is not None:
+            print(
+                f"  applied: {zp.result.applied} change(s) in {zp.result.calls} call(s), "
+                f"confirmed={zp.result.confirmed}"
+            )
+        elif applied and zp.plan:
+            print("  not applied")
+        if zp.error:
+            print(f"  error: {zp.error}")
+            code = EXIT_ERROR
+    return code
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from dnsfailover.runtime.oneshot import plan
+
+    config = _load(args.config)
+    return _print_plan(asyncio.run(plan(config, args.state, args.region)), applied=False)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from dnsfailover.runtime.oneshot import plan
+
+    config = _load(args.config)
+    result = asyncio.run(plan(config, args.state, args.region, push=True, force=args.force))
+    return _print_plan(result, applied=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dnsfailover.cli.demo import run_demo
+
+    return asyncio.run(run_demo(args.dns, args.state))
+
+
+def _logging_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show tracebacks and debug logs",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=argparse.SUPPRESS if suppress else "INFO",
+        help="default INFO",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["human", "json"],
+        default=argparse.SUPPRESS if suppress else "human",
+        help="human (default) or json: one object per line, for log shippers",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dnsfailover",
+        description="DNS-based failover: health checks, a failover engine and an "
+        "authoritative DNS server.",
+    )
+    p.add_argument("--version", action="version", version=f"dnsfailover {__version__}")
+    _logging_options(p, suppress=False)
+    # Also accepted after the command; SUPPRESS keeps a subcommand from resetting them.
+    common = argparse.ArgumentParser(add_help=False)
+    _logging_options(common, suppress=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_parser(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common])
+
+    def state(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--state",
+            default=DEFAULT_STATE,
+            metavar="PATH",
+            help=f"SQLite state store (default ./{DEFAULT_STATE})",
+        )
+
+    sp = add_parser("validate", help="check a config file; exit 2 listing every problem")
+    sp.add_argument("config", metavar="CONFIG")
+    sp.set_defaults(func=cmd_validate)
+
+    sp = add_parser("serve", help="probe endpoints and serve the zones over DNS")
+    sp.add_argument("config", metavar="CONFIG")
+    sp.add_argument(
+        "--dns",
+        type=parse_hostport,
+        default=parse_hostport(DEFAULT_DNS),
+        metavar="HOST:PORT",
+        help=f"UDP+TCP listen address (default {DEFAULT_DNS}; port 0 picks a free port)",
+    )
+    sp.add_argument("--region", default="local", help="this node's region (default local)")
+    sp.add_argument(
+        "--node-id",
+        default=None,
+        metavar="ID",
+        help="this node's name in a cluster (default: the host name)",
+    )
+    sp.add_argument(
+        "--api",
+        type=parse_api,
+        default=parse_api(DEFAULT_API),
+        metavar="HOST:PORT|off",
+        help=f"HTTP API, metrics and status page (default {DEFAULT_API}; off to disable)",
+    )
+    sp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes answering UDP queries on the same port (SO_REUSEPORT; default 1)",
+    )
+    state(sp)
+    sp.set_defaults(func=cmd_serve)
+
+    sp = add_parser(
+        "plan",
+        help="probe once and show the answers and provider changes it would publish (dry run)",
+    )
+    sp.add_argument("config", metavar="CONFIG")
+    sp.add_argument("--region", default="local", help="this node's region (default local)")
+    state(sp)
+    sp.set_defaults(func=cmd_plan)
+
+    sp = add_parser(
+        "apply",
+        help="probe once and push each external zone's plan to its provider (unsafe plans "
+        "refused unless --force)",
+    )
+    sp.add_argument("config", metavar="CONFIG")
+    sp.add_argument("--region", default="local", help="this node's region (default local)")
+    sp.add_argument("--force", action="store_true", help="apply even an unsafe plan")
+    state(sp)
+    sp.set_defaults(func=cmd_apply)
+
+    from dnsfailover.cli.drill import add_parser as add_drill
+    from dnsfailover.cli.ops import register
+    from dnsfailover.cli.simulate import add_parser as add_simulate
+
+    add_simulate(sub)
+    register(sub, parents=[common])
+    add_drill(sub, parents=[common])
+
+    sp = add_parser("demo", help="start local endpoints and a server, and watch failover")
+    sp.add_argument(
+        "--dns",
+        type=parse_hostport,
+        default=parse_hostport("127.0.0.1:0"),
+        metavar="HOST:PORT",
+        help="DNS listen address (default 127.0.0.1:0)",
+    )
+    sp.add_argument(
+        "--state", default=None, metavar="PATH", help="state store (default: a temporary file)"
+    )
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(
+        logging.DEBUG if args.debug else getattr(logging, args.log_level), args.log_format
+    )
+    if not args.debug:
+        # APScheduler logs every job run at INFO: one line per check per interval.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        code: int = args.func(args)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except DnsFailoverError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,525 @@
+"""The config schema: frozen pydantic models, one per YAML mapping.
+
+`dnsfailover.config.load()` turns YAML into these and maps every validation error back to
+its file and line.  Field-level rules live here; rules that span several parts of the
+config (a record naming an unknown check, a name outside its zone) live in config.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from dnsfailover.config.alerts import NotificationsConfig
+from dnsfailover.config.api import ApiConfig
+from dnsfailover.config.cluster import ClusterConfig, RegionConfig, regions_shorthand
+from dnsfailover.config.drills import DrillConfig
+from dnsfailover.config.policy import (
+    Capacity,
+    Damping,
+    MaxFailovers,
+    OverCapacity,
+    PolicyConfig,
+    PolicyMode,
+    Staged,
+)
+from dnsfailover.fields import (
+    Duration,
+    Fqdn,
+    IPAddress,
+    Model,
+    Port,
+    Ttl,
+    absolute_name,
+    parse_duration,
+)
+from dnsfailover.model import Target
+
+MIN_INTERVAL = 0.1
+DEFAULT_TIMEOUT = 2.0
+
+
+def _status_range(value: Any) -> tuple[int, int]:
+    """`200` → (200, 200); `"2xx"` → (200, 299); `"200-204"` → (200, 204)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a status code such as 200, a range 200-299 or 2xx")
+    if isinstance(value, int):
+        low = high = value
+    elif isinstance(value, str) and re.fullmatch(r"[1-5]xx", value.strip().lower()):
+        low = int(value.strip()[0]) * 100
+        high = low + 99
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*", value)):
+        low = int(m.group(1))
+        high = int(m.group(2) or m.group(1))
+    else:
+        raise ValueError(
+            f"expected a status code such as 200, a range 200-299 or 2xx, got {value!r}"
+        )
+    if not (100 <= low <= high <= 599):
+        raise ValueError(f"status range {value!r} is outside 100-599")
+    return (low, high)
+
+
+StatusRange = Annotated[tuple[int, int], BeforeValidator(_status_range)]
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
+
+
+def _is_regex(body: str) -> bool:
+    """`expect_body: /ok|ready/` is a regular expression; anything else a plain substring."""
+    return len(body) >= 2 and body.startswith("/") and body.endswith("/")
+
+
+def _quorum(value: Any) -> str | int:
+    """`majority` | `any` | `all` | an integer k (regions that must see UP) | `NN%`."""
+    if isinstance(value, bool):
+        raise ValueError("expected majority, any, all, a number of regions or a percentage")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("a quorum of regions must be at least 1")
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("majority", "any", "all"):
+            return text
+        if text.isdigit():
+            return _quorum(int(text))
+        if m := re.fullmatch(r"(\d{1,3})\s*%", text):
+            pct = int(m.group(1))
+            if not 1 <= pct <= 100:
+                raise ValueError(f"quorum percentage {value!r} is outside 1%-100%")
+            return f"{pct}%"
+    raise ValueError(
+        f"expected majority, any, all, a number of regions or a percentage such as 60%, "
+        f"got {value!r}"
+    )
+
+
+Quorum = Annotated[str | int, BeforeValidator(_quorum)]
+
+DnsQueryType = Literal["A", "AAAA", "CAA", "CNAME", "MX", "NAPTR", "NS", "PTR", "SOA", "SRV", "TXT"]
+
+
+class CheckConfig(Model):
+    """A named health check; records refer to it by name."""
+
+    type: Literal["http", "https", "tcp", "dns"]
+    port: Port | None = None
+    interval: Duration = 10.0
+    timeout: Duration = DEFAULT_TIMEOUT
+    rise: Annotated[int, Field(ge=1, le=100)] = 2
+    fall: Annotated[int, Field(ge=1, le=100)] = 3
+    quorum: Quorum = "majority"  # how many fresh regions must see a target UP
+    # http / https
+    path: str = "/"
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: tuple[StatusRange, ...] = ((200, 399),)
+    expect_body: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    host: str | None = None
+    insecure: bool = False
+    # dns
+    query: str | None = None
+    query_type: DnsQueryType = "A"
+    expect_rcode: Literal["NOERROR", "NXDOMAIN"] = "NOERROR"
+    expect_answer: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_timeout(cls, data: Any) -> Any:
+        """Without a timeout, use 2s or the interval, whichever is shorter."""
+        if isinstance(data, dict) and "timeout" not in data and "interval" in data:
+            try:
+                interval = parse_duration(data["interval"])
+            except ValueError:
+                return data  # the interval's own error is reported
+            return {**data, "timeout": min(DEFAULT_TIMEOUT, interval)}
+        return data
+
+    # Single-field rules are field validators so that errors point at the key itself.
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value < MIN_INTERVAL:
+            raise ValueError(f"interval must be at least {int(MIN_INTERVAL * 1000)}ms")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be greater than zero")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("path must start with /")
+        return value
+
+    @field_validator("expect_body")
+    @classmethod
+    def _expect_body(cls, value: str | None) -> str | None:
+        if value is not None and _is_regex(value):
+            try:
+                re.compile(value[1:-1])
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {value}: {e}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CheckConfig:
+        if self.timeout > self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must not be longer than interval ({self.interval:g}s)"
+            )
+        if self.type == "tcp" and self.port is None:
+            raise ValueError("a tcp check needs a port")
+        if self.type == "dns" and not self.query:
+            raise ValueError("a dns check needs a query (the name to ask)")
+        return self
+
+    @property
+    def expect_body_regex(self) -> re.Pattern[str] | None:
+        """`expect_body` written as `/regex/`, compiled; None when it is a plain substring."""
+        if self.expect_body is None or not _is_regex(self.expect_body):
+            return None
+        return re.compile(self.expect_body[1:-1])
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS[self.type]
+
+    @property
+    def detection_time(self) -> float:
+        """Worst-case seconds from an endpoint failing to it being marked down."""
+        return self.interval * self.fall + self.timeout
+
+
+class Endpoint(Model):
+    """One answer of a failover record; `check_address`/`check_port` say where to probe it."""
+
+    address: IPAddress
+    weight: Annotated[int, Field(ge=0, le=255)] = 1
+    # What it can carry, in the unit of its record's `load` (e.g. requests/s); None: unbounded.
+    capacity: Capacity | None = None
+    check_address: IPAddress | None = None
+    check_port: Port | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"address": data} if isinstance(data, str) else data
+
+    def target(self, check_name: str, check: CheckConfig) -> Target:
+        return Target(
+            check=check_name,
+            address=self.check_address or self.address,
+            port=self.check_port or check.effective_port,
+        )
+
+
+class Tier(Model):
+    name: Annotated[str, Field(min_length=1)]
+    endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)]
+    min_healthy: Annotated[int, Field(ge=1)] = 1
+    # Total the tier can carry; shared evenly by endpoints that declare no capacity of their own.
+    capacity: Capacity | None = None
+
+    @model_validator(mode="after")
+    def _enough(self) -> Tier:
+        if self.min_healthy > len(self.endpoints):
+            raise ValueError(
+                f"min_healthy {self.min_healthy} is more than the {len(self.endpoints)} endpoints"
+            )
+        return self
+
+
+AllDown = Literal["serve_all", "serve_none", "fallback"]
+
+
+class _FailoverBase(Model):
+    type: Literal["A", "AAAA"] = "A"
+    ttl: Ttl = 30
+    check: str
+    all_down: AllDown = "serve_all"
+    fallback: tuple[IPAddress, ...] = ()
+    quorum: Quorum | None = None  # overrides the check's quorum for this record's endpoints
+    # policy (dnsfailover.policy): None means "the `policy:` section's default"
+    load: Capacity | None = None  # expected load, in the unit of the endpoints' capacity
+    over_capacity: OverCapacity = "serve_anyway"
+    max_failovers: MaxFailovers | None = None
+    damping: Damping | None = None
+    degraded_ttl: Ttl | None = None
+    mode: PolicyMode | None = None
+
+    def _check_families(self, addresses: list[str]) -> None:
+        want = 4 if self.type == "A" else 6
+        for address in addresses:
+            if ipaddress.ip_address(address).version != want:
+                raise ValueError(
+                    f"{address} is not an IPv{want} address, as type {self.type} needs"
+                )
+        if self.all_down == "fallback" and not self.fallback:
+            raise ValueError("all_down: fallback needs a non-empty fallback list")
+        if self.over_capacity == "fallback" and not self.fallback:
+            raise ValueError("over_capacity: fallback needs a non-empty fallback list")
+
+
+class ActiveActive(_FailoverBase):
+    """Answer every healthy endpoint; below `min_healthy`, `all_down` applies."""
+
+    policy: Literal["active-active"]
+    endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)]
+    min_healthy: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ActiveActive:
+        self._check_families([e.address for e in self.endpoints] + list(self.fallback))
+        if self.min_healthy > len(self.endpoints):
+            raise ValueError(
+                f"min_healthy {self.min_healthy} is more than the {len(self.endpoints)} endpoints"
+            )
+        return self
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        """The record seen as a single tier, so the engine treats both policies alike."""
+        return (Tier(name="all", endpoints=self.endpoints, min_healthy=self.min_healthy),)
+
+
+class ActivePassive(_FailoverBase):
+    """Serve the first tier that meets its `min_healthy`; fail back per `failback`."""
+
+    policy: Literal["active-passive"]
+    tiers: Annotated[tuple[Tier, ...], Field(min_length=2)]
+    failback: Literal["auto", "manual", "staged"] = "auto"
+    hold_down: Duration = 60.0
+    staged: Staged = Field(default_factory=Staged)  # used by `failback: staged`
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ActivePassive:
+        addresses = [e.address for t in self.tiers for e in t.endpoints]
+        self._check_families(addresses + list(self.fallback))
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tier names must be unique")
+        return self
+
+
+FailoverRecord = Annotated[ActiveActive | ActivePassive, Field(discriminator="policy")]
+
+STATIC_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR")
+
+
+class StaticRecord(Model):
+    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR"]
+    ttl: Ttl = 3600
+    values: Annotated[tuple[str, ...], Field(min_length=1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_value(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "value" in data and "values" not in data:
+            data = dict(data)
+            data["values"] = [data.pop("value")]
+        return data
+
+
+class SoaConfig(Model):
+    mname: Fqdn
+    rname: Fqdn
+    refresh: Ttl = 3600
+    retry: Ttl = 600
+    expire: Ttl = 604800
+    minimum: Ttl = 30
+    ttl: Ttl = 3600
+
+
+TsigAlgorithm = Literal["hmac-sha256", "hmac-sha512", "hmac-sha1"]
+
+
+def _key_name(value: str) -> str:
+    """A TSIG key name: a DNS name, written without the trailing dot (`xfr-key`)."""
+    name = value.strip().lower().rstrip(".")
+    if not name or any(not label or len(label) > 63 for label in name.split(".")):
+        raise ValueError(f"{value!r} is not a valid TSIG key name (a DNS name such as xfr-key)")
+    return name
+
+
+KeyName = Annotated[str, AfterValidator(_key_name)]
+
+
+class TsigKeyConfig(Model):
+    """A TSIG key; its base64 secret is read from a file or the environment, never the YAML."""
+
+    algorithm: TsigAlgorithm = "hmac-sha256"
+    secret_file: str | None = None
+    secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TsigKeyConfig:
+        if (self.secret_file is None) == (self.secret_env is None):
+            raise ValueError("a TSIG key needs exactly one of secret_file or secret_env")
+        return self
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address or network (10.0.0.1, 10.0.0.0/8)") from None
+
+
+class TransferPeer(Model):
+    """Who may transfer a zone: an address or network, a TSIG key, or both (both must match)."""
+
+    address: Annotated[str, AfterValidator(_network)] | None = None
+    key: KeyName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"address": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _something(self) -> TransferPeer:
+        if self.address is None and self.key is None:
+            raise ValueError("a transfer peer needs an address, a key or both")
+        return self
+
+
+class NotifyTarget(Model):
+    """A secondary to send NOTIFY to: `HOST:PORT` (`[::1]:53`), a bare address, or a mapping."""
+
+    address: IPAddress
+    port: Port = 53
+    key: KeyName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, str):
+            return data
+        text = data.strip()
+        if m := re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text):
+            host, port = m.group(1), m.group(2)
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        else:
+            host, port = text, None
+        return {"address": host} if port is None else {"address": host, "port": port}
+
+
+class ZoneConfig(Model):
+    """One zone and who publishes it.
+
+    The embedded server serves the whole zone, so it needs `soa` and `nameservers`; an
+    external provider (Route 53, ...) owns the zone's apex and gets only the record sets
+    declared here, marked as dnsfailover's.
+    """
+
+    provider: str = "embedded"
+    options: dict[str, Any] = Field(default_factory=dict)  # validated by the provider
+    soa: SoaConfig | None = None
+    nameservers: tuple[Fqdn, ...] = ()
+    ns_ttl: Ttl = 3600
+    records: dict[str, StaticRecord | tuple[StaticRecord, ...]] = Field(default_factory=dict)
+    failover: dict[str, FailoverRecord] = Field(default_factory=dict)
+    # safety of provider applies (see dnsfailover.provider.Safety)
+    max_change_pct: Annotated[int, Field(ge=1, le=100)] = 100
+    adopt: bool = False
+    force: bool = False
+    # zone transfers and NOTIFY (embedded zones; see dnsfailover.server.xfr / notify)
+    allow_transfer: tuple[TransferPeer, ...] = ()
+    also_notify: tuple[NotifyTarget, ...] = ()
+
+    @model_validator(mode="after")
+    def _apex(self) -> ZoneConfig:
+        if self.provider == "embedded":
+            if self.soa is None:
+                raise ValueError("an embedded zone needs soa (it serves the whole zone)")
+            if not self.nameservers:
+                raise ValueError("an embedded zone needs at least one nameserver")
+        return self
+
+
+class RrlConfig(Model):
+    """Response rate limiting for UDP (BIND-style); 0 responses per second turns it off."""
+
+    responses_per_second: Annotated[float, Field(ge=0)] = 0
+    slip: Annotated[int, Field(ge=0, le=10)] = 2
+    window: Duration = 15.0
+
+
+class ServerConfig(Model):
+    """Settings of the embedded DNS server."""
+
+    rrl: RrlConfig = Field(default_factory=RrlConfig)
+
+
+class Config(Model):
+    """The whole validated config. Zone keys are absolute, lower-case names."""
+
+    checks: dict[str, CheckConfig] = Field(default_factory=dict)
+    tsig_keys: dict[KeyName, TsigKeyConfig] = Field(default_factory=dict)
+    zones: Annotated[dict[Fqdn, ZoneConfig], Field(min_length=1)]
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    regions: Annotated[dict[str, RegionConfig], BeforeValidator(regions_shorthand)] = Field(
+        default_factory=dict
+    )
+    cluster: ClusterConfig | None = None
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    drills: tuple[DrillConfig, ...] = ()  # scheduled drills (dnsfailover/drills.py)
+
+    def managed(self) -> list[tuple[str, str, ActiveActive | ActivePassive]]:
+        """Every failover record as (zone origin, absolute name, record), in config order."""
+        return [
+            (origin, absolute_name(label, origin), record)
+            for origin, zone in self.zones.items()
+            for label, record in zone.failover.items()
+        ]
+
+    def health_key(self, record: ActiveActive | ActivePassive, endpoint: Endpoint) -> str:
+        """The key the engine looks health up by: the target's, or the target's voted under
+        the record's own quorum when the record sets one that differs from its check's."""
+        check = self.checks[record.check]
+        key = endpoint.target(record.check, check).key
+        if record.quorum is None or record.quorum == check.quorum:
+            return key
+        return f"{key}#quorum={record.quorum}"
+
+    def votes(self) -> dict[str, tuple[str, str | int]]:
+        """Every health key → (target key, quorum rule it is voted by)."""
+        found: dict[str, tuple[str, str | int]] = {}
+        for _origin, _name, record in self.managed():
+            check = self.checks[record.check]
+            quorum = check.quorum if record.quorum is None else record.quorum
+            for tier in record.tiers:
+                for endpoint in tier.endpoints:
+                    target = endpoint.target(record.check, check).key
+                    found.setdefault(self.health_key(record, endpoint), (target, quorum))
+        return found
+
+    def targets(self) -> dict[str, tuple[Target, CheckConfig]]:
+        """Every distinct probe target, keyed by `Target.key`, with its check."""
+        found: dict[str, tuple[Target, CheckConfig]] = {}
+        for _origin, _name, record in self.managed():
+            check = self.checks[record.check]
+            for tier in record.tiers:
+                for endpoint in tier.endpoints:
+                    target = endpoint.target(record.check, check)
+                    found.setdefault(target.key, (target, check))
+        return found

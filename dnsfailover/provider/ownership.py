@@ -1,0 +1,90 @@
+"""The ownership markers that external providers keep beside the record sets they manage.
+
+Every record set dnsfailover creates or updates at `NAME` with type `TYPE` is paired with a
+TXT record set at `_dnsfailover-<type>.NAME` (type in lower case) holding
+`"heritage=dnsfailover,owner=<id>"`.  A key is *owned* when its marker holds that string for
+our owner id; each owner's claim is a TXT string of its own, so adding or removing ours
+never touches another owner's.  The marker sits one label below the name, so it never clashes
+with a CNAME there.  One scheme for every provider (Route 53, RFC 2136, ...), so a zone can
+move between them without losing what it owns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable
+
+from dnsfailover.model import RecordSet
+from dnsfailover.provider.plan import Key, Populated
+
+MARKER_PREFIX = "_dnsfailover-"
+MARKER_TTL = 300
+HERITAGE = "dnsfailover"
+
+
+def marker_name(key: Key) -> str:
+    name, rtype = key
+    return f"{MARKER_PREFIX}{rtype.lower()}.{name}"
+
+
+def marker_value(owner: str) -> str:
+    """The TXT value (a quoted string) that marks a record set as `owner`'s."""
+    return f'"heritage={HERITAGE},owner={owner}"'
+
+
+def managed_key(name: str) -> Key | None:
+    """The key that a marker at `name` (normalised) is about, or None if it is no marker."""
+    first, sep, rest = name.partition(".")
+    if not sep or not rest or not first.startswith(MARKER_PREFIX):
+        return None
+    rtype = first.removeprefix(MARKER_PREFIX).upper()
+    return (rest, rtype) if rtype.isalnum() else None
+
+
+def marker_owners(values: Iterable[str]) -> set[str]:
+    """The owner ids in a marker's TXT values (other TXT strings are ignored)."""
+    owners: set[str] = set()
+    for value in values:
+        text = value.strip().removeprefix('"').removesuffix('"')
+        fields = dict(part.partition("=")[::2] for part in text.split(","))
+        if fields.get("heritage") == HERITAGE and fields.get("owner"):
+            owners.add(fields["owner"])
+    return owners
+
+
+def classify(
+    keys: Collection[Key],
+    ours: Collection[Key],
+    conflict: Callable[[Key], str | None],
+    record_set: Callable[[Key], RecordSet | None],
+    log: logging.Logger,
+) -> Populated:
+    """What a provider reports for `keys` (the desired ones) given what it read.
+
+    :param ours: keys whose marker names our owner id.
+    :param conflict: why a key must not be written (routing policies, a foreign CNAME at
+        the name, ...), or None.
+    :param record_set: the existing record set at a key, or None.
+
+    Keys with a conflict are foreign (and never touched); existing keys without our marker
+    are foreign; keys with our marker are owned, whether still desired or not.
+    """
+    asked = set(keys)
+    records: list[RecordSet] = []
+    foreign: set[Key] = set()
+    owned: set[Key] = set()
+    for key in sorted(asked | set(ours)):
+        reason = conflict(key)
+        if reason is not None:
+            if key in asked:
+                log.warning("populate: leaving %s %s alone: %s", key[0], key[1], reason)
+                foreign.add(key)
+            continue
+        rs = record_set(key)
+        if rs is not None:
+            records.append(rs)
+        if key in ours:
+            owned.add(key)
+        elif key in asked and rs is not None:
+            foreign.add(key)
+    return Populated(tuple(records), frozenset(foreign), frozenset(owned))

@@ -1,0 +1,169 @@
+"""Plans as values: what a provider found (`Populated`), the diff to the desired record sets
+(`diff` → `Plan`) and the safety check `apply` honours unless forced (`Plan.unsafe_reasons`).
+Pure: no I/O, no provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from dnsfailover.errors import DnsFailoverError
+from dnsfailover.model import RecordSet, Soa
+
+Key = tuple[str, str]  # (absolute name, record type)
+
+
+class UnsafePlan(DnsFailoverError):
+    """The plan was refused as unsafe; rerun with force to apply it anyway."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record set to create, update or delete; `old`/`new` are None when absent."""
+
+    kind: Literal["create", "update", "delete"]
+    old: RecordSet | None
+    new: RecordSet | None
+
+    @property
+    def key(self) -> Key:
+        rs = self.new or self.old
+        assert rs is not None
+        return (rs.name, rs.rtype)
+
+    def describe(self) -> str:
+        old = " ".join(self.old.values) if self.old else ""
+        new = " ".join(self.new.values) if self.new else ""
+        name, rtype = self.key
+        if self.kind == "create":
+            return f"+ {name} {rtype} {new}"
+        if self.kind == "delete":
+            return f"- {name} {rtype} {old}"
+        ttl = ""
+        if self.old and self.new and self.old.ttl != self.new.ttl:
+            ttl = f" (ttl {self.old.ttl} -> {self.new.ttl})"
+        return f"~ {name} {rtype} {old} -> {new}{ttl}"
+
+
+@dataclass(frozen=True, slots=True)
+class Populated:
+    """What a provider found for the keys it was asked about.
+
+    `records`: the existing record sets among the desired keys and the keys it owns.
+    `foreign`: desired keys that exist but belong to someone else (not marked as ours).
+    `owned`: keys marked as ours, whether or not still desired (stale ones get deleted).
+    """
+
+    records: tuple[RecordSet, ...]
+    foreign: frozenset[Key] = frozenset()
+    owned: frozenset[Key] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Safety:
+    """When `apply` refuses a plan.
+
+    :param max_change_pct: refuse when more than this share of the existing managed record
+        sets would change (100: never refuse for size).
+    :param empty_ok: names whose answers may legitimately vanish (all_down: serve_none).
+    :param adopt: take over foreign record sets instead of refusing.
+    """
+
+    max_change_pct: int = 100
+    empty_ok: frozenset[str] = frozenset()
+    adopt: bool = False
+    min_existing: int = 10  # below this many, a share means little
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    zone: str
+    changes: tuple[Change, ...]
+    existing: int
+    foreign: frozenset[Key] = frozenset()
+    soa: Soa | None = None  # the zone's SOA, with its new serial, for providers that serve it
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "delete": 0}
+        for c in self.changes:
+            out[c.kind] += 1
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        return f"{self.zone}: {c['create']} create, {c['update']} update, {c['delete']} delete"
+
+    def unsafe_reasons(self, safety: Safety) -> list[str]:
+        reasons: list[str] = []
+        for c in self.changes:
+            name, rtype = c.key
+            emptied = c.old is not None and c.old.values and not (c.new and c.new.values)
+            if emptied and name not in safety.empty_ok:
+                reasons.append(f"removes every {rtype} answer of {name}")
+            if c.key in self.foreign and not safety.adopt:
+                reasons.append(
+                    f"{name} {rtype} exists and is not owned by dnsfailover "
+                    "(set adopt to take it over)"
+                )
+        if self.existing >= safety.min_existing and safety.max_change_pct < 100:
+            share = 100 * len(self.changes) / self.existing
+            if share > safety.max_change_pct:
+                reasons.append(
+                    f"changes {share:.0f}% of {self.existing} record sets "
+                    f"(max_change_pct {safety.max_change_pct})"
+                )
+        return reasons
+
+    def raise_if_unsafe(self, safety: Safety, *, force: bool = False) -> None:
+        reasons = self.unsafe_reasons(safety)
+        if reasons and not force:
+            raise UnsafePlan(
+                f"{self.zone}: plan refused: "
+                + "; ".join(reasons)
+                + " (use --force, or force: true in the zone's config)"
+            )
+
+
+def diff(
+    zone: str,
+    populated: Populated,
+    desired: Iterable[RecordSet],
+    *,
+    soa: Soa | None = None,
+    keep_empty: bool = False,
+) -> Plan:
+    """The changes that turn what exists into what is desired.
+
+    A desired record set with no values means "no records here": it deletes what exists,
+    unless `keep_empty` (a provider that can serve an empty set, so the name answers NODATA).
+    Owned keys that are no longer desired are deleted too.
+    """
+    current = {(r.name, r.rtype): r for r in populated.records}
+    wanted = {(r.name, r.rtype): r for r in desired}
+    changes: list[Change] = []
+    for key in sorted(wanted.keys() | populated.owned):
+        old, new = current.get(key), wanted.get(key)
+        if new is not None and not new.values and not keep_empty:
+            new = None
+        if old is None and new is not None:
+            changes.append(Change("create", None, new))
+        elif old is not None and new is None:
+            changes.append(Change("delete", old, None))
+        elif old is not None and new is not None and not _same(old, new):
+            changes.append(Change("update", old, new))
+    return Plan(zone, tuple(changes), len(current), populated.foreign, soa)
+
+
+def _same(a: RecordSet, b: RecordSet) -> bool:
+    """Equal as DNS sees them: the order of values in a set carries no meaning, the weight
+    of each value does (empty weights zip to {})."""
+    return (
+        a.ttl == b.ttl
+        and set(a.values) == set(b.values)
+        and dict(zip(a.values, a.weights, strict=False))
+        == dict(zip(b.values, b.weights, strict=False))
+    )

@@ -1,0 +1,200 @@
+"""Keeps one zone at an external provider in step with the engine's latest decision.
+
+One worker per zone, so there is never more than one change in flight per zone.  It holds
+only the *latest* desired state: transitions that arrive while a change is in flight are
+coalesced into the next plan, and after a failure it retries the latest state, never a
+backlog of stale ones.  DNS serving and probing never wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from dnsfailover.backoff import Backoff
+from dnsfailover.model import RecordSet
+from dnsfailover.provider.contract import BaseProvider
+from dnsfailover.provider.plan import Plan, Safety, UnsafePlan, diff
+from dnsfailover.tasks import cancel_and_wait
+
+log = logging.getLogger("dnsfailover.sync")
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+
+
+class Fenced(Exception):
+    """The write was stopped because this node no longer holds the cluster's leadership."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent:
+    """Reported to the service for the history: kind is applied, refused or failed."""
+
+    zone: str
+    kind: str  # applied | refused | failed | fenced
+    message: str
+    at: float
+    seconds: float | None = None  # how long the provider call took (applied / failed)
+
+
+@dataclass(slots=True)
+class SyncStatus:
+    in_sync: bool = False
+    last_error: str = ""
+    last_applied_at: float = 0.0
+    applies: int = 0
+    failures: int = 0
+    calls: int = 0
+
+
+class ZoneSync:
+    """Pushes the latest desired record sets of one zone to its provider."""
+
+    def __init__(
+        self,
+        provider: BaseProvider,
+        safety: Safety,
+        *,
+        force: bool = False,
+        on_event: Callable[[SyncEvent], None] | None = None,
+        backoff_first: float = BACKOFF_FIRST,
+        backoff_max: float = BACKOFF_MAX,
+        fence: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.provider = provider
+        # In a cluster, asked right before each write: False means this node is no longer
+        # the leader, and the write must not happen (a paused old leader never writes).
+        self._fence = fence
+        self.safety = safety
+        self.force = force
+        self.status = SyncStatus()
+        self._on_event = on_event
+        self._desired: tuple[RecordSet, ...] | None = None
+        self._version = 0
+        self._done_version = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._backoff = Backoff(backoff_first, backoff_max)
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._failed_seconds: float | None = None
+
+    @property
+    def zone(self) -> str:
+        return self.provider.zone
+
+    def submit(self, desired: tuple[RecordSet, ...]) -> None:
+        """Make `desired` the state to converge to (replacing any not yet applied)."""
+        self._desired = desired
+        self._version += 1
+        self._idle.clear()
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"dnsfailover-sync-{self.zone}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+        await self.provider.close()
+
+    async def wait_idle(self) -> None:
+        """Return once the latest submitted state is applied (or refused)."""
+        await self._idle.wait()
+
+    def _event(self, kind: str, message: str, seconds: float | None = None) -> None:
+        if self._on_event is not None:
+            self._on_event(SyncEvent(self.zone, kind, message, time.time(), seconds))
+
+    async def _run(self) -> None:
+        failures = 0  # in a row
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            version, desired = self._version, self._desired
+            if desired is None or version == self._done_version:
+                continue
+            try:
+                await self.converge(desired)
+            except Fenced as e:
+                log.warning("apply: zone=%s not written: %s", self.zone, e)
+                self._event("fenced", str(e))
+                self._done_version = version
+                if self._version == version:
+                    self._idle.set()
+                continue
+            except UnsafePlan as e:
+                # Waiting will not make it safe: report, and wait for the next decision.
+                self.status.in_sync = False
+                self.status.last_error = str(e)
+                log.error("apply: %s", e)
+                self._event("refused", str(e))
+            except Exception as e:  # any provider failure is retried
+                delay = self._backoff.delay(failures)
+                failures += 1
+                self.status.in_sync = False
+                self.status.failures += 1
+                self.status.last_error = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "apply: zone=%s failed (%s); retrying the latest state in %.1fs",
+                    self.zone,
+                    self.status.last_error,
+                    delay,
+                )
+                self._event("failed", self.status.last_error, self._failed_seconds)
+                self._failed_seconds = None
+                await asyncio.sleep(delay)
+                self._wake.set()
+                continue
+            failures = 0
+            self._done_version = version
+            if self._version == version:
+                self._idle.set()
+
+    async def plan(self, desired: tuple[RecordSet, ...]) -> Plan:
+        if not self._started:
+            await self.provider.start()
+            self._started = True
+        populated = await self.provider.populate([(r.name, r.rtype) for r in desired])
+        return diff(self.zone, populated, desired)
+
+    async def converge(self, desired: tuple[RecordSet, ...]) -> Plan:
+        """One populate → plan → safety → apply round; raises on failure."""
+        plan = await self.plan(desired)
+        if not plan:
+            self.status.in_sync = True
+            self.status.last_error = ""
+            return plan
+        plan.raise_if_unsafe(self.safety, force=self.force)
+        if self._fence is not None and not await self._fence():
+            raise Fenced("this node is no longer the cluster's leader")
+        started = time.monotonic()
+        try:
+            result = await self.provider.apply(plan)
+        except Exception:
+            self._failed_seconds = time.monotonic() - started
+            raise
+        self.status.in_sync = result.confirmed
+        self.status.last_error = ""
+        self.status.applies += 1
+        self.status.calls += result.calls
+        self.status.last_applied_at = time.time()
+        log.info(
+            "apply: %s in %.2fs (%d calls, confirmed=%s)",
+            plan.summary(),
+            time.monotonic() - started,
+            result.calls,
+            result.confirmed,
+        )
+        self._event(
+            "applied",
+            f"{plan.summary()}: "
+            + "; ".join(c.describe() for c in plan.changes[:20])
+            + (" …" if len(plan.changes) > 20 else ""),
+            time.monotonic() - started,
+        )
+        return plan

@@ -1,0 +1,320 @@
+"""Glue between one node's `Service` and the etcd cluster.
+
+Every node probes from its region and reports its hysteresis-filtered view of each target
+(`RegionReport`, changes only) and a beat that keeps its region fresh.  Every node watches
+everyone's reports, so each holds the same region-by-region picture; only the leader feeds
+it to the engine.  The leader publishes its decision (zones with serials, engine state)
+with a fenced transaction; every node, the leader included, serves a decision only once
+etcd holds it, so all nodes answer the same records with the same serial.
+
+Static stability: when etcd is unreachable nothing here changes what is served; probes go
+on, the node says it is degraded, and when etcd returns the cluster layer re-delivers the
+state and the nodes converge on the leader's next decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from dnsfailover.cluster.codec import decode, encode
+from dnsfailover.cluster.node import EtcdCluster
+from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.config.cluster import ClusterConfig
+from dnsfailover.config.schema import Config
+from dnsfailover.engine.overrides import Override
+from dnsfailover.engine.values import Decision, EngineState, NameDecision, Transition
+from dnsfailover.model import HealthChange, ZoneContent
+from dnsfailover.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from dnsfailover.runtime.node import Service
+
+log = logging.getLogger("dnsfailover.cluster")
+
+
+def config_digest(config: Config) -> str:
+    """A short digest of the validated config (not the file: comments and order don't count)."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+
+
+def beat_period(service: Service) -> float:
+    """Beat often enough that a live region never looks stale (3 check intervals)."""
+    intervals = [c.interval for _t, c in service.config.targets().values()]
+    return max(0.05, min(min(intervals, default=1.0), 1.0) / 2)
+
+
+class ClusterLink:
+    def __init__(
+        self, service: Service, config: ClusterConfig, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._service = service
+        self._clock = clock
+        self.cluster = EtcdCluster(
+            config,
+            node=service.node_id,
+            region=service.region,
+            on_reports=self._on_reports,
+            on_reports_gone=self._on_reports_gone,
+            on_beat=self._on_beat,
+            on_decision=self._on_decision,
+            on_overrides=self._on_overrides,
+            on_leader=self._on_leader,
+            on_connected=self._on_connected,
+            clock=clock,
+        )
+        self.decision: SharedDecision | None = None
+        self.first_decision = asyncio.Event()
+        self.degraded: str | None = "not connected to etcd yet"
+        self._last_probe = 0.0
+        self._nodes: dict[str, NodeBeat] = {}
+        self._beats: asyncio.Task[None] | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._pending: SharedDecision | None = None
+        self._drift: list[str] = []
+        self._digest: tuple[Config | None, str] = (None, "")
+
+    @property
+    def leader(self) -> bool:
+        return self.cluster.leader
+
+    async def start(self) -> None:
+        await self.cluster.start()
+        self._beats = asyncio.create_task(self._beat_loop(), name="dnsfailover-cluster-beat")
+
+    async def stop(self) -> None:
+        if self._beats is not None:
+            await cancel_and_wait(self._beats)
+        if self._serving is not None:
+            await cancel_and_wait(self._serving)
+        await self.cluster.stop()
+
+    # -- this node → etcd ------------------------------------------------------------------
+
+    def observed(self, at: float) -> None:
+        self._last_probe = max(self._last_probe, at)
+
+    def report(self, changes: Iterable[HealthChange]) -> None:
+        """Share this region's state changes (not the voted ones: the leader votes)."""
+        region = self._service.region
+        reports = [
+            RegionReport(c.target, region, self._service.node_id, c.new, c.at, c.reason)
+            for c in changes
+            if c.region == region
+        ]
+        if reports:
+            self.cluster.report(reports)
+
+    def report_all(self) -> None:
+        """Share everything this region knows (after the cold-start round)."""
+        region, node = self._service.region, self._service.node_id
+        self.cluster.report(
+            RegionReport(target, region, node, state, since, reason)
+            for target, (state, since, reason) in self._service.tracker.region_states(
+                region
+            ).items()
+        )
+
+    async def _beat_loop(self) -> None:
+        period = beat_period(self._service)
+        while True:
+            now = self._clock()
+            self.cluster.beat(
+                NodeBeat(
+                    self._service.node_id,
+                    self._service.region,
+                    now,
+                    self._last_probe,
+                    self.cluster.leader,
+                    self._service.region in self._service.tracker.isolated(),
+                    self._config_digest(),
+                )
+            )
+            await asyncio.sleep(period)
+
+    async def publish(
+        self,
+        decision: Decision,
+        zones: tuple[ZoneContent, ...],
+        now: float,
+        *,
+        force: bool = False,
+    ) -> bool:
+        """Publish the leader's decision; False when this node may not (or etcd is down)."""
+        term = self.cluster.term
+        if term is None or not self.cluster.leader:
+            return False
+        last = self.decision
+        same = (
+            last is not None
+            and last.term == term
+            and len(last.zones) == len(zones)
+            and all(
+                a.origin == b.origin and a.same_answers(b) and a.soa.serial == b.soa.serial
+                for a, b in zip(last.zones, zones, strict=True)
+            )
+            and dict(last.engine) == encode(decision.state)
+        )
+        if same and not force and not decision.transitions:
+            return True  # nothing new to say
+        shared = SharedDecision(
+            term=term,
+            leader=self._service.node_id,
+            at=now,
+            zones=zones,
+            names={name: encode(nd) for name, nd in decision.names.items()},
+            engine=encode(decision.state),
+            extra={
+                "transitions": [encode(t) for t in decision.transitions],
+                "isolated_regions": sorted(self._service.tracker.isolated()),
+            },
+        )
+        try:
+            ok = await self.cluster.publish(shared)
+        except Exception as e:  # the cluster layer should not raise; be safe anyway
+            log.warning("cluster: publishing the decision failed: %s", e)
+            return False
+        if not ok:
+            log.warning("cluster: decision not published (no longer the leader, or etcd down)")
+        return ok
+
+    # -- etcd → this node ------------------------------------------------------------------
+
+    def _on_reports(self, reports: list[RegionReport]) -> None:
+        tracker, now = self._service.tracker, self._clock()
+        changes: list[HealthChange] = []
+        for r in reports:
+            if r.region == self._service.region:
+                continue  # this node's own probes are its region's truth
+            changes.extend(tracker.set_remote(r.target, r.region, r.state, r.since, r.reason, now))
+        if changes:
+            self._service.health_changed(changes)
+
+    def _on_reports_gone(self, node: str, region: str) -> None:
+        self._nodes.pop(node, None)
+        if region == self._service.region:
+            return
+        if any(b.region == region for b in self._nodes.values()):
+            return  # another node still speaks for that region
+        log.warning("cluster: node %s left; region %s no longer votes", node, region)
+        changes = self._service.tracker.forget(region, self._clock())
+        if changes:
+            self._service.health_changed(changes)
+
+    def _on_beat(self, beat: NodeBeat) -> None:
+        self._nodes[beat.node] = beat
+        if beat.region != self._service.region:
+            self._service.tracker.seen(beat.region, beat.last_probe_at)
+        self._check_drift()
+
+    def _config_digest(self) -> str:
+        """This node's config digest, computed once per config (a reload makes a new one)."""
+        config = self._service.config
+        if self._digest[0] is not config:
+            self._digest = (config, config_digest(config))
+        return self._digest[1]
+
+    def drift(self) -> list[str]:
+        """Nodes whose config differs from this node's (the leader decides with its own)."""
+        mine = self._config_digest()
+        return sorted(n for n, b in self._nodes.items() if b.config and b.config != mine)
+
+    def _check_drift(self) -> None:
+        drift = self.drift()
+        if drift != self._drift:
+            if drift:
+                log.warning(
+                    "cluster: node(s) %s run a different config than %s: answers follow the "
+                    "leader's config; reload them all with the same file",
+                    ", ".join(drift),
+                    self._service.node_id,
+                )
+            else:
+                log.info("cluster: every node runs the same config again")
+            self._drift = drift
+
+    def _on_decision(self, shared: SharedDecision) -> None:
+        last = self.decision
+        if last is not None and (shared.term, shared.at) < (last.term, last.at):
+            return  # an older leader's decision arriving late
+        self.decision = shared
+        self._pending = shared
+        if self._serving is None or self._serving.done():
+            self._serving = asyncio.create_task(self._serve_pending(), name="dnsfailover-serve")
+
+    async def _serve_pending(self) -> None:
+        while self._pending is not None:
+            shared, self._pending = self._pending, None
+            try:
+                await self._service.serve_shared(*self.to_decision(shared))
+            except Exception:
+                log.exception("cluster: cannot serve the published decision; keeping the last")
+            self.first_decision.set()
+
+    def to_decision(self, shared: SharedDecision) -> tuple[Decision, tuple[ZoneContent, ...]]:
+        names = {name: decode(NameDecision, data) for name, data in shared.names.items()}
+        transitions = tuple(decode(Transition, t) for t in shared.extra.get("transitions", ()) if t)
+        state = decode(EngineState, shared.engine) if shared.engine else EngineState()
+        decision = Decision(shared.zones, names, transitions, state, None)
+        return decision, shared.zones
+
+    def _on_overrides(self, overrides: list[Override]) -> None:
+        self._service.set_overrides(overrides)
+
+    def _on_leader(self, leader: bool) -> None:
+        if leader:
+            log.info("cluster: node %s is now the leader", self._service.node_id)
+            if self.decision is not None:
+                # Continue where the last leader stopped: its tiers, hold-downs and serials.
+                decision, zones = self.to_decision(self.decision)
+                self._service.adopt(decision.state, {z.origin: z.soa.serial for z in zones})
+            self._service.wake(force=True)
+        else:
+            log.warning("cluster: node %s is no longer the leader", self._service.node_id)
+
+    def _on_connected(self, connected: bool) -> None:
+        if connected:
+            if self.degraded is not None:
+                log.info("cluster: etcd reachable again")
+            self.degraded = None
+            self.report_all()
+        else:
+            self.degraded = "etcd unreachable: serving the last published decision"
+            log.warning("cluster: %s", self.degraded)
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            "mode": "cluster",
+            "node": self._service.node_id,
+            "region": self._service.region,
+            "leader": self.cluster.leader,
+            "term": self.cluster.term,
+            "connected": self.cluster.connected,
+            "degraded": self.degraded,
+            "isolated_regions": sorted(self._service.tracker.isolated()),
+            "config": self._config_digest(),
+            "config_drift": self.drift(),
+            "decision": None
+            if self.decision is None
+            else {
+                "leader": self.decision.leader,
+                "term": self.decision.term,
+                "at": self.decision.at,
+                "serials": {z.origin: z.soa.serial for z in self.decision.zones},
+            },
+            "nodes": {
+                node: {
+                    "region": b.region,
+                    "leader": b.leader,
+                    "isolated": b.isolated,
+                    "last_beat_age": round(now - b.at, 3),
+                    "config": b.config,
+                }
+                for node, b in sorted(self._nodes.items())
+            },
+        }

@@ -1,0 +1,54 @@
+"""Small pure pieces of the service's wiring: config → hysteresis rules, provider safety,
+probe deadlines and sources, serials stamped on zones, and what is being served."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from dnsfailover.config.schema import CheckConfig, Config
+from dnsfailover.health.tracker import Hysteresis
+from dnsfailover.model import RecordSet, ZoneContent
+from dnsfailover.provider.plan import Safety
+
+
+def hysteresis(config: Config) -> dict[str, Hysteresis]:
+    return {
+        key: Hysteresis(check.rise, check.fall, check.interval)
+        for key, (_target, check) in config.targets().items()
+    }
+
+
+def region_source(config: Config, region: str) -> str | None:
+    spec = config.regions.get(region)
+    return spec.source_address if spec is not None else None
+
+
+def cold_start_deadline(config: Config) -> float:
+    """How long the first round of probes may take: the slowest timeout, plus slack."""
+    checks: list[CheckConfig] = [check for _t, check in config.targets().values()]
+    return max((c.timeout for c in checks), default=0.0) + 0.5
+
+
+def with_serials(zones: tuple[ZoneContent, ...], serials: Mapping[str, int]) -> list[ZoneContent]:
+    return [replace(z, soa=replace(z.soa, serial=serials.get(z.origin, 0))) for z in zones]
+
+
+def provider_records(content: ZoneContent) -> tuple[RecordSet, ...]:
+    """What an external provider is given: everything but the apex NS, which it owns, and
+    without weights, which only the embedded server publishes (as one address per answer)."""
+    return tuple(
+        replace(r, weights=()) if r.weights else r
+        for r in content.records
+        if not (r.name == content.origin and r.rtype == "NS")
+    )
+
+
+def safety(config: Config, origin: str) -> Safety:
+    zone = config.zones[origin]
+    empty_ok = frozenset(
+        name
+        for o, name, record in config.managed()
+        if o == origin and record.all_down == "serve_none"
+    )
+    return Safety(max_change_pct=zone.max_change_pct, empty_ok=empty_ok, adopt=zone.adopt)
