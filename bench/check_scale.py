@@ -43,7 +43,7 @@ import time
 from collections.abc import Iterator
 
 from dnsfailover.checks.scheduler import ProbeScheduler
-from dnsfailover.config.schema import CheckConfig
+from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import Observation, Target
 
 # -- the listener process (run as `check_scale.py --listen COUNT PER_ADDRESS BASE CPU`) --

@@ -17,7 +17,7 @@ from support import HttpEndpoints
 
 from dnsfailover.api.server import ApiServer
 from dnsfailover.config.load import loads
-from dnsfailover.runtime.node import Service
+from dnsfailover.runtime.node import Node
 
 TOKEN = "test-token-0123456789abcdef"
 WWW, API = "www.example.test.", "api.example.test."
@@ -56,7 +56,7 @@ zones:
 
 @dataclass
 class Live:
-    service: Service
+    service: Node
     api: ApiServer
     base: str
     dns_port: int
@@ -118,9 +118,9 @@ async def live_service(
     try:
         ports = {a: await asyncio.to_thread(endpoints.start, a) for a in (A, B, C, D)}
         config = await asyncio.to_thread(loads, config_text(ports) + extra)
-        service = Service(config, dns_host="127.0.0.1", dns_port=0, state_path=tmp_path / "s.db")
+        service = Node(config, dns_host="127.0.0.1", dns_port=0, state_path=tmp_path / "s.db")
         _host, dns_port = await service.start()
-        api = ApiServer(service, "127.0.0.1", 0, token=token)
+        api = ApiServer(service, service, "127.0.0.1", 0, token=token, metrics=service.metrics)
         try:
             host, port = await api.start()
             async with aiohttp.ClientSession() as http:

@@ -119,6 +119,28 @@ async def test_drain_takes_effect_in_dns_and_is_audited_then_undrained(tmp_path:
         assert (await live.get("/api/v1/overrides"))["overrides"] == []
 
 
+async def test_an_endpoint_wide_drain_is_listed_only_for_names_that_have_it(
+    tmp_path: Path,
+) -> None:
+    """The engine applies a drain without a name to the names that answer that endpoint;
+    status and explain list it there and nowhere else (one `touches` rule for both)."""
+    async with live_service(tmp_path) as live:
+        await live.until_answer(WWW, (A, B))
+        made = await live.call(
+            "POST",
+            "/api/v1/overrides",
+            {"action": "drain", "endpoint": A, "reason": "rack move", "who": "alice"},
+            status=201,
+        )
+        oid = made["override"]["id"]
+        await live.until_answer(WWW, (B,))
+        names = {n["name"]: n for n in (await live.get("/api/v1/status"))["names"]}
+        assert names[WWW]["overrides"] == [oid]
+        assert names[API]["overrides"] == []
+        assert [o["id"] for o in (await live.get(f"/api/v1/explain/{WWW}"))["overrides"]] == [oid]
+        assert (await live.get(f"/api/v1/explain/{API}"))["overrides"] == []
+
+
 async def test_failover_and_failback_of_an_active_passive_name(tmp_path: Path) -> None:
     async with live_service(tmp_path) as live:
         await live.until_answer(API, (C,))
@@ -299,7 +321,9 @@ async def test_api_address_in_use_is_an_error(tmp_path: Path) -> None:
         from dnsfailover.api.server import ApiServer
 
         port = int(live.base.rsplit(":", 1)[1])
-        second = ApiServer(live.service, "127.0.0.1", port, token=None)
+        second = ApiServer(
+            live.service, live.service, "127.0.0.1", port, token=None, metrics=live.service.metrics
+        )
         with pytest.raises(OSError, match="address already in use"):
             await second.start()
         await second.stop()

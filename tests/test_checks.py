@@ -23,7 +23,7 @@ from dnsfailover.checks import make_probe, make_session
 from dnsfailover.checks.dns import DnsProbe
 from dnsfailover.checks.http import HttpProbe, body_matcher
 from dnsfailover.checks.tcp import TcpProbe
-from dnsfailover.config.schema import CheckConfig
+from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import ProbeResult, Target
 
 HOST = "health.example.test"

@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 
 from dnsfailover.checks.scheduler import ProbeScheduler, phase
-from dnsfailover.config.schema import CheckConfig
+from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import Observation, Target
 
 Targets = dict[str, tuple[Target, CheckConfig]]

@@ -13,7 +13,7 @@ from aiohttp import web
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from dnsfailover.config.load import loads
-from dnsfailover.runtime.node import Service
+from dnsfailover.runtime.node import Node
 
 A, B = "127.0.0.61", "127.0.0.62"
 
@@ -96,7 +96,7 @@ async def test_failover_in_process_never_blocks_the_loop(
     async with Endpoints() as endpoints:
         text = www_config(endpoints.ports)
         config = await asyncio.to_thread(loads, text)  # reading config is sync I/O
-        service = Service(config, dns_port=0, state_path=tmp_path / "state.db")
+        service = Node(config, dns_port=0, state_path=tmp_path / "state.db")
         try:
             _host, port = await service.start()
             assert await answer(port, "www.example.test.") == (A, B)
@@ -121,7 +121,7 @@ async def test_over_capacity_is_loud_once_and_recorded(
     async with Endpoints() as endpoints:
         cap = ", capacity: 400"
         text = www_config(endpoints.ports, "\n        load: 600", cap, cap)
-        service = Service(loads(text), dns_port=0, state_path=tmp_path / "s.db")
+        service = Node(loads(text), dns_port=0, state_path=tmp_path / "s.db")
         _host, port = await service.start()
         try:
             await until(port, "www.example.test.", (A, B), 5)

@@ -29,6 +29,7 @@ import aiohttp
 from dnsfailover import __version__
 from dnsfailover.alerts.notice import Notice
 from dnsfailover.config.alerts import SnsConfig, WebhookConfig
+from dnsfailover.errors import DnsFailoverError
 
 logger = logging.getLogger("dnsfailover.alerts")
 
@@ -44,7 +45,7 @@ _SNS_RETRYABLE_CODES = frozenset(
 )  # fmt: skip
 
 
-class DeliveryError(Exception):
+class DeliveryError(DnsFailoverError):
     """A delivery attempt failed; `retryable` says whether trying again could help."""
 
     def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None):
@@ -54,7 +55,7 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
-class SetupError(Exception):
+class SetupError(DnsFailoverError):
     """A destination cannot work as configured (a missing key); it is disabled."""
 
 

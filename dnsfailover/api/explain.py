@@ -12,34 +12,35 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from dnsfailover.api.views import endpoint_row, jsonable, override_json, touches_name
+from dnsfailover.api.views import endpoint_row, jsonable, override_json
 from dnsfailover.config.schema import ActivePassive
 from dnsfailover.engine.decide import vet_override
-from dnsfailover.engine.overrides import Action, Override, new_id
+from dnsfailover.engine.overrides import Action, Override, new_id, touches
 
 if TYPE_CHECKING:
-    from dnsfailover.config.schema import ActiveActive, CheckConfig
-    from dnsfailover.runtime.node import Service
+    from dnsfailover.api.ports import NodeView
+    from dnsfailover.config.checks import CheckConfig
+    from dnsfailover.config.schema import ActiveActive
 
 
-def explain(service: Service, name: str, now: float) -> dict[str, Any]:
+def explain(node: NodeView, name: str, now: float) -> dict[str, Any]:
     """The explanation of `name`, an absolute managed name (see `views.resolve_name`)."""
-    config = service.config
+    config = node.config
     origin, record = next((o, r) for o, n, r in config.managed() if n == name)
     check = config.checks[record.check]
-    published = service.published
+    published = node.published
     nd = published.decision.names.get(name) if published is not None else None
     ns = published.decision.state.names.get(name) if published is not None else None
     answer = tuple(nd.answer) if nd is not None else ()
     serial = None
     if published is not None:
         serial = next((z.soa.serial for z in published.zones if z.origin == origin), None)
-    overrides = [o for o in service.overrides() if touches_name(o, name)]
+    overrides = [o for o in node.overrides() if touches(o, name, record)]
     serving = nd.tier if nd is not None else None
     tiers = []
     for tier in record.tiers:
         rows = [
-            endpoint_row(service, name, record, tier.name, e, answer, overrides, now)
+            endpoint_row(node, name, record, tier.name, e, answer, overrides, now)
             for e in tier.endpoints
         ]
         up = sum(1 for r in rows if r["state"] == "up")
@@ -54,7 +55,7 @@ def explain(service: Service, name: str, now: float) -> dict[str, Any]:
                 "endpoints": rows,
             }
         )
-    cluster = service.cluster_status()
+    cluster = node.cluster_status()
     result: dict[str, Any] = {
         "name": name,
         "zone": origin,
@@ -75,7 +76,7 @@ def explain(service: Service, name: str, now: float) -> dict[str, Any]:
         },
         "frozen": getattr(published.decision, "frozen", None) if published is not None else None,
         "isolated_regions": list(cluster.get("isolated_regions") or []),
-        "interlocks": interlocks(service, name, record, answer, now),
+        "interlocks": interlocks(node, name, record, answer, now),
         "now": now,
     }
     result["lines"] = lines(result)
@@ -118,25 +119,25 @@ def _check(check: CheckConfig) -> dict[str, Any]:
 
 
 def interlocks(
-    service: Service,
+    node: NodeView,
     name: str,
     record: ActiveActive | ActivePassive,
     answer: tuple[str, ...],
     now: float,
 ) -> list[dict[str, Any]]:
     """What the interlocks would say to draining each served endpoint, and to a failover."""
-    published = service.published
+    published = node.published
     if published is None:
         return []
-    states = service.tracker.states()
-    active = service.overrides()
+    states = node.tracker.states()
+    active = node.overrides()
     asks: list[tuple[Action, str | None]] = [(Action.DRAIN, a) for a in answer]
     if isinstance(record, ActivePassive):
         asks.append((Action.FAILOVER, None))
     found = []
     for action, endpoint in asks:
         probe = Override(new_id(), action, name, endpoint, None, "explain", "explain", now)
-        refusal = vet_override(service.config, states, published.decision.state, active, probe, now)
+        refusal = vet_override(node.config, states, published.decision.state, active, probe, now)
         found.append(
             {
                 "action": action.value,
@@ -159,7 +160,7 @@ def lines(e: dict[str, Any]) -> list[str]:
     d = e["decision"]
     out: list[str] = []
     if d is None:
-        out.append(f"{e['name']} has no decision yet (the service is starting)")
+        out.append(f"{e['name']} has no decision yet (the node is starting)")
     else:
         shown = ", ".join(e["answer"]) or "nothing (NODATA)"
         out.append(f"{e['name']} answers {shown}: {d['mode']}: {d['reason']}")

@@ -3,10 +3,10 @@
 `probe()` runs for every probe result (~10,000/s at scale), so probe counts and latency
 buckets are plain ints in a dict, not prometheus-client children (each with a lock and a
 label look-up).  Everything that describes *current* state (endpoint health, answers,
-serials, overrides, DNS responses by rcode) is read from the service at scrape time rather
+serials, overrides, DNS responses by rcode) is read from the node at scrape time rather
 than mirrored.  Rare events (transitions, publishes, provider applies) use ordinary
 prometheus-client metrics in this object's own registry, never the global one, so several
-services in one process (tests) do not collide.
+nodes in one process (tests) do not collide.
 
 Scraping copies the live numbers on the event loop (`snapshot`) and renders the text on a
 worker thread (`render`), so a big exposition never stalls probes or the engine.
@@ -32,9 +32,9 @@ from dnsfailover import __version__
 from dnsfailover.model import HealthChange, Observation, State
 
 if TYPE_CHECKING:
+    from dnsfailover.api.ports import NodeView
     from dnsfailover.engine.values import Transition
     from dnsfailover.provider.sync import SyncEvent
-    from dnsfailover.runtime.node import Service
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -66,7 +66,7 @@ class Snapshot:
 
 
 class Metrics:
-    """The service's metrics; every hook is cheap and never raises into the caller."""
+    """The node's metrics; every hook is cheap and never raises into the caller."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -132,7 +132,7 @@ class Metrics:
             __version__
         ).set(1)
 
-    # -- hooks the service calls ------------------------------------------------------------
+    # -- hooks the node calls ------------------------------------------------------------
 
     def probe(self, obs: Observation, check: str) -> None:
         """One probe result; the hot path: a dict look-up and a few int increments."""
@@ -171,13 +171,13 @@ class Metrics:
 
     # -- scraping ---------------------------------------------------------------------------
 
-    def snapshot(self, service: Service | None = None) -> Snapshot:
+    def snapshot(self, node: NodeView | None = None) -> Snapshot:
         """Copy what a scrape shows; call on the event loop (the hooks' thread)."""
         probes = tuple(
             (target, region, s.check, s.ok, s.failed, s.total_seconds, tuple(s.buckets))
             for (target, region), s in self._probes.items()
         )
-        families = tuple(_service_families(service)) if service is not None else ()
+        families = tuple(_node_families(node)) if node is not None else ()
         return Snapshot(probes, families)
 
     def render(self, snap: Snapshot) -> bytes:
@@ -231,9 +231,9 @@ def _probe_families(
     yield latency
 
 
-def _service_families(service: Service) -> Iterator[Metric]:
-    """Current state, read from the service at scrape time."""
-    tracker = service.tracker
+def _node_families(node: NodeView) -> Iterator[Metric]:
+    """Current state, read from the node at scrape time."""
+    tracker = node.tracker
     states = tracker.states()
     voted = GaugeMetricFamily(
         "dnsfailover_endpoint_state",
@@ -249,18 +249,18 @@ def _service_families(service: Service) -> Iterator[Metric]:
         "Health of each probe target as seen from each region: 1 for its current state",
         labels=["target", "region", "state"],
     )
-    for target in sorted(service.config.targets()):
+    for target in sorted(node.config.targets()):
         for region, rh in sorted(tracker.regions(target).items()):
             for s in STATES:
                 per_region.add_metric([target, region, s], 1.0 if rh.state.value == s else 0.0)
     yield per_region
-    yield from _published_families(service)
-    yield from _dns_families(service)
-    yield from _cluster_families(service)
-    yield from _alert_families(service)
+    yield from _published_families(node)
+    yield from _dns_families(node)
+    yield from _cluster_families(node)
+    yield from _alert_families(node)
 
 
-def _alert_families(service: Service) -> Iterator[Metric]:
+def _alert_families(node: NodeView) -> Iterator[Metric]:
     notices = CounterMetricFamily(
         "dnsfailover_notifications",
         "Notices per destination: delivered, failed (gave up), suppressed (rate limit), "
@@ -277,7 +277,7 @@ def _alert_families(service: Service) -> Iterator[Metric]:
         "1 for a destination that cannot send (e.g. its secret is missing)",
         labels=["destination"],
     )
-    for st in service.alerter.stats():
+    for st in node.alert_stats():
         for result in ("delivered", "failed", "suppressed", "dropped"):
             notices.add_metric([st.label, result], float(getattr(st, result)))
         retries.add_metric([st.label], float(st.retries))
@@ -287,7 +287,7 @@ def _alert_families(service: Service) -> Iterator[Metric]:
     yield disabled
 
 
-def _published_families(service: Service) -> Iterator[Metric]:
+def _published_families(node: NodeView) -> Iterator[Metric]:
     answers = GaugeMetricFamily(
         "dnsfailover_name_answers", "Addresses a managed name answers now", labels=["name"]
     )
@@ -296,8 +296,8 @@ def _published_families(service: Service) -> Iterator[Metric]:
         "Mode of each managed name (healthy, degraded, all_down, no_data): 1 for the current",
         labels=["name", "mode"],
     )
-    if service.published is not None:
-        for name, nd in sorted(service.published.decision.names.items()):
+    if node.published is not None:
+        for name, nd in sorted(node.published.decision.names.items()):
             answers.add_metric([name], float(len(nd.answer)))
             for m in ("healthy", "degraded", "all_down", "no_data"):
                 mode.add_metric([name, m], 1.0 if nd.mode == m else 0.0)
@@ -307,7 +307,7 @@ def _published_families(service: Service) -> Iterator[Metric]:
         "dnsfailover_overrides_active", "Operator overrides in force, by action", labels=["action"]
     )
     counts: dict[str, int] = {}
-    for o in service.overrides():
+    for o in node.overrides():
         counts[o.action.value] = counts.get(o.action.value, 0) + 1
     for action, n in sorted(counts.items()):
         overrides.add_metric([action], float(n))
@@ -320,21 +320,15 @@ def _published_families(service: Service) -> Iterator[Metric]:
     calls = CounterMetricFamily(
         "dnsfailover_provider_calls", "Provider API calls made by applies", labels=["zone"]
     )
-    for zone, sync in sorted(service.syncs.items()):
-        in_sync.add_metric([zone], 1.0 if sync.status.in_sync else 0.0)
-        calls.add_metric([zone], float(sync.status.calls))
+    for zone, status in sorted(node.sync_statuses().items()):
+        in_sync.add_metric([zone], 1.0 if status.in_sync else 0.0)
+        calls.add_metric([zone], float(status.calls))
     yield in_sync
     yield calls
 
 
-def dns_server_of(service: Service) -> Any:
-    """The embedded DNS server, when one is running (None before start or with none)."""
-    return service.dns_server
-
-
-def _dns_families(service: Service) -> Iterator[Metric]:
-    server = dns_server_of(service)
-    rcodes: list[int] | None = getattr(server, "rcodes", None)
+def _dns_families(node: NodeView) -> Iterator[Metric]:
+    rcodes = node.dns_counts()
     queries = CounterMetricFamily(
         "dnsfailover_dns_responses",
         "DNS responses sent by this process's embedded server, by rcode",
@@ -354,8 +348,8 @@ def _dns_families(service: Service) -> Iterator[Metric]:
     yield dropped
 
 
-def _cluster_families(service: Service) -> Iterator[Metric]:
-    status: Mapping[str, Any] = service.cluster_status()
+def _cluster_families(node: NodeView) -> Iterator[Metric]:
+    status: Mapping[str, Any] = node.cluster_status()
     leader = GaugeMetricFamily(
         "dnsfailover_cluster_leader",
         "1 when this node is the cluster's leader (or runs alone)",
@@ -373,6 +367,6 @@ def _cluster_families(service: Service) -> Iterator[Metric]:
         labels=["region"],
     )
     flagged = set(status.get("isolated_regions") or ())
-    for region in sorted(set(service.config.regions) | flagged | {service.region}):
+    for region in sorted(set(node.config.regions) | flagged | {node.region}):
         isolated.add_metric([region], 1.0 if region in flagged else 0.0)
     yield isolated

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from dnsfailover.api.views import NotFound, resolve_name
 from dnsfailover.engine.overrides import Action, Override, new_id, target_problem
+from dnsfailover.errors import UserError
 from dnsfailover.fields import parse_duration
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ ACTIONS = ", ".join(a.value for a in Action)
 MAX_TEXT = 500
 
 
-class BadRequest(ValueError):
+class BadRequest(UserError):
     """The request is malformed or names what does not exist; the message says which."""
 
 

@@ -17,20 +17,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dnsfailover.api import views
 from dnsfailover.api.explain import explain
+from dnsfailover.api.metrics import Metrics
 from dnsfailover.api.openapi import ROUTES, openapi
+from dnsfailover.api.ports import NodeControl, NodeView
 from dnsfailover.api.requests import BadRequest, parse_override, parse_removal
 from dnsfailover.engine.overrides import OverrideRefused
-from dnsfailover.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dnsfailover.runtime.node import Service
+from dnsfailover.errors import ConfigError, NotReady, UserError
 
 log = logging.getLogger("dnsfailover.api")
 
@@ -60,10 +59,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """Every failure as JSON with a useful message; never a traceback to the client."""
     try:
         return await handler(request)
-    except BadRequest as e:
-        return error(400, str(e))
     except views.NotFound as e:
         return error(404, str(e))
+    except UserError as e:  # BadRequest and every other error that is the caller's
+        return error(400, str(e))
+    except NotReady as e:
+        return error(503, str(e))
     except web.HTTPNotFound:
         return error(404, f"no such route: {request.method} {request.path}; see /openapi.json")
     except web.HTTPMethodNotAllowed as e:
@@ -79,10 +80,20 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 class ApiServer:
-    """Serves the API for one `Service` on `host:port` (port 0 picks a free one)."""
+    """Serves the API of one node on `host:port` (port 0 picks a free one): read-only routes
+    through `view`, mutating ones (with the token) through `control`."""
 
-    def __init__(self, service: Service, host: str, port: int, *, token: str | None) -> None:
-        self.service = service
+    def __init__(
+        self,
+        view: NodeView,
+        control: NodeControl,
+        host: str,
+        port: int,
+        *,
+        token: str | None,
+        metrics: Metrics,
+    ) -> None:
+        self.view, self.control, self.metrics = view, control, metrics
         self.host, self.port = host, port
         self._token = token.encode() if token else None
         self._runner: web.AppRunner | None = None
@@ -165,31 +176,28 @@ class ApiServer:
     # -- read-only --------------------------------------------------------------------------
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return web.json_response(views.status(self.service, time.time()))
+        return web.json_response(views.status(self.view, time.time()))
 
     async def get_endpoints(self, request: web.Request) -> web.Response:
-        return web.json_response(views.endpoints(self.service, time.time()))
+        return web.json_response(views.endpoints(self.view, time.time()))
 
     async def get_events(self, request: web.Request) -> web.Response:
         limit = _int_param(request, "limit", 50, 1, MAX_EVENTS)
         before = _int_param(request, "before", None, 1, 2**62)
-        store = self.service.store
-        if store is None:
-            return error(503, "the service is starting; its history is not open yet")
-        rows = await store.run(lambda s: s.events(limit, before))
+        rows = await self.view.events(limit, before)
         return web.json_response(views.events(rows, limit))
 
     async def get_explain(self, request: web.Request) -> web.Response:
-        name = views.resolve_name(self.service.config, request.match_info["name"])
-        return web.json_response(explain(self.service, name, time.time()))
+        name = views.resolve_name(self.view.config, request.match_info["name"])
+        return web.json_response(explain(self.view, name, time.time()))
 
     async def get_overrides(self, request: web.Request) -> web.Response:
-        overrides = self.service.overrides()
+        overrides = self.view.overrides()
         return web.json_response({"overrides": [views.override_json(o) for o in overrides]})
 
     async def get_metrics(self, request: web.Request) -> web.Response:
-        metrics = self.service.metrics
-        snap = metrics.snapshot(self.service)  # on the loop, where the counts change
+        metrics = self.metrics
+        snap = metrics.snapshot(self.view)  # on the loop, where the counts change
         body = await asyncio.to_thread(metrics.render, snap)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -203,7 +211,7 @@ class ApiServer:
         )
 
     async def get_healthz(self, request: web.Request) -> web.Response:
-        ready = self.service.published is not None
+        ready = self.view.published is not None
         return web.json_response({"ok": ready}, status=200 if ready else 503)
 
     # -- mutating ---------------------------------------------------------------------------
@@ -213,13 +221,11 @@ class ApiServer:
         if refused is not None:
             return refused
         body = await _json_body(request)
-        override = parse_override(body, self.service.config, time.time(), request.remote)
+        override = parse_override(body, self.view.config, time.time(), request.remote)
         try:
-            await self.service.add_override(override)
+            await self.control.add_override(override)
         except OverrideRefused as e:
             return error(409, f"refused by an interlock: {e}; add force to override it")
-        except ValueError as e:
-            raise BadRequest(str(e)) from e
         log.info("api: override %s set by %s: %s", override.id, override.who, override.reason)
         return web.json_response({"override": views.override_json(override)}, status=201)
 
@@ -230,8 +236,8 @@ class ApiServer:
         body = await _json_body(request, optional=True)
         who, reason = parse_removal(body, dict(request.query), request.remote)
         override_id = request.match_info["id"]
-        if not await self.service.remove_override(override_id, who, reason):
-            active = ", ".join(o.id for o in self.service.overrides()) or "none"
+        if not await self.control.remove_override(override_id, who, reason):
+            active = ", ".join(o.id for o in self.view.overrides()) or "none"
             return error(404, f"no override {override_id!r} (active: {active})")
         log.info("api: override %s removed by %s: %s", override_id, who, reason)
         return web.json_response({"removed": override_id, "who": who, "reason": reason})
@@ -241,14 +247,14 @@ class ApiServer:
         if refused is not None:
             return refused
         try:
-            summary = await self.service.reload_from_file()
+            summary = await self.control.reload_from_file()
         except ConfigError as e:
             problems = [str(p) for p in e.problems]
             return web.json_response(
                 {"error": "the config is invalid; the running one stays", "problems": problems},
                 status=400,
             )
-        except (ValueError, OSError) as e:
+        except (UserError, OSError) as e:
             return error(400, f"{e}; the running config stays")
         log.info("api: config reloaded by %s: %s", request.remote, summary)
         return web.json_response({"reloaded": summary})
@@ -266,11 +272,10 @@ class ApiServer:
             raise BadRequest("subject must be a non-empty string")
         if not isinstance(message, str) or not message.strip() or len(message) > 2000:
             raise BadRequest("message must be a non-empty string of at most 2000 characters")
-        store = self.service.store
-        assert store is not None
-        row = (time.time(), "drill", subject.strip(), message.strip())
-        await store.run(lambda s: s.add_events([row]))
-        return web.json_response({"recorded": {"kind": "drill", "subject": row[2]}}, status=201)
+        await self.control.record_event("drill", subject.strip(), message.strip())
+        return web.json_response(
+            {"recorded": {"kind": "drill", "subject": subject.strip()}}, status=201
+        )
 
     async def post_reset_breaker(self, request: web.Request) -> web.Response:
         refused = self._authorize(request)
@@ -281,7 +286,7 @@ class ApiServer:
         reason = str(body.get("reason") or "").strip()
         if not reason:
             raise BadRequest("a reason is required")
-        frozen = await self.service.reset_breaker(who, reason)
+        frozen = await self.control.reset_breaker(who, reason)
         return web.json_response({"was_frozen": frozen, "who": who, "reason": reason})
 
 

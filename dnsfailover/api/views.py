@@ -1,4 +1,4 @@
-"""JSON shapes of the API's read-only views, built from the running service's values.
+"""JSON shapes of the API's read-only views, built from the running node's values.
 
 Everything here is synchronous and runs on the event loop: it reads in-memory state only
 (the store is read by the route handlers, on the store's own thread).  Engine values are
@@ -13,16 +13,16 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dnsfailover.engine.overrides import Action, Override
+from dnsfailover.engine.overrides import Override, touches, touches_endpoint
+from dnsfailover.errors import UserError
 from dnsfailover.model import State
 
 if TYPE_CHECKING:
-    from dnsfailover.config.schema import ActiveActive, ActivePassive, Config, Endpoint
+    from dnsfailover.api.ports import NodeView
+    from dnsfailover.config.schema import Config, Endpoint
+    from dnsfailover.engine.settings import FailoverRecord
     from dnsfailover.health.tracker import HealthTracker
     from dnsfailover.model import Event
-    from dnsfailover.runtime.node import Service
-
-    FailoverRecord = ActiveActive | ActivePassive
 
 
 def jsonable(value: Any) -> Any:
@@ -43,7 +43,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-class NotFound(LookupError):
+class NotFound(UserError):
     """Names something that does not exist; the message says what does."""
 
 
@@ -74,21 +74,6 @@ def override_json(o: Override) -> dict[str, Any]:
     return data
 
 
-def touches_endpoint(o: Override, name: str, tier: str, address: str) -> bool:
-    """Whether `o` applies to `address` of `tier` in `name`."""
-    if o.action not in (Action.DRAIN, Action.FORCE_UP, Action.FORCE_DOWN):
-        return False
-    if o.name is not None and o.name != name:
-        return False
-    if o.endpoint is not None:
-        return o.endpoint == address and (o.tier is None or o.tier == tier)
-    return o.tier == tier
-
-
-def touches_name(o: Override, name: str) -> bool:
-    return o.name == name or (o.name is None and o.endpoint is not None)
-
-
 def voted(tracker: HealthTracker, key: str) -> dict[str, Any]:
     """The voted state of a health key, with its reason and (when known) since when."""
     return {
@@ -107,7 +92,7 @@ def region_rows(tracker: HealthTracker, target: str, now: float) -> list[dict[st
 
 
 def endpoint_row(
-    service: Service,
+    node: NodeView,
     name: str,
     record: FailoverRecord,
     tier: str,
@@ -116,12 +101,12 @@ def endpoint_row(
     overrides: list[Override],
     now: float,
 ) -> dict[str, Any]:
-    config = service.config
+    config = node.config
     key = config.health_key(record, endpoint)
     target = endpoint.target(record.check, config.checks[record.check]).key
-    mine = [o for o in overrides if touches_endpoint(o, name, tier, endpoint.address)]
-    regions = region_rows(service.tracker, target, now)
-    vote = voted(service.tracker, key)
+    mine = [o for o in overrides if touches_endpoint(o, name, record, tier, endpoint.address)]
+    regions = region_rows(node.tracker, target, now)
+    vote = voted(node.tracker, key)
     if vote["since"] is None and len(regions) == 1:
         vote["since"] = regions[0]["since"]  # one region: the vote is that region's state
     return {
@@ -139,42 +124,43 @@ def endpoint_row(
     }
 
 
-def endpoints(service: Service, now: float) -> dict[str, Any]:
-    decision = service.published.decision if service.published is not None else None
-    overrides = service.overrides()
+def endpoints(node: NodeView, now: float) -> dict[str, Any]:
+    decision = node.published.decision if node.published is not None else None
+    overrides = node.overrides()
     rows = []
-    for _origin, name, record in service.config.managed():
+    for _origin, name, record in node.config.managed():
         nd = decision.names.get(name) if decision is not None else None
         answer = tuple(nd.answer) if nd is not None else ()
         for tier in record.tiers:
             for endpoint in tier.endpoints:
                 rows.append(
-                    endpoint_row(service, name, record, tier.name, endpoint, answer, overrides, now)
+                    endpoint_row(node, name, record, tier.name, endpoint, answer, overrides, now)
                 )
     counts = {s.value: 0 for s in State}
-    for state in service.tracker.states().values():
+    for state in node.tracker.states().values():
         counts[state.value] += 1
     return {"endpoints": rows, "counts": counts, "now": now}
 
 
-def status(service: Service, now: float) -> dict[str, Any]:
-    config = service.config
-    published = service.published
-    cluster = service.cluster_status()
+def status(node: NodeView, now: float) -> dict[str, Any]:
+    config = node.config
+    published = node.published
+    cluster = node.cluster_status()
     contents = {z.origin: z for z in published.zones} if published is not None else {}
+    syncs = node.sync_statuses()
     zones = []
     for origin, zone in config.zones.items():
         content = contents.get(origin)
-        sync = service.syncs.get(origin)
+        sync = syncs.get(origin)
         zones.append(
             {
                 "zone": origin,
                 "provider": zone.provider,
                 "serial": content.soa.serial if content is not None else None,
-                "sync": jsonable(sync.status) if sync is not None else None,
+                "sync": jsonable(sync) if sync is not None else None,
             }
         )
-    overrides = service.overrides()
+    overrides = node.overrides()
     names = []
     for origin, name, record in config.managed():
         nd = published.decision.names.get(name) if published is not None else None
@@ -193,11 +179,11 @@ def status(service: Service, now: float) -> dict[str, Any]:
             entry.update(jsonable(nd))
             if entry["ttl"] is None:  # the engine leaves the record's own ttl unset
                 entry["ttl"] = record.ttl
-        entry["overrides"] = [o.id for o in overrides if touches_name(o, name)]
+        entry["overrides"] = [o.id for o in overrides if touches(o, name, record)]
         names.append(entry)
     return {
-        "node": service.node_id,
-        "region": service.region,
+        "node": node.node_id,
+        "region": node.region,
         "mode": cluster.get("mode"),
         "cluster": jsonable(cluster),
         "published_at": published.at if published is not None else None,

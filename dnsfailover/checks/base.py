@@ -10,7 +10,7 @@ import aiohttp
 from dnsfailover.checks.dns import DnsProbe
 from dnsfailover.checks.http import HttpProbe
 from dnsfailover.checks.tcp import TcpProbe
-from dnsfailover.config.schema import CheckConfig
+from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import ProbeResult, Target
 
 

@@ -31,7 +31,7 @@ import pycares
 from aiodns import error as ares
 
 from dnsfailover.checks.details import failed, shorten, timeout_detail
-from dnsfailover.config.schema import CheckConfig, DnsQueryType
+from dnsfailover.config.checks import CheckConfig, DnsQueryType
 from dnsfailover.model import ProbeResult, Target, hostport
 
 logger = logging.getLogger("dnsfailover.checks")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import aiohttp
 
 from dnsfailover.checks.details import failed, os_error_detail, shorten, timeout_detail
-from dnsfailover.config.schema import CheckConfig
+from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import ProbeResult, Target, hostport
 
 logger = logging.getLogger("dnsfailover.checks")

@@ -34,7 +34,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from dnsfailover.checks import Probe, make_probe, make_session
 from dnsfailover.checks.details import shorten
-from dnsfailover.config.schema import CheckConfig
+from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import Observation, ProbeResult, Target
 
 logger = logging.getLogger("dnsfailover.scheduler")

@@ -36,7 +36,7 @@ import sys
 import weakref
 
 from dnsfailover.checks.details import errno_detail, failed, os_error_detail, timeout_detail
-from dnsfailover.config.schema import CheckConfig
+from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import ProbeResult, Target
 
 _LINGER_RST = struct.pack("ii", 1, 0)

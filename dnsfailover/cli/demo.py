@@ -19,7 +19,7 @@ from aiohttp import web
 
 from dnsfailover.config.load import load
 from dnsfailover.engine.values import Decision
-from dnsfailover.runtime.node import Service
+from dnsfailover.runtime.node import Node
 from dnsfailover.tasks import cancel_and_wait
 
 ENDPOINTS = {
@@ -133,7 +133,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def answers(service: Service) -> dict[str, tuple[str, ...]]:
+def answers(service: Node) -> dict[str, tuple[str, ...]]:
     if service.published is None:
         return {}
     return {n: d.answer for n, d in service.published.decision.names.items()}
@@ -167,7 +167,7 @@ async def stdin_reader() -> asyncio.StreamReader | None:
     return reader
 
 
-async def prompt(endpoints: Endpoints, service: Service, stop: asyncio.Event) -> None:
+async def prompt(endpoints: Endpoints, service: Node, stop: asyncio.Event) -> None:
     reader = await stdin_reader()
     while reader is not None and not stop.is_set():
         line = (await reader.readline()).decode(errors="replace")
@@ -198,7 +198,7 @@ async def run_demo(dns: tuple[str, int], state: str | None) -> int:
     workdir = tempfile.TemporaryDirectory(prefix="dnsfailover-demo-")
     config_path = Path(workdir.name) / "demo.yaml"
     config_path.write_text(CONFIG.format(port=endpoints.port))
-    service = Service(
+    service = Node(
         load(config_path),
         dns_host=dns[0],
         dns_port=dns[1],

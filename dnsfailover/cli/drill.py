@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from dnsfailover.cli.args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, parse_hostport, who
 from dnsfailover.cli.client import ApiError, Client, Unreachable, base_url, read_token
-from dnsfailover.cli.main import parse_hostport
-from dnsfailover.cli.ops import who
 from dnsfailover.config.drill_targets import DrillTargetError
 from dnsfailover.config.load import load
 from dnsfailover.drills.procedure import DrillError, DrillOps, DrillRefused, run_drill, served
@@ -29,7 +28,6 @@ from dnsfailover.drills.spec import Answer, DrillReport, DrillSpec
 from dnsfailover.errors import ConfigError
 from dnsfailover.fields import parse_duration
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_DNS = "127.0.0.1:5353"
 REFUSED_HINT = "; add force to override it"  # the API's advice; a drill is never forced
 
@@ -184,16 +182,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(report_lines(report)))
     return EXIT_OK if report.ok else EXIT_ERROR
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`dnsfailover drill ...` on its own (until cli.py registers it)."""
-    parser = argparse.ArgumentParser(prog="dnsfailover")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["drill", *(sys.argv[1:] if argv is None else argv)])
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,11 @@
-"""The `dnsfailover` command.  The only module that prints."""
+"""The `dnsfailover` command: its parser, and the commands that run the node or probe once.
+
+Every `print` of dnsfailover is in this package (`cli/`); the rest logs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import sys
@@ -12,40 +13,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dnsfailover import __version__
+from dnsfailover.cli.args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, parse_api, parse_hostport
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
-from dnsfailover.errors import ConfigError, DnsFailoverError
+from dnsfailover.errors import ConfigError, DnsFailoverError, UserError
 from dnsfailover.logs import setup_logging
 from dnsfailover.runtime.oneshot import PlanResult
 
 if TYPE_CHECKING:
-    from dnsfailover.runtime.node import Service
+    from dnsfailover.runtime.node import Node
 
 log = logging.getLogger("dnsfailover.cli")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_DNS = "127.0.0.1:5353"
 DEFAULT_STATE = "dnsfailover.db"
 DEFAULT_API = "127.0.0.1:8053"
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    """`127.0.0.1:5353`, `[::1]:0` or `localhost:53` → (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
-    return host, int(port)
-
-
-def parse_api(text: str) -> tuple[str, int] | None:
-    return None if text.strip().lower() == "off" else parse_hostport(text)
 
 
 def _load(path: str) -> Config:
@@ -63,10 +45,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config, args: argparse.Namespace) -> int:
-    from dnsfailover.runtime.node import Service
+    from dnsfailover.runtime.node import Node
 
     host, port = args.dns
-    service = Service(
+    service = Node(
         config,
         region=args.region,
         dns_host=host,
@@ -116,7 +98,7 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def reload_service(service: Service) -> None:
+async def reload_service(service: Node) -> None:
     """SIGHUP: re-read and validate the config; a bad one is logged and the running one stays."""
     try:
         summary = await service.reload_from_file()
@@ -127,7 +109,7 @@ async def reload_service(service: Service) -> None:
             "\n  ".join(str(p) for p in e.problems),
         )
         return
-    except (OSError, ValueError) as e:
+    except (OSError, UserError) as e:
         log.error("reload: %s; still running the previous config", e)
         return
     log.info("reload: %s applied (%s)", service.config_path, summary)

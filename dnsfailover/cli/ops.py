@@ -10,26 +10,16 @@ Exit codes: 0 done; 1 the server could not be reached, refused (an interlock) or
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dnsfailover.cli.args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, who
 from dnsfailover.cli.client import ApiError, Client, Unreachable, base_url, read_token
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 Command = Callable[[Client, argparse.Namespace], Any]
-
-
-def who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:

@@ -7,11 +7,10 @@ import json
 import sys
 from typing import Any
 
+from dnsfailover.cli.args import EXIT_OK, EXIT_USAGE
 from dnsfailover.config.load import load as load_config
 from dnsfailover.engine.simulate import SimulateError, render, resolve, simulate, to_json
 from dnsfailover.errors import ConfigError
-
-EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def add_parser(subparsers: Any) -> None:

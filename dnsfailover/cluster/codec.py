@@ -18,10 +18,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, Union
 
+from dnsfailover.errors import DnsFailoverError
+
 T = TypeVar("T")
 
 
-class CodecError(ValueError):
+class CodecError(DnsFailoverError):
     """Stored data does not match the type it is decoded as (the message names where)."""
 
 

@@ -18,13 +18,14 @@ import grpc
 from aetcd import rpc, watcher
 
 from dnsfailover.config.cluster import EtcdConfig
+from dnsfailover.errors import DnsFailoverError
 
 
-class ClusterUnavailable(Exception):
+class ClusterUnavailable(DnsFailoverError):
     """etcd cannot be reached right now; the change was not made (retry when it is back)."""
 
 
-class ClusterConfigError(Exception):
+class ClusterConfigError(DnsFailoverError):
     """The etcd settings cannot be used (the message says which; it never holds secrets)."""
 
 

@@ -73,7 +73,7 @@ class View:
                     self.reports[kv.key] = report
                     self.groups.setdefault((p.node, p.region), set()).add(kv.key)
                     return [("reports", report)]
-        except (ValueError, KeyError, TypeError) as e:
+        except (codec.CodecError, ValueError, KeyError, TypeError) as e:
             # A newer node may write something this version cannot read: skip that key.
             log.warning("watch: cannot read %s: %s", kv.key.decode(errors="replace"), e)
         return []

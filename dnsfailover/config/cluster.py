@@ -1,4 +1,4 @@
-"""The `regions:` and `cluster:` sections of the config (see dnsfailover/clusterlink.py)."""
+"""The `regions:` and `cluster:` sections of the config (see runtime/cluster_link.py)."""
 
 from __future__ import annotations
 

@@ -10,10 +10,11 @@ from typing import Any
 
 from dnsfailover.config.drills import DrillConfig
 from dnsfailover.config.schema import ActivePassive, Config
+from dnsfailover.errors import UserError
 from dnsfailover.fields import absolute_name
 
 
-class DrillTargetError(ValueError):
+class DrillTargetError(UserError):
     """A drill names what is not there; the message says what is."""
 
 

@@ -1,5 +1,5 @@
 """The failover policy's config: the top-level `policy:` section and the per-record keys
-the engine's rules read (see dnsfailover/policy/)."""
+the engine's rules read (see dnsfailover/engine/)."""
 
 from __future__ import annotations
 

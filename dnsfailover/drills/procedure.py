@@ -2,7 +2,7 @@
 answers move off it and come back, and measure both.
 
 `run_drill` is the procedure, shared by `dnsfailover drill` (over the HTTP API) and by
-`DrillScheduler` (in the server, against the `Service` itself).  It talks to either through
+`DrillScheduler` (in the server, against the node itself).  It talks to either through
 `DrillOps`, a few small async callables, and always reads the answers from the served DNS,
 so a drill passes only when real queries see the change.
 

@@ -13,10 +13,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dnsfailover.config.drill_targets import DrillTargetError
 from dnsfailover.config.drills import MIN_EVERY, DrillConfig
+from dnsfailover.config.schema import Config
 from dnsfailover.drills.procedure import (
     DrillError,
     DrillOps,
@@ -27,10 +28,9 @@ from dnsfailover.drills.procedure import (
 )
 from dnsfailover.drills.spec import Answer, DrillReport, DrillSpec
 from dnsfailover.engine.overrides import Action, Override, OverrideRefused, new_id
+from dnsfailover.engine.values import Published
+from dnsfailover.errors import NotReady, UserError
 from dnsfailover.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from dnsfailover.runtime.node import Service
 
 log = logging.getLogger("dnsfailover.drills")
 
@@ -39,8 +39,32 @@ REPORTS = 50  # finished drills a scheduler keeps in memory (the history keeps t
 STOP_WITHIN = 10.0  # a stopping server waits this long for a drill to restore its tier
 
 
-def service_ops(service: Service, who: str) -> DrillOps:
-    """A drill run inside `service`: overrides through its own methods (the same vetting,
+class DrillHost(Protocol):
+    """What a scheduled drill needs of the node it runs in."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def published(self) -> Published | None: ...
+
+    def cluster_status(self) -> dict[str, Any]: ...
+
+    def dns_address(self) -> tuple[str, int] | None:
+        """Where the node's DNS server listens (None before it runs)."""
+
+    async def add_override(self, o: Override) -> None: ...
+
+    async def remove_override(self, override_id: str, who: str, reason: str) -> bool: ...
+
+    async def record_event(self, kind: str, subject: str, message: str) -> None: ...
+
+
+def node_ops(node: DrillHost, who: str) -> DrillOps:
+    """A drill run inside `node`: overrides through its own methods (the same vetting,
     persistence and audit as the API), answers from its own DNS server."""
 
     async def set_override(body: dict[str, Any]) -> str:
@@ -58,26 +82,25 @@ def service_ops(service: Service, who: str) -> DrillOps:
             expires_at=None if expires_in is None else now + float(expires_in),
         )
         try:
-            await service.add_override(o)
+            await node.add_override(o)
         except OverrideRefused as e:
             raise DrillRefused(f"refused by an interlock: {e}") from e
-        except ValueError as e:
+        except UserError as e:
             raise DrillError(str(e)) from e
         return o.id
 
     async def remove_override(oid: str, reason: str) -> None:
-        await service.remove_override(oid, who, reason)  # False: it had expired already
+        await node.remove_override(oid, who, reason)  # False: it had expired already
 
     async def query(name: str, rtype: str) -> Answer | None:
-        server = service.dns_server
-        address = None if server is None else server.address
+        address = node.dns_address()
         if address is None:
             return None
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address[0], address[0])
         return await served(host, address[1], name, rtype)
 
     async def why(name: str) -> str | None:
-        published = service.published
+        published = node.published
         decided = None if published is None else published.decision.names.get(name)
         return None if decided is None else decided.reason
 
@@ -87,20 +110,20 @@ def service_ops(service: Service, who: str) -> DrillOps:
 class DrillScheduler:
     """Runs the config's `drills:` in the server at their slots, one drill at a time.
 
-    `drills` None reads `service.config.drills` at each slot, so a reload takes effect.
+    `drills` None reads `node.config.drills` at each slot, so a reload takes effect.
     Only a single node or a cluster's leader drills.  `min_every` is the shortest period
     accepted (tests lower it; a config file cannot go below an hour).
     """
 
     def __init__(
         self,
-        service: Service,
+        node: DrillHost,
         drills: Sequence[DrillConfig] | None = None,
         *,
         min_every: float = MIN_EVERY,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.service = service
+        self.node = node
         self._drills = None if drills is None else tuple(drills)
         self._min_every = min_every
         self._clock = clock
@@ -127,7 +150,7 @@ class DrillScheduler:
     def drills(self) -> tuple[DrillConfig, ...]:
         if self._drills is not None:
             return self._drills
-        return tuple(getattr(self.service.config, "drills", ()))
+        return tuple(getattr(self.node.config, "drills", ()))
 
     async def _loop(self) -> None:
         while not self._stop.is_set():
@@ -165,17 +188,15 @@ class DrillScheduler:
             return await self._run(d)
 
     async def _run(self, d: DrillConfig) -> DrillReport | None:
-        if self.service.cluster_status().get("leader") is False:
+        if self.node.cluster_status().get("leader") is False:
             log.info("drill: %s: skipped, this node is not the cluster's leader", d.key)
             return None
-        who = f"drill-scheduler@{self.service.node_id}"
+        who = f"drill-scheduler@{self.node.node_id}"
         subject = f"{d.name} tier {d.tier}"
         try:
-            spec = DrillSpec.of(self.service.config, d.tier, d.name, d.for_, "scheduled drill")
+            spec = DrillSpec.of(self.node.config, d.tier, d.name, d.for_, "scheduled drill")
             subject = f"{spec.name} tier {spec.tier}"
-            report = await run_drill(
-                spec, service_ops(self.service, who), who=who, abort=self._stop
-            )
+            report = await run_drill(spec, node_ops(self.node, who), who=who, abort=self._stop)
         except DrillRefused as e:
             await self._record(subject, f"scheduled drill refused (next try at its next slot): {e}")
             return None
@@ -188,7 +209,5 @@ class DrillScheduler:
 
     async def _record(self, subject: str, message: str, *, ok: bool = False) -> None:
         (log.info if ok else log.warning)("drill: %s: %s", subject, message)
-        store = self.service.store
-        if store is not None:
-            row = (time.time(), "drill", subject, message)
-            await store.run(lambda s: s.add_events([row]))
+        with contextlib.suppress(NotReady):  # a node that is not serving yet keeps no history
+            await self.node.record_event("drill", subject, message)

@@ -35,6 +35,7 @@ from typing import Any
 
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.settings import FailoverRecord
+from dnsfailover.errors import DnsFailoverError, UserError
 from dnsfailover.model import State
 
 
@@ -106,8 +107,12 @@ def active_overrides(overrides: list[Override], now: float) -> list[Override]:
     return [o for o in overrides if o.active(now)]
 
 
-class OverrideRefused(Exception):
+class OverrideRefused(DnsFailoverError):
     """An override would trip an interlock (and was not forced); the message says which."""
+
+
+class InvalidOverride(UserError):
+    """An override names what does not exist, or misses what its action needs."""
 
 
 def target_problem(config: Config, o: Override) -> str | None:

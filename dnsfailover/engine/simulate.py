@@ -17,10 +17,11 @@ from dnsfailover.config.schema import Config
 from dnsfailover.engine.capacity import endpoint_capacity
 from dnsfailover.engine.decide import decide
 from dnsfailover.engine.values import Decision, EngineState, NameDecision
+from dnsfailover.errors import UserError
 from dnsfailover.model import State
 
 
-class SimulateError(ValueError):
+class SimulateError(UserError):
     """A --down names nothing in the config (the message says what does exist)."""
 
 

@@ -110,6 +110,6 @@ def load_provider(name: str) -> type[BaseProvider]:
 
 
 def create_provider(name: str, zone: str, options: Mapping[str, Any]) -> BaseProvider:
-    """Load, validate the options (pydantic errors propagate for config.py to place), build."""
+    """Load, validate the options (pydantic errors propagate for `config.load` to place), build."""
     cls = load_provider(name)
     return cls(zone, cls.Options.model_validate(dict(options)))

@@ -11,11 +11,16 @@ move between them without losing what it owns.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from dnsfailover.model import RecordSet
+from dnsfailover.provider.contract import ProviderError
 from dnsfailover.provider.plan import Key, Populated
+
+V = TypeVar("V")
 
 MARKER_PREFIX = "_dnsfailover-"
 MARKER_TTL = 300
@@ -88,3 +93,61 @@ def classify(
         elif key in asked and rs is not None:
             foreign.add(key)
     return Populated(tuple(records), frozenset(foreign), frozenset(owned))
+
+
+def check_reserved(zone: str, keys: Collection[Key]) -> None:
+    """Refuse desired names under the marker prefix: they would read as ownership claims.
+
+    :raises ProviderError: naming them.
+    """
+    reserved = sorted(name for name, _ in keys if managed_key(name) is not None)
+    if reserved:
+        raise ProviderError(
+            f"{zone}: {', '.join(reserved)}: names starting with {MARKER_PREFIX} "
+            "are reserved for dnsfailover's ownership markers"
+        )
+
+
+def markers_of(found: Iterable[tuple[Key, V]], supports: Collection[str]) -> dict[Key, V]:
+    """The ownership markers among the record sets a provider read, by the key each is
+    about (markers for types the provider cannot manage are ignored)."""
+    markers: dict[Key, V] = {}
+    for (name, rtype), value in found:
+        managed = managed_key(name) if rtype == "TXT" else None
+        if managed is not None and managed[1] in supports:
+            markers[managed] = value
+    return markers
+
+
+def owned_by(markers: Mapping[Key, Sequence[str]], owner: str) -> set[Key]:
+    """The keys whose marker (its TXT values, by key) names `owner`."""
+    return {key for key, values in markers.items() if owner in marker_owners(values)}
+
+
+def cname_conflict(key: Key, types_at_name: Collection[str], ours: Collection[Key]) -> str | None:
+    """Why `key` cannot be written beside what exists at its name, or None.
+
+    A CNAME is alone at its name (RFC 1034 §3.6.2): a CNAME cannot be added where other
+    types exist, and nothing can be added where a CNAME is, unless what is in the way is
+    ours (then the plan replaces it).
+    """
+    name, rtype = key
+    others = set(types_at_name) - {rtype}
+    if rtype == "CNAME":
+        theirs = sorted(t for t in others if (name, t) not in ours)
+        if theirs:
+            return f"{name} has {', '.join(theirs)} records, so it cannot take a CNAME"
+    elif "CNAME" in others and (name, "CNAME") not in ours:
+        return f"{name} is a CNAME"
+    return None
+
+
+def canonical_values(rtype: str, values: Iterable[str]) -> tuple[str, ...]:
+    """Values in the order the core compares them: addresses by address, the rest as text."""
+    unique = set(values)
+    if rtype in ("A", "AAAA"):
+        try:
+            return tuple(str(a) for a in sorted({ipaddress.ip_address(v) for v in unique}))
+        except (ValueError, TypeError):
+            pass  # not addresses after all: compare them as text
+    return tuple(sorted(unique))

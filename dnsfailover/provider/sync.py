@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dnsfailover.backoff import Backoff
+from dnsfailover.errors import DnsFailoverError
 from dnsfailover.model import RecordSet
 from dnsfailover.provider.contract import BaseProvider
 from dnsfailover.provider.plan import Plan, Safety, UnsafePlan, diff
@@ -26,7 +27,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
 
-class Fenced(Exception):
+class Fenced(DnsFailoverError):
     """The write was stopped because this node no longer holds the cluster's leadership."""
 
 

@@ -1,4 +1,4 @@
-"""Glue between one node's `Service` and the etcd cluster.
+"""Glue between one node and the etcd cluster.
 
 Every node probes from its region and reports its hysteresis-filtered view of each target
 (`RegionReport`, changes only) and a beat that keeps its region fresh.  Every node watches
@@ -18,8 +18,8 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from dnsfailover.cluster.codec import decode, encode
 from dnsfailover.cluster.node import EtcdCluster
@@ -28,11 +28,36 @@ from dnsfailover.config.cluster import ClusterConfig
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, Transition
+from dnsfailover.health.tracker import HealthTracker
 from dnsfailover.model import HealthChange, ZoneContent
 from dnsfailover.tasks import cancel_and_wait
 
-if TYPE_CHECKING:
-    from dnsfailover.runtime.node import Service
+
+class LinkHost(Protocol):
+    """What the link needs of its node (the node satisfies it; the link never imports it)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def tracker(self) -> HealthTracker: ...
+
+    def health_changed(self, changes: list[HealthChange]) -> None: ...
+
+    async def serve_shared(self, decision: Decision, zones: tuple[ZoneContent, ...]) -> None: ...
+
+    def set_overrides(self, overrides: list[Override]) -> None: ...
+
+    def adopt(self, state: EngineState, serials: Mapping[str, int]) -> None: ...
+
+    def wake(self, force: bool = False) -> None: ...
+
 
 log = logging.getLogger("dnsfailover.cluster")
 
@@ -42,22 +67,22 @@ def config_digest(config: Config) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
 
 
-def beat_period(service: Service) -> float:
+def beat_period(node: LinkHost) -> float:
     """Beat often enough that a live region never looks stale (3 check intervals)."""
-    intervals = [c.interval for _t, c in service.config.targets().values()]
+    intervals = [c.interval for _t, c in node.config.targets().values()]
     return max(0.05, min(min(intervals, default=1.0), 1.0) / 2)
 
 
 class ClusterLink:
     def __init__(
-        self, service: Service, config: ClusterConfig, clock: Callable[[], float] = time.time
+        self, node: LinkHost, config: ClusterConfig, clock: Callable[[], float] = time.time
     ) -> None:
-        self._service = service
+        self._node = node
         self._clock = clock
         self.cluster = EtcdCluster(
             config,
-            node=service.node_id,
-            region=service.region,
+            node=node.node_id,
+            region=node.region,
             on_reports=self._on_reports,
             on_reports_gone=self._on_reports_gone,
             on_beat=self._on_beat,
@@ -100,9 +125,9 @@ class ClusterLink:
 
     def report(self, changes: Iterable[HealthChange]) -> None:
         """Share this region's state changes (not the voted ones: the leader votes)."""
-        region = self._service.region
+        region = self._node.region
         reports = [
-            RegionReport(c.target, region, self._service.node_id, c.new, c.at, c.reason)
+            RegionReport(c.target, region, self._node.node_id, c.new, c.at, c.reason)
             for c in changes
             if c.region == region
         ]
@@ -111,26 +136,24 @@ class ClusterLink:
 
     def report_all(self) -> None:
         """Share everything this region knows (after the cold-start round)."""
-        region, node = self._service.region, self._service.node_id
+        region, node = self._node.region, self._node.node_id
         self.cluster.report(
             RegionReport(target, region, node, state, since, reason)
-            for target, (state, since, reason) in self._service.tracker.region_states(
-                region
-            ).items()
+            for target, (state, since, reason) in self._node.tracker.region_states(region).items()
         )
 
     async def _beat_loop(self) -> None:
-        period = beat_period(self._service)
+        period = beat_period(self._node)
         while True:
             now = self._clock()
             self.cluster.beat(
                 NodeBeat(
-                    self._service.node_id,
-                    self._service.region,
+                    self._node.node_id,
+                    self._node.region,
                     now,
                     self._last_probe,
                     self.cluster.leader,
-                    self._service.region in self._service.tracker.isolated(),
+                    self._node.region in self._node.tracker.isolated(),
                     self._config_digest(),
                 )
             )
@@ -163,14 +186,14 @@ class ClusterLink:
             return True  # nothing new to say
         shared = SharedDecision(
             term=term,
-            leader=self._service.node_id,
+            leader=self._node.node_id,
             at=now,
             zones=zones,
             names={name: encode(nd) for name, nd in decision.names.items()},
             engine=encode(decision.state),
             extra={
                 "transitions": [encode(t) for t in decision.transitions],
-                "isolated_regions": sorted(self._service.tracker.isolated()),
+                "isolated_regions": sorted(self._node.tracker.isolated()),
             },
         )
         try:
@@ -185,35 +208,35 @@ class ClusterLink:
     # -- etcd → this node ------------------------------------------------------------------
 
     def _on_reports(self, reports: list[RegionReport]) -> None:
-        tracker, now = self._service.tracker, self._clock()
+        tracker, now = self._node.tracker, self._clock()
         changes: list[HealthChange] = []
         for r in reports:
-            if r.region == self._service.region:
+            if r.region == self._node.region:
                 continue  # this node's own probes are its region's truth
             changes.extend(tracker.set_remote(r.target, r.region, r.state, r.since, r.reason, now))
         if changes:
-            self._service.health_changed(changes)
+            self._node.health_changed(changes)
 
     def _on_reports_gone(self, node: str, region: str) -> None:
         self._nodes.pop(node, None)
-        if region == self._service.region:
+        if region == self._node.region:
             return
         if any(b.region == region for b in self._nodes.values()):
             return  # another node still speaks for that region
         log.warning("cluster: node %s left; region %s no longer votes", node, region)
-        changes = self._service.tracker.forget(region, self._clock())
+        changes = self._node.tracker.forget(region, self._clock())
         if changes:
-            self._service.health_changed(changes)
+            self._node.health_changed(changes)
 
     def _on_beat(self, beat: NodeBeat) -> None:
         self._nodes[beat.node] = beat
-        if beat.region != self._service.region:
-            self._service.tracker.seen(beat.region, beat.last_probe_at)
+        if beat.region != self._node.region:
+            self._node.tracker.seen(beat.region, beat.last_probe_at)
         self._check_drift()
 
     def _config_digest(self) -> str:
         """This node's config digest, computed once per config (a reload makes a new one)."""
-        config = self._service.config
+        config = self._node.config
         if self._digest[0] is not config:
             self._digest = (config, config_digest(config))
         return self._digest[1]
@@ -231,7 +254,7 @@ class ClusterLink:
                     "cluster: node(s) %s run a different config than %s: answers follow the "
                     "leader's config; reload them all with the same file",
                     ", ".join(drift),
-                    self._service.node_id,
+                    self._node.node_id,
                 )
             else:
                 log.info("cluster: every node runs the same config again")
@@ -250,7 +273,7 @@ class ClusterLink:
         while self._pending is not None:
             shared, self._pending = self._pending, None
             try:
-                await self._service.serve_shared(*self.to_decision(shared))
+                await self._node.serve_shared(*self.to_decision(shared))
             except Exception:
                 log.exception("cluster: cannot serve the published decision; keeping the last")
             self.first_decision.set()
@@ -263,18 +286,18 @@ class ClusterLink:
         return decision, shared.zones
 
     def _on_overrides(self, overrides: list[Override]) -> None:
-        self._service.set_overrides(overrides)
+        self._node.set_overrides(overrides)
 
     def _on_leader(self, leader: bool) -> None:
         if leader:
-            log.info("cluster: node %s is now the leader", self._service.node_id)
+            log.info("cluster: node %s is now the leader", self._node.node_id)
             if self.decision is not None:
                 # Continue where the last leader stopped: its tiers, hold-downs and serials.
                 decision, zones = self.to_decision(self.decision)
-                self._service.adopt(decision.state, {z.origin: z.soa.serial for z in zones})
-            self._service.wake(force=True)
+                self._node.adopt(decision.state, {z.origin: z.soa.serial for z in zones})
+            self._node.wake(force=True)
         else:
-            log.warning("cluster: node %s is no longer the leader", self._service.node_id)
+            log.warning("cluster: node %s is no longer the leader", self._node.node_id)
 
     def _on_connected(self, connected: bool) -> None:
         if connected:
@@ -290,13 +313,13 @@ class ClusterLink:
         now = self._clock()
         return {
             "mode": "cluster",
-            "node": self._service.node_id,
-            "region": self._service.region,
+            "node": self._node.node_id,
+            "region": self._node.region,
             "leader": self.cluster.leader,
             "term": self.cluster.term,
             "connected": self.cluster.connected,
             "degraded": self.degraded,
-            "isolated_regions": sorted(self._service.tracker.isolated()),
+            "isolated_regions": sorted(self._node.tracker.isolated()),
             "config": self._config_digest(),
             "config_drift": self.drift(),
             "decision": None

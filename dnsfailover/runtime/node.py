@@ -1,10 +1,17 @@
-"""Wiring and lifecycle: store → checks → health → engine → published zones.
+"""The node: the one place where the stages are put together.
 
-The order of a start is fixed (deterministic cold start): restore what the store knows,
-run one bounded round of probes, decide, persist the new serials, and only then bind the
-DNS server with that first snapshot.  After that the scheduler probes on its own, every
-health change wakes the engine loop, and each decision that changes a zone is persisted
-before it is served.
+Lifecycle, the engine loop and reload.  The order of a start is fixed (deterministic cold
+start): restore what the store knows, run one bounded round of probes, decide, persist the
+new serials, and only then bind the DNS server with that first snapshot.  After that the
+scheduler probes on its own, every health change wakes the engine loop, and each decision
+that changes a zone goes through the `Publisher` (persisted before it is served).
+
+What the node is made of, and who sees what of it:
+- `Publisher` (publish.py): the only writer of serials and of what is served;
+- `OverrideBook` (control.py): the operator overrides;
+- `ClusterLink` (cluster_link.py): etcd, when the config has a `cluster:` section;
+- the API and the drill scheduler see the node only through their own Protocols
+  (`api.ports`, `drills.scheduler.DrillHost`), which it satisfies.
 """
 
 from __future__ import annotations
@@ -13,51 +20,47 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dnsfailover.alerts.alerter import Alerter, Notice
+from dnsfailover.alerts.alerter import Alerter, DestinationStats, Notice
 from dnsfailover.api.metrics import Metrics
+from dnsfailover.api.server import ApiServer
 from dnsfailover.checks.scheduler import ProbeScheduler
+from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
+from dnsfailover.config.secrets import resolve_token
 from dnsfailover.drills.scheduler import DrillScheduler
-from dnsfailover.engine.decide import decide
-from dnsfailover.engine.overrides import Action, Override
+from dnsfailover.engine.decide import decide, vet_override
+from dnsfailover.engine.edges import Edge, edges
+from dnsfailover.engine.endings import ended
+from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState, Published
-from dnsfailover.errors import DnsFailoverError
+from dnsfailover.errors import DnsFailoverError, NotReady, UserError
 from dnsfailover.health.tracker import HealthTracker, log_change
-from dnsfailover.model import HealthChange, Observation, State, ZoneContent
-from dnsfailover.provider.contract import create_provider
-from dnsfailover.provider.plan import diff
-from dnsfailover.provider.sync import SyncEvent, ZoneSync
+from dnsfailover.model import Event, HealthChange, Observation, ZoneContent
+from dnsfailover.provider.sync import SyncEvent, SyncStatus
 from dnsfailover.runtime.cluster_link import ClusterLink
-from dnsfailover.runtime.control import Operations
-from dnsfailover.runtime.store import AsyncStore, Store, next_serial
-from dnsfailover.runtime.wiring import (
-    cold_start_deadline,
-    hysteresis,
-    provider_records,
-    region_source,
-    safety,
-    with_serials,
-)
-from dnsfailover.server.dns import DnsServer
-from dnsfailover.server.embedded import EmbeddedProvider, EmbeddedZones
-from dnsfailover.server.notify import Notifier, secondaries
-from dnsfailover.server.rrl import RrlSettings
-from dnsfailover.server.tsig import make_keyring
-from dnsfailover.server.workers import WorkerPool
-from dnsfailover.server.xfr import TransferHandler, transfer_acl
+from dnsfailover.runtime.control import OverrideBook
+from dnsfailover.runtime.publish import Publisher, Row
+from dnsfailover.runtime.reload import apply_reload
+from dnsfailover.runtime.serving import Serving
+from dnsfailover.runtime.store import AsyncStore, Store
+from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, make_syncs, region_source
+from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.tasks import cancel_and_wait
 
 log = logging.getLogger("dnsfailover.service")
 
 
-class Service(Operations):
+class ReloadRefused(UserError):
+    """The new config needs a restart, not a reload; the running one stays."""
+
+
+class Node:
     """One dnsfailover node serving its zones from the embedded DNS server."""
 
     def __init__(
@@ -77,56 +80,48 @@ class Service(Operations):
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self._reset_breaker = False
-        self._frozen: str | None = None
-        self._refused: set[str] = set()
-        self._over: set[str] = set()
         self.node_id = node_id or socket.gethostname()
-        self._api_addr = api
-        self.api_address: tuple[str, int] | None = None
-        self._api: Any = None  # dnsfailover.api.server.ApiServer, imported when serving
+        self.region = region
+        self.workers = workers  # DNS-serving processes, this one included
         self.metrics = Metrics()
         self.alerter = Alerter(config.notifications, node=self.node_id)
-        self._overrides: list[Override] = []
-        self._detected_at: float | None = None  # first health change not yet published
-        self.workers = workers  # DNS-serving processes, this one included
-        self._pool: WorkerPool | None = None
-        self._on_decision = on_decision
-        self.region = region
-        self._dns_host, self._dns_port = dns_host, dns_port
+        self.store: AsyncStore | None = None
+        self.api_address: tuple[str, int] | None = None
+        self.embedded = EmbeddedZones()
+        self._api_addr = api
+        self._api: ApiServer | None = None
         self._state_path = state_path
         self._clock = clock
         self._tracker = HealthTracker(hysteresis(config), config.votes())
-        self._engine = EngineState()
-        self._serials: dict[str, int] = {}
-        self._pending_health: list[HealthChange] = []
         self._wake = asyncio.Event()
-        self._commit_lock = asyncio.Lock()
         self._decide_lock = asyncio.Lock()
-        self._link: ClusterLink | None = None
-        self._drills: DrillScheduler | None = None
+        self._pending_health: list[HealthChange] = []
+        self._last_decided: Decision | None = None  # for the edges of the next decision
+        self._reset_breaker = False
         self._force_publish = False
-        if config.cluster is not None:
-            self._link = ClusterLink(self, config.cluster, clock)
+        self._link = None if config.cluster is None else ClusterLink(self, config.cluster, clock)
+        self.publisher = Publisher(
+            self.embedded,
+            self.metrics,
+            notify=self._notify,
+            writes_external=lambda: self._link is None or self._link.leader,
+            on_decision=on_decision,
+        )
+        self.book = OverrideBook(
+            clock=clock,
+            config=lambda: self.config,
+            vet=self._vet,
+            notify=self._notify,
+            wake=self._wake.set,
+            shared=None if self._link is None else self._link.cluster,
+        )
         self._tasks: list[asyncio.Task[None]] = []
-        self.store: AsyncStore | None = None
         self._scheduler: ProbeScheduler | None = None
-        self._server: DnsServer | None = None
-        self._notifier: Notifier | None = None
-        self._transfers: TransferHandler | None = None
+        self.serving = Serving(self.embedded, dns_host, dns_port, workers)
+        self._drills: DrillScheduler | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self.embedded = EmbeddedZones()
-        self.providers: dict[str, EmbeddedProvider] = {}
-        self.syncs: dict[str, ZoneSync] = {}
-        self.published: Published | None = None
 
-    @property
-    def tracker(self) -> HealthTracker:
-        return self._tracker
-
-    @property
-    def dns_server(self) -> DnsServer | None:
-        return self._server
+    # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
         """Cold-start and begin serving; returns the DNS address actually bound."""
@@ -134,7 +129,8 @@ class Service(Operations):
         serials, saved, engine, overrides = await self.store.run(
             lambda s: (s.serials(), s.health(), s.engine_state(), s.overrides())
         )
-        self._serials, self._engine, self._overrides = serials, engine, overrides
+        self.publisher.restore(self.store, serials, engine)
+        self.book.open(self.store, overrides)
         for h in saved:
             self._tracker.restore(h.target, h.region, h.state, h.since, h.reason)
         self._scheduler = ProbeScheduler(
@@ -151,44 +147,23 @@ class Service(Operations):
             len(self.config.targets()),
             self._clock() - started,
         )
-        await asyncio.to_thread(self._make_providers)  # entry points read package metadata
+        fence = None if self._link is None else self._link.cluster.still_leader
+        # entry points read package metadata
+        syncs = await asyncio.to_thread(make_syncs, self.config, self._sync_event, fence)
+        self.publisher.syncs.update(syncs)
+        self.publisher.embedded_origins.update(
+            o for o, z in self.config.zones.items() if z.provider == "embedded"
+        )
         if self._link is None:
             await self._decide_and_publish(force_all=True)
         else:
             await self._cluster_cold_start()
-        keyring = await asyncio.to_thread(make_keyring, self.config.tsig_keys)  # reads files
-        transfers = TransferHandler(self.embedded, transfer_acl(self.config), keyring)
-        self._transfers = transfers
-        self._server = DnsServer(
-            self.embedded.snapshot,
-            self._dns_host,
-            self._dns_port,
-            tcp_handler=transfers,
-            reuse_port=self.workers > 1,
-            rrl=self._rrl(),
-            # A blocking recvfrom/sendto thread costs less per datagram than a loop callback
-            # (bench/dns_qps.py); DNSFAILOVER_UDP=loop answers on the event loop instead.
-            udp_thread=os.environ.get("DNSFAILOVER_UDP", "thread") != "loop",
-        )
-        bound = await self._server.start()
-        self.embedded.attach(self._server)
-        if self.workers > 1:
-            level = log.getEffectiveLevel()
-            self._pool = WorkerPool(self.workers - 1, *bound, rrl=self._rrl(), log_level=level)
-            self.embedded.subscribe(self._pool.publish)
-            await self._pool.start(list(self.embedded.contents.values()))
-        # NOTIFY secondaries of every later serial, and now: they may hold an older one.
-        self._notifier = Notifier(secondaries(self.config, keyring))
-        self.embedded.subscribe(self._notifier)
-        self._notifier.notify(self.embedded.contents.values())
-        for sync in self.syncs.values():
+        bound = await self.serving.start(self.config)
+        for sync in self.publisher.syncs.values():
             sync.start()
         if self._api_addr is not None:
-            from dnsfailover.api.server import ApiServer
-            from dnsfailover.config.secrets import resolve_token
-
             token = await asyncio.to_thread(resolve_token, self.config.api)  # may read a file
-            self._api = ApiServer(self, *self._api_addr, token=token)
+            self._api = ApiServer(self, self, *self._api_addr, token=token, metrics=self.metrics)
             try:
                 self.api_address = await self._api.start()
             except OSError as e:
@@ -229,11 +204,16 @@ class Service(Operations):
         )
         now = self._clock()
         decision = decide(
-            self.config, self._tracker.states(), self._engine, now, overrides=self.overrides()
+            self.config,
+            self._tracker.states(),
+            self.publisher.engine,
+            now,
+            overrides=self.overrides(),
         )
         changed = [z.origin for z in decision.zones]
-        serials = {o: next_serial(self._serials.get(o), now) for o in changed}
-        await self._commit(decision, serials, changed, now)
+        await self.publisher.commit(
+            decision, self.publisher.next_serials(changed, now), changed, now
+        )
 
     async def stop(self) -> None:
         if self._drills is not None:
@@ -246,24 +226,20 @@ class Service(Operations):
             await cancel_and_wait(task)
         if self._scheduler is not None:
             await self._scheduler.stop()
-        for sync in self.syncs.values():
+        for sync in self.publisher.syncs.values():
             await sync.stop()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        if self._notifier is not None:
-            await self._notifier.stop()
+        await self.serving.stop_notify()
         await self.alerter.stop()
-        if self._pool is not None:
-            await self._pool.stop()
-        if self._server is not None:
-            await self._server.stop()
+        await self.serving.stop()
         if self.store is not None:
             if self._pending_health:
                 changes, self._pending_health = self._pending_health, []
                 await self.store.run(lambda s: s.save_health(changes))
             await self.store.close()
 
-    # -- the loop -----------------------------------------------------------------------------
+    # -- health → engine ----------------------------------------------------------------------
 
     def _on_observation(self, obs: Observation) -> None:
         self.metrics.probe(obs, obs.target.partition("@")[0])
@@ -282,9 +258,7 @@ class Service(Operations):
 
     def adopt(self, state: EngineState, serials: Mapping[str, int]) -> None:
         """A new cluster leader continues from the last published engine state and serials."""
-        self._engine = state
-        for origin, serial in serials.items():
-            self._serials[origin] = max(serial, self._serials.get(origin, 0))
+        self.publisher.adopt(state, serials)
 
     def health_changed(self, changes: list[HealthChange]) -> None:
         for change in changes:
@@ -294,8 +268,7 @@ class Service(Operations):
             self.metrics.health_change(change)
             if change.region is None:
                 self.alerter.emit(Notice.from_health(change))
-                if self._detected_at is None:
-                    self._detected_at = change.at
+                self.publisher.detected(change.at)
         self._pending_health.extend(changes)
         self._wake.set()
 
@@ -337,28 +310,23 @@ class Service(Operations):
             if health:
                 await self.store.run(lambda s: s.save_health(health))
             return
-        overrides = self.overrides()
-        expired = [o for o in self._overrides if not o.active(now)]
+        overrides, held = self.overrides(), self.book.held()
         reset, self._reset_breaker = self._reset_breaker, False
         decision = decide(
             self.config,
             self._tracker.states(),
-            self._engine,
+            self.publisher.engine,
             now,
             overrides=overrides,
             reset_breaker=reset,
         )
-        interlocks = self._interlock_events(decision, now)
-        before = {z.origin: z for z in self.published.zones} if self.published else {}
-        changed = [
-            z.origin
-            for z in decision.zones
-            if force_all or z.origin not in before or not z.same_answers(before[z.origin])
-        ]
-        serials = {o: next_serial(self._serials.get(o), now) for o in changed}
+        told = self._tell(edges(self._last_decided, decision), now)
+        self._last_decided = decision
+        changed = self.publisher.changed(decision.zones, force_all=force_all)
+        serials = self.publisher.next_serials(changed, now)
         health, self._pending_health = self._pending_health, []
         if link is not None:
-            zones = tuple(with_serials(decision.zones, {**self._serials, **serials}))
+            zones = self.publisher.stamped(decision, serials)
             force, self._force_publish = self._force_publish, False
             if not await link.publish(decision, zones, now, force=force or force_all):
                 self._pending_health = health + self._pending_health
@@ -366,115 +334,34 @@ class Service(Operations):
 
             def persist(store: Store) -> None:
                 store.save_health(health)
-                store.add_events(interlocks)
+                store.add_events(told)
 
             await self.store.run(persist)
         else:
-            await self._commit(decision, serials, changed, now, health, interlocks)
-        # A failback is taken once, and ends the failovers of its name; an expired override
-        # is over.
-        backs = [o for o in overrides if o.action is Action.FAILBACK]
-        ended = [
-            o
-            for o in overrides
-            if o.action is Action.FAILOVER and any(b.name == o.name for b in backs)
-        ]
-        for o in backs + ended + expired:
-            why = (
-                "expired"
-                if o in expired
-                else "ended by a failback"
-                if o in ended
-                else "taken by the engine"
-            )
-            await self.remove_override(o.id, "engine", why)
+            await self.publisher.commit(decision, serials, changed, now, health, told)
+        for end in ended(overrides, held, now):
+            await self.remove_override(end.override.id, "engine", end.why)
 
-    async def _commit(
-        self,
-        decision: Decision,
-        serials: Mapping[str, int],
-        changed: list[str],
-        now: float,
-        health: Sequence[HealthChange] = (),
-        notes: Sequence[tuple[float, str, str, str]] = (),
-    ) -> None:
-        """Persist, then serve: the new serials, engine state and reasons are written before
-        the zones change, so a serial never goes backwards."""
-        assert self.store is not None
-        async with self._commit_lock:
-
-            def persist(store: Store) -> None:
-                store.save_health(health)
-                store.save_publish(serials, decision.state, decision.transitions, notes)
-
-            await self.store.run(persist)
-            self._serials.update(serials)
-            self._engine = decision.state
-            for t in decision.transitions:
-                log.info(
-                    "engine: %s %s %s -> %s: %s",
-                    t.kind,
-                    t.name,
-                    list(t.old),
-                    list(t.new),
-                    t.reason,
-                )
-                self.metrics.transition(t)
-                self.alerter.emit(Notice.from_transition(t))
-            detected, self._detected_at = self._detected_at, None
-            for origin in changed:
-                self.metrics.published(origin, self._serials[origin], detected, now)
-            zones = with_serials(decision.zones, self._serials)
-            self.published = Published(tuple(zones), decision, now)
-            if self._on_decision is not None:
-                self._on_decision(decision)
-            if not changed:
-                return
-            log.info(
-                "publish: zones=%s serials=%s",
-                ",".join(changed),
-                ",".join(str(self._serials[o]) for o in changed),
-            )
-            by_origin = {z.origin: z for z in zones}
-            for origin in changed:
-                content = by_origin[origin]
-                if origin in self.providers:
-                    provider = self.providers[origin]
-                    current = await provider.populate(())
-                    plan = diff(origin, current, content.records, soa=content.soa, keep_empty=True)
-                    await provider.apply(plan)
-                elif self._link is None or self._link.leader:
-                    # In a cluster only the leader writes to external providers.
-                    self.syncs[origin].submit(provider_records(content))
+    def _tell(self, found: Sequence[Edge], now: float) -> list[Row]:
+        """Log, notify and return as history rows what the interlocks newly did."""
+        rows: list[Row] = []
+        for e in found:
+            log.log(e.level, "%s: %s", e.kind, e.message)
+            self.alerter.emit(Notice(e.kind, e.subject, e.message, now, e.severity))
+            rows.append((now, e.kind, e.subject, e.message))
+        return rows
 
     async def serve_shared(self, decision: Decision, zones: tuple[ZoneContent, ...]) -> None:
         """Serve what the cluster's leader published (every node, the leader included)."""
-        before = {z.origin: z for z in self.published.zones} if self.published else {}
-        changed = [
-            z.origin
-            for z in zones
-            if z.origin not in before
-            or not z.same_answers(before[z.origin])
-            or z.soa.serial != before[z.origin].soa.serial
-        ]
-        serials = {z.origin: z.soa.serial for z in zones if z.origin in changed}
-        await self._commit(decision, serials, changed, self._clock())
+        await self.publisher.serve_shared(decision, zones, self._clock())
 
-    def _make_providers(self) -> None:
-        for origin, zone in self.config.zones.items():
-            if zone.provider == "embedded":
-                self.providers[origin] = EmbeddedProvider(
-                    origin, EmbeddedProvider.Options(), zones=self.embedded
-                )
-                continue
-            provider = create_provider(zone.provider, origin, zone.options)
-            self.syncs[origin] = ZoneSync(
-                provider,
-                safety(self.config, origin),
-                force=zone.force,
-                on_event=self._sync_event,
-                fence=None if self._link is None else self._link.cluster.still_leader,
-            )
+    def _vet(self, o: Override, in_force: list[Override], now: float) -> str | None:
+        return vet_override(
+            self.config, self._tracker.states(), self.publisher.engine, in_force, o, now
+        )
+
+    def _notify(self, notice: Notice) -> None:
+        self.alerter.emit(notice)  # the alerter a reload made, if any
 
     def _sync_event(self, event: SyncEvent) -> None:
         self.metrics.provider_event(event)
@@ -482,15 +369,133 @@ class Service(Operations):
             self.alerter.emit(Notice.from_sync_event(event))
         if self.store is None:
             return
-        row = (event.at, f"provider-{event.kind}", event.zone, event.message)
+        self._record_later((event.at, f"provider-{event.kind}", event.zone, event.message))
+
+    def _record_later(self, row: Row) -> None:
+        assert self.store is not None
         store = self.store
         task = asyncio.create_task(store.run(lambda s: s.add_events([row])))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _rrl(self) -> RrlSettings:
-        rrl = self.config.server.rrl
-        return RrlSettings(rrl.responses_per_second, rrl.slip, rrl.window)
+    # -- what the API, drills and cluster link see (api.ports, drills.scheduler.DrillHost) ----
 
-    def states(self) -> dict[str, State]:
-        return self._tracker.states()
+    @property
+    def tracker(self) -> HealthTracker:
+        return self._tracker
+
+    @property
+    def published(self) -> Published | None:
+        return self.publisher.published
+
+    def overrides(self) -> list[Override]:
+        """The overrides in force now."""
+        return self.book.in_force()
+
+    def set_overrides(self, overrides: list[Override]) -> None:
+        """The cluster's overrides changed (any node may have set them)."""
+        self.book.replace(overrides)
+
+    def sync_statuses(self) -> dict[str, SyncStatus]:
+        return {origin: sync.status for origin, sync in self.publisher.syncs.items()}
+
+    def dns_counts(self) -> list[int] | None:
+        server = self.serving.server
+        return None if server is None else list(server.rcodes)
+
+    def dns_address(self) -> tuple[str, int] | None:
+        server = self.serving.server
+        return None if server is None else server.address
+
+    def alert_stats(self) -> list[DestinationStats]:
+        return self.alerter.stats()
+
+    def cluster_status(self) -> dict[str, Any]:
+        if self._link is not None:
+            return self._link.status()
+        return {
+            "mode": "single",
+            "node": self.node_id,
+            "region": self.region,
+            "leader": None,
+            "connected": True,
+            "degraded": None,
+            "isolated_regions": sorted(self._tracker.isolated()),
+        }
+
+    async def events(self, limit: int, before: int | None) -> list[Event]:
+        if self.store is None:
+            raise NotReady("the service is starting; its history is not open yet")
+        return await self.store.run(lambda s: s.events(limit, before))
+
+    async def record_event(self, kind: str, subject: str, message: str) -> None:
+        if self.store is None:
+            raise NotReady("the service is starting; its history is not open yet")
+        row = (self._clock(), kind, subject, message)
+        await self.store.run(lambda s: s.add_events([row]))
+
+    async def add_override(self, o: Override) -> None:
+        """See `OverrideBook.add`."""
+        await self.book.add(o)
+
+    async def remove_override(self, override_id: str, who: str, reason: str) -> bool:
+        return await self.book.remove(override_id, who, reason)
+
+    async def reset_breaker(self, who: str, reason: str) -> bool:
+        """Release the circuit breaker: the next decision takes today's health as the
+        baseline.  Returns whether it was frozen."""
+        published = self.published
+        frozen = published is not None and published.decision.frozen is not None
+        message = f"circuit breaker reset by {who}: {reason}" + ("" if frozen else " (not frozen)")
+        log.warning("interlock: %s", message)
+        await self.record_event("interlock", "circuit-breaker", message)
+        self._reset_breaker = True
+        self._wake.set()
+        return frozen
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload_from_file(self) -> str:
+        """Re-read the config file this node was started with (SIGHUP, `dnsfailover reload`).
+
+        Raises ConfigError (nothing changes) for a bad file, OSError when unreadable.
+        """
+        if self.config_path is None:
+            raise ReloadRefused("this node was started without a config file")
+        config = await asyncio.to_thread(load, self.config_path)
+        return await self.reload(config)
+
+    async def reload(self, config: Config) -> str:
+        """Switch to `config` (already validated) without a cold start.
+
+        Health of unchanged targets is kept, removed targets stop being probed at once, new
+        ones start at their phase, and what changes in DNS is published as one new serial
+        per changed zone.  Adding or removing zones, or changing a zone's provider, needs a
+        restart: refused with ReloadRefused, and the running config stays.
+        """
+        old = self.config
+        if set(config.zones) != set(old.zones) or any(
+            (z.provider, z.options) != (old.zones[o].provider, old.zones[o].options)
+            for o, z in config.zones.items()
+        ):
+            raise ReloadRefused(
+                "reload cannot add or remove zones or change a zone's provider; restart instead"
+            )
+        async with self._decide_lock:  # no decision sees half a reload
+            self.config = config
+            self._tracker.update_rules(hysteresis(config), config.votes())
+            if config.notifications != old.notifications:
+                await self.alerter.stop()
+                self.alerter = Alerter(config.notifications, node=self.node_id)
+                await self.alerter.start()
+            summary = await apply_reload(
+                old,
+                config,
+                scheduler=self._scheduler,
+                syncs=self.publisher.syncs,
+                serving=self.serving,
+            )
+            log.info("reload: %s", summary)
+            await self.record_event("reload", "config", summary)
+            await self._decide_and_publish()
+            return summary

@@ -1,15 +1,18 @@
-"""Small pure pieces of the service's wiring: config → hysteresis rules, provider safety,
-probe deadlines and sources, serials stamped on zones, and what is being served."""
+"""Small pieces of the node's wiring: config → hysteresis rules, provider safety and sync
+workers, probe deadlines and sources, serials stamped on zones."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
-from dnsfailover.config.schema import CheckConfig, Config
+from dnsfailover.config.checks import CheckConfig
+from dnsfailover.config.schema import Config
 from dnsfailover.health.tracker import Hysteresis
 from dnsfailover.model import RecordSet, ZoneContent
+from dnsfailover.provider.contract import create_provider
 from dnsfailover.provider.plan import Safety
+from dnsfailover.provider.sync import SyncEvent, ZoneSync
 
 
 def hysteresis(config: Config) -> dict[str, Hysteresis]:
@@ -52,3 +55,23 @@ def safety(config: Config, origin: str) -> Safety:
         if o == origin and record.all_down == "serve_none"
     )
     return Safety(max_change_pct=zone.max_change_pct, empty_ok=empty_ok, adopt=zone.adopt)
+
+
+def make_syncs(
+    config: Config,
+    on_event: Callable[[SyncEvent], None],
+    fence: Callable[[], Awaitable[bool]] | None,
+) -> dict[str, ZoneSync]:
+    """A sync worker for each external zone (embedded zones are served, not synced).
+    Blocking: entry points read package metadata."""
+    return {
+        origin: ZoneSync(
+            create_provider(zone.provider, origin, zone.options),
+            safety(config, origin),
+            force=zone.force,
+            on_event=on_event,
+            fence=fence,
+        )
+        for origin, zone in config.zones.items()
+        if zone.provider != "embedded"
+    }

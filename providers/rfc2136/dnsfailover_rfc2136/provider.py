@@ -24,7 +24,7 @@ import dns.tsig
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
-from dnsfailover.provider.ownership import MARKER_PREFIX, managed_key, marker_name
+from dnsfailover.provider.ownership import check_reserved, marker_name
 from dnsfailover.provider.plan import Change, Key, Plan, Populated
 from dnsfailover_rfc2136.options import Rfc2136Options, read_secret
 from dnsfailover_rfc2136.records import Found, ZoneView, normalise_name
@@ -127,12 +127,7 @@ class Rfc2136Provider(BaseProvider):
         """What exists for `keys` and for every key marked as ours (by AXFR when allowed;
         without it, only keys asked about or seen ours before are found)."""
         primary = self._require()
-        reserved = sorted(name for name, _ in keys if managed_key(name) is not None)
-        if reserved:
-            raise ProviderError(
-                f"{self.zone}: {', '.join(reserved)}: names starting with {MARKER_PREFIX} "
-                "are reserved for dnsfailover's ownership markers"
-            )
+        check_reserved(self.zone, keys)
         started = time.monotonic()
         deadline_at = self._deadline()
         try:

@@ -9,10 +9,9 @@ TXT record of its own, so adding or removing ours never touches another owner's.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import dns.name
@@ -22,7 +21,13 @@ import dns.rdataset
 import dns.rdatatype
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider.ownership import classify, managed_key, marker_owners
+from dnsfailover.provider.ownership import (
+    canonical_values,
+    classify,
+    cname_conflict,
+    markers_of,
+    owned_by,
+)
 from dnsfailover.provider.plan import Key, Populated
 
 
@@ -31,17 +36,6 @@ def normalise_name(name: str | dns.name.Name) -> str:
     if isinstance(name, str):
         name = dns.name.from_text(name)
     return name.to_text().lower()
-
-
-def canonical_values(rtype: str, values: Iterable[str]) -> tuple[str, ...]:
-    """Values in the order the core compares them: addresses by address, the rest as text."""
-    unique = set(values)
-    if rtype in ("A", "AAAA"):
-        try:
-            return tuple(str(a) for a in sorted({ipaddress.ip_address(v) for v in unique}))
-        except ValueError:
-            pass  # not addresses after all: compare them as text
-    return tuple(sorted(unique))
 
 
 def parse_rdata(rtype: str, value: str, origin: str) -> dns.rdata.Rdata:
@@ -82,27 +76,15 @@ class ZoneView:
         self.types_at: dict[str, set[str]] = defaultdict(set)
         for name, rtype in rrsets:
             self.types_at[name].add(rtype)
-        self.markers: dict[Key, Found] = {}
-        for (name, rtype), found in rrsets.items():
-            managed = managed_key(name) if rtype == "TXT" else None
-            if managed is not None and managed[1] in supports:
-                self.markers[managed] = found
+        self.markers: dict[Key, Found] = markers_of(rrsets.items(), supports)
+        self.ours = owned_by({k: m.values for k, m in self.markers.items()}, owner)
 
     def marked_ours(self, key: Key) -> bool:
-        marker = self.markers.get(key)
-        return marker is not None and self.owner in marker_owners(marker.values)
+        return key in self.ours
 
     def conflict(self, key: Key) -> str | None:
         """Why dnsfailover must not write `key`, or None when it may."""
-        name, rtype = key
-        others = self.types_at.get(name, set()) - {rtype}
-        if rtype == "CNAME":
-            theirs = sorted(t for t in others if not self.marked_ours((name, t)))
-            if theirs:
-                return f"{name} has {', '.join(theirs)} records, so it cannot take a CNAME"
-        elif "CNAME" in others and not self.marked_ours((name, "CNAME")):
-            return f"{name} is a CNAME"
-        return None
+        return cname_conflict(key, self.types_at.get(key[0], ()), self.ours)
 
     def record_set(self, key: Key) -> RecordSet | None:
         found = self.rrsets.get(key)
@@ -110,5 +92,4 @@ class ZoneView:
 
     def populated(self, keys: Collection[Key], log: logging.Logger) -> Populated:
         """What exists for `keys` and for every key marked as ours; see `Populated`."""
-        ours = {k for k in self.markers if self.marked_ours(k)}
-        return classify(keys, ours, self.conflict, self.record_set, log)
+        return classify(keys, self.ours, self.conflict, self.record_set, log)

@@ -1,4 +1,5 @@
-"""Signed DNS messages to the primary, with our retries, through dnspython's asyncio API.
+"""Signed DNS messages to the primary, with the core's retry loop, through dnspython's asyncio
+API.
 
 Timeouts, connection errors and SERVFAIL are retried with exponential backoff and full jitter
 until a deadline.  TSIG failures (BADKEY, BADSIG, BADTIME) and refusals are never retried.
@@ -7,7 +8,6 @@ Error texts name the server, the operation and the cause; never the secret.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -28,6 +28,7 @@ import dns.zone
 from dnsfailover.backoff import Backoff
 from dnsfailover.model import hostport
 from dnsfailover.provider.contract import ProviderError
+from dnsfailover.provider.retry import Retrier
 from dnsfailover_rfc2136.options import Rfc2136Options
 
 T = TypeVar("T")
@@ -63,7 +64,7 @@ class SendError(ProviderError):
         self.maybe_applied = maybe_applied
 
 
-class ServFail(Exception):
+class ServFail(ProviderError):
     """The primary answered SERVFAIL."""
 
 
@@ -96,6 +97,44 @@ def unanswered(exc: BaseException) -> bool:
     return isinstance(exc, dns.exception.Timeout | EOFError | ConnectionResetError)
 
 
+@dataclass(frozen=True, slots=True)
+class PrimaryErrors:
+    """What a primary's failures mean to the shared retry loop."""
+
+    where: str
+    key_name: str
+    catch: tuple[type[Exception], ...] = (Exception,)
+
+    def transient(self, exc: Exception) -> bool:
+        return transient(exc)
+
+    def ambiguous(self, exc: Exception) -> bool:
+        return unanswered(exc)
+
+    def describe(self, exc: Exception) -> str:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def fatal(self, op: str, exc: Exception, attempts: int, maybe_applied: bool) -> Exception:
+        tsig = describe_tsig(exc, self.key_name)
+        if tsig is not None:
+            return SendError(op, tsig, attempts=attempts, maybe_applied=maybe_applied)
+        if isinstance(exc, dns.xfr.TransferError) or not isinstance(
+            exc, dns.exception.DNSException
+        ):
+            return exc  # not ours to explain: the caller handles it
+        return SendError(op, f"{type(exc).__name__}: {exc}", attempts=attempts, maybe_applied=False)
+
+    def exhausted(
+        self, op: str, exc: Exception, text: str, attempts: int, maybe_applied: bool
+    ) -> Exception:
+        return SendError(
+            op,
+            f"gave up after {attempts} attempts to {self.where}: {text}",
+            attempts=attempts,
+            maybe_applied=maybe_applied,
+        )
+
+
 @dataclass(slots=True)
 class Primary:
     """The zone's primary server, spoken to with our TSIG key.
@@ -107,7 +146,14 @@ class Primary:
     key: dns.tsig.Key
     log: logging.Logger
     backoff: Backoff
-    calls: Counter[str] = field(default_factory=Counter)
+    retrier: Retrier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.retrier = Retrier(self.backoff, self.log)
+
+    @property
+    def calls(self) -> Counter[str]:
+        return self.retrier.calls
 
     @property
     def where(self) -> str:
@@ -133,45 +179,14 @@ class Primary:
         self, op: str, fn: Callable[[], Awaitable[T]], *, deadline_at: float, context: str
     ) -> T:
         """`fn()` until it succeeds, fails for good, or the next backoff would pass
-        `deadline_at` (monotonic)."""
-        attempt = 0
-        maybe_applied = False
-        while True:
-            attempt += 1
-            self.calls[op] += 1
-            try:
-                return await fn()
-            except Exception as e:
-                tsig = describe_tsig(e, self.key.name.to_text())
-                if tsig is not None:
-                    raise SendError(op, tsig, attempts=attempt, maybe_applied=maybe_applied) from e
-                if not transient(e):
-                    if isinstance(e, dns.xfr.TransferError) or not isinstance(
-                        e, dns.exception.DNSException
-                    ):
-                        raise
-                    raise SendError(
-                        op, f"{type(e).__name__}: {e}", attempts=attempt, maybe_applied=False
-                    ) from e
-                text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                maybe_applied = maybe_applied or unanswered(e)
-                delay = self.backoff.delay(attempt - 1)
-                if time.monotonic() + delay > deadline_at:
-                    raise SendError(
-                        op,
-                        f"gave up after {attempt} attempts to {self.where}: {text}",
-                        attempts=attempt,
-                        maybe_applied=maybe_applied,
-                    ) from e
-                self.log.warning(
-                    "retry: %s %s attempt=%d error=%s sleep=%.2fs",
-                    op,
-                    context,
-                    attempt,
-                    text,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        `deadline_at` (monotonic): the core's retry loop with this primary's errors."""
+        return await self.retrier.run(
+            op,
+            fn,
+            PrimaryErrors(self.where, self.key.name.to_text()),
+            deadline_at=deadline_at,
+            context=context,
+        )
 
     async def query(self, name: str, rtype: str, *, deadline_at: float) -> dns.message.Message:
         """A signed query; NOERROR or NXDOMAIN, anything else raises `SendError`."""

@@ -29,12 +29,13 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
-from dnsfailover.provider.ownership import MARKER_TTL, marker_name, marker_value
+from dnsfailover.provider.contract import ProviderError
+from dnsfailover.provider.ownership import MARKER_TTL, canonical_values, marker_name, marker_value
 from dnsfailover.provider.plan import Change, Key, Plan
-from dnsfailover_rfc2136.records import canonical_values, parse_rdata
+from dnsfailover_rfc2136.records import parse_rdata
 
 
-class BadValue(ValueError):
+class BadValue(ProviderError):
     """A value of the plan is not valid presentation format for its type."""
 
 

@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
-from dnsfailover.provider.ownership import MARKER_PREFIX, managed_key
+from dnsfailover.provider.ownership import check_reserved
 from dnsfailover.provider.plan import Key, Plan, Populated
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
@@ -171,12 +171,7 @@ class Route53Provider(BaseProvider):
     async def populate(self, keys: Collection[Key]) -> Populated:
         """List the whole hosted zone and report `keys` and every key marked as ours."""
         self._require()
-        reserved = sorted(name for name, _ in keys if managed_key(name) is not None)
-        if reserved:
-            raise ProviderError(
-                f"{self.zone}: {', '.join(reserved)}: names starting with {MARKER_PREFIX} "
-                "are reserved for dnsfailover's ownership markers"
-            )
+        check_reserved(self.zone, keys)
         started = time.monotonic()
         rrsets = await self._list_record_sets()
         self._snapshot = ZoneSnapshot(rrsets, self.opts.owner_id, self.SUPPORTS)

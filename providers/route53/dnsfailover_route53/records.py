@@ -10,7 +10,6 @@ never rewrites another type's marker.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections import defaultdict
@@ -18,7 +17,13 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, cast
 
 from dnsfailover.model import RecordSet
-from dnsfailover.provider.ownership import classify, managed_key, marker_owners
+from dnsfailover.provider.ownership import (
+    canonical_values,
+    classify,
+    cname_conflict,
+    markers_of,
+    owned_by,
+)
 from dnsfailover.provider.plan import Key, Populated
 
 if TYPE_CHECKING:
@@ -55,17 +60,6 @@ def normalise_name(name: str) -> str:
 
     name = _ESCAPE.sub(unescape, name.strip()).lower()
     return name if name.endswith(".") else name + "."
-
-
-def canonical_values(rtype: str, values: Iterable[str]) -> tuple[str, ...]:
-    """Values in the order the core compares them: addresses by address, the rest as text."""
-    unique = set(values)
-    if rtype in ("A", "AAAA"):
-        try:
-            return tuple(str(a) for a in sorted({ipaddress.ip_address(v) for v in unique}))
-        except (ValueError, TypeError):
-            pass  # not addresses after all: compare them as text
-    return tuple(sorted(unique))
 
 
 def is_simple(rrset: Listed) -> bool:
@@ -122,33 +116,22 @@ class ZoneSnapshot:
                 self.simple[key] = rrset
             else:
                 self.routed.add(key)
-        self.markers: dict[Key, Listed] = {}  # managed key → its marker's TXT record set
-        for (name, rtype), rrset in self.simple.items():
-            managed = managed_key(name) if rtype == "TXT" else None
-            if managed is not None and managed[1] in supports:
-                self.markers[managed] = rrset
+        # managed key → its marker's TXT record set
+        self.markers: dict[Key, Listed] = markers_of(self.simple.items(), supports)
+        self.ours = owned_by({k: rrset_values(m) for k, m in self.markers.items()}, owner)
 
     def marker(self, key: Key) -> Listed | None:
         return self.markers.get(key)
 
     def marked_ours(self, key: Key) -> bool:
         """The key's marker names us (whatever the record set itself looks like)."""
-        marker = self.markers.get(key)
-        return marker is not None and self.owner in marker_owners(rrset_values(marker))
+        return key in self.ours
 
     def conflict(self, key: Key) -> str | None:
         """Why dnsfailover must not write `key`, or None when it may."""
-        name, rtype = key
         if key in self.routed:
-            return f"{name} {rtype} has routing-policy or alias record sets"
-        others = self.types_at.get(name, set()) - {rtype}
-        if rtype == "CNAME":
-            theirs = sorted(t for t in others if not self.marked_ours((name, t)))
-            if theirs:
-                return f"{name} has {', '.join(theirs)} records, so it cannot take a CNAME"
-        elif "CNAME" in others and not self.marked_ours((name, "CNAME")):
-            return f"{name} is a CNAME"
-        return None
+            return f"{key[0]} {key[1]} has routing-policy or alias record sets"
+        return cname_conflict(key, self.types_at.get(key[0], ()), self.ours)
 
     def populated(self, keys: Collection[Key], log: logging.Logger) -> Populated:
         """What exists for `keys` and for every key marked as ours; see `Populated`."""
@@ -157,5 +140,4 @@ class ZoneSnapshot:
             rrset = self.simple.get(key)
             return None if rrset is None else to_record_set(rrset)
 
-        ours = {k for k in self.markers if self.marked_ours(k)}
-        return classify(keys, ours, self.conflict, record_set, log)
+        return classify(keys, self.ours, self.conflict, record_set, log)

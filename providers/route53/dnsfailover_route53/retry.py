@@ -1,4 +1,4 @@
-"""Calling boto3 off the event loop, with our own retries (botocore's are turned off).
+"""Calling boto3 off the event loop, with the core's retry loop (botocore's are turned off).
 
 Transient errors (throttling, PriorRequestNotComplete, HTTP 5xx, connection and read timeouts)
 are retried with exponential backoff and full jitter until a deadline; anything else fails at
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
@@ -20,6 +19,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.provider.contract import ProviderError
+from dnsfailover.provider.retry import Retrier
 
 T = TypeVar("T")
 
@@ -102,57 +102,67 @@ def ambiguous(exc: Exception) -> bool:
     return isinstance(exc, HTTPClientError)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Route53Errors:
+    """What Route 53's errors mean to the shared retry loop; `budget` (the deadline's
+    length) is for messages."""
+
+    budget: float
+    catch: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
+
+    def transient(self, exc: Exception) -> bool:
+        return transient(exc)
+
+    def ambiguous(self, exc: Exception) -> bool:
+        return ambiguous(exc)
+
+    def describe(self, exc: Exception) -> str:
+        return describe(exc)
+
+    def fatal(self, op: str, exc: Exception, attempts: int, maybe_applied: bool) -> Exception:
+        code = error_code(exc)
+        return CallError(
+            op,
+            describe(exc),
+            code=code,
+            rejected=code in REJECTED_CODES,
+            attempts=attempts,
+            maybe_applied=maybe_applied,
+        )
+
+    def exhausted(
+        self, op: str, exc: Exception, text: str, attempts: int, maybe_applied: bool
+    ) -> Exception:
+        return CallError(
+            op,
+            f"gave up after {attempts} attempts within {self.budget:g}s: {text}",
+            code=error_code(exc),
+            rejected=False,
+            attempts=attempts,
+            maybe_applied=maybe_applied,
+        )
+
+
 class Caller:
-    """Runs blocking boto3 calls in a worker thread, retrying transient errors.
+    """Runs blocking boto3 calls in a worker thread, retrying transient errors (the core's
+    `Retrier`).  `calls` counts every attempt by operation name (retries included)."""
 
-    `calls` counts every attempt by operation name (retries included).
-    """
+    def __init__(self, backoff: Backoff, log: logging.Logger) -> None:
+        self._retrier = Retrier(backoff, log)
 
-    backoff: Backoff
-    log: logging.Logger
-    calls: Counter[str] = field(default_factory=Counter)
+    @property
+    def calls(self) -> Counter[str]:
+        return self._retrier.calls
 
     async def __call__(
         self, op: str, fn: Callable[[], T], *, deadline_at: float, budget: float, context: str
     ) -> T:
         """`fn()` until it succeeds, fails for good, or `deadline_at` (monotonic) would pass
         during the next backoff; `budget` is the deadline's length, for messages."""
-        attempt = 0
-        maybe_applied = False
-        while True:
-            attempt += 1
-            self.calls[op] += 1
-            try:
-                return await asyncio.to_thread(fn)
-            except (ClientError, BotoCoreError) as e:
-                text, code = describe(e), error_code(e)
-                if not transient(e):
-                    raise CallError(
-                        op,
-                        text,
-                        code=code,
-                        rejected=code in REJECTED_CODES,
-                        attempts=attempt,
-                        maybe_applied=maybe_applied,
-                    ) from e
-                maybe_applied = maybe_applied or ambiguous(e)
-                delay = self.backoff.delay(attempt - 1)
-                if time.monotonic() + delay > deadline_at:
-                    raise CallError(
-                        op,
-                        f"gave up after {attempt} attempts within {budget:g}s: {text}",
-                        code=code,
-                        rejected=False,
-                        attempts=attempt,
-                        maybe_applied=maybe_applied,
-                    ) from e
-                self.log.warning(
-                    "retry: %s %s attempt=%d error=%s sleep=%.2fs",
-                    op,
-                    context,
-                    attempt,
-                    text,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+
+        async def once() -> T:
+            return await asyncio.to_thread(fn)
+
+        return await self._retrier.run(
+            op, once, Route53Errors(budget), deadline_at=deadline_at, context=context
+        )

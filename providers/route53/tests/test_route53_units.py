@@ -9,12 +9,12 @@ import pytest
 from dnsfailover_route53.batching import Group, Translator, split, weight
 from dnsfailover_route53.options import Route53Options
 from dnsfailover_route53.provider import Route53Provider
-from dnsfailover_route53.records import canonical_values, normalise_name
+from dnsfailover_route53.records import normalise_name
 from pydantic import ValidationError
 from route53_support import MARKER, ZONE, Stubbed, rs
 
 from dnsfailover.provider.contract import ProviderError, create_provider, load_provider
-from dnsfailover.provider.ownership import managed_key, marker_name, marker_owners
+from dnsfailover.provider.ownership import canonical_values, managed_key, marker_name, marker_owners
 from dnsfailover.provider.plan import Change, Plan
 
 

@@ -1,0 +1,40 @@
+"""What every command shares: exit codes and argument helpers."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import ipaddress
+import socket
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # it ran and failed: unreachable, refused, an endpoint or provider failed
+EXIT_USAGE = 2  # the input is wrong: a bad config, a bad argument, a bad request
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """`127.0.0.1:5353`, `[::1]:0` or `localhost:53` → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
+    return host, int(port)
+
+
+def parse_api(text: str) -> tuple[str, int] | None:
+    return None if text.strip().lower() == "off" else parse_hostport(text)
+
+
+def who() -> str:
+    """The author recorded for an operator action: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

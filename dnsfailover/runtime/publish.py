@@ -1,0 +1,167 @@
+"""The only writer of serials and of what is served.
+
+`Publisher.commit` is the one path from a decision to the answers: it persists the new
+serials, the engine state, the health changes and the history first, so a serial never goes
+backwards, then makes the decision's zones what the node serves.  Embedded zones go straight
+into the DNS server's snapshot (one atomic swap for every changed zone); external zones are
+handed to their `ZoneSync`, and only where `writes_external()` says so (a cluster's leader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from dnsfailover.alerts.notice import Notice
+from dnsfailover.api.metrics import Metrics
+from dnsfailover.engine.values import Decision, EngineState, Published
+from dnsfailover.model import HealthChange, ZoneContent
+from dnsfailover.provider.sync import ZoneSync
+from dnsfailover.runtime.store import AsyncStore, Store, next_serial
+from dnsfailover.runtime.wiring import provider_records, with_serials
+from dnsfailover.server.embedded import EmbeddedZones
+
+log = logging.getLogger("dnsfailover.service")
+
+Row = tuple[float, str, str, str]  # (at, kind, subject, message) for the history
+
+
+class Publisher:
+    """Serials, the engine state the next decision starts from, and what is served.
+
+    :param embedded: the zones the embedded DNS server serves.
+    :param notify: where transition notices go (the node's current alerter).
+    :param writes_external: whether this node may write external providers now.
+    :param on_decision: called with every committed decision (the demo prints them).
+    """
+
+    def __init__(
+        self,
+        embedded: EmbeddedZones,
+        metrics: Metrics,
+        *,
+        notify: Callable[[Notice], None],
+        writes_external: Callable[[], bool],
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        self.embedded = embedded
+        self.syncs: dict[str, ZoneSync] = {}  # external zones, by origin
+        self.embedded_origins: set[str] = set()
+        self.published: Published | None = None
+        self._metrics = metrics
+        self._notify = notify
+        self._writes_external = writes_external
+        self._on_decision = on_decision
+        self._store: AsyncStore | None = None
+        self._serials: dict[str, int] = {}
+        self._engine = EngineState()
+        self._detected_at: float | None = None  # first health change not yet published
+        self._lock = asyncio.Lock()
+
+    @property
+    def serials(self) -> Mapping[str, int]:
+        return self._serials
+
+    @property
+    def engine(self) -> EngineState:
+        """The engine state the next decision starts from."""
+        return self._engine
+
+    def restore(self, store: AsyncStore, serials: Mapping[str, int], engine: EngineState) -> None:
+        """Start from what the store kept (cold start)."""
+        self._store = store
+        self._serials, self._engine = dict(serials), engine
+
+    def adopt(self, state: EngineState, serials: Mapping[str, int]) -> None:
+        """A new cluster leader continues from the last published engine state and serials."""
+        self._engine = state
+        for origin, serial in serials.items():
+            self._serials[origin] = max(serial, self._serials.get(origin, 0))
+
+    def detected(self, at: float) -> None:
+        """A health change the next publish reacts to (for the detection → publish metric)."""
+        if self._detected_at is None:
+            self._detected_at = at
+
+    def changed(self, zones: Iterable[ZoneContent], *, force_all: bool = False) -> list[str]:
+        """The origins of `zones` whose answers differ from what is served."""
+        before = {z.origin: z for z in self.published.zones} if self.published else {}
+        return [
+            z.origin
+            for z in zones
+            if force_all or z.origin not in before or not z.same_answers(before[z.origin])
+        ]
+
+    def next_serials(self, changed: Iterable[str], now: float) -> dict[str, int]:
+        return {o: next_serial(self._serials.get(o), now) for o in changed}
+
+    def stamped(self, decision: Decision, serials: Mapping[str, int]) -> tuple[ZoneContent, ...]:
+        """The decision's zones with the serials they would be served with."""
+        return tuple(with_serials(decision.zones, {**self._serials, **serials}))
+
+    async def commit(
+        self,
+        decision: Decision,
+        serials: Mapping[str, int],
+        changed: Sequence[str],
+        now: float,
+        health: Sequence[HealthChange] = (),
+        notes: Sequence[Row] = (),
+    ) -> None:
+        """Persist, then serve: the new serials, engine state and reasons are written before
+        the zones change, so a serial never goes backwards."""
+        store = self._store
+        assert store is not None
+        async with self._lock:
+
+            def persist(s: Store) -> None:
+                s.save_health(health)
+                s.save_publish(serials, decision.state, decision.transitions, notes)
+
+            await store.run(persist)
+            self._serials.update(serials)
+            self._engine = decision.state
+            for t in decision.transitions:
+                log.info(
+                    "engine: %s %s %s -> %s: %s", t.kind, t.name, list(t.old), list(t.new), t.reason
+                )
+                self._metrics.transition(t)
+                self._notify(Notice.from_transition(t))
+            detected, self._detected_at = self._detected_at, None
+            for origin in changed:
+                self._metrics.published(origin, self._serials[origin], detected, now)
+            zones = with_serials(decision.zones, self._serials)
+            self.published = Published(tuple(zones), decision, now)
+            if self._on_decision is not None:
+                self._on_decision(decision)
+            if not changed:
+                return
+            log.info(
+                "publish: zones=%s serials=%s",
+                ",".join(changed),
+                ",".join(str(self._serials[o]) for o in changed),
+            )
+            by_origin = {z.origin: z for z in zones}
+            served = [by_origin[o] for o in changed if o in self.embedded_origins]
+            if served:
+                await self.embedded.put_async(served)
+            if self._writes_external():
+                for origin in changed:
+                    if origin in self.syncs:
+                        self.syncs[origin].submit(provider_records(by_origin[origin]))
+
+    async def serve_shared(
+        self, decision: Decision, zones: tuple[ZoneContent, ...], now: float
+    ) -> None:
+        """Serve what the cluster's leader published (every node, the leader included)."""
+        before = {z.origin: z for z in self.published.zones} if self.published else {}
+        changed = [
+            z.origin
+            for z in zones
+            if z.origin not in before
+            or not z.same_answers(before[z.origin])
+            or z.soa.serial != before[z.origin].soa.serial
+        ]
+        serials = {z.origin: z.soa.serial for z in zones if z.origin in changed}
+        await self.commit(decision, serials, changed, now)

@@ -1,0 +1,93 @@
+"""The DNS-facing parts of a node: the authoritative server, zone transfers, NOTIFY to
+secondaries, and the extra DNS processes of `--workers`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from dnsfailover.config.schema import Config
+from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.embedded import EmbeddedZones
+from dnsfailover.server.notify import Notifier, secondaries
+from dnsfailover.server.rrl import RrlSettings
+from dnsfailover.server.tsig import make_keyring
+from dnsfailover.server.workers import WorkerPool
+from dnsfailover.server.xfr import TransferHandler, transfer_acl
+
+log = logging.getLogger("dnsfailover.service")
+
+
+def rrl_settings(config: Config) -> RrlSettings:
+    rrl = config.server.rrl
+    return RrlSettings(rrl.responses_per_second, rrl.slip, rrl.window)
+
+
+class Serving:
+    """Serves `embedded` on `host:port` (UDP and TCP) once started; `workers` counts the
+    DNS-serving processes, this one included."""
+
+    def __init__(self, embedded: EmbeddedZones, host: str, port: int, workers: int) -> None:
+        self.embedded = embedded
+        self.server: DnsServer | None = None
+        self._host, self._port, self._workers = host, port, workers
+        self._transfers: TransferHandler | None = None
+        self._notifier: Notifier | None = None
+        self._pool: WorkerPool | None = None
+
+    async def start(self, config: Config) -> tuple[str, int]:
+        """Bind on the snapshot published so far; returns the address actually bound."""
+        keyring = await asyncio.to_thread(make_keyring, config.tsig_keys)  # reads files
+        self._transfers = TransferHandler(self.embedded, transfer_acl(config), keyring)
+        self.server = DnsServer(
+            self.embedded.snapshot,
+            self._host,
+            self._port,
+            tcp_handler=self._transfers,
+            reuse_port=self._workers > 1,
+            rrl=rrl_settings(config),
+            # A blocking recvfrom/sendto thread costs less per datagram than a loop callback
+            # (bench/dns_qps.py); DNSFAILOVER_UDP=loop answers on the event loop instead.
+            udp_thread=os.environ.get("DNSFAILOVER_UDP", "thread") != "loop",
+        )
+        bound = await self.server.start()
+        self.embedded.attach(self.server)
+        if self._workers > 1:
+            level = log.getEffectiveLevel()
+            self._pool = WorkerPool(
+                self._workers - 1, *bound, rrl=rrl_settings(config), log_level=level
+            )
+            self.embedded.subscribe(self._pool.publish)
+            await self._pool.start(list(self.embedded.contents.values()))
+        # NOTIFY secondaries of every later serial, and now: they may hold an older one.
+        self._notifier = Notifier(secondaries(config, keyring))
+        self.embedded.subscribe(self._notifier)
+        self._notifier.notify(self.embedded.contents.values())
+        return bound
+
+    async def retarget(self, old: Config, config: Config) -> None:
+        """A reload: new transfer ACLs, TSIG keys and NOTIFY targets, when they changed."""
+        if (config.tsig_keys, [z.allow_transfer for z in config.zones.values()]) == (
+            old.tsig_keys,
+            [z.allow_transfer for z in old.zones.values()],
+        ) and [z.also_notify for z in config.zones.values()] == [
+            z.also_notify for z in old.zones.values()
+        ]:
+            return
+        keyring = await asyncio.to_thread(make_keyring, config.tsig_keys)  # reads files
+        if self._transfers is not None:
+            self._transfers.update(transfer_acl(config), keyring)
+        if self._notifier is not None:
+            self._notifier.retarget(secondaries(config, keyring))
+
+    async def stop_notify(self) -> None:
+        if self._notifier is not None:
+            await self._notifier.stop()
+
+    async def stop(self) -> None:
+        await self.stop_notify()
+        if self._pool is not None:
+            await self._pool.stop()
+        if self.server is not None:
+            await self.server.stop()
