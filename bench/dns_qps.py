@@ -41,7 +41,8 @@ from dnsfailover.server.fast import FastTable
 from dnsfailover.server.wire import respond
 from dnsfailover.server.zone import ZoneSnapshot
 
-BIN = Path(sys.executable).with_name("dnsfailover")
+# DNSFAILOVER_BIN runs another build (bench/revisions.py compares two)
+BIN = Path(os.environ.get("DNSFAILOVER_BIN") or Path(sys.executable).with_name("dnsfailover"))
 EP1, EP2 = "127.0.0.21", "127.0.0.22"
 HEALTH_QUERIES = ["www.example.test A"]
 MIX_QUERIES = [
@@ -198,7 +199,13 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def run_ours(
-    label: str, cores: str, extra: list[str], env: dict[str, str], lport: int, seconds: int
+    label: str,
+    cores: str,
+    extra: list[str],
+    env: dict[str, str],
+    lport: int,
+    seconds: int,
+    binary: Path = BIN,
 ) -> list[Result]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -218,7 +225,7 @@ zones:
     failover:
       www: {{policy: active-active, check: tcp, endpoints: [{EP1}, {EP2}]}}
 """)
-        cmd = ["taskset", "-c", cores, str(BIN), "serve", str(cfg), "--dns", "127.0.0.1:0"]
+        cmd = ["taskset", "-c", cores, str(binary), "serve", str(cfg), "--dns", "127.0.0.1:0"]
         cmd += ["--state", str(tmp / "s.db"), "--log-level", "WARNING", *extra]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
         try:

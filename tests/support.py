@@ -22,7 +22,8 @@ import dns.rcode
 import dns.rdatatype
 from aiohttp import web
 
-BIN = Path(sys.executable).with_name("dnsfailover")
+# DNSFAILOVER_BIN runs another build (bench/revisions.py compares two)
+BIN = Path(os.environ.get("DNSFAILOVER_BIN") or Path(sys.executable).with_name("dnsfailover"))
 
 
 class HttpEndpoints:
