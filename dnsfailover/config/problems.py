@@ -8,6 +8,7 @@ about dnsfailover: it walks the types of whatever root model it is given.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -15,7 +16,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from dnsfailover.config.yamlpos import YamlPath, value_at
+from dnsfailover.config.yamlpos import Document, YamlPath, value_at
+from dnsfailover.errors import Problem
 
 
 def explain(error: ValidationError, root: type[BaseModel], data: Any) -> list[tuple[YamlPath, str]]:
@@ -237,3 +239,35 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return repr(value)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+class Where:
+    """Turns paths into problems with a line number and a readable key path."""
+
+    def __init__(self, filename: str, doc: Document) -> None:
+        self.filename = filename
+        self.doc = doc
+
+    def problem(self, path: YamlPath, message: str) -> Problem:
+        return Problem(self.filename, self.doc.line(path), _format_path(path), message)
+
+    def line(self, path: YamlPath) -> int | None:
+        return self.doc.line(path)
+
+    def raw(self, path: YamlPath) -> Any:
+        return value_at(self.doc.data, path)
+
+
+def _format_path(path: YamlPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out

@@ -15,6 +15,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    PrivateAttr,
     model_validator,
 )
 
@@ -32,6 +33,7 @@ from dnsfailover.config.policy import (
     PolicyMode,
     Staged,
 )
+from dnsfailover.config.zonefile import FileRecord
 from dnsfailover.fields import (
     Duration,
     Fqdn,
@@ -41,7 +43,7 @@ from dnsfailover.fields import (
     Ttl,
     absolute_name,
 )
-from dnsfailover.model import Target
+from dnsfailover.model import RecordSet, Target
 
 
 class Endpoint(Model):
@@ -281,6 +283,43 @@ class ZoneConfig(Model):
     # zone transfers and NOTIFY (embedded zones; see dnsfailover.server.xfr / notify)
     allow_transfer: tuple[TransferPeer, ...] = ()
     also_notify: tuple[NotifyTarget, ...] = ()
+    # more static records, from a master file (relative to the config file's directory)
+    zone_file: str | None = None
+    # read from `zone_file` by `config.load`, and the static records compiled once
+    _file_records: tuple[FileRecord, ...] = PrivateAttr(default=())
+    _static: tuple[RecordSet, ...] | None = PrivateAttr(default=None)
+
+    def attach_file_records(self, records: tuple[FileRecord, ...]) -> None:
+        """What `zone_file` holds (the loader reads it; the config stays frozen otherwise)."""
+        self._file_records, self._static = records, None
+
+    def static_records(self, origin: str) -> tuple[RecordSet, ...]:
+        """The zone's static record sets, sorted: the apex NS from `nameservers`, `records:`
+        and `zone_file:` (a file's lines for one name and type are one set, at the lowest
+        TTL).  Compiled once per config, so a decision never rebuilds them."""
+        if self._static is not None:
+            return self._static
+        sets: dict[tuple[str, str], RecordSet] = {}
+
+        def add(name: str, rtype: str, ttl: int, values: tuple[str, ...]) -> None:
+            old = sets.get((name, rtype))
+            if old is not None:
+                values = tuple(sorted(set(values) | set(old.values)))
+                ttl = min(ttl, old.ttl)
+            else:
+                values = tuple(sorted(set(values)))
+            sets[(name, rtype)] = RecordSet(name, rtype, ttl, values)
+
+        if self.nameservers:
+            add(origin, "NS", self.ns_ttl, tuple(self.nameservers))
+        for label, value in self.records.items():
+            fqdn = absolute_name(label, origin)
+            for r in value if isinstance(value, tuple) else (value,):
+                add(fqdn, r.type, r.ttl, r.values)
+        for f in self._file_records:
+            add(f.name, f.rtype, f.ttl, (f.value,))
+        self._static = tuple(sets[k] for k in sorted(sets))
+        return self._static
 
     @model_validator(mode="after")
     def _apex(self) -> ZoneConfig:

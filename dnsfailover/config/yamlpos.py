@@ -1,9 +1,15 @@
 """A safe YAML loader that remembers where everything is.
 
 PyYAML forgets line numbers once it has built plain dicts and lists, and silently keeps the
-last of two equal mapping keys.  `parse()` composes the node tree first, records the line of
-every mapping key and sequence item by its path (`("zones", "example.test.", "records")`),
-notes duplicate keys, and only then builds the data with a `yaml.SafeLoader` subclass.
+last of two equal mapping keys.  `parse()` builds the data straight from libyaml's event
+stream (PyYAML's own parser when libyaml is missing), without a recursive walk, and records
+as it goes the line of every mapping key and sequence item (`Document.line(path)`, paths like
+`("zones", "example.test.", "records")`) and every duplicate key.  No node tree is built:
+100,000 records load in about 2.5 s instead of 40.
+
+Mapping keys are kept as written (`1:` in a reverse zone is `"1"`, `on:` is not `True`):
+every key in a dnsfailover config is a name.  Scalars are resolved and built as PyYAML's
+safe loader does; anchors, aliases (which share their anchor's value) and `<<` merges work.
 """
 
 from __future__ import annotations
@@ -12,13 +18,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
 
 YamlPath = tuple[str | int, ...]
-"""Mapping keys (always strings, see `PositionLoader`) and sequence indexes from the root."""
+"""Mapping keys (always strings) and sequence indexes from the root."""
 
-_MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_KEY_SHAPE = "a mapping key must be a plain name, not a list or mapping"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,119 +52,210 @@ class Duplicate:
     first_line: int
 
 
+class Lines:
+    """Where the keys or items of one mapping or sequence are: key/index → (line, children)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: dict[str | int, tuple[int, Lines | None]] = {}
+
+
 @dataclass(slots=True)
 class Document:
-    """Parsed data plus the 1-based line of each key and item, by path (the root is `()`)."""
+    """Parsed data, the 1-based line of every key and item, and the duplicate keys."""
 
     data: Any
-    lines: dict[YamlPath, int] = field(default_factory=dict)
+    root_line: int | None = None
+    tree: Lines | None = None
     duplicates: list[Duplicate] = field(default_factory=list)
 
     def line(self, path: YamlPath) -> int | None:
         """The line of `path`, or of its nearest ancestor that exists in the file."""
-        for end in range(len(path), -1, -1):
-            if (line := self.lines.get(path[:end])) is not None:
-                return line
-        return None
+        found, node = self.root_line, self.tree
+        for part in path:
+            if node is None or (entry := node.at.get(part)) is None:
+                break
+            found, node = entry
+        return found
 
 
-class PositionLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that tracks positions and keeps mapping keys as written.
+class _MergeKey:
+    """The `<<` key of a mapping: merged into it, never a key of its own."""
 
-    Every mapping key is the key's text as a `str` (so `1:` in a reverse zone is `"1"`, not an
-    int, and `on:` is not `True`): every key in a dnsfailover config is a name.
-    """
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.lines: dict[YamlPath, int] = {}
-        self.duplicates: list[Duplicate] = []
+_MERGE: Any = _MergeKey()
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if not isinstance(node, MappingNode):
-            raise ConstructorError(
-                None, None, f"expected a mapping, found {node.id}", node.start_mark
-            )
-        self.flatten_mapping(node)
-        mapping: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            mapping[_key(key_node)] = self.construct_object(value_node, deep=deep)
-        return mapping
 
-    def record(self, node: Node, path: YamlPath = ()) -> None:
-        """Record the lines below `node` (the document root) and any duplicate keys."""
-        self.lines[path] = node.start_mark.line + 1
-        self._walk(node, path, set())
+class _Frame:
+    """A mapping or sequence being built."""
 
-    def _walk(self, node: Node, path: YamlPath, active: set[int]) -> None:
-        if id(node) in active:  # a recursive alias; the data itself will be rejected later
+    __slots__ = ("firsts", "key", "key_line", "lines", "merges", "path", "start_line", "value")
+
+    def __init__(self, value: dict[str, Any] | list[Any], path: YamlPath, start_line: int):
+        self.value = value
+        self.path = path
+        self.start_line = start_line
+        self.lines = Lines()
+        self.key: Any = None  # a mapping's key waiting for its value (None: expecting a key)
+        self.key_line = 0
+        self.merges: list[tuple[Any, Lines | None, Any]] = []  # (value, its lines, mark)
+        self.firsts: dict[str, int] = {}  # first lines of keys written more than once
+
+
+_constructor = SafeConstructor()
+_resolver = Resolver()
+
+
+def _scalar(event: Any) -> Any:
+    tag = event.tag
+    if tag is None or tag == "!":
+        if not event.implicit[0]:  # quoted: a string
+            return event.value
+        tag = _resolver.resolve(ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+    if tag == _STR:
+        return event.value
+    node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    return _constructor.construct_object(node, deep=True)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.doc = Document(None)
+        self.anchors: dict[str, tuple[Any, Lines | None]] = {}
+        self.stack: list[_Frame] = []
+        self.root: list[Any] = []
+        self.first_document: Any = None
+
+    def feed(self, event: Any) -> bool:
+        """Take one event; False at the end of the stream."""
+        if isinstance(event, ScalarEvent):
+            self.scalar(event)
+        elif isinstance(event, MappingStartEvent | SequenceStartEvent):
+            self.start(event, isinstance(event, MappingStartEvent))
+        elif isinstance(event, MappingEndEvent | SequenceEndEvent):
+            frame = self.stack.pop()
+            if frame.merges:
+                _merge(frame)
+            self.attach(frame.value, frame.start_line, frame.lines, event)
+        elif isinstance(event, AliasEvent):
+            mark: Any = event.start_mark
+            if event.anchor not in self.anchors:
+                message = f"found undefined alias {event.anchor!r}"
+                raise ComposerError(None, None, message, mark)
+            value, lines = self.anchors[event.anchor]
+            self.attach(value, mark.line + 1, lines, event)
+        elif isinstance(event, DocumentStartEvent):
+            start: Any = event.start_mark
+            if self.first_document is not None:
+                raise ComposerError(
+                    "expected a single document in the stream",
+                    self.first_document,
+                    "but found another document",
+                    start,
+                )
+            self.first_document = start
+        return not isinstance(event, StreamEndEvent)
+
+    def scalar(self, event: Any) -> None:
+        top = self.stack[-1] if self.stack else None
+        if top is not None and isinstance(top.value, dict) and top.key is None:
+            # A key: its text as written, or the merge marker.
+            merge = event.value == "<<" and event.implicit[0] and event.tag is None
+            top.key = _MERGE if merge else str(event.value)
+            top.key_line = event.start_mark.line + 1
             return
-        active.add(id(node))
-        if isinstance(node, MappingNode):
-            self._walk_mapping(node, path, active, set(), report=True)
-        elif isinstance(node, SequenceNode):
-            for index, item in enumerate(node.value):
-                self.lines[(*path, index)] = item.start_mark.line + 1
-                self._walk(item, (*path, index), active)
-        active.discard(id(node))
+        value = _scalar(event)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (value, None)
+        self.attach(value, event.start_mark.line + 1, None, event)
 
-    def _walk_mapping(
-        self, node: MappingNode, path: YamlPath, active: set[int], done: set[str], report: bool
-    ) -> None:
-        """Walk explicit keys, then `<<` merges; keys in `done` were set by an outer mapping.
+    def start(self, event: Any, is_map: bool) -> None:
+        if event.tag not in (None, "!", _MAP if is_map else _SEQ):
+            message = f"could not determine a constructor for the tag {event.tag!r}"
+            raise ConstructorError(None, None, message, event.start_mark)
+        path: YamlPath = ()
+        if self.stack:
+            top = self.stack[-1]
+            if isinstance(top.value, list):
+                path = (*top.path, len(top.value))
+            elif top.key is None:
+                raise ConstructorError(None, None, _KEY_SHAPE, event.start_mark)
+            elif top.key is not _MERGE:
+                path = (*top.path, top.key)
+        frame = _Frame({} if is_map else [], path, event.start_mark.line + 1)
+        if event.anchor is not None:  # an alias inside it shares the value being built
+            self.anchors[event.anchor] = (frame.value, frame.lines)
+        self.stack.append(frame)
 
-        Duplicates inside a merged mapping are reported where it is defined, not per merge.
-        """
-        first: dict[str, int] = {}
-        last: dict[str, Node] = {}
-        merges: list[Node] = []
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
-                merges.append(value_node)
-                continue
-            if not isinstance(key_node, ScalarNode):
-                continue  # construct_mapping reports it with its mark
-            key, line = key_node.value, key_node.start_mark.line + 1
-            if key not in first:
-                first[key] = line
-            elif report:
-                self.duplicates.append(Duplicate((*path, key), line, first[key]))
-            if key not in done:
-                self.lines[(*path, key)] = line
-                last[key] = value_node
-        for key, value_node in last.items():
-            self._walk(value_node, (*path, key), active)
-        done = done | set(last)
-        for merge in merges:
-            sources = merge.value if isinstance(merge, SequenceNode) else [merge]
-            for source in sources:
-                if isinstance(source, MappingNode) and id(source) not in active:
-                    active.add(id(source))
-                    self._walk_mapping(source, path, active, done, report=False)
-                    active.discard(id(source))
-                    done = done | {k.value for k, _ in source.value if isinstance(k, ScalarNode)}
+    def attach(self, value: Any, line: int, lines: Lines | None, event: Any) -> None:
+        if not self.stack:
+            self.root.append(value)
+            self.doc.root_line, self.doc.tree = line, lines
+            return
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            top.lines.at[len(top.value)] = (line, lines)
+            top.value.append(value)
+            return
+        if top.key is None:
+            raise ConstructorError(None, None, _KEY_SHAPE, event.start_mark)
+        key, top.key = top.key, None
+        if key is _MERGE:
+            top.merges.append((value, lines, event.start_mark))
+            return
+        if key in top.value:  # PyYAML keeps the later value: so do its line and children
+            first = top.firsts.setdefault(key, top.lines.at[key][0])
+            self.doc.duplicates.append(Duplicate((*top.path, key), top.key_line, first))
+        top.lines.at[key] = (top.key_line, lines)
+        top.value[key] = value
 
 
-def _key(node: Node) -> str:
-    if not isinstance(node, ScalarNode):
-        raise ConstructorError(
-            None, None, "a mapping key must be a plain name, not a list or mapping", node.start_mark
-        )
-    return str(node.value)
+def _merge(frame: _Frame) -> None:
+    """Add the keys of the `<<` mappings that the mapping does not set itself (the first
+    merge that sets a key wins), with the lines where they are defined."""
+    assert isinstance(frame.value, dict)
+    for value, lines, mark in frame.merges:
+        if isinstance(value, list):
+            items = lines.at if lines is not None else {}
+            sources = [(v, items[i][1] if i in items else None) for i, v in enumerate(value)]
+        else:
+            sources = [(value, lines)]
+        for source, source_lines in sources:
+            if not isinstance(source, dict):
+                message = "a << merge needs a mapping or a list of mappings"
+                raise ConstructorError(None, None, message, mark)
+            for key, item in source.items():
+                if key not in frame.value:
+                    frame.value[key] = item
+                    if source_lines is not None and key in source_lines.at:
+                        frame.lines.at[key] = source_lines.at[key]
 
 
 def parse(text: str) -> Document:
-    """Parse one YAML document safely; raises `yaml.YAMLError` (with a mark) on bad syntax."""
-    loader = PositionLoader(text)
+    """Parse one YAML document safely; raises `yaml.YAMLError` (with a mark) on bad syntax.
+
+    Syntax errors are reported as PyYAML's own parser words them (it names the character at
+    fault, libyaml does not): a document that libyaml rejects is parsed again by it.
+    """
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return Document(None)
-        loader.record(node)
-        data = loader.construct_document(node)
-        return Document(data, loader.lines, loader.duplicates)
+        return _parse(text, _LOADER)
+    except yaml.MarkedYAMLError:
+        if _LOADER is yaml.SafeLoader:
+            raise
+    return _parse(text, yaml.SafeLoader)
+
+
+def _parse(text: str, loader_class: Any) -> Document:
+    builder = _Builder()
+    loader = loader_class(text)
+    try:
+        while builder.feed(loader.get_event()):
+            pass
     finally:
         loader.dispose()
+    builder.doc.data = builder.root[0] if builder.root else None
+    return builder.doc
 
 
 def value_at(data: Any, path: YamlPath) -> Any:

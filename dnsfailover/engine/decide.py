@@ -16,7 +16,6 @@ from dnsfailover.config.schema import (
     ActivePassive,
     Config,
     SoaConfig,
-    StaticRecord,
     ZoneConfig,
 )
 from dnsfailover.engine import damping
@@ -297,18 +296,7 @@ def build_zone(
     origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision], serial: int = 0
 ) -> ZoneContent:
     """The full content of one zone: apex NS, static records and managed answers."""
-    sets: dict[tuple[str, str], RecordSet] = {}
-    if zone.nameservers:
-        ns = RecordSet(origin, "NS", zone.ns_ttl, tuple(sorted(zone.nameservers)))
-        sets[(origin, "NS")] = ns
-    for label, value in zone.records.items():
-        records: tuple[StaticRecord, ...] = value if isinstance(value, tuple) else (value,)
-        fqdn = absolute_name(label, origin)
-        for r in records:
-            key = (fqdn, r.type)
-            old = sets.get(key)
-            values = tuple(sorted(set(r.values) | set(old.values if old else ())))
-            sets[key] = RecordSet(fqdn, r.type, min(r.ttl, old.ttl) if old else r.ttl, values)
+    sets = {(r.name, r.rtype): r for r in zone.static_records(origin)}
     for label, record in zone.failover.items():
         fqdn = absolute_name(label, origin)
         nd = names.get(fqdn)
