@@ -5,8 +5,10 @@ Everything here is immutable and free of I/O so each stage can be tested alone.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -114,43 +116,94 @@ class Soa:
     ttl: int
 
 
-@dataclass(frozen=True, slots=True)
+Key = tuple[str, str]  # (absolute name, record type)
+
+
+@dataclass(frozen=True, slots=True, init=False, eq=False)
 class ZoneContent:
     """What a zone answers: its SOA and every record set (apex NS included, SOA excluded).
 
-    Names are absolute, lower-case and end with a dot.  ``records`` is sorted by
-    (name, rtype) so two contents compare equal exactly when they answer the same.
+    Names are absolute, lower-case and end with a dot.  A zone is kept as two parts: its
+    `static` record sets, compiled once per config and shared by every version of the zone,
+    and its `managed` ones (the failover names' answers) by key, which a decision replaces
+    (`with_managed`); so a new version costs what changed, not the whole zone.  `records`
+    is both, sorted by (name, rtype), so two contents compare equal exactly when they
+    answer the same.  `ZoneContent(origin, soa, records)` makes a zone of static sets only.
     """
 
     origin: str
     soa: Soa
-    records: tuple[RecordSet, ...]
+    static: tuple[RecordSet, ...]
+    managed: Mapping[Key, RecordSet]
+    _merged: tuple[RecordSet, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __init__(
+        self,
+        origin: str,
+        soa: Soa,
+        records: tuple[RecordSet, ...] | None = None,
+        managed: Mapping[Key, RecordSet] | None = None,
+        *,
+        static: tuple[RecordSet, ...] | None = None,
+    ) -> None:
+        if records is not None:  # every set given (also `dataclasses.replace(z, records=...)`)
+            static, managed = records, None
+        set_ = object.__setattr__
+        set_(self, "origin", origin)
+        set_(self, "soa", soa)
+        set_(self, "static", static if static is not None else ())
+        set_(self, "managed", managed if managed is not None else {})
+        set_(self, "_merged", None)
+
+    @property
+    def records(self) -> tuple[RecordSet, ...]:
+        """Every record set, sorted by (name, rtype)."""
+        if not self.managed:
+            return self.static
+        if self._merged is None:
+            managed = sorted(self.managed.values(), key=_key)
+            merged = tuple(heapq.merge(self.static, managed, key=_key))
+            object.__setattr__(self, "_merged", merged)
+            return merged
+        return self._merged
+
+    def with_managed(self, updates: Mapping[Key, RecordSet]) -> ZoneContent:
+        """This zone with these managed sets replaced (the static part is shared)."""
+        managed = dict(self.managed)
+        managed.update(updates)
+        return ZoneContent(self.origin, self.soa, managed=managed, static=self.static)
 
     def same_answers(self, other: ZoneContent) -> bool:
         """True when both answer the same, ignoring the serial."""
-        mine = (
-            self.origin,
-            self.soa.mname,
-            self.soa.rname,
-            self.soa.refresh,
-            self.soa.retry,
-            self.soa.expire,
-            self.soa.minimum,
-            self.soa.ttl,
-            self.records,
-        )
-        theirs = (
+        a, b = self.soa, other.soa
+        if (self.origin, a.mname, a.rname, a.refresh, a.retry, a.expire, a.minimum, a.ttl) != (
             other.origin,
-            other.soa.mname,
-            other.soa.rname,
-            other.soa.refresh,
-            other.soa.retry,
-            other.soa.expire,
-            other.soa.minimum,
-            other.soa.ttl,
-            other.records,
-        )
-        return mine == theirs
+            b.mname,
+            b.rname,
+            b.refresh,
+            b.retry,
+            b.expire,
+            b.minimum,
+            b.ttl,
+        ):
+            return False
+        if self.static is other.static:  # the same config: only managed sets can differ
+            return self.managed is other.managed or self.managed == other.managed
+        return self.records == other.records
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ZoneContent):
+            return NotImplemented
+        return self.soa == other.soa and self.same_answers(other)
+
+    def __hash__(self) -> int:
+        return hash((self.origin, self.soa, self.records))
+
+
+def _key(rs: RecordSet) -> Key:
+    return (rs.name, rs.rtype)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ def test_shared_values_survive_a_json_round_trip() -> None:
 def test_enums_are_stored_as_their_value_and_tuples_as_arrays() -> None:
     data = json.loads(dumps(RegionReport("t", "us", "n", State.UP, 1.0, "ok")))
     assert data["state"] == "up"
-    assert json.loads(dumps(ZONE))["records"][1]["values"] == ["192.0.2.1", "192.0.2.2"]
+    assert json.loads(dumps(ZONE))["static"][1]["values"] == ["192.0.2.1", "192.0.2.2"]
 
 
 class Color(StrEnum):

@@ -91,7 +91,7 @@ def test_names_are_lower_cased_labels() -> None:
 
 
 def _with(content: ZoneContent, *extra: RecordSet) -> ZoneContent:
-    return dataclasses.replace(content, records=content.records + extra)
+    return ZoneContent(content.origin, content.soa, content.records + extra)
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,9 @@ def test_weights_survive_pickling_for_workers_and_the_cluster_codec() -> None:
     zones = [content()]
     assert pickle.loads(pickle.dumps(zones)) == zones
     assert loads(ZoneContent, dumps(zones[0])) == zones[0]
-    old = loads(ZoneContent, dumps(replace(zones[0], records=())))  # no weights key at all
+    old = loads(
+        ZoneContent, dumps(ZoneContent(zones[0].origin, zones[0].soa, ()))
+    )  # no weights key at all
     assert old.records == ()
 
 
@@ -252,7 +254,9 @@ def test_a_snapshot_from_pickled_content_rotates() -> None:
         for _ in range(sum(SPILL_WEIGHTS))
     )
     assert [found[a] for a in SPILL] == list(SPILL_WEIGHTS)
-    plain = replace(content(), records=tuple(replace(r, weights=()) for r in content().records))
+    plain = ZoneContent(
+        ORIGIN, content().soa, tuple(replace(r, weights=()) for r in content().records)
+    )
     assert snapshot.weighted
     assert not ZoneSnapshot.build([plain]).weighted
 

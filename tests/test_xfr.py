@@ -182,7 +182,9 @@ def changed(content: ZoneContent, serial: int, www: str, extra: str | None) -> Z
     ]
     if extra is not None:
         records.append(RecordSet(f"{extra}.{ORIGIN}", "TXT", 60, (f'"{extra}"',)))
-    content = replace(content, records=tuple(sorted(records, key=lambda r: (r.name, r.rtype))))
+    content = ZoneContent(
+        content.origin, content.soa, tuple(sorted(records, key=lambda r: (r.name, r.rtype)))
+    )
     return replace(content, soa=replace(content.soa, serial=serial))
 
 

@@ -36,7 +36,8 @@ def encode(obj: Any) -> Any:
     if isinstance(obj, str):
         return obj
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # Only what the constructor takes: caches (init=False fields) are not the value.
+        return {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, Mapping):
         return {_encode_key(k): encode(v) for k, v in obj.items()}
     if isinstance(obj, tuple | list | set | frozenset):
@@ -50,7 +51,7 @@ def _encode_key(key: Any) -> str:
     data = encode(key)
     if isinstance(data, str):
         return data
-    if isinstance(data, int | float):  # JSON object keys are strings; decode converts back
+    if isinstance(data, int | float | list):  # JSON keys are strings; decode converts back
         return json.dumps(data)
     raise CodecError(f"mapping key {key!r} cannot be a JSON object key")
 
@@ -144,6 +145,11 @@ def _decode_generic(origin: Any, args: tuple[Any, ...], data: Any, path: str) ->
 
 
 def _decode_key(tp: Any, key: str, path: str) -> Any:
+    if typing.get_origin(tp) is tuple:  # e.g. (name, type) keys, written as JSON arrays
+        try:
+            return _decode(tp, json.loads(key), f"{path}.{key}")
+        except ValueError as e:
+            raise CodecError(f"{path}: key {key!r} is not a JSON array") from e
     if tp in (int, float):
         try:
             return tp(json.loads(key))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import (
     AfterValidator,
@@ -156,6 +157,8 @@ class ActivePassive(_FailoverBase):
             raise ValueError("tier names must be unique")
         return self
 
+
+T = TypeVar("T")
 
 FailoverRecord = Annotated[ActiveActive | ActivePassive, Field(discriminator="policy")]
 
@@ -360,14 +363,19 @@ class Config(Model):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     drills: tuple[DrillConfig, ...] = ()  # scheduled drills (dnsfailover/drills.py)
+    # what other stages derive from this config once (the engine's index, ...): a config
+    # never changes, so neither does anything computed from it
+    _derived: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def derived(self, key: str, build: Callable[[Config], T]) -> T:
+        """`build(self)`, computed once per config and kept under `key`."""
+        if key not in self._derived:
+            self._derived[key] = build(self)
+        return cast(T, self._derived[key])
 
     def managed(self) -> list[tuple[str, str, ActiveActive | ActivePassive]]:
         """Every failover record as (zone origin, absolute name, record), in config order."""
-        return [
-            (origin, absolute_name(label, origin), record)
-            for origin, zone in self.zones.items()
-            for label, record in zone.failover.items()
-        ]
+        return list(self.derived("config.managed", _managed))
 
     def health_key(self, record: ActiveActive | ActivePassive, endpoint: Endpoint) -> str:
         """The key the engine looks health up by: the target's, or the target's voted under
@@ -392,11 +400,23 @@ class Config(Model):
 
     def targets(self) -> dict[str, tuple[Target, CheckConfig]]:
         """Every distinct probe target, keyed by `Target.key`, with its check."""
-        found: dict[str, tuple[Target, CheckConfig]] = {}
-        for _origin, _name, record in self.managed():
-            check = self.checks[record.check]
-            for tier in record.tiers:
-                for endpoint in tier.endpoints:
-                    target = endpoint.target(record.check, check)
-                    found.setdefault(target.key, (target, check))
-        return found
+        return dict(self.derived("config.targets", _targets))
+
+
+def _managed(config: Config) -> tuple[tuple[str, str, ActiveActive | ActivePassive], ...]:
+    return tuple(
+        (origin, absolute_name(label, origin), record)
+        for origin, zone in config.zones.items()
+        for label, record in zone.failover.items()
+    )
+
+
+def _targets(config: Config) -> dict[str, tuple[Target, CheckConfig]]:
+    found: dict[str, tuple[Target, CheckConfig]] = {}
+    for _origin, _name, record in config.managed():
+        check = config.checks[record.check]
+        for tier in record.tiers:
+            for endpoint in tier.endpoints:
+                target = endpoint.target(record.check, check)
+                found.setdefault(target.key, (target, check))
+    return found

@@ -8,7 +8,7 @@ live in `dnsfailover.policy`; this module runs them in order for every name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from dnsfailover.config.schema import (
@@ -20,13 +20,14 @@ from dnsfailover.config.schema import (
 )
 from dnsfailover.engine import damping
 from dnsfailover.engine.answer import answer_for
-from dnsfailover.engine.interlocks import endpoint_keys, tripped
+from dnsfailover.engine.index import Index, index
+from dnsfailover.engine.interlocks import tripped
 from dnsfailover.engine.overrides import Override, apply, touches
 from dnsfailover.engine.settings import FailoverRecord, settings
 from dnsfailover.engine.tiers import Inputs, select
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, NameState, Transition
 from dnsfailover.fields import absolute_name
-from dnsfailover.model import RecordSet, Soa, State, ZoneContent
+from dnsfailover.model import Key, RecordSet, Soa, State, ZoneContent
 
 __all__ = [
     "Decision",
@@ -36,6 +37,7 @@ __all__ = [
     "Transition",
     "build_zone",
     "decide",
+    "redecide",
     "vet_override",
 ]
 
@@ -50,7 +52,7 @@ def decide(
     failback: frozenset[str] = frozenset(),
     reset_breaker: bool = False,
 ) -> Decision:
-    """Decide every managed name's answer.
+    """Decide every managed name's answer (the reference `redecide` is checked against).
 
     :param health: voted state per target key; missing keys are UNKNOWN.
     :param overrides: operator overrides; expired ones are ignored.
@@ -58,45 +60,181 @@ def decide(
     :param reset_breaker: an operator accepts the current health: the circuit breaker
         takes it as its new baseline instead of freezing.
     """
-    active = [o for o in overrides if o.active(now)]
-    frozen = None if reset_breaker else tripped(config, health, previous)
-    keys = endpoint_keys(config)
-    names: dict[str, NameDecision] = {}
-    states: dict[str, NameState] = {}
-    transitions: list[Transition] = []
-    wakes: list[float] = []
-    refused: dict[str, str] = {}
-    for origin, name, record in config.managed():
-        prev = previous.names.get(name, NameState())
-        mine = [o for o in active if touches(o, name, record)]
-        if frozen is not None and prev.active is not None and not any(o.force for o in mine):
-            names[name], states[name] = _frozen(origin, name, record, prev, frozen), prev
-            refused.update({o.id: frozen for o in mine})
-            continue
-        nd, ns, wake, why = _decide_name(
-            config, origin, name, record, health, prev, now, mine, name in failback
+    ix = index(config)
+    run = _Run(config, health, now, overrides, failback, reset_breaker, previous)
+    for origin, name, record in ix.managed:
+        run.name(origin, name, record)
+    zones = tuple(build_zone(origin, zone, run.names) for origin, zone in config.zones.items())
+    return run.finish(zones, previous, frozenset(run.names), None)
+
+
+def redecide(
+    config: Config,
+    health: Mapping[str, State],
+    last: Decision,
+    now: float,
+    *,
+    changed: Collection[str],
+    overrides: Sequence[Override] = (),
+    failback: frozenset[str] = frozenset(),
+    reset_breaker: bool = False,
+) -> Decision:
+    """`decide`, re-deciding only the names something can have changed for, which makes the
+    cost of a decision that of the change, not of the config.
+
+    A name is re-decided when a health key it uses is in `changed` (the keys whose voted
+    state changed since `last`), when one of its timed rules is due, when an override that
+    touches it was set, removed or expired, when one of its overrides is set aside, or when
+    it is asked to fail back.  A change of
+    the circuit breaker's verdict, or a reset, re-decides every name.  `last` must have been
+    decided with the same config.
+    """
+    ix = index(config)
+    run = _Run(config, health, now, overrides, failback, reset_breaker, last.state)
+    if reset_breaker or run.frozen != last.frozen:
+        return decide(
+            config,
+            health,
+            last.state,
+            now,
+            overrides=overrides,
+            failback=failback,
+            reset_breaker=reset_breaker,
         )
+    todo: set[str] = set()
+    for key in changed:
+        todo.update(ix.by_key.get(key, ()))
+    todo.update(name for name, at in last.wakes.items() if at <= now)
+    before = {o.id: o for o in last.overrides}
+    after = {o.id: o for o in run.active}
+    for oid in before.keys() | after.keys():
+        if before.get(oid) != after.get(oid):
+            for o in (before.get(oid), after.get(oid)):
+                if o is not None:
+                    todo.update(ix.touched(o))
+    todo.update(name for name in failback if name in ix.position)
+    # A name with an override set aside is decided again at every decision, as a full one
+    # does: what was refused may apply once the name has moved (a newer failover, say).
+    todo.update(last.refusals)
+    run.names.update(last.names)
+    run.states.update(last.state.names)
+    run.refusals.update(last.refusals)
+    run.wakes.update(last.wakes)
+    for name in sorted(todo, key=ix.position.__getitem__):
+        origin, _name, record = ix.managed[ix.position[name]]
+        run.refusals.pop(name, None)
+        run.wakes.pop(name, None)
+        run.name(origin, name, record)
+    differs = frozenset(
+        n
+        for n in todo
+        if run.names[n] != last.names.get(n) or run.states[n] != last.state.names.get(n)
+    )
+    zones = tuple(
+        _updated(zone, origin, config, run.names, differs)
+        for (origin, _config), zone in zip(config.zones.items(), last.zones, strict=True)
+    )
+    return run.finish(zones, last.state, differs, ix)
+
+
+class _Run:
+    """One decision in progress: the inputs shared by every name, and what is decided."""
+
+    def __init__(
+        self,
+        config: Config,
+        health: Mapping[str, State],
+        now: float,
+        overrides: Sequence[Override],
+        failback: frozenset[str],
+        reset_breaker: bool,
+        previous: EngineState,
+    ) -> None:
+        self.config, self.health, self.now, self.failback = config, health, now, failback
+        self.active = tuple(o for o in overrides if o.active(now))
+        self.frozen = None if reset_breaker else tripped(config, health, previous)
+        self.keys = index(config).keys
+        self.previous = previous
+        self.names: dict[str, NameDecision] = {}
+        self.states: dict[str, NameState] = {}
+        self.transitions: list[Transition] = []
+        self.refusals: dict[str, Mapping[str, str]] = {}
+        self.wakes: dict[str, float] = {}
+
+    def name(self, origin: str, name: str, record: FailoverRecord) -> None:
+        prev = self.previous.names.get(name, NameState())
+        mine = [o for o in self.active if touches(o, name, record)]
+        frozen = self.frozen
+        if frozen is not None and prev.active is not None and not any(o.force for o in mine):
+            self.names[name], self.states[name] = _frozen(origin, name, record, prev, frozen), prev
+            if mine:
+                self.refusals[name] = {o.id: frozen for o in mine}
+            return
+        nd, ns, wake, why = _decide_name(
+            self.config, origin, name, record, self.health, prev, self.now, mine,
+            name in self.failback,
+        )  # fmt: skip
         if frozen is not None:
             nd = _note(nd, "override: forced past the circuit breaker")
-        ns = replace(ns, down=tuple(sorted(k for k in keys[name] if health.get(k) is State.DOWN)))
-        names[name], states[name] = nd, ns
-        refused.update(why)
-        wakes.extend(wake)
-        wakes.extend(o.expires_at for o in mine if o.expires_at is not None)
-        transition = _transition(name, now, record, prev, ns, nd)
+        down = tuple(sorted(k for k in self.keys[name] if self.health.get(k) is State.DOWN))
+        ns = replace(ns, down=down)
+        self.names[name], self.states[name] = nd, ns
+        if why:
+            self.refusals[name] = why
+        wake.extend(o.expires_at for o in mine if o.expires_at is not None)
+        future = [w for w in wake if w > self.now]
+        if future:
+            self.wakes[name] = min(future)
+        transition = _transition(name, self.now, record, prev, ns, nd)
         if transition is not None:
-            transitions.append(transition)
-    zones = tuple(build_zone(origin, zone, names) for origin, zone in config.zones.items())
-    future = [w for w in wakes if w > now]
-    return Decision(
-        zones,
-        names,
-        tuple(transitions),
-        EngineState(states),
-        min(future) if future else None,
-        frozen,
-        refused,
-    )
+            self.transitions.append(transition)
+
+    def finish(
+        self,
+        zones: tuple[ZoneContent, ...],
+        previous: EngineState,
+        changed: frozenset[str],
+        ix: Index | None,
+    ) -> Decision:
+        refused: dict[str, str] = {}
+        # In config order, as a full decision merges them (a later name's reason wins).
+        ordered = (
+            self.refusals if ix is None else sorted(self.refusals, key=ix.position.__getitem__)
+        )
+        for name in ordered:
+            refused.update(self.refusals[name])
+        return Decision(
+            zones,
+            self.names,
+            tuple(self.transitions),
+            EngineState(self.states),
+            min(self.wakes.values(), default=None),
+            self.frozen,
+            refused,
+            refusals=self.refusals,
+            wakes=self.wakes,
+            overrides=self.active,
+            changed=changed,
+        )
+
+
+def _updated(
+    zone: ZoneContent,
+    origin: str,
+    config: Config,
+    names: Mapping[str, NameDecision],
+    changed: frozenset[str],
+) -> ZoneContent:
+    """`zone` with the managed sets of its changed names replaced (the same object when none
+    of them changes what it publishes)."""
+    updates: dict[Key, RecordSet] = {}
+    for label, record in config.zones[origin].failover.items():
+        name = absolute_name(label, origin)
+        if name in changed:
+            rs = managed_set(name, record, names[name])
+            if zone.managed.get((name, record.type)) != rs:
+                updates[(name, record.type)] = rs
+    return zone.with_managed(updates) if updates else zone
 
 
 def vet_override(
@@ -116,8 +254,18 @@ def vet_override(
     if candidate.force:
         return None
     others = [o for o in overrides if o.id != candidate.id]
-    trial = decide(config, health, state, now, overrides=[*others, replace(candidate, force=False)])
-    return trial.refused.get(candidate.id)
+    ix = index(config)
+    run = _Run(
+        config, health, now, [*others, replace(candidate, force=False)], frozenset(), False, state
+    )
+    # Only the names it touches can set it aside: decide those, in config order.
+    for name in sorted(ix.touched(candidate), key=ix.position.__getitem__):
+        origin, _name, record = ix.managed[ix.position[name]]
+        run.name(origin, name, record)
+    refusal = None
+    for why in run.refusals.values():
+        refusal = why.get(candidate.id, refusal)
+    return refusal
 
 
 def _note(nd: NameDecision, text: str) -> NameDecision:
@@ -295,26 +443,33 @@ def _decide_name(
 def build_zone(
     origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision], serial: int = 0
 ) -> ZoneContent:
-    """The full content of one zone: apex NS, static records and managed answers."""
-    sets = {(r.name, r.rtype): r for r in zone.static_records(origin)}
+    """The full content of one zone: its static sets (compiled once per config) and the
+    managed answers of `names`."""
+    managed: dict[Key, RecordSet] = {}
     for label, record in zone.failover.items():
         fqdn = absolute_name(label, origin)
         nd = names.get(fqdn)
         if nd is not None:
-            # An empty answer (serve_none) stays as an empty set: the name still exists,
-            # so resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
-            ttl = record.ttl if nd.ttl is None else nd.ttl
-            # Weights are published only when they differ (equal ones answer as before).  A
-            # shadow name's weights describe what it would answer, not what it publishes.
-            weights = tuple(nd.weights.get(a, -1) for a in nd.answer)
-            if nd.shadow or min(weights, default=-1) < 0 or len(set(weights)) == 1:
-                weights = ()
-            sets[(fqdn, record.type)] = RecordSet(fqdn, record.type, ttl, nd.answer, weights)
+            managed[(fqdn, record.type)] = managed_set(fqdn, record, nd)
     # A zone published by an external provider has no SOA of ours; a placeholder keeps the
     # value shape uniform and is never published.
     soa = zone.soa or SoaConfig(mname=origin, rname=f"hostmaster.{origin}")
     return ZoneContent(
         origin,
         Soa(soa.mname, soa.rname, serial, soa.refresh, soa.retry, soa.expire, soa.minimum, soa.ttl),
-        tuple(sets[k] for k in sorted(sets)),
+        managed=managed,
+        static=zone.static_records(origin),
     )
+
+
+def managed_set(name: str, record: FailoverRecord, nd: NameDecision) -> RecordSet:
+    """What a managed name publishes for `nd`."""
+    # An empty answer (serve_none) stays as an empty set: the name still exists, so
+    # resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
+    ttl = record.ttl if nd.ttl is None else nd.ttl
+    # Weights are published only when they differ (equal ones answer as before).  A shadow
+    # name's weights describe what it would answer, not what it publishes.
+    weights = tuple(nd.weights.get(a, -1) for a in nd.answer)
+    if nd.shadow or min(weights, default=-1) < 0 or len(set(weights)) == 1:
+        weights = ()
+    return RecordSet(name, record.type, ttl, nd.answer, weights)

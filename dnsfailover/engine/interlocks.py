@@ -16,16 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dnsfailover.config.schema import Config
+from dnsfailover.engine.index import index
 from dnsfailover.engine.values import EngineState
 from dnsfailover.model import State
-
-
-def endpoint_keys(config: Config) -> dict[str, set[str]]:
-    """Every managed name → the health keys of its endpoints."""
-    return {
-        name: {config.health_key(record, e) for t in record.tiers for e in t.endpoints}
-        for _origin, name, record in config.managed()
-    }
 
 
 def tripped(config: Config, health: Mapping[str, State], previous: EngineState) -> str | None:
@@ -33,8 +26,8 @@ def tripped(config: Config, health: Mapping[str, State], previous: EngineState) 
     cb = config.policy.circuit_breaker
     if cb is None:
         return None
-    keys = endpoint_keys(config)
-    total = set().union(*keys.values())
+    ix = index(config)
+    keys, total = ix.keys, ix.all_keys
     if len(total) < cb.min_endpoints:
         return None
     known = [n for n in keys if (p := previous.names.get(n)) is not None and p.active is not None]

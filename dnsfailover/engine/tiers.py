@@ -31,6 +31,7 @@ class Selection:
     pin: str | None = None
     released: str | None = None
     damped: bool = False  # damping held the name this time
+    staging: bool = False  # this decision starts a staged failback
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +92,12 @@ def select(record: FailoverRecord, prev: NameState, now: float, i: Inputs) -> Se
     changed = sel.active != active
     if changed:
         recent.append(now)
-        if sel.staged_since != now:  # any move but a staged failback ends a staging
+        if not sel.staging:  # any move but a staged failback ends a staging
             sel.staged_from = sel.staged_since = None
     _staging(record, sel, now, meets, changed)
-    sel.changes = tuple(recent)
+    # The last change is kept even when max_failovers no longer counts it: degraded_ttl
+    # runs from it (until a wake at change + hold_down), whatever decisions happen between.
+    sel.changes = tuple(recent) if recent else prev.changes[-1:]
     return sel
 
 
@@ -198,7 +201,7 @@ def _failback(
         sel.notes.append(f"{ready[0]} healthy for hold_down")
     sel.active = ready[0]
     if record.failback == "staged":
-        sel.staged_from, sel.staged_since = active, now
+        sel.staged_from, sel.staged_since, sel.staging = active, now, True
 
 
 def _staging(

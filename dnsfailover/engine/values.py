@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from dnsfailover.engine.overrides import Override
 from dnsfailover.model import ZoneContent
 
 
@@ -76,6 +77,12 @@ class NameDecision:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """Every managed name's decision, and what the next (incremental) decision needs.
+
+    `changed` lists the names whose decision or state this decision changed (every name
+    after a full decision): what a publisher, a store or a cluster has to pass on.
+    """
+
     zones: tuple[ZoneContent, ...]  # serial 0: the service numbers what it publishes
     names: Mapping[str, NameDecision]
     transitions: tuple[Transition, ...]
@@ -83,6 +90,10 @@ class Decision:
     wake_at: float | None  # re-decide then even if no health changes (timed rules)
     frozen: str | None = None  # why the circuit breaker holds every answer, if it does
     refused: Mapping[str, str] = field(default_factory=dict)  # override id → why not applied
+    refusals: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per name
+    wakes: Mapping[str, float] = field(default_factory=dict)  # name → its next timed change
+    overrides: tuple[Override, ...] = ()  # those in force for this decision
+    changed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,8 +63,14 @@ log = logging.getLogger("dnsfailover.cluster")
 
 
 def config_digest(config: Config) -> str:
-    """A short digest of the validated config (not the file: comments and order don't count)."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+    """A short digest of the validated config (not the file: comments and order don't count),
+    zone files' records included."""
+    digest = hashlib.sha256(config.model_dump_json().encode())
+    for origin, zone in config.zones.items():
+        if zone.zone_file is not None:
+            for r in zone.static_records(origin):
+                digest.update(f"{r.name} {r.rtype} {r.ttl} {r.values}\n".encode())
+    return digest.hexdigest()[:12]
 
 
 def beat_period(node: LinkHost) -> float:

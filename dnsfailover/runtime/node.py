@@ -34,7 +34,7 @@ from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
 from dnsfailover.config.secrets import resolve_token
 from dnsfailover.drills.scheduler import DrillScheduler
-from dnsfailover.engine.decide import decide, vet_override
+from dnsfailover.engine.decide import decide, redecide, vet_override
 from dnsfailover.engine.edges import Edge, edges
 from dnsfailover.engine.endings import ended
 from dnsfailover.engine.overrides import Override
@@ -97,6 +97,10 @@ class Node:
         self._decide_lock = asyncio.Lock()
         self._pending_health: list[HealthChange] = []
         self._last_decided: Decision | None = None  # for the edges of the next decision
+        # What the next decision re-decides from (None: decide every name): the last one
+        # committed, and the health keys whose voted state changed since.
+        self._base: Decision | None = None
+        self._changed_keys: set[str] = set()
         self._reset_breaker = False
         self._force_publish = False
         self._link = None if config.cluster is None else ClusterLink(self, config.cluster, clock)
@@ -259,6 +263,7 @@ class Node:
     def adopt(self, state: EngineState, serials: Mapping[str, int]) -> None:
         """A new cluster leader continues from the last published engine state and serials."""
         self.publisher.adopt(state, serials)
+        self._base = None  # another node's decisions: decide every name once
 
     def health_changed(self, changes: list[HealthChange]) -> None:
         for change in changes:
@@ -269,6 +274,7 @@ class Node:
             if change.region is None:
                 self.alerter.emit(Notice.from_health(change))
                 self.publisher.detected(change.at)
+                self._changed_keys.add(change.target)
         self._pending_health.extend(changes)
         self._wake.set()
 
@@ -307,19 +313,25 @@ class Node:
         link = self._link
         if link is not None and not link.leader:
             health, self._pending_health = self._pending_health, []
+            self._changed_keys.clear()
             if health:
                 await self.store.run(lambda s: s.save_health(health))
             return
         overrides, held = self.overrides(), self.book.held()
         reset, self._reset_breaker = self._reset_breaker, False
-        decision = decide(
-            self.config,
-            self._tracker.states(),
-            self.publisher.engine,
-            now,
-            overrides=overrides,
-            reset_breaker=reset,
-        )
+        base, self._base = self._base, None  # until this one is committed
+        keys, self._changed_keys = self._changed_keys, set()
+        states = self._tracker.states()
+        if base is None or force_all:
+            engine = self.publisher.engine
+            decision = decide(
+                self.config, states, engine, now, overrides=overrides, reset_breaker=reset
+            )
+        else:
+            decision = redecide(
+                self.config, states, base, now, changed=keys, overrides=overrides,
+                reset_breaker=reset,
+            )  # fmt: skip
         told = self._tell(edges(self._last_decided, decision), now)
         self._last_decided = decision
         changed = self.publisher.changed(decision.zones, force_all=force_all)
@@ -339,6 +351,7 @@ class Node:
             await self.store.run(persist)
         else:
             await self.publisher.commit(decision, serials, changed, now, health, told)
+        self._base = decision
         for end in ended(overrides, held, now):
             await self.remove_override(end.override.id, "engine", end.why)
 
@@ -483,6 +496,7 @@ class Node:
             )
         async with self._decide_lock:  # no decision sees half a reload
             self.config = config
+            self._base = None  # another config: decide every name once
             self._tracker.update_rules(hysteresis(config), config.votes())
             if config.notifications != old.notifications:
                 await self.alerter.stop()

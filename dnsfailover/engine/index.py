@@ -1,0 +1,63 @@
+"""What the engine looks up by name, health key or endpoint, computed once per config.
+
+A health change re-decides only the names that use the changed key (`by_key`); an override
+that names an endpoint everywhere re-decides the names that answer it (`by_address`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dnsfailover.config.schema import Config
+from dnsfailover.engine.overrides import Override
+from dnsfailover.engine.settings import FailoverRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    managed: tuple[tuple[str, str, FailoverRecord], ...]  # (origin, name, record), in order
+    position: Mapping[str, int]  # name → its place in `managed`
+    keys: Mapping[str, frozenset[str]]  # name → the health keys of its endpoints
+    by_key: Mapping[str, tuple[str, ...]]  # health key → the names that use it
+    by_address: Mapping[str, tuple[str, ...]]  # endpoint address → the names it serves
+    all_keys: frozenset[str]
+
+    def touched(self, o: Override) -> tuple[str, ...]:
+        """The names an override can change."""
+        if o.name is not None:
+            return (o.name,) if o.name in self.position else ()
+        if o.endpoint is not None:
+            return self.by_address.get(o.endpoint, ())
+        return ()
+
+
+def index(config: Config) -> Index:
+    return config.derived("engine.index", _build)
+
+
+def _build(config: Config) -> Index:
+    managed = tuple(config.managed())
+    keys: dict[str, frozenset[str]] = {}
+    by_key: dict[str, list[str]] = {}
+    by_address: dict[str, list[str]] = {}
+    for _origin, name, record in managed:
+        mine = set()
+        for tier in record.tiers:
+            for e in tier.endpoints:
+                key = config.health_key(record, e)
+                mine.add(key)
+                users = by_address.setdefault(e.address, [])
+                if not users or users[-1] != name:
+                    users.append(name)
+        keys[name] = frozenset(mine)
+        for key in mine:
+            by_key.setdefault(key, []).append(name)
+    return Index(
+        managed=managed,
+        position={name: i for i, (_o, name, _r) in enumerate(managed)},
+        keys=keys,
+        by_key={k: tuple(v) for k, v in by_key.items()},
+        by_address={a: tuple(v) for a, v in by_address.items()},
+        all_keys=frozenset(by_key),
+    )
