@@ -201,6 +201,16 @@ class ZoneContent:
     def __hash__(self) -> int:
         return hash((self.origin, self.soa, self.records))
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled (to worker processes) without the merged view, which is only a cache.
+        return (_zone, (self.origin, self.soa, self.static, dict(self.managed)))
+
+
+def _zone(
+    origin: str, soa: Soa, static: tuple[RecordSet, ...], managed: dict[Key, RecordSet]
+) -> ZoneContent:
+    return ZoneContent(origin, soa, managed=managed, static=static)
+
 
 def _key(rs: RecordSet) -> Key:
     return (rs.name, rs.rtype)

@@ -9,11 +9,12 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import Any, Protocol, cast
 
 from dnslib import CLASS, EDNS0, QTYPE, RR, TXT, DNSRecord
 
+from dnsfailover.rdata import Labels
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, MIN_UDP_PAYLOAD, respond
@@ -26,9 +27,17 @@ except ImportError:  # not built (non-Linux, no compiler): one recvfrom/sendto p
 
 log = logging.getLogger("dnsfailover.server")
 
-StreamHandler = Callable[[bytes, tuple[str, int]], Iterable[bytes] | None]
-"""Takes a TCP query and the peer first: replies (several for a zone transfer) or None to
-let the normal answer path handle it."""
+
+class StreamHandler(Protocol):
+    """Takes the TCP queries it claims (zone transfers) before the normal answer path."""
+
+    def claims(self, wire: bytes) -> bool:
+        """Whether this query is the handler's (cheap: it runs for every TCP query)."""
+
+    def __call__(self, wire: bytes, peer: tuple[str, int]) -> Iterable[bytes] | None:
+        """The replies (several for a zone transfer); None: the normal path answers.
+        Runs on a worker thread: a whole zone's transfer must not stall the event loop."""
+
 
 _UDP_BATCH = 64
 """Datagrams taken by one recvmmsg and answered by one sendmmsg on the UDP thread."""
@@ -216,9 +225,15 @@ class DnsServer:
         """The (host, port) bound by :meth:`start`, or None before it."""
         return self._address
 
-    def publish(self, snapshot: ZoneSnapshot) -> None:
-        """Serve ``snapshot`` from the next query on; queries in flight finish on the old one."""
-        self._table = self._new_table(snapshot)  # one assignment: snapshot and table together
+    def publish(self, snapshot: ZoneSnapshot, changed: frozenset[Labels] | None = None) -> None:
+        """Serve ``snapshot`` from the next query on; queries in flight finish on the old one.
+
+        ``changed``: when ``snapshot`` is the next version of the one served and only these
+        names' answers differ, the fast path keeps the other names' replies.
+        """
+        table = self._table.carried(snapshot, changed) if self._fast else None
+        # one assignment: snapshot and table together
+        self._table = table if table is not None else self._new_table(snapshot)
         if log.isEnabledFor(logging.INFO):
             serials = " ".join(f"{o}={snapshot.serial(o)}" for o in snapshot.origins)
             log.info("publish: zones=%d serials=%s", len(snapshot.origins), serials or "-")
@@ -377,8 +392,10 @@ class DnsServer:
                 async with asyncio.timeout(self._tcp_idle_timeout):
                     (length,) = struct.unpack("!H", await reader.readexactly(2))
                     data = await reader.readexactly(length)
-                handled = self.tcp_handler(data, peer) if self.tcp_handler is not None else None
-                replies = list(handled) if handled is not None else [self.answer(data, tcp=True)]
+                handled = None
+                if self.tcp_handler is not None and self.tcp_handler.claims(data):
+                    handled = await asyncio.to_thread(_all, self.tcp_handler, data, peer)
+                replies = handled if handled is not None else [self.answer(data, tcp=True)]
                 for reply in replies:
                     if reply is not None:
                         self.rcodes[reply[3] & 0xF] += 1
@@ -426,3 +443,8 @@ class DnsServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _all(handler: StreamHandler, data: bytes, peer: tuple[str, int]) -> list[bytes] | None:
+    handled = handler(data, peer)
+    return None if handled is None else list(handled)

@@ -1,7 +1,8 @@
 """Provider `embedded`: the zones served by dnsfailover's own authoritative DNS server.
 
 All embedded zones share one `EmbeddedZones`, whose immutable snapshot the DNS server
-serves; an apply rebuilds the snapshot and swaps it in atomically.
+serves; a publish makes the next snapshot from the current one, re-parsing only the managed
+sets that changed, and swaps it in atomically (readers never see half of it).
 """
 
 from __future__ import annotations
@@ -9,32 +10,34 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import replace
 from typing import ClassVar
 
 from dnsfailover.config.schema import STATIC_TYPES
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
 from dnsfailover.provider.plan import Key, Plan, Populated
+from dnsfailover.rdata import Labels, name_labels
 from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.versions import Delta, ZoneChange, diff
 from dnsfailover.server.zone import ZoneSnapshot
 
-Listener = Callable[["EmbeddedZones", list[ZoneContent]], None]
-HISTORY = 64  # versions kept per zone (for incremental zone transfers)
+Listener = Callable[["EmbeddedZones", list[ZoneChange]], None]
+HISTORY = 64  # differences kept per zone (for incremental zone transfers)
 
 
 class EmbeddedZones:
     """What the embedded server serves: one content per zone, one snapshot for all.
 
-    Listeners are called after every publish with the zones that changed (zone transfers,
-    NOTIFY, worker processes); `history` keeps each zone's recent versions, oldest first.
+    Listeners are called after every publish with what changed in each zone (zone
+    transfers, NOTIFY, worker processes); `history` keeps each zone's recent differences,
+    oldest first (not whole versions: a publish costs what it changed).
     """
 
     def __init__(self) -> None:
         self.contents: dict[str, ZoneContent] = {}
         self.snapshot = ZoneSnapshot.build([])
         self.server: DnsServer | None = None
-        self.history: dict[str, deque[ZoneContent]] = {}
+        self.history: dict[str, deque[Delta]] = {}
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
 
@@ -47,33 +50,53 @@ class EmbeddedZones:
 
     def put(self, zones: Iterable[ZoneContent]) -> None:
         """Replace these zones' contents and publish (build first: a bad zone changes nothing)."""
-        zones = list(zones)
-        self._install(zones, *self._prepare(zones))
+        self._install(*self._prepare(list(zones)))
 
     async def put_async(self, zones: Iterable[ZoneContent]) -> None:
-        """`put`, with the snapshot built on a thread: a big zone takes seconds to build,
-        and the event loop keeps answering TCP and running probes meanwhile."""
+        """`put`, with the snapshot made on a thread (a new zone takes seconds to build), so
+        the event loop keeps answering TCP and running probes meanwhile."""
         zones = list(zones)
         async with self._lock:  # builds start from the contents the previous one installed
-            prepared = await asyncio.to_thread(self._prepare, zones)
-            self._install(zones, *prepared)
+            self._install(*await asyncio.to_thread(self._prepare, zones))
 
-    def _prepare(self, zones: list[ZoneContent]) -> tuple[dict[str, ZoneContent], ZoneSnapshot]:
+    def _prepare(
+        self, zones: list[ZoneContent]
+    ) -> tuple[list[ZoneChange], dict[str, ZoneContent], ZoneSnapshot]:
+        changes = [
+            ZoneChange(old, z, None if old is None else diff(old, z))
+            for z in zones
+            for old in [self.contents.get(z.origin)]
+        ]
         contents = dict(self.contents)
         contents.update((z.origin, z) for z in zones)
-        return contents, ZoneSnapshot.build(list(contents.values()))
+        snapshot = self.snapshot.update([(c.old, c.new) for c in changes])
+        return changes, contents, snapshot
 
     def _install(
-        self, zones: list[ZoneContent], contents: dict[str, ZoneContent], snapshot: ZoneSnapshot
+        self, changes: list[ZoneChange], contents: dict[str, ZoneContent], snapshot: ZoneSnapshot
     ) -> None:
         self.contents, self.snapshot = contents, snapshot
-        changed = [contents[z.origin] for z in zones]
-        for z in changed:
-            self.history.setdefault(z.origin, deque(maxlen=HISTORY)).append(z)
+        for c in changes:
+            history = self.history.setdefault(c.new.origin, deque(maxlen=HISTORY))
+            if c.delta is None:
+                history.clear()  # a zone served anew: nothing to go back to
+            else:
+                history.append(c.delta)
         if self.server is not None:
-            self.server.publish(snapshot)
+            self.server.publish(snapshot, changed_names(changes))
         for listener in self._listeners:
-            listener(self, changed)
+            listener(self, changes)
+
+
+def changed_names(changes: Iterable[ZoneChange]) -> frozenset[Labels] | None:
+    """The names whose answers a publish changed; None when it changed more than managed
+    answers (a new zone, a reload), so that nothing learned before may be replayed."""
+    names: set[Labels] = set()
+    for c in changes:
+        if c.delta is None or c.delta.full:
+            return None
+        names.update(name_labels(n) for n in c.delta.names)
+    return frozenset(names)
 
 
 class EmbeddedProvider(BaseProvider):
@@ -110,7 +133,3 @@ class EmbeddedProvider(BaseProvider):
         content = ZoneContent(self.zone, soa, tuple(sets[k] for k in sorted(sets)))
         await self.zones.put_async([content])
         return ApplyResult(self.zone, len(plan.changes), 1, True, f"serial {soa.serial}")
-
-
-def with_serial(content: ZoneContent, serial: int) -> ZoneContent:
-    return replace(content, soa=replace(content.soa, serial=serial))

@@ -27,6 +27,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from dnsfailover.rdata import Labels
+from dnsfailover.server.lookup import WILDCARD
 from dnsfailover.server.weighted import Pick, Rotor
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
@@ -43,6 +45,8 @@ _KEYED_FLAGS = _AD | _CD
 _OPT_TYPE = 41
 _IN = 1
 _DO = 0x8000
+_SOA = 6
+_ANY = 255
 _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
@@ -141,6 +145,7 @@ class FastTable:
     __slots__ = (
         "_max_entries",
         "_max_udp_payload",
+        "_names",
         "_respond",
         "_rotating",
         "_seen",
@@ -163,6 +168,33 @@ class FastTable:
         self._table: dict[Key, bytes] = {}
         self._rotating: dict[Key, Rotating] = {}  # weighted keys; `_table` has _DECLINE
         self._seen: set[Key] = set()
+        # The keys whose reply depends on their own name's records only, and that name:
+        # what a publish that changes other names may keep (see `carried`).
+        self._names: dict[Key, Labels] = {}
+
+    def carried(self, snapshot: ZoneSnapshot, changed: frozenset[Labels] | None) -> FastTable:
+        """A table for `snapshot`, the next version of this one's, that keeps the replies of
+        names a publish did not change (None: it may have changed anything).
+
+        Only positive answers to a name's own records are kept: negative answers carry the
+        SOA (its serial moves with every publish), and an answer through a CNAME or a
+        wildcard depends on other names.  A changed wildcard name changes other names too.
+        """
+        table = FastTable(
+            snapshot,
+            max_udp_payload=self._max_udp_payload,
+            max_entries=self._max_entries,
+            responder=self._respond,
+        )
+        if changed is None or any(name[:1] == (WILDCARD,) for name in changed):
+            return table
+        for key, name in self._names.items():
+            if name not in changed and key in self._table:
+                table._names[key] = name
+                table._table[key] = self._table[key]
+                if key in self._rotating:
+                    table._rotating[key] = self._rotating[key]
+        return table
 
     @property
     def snapshot(self) -> ZoneSnapshot:
@@ -244,11 +276,26 @@ class FastTable:
         if len(self._table) >= self._max_entries:
             self._table.clear()
             self._rotating.clear()
+            self._names.clear()
         if usable and rotors:
             self._rotating[key] = (rotors[0].pick, tuple(t for t in templates if t is not None))
             self._table[key] = _DECLINE
         else:
             self._table[key] = template if usable and template is not None else _DECLINE
+        if usable and template is not None and (name := self._own(template, question)):
+            self._names[key] = name
+
+    def _own(self, template: bytes, question: bytes) -> Labels | None:
+        """The name whose records alone make this reply, or None (see `carried`)."""
+        rcode, ancount, nscount = template[3] & 0x0F, template[6:8], template[8:10]
+        qtype = int.from_bytes(question[-4:-2], "big")
+        if rcode or ancount == b"\0\0" or nscount != b"\0\0" or qtype in (_SOA, _ANY):
+            return None
+        name = _labels(question[:-4])
+        zone = self._snapshot.find_zone(name)
+        if zone is None or name not in zone.names or name in zone.cname_targets:
+            return None
+        return name
 
     @staticmethod
     def _replayable(template: bytes | None, question: bytes, qend: int, tcp: bool) -> bool:
@@ -258,3 +305,13 @@ class FastTable:
             and template[HEADER_LEN:qend].lower() == question.lower()
             and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
         )
+
+
+def _labels(qname: bytes) -> Labels:
+    """Lower-case labels of a wire name without compression (a question's)."""
+    labels: list[bytes] = []
+    pos = 0
+    while pos < len(qname) and (length := qname[pos]):
+        labels.append(qname[pos + 1 : pos + 1 + length].lower())
+        pos += length + 1
+    return tuple(labels)

@@ -67,6 +67,10 @@ class ZoneData:
     """The SOA for the authority section of NXDOMAIN/NODATA, TTL = min(ttl, minimum)."""
     weighted: Mapping[tuple[Labels, int], Rotor] = field(default_factory=dict)
     """Weighted A/AAAA sets: a query gets one record of ``rrsets`` (ANY still gets all)."""
+    managed_types: Mapping[Labels, tuple[int, ...]] = field(default_factory=dict)
+    """Every type at a name that has a managed set (to redo its ANY answer on an update)."""
+    glue_names: frozenset[Labels] = frozenset()
+    """Names whose addresses are glue in a referral (an update there rebuilds the zone)."""
 
     def contains(self, name: Labels) -> bool:
         depth = len(self.origin)

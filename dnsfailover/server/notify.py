@@ -27,6 +27,7 @@ import dns.tsig
 from dnsfailover.config.schema import Config
 from dnsfailover.model import ZoneContent, hostport
 from dnsfailover.server.tsig import Keyring, key_name
+from dnsfailover.server.versions import ZoneChange
 from dnsfailover.server.xfr import soa_rrset
 
 log = logging.getLogger("dnsfailover.server.notify")
@@ -86,8 +87,9 @@ class Notifier:
         """A reload: later serials are announced to these secondaries."""
         self._targets = {origin: tuple(t) for origin, t in targets.items() if t}
 
-    def __call__(self, _zones: object, changed: list[ZoneContent]) -> None:
+    def __call__(self, _zones: object, changes: list[ZoneChange]) -> None:
         """The EmbeddedZones listener: may be called from any thread."""
+        changed = [c.new for c in changes]
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

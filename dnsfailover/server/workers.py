@@ -4,8 +4,9 @@ One Python process answers on one core.  With ``serve --workers N`` the main pro
 (probes, engine, store, TCP and zone transfers) binds its port with SO_REUSEPORT and starts
 N-1 workers (spawned, not forked: the parent runs threads and an event loop) that bind the
 same UDP port; the kernel spreads clients across the sockets by their address hash.  The
-parent sends every publish, the full list of :class:`ZoneContent` (plain frozen dataclasses),
-down a pipe to each worker, which builds its own snapshot and swaps it in.
+parent sends the zones once, then every publish as what it changed (`Update`: the managed
+sets that changed and the new SOA, or a whole zone when more changed) down a pipe to each
+worker, which makes its next snapshot from its own and swaps it in.
 
 A worker stops when its pipe closes, that is when the parent exits however it exits, on
 SIGTERM, and, on Linux, when the parent dies (``PR_SET_PDEATHSIG``).  Workers serve UDP
@@ -26,18 +27,20 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from dnsfailover.model import ZoneContent
-from dnsfailover.rdata import ZoneBuildError
+from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
+from dnsfailover.rdata import Labels, ZoneBuildError, name_labels
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.zone import ZoneSnapshot
 
 if TYPE_CHECKING:
     from dnsfailover.server.embedded import EmbeddedZones
+    from dnsfailover.server.versions import ZoneChange
 
 log = logging.getLogger("dnsfailover.workers")
 
@@ -83,15 +86,15 @@ class WorkerPool:
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="dnsfailover-workers")
         self.pids: list[int] = []
 
-    def publish(self, zones: EmbeddedZones, _changed: Sequence[ZoneContent]) -> None:
-        """An :meth:`EmbeddedZones.subscribe` listener: send every zone to every worker."""
-        self.send(list(zones.contents.values()))
+    def publish(self, _zones: EmbeddedZones, changes: Sequence[ZoneChange]) -> None:
+        """An :meth:`EmbeddedZones.subscribe` listener: send what changed to every worker."""
+        self.send([_update(c) for c in changes])
 
-    def send(self, zones: list[ZoneContent]) -> Future[None]:
-        """Queue ``zones`` for every worker; sends happen in order, off the event loop."""
-        return self._sender.submit(self._send_all, zones)
+    def send(self, message: list[ZoneContent] | list[Update]) -> Future[None]:
+        """Queue a message for every worker; sends happen in order, off the event loop."""
+        return self._sender.submit(self._send_all, message)
 
-    def _send_all(self, zones: list[ZoneContent] | None) -> None:
+    def _send_all(self, zones: list[ZoneContent] | list[Update] | None) -> None:
         for index, conn in enumerate(self._conns):
             try:
                 conn.send(zones)
@@ -201,6 +204,7 @@ async def _serve(
         conn.send(("error", f"cannot bind udp {host}:{port}: {e}"))
         return
     stop = asyncio.Event()
+    contents = {z.origin: z for z in zones}
 
     def receive() -> None:
         try:
@@ -211,9 +215,12 @@ async def _serve(
             stop.set()
             return
         try:
-            server.publish(ZoneSnapshot.build(message))
+            versions = [_apply(contents, update) for update in message]
+            server.publish(server.snapshot.update(versions), _names(message))
         except ZoneBuildError:
             log.exception("publish: cannot build the snapshot; still serving the last one")
+            return
+        contents.update((new.origin, new) for _old, new in versions)
 
     loop.add_reader(conn.fileno(), receive)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -224,3 +231,40 @@ async def _serve(
     finally:
         loop.remove_reader(conn.fileno())
         await server.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One zone's publish, as sent to a worker: the managed sets that changed and the new SOA
+    when only those changed (`zone` None), else the whole new zone."""
+
+    origin: str
+    soa: Soa
+    managed: dict[Key, RecordSet]
+    zone: ZoneContent | None
+    names: frozenset[str]  # whose answers changed (for the fast path); empty with `zone`
+
+
+def _update(change: ZoneChange) -> Update:
+    new, delta = change.new, change.delta
+    if delta is None or delta.full:
+        return Update(new.origin, new.soa, {}, new, frozenset())
+    managed = {(rs.name, rs.rtype): rs for rs in delta.added}
+    return Update(new.origin, new.soa, managed, None, delta.names)
+
+
+def _apply(
+    contents: dict[str, ZoneContent], update: Update
+) -> tuple[ZoneContent | None, ZoneContent]:
+    """(the worker's version of the zone, the next one) for `ZoneSnapshot.update`."""
+    old = contents.get(update.origin)
+    if update.zone is not None or old is None:
+        assert update.zone is not None, "a worker is sent every zone before any update"
+        return old, update.zone
+    return old, replace(old.with_managed(update.managed), soa=update.soa)
+
+
+def _names(updates: list[Update]) -> frozenset[Labels] | None:
+    if any(u.zone is not None for u in updates):
+        return None
+    return frozenset(name_labels(n) for u in updates for n in u.names)

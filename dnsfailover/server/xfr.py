@@ -13,9 +13,8 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import dns.exception
@@ -32,8 +31,9 @@ import dns.rrset
 import dns.tsig
 
 from dnsfailover.config.schema import Config
-from dnsfailover.model import Soa, ZoneContent
+from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
 from dnsfailover.server.tsig import Keyring, key_name
+from dnsfailover.server.versions import Delta
 
 log = logging.getLogger("dnsfailover.server.xfr")
 
@@ -49,10 +49,11 @@ RR = tuple[dns.name.Name, int, int, dns.rdata.Rdata]  # name, type, ttl, rdata
 
 
 class ZoneSource(Protocol):
-    """What transfers are served from (:class:`dnsfailover.embedded.EmbeddedZones`)."""
+    """What transfers are served from (:class:`dnsfailover.server.embedded.EmbeddedZones`):
+    each zone's content and its recent differences, oldest first."""
 
     contents: dict[str, ZoneContent]
-    history: dict[str, deque[ZoneContent]]
+    history: dict[str, deque[Delta]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +87,11 @@ def wire_qtype(wire: bytes) -> int | None:
 
 @dataclass
 class _Rendered:
-    """One zone version as dnspython RRsets and as a set of RRs for diffs (built once)."""
+    """The current zone version as dnspython RRsets (built once per version, for AXFR)."""
 
     content: ZoneContent
     soa: dns.rrset.RRset
     rrsets: list[dns.rrset.RRset]
-    rrs: frozenset[RR] = field(default_factory=frozenset)
 
 
 def soa_rrset(origin: str, soa: Soa) -> dns.rrset.RRset:
@@ -101,17 +101,24 @@ def soa_rrset(origin: str, soa: Soa) -> dns.rrset.RRset:
     return dns.rrset.from_text(origin, soa.ttl, "IN", "SOA", text)
 
 
-def _render(content: ZoneContent) -> _Rendered:
-    origin = dns.name.from_text(content.origin)
-    rrsets = [
+def _rrsets(origin: str, sets: Iterable[RecordSet]) -> list[dns.rrset.RRset]:
+    name = dns.name.from_text(origin)
+    return [
         dns.rrset.from_text_list(
-            rs.name, rs.ttl, "IN", rs.rtype, list(rs.values), origin=origin, relativize=False
+            rs.name, rs.ttl, "IN", rs.rtype, list(rs.values), origin=name, relativize=False
         )
-        for rs in content.records
+        for rs in sets
         if rs.values
     ]
-    rrs = frozenset((r.name, int(r.rdtype), r.ttl, rd) for r in rrsets for rd in r)
-    return _Rendered(content, soa_rrset(content.origin, content.soa), rrsets, rrs)
+
+
+def _rrs(rrsets: Iterable[dns.rrset.RRset]) -> frozenset[RR]:
+    return frozenset((r.name, int(r.rdtype), r.ttl, rd) for r in rrsets for rd in r)
+
+
+def _render(content: ZoneContent) -> _Rendered:
+    rrsets = _rrsets(content.origin, content.records)
+    return _Rendered(content, soa_rrset(content.origin, content.soa), rrsets)
 
 
 def _group(rrs: Sequence[RR]) -> list[dns.rrset.RRset]:
@@ -151,18 +158,21 @@ class TransferHandler:
         self._acl = dict(acl)
         self._keyring: Keyring = dict(keyring or {})
         self._chunk = chunk
-        self._cache: dict[int, _Rendered] = {}
+        self._cache: dict[str, _Rendered] = {}
 
     def update(self, acl: Mapping[str, Sequence[Peer]], keyring: Keyring | None) -> None:
         """A reload: new peers and keys apply to the next transfer."""
         self._acl = dict(acl)
         self._keyring = dict(keyring or {})
 
-    def __call__(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
+    def claims(self, wire: bytes) -> bool:
+        """Transfers, and SOA queries with an additional section (maybe TSIG: a secondary's
+        signed refresh query).  Everything else goes to the normal path untouched."""
         qtype = wire_qtype(wire)
-        # Transfers, and SOA queries with an additional section (maybe TSIG: a secondary's
-        # signed refresh query).  Everything else goes to the normal path untouched.
-        if qtype not in (AXFR, IXFR) and not (qtype == SOA and wire[10:12] != b"\x00\x00"):
+        return qtype in (AXFR, IXFR) or (qtype == SOA and wire[10:12] != b"\x00\x00")
+
+    def __call__(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
+        if not self.claims(wire):
             return None
         try:
             return self._transfer(wire, peer)
@@ -227,7 +237,7 @@ class TransferHandler:
             return self._reply(query, dns.rcode.REFUSED).to_wire()
         reply = self._reply(query, dns.rcode.NOERROR)
         reply.flags |= dns.flags.AA
-        reply.answer = [self._version(content).soa]
+        reply.answer = [soa_rrset(content.origin, content.soa)]
         return reply.to_wire()
 
     def _servfail(self, wire: bytes) -> list[bytes] | None:
@@ -245,55 +255,52 @@ class TransferHandler:
 
     # -- answers ----------------------------------------------------------------------------
 
-    def _version(self, content: ZoneContent) -> _Rendered:
-        """The rendered form of one zone version (kept while it is in the history)."""
-        found = self._cache.get(id(content))
+    def _current(self, content: ZoneContent) -> _Rendered:
+        """The rendered form of the current version (what AXFR sends), made once."""
+        found = self._cache.get(content.origin)
         if found is not None and found.content is content:
             return found
         rendered = _render(content)
-        live = {id(c) for h in self._zones.history.values() for c in h}
-        live.update(id(c) for c in self._zones.contents.values())
-        self._cache = {k: v for k, v in self._cache.items() if k in live}
-        self._cache[id(content)] = rendered
+        self._cache[content.origin] = rendered
         return rendered
 
     def _answer(self, query: dns.message.Message, content: ZoneContent, kind: str) -> list[bytes]:
-        current = self._version(content)
+        soa = soa_rrset(content.origin, content.soa)
         sections: list[dns.rrset.RRset]
-        if kind == "IXFR" and (steps := self._steps(query, content)) is not None:
-            sections = [current.soa]
-            for old, new in pairwise(steps):
-                sections.append(old.soa)
-                sections += _group(_sorted(old.rrs - new.rrs))
-                sections.append(new.soa)
-                sections += _group(_sorted(new.rrs - old.rrs))
-            if len(steps) > 1:
-                sections.append(current.soa)
-        else:
+        chain = self._chain(query, content) if kind == "IXFR" else None
+        if chain is None:
+            current = self._current(content)
             sections = [current.soa, *current.rrsets, current.soa]
+        elif not chain:
+            sections = [soa]  # the client is current
+        else:
+            # One difference sequence per serial since the client's (RFC 1995 §4), made from
+            # the differences kept: its cost is that of the changes, not of the zone.
+            sections = [soa]
+            for step in _steps(chain):
+                before, after = _difference(step)
+                old = _rrs(_rrsets(content.origin, before))
+                new = _rrs(_rrsets(content.origin, after))
+                sections.append(soa_rrset(content.origin, step[0].old))
+                sections += _group(_sorted(old - new))
+                sections.append(soa_rrset(content.origin, step[-1].new))
+                sections += _group(_sorted(new - old))
+            sections.append(soa)
         return list(self._messages(query, sections))
 
-    def _steps(self, query: dns.message.Message, content: ZoneContent) -> list[_Rendered] | None:
-        """The versions from the client's serial to ``content`` (just ``content`` when the
-        client is current); None when the history does not reach back: send the whole zone."""
+    def _chain(self, query: dns.message.Message, content: ZoneContent) -> list[Delta] | None:
+        """The differences from the client's serial to ``content`` (none when the client is
+        current); None when the history does not reach back: send the whole zone."""
         client = _client_serial(query)
         if client is None:
             return None
         if client == content.soa.serial:
-            return [self._version(content)]
+            return []
         history = list(self._zones.history.get(content.origin, ()))
-        if not history or history[-1] is not content:
+        if not history or history[-1].new.serial != content.soa.serial:
             return None
-        starts = [i for i, v in enumerate(history) if v.soa.serial == client]
-        if not starts:
-            return None
-        chain: list[ZoneContent] = []
-        for version in history[starts[-1] :]:
-            if chain and chain[-1].soa.serial == version.soa.serial:
-                chain[-1] = version  # the same serial twice: one step to the later one
-            else:
-                chain.append(version)
-        return [self._version(v) for v in chain]
+        starts = [i for i, d in enumerate(history) if d.old.serial == client]
+        return history[starts[-1] :] if starts else None
 
     def _messages(
         self, query: dns.message.Message, sections: list[dns.rrset.RRset]
@@ -381,3 +388,37 @@ def transfer_acl(config: Config) -> dict[str, tuple[Peer, ...]]:
         for origin, zone in config.zones.items()
         if zone.allow_transfer
     }
+
+
+def _steps(chain: list[Delta]) -> list[list[Delta]]:
+    """The chain by serial: a publish that kept its serial joins the next step."""
+    steps: list[list[Delta]] = []
+    pending: list[Delta] = []
+    for delta in chain:
+        pending.append(delta)
+        if delta.new.serial != delta.old.serial:
+            steps.append(pending)
+            pending = []
+    if pending:
+        steps.append(pending)
+    return steps
+
+
+def _difference(deltas: list[Delta]) -> tuple[list[RecordSet], list[RecordSet]]:
+    """The sets the differences touched, as they were before them and as they are after."""
+    first: dict[Key, RecordSet | None] = {}  # before the first change (None: absent)
+    last: dict[Key, RecordSet | None] = {}  # after the last change (None: gone)
+    for delta in deltas:
+        came = {(rs.name, rs.rtype) for rs in delta.added}
+        for rs in delta.removed:
+            key = (rs.name, rs.rtype)
+            first.setdefault(key, rs)
+            if key not in came:
+                last[key] = None
+        for rs in delta.added:
+            key = (rs.name, rs.rtype)
+            first.setdefault(key, None)
+            last[key] = rs
+    before = [rs for rs in first.values() if rs is not None]
+    after = [rs for rs in last.values() if rs is not None]
+    return before, after

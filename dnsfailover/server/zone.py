@@ -10,6 +10,7 @@ The server swaps whole snapshots, so a query sees one snapshot from start to fin
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSLabel, DNSRecord
 
@@ -47,17 +48,32 @@ def _checked(rr: RR, where: str) -> RR:
     return rr
 
 
-def _build_zone(content: ZoneContent) -> ZoneData:
-    origin = name_labels(content.origin)
-    where = content.origin
+def _soa(content: ZoneContent, origin: Labels) -> tuple[RR, RR]:
+    """The SOA record and the one negative answers carry (TTL = min(ttl, minimum))."""
     soa = content.soa
     times = (soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum)
     if any(not 0 <= t < 2**32 for t in times) or not 0 <= soa.ttl <= MAX_TTL:
-        raise ZoneBuildError(f"{where}: SOA values must be 32-bit unsigned, TTL at most {MAX_TTL}")
+        raise ZoneBuildError(
+            f"{content.origin}: SOA values must be 32-bit unsigned, TTL at most {MAX_TTL}"
+        )
     soa_rd = SOA(DNSLabel(name_labels(soa.mname)), DNSLabel(name_labels(soa.rname)), times)
-    soa_rr = _checked(RR(DNSLabel(origin), _SOA, _IN, soa.ttl, soa_rd), where)
-    negative = RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
+    soa_rr = _checked(RR(DNSLabel(origin), _SOA, _IN, soa.ttl, soa_rd), content.origin)
+    return soa_rr, RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
 
+
+def _weights(rs: RecordSet, code: int, rrs: tuple[RR, ...]) -> tuple[int, ...] | None:
+    """A set's weights when it rotates: only address sets do, and all-zero weights mean no
+    preference (Route 53 too)."""
+    if not (rs.weights and code in (_A, _AAAA) and any(rs.weights)):
+        return None
+    if min(rs.weights) < 0 or len(rs.weights) != len(rrs):
+        raise ZoneBuildError(f"{rs.name} {rs.rtype}: weights must be one >= 0 per value")
+    return rs.weights
+
+
+def _build_zone(content: ZoneContent) -> ZoneData:
+    origin = name_labels(content.origin)
+    soa_rr, negative = _soa(content, origin)
     built: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
     weights: dict[tuple[Labels, int], tuple[int, ...]] = {}
     owners: set[Labels] = {origin}
@@ -65,11 +81,8 @@ def _build_zone(content: ZoneContent) -> ZoneData:
         name, code, rrs = _build_rrset(rs, origin)
         if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
-        # Only address sets rotate; all-zero weights mean no preference (Route 53 too).
-        if rs.weights and code in (_A, _AAAA) and any(rs.weights):
-            if min(rs.weights) < 0 or len(rs.weights) != len(rrs):
-                raise ZoneBuildError(f"{rs.name} {rs.rtype}: weights must be one >= 0 per value")
-            weights[name, code] = rs.weights
+        if (w := _weights(rs, code, rrs)) is not None:
+            weights[name, code] = w
         # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
         built[name, code] = rrs
         owners.add(name)
@@ -100,9 +113,11 @@ def _build_zone(content: ZoneContent) -> ZoneData:
         for name, types in types_at.items()
         if name not in cuts
     }
+    referrals = {cut: _referral(cut, origin, built) for cut in cuts}
+    managed = {(name_labels(name), qtype_code(rtype)) for name, rtype in content.managed}
     return ZoneData(
         origin=origin,
-        serial=soa.serial,
+        serial=content.soa.serial,
         rrsets=rrsets,
         cname_targets={
             name: tuple(label.lower() for label in rrs[0].rdata.label.label)
@@ -111,7 +126,7 @@ def _build_zone(content: ZoneContent) -> ZoneData:
         },
         any_rrsets=any_rrsets,
         names=frozenset(names),
-        cuts={cut: _referral(cut, origin, built) for cut in cuts},
+        cuts=referrals,
         negative=(negative,),
         # A weighted set at a cut is never answered (the referral is), so it needs no rotor.
         weighted={
@@ -119,6 +134,70 @@ def _build_zone(content: ZoneContent) -> ZoneData:
             for key, w in weights.items()
             if key in rrsets and key[0] not in cuts
         },
+        managed_types={
+            name: tuple(c for c in types_at.get(name, ()) if (name, c) not in managed)
+            for name, _code in managed
+            if name not in occluded
+        },
+        glue_names=frozenset(
+            tuple(label.lower() for label in rr.rname.label)
+            for referral in referrals.values()
+            for rr in referral.glue
+        ),
+    )
+
+
+def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData | None:
+    """`data` (built from `old`) for `new`, parsing only the managed sets that differ:
+    the cost of a publish is that of its change.  None when `new` differs in more than its
+    managed sets' values and the serial (then the zone is built anew)."""
+    a, b = old.soa, new.soa
+    if (
+        new.static is not old.static
+        or new.origin != old.origin
+        or (a.mname, a.rname, a.refresh, a.retry, a.expire, a.minimum, a.ttl)
+        != (b.mname, b.rname, b.refresh, b.retry, b.expire, b.minimum, b.ttl)
+        or new.managed.keys() != old.managed.keys()
+    ):
+        return None
+    origin = data.origin
+    rrsets, any_rrsets, weighted = dict(data.rrsets), dict(data.any_rrsets), dict(data.weighted)
+    for key, rs in new.managed.items():
+        before = old.managed[key]
+        if rs is before or rs == before:
+            continue
+        name, code, rrs = _build_rrset(rs, origin)
+        types = data.managed_types.get(name)
+        if types is None:
+            continue  # occluded by a delegation: not served
+        if name in data.glue_names:
+            return None  # its addresses are glue in a referral
+        if rrs:
+            rrsets[name, code] = rrs
+        else:
+            rrsets.pop((name, code), None)  # the name stays: NODATA
+        w = _weights(rs, code, rrs)
+        if w is not None and rrs:
+            weighted[name, code] = Rotor(rrs, w)
+        else:
+            weighted.pop((name, code), None)
+        if name not in data.cuts:
+            present = sorted((*types, code) if rrs else types)
+            if present:
+                any_rrsets[name] = rrsets[name, _CNAME if _CNAME in present else min(present)]
+            else:
+                any_rrsets.pop(name, None)
+    soa_rr, negative = _soa(new, origin)
+    if any_rrsets.get(origin) is rrsets[origin, _SOA]:  # ANY at an apex with only its SOA
+        any_rrsets[origin] = (soa_rr,)
+    rrsets[origin, _SOA] = (soa_rr,)
+    return replace(
+        data,
+        serial=new.soa.serial,
+        rrsets=rrsets,
+        any_rrsets=any_rrsets,
+        weighted=weighted,
+        negative=(negative,),
     )
 
 
@@ -191,6 +270,23 @@ class ZoneSnapshot:
         if len(set(origins)) != len(origins):
             raise ZoneBuildError("a zone is given more than once")
         return cls(built)
+
+    def update(self, versions: Sequence[tuple[ZoneContent | None, ZoneContent]]) -> ZoneSnapshot:
+        """A snapshot with these zones replaced: (what the zone was, what it is now).  A zone
+        whose static part is the same is updated in place of a rebuild, parsing only the
+        managed sets that changed; the other zones are shared.
+
+        :raises ZoneBuildError: if a new zone cannot be served (nothing changes then).
+        """
+        zones = dict(self._zones)
+        for old, new in versions:
+            origin = name_labels(new.origin)
+            current = zones.get(origin)
+            updated = None
+            if old is not None and current is not None:
+                updated = _update_zone(current, old, new)
+            zones[origin] = updated if updated is not None else _build_zone(new)
+        return ZoneSnapshot(zones.values(), self._pick)
 
     @property
     def weighted(self) -> bool:

@@ -1,0 +1,56 @@
+"""Zone versions as differences: what a publish changed, kept for IXFR and passed on to
+worker processes and the fast path, so their cost is that of the change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One version of a zone after another: the record sets that went and came.
+
+    `removed` holds the old versions of the sets that changed or went, `added` the new
+    versions of those that changed or came (RFC 1995's difference sequence, by set).
+    """
+
+    origin: str
+    old: Soa
+    new: Soa
+    removed: tuple[RecordSet, ...]
+    added: tuple[RecordSet, ...]
+    full: bool  # the static part changed too (a reload): not a managed-only change
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names whose answers changed."""
+        return frozenset(rs.name for rs in (*self.removed, *self.added))
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneChange:
+    """What a publish did to one zone: `old` is None for a zone served for the first time."""
+
+    old: ZoneContent | None
+    new: ZoneContent
+    delta: Delta | None  # None with `old`
+
+
+def diff(old: ZoneContent, new: ZoneContent) -> Delta:
+    """The sets that differ between two versions; by the managed sets alone when both share
+    their static part (the usual publish: O(managed sets), not O(zone))."""
+    if new.static is old.static:
+        keys: list[Key] = [
+            k for k, rs in new.managed.items() if (o := old.managed.get(k)) is not rs and o != rs
+        ]
+        keys += [k for k in old.managed if k not in new.managed]
+        removed = tuple(old.managed[k] for k in keys if k in old.managed)
+        added = tuple(new.managed[k] for k in keys if k in new.managed)
+        return Delta(new.origin, old.soa, new.soa, removed, added, full=False)
+    before = {(rs.name, rs.rtype): rs for rs in old.records}
+    after = {(rs.name, rs.rtype): rs for rs in new.records}
+    gone = tuple(rs for k, rs in before.items() if after.get(k) != rs)
+    came = tuple(rs for k, rs in after.items() if before.get(k) != rs)
+    return Delta(new.origin, old.soa, new.soa, gone, came, full=True)
