@@ -7,6 +7,7 @@ typed dnslib classes so that names inside rdata are compressed where the RFCs al
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ class ZoneBuildError(DnsFailoverError):
     """A zone cannot be served as given."""
 
 
+@functools.lru_cache(maxsize=16_384)
 def name_labels(name: str) -> Labels:
     """Parse an absolute name (``"www.example.test."``) into lower-case labels.
 

@@ -51,3 +51,21 @@ async def test_async_store_runs_off_the_loop(tmp_path: Path) -> None:
 def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open state store"):
         Store(tmp_path / "missing-dir" / "state.db")
+
+
+def test_a_decision_writes_only_the_names_it_changed(tmp_path: Path) -> None:
+    s = Store(tmp_path / "state.db")
+    names = {f"n{i}.example.test.": NameState("east", answer=(f"10.0.0.{i}",)) for i in range(50)}
+    s.save_publish({"example.test.": 1}, EngineState(names), [])  # a full decision
+    changed = dict(names)
+    changed["n7.example.test."] = NameState("west", answer=("10.9.9.9",))
+    changed["n8.example.test."] = NameState("west", answer=("10.9.9.8",))
+    rows_before = s._db.total_changes
+    s.save_publish({"example.test.": 2}, EngineState(changed), [], changed={"n7.example.test."})
+    # one serial and one engine row written, not 50: and n8's unsaid change is not stored
+    assert s._db.total_changes - rows_before == 2
+    stored = s.engine_state().names
+    assert stored["n7.example.test."].active == "west"
+    assert stored["n8.example.test."].active == "east"
+    assert len(stored) == 50
+    s.close()

@@ -29,15 +29,17 @@ class CodecError(DnsFailoverError):
 
 def encode(obj: Any) -> Any:
     """Turn a value made of dataclasses, enums, tuples and mappings into JSON-able data."""
-    if obj is None or isinstance(obj, bool | int | float):
+    kind = type(obj)
+    if kind is str or kind is int or kind is float or kind is bool or obj is None:
         return obj
+    names = _init_fields(kind)  # type: ignore[arg-type]  # any type hashes
+    if names is not None:
+        # Only what the constructor takes: caches (init=False fields) are not the value.
+        return {name: encode(getattr(obj, name)) for name in names}
     if isinstance(obj, enum.Enum):
         return encode(obj.value)
-    if isinstance(obj, str):
+    if isinstance(obj, bool | int | float | str):
         return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        # Only what the constructor takes: caches (init=False fields) are not the value.
-        return {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, Mapping):
         return {_encode_key(k): encode(v) for k, v in obj.items()}
     if isinstance(obj, tuple | list | set | frozenset):
@@ -45,6 +47,14 @@ def encode(obj: Any) -> Any:
         # Sets have no order; sort so equal values encode to equal JSON.
         return sorted(items, key=repr) if isinstance(obj, set | frozenset) else items
     raise CodecError(f"cannot encode {type(obj).__name__}")
+
+
+@functools.cache
+def _init_fields(kind: Any) -> tuple[str, ...] | None:
+    """The constructor's fields of a dataclass type (None for anything else)."""
+    if not dataclasses.is_dataclass(kind):
+        return None
+    return tuple(f.name for f in dataclasses.fields(kind) if f.init)
 
 
 def _encode_key(key: Any) -> str:

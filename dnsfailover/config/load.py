@@ -88,7 +88,7 @@ def loads(text: str, filename: str = "<string>") -> Config:
         problems += [at.problem(p, m) for p, m in drill_problems(config, config.drills)]
         for origin, file in files.items():
             if origin in config.zones:
-                config.zones[origin].attach_file_records(tuple(file.records))
+                config.zones[origin].attach_file_records(origin, tuple(file.records))
     if problems:
         unique = dict.fromkeys(problems)
         raise ConfigError(sorted(unique, key=lambda p: (p.line or 0, p.path)))

@@ -7,6 +7,7 @@ config (a record naming an unknown check, a name outside its zone) live in `conf
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable
@@ -133,9 +134,10 @@ class ActiveActive(_FailoverBase):
             )
         return self
 
-    @property
+    @functools.cached_property
     def tiers(self) -> tuple[Tier, ...]:
-        """The record seen as a single tier, so the engine treats both policies alike."""
+        """The record seen as a single tier, so the engine treats both policies alike
+        (made once: the engine asks for it at every decision)."""
         return (Tier(name="all", endpoints=self.endpoints, min_healthy=self.min_healthy),)
 
 
@@ -292,9 +294,12 @@ class ZoneConfig(Model):
     _file_records: tuple[FileRecord, ...] = PrivateAttr(default=())
     _static: tuple[RecordSet, ...] | None = PrivateAttr(default=None)
 
-    def attach_file_records(self, records: tuple[FileRecord, ...]) -> None:
-        """What `zone_file` holds (the loader reads it; the config stays frozen otherwise)."""
+    def attach_file_records(self, origin: str, records: tuple[FileRecord, ...]) -> None:
+        """What `zone_file` holds (the loader reads it; the config stays frozen otherwise),
+        compiled into the static sets right away: the file's lines are not kept."""
         self._file_records, self._static = records, None
+        self.static_records(origin)
+        self._file_records = ()
 
     def static_records(self, origin: str) -> tuple[RecordSet, ...]:
         """The zone's static record sets, sorted: the apex NS from `nameservers`, `records:`
@@ -363,15 +368,19 @@ class Config(Model):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     drills: tuple[DrillConfig, ...] = ()  # scheduled drills (dnsfailover/drills.py)
-    # what other stages derive from this config once (the engine's index, ...): a config
-    # never changes, so neither does anything computed from it
-    _derived: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @functools.cached_property
+    def memo(self) -> dict[str, Any]:
+        """What other stages derive from this config once (the engine's index, ...): a
+        config never changes, so neither does anything computed from it."""
+        return {}
 
     def derived(self, key: str, build: Callable[[Config], T]) -> T:
         """`build(self)`, computed once per config and kept under `key`."""
-        if key not in self._derived:
-            self._derived[key] = build(self)
-        return cast(T, self._derived[key])
+        memo = self.memo
+        if key not in memo:
+            memo[key] = build(self)
+        return cast(T, memo[key])
 
     def managed(self) -> list[tuple[str, str, ActiveActive | ActivePassive]]:
         """Every failover record as (zone origin, absolute name, record), in config order."""
@@ -380,6 +389,13 @@ class Config(Model):
     def health_key(self, record: ActiveActive | ActivePassive, endpoint: Endpoint) -> str:
         """The key the engine looks health up by: the target's, or the target's voted under
         the record's own quorum when the record sets one that differs from its check's."""
+        keys: dict[tuple[int, int], str] = self.derived("config.health_keys", lambda _c: {})
+        found = keys.get((id(record), id(endpoint)))
+        if found is None:
+            found = keys[(id(record), id(endpoint))] = self._health_key(record, endpoint)
+        return found
+
+    def _health_key(self, record: ActiveActive | ActivePassive, endpoint: Endpoint) -> str:
         check = self.checks[record.check]
         key = endpoint.target(record.check, check).key
         if record.quorum is None or record.quorum == check.quorum:

@@ -3,6 +3,7 @@ shadow mode and the TTL while degraded."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,13 @@ class Result:
 
 
 def sorted_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(addresses), key=ipaddress.ip_address))
+    return tuple(sorted(set(addresses), key=_order))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _order(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The numeric order of an address (parsed once: a decision sorts the same ones again)."""
+    return ipaddress.ip_address(address)
 
 
 def answer_for(

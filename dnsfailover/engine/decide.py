@@ -8,7 +8,7 @@ live in `dnsfailover.policy`; this module runs them in order for every name.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from dnsfailover.config.schema import (
@@ -130,9 +130,13 @@ def redecide(
         for n in todo
         if run.names[n] != last.names.get(n) or run.states[n] != last.state.names.get(n)
     )
+    by_zone: dict[str, list[tuple[str, FailoverRecord]]] = {}
+    for name in differs:
+        origin, _name, record = ix.managed[ix.position[name]]
+        by_zone.setdefault(origin, []).append((name, record))
     zones = tuple(
-        _updated(zone, origin, config, run.names, differs)
-        for (origin, _config), zone in zip(config.zones.items(), last.zones, strict=True)
+        _updated(zone, by_zone.get(origin, ()), run.names)
+        for origin, zone in zip(config.zones, last.zones, strict=True)
     )
     return run.finish(zones, last.state, differs, ix)
 
@@ -220,20 +224,16 @@ class _Run:
 
 def _updated(
     zone: ZoneContent,
-    origin: str,
-    config: Config,
+    changed: Iterable[tuple[str, FailoverRecord]],
     names: Mapping[str, NameDecision],
-    changed: frozenset[str],
 ) -> ZoneContent:
     """`zone` with the managed sets of its changed names replaced (the same object when none
     of them changes what it publishes)."""
     updates: dict[Key, RecordSet] = {}
-    for label, record in config.zones[origin].failover.items():
-        name = absolute_name(label, origin)
-        if name in changed:
-            rs = managed_set(name, record, names[name])
-            if zone.managed.get((name, record.type)) != rs:
-                updates[(name, record.type)] = rs
+    for name, record in changed:
+        rs = managed_set(name, record, names[name])
+        if zone.managed.get((name, record.type)) != rs:
+            updates[(name, record.type)] = rs
     return zone.with_managed(updates) if updates else zone
 
 
@@ -334,15 +334,12 @@ def _decide_name(
 ) -> tuple[NameDecision, NameState, list[float], dict[str, str]]:
     policy = settings(config, record)
     tiers = record.tiers
-    applied = apply(config, name, record, health, overrides)
+    slots = index(config).slots[name]
+    checked = {(tier, address): health.get(key, State.UNKNOWN) for tier, address, key in slots}
+    applied = apply(name, record, checked, overrides)
     notes, wakes = list(applied.notes), []
     up = applied.up
-    raw_up = tuple(
-        e.address
-        for t in tiers
-        for e in t.endpoints
-        if health.get(config.health_key(record, e), State.UNKNOWN) is State.UP
-    )
+    raw_up = tuple(address for (_tier, address), s in checked.items() if s is State.UP)
     cfg = policy.damping
     pre = (
         damping.update(cfg, prev.penalties, prev.penalty_at, prev.suppressed, (), now)

@@ -6,7 +6,7 @@ that names an endpoint everywhere re-decides the names that answer it (`by_addre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dnsfailover.config.schema import Config
@@ -19,9 +19,14 @@ class Index:
     managed: tuple[tuple[str, str, FailoverRecord], ...]  # (origin, name, record), in order
     position: Mapping[str, int]  # name → its place in `managed`
     keys: Mapping[str, frozenset[str]]  # name → the health keys of its endpoints
+    slots: Mapping[str, tuple[tuple[str, str, str], ...]]  # name → (tier, address, key)...
     by_key: Mapping[str, tuple[str, ...]]  # health key → the names that use it
     by_address: Mapping[str, tuple[str, ...]]  # endpoint address → the names it serves
     all_keys: frozenset[str]
+
+    def affected(self, keys: Iterable[str]) -> int:
+        """How many names a change of these health keys re-decides (at most)."""
+        return sum(len(self.by_key.get(key, ())) for key in keys)
 
     def touched(self, o: Override) -> tuple[str, ...]:
         """The names an override can change."""
@@ -39,24 +44,29 @@ def index(config: Config) -> Index:
 def _build(config: Config) -> Index:
     managed = tuple(config.managed())
     keys: dict[str, frozenset[str]] = {}
+    slots: dict[str, tuple[tuple[str, str, str], ...]] = {}
     by_key: dict[str, list[str]] = {}
     by_address: dict[str, list[str]] = {}
     for _origin, name, record in managed:
         mine = set()
+        found = []
         for tier in record.tiers:
             for e in tier.endpoints:
                 key = config.health_key(record, e)
                 mine.add(key)
+                found.append((tier.name, e.address, key))
                 users = by_address.setdefault(e.address, [])
                 if not users or users[-1] != name:
                     users.append(name)
         keys[name] = frozenset(mine)
+        slots[name] = tuple(found)
         for key in mine:
             by_key.setdefault(key, []).append(name)
     return Index(
         managed=managed,
         position={name: i for i, (_o, name, _r) in enumerate(managed)},
         keys=keys,
+        slots=slots,
         by_key={k: tuple(v) for k, v in by_key.items()},
         by_address={a: tuple(v) for a, v in by_address.items()},
         all_keys=frozenset(by_key),

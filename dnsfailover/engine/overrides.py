@@ -187,18 +187,14 @@ def touches_endpoint(
 
 
 def apply(
-    config: Config,
     name: str,
     record: FailoverRecord,
-    health: Mapping[str, State],
+    checked: Mapping[tuple[str, str], State],
     overrides: Sequence[Override],
 ) -> Applied:
+    """`checked`: the voted health of each (tier, endpoint address) of the name."""
     mine = sorted((o for o in overrides if touches(o, name, record)), key=lambda o: o.created_at)
-    states = {
-        (t.name, e.address): health.get(config.health_key(record, e), State.UNKNOWN)
-        for t in record.tiers
-        for e in t.endpoints
-    }
+    states = dict(checked)
     notes: list[str] = []
     for o in mine:
         if o.action is Action.FORCE_UP:

@@ -288,7 +288,7 @@ class ClusterLink:
         names = {name: decode(NameDecision, data) for name, data in shared.names.items()}
         transitions = tuple(decode(Transition, t) for t in shared.extra.get("transitions", ()) if t)
         state = decode(EngineState, shared.engine) if shared.engine else EngineState()
-        decision = Decision(shared.zones, names, transitions, state, None)
+        decision = Decision(shared.zones, names, transitions, state, None, changed=frozenset(names))
         return decision, shared.zones
 
     def _on_overrides(self, overrides: list[Override]) -> None:

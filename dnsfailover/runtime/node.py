@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import gc
 import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnsfailover.alerts.alerter import Alerter, DestinationStats, Notice
 from dnsfailover.api.metrics import Metrics
@@ -37,13 +39,13 @@ from dnsfailover.drills.scheduler import DrillScheduler
 from dnsfailover.engine.decide import decide, redecide, vet_override
 from dnsfailover.engine.edges import Edge, edges
 from dnsfailover.engine.endings import ended
+from dnsfailover.engine.index import index
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState, Published
 from dnsfailover.errors import DnsFailoverError, NotReady, UserError
 from dnsfailover.health.tracker import HealthTracker, log_change
 from dnsfailover.model import Event, HealthChange, Observation, ZoneContent
 from dnsfailover.provider.sync import SyncEvent, SyncStatus
-from dnsfailover.runtime.cluster_link import ClusterLink
 from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
 from dnsfailover.runtime.reload import apply_reload
@@ -53,7 +55,12 @@ from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, make_syn
 from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.tasks import cancel_and_wait
 
+if TYPE_CHECKING:
+    from dnsfailover.runtime.cluster_link import ClusterLink
+
 log = logging.getLogger("dnsfailover.service")
+
+INLINE_NAMES = 500  # a decision re-deciding more names than this runs on a thread
 
 
 class ReloadRefused(UserError):
@@ -103,7 +110,12 @@ class Node:
         self._changed_keys: set[str] = set()
         self._reset_breaker = False
         self._force_publish = False
-        self._link = None if config.cluster is None else ClusterLink(self, config.cluster, clock)
+        self._link: ClusterLink | None = None
+        if config.cluster is not None:
+            # Imported only for a cluster: etcd's gRPC client costs ~20 MB and ~50 ms.
+            from dnsfailover.runtime.cluster_link import ClusterLink
+
+            self._link = ClusterLink(self, config.cluster, clock)
         self.publisher = Publisher(
             self.embedded,
             self.metrics,
@@ -186,7 +198,9 @@ class Node:
             self._tasks.append(asyncio.create_task(self._revote_loop(), name="dnsfailover-revote"))
         # What start-up built lives as long as the process: keep it out of the collector's
         # full passes, which otherwise pause probes for tens of ms at 10k targets.
+        gc.collect()
         gc.freeze()
+        _trim_heap()
         return bound
 
     async def _cluster_cold_start(self) -> None:
@@ -238,6 +252,7 @@ class Node:
         await self.alerter.stop()
         await self.serving.stop()
         if self.store is not None:
+            await self.publisher.flush()
             if self._pending_health:
                 changes, self._pending_health = self._pending_health, []
                 await self.store.run(lambda s: s.save_health(changes))
@@ -323,15 +338,19 @@ class Node:
         keys, self._changed_keys = self._changed_keys, set()
         states = self._tracker.states()
         if base is None or force_all:
-            engine = self.publisher.engine
-            decision = decide(
-                self.config, states, engine, now, overrides=overrides, reset_breaker=reset
-            )
+            decision = await asyncio.to_thread(
+                decide, self.config, states, self.publisher.engine, now,
+                overrides=overrides, reset_breaker=reset,
+            )  # fmt: skip
         else:
-            decision = redecide(
-                self.config, states, base, now, changed=keys, overrides=overrides,
+            run = functools.partial(
+                redecide, self.config, states, base, now, changed=keys, overrides=overrides,
                 reset_breaker=reset,
             )  # fmt: skip
+            # A few names are decided right here (less than a thread's hand-over costs on a
+            # busy loop); thousands (a regional outage) on a thread, so probes go on meanwhile.
+            big = index(self.config).affected(keys) > INLINE_NAMES
+            decision = await asyncio.to_thread(run) if big else run()
         told = self._tell(edges(self._last_decided, decision), now)
         self._last_decided = decision
         changed = self.publisher.changed(decision.zones, force_all=force_all)
@@ -513,3 +532,10 @@ class Node:
             await self.record_event("reload", "config", summary)
             await self._decide_and_publish()
             return summary
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system: loading and compiling a big zone
+    peaks far above what stays alive (glibc only; elsewhere nothing happens)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -10,6 +10,7 @@ handed to their `ZoneSync`, and only where `writes_external()` says so (a cluste
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -25,6 +26,8 @@ from dnsfailover.server.embedded import EmbeddedZones
 log = logging.getLogger("dnsfailover.service")
 
 Row = tuple[float, str, str, str]  # (at, kind, subject, message) for the history
+RECORD_CHUNK = 1000  # names' state per store transaction behind the answers
+LOGGED_TRANSITIONS = 20  # a regional outage changes thousands of names: the rest is summed up
 
 
 class Publisher:
@@ -58,6 +61,7 @@ class Publisher:
         self._engine = EngineState()
         self._detected_at: float | None = None  # first health change not yet published
         self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Future[None]] = set()  # state and history being written
 
     @property
     def serials(self) -> Mapping[str, int]:
@@ -109,25 +113,28 @@ class Publisher:
         health: Sequence[HealthChange] = (),
         notes: Sequence[Row] = (),
     ) -> None:
-        """Persist, then serve: the new serials, engine state and reasons are written before
-        the zones change, so a serial never goes backwards."""
+        """Persist the serials, serve, then record the state and the history: a serial never
+        goes backwards, and the answers do not wait on the history (10,000 names' state and
+        transitions in a regional outage)."""
         store = self._store
         assert store is not None
         async with self._lock:
-
-            def persist(s: Store) -> None:
-                s.save_health(health)
-                s.save_publish(serials, decision.state, decision.transitions, notes)
-
-            await store.run(persist)
+            await store.run(lambda s: s.save_serials(serials), urgent=True)
             self._serials.update(serials)
             self._engine = decision.state
-            for t in decision.transitions:
-                log.info(
-                    "engine: %s %s %s -> %s: %s", t.kind, t.name, list(t.old), list(t.new), t.reason
-                )
+            for i, t in enumerate(decision.transitions):
+                if i < LOGGED_TRANSITIONS:
+                    log.info(
+                        "engine: %s %s %s -> %s: %s",
+                        t.kind, t.name, list(t.old), list(t.new), t.reason,
+                    )  # fmt: skip
                 self._metrics.transition(t)
                 self._notify(Notice.from_transition(t))
+            if len(decision.transitions) > LOGGED_TRANSITIONS:
+                log.info(
+                    "engine: %d more names changed their answers (each is in the events)",
+                    len(decision.transitions) - LOGGED_TRANSITIONS,
+                )
             detected, self._detected_at = self._detected_at, None
             for origin in changed:
                 self._metrics.published(origin, self._serials[origin], detected, now)
@@ -135,21 +142,60 @@ class Publisher:
             self.published = Published(tuple(zones), decision, now)
             if self._on_decision is not None:
                 self._on_decision(decision)
-            if not changed:
-                return
-            log.info(
-                "publish: zones=%s serials=%s",
-                ",".join(changed),
-                ",".join(str(self._serials[o]) for o in changed),
+            if changed:
+                log.info(
+                    "publish: zones=%s serials=%s",
+                    ",".join(changed),
+                    ",".join(str(self._serials[o]) for o in changed),
+                )
+                by_origin = {z.origin: z for z in zones}
+                served = [by_origin[o] for o in changed if o in self.embedded_origins]
+                if served:
+                    await self.embedded.put_async(served)
+                if self._writes_external():
+                    for origin in changed:
+                        if origin in self.syncs:
+                            self.syncs[origin].submit(provider_records(by_origin[origin]))
+
+            self._record(store, decision, health, notes)
+
+    def _record(
+        self,
+        store: AsyncStore,
+        decision: Decision,
+        health: Sequence[HealthChange],
+        notes: Sequence[Row],
+    ) -> None:
+        """Write the state and history of a committed decision behind the answers, in chunks
+        (a later publish's serials go in between); reads queued later see it all."""
+        state, changed = decision.state, decision.changed
+        replace = len(changed) >= len(state.names)
+        names = list(state.names) if replace else sorted(changed)
+        chunks = [names[i : i + RECORD_CHUNK] for i in range(0, len(names), RECORD_CHUNK)]
+
+        def first(s: Store) -> None:
+            s.save_health(health)
+            s.save_state(
+                state, decision.transitions, notes, chunks[0] if chunks else (), replace=replace
             )
-            by_origin = {z.origin: z for z in zones}
-            served = [by_origin[o] for o in changed if o in self.embedded_origins]
-            if served:
-                await self.embedded.put_async(served)
-            if self._writes_external():
-                for origin in changed:
-                    if origin in self.syncs:
-                        self.syncs[origin].submit(provider_records(by_origin[origin]))
+
+        jobs = [first] + [
+            functools.partial(_save_names, state=state, names=chunk) for chunk in chunks[1:]
+        ]
+        for job in jobs:
+            future = store.later(job)
+            self._pending.add(future)
+            future.add_done_callback(self._recorded)
+
+    def _recorded(self, future: asyncio.Future[None]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("store: cannot record a decision: %s", future.exception())
+
+    async def flush(self) -> None:
+        """Wait for every decision's state and history to be written (before closing)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def serve_shared(
         self, decision: Decision, zones: tuple[ZoneContent, ...], now: float
@@ -165,3 +211,7 @@ class Publisher:
         ]
         serials = {z.origin: z.soa.serial for z in zones if z.origin in changed}
         await self.commit(decision, serials, changed, now)
+
+
+def _save_names(s: Store, *, state: EngineState, names: list[str]) -> None:
+    s.save_state(state, (), (), names, replace=False)

@@ -7,13 +7,16 @@ Every method is synchronous and short; the service runs them on one dedicated th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import queue
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dnsfailover.cluster.codec import CodecError, decode, encode
 from dnsfailover.engine.overrides import Override
@@ -176,39 +179,77 @@ class Store:
         state: EngineState,
         transitions: Iterable[Transition],
         notes: Iterable[tuple[float, str, str, str]] = (),
+        changed: Collection[str] | None = None,
     ) -> None:
-        """Record a decision about to be published: serials, engine state and why.
+        """Record a decision: serials, engine state and why (`save_serials`, then
+        `save_state`, in one transaction)."""
 
-        Written before the new zone is served, so a serial never goes backwards.
-        """
+        def work(db: sqlite3.Connection) -> None:
+            self._serials(db, serials)
+            self._state(db, state, transitions, notes, changed)
+
+        self._tx(work)
+
+    def save_serials(self, serials: Mapping[str, int]) -> None:
+        """The serials about to be served: written first, so a serial never goes backwards."""
+        self._tx(lambda db: self._serials(db, serials))
+
+    def save_state(
+        self,
+        state: EngineState,
+        transitions: Iterable[Transition],
+        notes: Iterable[tuple[float, str, str, str]] = (),
+        changed: Collection[str] | None = None,
+        *,
+        replace: bool | None = None,
+    ) -> None:
+        """The engine state and the history of a decision.  Only the `changed` names' state
+        is written; `replace` (by default: None, or every name changed) replaces the whole
+        state with them."""
+        self._tx(lambda db: self._state(db, state, transitions, notes, changed, replace))
+
+    @staticmethod
+    def _serials(db: sqlite3.Connection, serials: Mapping[str, int]) -> None:
+        db.executemany("INSERT OR REPLACE INTO serials VALUES (?, ?)", serials.items())
+
+    @staticmethod
+    def _state(
+        db: sqlite3.Connection,
+        state: EngineState,
+        transitions: Iterable[Transition],
+        notes: Iterable[tuple[float, str, str, str]],
+        changed: Collection[str] | None,
+        replace: bool | None = None,
+    ) -> None:
         events = [
             (t.at, t.kind, t.name, f"{list(t.old)} -> {list(t.new)}: {t.reason}")
             for t in transitions
         ]
         events.extend(notes)
-
-        def work(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR REPLACE INTO serials VALUES (?, ?)", serials.items())
+        if replace is None:
+            replace = changed is None or len(changed) >= len(state.names)
+        names: Iterable[str] = state.names if changed is None else changed
+        if replace:
             db.execute("DELETE FROM engine")
-            db.executemany(
-                "INSERT INTO engine (name, active, answer, healthy_since, state) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (
-                        name,
-                        ns.active,
-                        json.dumps(list(ns.answer)),
-                        json.dumps(dict(ns.healthy_since)),
-                        json.dumps(encode(ns), sort_keys=True),
-                    )
-                    for name, ns in state.names.items()
-                ],
-            )
-            db.executemany(
-                "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)", events
-            )
-
-        self._tx(work)
+        names = [n for n in names if n in state.names]
+        db.executemany(
+            "INSERT OR REPLACE INTO engine (name, active, answer, healthy_since, state) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (
+                    name,
+                    ns.active,
+                    json.dumps(list(ns.answer)),
+                    json.dumps(dict(ns.healthy_since)),
+                    json.dumps(encode(ns), sort_keys=True),
+                )
+                for name in names
+                for ns in [state.names[name]]
+            ],
+        )
+        db.executemany(
+            "INSERT INTO events (at, kind, subject, message) VALUES (?, ?, ?, ?)", events
+        )
 
     def add_events(self, events: Iterable[tuple[float, str, str, str]]) -> None:
         """Append (at, kind, subject, message) rows to the history."""
@@ -263,24 +304,83 @@ T = TypeVar("T")
 
 
 class AsyncStore:
-    """Runs a `Store` on one dedicated thread so SQLite never blocks the event loop."""
+    """Runs a `Store` on one dedicated thread so SQLite never blocks the event loop.
 
-    def __init__(self, store: Store, pool: ThreadPoolExecutor) -> None:
+    Jobs run in the order they are given, except `urgent` ones (the serial floor of a
+    publish), which go before any job that has not started: a regional outage's history,
+    written in chunks behind the answers, never holds up the next publish for long.
+    """
+
+    def __init__(self, store: Store, worker: _Worker) -> None:
         self.store = store
-        self._pool = pool
+        self._worker = worker
 
     @classmethod
     async def open(cls, path: str | Path) -> AsyncStore:
         """Open the database on the thread that will use it from then on."""
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dnsfailover-store")
-        store = await asyncio.get_running_loop().run_in_executor(pool, Store, path)
-        return cls(store, pool)
+        worker = _Worker()
+        store = await worker.submit(lambda: Store(path), urgent=False)
+        return cls(store, worker)
 
-    async def run(self, fn: Callable[[Store], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, self.store)
+    async def run(self, fn: Callable[[Store], T], *, urgent: bool = False) -> T:
+        return await self._worker.submit(lambda: fn(self.store), urgent=urgent)
+
+    def later(self, fn: Callable[[Store], None]) -> asyncio.Future[None]:
+        """Queue `fn` without waiting for it (what is read later is queued after it)."""
+        return self._worker.submit(lambda: fn(self.store), urgent=False)
 
     async def close(self) -> None:
         await self.run(Store.close)
-        # Its last job is done; waiting for the idle thread to exit would block the loop.
-        self._pool.shutdown(wait=False)
+        self._worker.stop()
+
+
+class _Worker:
+    """One thread running jobs from a queue: urgent ones first, each kind in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None]]] = (
+            queue.PriorityQueue()
+        )
+        self._count = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="dnsfailover-store", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], T], *, urgent: bool) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            try:
+                result = fn()
+            except BaseException as e:  # handed to the awaiting coroutine
+                outcome: tuple[Any, BaseException | None] = (None, e)
+            else:
+                outcome = (result, None)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+
+        self._queue.put((0 if urgent else 1, next(self._count), job))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put((2, next(self._count), _STOP))
+
+    def _run(self) -> None:
+        while True:
+            _priority, _seq, job = self._queue.get()
+            if job is _STOP:
+                return
+            job()
+
+
+def _STOP() -> None:
+    """Marks the end of a worker's queue."""
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled() or future.get_loop().is_closed():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

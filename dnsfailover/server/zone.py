@@ -9,8 +9,10 @@ The server swaps whole snapshots, so a query sees one snapshot from start to fin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSLabel, DNSRecord
 
@@ -231,12 +233,19 @@ def _referral(
     return Referral(ns, tuple(glue))
 
 
+@functools.lru_cache(maxsize=65_536)
+def _rdata(rtype: str, value: str) -> Any:
+    """Parsed rdata, shared: an outage re-publishes the same endpoint addresses in thousands
+    of sets (dnslib's rdata objects are never changed once made)."""
+    return parse_rdata(rtype, value)
+
+
 def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, ...]]:
     where = f"{rs.name} {rs.rtype}"
     try:
         name = name_labels(rs.name)
         code = qtype_code(rs.rtype)
-        rds = [parse_rdata(rs.rtype, value) for value in rs.values]
+        rds = [_rdata(rs.rtype, value) for value in rs.values]
     except ZoneBuildError as e:
         raise ZoneBuildError(f"{where}: {e}") from e
     depth = len(origin)
@@ -247,6 +256,8 @@ def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, 
     if not 0 <= rs.ttl <= MAX_TTL:
         raise ZoneBuildError(f"{where}: TTL {rs.ttl} is outside 0-{MAX_TTL}")
     owner = DNSLabel(name)
+    if code in (_A, _AAAA):  # an address always encodes: no need to pack it to find out
+        return name, code, tuple(RR(owner, code, _IN, rs.ttl, rd) for rd in rds)
     return name, code, tuple(_checked(RR(owner, code, _IN, rs.ttl, rd), where) for rd in rds)
 
 
