@@ -67,7 +67,7 @@ async def test_nodes_with_the_password_lead_and_publish_and_never_log_it(
         other = b if leader is a else a
         term = leader.cluster.term
         assert term is not None
-        decision = SharedDecision(term=term, leader=leader.name, at=1.0, zones=())
+        decision = SharedDecision(term=term, leader=leader.name, at=1.0)
         assert await leader.cluster.publish(decision)
         await until(lambda: any(d.at == 1.0 for d in other.decisions), "the decision")
     finally:

@@ -10,7 +10,7 @@ from enum import StrEnum
 import pytest
 
 from dnsfailover.cluster.codec import CodecError, decode, dumps, encode, loads
-from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.cluster.types import NameEntry, NodeBeat, RegionReport, SharedDecision
 from dnsfailover.engine.values import EngineState, NameDecision, NameState
 from dnsfailover.model import RecordSet, Soa, State, ZoneContent
 
@@ -35,16 +35,20 @@ def test_shared_values_survive_a_json_round_trip() -> None:
         term=7,
         leader="node-a",
         at=1700000001.25,
-        zones=(ZONE,),
-        names={"www.example.test.": encode(NAME)},
-        engine=encode(ENGINE),
+        seq=42,
+        serials={"example.test.": 2024010107},
         extra={"isolated": ["eu"]},
     )
     back = loads(SharedDecision, dumps(decision))
     assert back == decision
-    assert back.zones[0].soa.serial == 2024010107
-    assert decode(NameDecision, back.names["www.example.test."]) == NAME
-    assert decode(EngineState, back.engine) == ENGINE
+    assert back.serials["example.test."] == 2024010107
+    state = ENGINE.names["www.example.test."]
+    entry = NameEntry(42, encode(NAME, compact=True), encode(state, compact=True))
+    again = loads(NameEntry, dumps(entry))
+    assert decode(NameDecision, again.decision) == NAME
+    assert decode(NameState, again.state) == state
+    assert decode(EngineState, encode(ENGINE)) == ENGINE
+    assert loads(ZoneContent, dumps(ZONE)) == ZONE
     assert decode(dict[str, NameDecision], {"w": encode(NAME)}) == {"w": NAME}
     report = RegionReport("http@[2001:db8::1]:443", "eu", "n1", State.DOWN, 12.5, "timeout")
     assert loads(RegionReport, dumps(report)) == report
@@ -85,7 +89,7 @@ def test_mismatched_data_is_refused_with_where() -> None:
     with pytest.raises(CodecError, match=r"\$\.soa\.serial: expected int, got str"):
         decode(ZoneContent, {**encode(ZONE), "soa": {**encode(ZONE.soa), "serial": "7"}})
     with pytest.raises(CodecError, match="needs 'term'"):
-        decode(SharedDecision, {"leader": "a", "at": 1.0, "zones": []})
+        decode(SharedDecision, {"leader": "a", "at": 1.0})
     with pytest.raises(CodecError, match="is not a Color"):
         decode(Newer, {"name": "n", "color": "blue"})
     with pytest.raises(CodecError, match="expected 2 items"):
@@ -100,3 +104,12 @@ def test_floats_accept_json_integers_but_ints_refuse_booleans() -> None:
     assert isinstance(decode(float, 5), float)
     with pytest.raises(CodecError):
         decode(int, True)
+
+
+def test_a_compact_entry_leaves_out_defaults_and_decodes_whole() -> None:
+    """What goes to etcd per changed name is small: defaults are not written."""
+    compact = encode(NAME, compact=True)
+    assert "shadow" not in compact
+    assert "loads" not in compact
+    assert len(json.dumps(compact)) < len(json.dumps(encode(NAME)))
+    assert decode(NameDecision, compact) == NAME

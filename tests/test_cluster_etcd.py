@@ -19,7 +19,7 @@ from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
 
 from dnsfailover.cluster.etcd import ClusterUnavailable
 from dnsfailover.cluster.node import EtcdCluster
-from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.cluster.types import NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.config.cluster import ClusterConfig
 from dnsfailover.engine.overrides import Action, Override
 from dnsfailover.model import State
@@ -57,7 +57,8 @@ class Node:
         self.gone.append((node, region))
         self.reports = {k: v for k, v in self.reports.items() if k[0] != node}
 
-    def _on_decision(self, decision: SharedDecision) -> None:
+    def _on_decision(self, published: Published) -> None:
+        decision = published.head
         self.decisions.append(decision)
         self.decision_seen.setdefault(decision.at, time.perf_counter())
 
@@ -128,7 +129,7 @@ def leaders(group: list[Node]) -> list[Node]:
 
 def decision(node: Node, at: float, serial: int = 1) -> SharedDecision:
     assert node.cluster.term is not None
-    return SharedDecision(term=node.cluster.term, leader=node.name, at=at, zones=(),
+    return SharedDecision(term=node.cluster.term, leader=node.name, at=at,
                           extra={"serial": serial})  # fmt: skip
 
 
@@ -185,7 +186,7 @@ async def test_the_leaders_decision_reaches_all_and_a_follower_cannot_publish(
     assert all(n.cluster.last_decision == n.decisions[-1] for n in group)
     assert {n.decisions[-1].extra["serial"] for n in group} == {119}
 
-    forged = SharedDecision(term=leader.cluster.term or 0, leader=follower.name, at=99.0, zones=())
+    forged = SharedDecision(term=leader.cluster.term or 0, leader=follower.name, at=99.0)
     assert not await follower.cluster.publish(forged)
     assert await leader.cluster.still_leader()
     assert not await follower.cluster.still_leader()

@@ -27,34 +27,56 @@ class CodecError(DnsFailoverError):
     """Stored data does not match the type it is decoded as (the message names where)."""
 
 
-def encode(obj: Any) -> Any:
-    """Turn a value made of dataclasses, enums, tuples and mappings into JSON-able data."""
+def encode(obj: Any, *, compact: bool = False) -> Any:
+    """Turn a value made of dataclasses, enums, tuples and mappings into JSON-able data.
+
+    `compact` leaves out dataclass fields that hold their default (`decode` fills them in
+    again): what goes to etcd for every changed name is then a few hundred bytes.
+    """
     kind = type(obj)
     if kind is str or kind is int or kind is float or kind is bool or obj is None:
         return obj
-    names = _init_fields(kind)  # type: ignore[arg-type]  # any type hashes
-    if names is not None:
+    fields = _init_fields(kind)  # type: ignore[arg-type]  # any type hashes
+    if fields is not None:
         # Only what the constructor takes: caches (init=False fields) are not the value.
-        return {name: encode(getattr(obj, name)) for name in names}
+        out = {}
+        for name, default in fields:
+            value = getattr(obj, name)
+            if compact and default is not _NO_DEFAULT and value == default:
+                continue
+            out[name] = encode(value, compact=compact)
+        return out
     if isinstance(obj, enum.Enum):
         return encode(obj.value)
     if isinstance(obj, bool | int | float | str):
         return obj
     if isinstance(obj, Mapping):
-        return {_encode_key(k): encode(v) for k, v in obj.items()}
+        return {_encode_key(k): encode(v, compact=compact) for k, v in obj.items()}
     if isinstance(obj, tuple | list | set | frozenset):
-        items = [encode(v) for v in obj]
+        items = [encode(v, compact=compact) for v in obj]
         # Sets have no order; sort so equal values encode to equal JSON.
         return sorted(items, key=repr) if isinstance(obj, set | frozenset) else items
     raise CodecError(f"cannot encode {type(obj).__name__}")
 
 
+_NO_DEFAULT = object()
+
+
 @functools.cache
-def _init_fields(kind: Any) -> tuple[str, ...] | None:
-    """The constructor's fields of a dataclass type (None for anything else)."""
+def _init_fields(kind: Any) -> tuple[tuple[str, Any], ...] | None:
+    """The constructor's fields of a dataclass type with their defaults (None for anything
+    else)."""
     if not dataclasses.is_dataclass(kind):
         return None
-    return tuple(f.name for f in dataclasses.fields(kind) if f.init)
+    return tuple((f.name, _default(f)) for f in dataclasses.fields(kind) if f.init)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _NO_DEFAULT
 
 
 def _encode_key(key: Any) -> str:

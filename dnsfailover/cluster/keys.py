@@ -2,7 +2,8 @@
 
 ```
 {prefix}/leader                          node id, under the leader's lease (term = create rev)
-{prefix}/decision                        SharedDecision JSON, no lease (survives everything)
+{prefix}/decision                        SharedDecision JSON (the head), no lease
+{prefix}/names/{name}                    NameEntry JSON, no lease
 {prefix}/overrides/{id}                  Override JSON, no lease
 {prefix}/nodes/{node}                    NodeBeat JSON, under the node's lease
 {prefix}/reports/{region}/{node}/{target}  RegionReport JSON, under the node's lease
@@ -23,7 +24,8 @@ def _seg(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A key under the prefix: `kind` is leader, decision, override, node, report or other."""
+    """A key under the prefix: `kind` is leader, decision, name, override, node, report or
+    other."""
 
     kind: str
     region: str = ""
@@ -49,6 +51,9 @@ class Keys:
     def decision(self) -> bytes:
         return f"{self.prefix}/decision".encode()
 
+    def name(self, name: str) -> bytes:
+        return f"{self.prefix}/names/{_seg(name)}".encode()
+
     def override(self, override_id: str) -> bytes:
         return f"{self.prefix}/overrides/{_seg(override_id)}".encode()
 
@@ -67,6 +72,8 @@ class Keys:
                 return Parsed("leader")
             case ["decision"]:
                 return Parsed("decision")
+            case ["names", name]:
+                return Parsed("name", id=unquote(name))
             case ["overrides", oid]:
                 return Parsed("override", id=unquote(oid))
             case ["nodes", node]:

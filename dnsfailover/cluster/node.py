@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aetcd
@@ -32,7 +32,7 @@ from dnsfailover.cluster.etcd import (
 )
 from dnsfailover.cluster.keys import Keys
 from dnsfailover.cluster.outbox import Outbox, call
-from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.cluster.types import NameEntry, NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.cluster.view import View
 from dnsfailover.config.cluster import ClusterConfig
 from dnsfailover.engine.overrides import Override
@@ -68,7 +68,7 @@ class EtcdCluster:
         on_reports: Callable[[list[RegionReport]], None],
         on_reports_gone: Callable[[str, str], None],
         on_beat: Callable[[NodeBeat], None],
-        on_decision: Callable[[SharedDecision], None],
+        on_decision: Callable[[Published], None],
         on_overrides: Callable[[list[Override]], None],
         on_leader: Callable[[bool], None],
         on_connected: Callable[[bool], None],
@@ -121,6 +121,7 @@ class EtcdCluster:
 
     @property
     def last_decision(self) -> SharedDecision | None:
+        """The newest head."""
         return self._view.decision
 
     @property
@@ -184,30 +185,53 @@ class EtcdCluster:
         self._beat_dirty = True
         self._wake.set()
 
-    async def publish(self, decision: SharedDecision) -> bool:
-        """Write the decision if we still hold the leader key of `decision.term` (fenced).
+    async def publish(
+        self, decision: SharedDecision, entries: Mapping[str, NameEntry] | None = None
+    ) -> bool:
+        """Write the decision if we still hold the leader key of `decision.term` (fenced): the
+        name entries first, then the head that brings them into effect.
+
+        etcd takes at most 128 operations per transaction, so many entries (a regional
+        outage) go in several, each fenced, and the head in the last: a node serves none of
+        them before the head is there, and a leader fenced out half-way wrote nothing any
+        node serves.
 
         :return: False when not leader, fenced out (leadership is then lost) or etcd failed.
         """
-        client = self._client
-        if not self._holding() or client is None:
+        client, term = self._client, self._term
+        if not self._holding() or client is None or term is None:
             return False
-        if decision.term != self._term:
-            log.warning("publish: decision of term %s, ours is %s", decision.term, self._term)
+        if decision.term != term:
+            log.warning("publish: decision of term %s, ours is %s", decision.term, term)
             return False
         t = client.transactions
-        try:
-            ok, _ = await client.transaction(
-                compare=[t.create(self._keys.leader) == self._term],
-                success=[t.put(self._keys.decision, codec.dumps(decision))],
-                failure=[],
-            )
-        except Exception as e:
-            log.warning("publish: term=%s failed: %s", self._term, _why(e))
-            return False
-        if not ok:
-            self._lose(f"publish fenced: the leader key no longer has term {decision.term}")
-        return bool(ok)
+        puts = [t.put(self._keys.name(n), codec.dumps(e)) for n, e in (entries or {}).items()]
+        batches = [puts[i : i + _OPS_PER_TXN] for i in range(0, len(puts), _OPS_PER_TXN)] or [[]]
+        batches[-1].append(t.put(self._keys.decision, codec.dumps(decision)))
+        for batch in batches:
+            if not self._holding():
+                return False  # lost on the way: what went out is never served (no head)
+            try:
+                ok, _ = await client.transaction(
+                    compare=[t.create(self._keys.leader) == term], success=batch, failure=[]
+                )
+            except Exception as e:
+                log.warning("publish: term=%s failed: %s", term, _why(e))
+                return False
+            if not ok:
+                self._lose(f"publish fenced: the leader key no longer has term {decision.term}")
+                return False
+        return True
+
+    @property
+    def names(self) -> Mapping[str, NameEntry]:
+        """The name entries in effect (those the newest head brought in)."""
+        return self._view.names
+
+    @property
+    def seq(self) -> int:
+        """The newest decision number written to etcd (staged entries included)."""
+        return self._view.seq
 
     async def still_leader(self) -> bool:
         """Confirm with a linearizable read that the leader key is still ours (our term)."""

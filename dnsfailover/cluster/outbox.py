@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.cluster.types import NodeBeat, Published, RegionReport
 from dnsfailover.cluster.view import Change
 from dnsfailover.engine.overrides import Override
 
@@ -33,7 +33,7 @@ class Outbox:
     on_reports: Callable[[list[RegionReport]], None]
     on_gone: Callable[[str, str], None]
     on_beat: Callable[[NodeBeat], None]
-    on_decision: Callable[[SharedDecision], None]
+    on_decision: Callable[[Published], None]
     on_overrides: Callable[[list[Override]], None]
     overrides: Callable[[], list[Override]]  # the current full set
     _queue: list[Change] = field(default_factory=list)

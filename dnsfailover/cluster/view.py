@@ -14,13 +14,13 @@ from typing import Any
 
 from dnsfailover.cluster import codec
 from dnsfailover.cluster.keys import Keys
-from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.cluster.types import NameEntry, NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.engine.overrides import Override
 
 log = logging.getLogger("dnsfailover.cluster")
 
 # ("reports", RegionReport) | ("gone", (node, region)) | ("beat", NodeBeat)
-# | ("overrides", None) | ("decision", SharedDecision)
+# | ("overrides", None) | ("decision", Published)
 Change = tuple[str, Any]
 
 
@@ -41,14 +41,25 @@ class View:
     decision: SharedDecision | None = None
     decision_rev: int = 0
     leader: LeaderKey | None = None
+    names: dict[str, NameEntry] = field(default_factory=dict)  # in effect (seq <= head's)
+    staged: dict[str, NameEntry] = field(default_factory=dict)  # written, head not yet
+
+    @property
+    def seq(self) -> int:
+        """The newest decision number seen, staged entries included."""
+        head = self.decision.seq if self.decision is not None else 0
+        return max([head, *(e.seq for e in self.staged.values())])
 
     def load(self, kvs: list[Any]) -> list[Change]:
         """Replace everything with a full read; every current value is a change."""
         old_groups = self.groups
         self.reports, self.groups, self.overrides, self.leader = {}, {}, {}, None
+        self.names, self.staged = {}, {}
         out: list[Change] = []
         for kv in kvs:
             out += self.put(kv, snapshot=True)
+        if self.decision is not None:  # every name in effect at once, not one by one
+            out.append(("decision", Published(self.decision, dict(self.names))))
         gone: list[Change] = [("gone", g) for g in old_groups if g not in self.groups]
         return [*gone, *out, ("overrides", None)]
 
@@ -62,7 +73,17 @@ class View:
                     if snapshot or kv.mod_revision > self.decision_rev:
                         self.decision = codec.loads(SharedDecision, kv.value)
                         self.decision_rev = kv.mod_revision
-                        return [("decision", self.decision)]
+                        published = self._apply(self.decision)
+                        return [] if snapshot else [("decision", published)]
+                case "name":
+                    entry = codec.loads(NameEntry, kv.value)
+                    if self.decision is not None and entry.seq <= self.decision.seq:
+                        self.names[p.id] = entry  # in a full read the head comes first
+                        self.staged.pop(p.id, None)
+                        if not snapshot:
+                            return [("decision", Published(self.decision, {p.id: entry}))]
+                    else:
+                        self.staged[p.id] = entry
                 case "override":
                     self.overrides[p.id] = Override.from_json(kv.value.decode())
                     return [] if snapshot else [("overrides", None)]
@@ -77,6 +98,14 @@ class View:
             # A newer node may write something this version cannot read: skip that key.
             log.warning("watch: cannot read %s: %s", kv.key.decode(errors="replace"), e)
         return []
+
+    def _apply(self, head: SharedDecision) -> Published:
+        """The staged entries a head brings into effect (those of its seq or older)."""
+        due = {n: e for n, e in self.staged.items() if e.seq <= head.seq}
+        for name in due:
+            del self.staged[name]
+        self.names.update(due)
+        return Published(head, due)
 
     def delete(self, key: bytes) -> list[Change]:
         p = self.keys.parse(key)

@@ -3,9 +3,10 @@
 Every node probes from its region and reports its hysteresis-filtered view of each target
 (`RegionReport`, changes only) and a beat that keeps its region fresh.  Every node watches
 everyone's reports, so each holds the same region-by-region picture; only the leader feeds
-it to the engine.  The leader publishes its decision (zones with serials, engine state)
-with a fenced transaction; every node, the leader included, serves a decision only once
-etcd holds it, so all nodes answer the same records with the same serial.
+it to the engine.  The leader publishes its decision
+with fenced transactions (the names it changed, then a head with the serials; see
+`runtime/shared.py`); every node, the leader included, serves a decision only once etcd
+holds it, so all nodes answer the same records with the same serial.
 
 Static stability: when etcd is unreachable nothing here changes what is served; probes go
 on, the node says it is degraded, and when etcd returns the cluster layer re-delivers the
@@ -21,15 +22,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from dnsfailover.cluster.codec import decode, encode
 from dnsfailover.cluster.node import EtcdCluster
-from dnsfailover.cluster.types import NodeBeat, RegionReport, SharedDecision
+from dnsfailover.cluster.types import NameEntry, NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.config.cluster import ClusterConfig
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.overrides import Override
-from dnsfailover.engine.values import Decision, EngineState, NameDecision, Transition
+from dnsfailover.engine.values import Decision, EngineState
 from dnsfailover.health.tracker import HealthTracker
 from dnsfailover.model import HealthChange, ZoneContent
+from dnsfailover.runtime.shared import SharedView, entries
 from dnsfailover.tasks import cancel_and_wait
 
 
@@ -105,7 +106,9 @@ class ClusterLink:
         self._nodes: dict[str, NodeBeat] = {}
         self._beats: asyncio.Task[None] | None = None
         self._serving: asyncio.Task[None] | None = None
-        self._pending: SharedDecision | None = None
+        self._pending: Published | None = None
+        self.shared = SharedView()
+        self._staged: dict[str, NameEntry] = {}  # written by a publish that failed
         self._drift: list[str] = []
         self._digest: tuple[Config | None, str] = (None, "")
 
@@ -168,47 +171,42 @@ class ClusterLink:
     async def publish(
         self,
         decision: Decision,
-        zones: tuple[ZoneContent, ...],
+        serials: Mapping[str, int],
         now: float,
         *,
         force: bool = False,
     ) -> bool:
-        """Publish the leader's decision; False when this node may not (or etcd is down)."""
+        """Publish the leader's decision (its changed names, then a head with every zone's
+        serial); False when this node may not (or etcd is down)."""
         term = self.cluster.term
         if term is None or not self.cluster.leader:
             return False
+        seq = self.cluster.seq + 1
+        written = entries(decision, seq, {**self.cluster.names, **self._staged})
         last = self.decision
-        same = (
-            last is not None
-            and last.term == term
-            and len(last.zones) == len(zones)
-            and all(
-                a.origin == b.origin and a.same_answers(b) and a.soa.serial == b.soa.serial
-                for a, b in zip(last.zones, zones, strict=True)
-            )
-            and dict(last.engine) == encode(decision.state)
-        )
-        if same and not force and not decision.transitions:
+        same = last is not None and last.term == term and dict(last.serials) == dict(serials)
+        if same and not written and not force and not decision.transitions:
             return True  # nothing new to say
-        shared = SharedDecision(
+        head = SharedDecision(
             term=term,
             leader=self._node.node_id,
             at=now,
-            zones=zones,
-            names={name: encode(nd) for name, nd in decision.names.items()},
-            engine=encode(decision.state),
-            extra={
-                "transitions": [encode(t) for t in decision.transitions],
-                "isolated_regions": sorted(self._node.tracker.isolated()),
-            },
+            seq=seq,
+            serials=dict(serials),
+            frozen=decision.frozen,
+            refused=dict(decision.refused),
+            extra={"isolated_regions": sorted(self._node.tracker.isolated())},
         )
         try:
-            ok = await self.cluster.publish(shared)
+            ok = await self.cluster.publish(head, written)
         except Exception as e:  # the cluster layer should not raise; be safe anyway
             log.warning("cluster: publishing the decision failed: %s", e)
             return False
         if not ok:
             log.warning("cluster: decision not published (no longer the leader, or etcd down)")
+            self._staged.update(written)  # some may be in etcd: compare with them next time
+        else:
+            self._staged.clear()
         return ok
 
     # -- etcd → this node ------------------------------------------------------------------
@@ -266,30 +264,25 @@ class ClusterLink:
                 log.info("cluster: every node runs the same config again")
             self._drift = drift
 
-    def _on_decision(self, shared: SharedDecision) -> None:
-        last = self.decision
-        if last is not None and (shared.term, shared.at) < (last.term, last.at):
+    def _on_decision(self, published: Published) -> None:
+        head, last = published.head, self.decision
+        if last is not None and (head.term, head.seq) < (last.term, last.seq):
             return  # an older leader's decision arriving late
-        self.decision = shared
-        self._pending = shared
+        self.decision = head
+        self.shared.take(published)
+        self._pending = published
         if self._serving is None or self._serving.done():
             self._serving = asyncio.create_task(self._serve_pending(), name="dnsfailover-serve")
 
     async def _serve_pending(self) -> None:
         while self._pending is not None:
-            shared, self._pending = self._pending, None
+            published, self._pending = self._pending, None
             try:
-                await self._node.serve_shared(*self.to_decision(shared))
+                decision = self.shared.decision(published, self._node.config)
+                await self._node.serve_shared(decision, decision.zones)
             except Exception:
                 log.exception("cluster: cannot serve the published decision; keeping the last")
             self.first_decision.set()
-
-    def to_decision(self, shared: SharedDecision) -> tuple[Decision, tuple[ZoneContent, ...]]:
-        names = {name: decode(NameDecision, data) for name, data in shared.names.items()}
-        transitions = tuple(decode(Transition, t) for t in shared.extra.get("transitions", ()) if t)
-        state = decode(EngineState, shared.engine) if shared.engine else EngineState()
-        decision = Decision(shared.zones, names, transitions, state, None, changed=frozenset(names))
-        return decision, shared.zones
 
     def _on_overrides(self, overrides: list[Override]) -> None:
         self._node.set_overrides(overrides)
@@ -299,8 +292,8 @@ class ClusterLink:
             log.info("cluster: node %s is now the leader", self._node.node_id)
             if self.decision is not None:
                 # Continue where the last leader stopped: its tiers, hold-downs and serials.
-                decision, zones = self.to_decision(self.decision)
-                self._node.adopt(decision.state, {z.origin: z.soa.serial for z in zones})
+                state = EngineState(dict(self.shared.states))
+                self._node.adopt(state, self.decision.serials)
             self._node.wake(force=True)
         else:
             log.warning("cluster: node %s is no longer the leader", self._node.node_id)
@@ -334,7 +327,8 @@ class ClusterLink:
                 "leader": self.decision.leader,
                 "term": self.decision.term,
                 "at": self.decision.at,
-                "serials": {z.origin: z.soa.serial for z in self.decision.zones},
+                "serials": dict(self.decision.serials),
+                "seq": self.decision.seq,
             },
             "nodes": {
                 node: {

@@ -357,9 +357,10 @@ class Node:
         serials = self.publisher.next_serials(changed, now)
         health, self._pending_health = self._pending_health, []
         if link is not None:
-            zones = self.publisher.stamped(decision, serials)
+            every = {**self.publisher.serials, **serials}
+            served = {z.origin: every.get(z.origin, 0) for z in decision.zones}
             force, self._force_publish = self._force_publish, False
-            if not await link.publish(decision, zones, now, force=force or force_all):
+            if not await link.publish(decision, served, now, force=force or force_all):
                 self._pending_health = health + self._pending_health
                 return
 

@@ -100,10 +100,6 @@ class Publisher:
     def next_serials(self, changed: Iterable[str], now: float) -> dict[str, int]:
         return {o: next_serial(self._serials.get(o), now) for o in changed}
 
-    def stamped(self, decision: Decision, serials: Mapping[str, int]) -> tuple[ZoneContent, ...]:
-        """The decision's zones with the serials they would be served with."""
-        return tuple(with_serials(decision.zones, {**self._serials, **serials}))
-
     async def commit(
         self,
         decision: Decision,

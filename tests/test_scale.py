@@ -1,0 +1,181 @@
+"""A change costs what changed, at a size CI can run: 20,000 static records (a zone file)
+and 2,000 failover names over 200 real TCP endpoints.  One node, and two nodes on a real
+etcd (where the whole decision, static records included, used to be one etcd value: past
+~20,000 records it no longer fit etcd's request limit and no node ever failed over).
+
+Assertions are on work done (sets re-parsed, names decided, state rows and etcd bytes
+written), not on wall time; a time bound is only a generous guard against a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import aetcd
+import dns.asyncquery
+import dns.message
+from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
+
+from dnsfailover.config.load import load
+from dnsfailover.runtime.node import Node
+
+STATIC, NAMES, ENDPOINTS, PORT = 20_000, 2_000, 200, 24_501
+ORIGIN = "example.test."
+
+
+def address(i: int) -> str:
+    return f"127.3.{i // 250}.{1 + i % 250}"
+
+
+class Listeners:
+    """`ENDPOINTS` TCP listeners (a probe's connect succeeds); `kill` closes one."""
+
+    def __init__(self) -> None:
+        self.socks: dict[int, socket.socket] = {}
+        for i in range(ENDPOINTS):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((address(i), PORT))
+            s.listen(1024)
+            self.socks[i] = s
+
+    def kill(self, i: int) -> None:
+        self.socks.pop(i).close()
+
+    def close(self) -> None:
+        for s in self.socks.values():
+            s.close()
+
+
+@contextmanager
+def endpoints() -> Iterator[Listeners]:
+    listeners = Listeners()
+    try:
+        yield listeners
+    finally:
+        listeners.close()
+
+
+def users(endpoint: int) -> list[str]:
+    return [
+        f"f{j}.{ORIGIN}" for j in range(NAMES) if endpoint in (j % ENDPOINTS, (j + 1) % ENDPOINTS)
+    ]
+
+
+def write_config(tmp: Path, cluster: str = "") -> Path:
+    lines = [f"$ORIGIN {ORIGIN}", "$TTL 300"]
+    lines += [f'h{i} IN TXT "a static record of some length, number {i}"' for i in range(STATIC)]
+    (tmp / "static.zone").write_text("\n".join(lines) + "\n")
+    yaml = [
+        cluster,
+        "checks:",
+        f"  tcp: {{type: tcp, port: {PORT}, interval: 200ms, timeout: 200ms, fall: 2, rise: 2}}",
+        "zones:",
+        f"  {ORIGIN}:",
+        f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}",
+        f"    nameservers: [ns1.{ORIGIN}]",
+        "    records: {ns1: {type: A, value: 127.0.0.1}}",
+        "    zone_file: static.zone",
+        "    failover:",
+    ]
+    for j in range(NAMES):
+        a, b = address(j % ENDPOINTS), address((j + 1) % ENDPOINTS)
+        yaml.append(f"      f{j}: {{policy: active-active, check: tcp, endpoints: [{a}, {b}]}}")
+    path = tmp / "scale.yaml"
+    path.write_text("\n".join(yaml) + "\n")
+    return path
+
+
+async def answer(port: int, name: str) -> tuple[str, ...]:
+    r = await dns.asyncquery.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port)
+    return tuple(sorted(rd.to_text() for rrset in r.answer for rd in rrset))
+
+
+async def until_dropped(port: int, names: list[str], gone: str, limit: float = 15.0) -> None:
+    async with asyncio.timeout(limit):
+        for name in names:
+            while gone in await answer(port, name):  # noqa: ASYNC110 - a remote server
+                await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(config: Path, state: Path, node_id: str = "n1") -> AsyncIterator[Node]:
+    cfg = await asyncio.to_thread(load, config)
+    node = Node(cfg, dns_port=0, state_path=state, node_id=node_id, config_path=str(config))
+    try:
+        await node.start()
+        yield node
+    finally:
+        await node.stop()
+
+
+async def test_one_node_re_parses_only_the_changed_sets(tmp_path: Path) -> None:
+    with endpoints() as listeners:
+        config = await asyncio.to_thread(write_config, tmp_path)
+        async with running(config, tmp_path / "state.db") as node:
+            port = node.dns_address()[1]  # type: ignore[index]
+            assert await answer(port, f"f7.{ORIGIN}") == (address(7), address(8))
+            before = node.embedded.snapshot.find_zone((b"example", b"test"))
+            assert before is not None
+            await node.publisher.flush()  # start-up's state is written behind the answers
+            rows = node.store.store._db.total_changes  # type: ignore[union-attr]
+            listeners.kill(7)
+            names = users(7)
+            await until_dropped(port, names, address(7))
+            delta = node.embedded.history[ORIGIN][-1]
+            assert delta.names == set(names)  # the difference is the names of the endpoint
+            after = node.embedded.snapshot.find_zone((b"example", b"test"))
+            assert after is not None
+            static = ((b"h123", b"example", b"test"), 16)
+            assert after.rrsets[static] is before.rrsets[static]  # shared, not re-parsed
+            changed = ((b"f7", b"example", b"test"), 1)
+            assert after.rrsets[changed] is not before.rrsets[changed]
+            assert node.publisher.published is not None
+            assert node.publisher.published.decision.changed <= set(names)
+            await node.publisher.flush()
+            written = node.store.store._db.total_changes - rows  # type: ignore[union-attr]
+            # the serial, the names' state and their transitions (+ health rows): not 2,000
+            assert written < 10 * len(names)
+
+
+async def test_a_two_node_cluster_fails_over_and_writes_only_what_changed(
+    tmp_path: Path,
+    etcd: Etcd,  # noqa: F811
+) -> None:
+    head = f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: /scale}}\n  lease_ttl: 2\n"
+    with endpoints() as listeners:
+        config = await asyncio.to_thread(write_config, tmp_path, head)
+        async with (
+            running(config, tmp_path / "a.db", "a") as a,
+            running(config, tmp_path / "b.db", "b") as b,
+        ):
+            ports = [n.dns_address()[1] for n in (a, b)]  # type: ignore[index]
+            for port in ports:
+                assert await answer(port, f"f7.{ORIGIN}") == (address(7), address(8))
+            host, port = etcd.endpoint.split(":")
+            client = aetcd.Client(host, int(port))
+            try:
+                listeners.kill(7)
+                names = users(7)
+                for port in ports:
+                    await until_dropped(port, names, address(7))
+                serials = {n.published.zones[0].soa.serial for n in (a, b)}  # type: ignore[union-attr]
+                assert len(serials) == 1  # the same serial on both
+                kv = await client.get(b"/scale/decision")
+                assert kv is not None
+                seq = int(kv.value.split(b'"seq":')[1].split(b",")[0])
+                entries = [
+                    kv.value
+                    for kv in await client.get_prefix(b"/scale/names/")
+                    if b'"seq":%d' % seq in kv.value
+                ]
+                written = len(kv.value) + sum(len(v) for v in entries)
+                # the decision's names only (a few hundred bytes each), never the static records
+                assert len(entries) <= len(names)
+                assert written < 1_000 * len(names)
+            finally:
+                await client.close()
