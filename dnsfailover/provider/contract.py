@@ -81,6 +81,14 @@ class BaseProvider(abc.ABC):
         Overrides must not raise for keys that do not exist; report foreign ones.
         """
 
+    async def populate_keys(self, keys: Collection[Key]) -> Populated:
+        """What exists now for exactly `keys` (and their ownership markers), read without
+        the rest of the zone: the names a plan touches, between full reads.  Overrides must
+        leave the provider ready to `apply` a plan of these keys, with the same conflict
+        checks as after `populate`.  Default: `populate(keys)`, the whole zone.
+        """
+        return await self.populate(keys)
+
     @abc.abstractmethod
     async def apply(self, plan: Plan) -> ApplyResult:
         """Make `plan` true, all or nothing per batch, and confirm it.

@@ -4,6 +4,11 @@ One worker per zone, so there is never more than one change in flight per zone. 
 only the *latest* desired state: transitions that arrive while a change is in flight are
 coalesced into the next plan, and after a failure it retries the latest state, never a
 backlog of stale ones.  DNS serving and probing never wait on it.
+
+It remembers what the provider held and what it wrote since (`_Known`), so a plan re-reads
+only the keys whose desired sets changed (`populate_keys`: a few calls, not a listing of a
+zone of thousands of sets); the whole zone is read again after `REFRESH` seconds, after a
+failed or refused apply, and on the first plan.
 """
 
 from __future__ import annotations
@@ -11,20 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.errors import DnsFailoverError
 from dnsfailover.model import RecordSet
 from dnsfailover.provider.contract import BaseProvider
-from dnsfailover.provider.plan import Plan, Safety, UnsafePlan, diff
+from dnsfailover.provider.plan import Key, Plan, Populated, Safety, UnsafePlan, diff
 from dnsfailover.tasks import cancel_and_wait
 
 log = logging.getLogger("dnsfailover.sync")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+REFRESH = 300.0  # seconds a full read of the zone is trusted (what others changed shows then)
 
 
 class Fenced(DnsFailoverError):
@@ -40,6 +46,47 @@ class SyncEvent:
     message: str
     at: float
     seconds: float | None = None  # how long the provider call took (applied / failed)
+
+
+@dataclass(slots=True)
+class _Known:
+    """What the provider holds for the keys that matter, as read and as written since."""
+
+    records: dict[Key, RecordSet]
+    foreign: set[Key]
+    owned: set[Key]
+    read_at: float  # monotonic time of the last full read
+
+    @classmethod
+    def of(cls, p: Populated, at: float) -> _Known:
+        return cls({(r.name, r.rtype): r for r in p.records}, set(p.foreign), set(p.owned), at)
+
+    def merge(self, part: Populated, keys: Collection[Key]) -> None:
+        """Take a fresh read of `keys` (and only of them)."""
+        asked = set(keys)
+        for key in asked:
+            self.records.pop(key, None)
+        self.foreign -= asked
+        self.owned -= asked
+        self.records.update((k, r) for r in part.records if (k := (r.name, r.rtype)) in asked)
+        self.foreign |= part.foreign & asked
+        self.owned |= part.owned & asked
+
+    def wrote(self, plan: Plan) -> None:
+        """A plan applied: what it created and updated is ours now, what it deleted gone."""
+        for change in plan.changes:
+            if change.new is None:
+                self.records.pop(change.key, None)
+                self.owned.discard(change.key)
+            else:
+                self.records[change.key] = change.new
+                self.owned.add(change.key)
+                self.foreign.discard(change.key)
+
+    def populated(self) -> Populated:
+        return Populated(
+            tuple(self.records.values()), frozenset(self.foreign), frozenset(self.owned)
+        )
 
 
 @dataclass(slots=True)
@@ -83,6 +130,9 @@ class ZoneSync:
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._failed_seconds: float | None = None
+        self._known: _Known | None = None  # None: read the whole zone next time
+        self._planned: dict[Key, RecordSet] = {}  # the desired sets `_known` was read for
+        self.reads = 0  # plans made from a full read of the zone (for tests and status)
 
     @property
     def zone(self) -> str:
@@ -160,8 +210,20 @@ class ZoneSync:
         if not self._started:
             await self.provider.start()
             self._started = True
-        populated = await self.provider.populate([(r.name, r.rtype) for r in desired])
-        return diff(self.zone, populated, desired)
+        wanted = {(r.name, r.rtype): r for r in desired}
+        known = self._known
+        if known is None or time.monotonic() - known.read_at > REFRESH:
+            populated = await self.provider.populate(list(wanted))
+            known = self._known = _Known.of(populated, time.monotonic())
+            self.reads += 1
+        else:
+            planned = self._planned
+            touched = [k for k, r in wanted.items() if planned.get(k) != r]
+            touched += [k for k in planned if k not in wanted]
+            if touched:
+                known.merge(await self.provider.populate_keys(touched), touched)
+        self._planned = wanted
+        return diff(self.zone, known.populated(), desired)
 
     async def converge(self, desired: tuple[RecordSet, ...]) -> Plan:
         """One populate → plan → safety → apply round; raises on failure."""
@@ -170,6 +232,7 @@ class ZoneSync:
             self.status.in_sync = True
             self.status.last_error = ""
             return plan
+        known, self._known = self._known, None  # until the apply is known to have worked
         plan.raise_if_unsafe(self.safety, force=self.force)
         if self._fence is not None and not await self._fence():
             raise Fenced("this node is no longer the cluster's leader")
@@ -179,6 +242,9 @@ class ZoneSync:
         except Exception:
             self._failed_seconds = time.monotonic() - started
             raise
+        if known is not None and result.confirmed:
+            known.wrote(plan)
+            self._known = known
         self.status.in_sync = result.confirmed
         self.status.last_error = ""
         self.status.applies += 1

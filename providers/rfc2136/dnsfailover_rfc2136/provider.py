@@ -153,6 +153,20 @@ class Rfc2136Provider(BaseProvider):
         )
         return populated
 
+    async def populate_keys(self, keys: Collection[Key]) -> Populated:
+        """Ask for `keys` and their markers one by one (a CNAME at a name is noted too),
+        not the whole zone by AXFR."""
+        primary = self._require()
+        check_reserved(self.zone, keys)
+        try:
+            rrsets = await self._ask(primary, set(keys), self._deadline())
+        except SendError as e:
+            raise ProviderError(f"{self.zone}: populate: {primary.where}: {e}") from e
+        self._view = ZoneView(rrsets, self.opts.owner_id, self.SUPPORTS)
+        populated = self._view.populated(keys, self.log)
+        self._known |= populated.owned
+        return populated
+
     async def _transfer(self, primary: Primary, deadline_at: float) -> dict[Key, Found] | None:
         zone = await primary.axfr(self.zone, deadline_at=deadline_at)
         if zone is None:

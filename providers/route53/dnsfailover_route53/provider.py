@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
-from dnsfailover.provider.ownership import check_reserved
+from dnsfailover.provider.ownership import check_reserved, marker_name
 from dnsfailover.provider.plan import Key, Plan, Populated
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     )
 
 T = TypeVar("T")
+
+
+NAME_PAGE = 20  # record sets asked per call when reading one name
 
 
 def _short_id(value: str) -> str:
@@ -186,6 +189,61 @@ class Route53Provider(BaseProvider):
             time.monotonic() - started,
         )
         return populated
+
+    async def populate_keys(self, keys: Collection[Key]) -> Populated:
+        """Read only the names of `keys` and their markers (ListResourceRecordSets from
+        each name: a call or two per name, not a listing of the whole hosted zone)."""
+        self._require()
+        check_reserved(self.zone, keys)
+        started = time.monotonic()
+        deadline_at = time.monotonic() + self.opts.deadline
+        names = sorted({name for name, _ in keys} | {marker_name(k) for k in keys})
+        rrsets: list[ResourceRecordSetOutputTypeDef] = []
+        for name in names:
+            rrsets += await self._list_name(name, deadline_at)
+        self._snapshot = ZoneSnapshot(rrsets, self.opts.owner_id, self.SUPPORTS)
+        populated = self._snapshot.populated(keys, self.log)
+        self.log.debug(
+            "populate: zone=%s names=%d record_sets=%d in %.2fs",
+            self.zone,
+            len(names),
+            len(rrsets),
+            time.monotonic() - started,
+        )
+        return populated
+
+    async def _list_name(
+        self, name: str, deadline_at: float
+    ) -> list[ResourceRecordSetOutputTypeDef]:
+        """Every record set at exactly `name` (pages followed while they stay at it)."""
+        client, zone_id = self._require()
+        params: ListResourceRecordSetsRequestTypeDef = {
+            "HostedZoneId": zone_id,
+            "StartRecordName": name,
+            "MaxItems": str(NAME_PAGE),
+        }
+        found: list[ResourceRecordSetOutputTypeDef] = []
+        try:
+            while True:
+                list_page = partial(client.list_resource_record_sets, **params)
+                resp = await self._call(
+                    "ListResourceRecordSets", list_page, deadline_at, self.opts.deadline
+                )
+                page = resp.get("ResourceRecordSets", [])
+                here = [r for r in page if normalise_name(r["Name"]) == name]
+                found += here
+                if len(here) < len(page) or not resp.get("IsTruncated") or not here:
+                    return found
+                params = {
+                    "HostedZoneId": zone_id,
+                    "MaxItems": str(NAME_PAGE),
+                    "StartRecordName": resp["NextRecordName"],
+                    "StartRecordType": resp["NextRecordType"],
+                }
+                if resp.get("NextRecordIdentifier"):
+                    params["StartRecordIdentifier"] = resp["NextRecordIdentifier"]
+        except CallError as e:
+            raise ProviderError(f"{self.zone}: populate: {e}") from e
 
     async def _list_record_sets(self) -> list[ResourceRecordSetOutputTypeDef]:
         """Every record set of the hosted zone, following Route 53's pages.
