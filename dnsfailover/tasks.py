@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("dnsfailover")
 
@@ -21,3 +24,22 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, every: float = 0.5) -> Non
         await asyncio.wait({task}, timeout=every)
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.warning("stop: task %s ended with %r", task.get_name(), exc)
+
+
+async def stop_site(site: web.BaseSite) -> None:
+    """Stop an aiohttp site's listener without dropping a connection it just accepted.
+
+    Python 3.11 hands an accepted socket to a task that attaches it to the listener; if the
+    listener closed in between, that attach fails and the half-made transport is dropped
+    unclosed (fixed in 3.12).  So: stop accepting, let the tasks of connections already
+    accepted run, then close.  Seen as ResourceWarnings when the demo killed an endpoint
+    while it was being probed.
+    """
+    server = site._server
+    if isinstance(server, asyncio.base_events.Server):
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(3):
+            await asyncio.sleep(0)
+    await site.stop()

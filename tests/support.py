@@ -22,6 +22,8 @@ import dns.rcode
 import dns.rdatatype
 from aiohttp import web
 
+from dnsfailover.tasks import stop_site
+
 # DNSFAILOVER_BIN runs another build (bench/revisions.py compares two)
 BIN = Path(os.environ.get("DNSFAILOVER_BIN") or Path(sys.executable).with_name("dnsfailover"))
 
@@ -74,7 +76,7 @@ class HttpEndpoints:
         self._sites[address] = site
 
     async def _stop(self, address: str) -> None:
-        await self._sites.pop(address).stop()
+        await stop_site(self._sites.pop(address))
 
     def start(self, address: str) -> int:
         self._call(self._start(address))

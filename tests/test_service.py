@@ -14,6 +14,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from dnsfailover.config.load import loads
 from dnsfailover.runtime.node import Node
+from dnsfailover.tasks import stop_site
 
 A, B = "127.0.0.61", "127.0.0.62"
 
@@ -58,7 +59,7 @@ class Endpoints:
         return self
 
     async def stop(self, address: str) -> None:
-        await self.sites[address].stop()
+        await stop_site(self.sites[address])
 
     async def start(self, address: str) -> None:
         site = web.TCPSite(self.runner, address, self.ports[address], reuse_address=True)

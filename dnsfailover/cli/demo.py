@@ -20,7 +20,7 @@ from aiohttp import web
 from dnsfailover.config.load import load
 from dnsfailover.engine.values import Decision
 from dnsfailover.runtime.node import Node
-from dnsfailover.tasks import cancel_and_wait
+from dnsfailover.tasks import cancel_and_wait, stop_site
 
 ENDPOINTS = {
     "www-1": "127.0.0.11",
@@ -122,7 +122,7 @@ class Endpoints:
         site = self.sites.pop(name, None)
         if site is None:
             return False
-        await site.stop()
+        await stop_site(site)
         return True
 
     async def close(self) -> None:
