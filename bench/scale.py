@@ -38,6 +38,14 @@ PORT = 24001
 HZ = os.sysconf("SC_CLK_TCK")
 
 
+def machine() -> str:
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+         if ln.startswith("model name")), "?",
+    )  # fmt: skip
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
 def address(i: int) -> str:
     return f"127.1.{i // 250}.{1 + i % 250}"
 
@@ -171,16 +179,20 @@ def until(resolver: Resolver, names: list[str], ok: object, limit: float = 15.0)
 # -- the server ---------------------------------------------------------------------------
 
 
-def write_config(tmp: Path, args: argparse.Namespace) -> Path:
+def write_config(tmp: Path, args: argparse.Namespace, head: str = "") -> Path:
+    """The benchmark's config; `head` is YAML put first (a cluster, regions)."""
     records = []
     for i in range(args.static):
         if i % 2:
             records.append(f'h{i} IN TXT "static record {i}"')
         else:
             records.append(f"h{i} IN A 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+    interval = getattr(args, "interval", "100ms")
     lines = [
+        head,
         "checks:",
-        f"  tcp: {{type: tcp, port: {PORT}, interval: 100ms, timeout: 100ms, fall: 3, rise: 2}}",
+        f"  tcp: {{type: tcp, port: {PORT}, interval: {interval}, timeout: 100ms, fall: 3, "
+        "rise: 2}",
         "zones:",
         f"  {ORIGIN}:",
         f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}",
@@ -203,6 +215,21 @@ def write_config(tmp: Path, args: argparse.Namespace) -> Path:
     path = tmp / "scale.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def serve(config: Path, state: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    """`dnsfailover serve` on a free port; returns once it says where it listens."""
+    proc = subprocess.Popen(
+        [str(BIN), "serve", str(config), "--dns", "127.0.0.1:0", "--api", "off",
+         "--state", str(state), "--log-level", "WARNING", *extra],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if " on " not in line:
+        proc.kill()
+        raise SystemExit(f"serve did not start: {line!r}")
+    return proc, int(line.split(" on ")[1].split(" ")[0].rsplit(":", 1)[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -237,11 +264,7 @@ def main() -> None:
     ap.add_argument("--outage", type=int, default=500)
     ap.add_argument("--yaml", action="store_true", help="static records in the YAML")
     args = ap.parse_args()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-         if ln.startswith("model name")), "?",
-    )  # fmt: skip
-    print(f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(
         f"zone: {args.static} static records ({'YAML' if args.yaml else 'zone file'}), "
         f"{args.names} failover names over {args.endpoints} endpoints; tcp 100ms/100ms fall 3"
@@ -251,15 +274,8 @@ def main() -> None:
         tmp = Path(d)
         cfg = write_config(tmp, args)
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [str(BIN), "serve", str(cfg), "--dns", "127.0.0.1:0", "--api", "off",
-             "--state", str(tmp / "s.db"), "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        proc, port = serve(cfg, tmp / "s.db")
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            port = int(line.split(" on ")[1].split(" ")[0].rsplit(":", 1)[1])
             resolver = Resolver(port)
             first = f"f0.{ORIGIN}"
             until(resolver, [first], lambda r: r[3] & 0xF == 0 and r[6:8] != b"\0\0", 600)

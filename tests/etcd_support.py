@@ -31,8 +31,9 @@ def _free_port() -> int:
 class Etcd:
     """One single-member etcd; `restart()` keeps its data dir and ports."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, extra: tuple[str, ...] = ()) -> None:
         self._own_dir = directory is None
+        self._extra = extra  # more etcd flags, e.g. ("--max-request-bytes", "8192")
         self.dir = directory or Path(tempfile.mkdtemp(prefix="etcd-"))
         self.client_port = _free_port()
         self.peer_port = _free_port()
@@ -51,7 +52,7 @@ class Etcd:
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"default={peer}", "--listen-metrics-urls", "",
-            "--log-level", "warn",
+            "--log-level", "warn", *self._extra,
         ]  # fmt: skip
         self.dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}

@@ -105,7 +105,21 @@ async def nodes(etcd: Etcd) -> AsyncIterator[Callable[[int], Coroutine[Any, Any,
     yield start
     for node in started:
         await node.cluster.stop()
-    assert escaped == []
+    assert [ctx for ctx in escaped if not grpc_leftover(ctx)] == []
+
+
+def grpc_leftover(ctx: dict[str, Any]) -> bool:
+    """grpc's process-wide poller hands a call's last completion to whichever loop is
+    running; for a call made on a loop that is closed by now (an earlier test's, or
+    `other_loop`'s) that hand-over fails with 'Event loop is closed'.  One `serve` has one
+    loop for its life, so this only exists in a test session with a loop per test; it is
+    not an exception of ours."""
+    exc = ctx.get("exception")
+    return (
+        str(ctx.get("message", "")).startswith("Exception in callback PollerCompletionQueue")
+        and isinstance(exc, RuntimeError)
+        and str(exc) == "Event loop is closed"
+    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -102,6 +102,13 @@ async def until_dropped(port: int, names: list[str], gone: str, limit: float = 1
                 await asyncio.sleep(0.05)
 
 
+async def eventually(get: Callable[[], Awaitable[object]], want: object) -> None:
+    """Poll `get()` until it returns `want` (a generous guard against a hang)."""
+    async with asyncio.timeout(15):
+        while await get() != want:  # noqa: ASYNC110 - another process's state
+            await asyncio.sleep(0.05)
+
+
 @asynccontextmanager
 async def running(config: Path, state: Path, node_id: str = "n1") -> AsyncIterator[Node]:
     cfg = await asyncio.to_thread(load, config)
@@ -179,3 +186,76 @@ async def test_a_two_node_cluster_fails_over_and_writes_only_what_changed(
                 assert written < 1_000 * len(names)
             finally:
                 await client.close()
+
+
+async def test_a_decision_etcd_refuses_is_loud_counted_retried_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """etcd refuses a name's entry (bigger than its request limit): the leader keeps the
+    last answers, says so in status and metrics, retries with backoff, and publishes again
+    once the decision fits."""
+    server = Etcd(extra=("--max-request-bytes", "8192"))
+    await asyncio.to_thread(server.start)
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    probe.bind(("127.0.0.1", 0))
+    check_port = probe.getsockname()[1]
+    big = [f"127.5.{i // 250}.{1 + i % 250}" for i in range(400)]
+    endpoints = ", ".join(f"{{address: {a}, check_address: 127.0.0.1}}" for a in big)
+    config = tmp_path / "big.yaml"
+    config.write_text(
+        f"cluster:\n  etcd: {{endpoints: ['{server.endpoint}'], prefix: /big}}\n"
+        "  lease_ttl: 2\n"
+        "checks:\n"
+        f"  tcp: {{type: tcp, port: {check_port}, interval: 100ms, timeout: 100ms, fall: 1, "
+        "rise: 1}\n"
+        f"zones:\n  {ORIGIN}:\n"
+        f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}\n"
+        f"    nameservers: [ns1.{ORIGIN}]\n"
+        "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
+        "    failover:\n"
+        "      big: {policy: active-active, check: tcp, all_down: serve_none, "
+        f"endpoints: [{endpoints}]}}\n"
+        "      small: {policy: active-active, check: tcp, all_down: fallback, "
+        "fallback: [127.0.0.9], endpoints: [{address: 127.0.0.8, check_address: 127.0.0.1}]}\n"
+    )
+    try:
+        async with running(config, tmp_path / "s.db") as node:
+            port = node.dns_address()[1]  # type: ignore[index]
+
+            async def failures_at_least(n: int) -> bool:
+                return bool(node.cluster_status()["publish_failures"] >= n)
+
+            async def degraded() -> str | None:
+                return node.cluster_status()["degraded"]  # type: ignore[no-any-return]
+
+            # Everything down (nothing listens): `big` is NODATA, a small entry: published.
+            await eventually(lambda: answer(port, f"small.{ORIGIN}"), ("127.0.0.9",))
+            assert node.cluster_status()["degraded"] is None
+            assert node.cluster_status()["publish_failures"] == 0
+
+            probe.listen(64)  # all up: `big` answers 400 addresses, an entry etcd refuses
+            await eventually(lambda: failures_at_least(3), True)  # retried, with backoff
+            status = node.cluster_status()
+            assert "cannot publish" in status["degraded"]
+            assert "too large" in status["degraded"]
+            metrics = node.metrics.render(node.metrics.snapshot(node)).decode()
+            assert 'dnsfailover_cluster_degraded{node="n1"} 1.0' in metrics
+            failures = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("dnsfailover_cluster_publish_failures_total")
+            ]
+            assert len(failures) == 1
+            assert float(failures[0].split()[-1]) >= 3
+            # static stability: every node serves the last decision etcd holds
+            assert await answer(port, f"small.{ORIGIN}") == ("127.0.0.9",)
+
+            probe.close()  # all down again: the decision fits, and is published
+            await eventually(degraded, None)
+            assert await answer(port, f"small.{ORIGIN}") == ("127.0.0.9",)
+            metrics = node.metrics.render(node.metrics.snapshot(node)).decode()
+            assert 'dnsfailover_cluster_degraded{node="n1"} 0.0' in metrics
+    finally:
+        probe.close()
+        await asyncio.to_thread(server.close)

@@ -43,6 +43,7 @@ __all__ = ["ClusterUnavailable", "EtcdCluster"]
 log = logging.getLogger("dnsfailover.cluster")
 
 _OPS_PER_TXN = 100  # etcd's default --max-txn-ops is 128
+_BYTES_PER_TXN = 256 * 1024  # etcd's default --max-request-bytes is 1.5 MiB
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -104,6 +105,7 @@ class EtcdCluster:
         self._beat: NodeBeat | None = None
         self._beat_dirty = False
         self._wake = asyncio.Event()
+        self.publish_error = ""  # why the last publish wrote nothing ("" when it did)
 
     # -- what the service reads ------------------------------------------------------------
 
@@ -200,27 +202,41 @@ class EtcdCluster:
         """
         client, term = self._client, self._term
         if not self._holding() or client is None or term is None:
+            self.publish_error = "not the leader" if self._connected else "etcd unreachable"
             return False
         if decision.term != term:
             log.warning("publish: decision of term %s, ours is %s", decision.term, term)
+            self.publish_error = f"a decision of term {decision.term}, ours is {term}"
             return False
         t = client.transactions
-        puts = [t.put(self._keys.name(n), codec.dumps(e)) for n, e in (entries or {}).items()]
-        batches = [puts[i : i + _OPS_PER_TXN] for i in range(0, len(puts), _OPS_PER_TXN)] or [[]]
+        batches: list[list[Any]] = [[]]
+        size = 0
+        for name, entry in (entries or {}).items():
+            key, value = self._keys.name(name), codec.dumps(entry)
+            full = len(batches[-1]) >= _OPS_PER_TXN or size + len(value) > _BYTES_PER_TXN
+            if full and batches[-1]:
+                batches.append([])
+                size = 0
+            batches[-1].append(t.put(key, value))
+            size += len(key) + len(value)
         batches[-1].append(t.put(self._keys.decision, codec.dumps(decision)))
         for batch in batches:
             if not self._holding():
-                return False  # lost on the way: what went out is never served (no head)
+                self.publish_error = "leadership lost while publishing"
+                return False  # what went out is never served (no head)
             try:
                 ok, _ = await client.transaction(
                     compare=[t.create(self._keys.leader) == term], success=batch, failure=[]
                 )
             except Exception as e:
-                log.warning("publish: term=%s failed: %s", term, _why(e))
+                self.publish_error = f"etcd: {_why(e)}"
+                log.warning("publish: term=%s failed: %s", term, self.publish_error)
                 return False
             if not ok:
-                self._lose(f"publish fenced: the leader key no longer has term {decision.term}")
+                self.publish_error = f"fenced: the leader key no longer has term {term}"
+                self._lose(f"publish {self.publish_error}")
                 return False
+        self.publish_error = ""
         return True
 
     @property

@@ -131,6 +131,7 @@ class ZoneSync:
         self._started = False
         self._failed_seconds: float | None = None
         self._known: _Known | None = None  # None: read the whole zone next time
+        self._read_all = False  # read the whole zone next time (a reload asked)
         self._planned: dict[Key, RecordSet] = {}  # the desired sets `_known` was read for
         self.reads = 0  # plans made from a full read of the zone (for tests and status)
 
@@ -212,7 +213,8 @@ class ZoneSync:
             self._started = True
         wanted = {(r.name, r.rtype): r for r in desired}
         known = self._known
-        if known is None or time.monotonic() - known.read_at > REFRESH:
+        if known is None or self._read_all or time.monotonic() - known.read_at > REFRESH:
+            self._read_all = False
             populated = await self.provider.populate(list(wanted))
             known = self._known = _Known.of(populated, time.monotonic())
             self.reads += 1
@@ -224,6 +226,10 @@ class ZoneSync:
                 known.merge(await self.provider.populate_keys(touched), touched)
         self._planned = wanted
         return diff(self.zone, known.populated(), desired)
+
+    def read_all(self) -> None:
+        """Read the whole zone on the next plan (a reload: hand edits, new adopt rules)."""
+        self._read_all = True
 
     async def converge(self, desired: tuple[RecordSet, ...]) -> Plan:
         """One populate → plan → safety → apply round; raises on failure."""

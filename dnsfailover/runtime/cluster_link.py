@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from dnsfailover.backoff import Backoff
 from dnsfailover.cluster.node import EtcdCluster
 from dnsfailover.cluster.types import NameEntry, NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.config.cluster import ClusterConfig
@@ -109,6 +110,13 @@ class ClusterLink:
         self._pending: Published | None = None
         self.shared = SharedView()
         self._staged: dict[str, NameEntry] = {}  # written by a publish that failed
+        # A publish that failed is retried with backoff, counted, and shown in `status`
+        # until one succeeds: a leader never sits silently on a decision no node serves.
+        self.publish_failures = 0  # since start
+        self.publish_error: str | None = None  # the current streak's reason
+        self._streak = 0
+        self._retry: asyncio.TimerHandle | None = None
+        self._backoff = Backoff(base=0.2, cap=5.0)
         self._drift: list[str] = []
         self._digest: tuple[Config | None, str] = (None, "")
 
@@ -121,6 +129,9 @@ class ClusterLink:
         self._beats = asyncio.create_task(self._beat_loop(), name="dnsfailover-cluster-beat")
 
     async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._beats is not None:
             await cancel_and_wait(self._beats)
         if self._serving is not None:
@@ -199,15 +210,38 @@ class ClusterLink:
         )
         try:
             ok = await self.cluster.publish(head, written)
+            why = self.cluster.publish_error
         except Exception as e:  # the cluster layer should not raise; be safe anyway
-            log.warning("cluster: publishing the decision failed: %s", e)
-            return False
-        if not ok:
-            log.warning("cluster: decision not published (no longer the leader, or etcd down)")
-            self._staged.update(written)  # some may be in etcd: compare with them next time
-        else:
+            ok, why = False, repr(e)
+        if ok:
             self._staged.clear()
+            self._published_again()
+        else:
+            self._staged.update(written)  # some may be in etcd: compare with them next time
+            self._publish_failed(why or "unknown")
         return ok
+
+    def _publish_failed(self, why: str) -> None:
+        self.publish_failures += 1
+        self.publish_error = why
+        if not self.cluster.leader:
+            self._streak = 0  # the new leader publishes; nothing to retry here
+            log.warning("cluster: decision not published: %s", why)
+            return
+        delay = self._backoff.delay(self._streak)
+        self._streak += 1
+        log.warning("cluster: decision not published (%s); retrying in %.1fs", why, delay)
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self._node.wake(force=True)
+
+    def _published_again(self) -> None:
+        if self.publish_error is not None:
+            log.info("cluster: publishing again after %d failed attempt(s)", self._streak or 1)
+        self.publish_error, self._streak = None, 0
 
     # -- etcd → this node ------------------------------------------------------------------
 
@@ -317,7 +351,9 @@ class ClusterLink:
             "leader": self.cluster.leader,
             "term": self.cluster.term,
             "connected": self.cluster.connected,
-            "degraded": self.degraded,
+            "degraded": self.degraded
+            or (None if self.publish_error is None else f"cannot publish: {self.publish_error}"),
+            "publish_failures": self.publish_failures,
             "isolated_regions": sorted(self._node.tracker.isolated()),
             "config": self._config_digest(),
             "config_drift": self.drift(),

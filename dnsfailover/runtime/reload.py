@@ -33,6 +33,7 @@ async def apply_reload(
     for origin, sync in syncs.items():
         sync.safety = safety(config, origin)
         sync.force = config.zones[origin].force
+        sync.read_all()
     await serving.retarget(old, config)
     after = set(config.targets())
     return (

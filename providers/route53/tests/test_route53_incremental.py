@@ -57,3 +57,21 @@ async def test_a_touched_name_is_checked_for_conflicts_afresh(moto: Moto) -> Non
     assert sync.reads == 1  # found by the re-read of c alone
     names = {r["Name"] for r in moto.record_sets(zone_id)}
     assert "_dnsfailover-a.c.example.test." not in names
+
+
+async def test_a_hand_edit_of_an_untouched_name_is_seen_after_a_reload(moto: Moto) -> None:
+    """Between full reads a plan trusts what it wrote for names it does not touch; a reload
+    (an operator who just edited the zone by hand, or changed `adopt`) reads it all again."""
+    zone_id = moto.create_zone()
+    p = await moto.provider()
+    sync = ZoneSync(p, Safety())
+    wanted = (rs("a", "A", "192.0.2.1"), rs("b", "A", "192.0.2.1"))
+    await sync.converge(wanted)
+    moto.upsert(zone_id, simple("a.example.test.", "A", "203.0.113.66"))  # by hand
+    assert not await sync.converge(wanted)  # `a` is not touched: not read, not seen
+    sync.read_all()  # what a reload does
+    plan = await sync.converge(wanted)
+    assert sync.reads == 2
+    assert [c.describe() for c in plan.changes] == [
+        "~ a.example.test. A 203.0.113.66 -> 192.0.2.1"
+    ]
