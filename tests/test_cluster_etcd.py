@@ -18,6 +18,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
 
 from dnsfailover.cluster.etcd import ClusterUnavailable
+from dnsfailover.cluster.keys import Keys
 from dnsfailover.cluster.node import EtcdCluster
 from dnsfailover.cluster.types import NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.config.cluster import ClusterConfig
@@ -419,3 +420,33 @@ async def test_start_returns_while_etcd_is_down_and_connects_when_it_comes(
     await until(lambda: a.links[-1:] == [True] and a.cluster.leader, "connected and leading")
     (b,) = await nodes(1)
     await until(lambda: (a.name, "t@192.0.2.1:1") in b.reports, "the early report was written")
+
+
+def drain(override_id: str, why: str) -> Override:
+    return Override(override_id, Action.DRAIN, "www.example.test.", "192.0.2.1", None, why,
+                    "ops", 1.0)  # fmt: skip
+
+
+async def test_a_node_joins_a_cluster_whose_prefix_is_past_grpcs_reply_limit(
+    etcd: Etcd,  # noqa: F811
+    admin: aetcd.Client,
+) -> None:
+    """A cluster of 10,000 names holds more under its prefix than one gRPC reply may carry
+    (4 MB): the joining node reads it in pages, as of one revision, and sees all of it."""
+    cfg = config(etcd.endpoint)
+    keys = Keys(cfg.etcd.prefix)
+    why = "maintenance window " * 50  # ~1 KB an override: 5,000 of them are ~5 MB
+    t = admin.transactions
+    for start in range(0, 5_000, 100):
+        batch = [drain(f"o{i}", why) for i in range(start, start + 100)]
+        await admin.transaction(
+            compare=[], success=[t.put(keys.override(o.id), o.to_json().encode()) for o in batch],
+            failure=[],
+        )  # fmt: skip
+    node = Node(cfg, "late", "region-late")
+    await node.cluster.start()
+    try:
+        await until(lambda: node.links[-1:] == [True], "connected", 20)
+        await until(lambda: len(node.overrides) == 5_000, "every override read", 20)
+    finally:
+        await node.cluster.stop()

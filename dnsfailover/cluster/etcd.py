@@ -136,3 +136,45 @@ class _TlsClient(aetcd.Client):  # type: ignore[misc]
             rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
         )
         self._connected.set()
+
+
+READ_PAGE = 500  # keys per Range call: ~0.5 MB at most, far below gRPC's 4 MB reply cap
+
+
+async def read_prefix(
+    client: Any, prefix: bytes, per_call: float, page: int = READ_PAGE
+) -> tuple[list[Any], int]:
+    """Every key under `prefix` as of one revision, read `page` keys per call; returns the
+    key-values (`aetcd.rtypes.KeyValue`) and that revision.
+
+    One `get_prefix` brings the whole prefix in one gRPC reply, and a reply past 4 MB is
+    refused by the client: with 10,000 names a joining node could never read the cluster.
+    Later pages are pinned to the first page's revision, so the read is one snapshot.
+
+    :raises aetcd.ClientError: as aetcd's own calls do.
+    """
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    key, revision = prefix, 0
+    out: list[Any] = []
+    while True:
+        request = rpc.RangeRequest(
+            key=key, range_end=end, limit=page, revision=revision,
+            sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY,
+        )  # fmt: skip
+        try:
+            reply = await client.kvstub.Range(request, timeout=per_call, metadata=client.metadata)
+        except grpc.aio.AioRpcError as e:
+            kind = _ERRORS.get(e.code(), aetcd.ClientError)
+            raise kind(e.details()) from e
+        revision = revision or int(reply.header.revision)
+        out += [aetcd.rtypes.KeyValue(kv) for kv in reply.kvs]
+        if not reply.more or not reply.kvs:
+            return out, revision
+        key = bytes(reply.kvs[-1].key) + b"\0"
+
+
+_ERRORS: dict[grpc.StatusCode, type[aetcd.ClientError]] = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: aetcd.ConnectionTimeoutError,
+    grpc.StatusCode.UNAVAILABLE: aetcd.ConnectionFailedError,
+    grpc.StatusCode.INTERNAL: aetcd.InternalError,
+}

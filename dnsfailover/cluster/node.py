@@ -29,6 +29,7 @@ from dnsfailover.cluster.etcd import (
     Credentials,
     load_credentials,
     make_client,
+    read_prefix,
 )
 from dnsfailover.cluster.keys import Keys
 from dnsfailover.cluster.outbox import Outbox, call
@@ -319,11 +320,9 @@ class EtcdCluster:
         self._client = client
         await client.connect()
         await self._ensure_lease(client)
-        snapshot = await client.get_prefix(self._keys.root)
-        self._out.emit(self._view.load(list(snapshot)))
-        watch = await client.watch_prefix(
-            self._keys.root, start_revision=snapshot.header.revision + 1
-        )
+        kvs, revision = await read_prefix(client, self._keys.root, self._cfg.etcd.timeout)
+        self._out.emit(self._view.load(kvs))
+        watch = await client.watch_prefix(self._keys.root, start_revision=revision + 1)
         self._rewrite_all()
         self._set_connected(True, endpoint, None)
         self._first.set()
