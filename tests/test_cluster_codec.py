@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -11,8 +12,11 @@ import pytest
 
 from dnsfailover.cluster.codec import CodecError, decode, dumps, encode, loads
 from dnsfailover.cluster.types import NameEntry, NodeBeat, RegionReport, SharedDecision
+from dnsfailover.config.load import loads as load_config
+from dnsfailover.engine.decide import decide
 from dnsfailover.engine.values import EngineState, NameDecision, NameState
 from dnsfailover.model import RecordSet, Soa, State, ZoneContent
+from dnsfailover.runtime.shared import pack, unpack
 
 ZONE = ZoneContent(
     origin="example.test.",
@@ -113,3 +117,53 @@ def test_a_compact_entry_leaves_out_defaults_and_decodes_whole() -> None:
     assert "loads" not in compact
     assert len(json.dumps(compact)) < len(json.dumps(encode(NAME)))
     assert decode(NameDecision, compact) == NAME
+
+
+def test_a_name_entry_leaves_out_what_it_repeats_and_reads_back_the_same() -> None:
+    """Every name's decision, state and transition along a run of health changes over
+    active-active (weights, serve_none, fallback) and active-passive records: what `pack`
+    writes for etcd reads back equal, and is smaller than the plain compact encoding."""
+    config = load_config(
+        """
+checks:
+  tcp: {type: tcp, port: 80}
+zones:
+  example.test.:
+    soa: {mname: ns1.example.test., rname: hostmaster.example.test.}
+    nameservers: [ns1.example.test.]
+    records: {ns1: {type: A, value: 127.0.0.1}}
+    failover:
+      aa: {policy: active-active, check: tcp, endpoints: [192.0.2.1, 192.0.2.2, 192.0.2.3]}
+      w: {policy: active-active, check: tcp,
+          endpoints: [{address: 192.0.2.1, weight: 3}, {address: 192.0.2.2}]}
+      none: {policy: active-active, check: tcp, all_down: serve_none, endpoints: [192.0.2.4]}
+      fb: {policy: active-active, check: tcp, all_down: fallback, fallback: [198.51.100.1],
+           endpoints: [192.0.2.5]}
+      ap: {policy: active-passive, check: tcp, hold_down: 0s,
+           tiers: [{name: a, endpoints: [192.0.2.1]}, {name: b, endpoints: [192.0.2.6]}]}
+"""
+    )
+    keys = sorted(config.targets())
+    rng = random.Random(5)
+    health = {k: State.UP for k in keys}
+    decision = decide(config, health, EngineState(), 1000.0)
+    packed_bytes = plain_bytes = 0
+    for step in range(60):
+        health[rng.choice(keys)] = rng.choice([State.UP, State.DOWN])
+        decision = decide(config, health, decision.state, 1001.0 + step)
+        transitions = {t.name: t for t in decision.transitions}
+        for name, nd in decision.names.items():
+            ns, t = decision.state.names[name], transitions.get(name)
+            data, state, change = pack(name, nd, ns, t)
+            entry = loads_entry(dumps(NameEntry(1, data, state, change)))
+            assert unpack(name, entry) == (nd, ns, t)
+            packed_bytes += len(dumps(entry))
+            plain = NameEntry(1, encode(nd, compact=True), encode(ns, compact=True),
+                              None if t is None else encode(t, compact=True))  # fmt: skip
+            plain_bytes += len(dumps(plain))
+            assert unpack(name, plain) == (nd, ns, t)  # entries of the earlier layout
+    assert packed_bytes < 0.8 * plain_bytes
+
+
+def loads_entry(raw: bytes) -> NameEntry:
+    return loads(NameEntry, raw)

@@ -107,7 +107,7 @@ class ClusterLink:
         self._nodes: dict[str, NodeBeat] = {}
         self._beats: asyncio.Task[None] | None = None
         self._serving: asyncio.Task[None] | None = None
-        self._pending: Published | None = None
+        self._pending: list[Published] = []  # heads to serve, oldest first
         self.shared = SharedView()
         self._staged: dict[str, NameEntry] = {}  # written by a publish that failed
         # A publish that failed is retried with backoff, counted, and shown in `status`
@@ -303,16 +303,21 @@ class ClusterLink:
         if last is not None and (head.term, head.seq) < (last.term, last.seq):
             return  # an older leader's decision arriving late
         self.decision = head
-        self.shared.take(published)
-        self._pending = published
+        self._pending.append(published)
         if self._serving is None or self._serving.done():
             self._serving = asyncio.create_task(self._serve_pending(), name="dnsfailover-serve")
 
     async def _serve_pending(self) -> None:
-        while self._pending is not None:
-            published, self._pending = self._pending, None
+        while self._pending:
+            batch, self._pending = self._pending, []
+            config = self._node.config
             try:
-                decision = self.shared.decision(published, self._node.config)
+                # Thousands of names (a join, a regional outage) are decoded and compiled on
+                # a thread, so the lease keep-alive and the probes go on meanwhile.
+                if self.shared.costly(batch, config):
+                    decision = await asyncio.to_thread(self.shared.advance, batch, config)
+                else:
+                    decision = self.shared.advance(batch, config)
                 await self._node.serve_shared(decision, decision.zones)
             except Exception:
                 log.exception("cluster: cannot serve the published decision; keeping the last")

@@ -221,7 +221,9 @@ class Node:
             self._link.degraded or "no leader yet",
         )
         now = self._clock()
-        decision = decide(
+        # Every name: on a thread, so the loop keeps the lease alive meanwhile.
+        decision = await asyncio.to_thread(
+            decide,
             self.config,
             self._tracker.states(),
             self.publisher.engine,
