@@ -152,8 +152,11 @@ def main() -> None:
                     done.append(time.perf_counter() - t0)
                 last.append(max(done))
                 spread.append(max(done) - min(done))
-                serials_agree += len({soa_serial(r) for r in resolvers}) == 1
-                time.sleep(0.5)  # reports of the slower regions
+                time.sleep(0.5)  # reports of the slower regions, a publish in flight
+                serials = [soa_serial(r) for r in resolvers]
+                serials_agree += len(set(serials)) == 1
+                if len(set(serials)) > 1:
+                    print(f"  serials differ: {serials}", flush=True)
                 _, kvs = etcd_range(etcd.endpoint, revision + 1)
                 decision_bytes.append(
                     sum(n + len(k) for k, n in kvs if "/names/" in k or k.endswith("/decision"))
