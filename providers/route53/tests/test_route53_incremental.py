@@ -72,6 +72,4 @@ async def test_a_hand_edit_of_an_untouched_name_is_seen_after_a_reload(moto: Mot
     sync.read_all()  # what a reload does
     plan = await sync.converge(wanted)
     assert sync.reads == 2
-    assert [c.describe() for c in plan.changes] == [
-        "~ a.example.test. A 203.0.113.66 -> 192.0.2.1"
-    ]
+    assert [c.describe() for c in plan.changes] == ["~ a.example.test. A 203.0.113.66 -> 192.0.2.1"]
