@@ -10,7 +10,9 @@ noise hits both alike:
 - failover: `bench/failover_latency.py --cycles N` (an endpoint killed → the answer drops
   it; restored → back), the median of each run;
 - qps: dnsperf against `serve` with the default UDP thread (`bench/dns_qps.py`'s run, server
-  on core 0), QPS and server CPU per query.
+  on core 0), QPS and server CPU per query;
+- with `--scale`: `bench/scale.py --cycles 5` (100k records, 10k names): one endpoint's
+  names changing (median) and the last name of a 500-endpoint outage.
 
 Prints every round and the median of the per-round ratios (this / base).
 """
@@ -99,6 +101,23 @@ def failover(binary: Path, cycles: int) -> tuple[float, float]:
     return float(found[0]), float(found[1])
 
 
+def scale(binary: Path) -> tuple[float, float]:
+    """One `scale.py --cycles 5` run: the median ms of one endpoint's names changing, and
+    the seconds until the last name of a 500-endpoint outage is right."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "scale.py"), "--cycles", "5"],
+        env={**os.environ, "DNSFAILOVER_BIN": str(binary)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    change = re.search(r"names changed: median (\d+) ms", out)
+    outage = re.search(r"answered without them after ([\d.]+) s", out)
+    if change is None or outage is None:
+        raise SystemExit(f"unexpected scale output:\n{out}")
+    return float(change[1]), float(outage[1])
+
+
 def ratio_line(label: str, ours: list[float], base: list[float]) -> str:
     ratios = [o / b for o, b in zip(ours, base, strict=True) if b]
     return (
@@ -116,6 +135,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=5, help="dnsperf seconds per run")
     ap.add_argument("--skip-qps", action="store_true")
     ap.add_argument("--skip-failover", action="store_true")
+    ap.add_argument("--scale", action="store_true", help="also bench/scale.py (~75 s a run)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     this = Path(sys.executable).with_name("dnsfailover")
@@ -140,6 +160,13 @@ def main() -> None:
                         add("restored -> answer back (ms)", b_back, o_back)
                         print(f"round {i + 1}: failover base {b_down:.0f}/{b_back:.0f} ms, "
                               f"this {o_down:.0f}/{o_back:.0f} ms", flush=True)  # fmt: skip
+                    if args.scale:
+                        b_change, b_outage = scale(base)
+                        o_change, o_outage = scale(this)
+                        add("scale: one endpoint's names (ms)", b_change, o_change)
+                        add("scale: 500-endpoint outage (s)", b_outage, o_outage)
+                        print(f"round {i + 1}: scale base {b_change:.0f} ms/{b_outage:.2f} s, "
+                              f"this {o_change:.0f} ms/{o_outage:.2f} s", flush=True)  # fmt: skip
                     if listeners is not None:
                         # the first result is the health-checked name's (then the mix)
                         qb = run_ours("base", "0", [], {}, listeners.port, args.seconds, base)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,3 +44,14 @@ async def stop_site(site: web.BaseSite) -> None:
         for _ in range(3):
             await asyncio.sleep(0)
     await site.stop()
+
+
+async def settle(count: Callable[[], int], step: float, limit: float) -> None:
+    """Wait while `count()` keeps growing (checked every `step` seconds), `limit` at most."""
+    waited = 0.0
+    while waited < limit:
+        before = count()
+        await asyncio.sleep(step)
+        waited += step
+        if count() == before:
+            return

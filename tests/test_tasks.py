@@ -1,11 +1,13 @@
-"""cancel_and_wait ends a task even if it swallows a cancellation (as 3.11's wait_for can)."""
+"""cancel_and_wait ends a task even if it swallows a cancellation (as 3.11's wait_for can);
+settle waits while a count grows, and no longer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
-from dnsfailover.tasks import cancel_and_wait
+from dnsfailover.tasks import cancel_and_wait, settle
 
 
 async def test_a_task_that_swallows_one_cancellation_still_stops() -> None:
@@ -22,3 +24,21 @@ async def test_a_task_that_swallows_one_cancellation_still_stops() -> None:
     await asyncio.wait_for(cancel_and_wait(task, every=0.05), 5)
     assert swallowed.is_set()
     assert task.cancelled()
+
+
+async def test_settle_waits_while_the_count_grows_and_no_longer() -> None:
+    calls = 0
+
+    def growing_until(n: int) -> Callable[[], int]:
+        def count() -> int:
+            nonlocal calls
+            calls += 1
+            return min(calls, n)
+
+        return count
+
+    await settle(growing_until(5), 0.001, 1.0)
+    assert calls == 6  # grew on each step until 5, then one unchanged step: done
+    calls = 0
+    await settle(growing_until(10**9), 0.001, 0.01)
+    assert calls <= 2 * 11  # always growing: stopped by the limit (10 steps)

@@ -53,7 +53,7 @@ from dnsfailover.runtime.serving import Serving
 from dnsfailover.runtime.store import AsyncStore, Store
 from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, make_syncs, region_source
 from dnsfailover.server.embedded import EmbeddedZones
-from dnsfailover.tasks import cancel_and_wait
+from dnsfailover.tasks import cancel_and_wait, settle
 
 if TYPE_CHECKING:
     from dnsfailover.runtime.cluster_link import ClusterLink
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("dnsfailover.service")
 
 INLINE_NAMES = 500  # a decision re-deciding more names than this runs on a thread
+GATHER = 0.1  # seconds an outage's first detections may wait for the rest of the probe round
+GATHER_STEP = 0.02  # ... as long as more arrive within this
 
 
 class ReloadRefused(UserError):
@@ -310,6 +312,10 @@ class Node:
             timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            pending = index(self.config).affected(self._changed_keys)
+            if self._base is not None and pending > INLINE_NAMES:
+                # An outage's detections come over a probe round: wait for them, one pass
+                await settle(lambda: len(self._changed_keys), GATHER_STEP, GATHER)
             self._wake.clear()
             try:
                 async with self._decide_lock:

@@ -118,6 +118,18 @@ class Publisher:
             await store.run(lambda s: s.save_serials(serials), urgent=True)
             self._serials.update(serials)
             self._engine = decision.state
+            zones = with_serials(decision.zones, self._serials)
+            by_origin = {z.origin: z for z in zones}
+            served = [by_origin[o] for o in changed if o in self.embedded_origins]
+            if served:  # first: 10,000 transitions' logs, metrics and notices come after
+                await self.embedded.put_async(served)
+            self.published = Published(tuple(zones), decision, now)
+            if changed:
+                log.info(
+                    "publish: zones=%s serials=%s",
+                    ",".join(changed),
+                    ",".join(str(self._serials[o]) for o in changed),
+                )
             for i, t in enumerate(decision.transitions):
                 if i < LOGGED_TRANSITIONS:
                     log.info(
@@ -134,24 +146,12 @@ class Publisher:
             detected, self._detected_at = self._detected_at, None
             for origin in changed:
                 self._metrics.published(origin, self._serials[origin], detected, now)
-            zones = with_serials(decision.zones, self._serials)
-            self.published = Published(tuple(zones), decision, now)
             if self._on_decision is not None:
                 self._on_decision(decision)
-            if changed:
-                log.info(
-                    "publish: zones=%s serials=%s",
-                    ",".join(changed),
-                    ",".join(str(self._serials[o]) for o in changed),
-                )
-                by_origin = {z.origin: z for z in zones}
-                served = [by_origin[o] for o in changed if o in self.embedded_origins]
-                if served:
-                    await self.embedded.put_async(served)
-                if self._writes_external():
-                    for origin in changed:
-                        if origin in self.syncs:
-                            self.syncs[origin].submit(provider_records(by_origin[origin]))
+            if changed and self._writes_external():
+                for origin in changed:
+                    if origin in self.syncs:
+                        self.syncs[origin].submit(provider_records(by_origin[origin]))
 
             self._record(store, decision, health, notes)
 
