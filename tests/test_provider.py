@@ -6,7 +6,7 @@ import pytest
 
 from dnsfailover.model import RecordSet
 from dnsfailover.provider.contract import UnknownProvider, create_provider, load_provider
-from dnsfailover.provider.plan import Populated, Safety, UnsafePlan, diff
+from dnsfailover.provider.plan import Populated, Safety, UnsafePlan, diff, summarize
 from dnsfailover.server.embedded import EmbeddedProvider
 
 Z = "example.test."
@@ -53,7 +53,13 @@ def test_empty_desired_set_deletes_unless_the_provider_keeps_empty_sets() -> Non
 @pytest.mark.parametrize(
     ("safety", "unsafe"),
     [
-        (Safety(), ["removes every A answer of a.example.test."]),
+        (
+            Safety(),
+            [
+                "removes every A answer of a.example.test. "
+                "(--force, or all_down: serve_none on the record, allows it)"
+            ],
+        ),
         (Safety(empty_ok=frozenset({f"a.{Z}"})), []),
     ],
 )
@@ -108,3 +114,49 @@ def test_a_change_of_weights_alone_is_a_change_but_their_order_is_not() -> None:
     assert not diff(Z, current, [reordered])
     unweighted = RecordSet(name, "A", 30, ("10.0.0.1", "10.0.0.2"))
     assert diff(Z, current, [unweighted])  # dropping the weights is a change too
+
+
+def test_one_conflicting_key_is_held_and_every_other_change_goes() -> None:
+    """Refusal is per key: a weighted set someone put at one managed name holds that name
+    back, not the 998 others (the whole plan used to be refused)."""
+    names = [f"n{i}" for i in range(999)]
+    current = Populated(tuple(rs(n, "192.0.2.1") for n in names[1:]))
+    bad = (f"{names[0]}.{Z}", "A")
+    current = Populated(
+        current.records,
+        foreign=frozenset({bad}),
+        owned=frozenset((f"{n}.{Z}", "A") for n in names[1:]),
+        conflicts={bad: f"{bad[0]} A has routing-policy or alias record sets"},
+    )
+    plan = diff(Z, current, [rs(n, "192.0.2.2") for n in names])
+    cleared, held = plan.partition(Safety())
+    assert len(cleared.changes) == 998
+    assert bad not in {c.key for c in cleared.changes}
+    assert list(held) == [bad]
+    assert "routing-policy" in held[bad] and "adopt: true" in held[bad]
+    assert cleared.replace == frozenset()
+    for safety, force in ((Safety(adopt=True), False), (Safety(), True)):
+        everything, none = plan.partition(safety, force=force)
+        assert len(everything.changes) == 999 and none == {}
+        assert everything.replace == {bad}, "cleared to replace what is in the way"
+
+
+def test_the_size_brake_still_refuses_the_plan_as_a_whole() -> None:
+    current = Populated(tuple(rs(f"n{i}", "192.0.2.1") for i in range(20)))
+    plan = diff(Z, current, [rs(f"n{i}", "192.0.2.2") for i in range(20)])
+    with pytest.raises(UnsafePlan, match="changes 100% of 20"):
+        plan.partition(Safety(max_change_pct=30))
+    assert len(plan.partition(Safety(max_change_pct=30), force=True)[0].changes) == 20
+
+
+def test_a_refusal_of_500_names_is_one_short_line() -> None:
+    current = Populated(
+        tuple(rs(f"n{i}", "192.0.2.1") for i in range(500)),
+        foreign=frozenset((f"n{i}.{Z}", "A") for i in range(500)),
+    )
+    plan = diff(Z, current, [rs(f"n{i}", "192.0.2.2") for i in range(500)])
+    with pytest.raises(UnsafePlan) as e:
+        plan.raise_if_unsafe(Safety())
+    assert len(str(e.value)) < 1000
+    assert "and 495 more" in str(e.value)
+    assert summarize(["a", "b"]) == "a; b"

@@ -78,17 +78,94 @@ async def test_failures_are_retried_with_the_latest_state() -> None:
     await sync.stop()
 
 
-async def test_unsafe_plan_is_refused_and_reported_not_retried() -> None:
+async def test_a_name_that_would_lose_every_answer_is_held_and_reported_once() -> None:
     provider = FakeProvider()
     provider.records[(f"www.{Z}", "A")] = www("192.0.2.1")[0]
     events: list[SyncEvent] = []
     sync = ZoneSync(provider, Safety(), on_event=events.append, backoff_first=0.01)
     sync.start()
-    sync.submit(www())
+    sync.submit((*www(), RecordSet(f"api.{Z}", "A", 30, ("192.0.2.7",))))
     await asyncio.wait_for(sync.wait_idle(), 5)
-    assert provider.applied == []
-    assert [e.kind for e in events] == ["refused"]
+    assert [c.key for p in provider.applied for c in p.changes] == [(f"api.{Z}", "A")]
     assert "removes every A answer" in sync.status.last_error
+    assert list(sync.status.held) == [f"www.{Z} A"]
+    assert not sync.status.in_sync
+    plans = sync.status.plans
+    while sync.status.plans < plans + 3:  # re-checked on a timer while held ...
+        await asyncio.sleep(0.01)
+    assert [e.kind for e in events] == ["applied", "refused"], "... but reported once"
+    assert provider.records[(f"www.{Z}", "A")].values == ("192.0.2.1",)
+    await sync.stop()
+
+
+class ConflictProvider(FakeProvider):
+    """A zone where someone else's record set sits in the way of one key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_the_way: set[Key] = set()
+        self.populates = 0
+
+    async def populate(self, keys: Collection[Key]) -> Populated:
+        self.populates += 1
+        ours = {k: r for k, r in self.records.items() if k not in self.in_the_way}
+        why = {k: f"{k[0]} {k[1]} has routing-policy or alias record sets" for k in keys}
+        return Populated(
+            tuple(ours.values()),
+            foreign=frozenset(self.in_the_way & set(keys)),
+            owned=frozenset(ours),
+            conflicts={k: why[k] for k in self.in_the_way if k in why},
+        )
+
+    async def populate_keys(self, keys: Collection[Key]) -> Populated:
+        return await self.populate(keys)
+
+
+async def test_held_keys_are_applied_once_the_conflict_is_gone_without_a_new_decision() -> None:
+    provider = ConflictProvider()
+    bad = (f"n0.{Z}", "A")
+    provider.in_the_way.add(bad)
+    events: list[SyncEvent] = []
+    sync = ZoneSync(provider, Safety(), on_event=events.append, backoff_first=0.01)
+    sync.start()
+    desired = tuple(RecordSet(f"n{i}.{Z}", "A", 30, ("192.0.2.2",)) for i in range(999))
+    sync.submit(desired)
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert len(provider.records) == 998 and bad not in provider.records
+    assert sync.status.held == {f"n0.{Z} A": sync.status.held[f"n0.{Z} A"]}
+    assert "adopt: true" in sync.status.held[f"n0.{Z} A"]
+    assert [e.kind for e in events] == ["applied", "refused"]
+    provider.in_the_way.clear()  # someone removed the weighted set by hand
+    for _ in range(500):
+        if bad in provider.records:
+            break
+        await asyncio.sleep(0.01)
+    assert provider.records[bad].values == ("192.0.2.2",), "applied on the re-check timer"
+    assert sync.status.in_sync and sync.status.held == {}
+    assert [e.kind for e in events] == ["applied", "refused", "applied"]
+    await sync.stop()
+
+
+async def test_a_reload_and_a_resync_re_plan_at_once() -> None:
+    provider = ConflictProvider()
+    bad = (f"n0.{Z}", "A")
+    provider.in_the_way.add(bad)
+    sync = ZoneSync(provider, Safety(), backoff_first=60, backoff_max=600)  # no timer soon
+    sync.start()
+    sync.submit((RecordSet(f"n0.{Z}", "A", 30, ("192.0.2.2",)),))
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert bad not in provider.records
+    sync.safety = Safety(adopt=True)  # what a reload that sets adopt does, then read_all
+    status = await asyncio.wait_for(sync.resync(), 5)
+    assert provider.records[bad].values == ("192.0.2.2",)
+    assert status.in_sync and status.held == {}
+    before = provider.populates
+    sync.read_all()
+    for _ in range(500):
+        if provider.populates > before:
+            break
+        await asyncio.sleep(0.01)
+    assert provider.populates == before + 1, "a reload re-reads the zone without a decision"
     await sync.stop()
 
 

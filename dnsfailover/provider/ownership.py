@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from dnsfailover.model import RecordSet
 from dnsfailover.provider.contract import ProviderError
-from dnsfailover.provider.plan import Key, Populated
+from dnsfailover.provider.plan import Key, Populated, summarize
 
 V = TypeVar("V")
 
@@ -71,19 +71,21 @@ def classify(
         the name, ...), or None.
     :param record_set: the existing record set at a key, or None.
 
-    Keys with a conflict are foreign (and never touched); existing keys without our marker
-    are foreign; keys with our marker are owned, whether still desired or not.
+    Keys with a conflict are foreign and listed in `conflicts` (written only by a plan
+    cleared to replace what is in the way); existing keys without our marker are foreign;
+    keys with our marker are owned, whether still desired or not.
     """
     asked = set(keys)
     records: list[RecordSet] = []
     foreign: set[Key] = set()
     owned: set[Key] = set()
+    conflicts: dict[Key, str] = {}
     for key in sorted(asked | set(ours)):
         reason = conflict(key)
         if reason is not None:
             if key in asked:
-                log.warning("populate: leaving %s %s alone: %s", key[0], key[1], reason)
                 foreign.add(key)
+                conflicts[key] = reason
             continue
         rs = record_set(key)
         if rs is not None:
@@ -92,7 +94,13 @@ def classify(
             owned.add(key)
         elif key in asked and rs is not None:
             foreign.add(key)
-    return Populated(tuple(records), frozenset(foreign), frozenset(owned))
+    if conflicts:
+        log.warning(
+            "populate: %d key(s) in conflict with what is there: %s",
+            len(conflicts),
+            summarize(list(conflicts.values())),
+        )
+    return Populated(tuple(records), frozenset(foreign), frozenset(owned), conflicts)
 
 
 def check_reserved(zone: str, keys: Collection[Key]) -> None:
@@ -138,7 +146,7 @@ def cname_conflict(key: Key, types_at_name: Collection[str], ours: Collection[Ke
         if theirs:
             return f"{name} has {', '.join(theirs)} records, so it cannot take a CNAME"
     elif "CNAME" in others and (name, "CNAME") not in ours:
-        return f"{name} is a CNAME"
+        return f"{name} is a CNAME, so it cannot take {rtype} records"
     return None
 
 

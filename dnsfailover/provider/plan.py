@@ -4,14 +4,29 @@ Pure: no I/O, no provider."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from dnsfailover.errors import DnsFailoverError
 from dnsfailover.model import RecordSet, Soa
 
 Key = tuple[str, str]  # (absolute name, record type)
+
+#: items a summary names before it only counts the rest
+SUMMARY_ITEMS = 5
+
+
+def summarize(items: Sequence[str], limit: int = SUMMARY_ITEMS) -> str:
+    """`items` for one log line or message: all of a few, else the first `limit` and a count
+    of the rest (a refusal of 500 names stays one readable line)."""
+    if len(items) <= limit:
+        return "; ".join(items)
+    return "; ".join(items[:limit]) + f"; and {len(items) - limit} more"
+
+
+def describe_key(key: Key) -> str:
+    return f"{key[0]} {key[1]}"
 
 
 class UnsafePlan(DnsFailoverError):
@@ -53,11 +68,15 @@ class Populated:
     `records`: the existing record sets among the desired keys and the keys it owns.
     `foreign`: desired keys that exist but belong to someone else (not marked as ours).
     `owned`: keys marked as ours, whether or not still desired (stale ones get deleted).
+    `conflicts`: desired keys that cannot be written beside what is there (routing-policy or
+    alias sets, a CNAME in the way), with why; they are in `foreign` too.  Writing one
+    replaces what is in the way, so only an adopting or forced plan does.
     """
 
     records: tuple[RecordSet, ...]
     foreign: frozenset[Key] = frozenset()
     owned: frozenset[Key] = frozenset()
+    conflicts: Mapping[Key, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +102,10 @@ class Plan:
     existing: int
     foreign: frozenset[Key] = frozenset()
     soa: Soa | None = None  # the zone's SOA, with its new serial, for providers that serve it
+    conflicts: Mapping[Key, str] = field(default_factory=dict)  # see `Populated.conflicts`
+    #: conflicting keys this plan was cleared (adopt, force) to write, replacing what is in
+    #: the way; a provider refuses to write any other key of `conflicts`
+    replace: frozenset[Key] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.changes)
@@ -97,35 +120,82 @@ class Plan:
         c = self.counts()
         return f"{self.zone}: {c['create']} create, {c['update']} update, {c['delete']} delete"
 
-    def unsafe_reasons(self, safety: Safety) -> list[str]:
+    def key_reasons(self, change: Change, safety: Safety) -> list[str]:
+        """Why `change` alone must not be applied (with what would resolve it)."""
+        name, rtype = change.key
         reasons: list[str] = []
-        for c in self.changes:
-            name, rtype = c.key
-            emptied = c.old is not None and c.old.values and not (c.new and c.new.values)
-            if emptied and name not in safety.empty_ok:
-                reasons.append(f"removes every {rtype} answer of {name}")
-            if c.key in self.foreign and not safety.adopt:
+        old, new = change.old, change.new
+        if old is not None and old.values and not (new and new.values):
+            if name not in safety.empty_ok:
                 reasons.append(
-                    f"{name} {rtype} exists and is not owned by dnsfailover "
-                    "(set adopt to take it over)"
+                    f"removes every {rtype} answer of {name} "
+                    "(--force, or all_down: serve_none on the record, allows it)"
                 )
+        if safety.adopt:
+            return reasons
+        why = self.conflicts.get(change.key)
+        if why is not None:
+            reasons.append(
+                f"{why} (remove it, or set adopt: true on the zone or use --force to replace it)"
+            )
+        elif change.key in self.foreign:
+            reasons.append(
+                f"{name} {rtype} exists and is not owned by dnsfailover "
+                "(set adopt: true on the zone, or use --force, to take it over)"
+            )
+        return reasons
+
+    def size_reason(self, safety: Safety) -> str | None:
+        """Why the plan as a whole is too big to apply, or None."""
         if self.existing >= safety.min_existing and safety.max_change_pct < 100:
             share = 100 * len(self.changes) / self.existing
             if share > safety.max_change_pct:
-                reasons.append(
+                return (
                     f"changes {share:.0f}% of {self.existing} record sets "
                     f"(max_change_pct {safety.max_change_pct})"
                 )
-        return reasons
+        return None
+
+    def unsafe_reasons(self, safety: Safety) -> list[str]:
+        reasons = [r for c in self.changes for r in self.key_reasons(c, safety)]
+        size = self.size_reason(safety)
+        return reasons if size is None else [*reasons, size]
 
     def raise_if_unsafe(self, safety: Safety, *, force: bool = False) -> None:
         reasons = self.unsafe_reasons(safety)
         if reasons and not force:
             raise UnsafePlan(
                 f"{self.zone}: plan refused: "
-                + "; ".join(reasons)
+                + summarize(reasons)
                 + " (use --force, or force: true in the zone's config)"
             )
+
+    def partition(self, safety: Safety, *, force: bool = False) -> tuple[Plan, dict[Key, str]]:
+        """Refuse per key: the plan of every change that may be applied, and the keys held
+        back with why (and what would resolve it).  One bad key never holds up the rest.
+
+        :raises UnsafePlan: when even the cleared plan changes more than `max_change_pct`
+            allows (unless `force`): that brake is about the plan as a whole.
+        """
+        held: dict[Key, str] = {}
+        if not force:
+            for c in self.changes:
+                reasons = self.key_reasons(c, safety)
+                if reasons:
+                    held[c.key] = "; ".join(reasons)
+        changes = tuple(c for c in self.changes if c.key not in held)
+        cleared = replace(
+            self,
+            changes=changes,
+            replace=frozenset(c.key for c in changes if c.key in self.conflicts),
+        )
+        size = None if force else cleared.size_reason(safety)
+        if size is not None:
+            raise UnsafePlan(
+                f"{self.zone}: plan refused: {size} (use --force, or force: true in the "
+                "zone's config)"
+            )
+        return cleared, held
 
 
 def diff(
@@ -155,7 +225,8 @@ def diff(
             changes.append(Change("delete", old, None))
         elif old is not None and new is not None and not _same(old, new):
             changes.append(Change("update", old, new))
-    return Plan(zone, tuple(changes), len(current), populated.foreign, soa)
+    conflicts = {k: v for k, v in populated.conflicts.items() if k in wanted}
+    return Plan(zone, tuple(changes), len(current), populated.foreign, soa, conflicts)
 
 
 def _same(a: RecordSet, b: RecordSet) -> bool:

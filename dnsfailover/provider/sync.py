@@ -9,6 +9,13 @@ It remembers what the provider held and what it wrote since (`_Known`), so a pla
 only the keys whose desired sets changed (`populate_keys`: a few calls, not a listing of a
 zone of thousands of sets); the whole zone is read again after `REFRESH` seconds, after a
 failed or refused apply, and on the first plan.
+
+Refusal is per key (`Plan.partition`): every safe change is applied, and the keys that are
+not (a foreign or conflicting record set, a name that would lose every answer) are *held*:
+reported once per new set of held keys (an ERROR log line, a `refused` event: history,
+metric and notification), shown in `SyncStatus.held`, and re-read on a timer with backoff
+while any remain, so a conflict removed by hand is resolved without waiting for a health
+change.  A reload (`read_all`) and an operator's `resync` re-plan at once.
 """
 
 from __future__ import annotations
@@ -17,13 +24,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.errors import DnsFailoverError
 from dnsfailover.model import RecordSet
 from dnsfailover.provider.contract import BaseProvider
-from dnsfailover.provider.plan import Key, Plan, Populated, Safety, UnsafePlan, diff
+from dnsfailover.provider.plan import (
+    Key,
+    Plan,
+    Populated,
+    Safety,
+    UnsafePlan,
+    describe_key,
+    diff,
+    summarize,
+)
 from dnsfailover.tasks import cancel_and_wait
 
 log = logging.getLogger("dnsfailover.sync")
@@ -42,7 +58,7 @@ class SyncEvent:
     """Reported to the service for the history: kind is applied, refused or failed."""
 
     zone: str
-    kind: str  # applied | refused | failed | fenced
+    kind: str  # applied | refused (the plan, or some keys of it) | failed | fenced
     message: str
     at: float
     seconds: float | None = None  # how long the provider call took (applied / failed)
@@ -56,10 +72,12 @@ class _Known:
     foreign: set[Key]
     owned: set[Key]
     read_at: float  # monotonic time of the last full read
+    conflicts: dict[Key, str]
 
     @classmethod
     def of(cls, p: Populated, at: float) -> _Known:
-        return cls({(r.name, r.rtype): r for r in p.records}, set(p.foreign), set(p.owned), at)
+        records = {(r.name, r.rtype): r for r in p.records}
+        return cls(records, set(p.foreign), set(p.owned), at, dict(p.conflicts))
 
     def merge(self, part: Populated, keys: Collection[Key]) -> None:
         """Take a fresh read of `keys` (and only of them)."""
@@ -68,9 +86,12 @@ class _Known:
             self.records.pop(key, None)
         self.foreign -= asked
         self.owned -= asked
+        for key in asked:
+            self.conflicts.pop(key, None)
         self.records.update((k, r) for r in part.records if (k := (r.name, r.rtype)) in asked)
         self.foreign |= part.foreign & asked
         self.owned |= part.owned & asked
+        self.conflicts.update((k, v) for k, v in part.conflicts.items() if k in asked)
 
     def wrote(self, plan: Plan) -> None:
         """A plan applied: what it created and updated is ours now, what it deleted gone."""
@@ -82,10 +103,14 @@ class _Known:
                 self.records[change.key] = change.new
                 self.owned.add(change.key)
                 self.foreign.discard(change.key)
+                self.conflicts.pop(change.key, None)
 
     def populated(self) -> Populated:
         return Populated(
-            tuple(self.records.values()), frozenset(self.foreign), frozenset(self.owned)
+            tuple(self.records.values()),
+            frozenset(self.foreign),
+            frozenset(self.owned),
+            dict(self.conflicts),
         )
 
 
@@ -97,6 +122,10 @@ class SyncStatus:
     applies: int = 0
     failures: int = 0
     calls: int = 0
+    #: keys ("NAME TYPE") held back from the last plan, with why and what would resolve it
+    held: dict[str, str] = field(default_factory=dict)
+    #: plans made since start (re-checks of held keys and resyncs included)
+    plans: int = 0
 
 
 class ZoneSync:
@@ -134,6 +163,10 @@ class ZoneSync:
         self._read_all = False  # read the whole zone next time (a reload asked)
         self._planned: dict[Key, RecordSet] = {}  # the desired sets `_known` was read for
         self.reads = 0  # plans made from a full read of the zone (for tests and status)
+        self._held: dict[Key, str] = {}  # keys the last plan held back, re-read every plan
+        self._told: frozenset[tuple[Key, str]] = frozenset()  # the held keys last reported
+        self._recheck = False  # re-plan the latest state although it was planned already
+        self._waiters: list[asyncio.Future[None]] = []  # resyncs waiting for the next round
 
     @property
     def zone(self) -> str:
@@ -162,29 +195,50 @@ class ZoneSync:
         if self._on_event is not None:
             self._on_event(SyncEvent(self.zone, kind, message, time.time(), seconds))
 
+    def _round_done(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def _next(self, recheck_in: float | None) -> None:
+        """Wait for a new state, a reload or a resync, or until it is time to re-check."""
+        if recheck_in is None:
+            await self._wake.wait()
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), recheck_in)
+        except TimeoutError:
+            self._recheck = True
+
     async def _run(self) -> None:
         failures = 0  # in a row
+        rechecks = 0  # re-plans in a row that left the zone out of sync
+        recheck_in: float | None = None
         while True:
-            await self._wake.wait()
+            await self._next(recheck_in)
             self._wake.clear()
             version, desired = self._version, self._desired
-            if desired is None or version == self._done_version:
+            if desired is None or (version == self._done_version and not self._recheck):
+                self._round_done()
                 continue
+            self._recheck = False
             try:
                 await self.converge(desired)
             except Fenced as e:
                 log.warning("apply: zone=%s not written: %s", self.zone, e)
                 self._event("fenced", str(e))
-                self._done_version = version
-                if self._version == version:
-                    self._idle.set()
-                continue
+                recheck_in = None
             except UnsafePlan as e:
-                # Waiting will not make it safe: report, and wait for the next decision.
+                # Waiting alone will not make it safe, but what is there may change (by
+                # hand, or a reload): re-check with backoff; report once per refusal.
                 self.status.in_sync = False
+                if self.status.last_error != str(e):
+                    log.error("apply: %s", e)
+                    self._event("refused", str(e))
                 self.status.last_error = str(e)
-                log.error("apply: %s", e)
-                self._event("refused", str(e))
+                recheck_in = self._backoff.delay(rechecks)
+                rechecks += 1
             except Exception as e:  # any provider failure is retried
                 delay = self._backoff.delay(failures)
                 failures += 1
@@ -199,11 +253,20 @@ class ZoneSync:
                 )
                 self._event("failed", self.status.last_error, self._failed_seconds)
                 self._failed_seconds = None
+                self._round_done()
                 await asyncio.sleep(delay)
+                self._recheck = True
                 self._wake.set()
                 continue
-            failures = 0
+            else:
+                failures = 0
+                if self._held:
+                    recheck_in = self._backoff.delay(rechecks)
+                    rechecks += 1
+                else:
+                    recheck_in, rechecks = None, 0
             self._done_version = version
+            self._round_done()
             if self._version == version:
                 self._idle.set()
 
@@ -222,24 +285,60 @@ class ZoneSync:
             planned = self._planned
             touched = [k for k, r in wanted.items() if planned.get(k) != r]
             touched += [k for k in planned if k not in wanted]
+            # held keys are read again every time: what was in the way may be gone
+            touched += [k for k in self._held if k in wanted and planned.get(k) == wanted[k]]
             if touched:
                 known.merge(await self.provider.populate_keys(touched), touched)
         self._planned = wanted
+        self.status.plans += 1
         return diff(self.zone, known.populated(), desired)
 
     def read_all(self) -> None:
-        """Read the whole zone on the next plan (a reload: hand edits, new adopt rules)."""
+        """Read the whole zone and plan again now (a reload: hand edits, new adopt rules)."""
         self._read_all = True
+        self._recheck = True
+        self._wake.set()
+
+    async def resync(self) -> SyncStatus:
+        """Read the whole zone again, plan and apply the latest state now (an operator's
+        `dnsfailover sync`); the status once that round is over."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.read_all()
+        await waiter
+        return self.status
+
+    def _hold(self, held: dict[Key, str], applied: int) -> None:
+        """Show the keys held back; report them when they are not the ones last reported."""
+        self._held = held
+        self.status.held = {describe_key(k): why for k, why in sorted(held.items())}
+        told = frozenset(held.items())
+        if not held:
+            self._told = told
+            return
+        self.status.in_sync = False
+        message = (
+            f"{self.zone}: {len(held)} record set(s) held back, {applied} other change(s) "
+            f"applied: {summarize(list(self.status.held.values()))}"
+        )
+        self.status.last_error = message
+        if told != self._told:
+            self._told = told
+            log.error("apply: %s", message)
+            self._event("refused", message)
 
     async def converge(self, desired: tuple[RecordSet, ...]) -> Plan:
-        """One populate → plan → safety → apply round; raises on failure."""
-        plan = await self.plan(desired)
+        """One populate → plan → per-key safety → apply round; the plan applied.
+
+        Raises when the provider failed, or the plan as a whole was refused."""
+        plan, held = (await self.plan(desired)).partition(self.safety, force=self.force)
         if not plan:
-            self.status.in_sync = True
-            self.status.last_error = ""
+            self._hold(held, 0)
+            if not held:
+                self.status.in_sync = True
+                self.status.last_error = ""
             return plan
         known, self._known = self._known, None  # until the apply is known to have worked
-        plan.raise_if_unsafe(self.safety, force=self.force)
         if self._fence is not None and not await self._fence():
             raise Fenced("this node is no longer the cluster's leader")
         started = time.monotonic()
@@ -270,4 +369,5 @@ class ZoneSync:
             + (" …" if len(plan.changes) > 20 else ""),
             time.monotonic() - started,
         )
+        self._hold(held, len(plan.changes))
         return plan

@@ -103,12 +103,13 @@ async def _zone_plan(
         unsafe = tuple(plan.unsafe_reasons(sync.safety))
         if not push or not plan:
             return ZonePlan(origin, zone.provider, plan, unsafe)
-        try:
-            plan.raise_if_unsafe(sync.safety, force=sync.force)
+        try:  # refused per key: the safe changes go, the others are held and reported
+            cleared, held = plan.partition(sync.safety, force=sync.force)
         except UnsafePlan as e:
             return ZonePlan(origin, zone.provider, plan, unsafe, error=str(e))
-        result = await provider.apply(plan)
-        return ZonePlan(origin, zone.provider, plan, unsafe, result=result)
+        result = await provider.apply(cleared) if cleared else None
+        error = f"{len(held)} record set(s) held back, not applied" if held else ""
+        return ZonePlan(origin, zone.provider, plan, unsafe, error=error, result=result)
     except Exception as e:
         return ZonePlan(origin, zone.provider, None, error=f"{type(e).__name__}: {e}")
     finally:
