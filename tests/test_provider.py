@@ -133,11 +133,13 @@ def test_one_conflicting_key_is_held_and_every_other_change_goes() -> None:
     assert len(cleared.changes) == 998
     assert bad not in {c.key for c in cleared.changes}
     assert list(held) == [bad]
-    assert "routing-policy" in held[bad] and "adopt: true" in held[bad]
+    assert "routing-policy" in held[bad]
+    assert "adopt: true" in held[bad]
     assert cleared.replace == frozenset()
     for safety, force in ((Safety(adopt=True), False), (Safety(), True)):
         everything, none = plan.partition(safety, force=force)
-        assert len(everything.changes) == 999 and none == {}
+        assert len(everything.changes) == 999
+        assert none == {}
         assert everything.replace == {bad}, "cleared to replace what is in the way"
 
 

@@ -125,12 +125,12 @@ class Plan:
         name, rtype = change.key
         reasons: list[str] = []
         old, new = change.old, change.new
-        if old is not None and old.values and not (new and new.values):
-            if name not in safety.empty_ok:
-                reasons.append(
-                    f"removes every {rtype} answer of {name} "
-                    "(--force, or all_down: serve_none on the record, allows it)"
-                )
+        emptied = old is not None and old.values and not (new and new.values)
+        if emptied and name not in safety.empty_ok:
+            reasons.append(
+                f"removes every {rtype} answer of {name} "
+                "(--force, or all_down: serve_none on the record, allows it)"
+            )
         if safety.adopt:
             return reasons
         why = self.conflicts.get(change.key)
