@@ -9,7 +9,7 @@ Route 53 counts, per request, ResourceRecord elements (at most 1,000) and charac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from dnsfailover.provider.contract import ProviderError
 from dnsfailover.provider.ownership import MARKER_TTL, marker_name, marker_owners, marker_value
@@ -68,6 +68,8 @@ class Translator:
         for change in plan.changes:
             name = change.key[0]
             d, u = self._changes(change, foreign=change.key in plan.foreign)
+            if change.key in plan.replace:
+                d = self._replaced(change.key) + d
             deletes.setdefault(name, []).extend(d)
             upserts.setdefault(name, []).extend(u)
         out: list[Group] = []
@@ -77,6 +79,16 @@ class Translator:
             chars = sum(weight(c)[1] for c in changes)
             out.append(Group(name, changes, records, chars))
         return out
+
+    def _replaced(self, key: Key) -> list[R53Change]:
+        """DELETEs, exactly as listed, of what is in the way of `key` (a plan cleared to
+        replace it: adopt or force)."""
+        if self.snapshot is None:
+            return []
+        return [
+            {"Action": "DELETE", "ResourceRecordSet": cast("ResourceRecordSetTypeDef", rrset)}
+            for rrset in self.snapshot.in_the_way(key)
+        ]
 
     def _existing_marker(self, change: Change, foreign: bool) -> Listed | None:
         if self.snapshot is not None:

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError
 from dnsfailover.backoff import Backoff
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
 from dnsfailover.provider.ownership import check_reserved, marker_name
-from dnsfailover.provider.plan import Key, Plan, Populated
+from dnsfailover.provider.plan import Key, Plan, Populated, summarize
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
 from dnsfailover_route53.records import ZoneSnapshot, normalise_name
@@ -344,10 +344,15 @@ class Route53Provider(BaseProvider):
             if c.key[1] not in self.SUPPORTS
         ]
         if snapshot is not None:
-            problems += [r for c in plan.changes if (r := snapshot.conflict(c.key)) is not None]
+            problems += [
+                r
+                for c in plan.changes
+                if c.key not in plan.replace and (r := snapshot.conflict(c.key)) is not None
+            ]
         if problems:
             raise ProviderError(
-                f"{self.zone}: apply: refused, nothing sent: " + "; ".join(problems)
+                f"{self.zone}: apply: refused, nothing sent: {len(problems)} problem(s): "
+                + summarize(problems)
             )
 
     def _batch_failed(self, e: CallError, i: int, total: int, change_ids: list[str]) -> str:

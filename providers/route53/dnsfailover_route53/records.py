@@ -107,7 +107,8 @@ class ZoneSnapshot:
     def __init__(self, rrsets: Iterable[Listed], owner: str, supports: Collection[str]) -> None:
         self.owner = owner
         self.simple: dict[Key, Listed] = {}  # plain record sets, by normalised key
-        self.routed: set[Key] = set()  # keys with routing-policy, alias or traffic-policy sets
+        #: keys with routing-policy, alias or traffic-policy sets, and those sets as listed
+        self.routed: dict[Key, list[Listed]] = defaultdict(list)
         self.types_at: dict[str, set[str]] = defaultdict(set)
         for rrset in rrsets:
             key = (normalise_name(rrset["Name"]), rrset["Type"].upper())
@@ -115,7 +116,7 @@ class ZoneSnapshot:
             if is_simple(rrset):
                 self.simple[key] = rrset
             else:
-                self.routed.add(key)
+                self.routed[key].append(rrset)
         # managed key → its marker's TXT record set
         self.markers: dict[Key, Listed] = markers_of(self.simple.items(), supports)
         self.ours = owned_by({k: rrset_values(m) for k, m in self.markers.items()}, owner)
@@ -132,6 +133,20 @@ class ZoneSnapshot:
         if key in self.routed:
             return f"{key[0]} {key[1]} has routing-policy or alias record sets"
         return cname_conflict(key, self.types_at.get(key[0], ()), self.ours)
+
+    def in_the_way(self, key: Key) -> list[Listed]:
+        """The record sets, as listed, that writing `key` must replace: routing-policy or
+        alias sets at the key, and what the CNAME rule keeps from sharing its name."""
+        found = list(self.routed.get(key, ()))
+        name, rtype = key
+        for other in sorted(self.types_at.get(name, ())):
+            if other == rtype or (name, other) in self.ours:
+                continue
+            if rtype == "CNAME" or other == "CNAME":
+                found += self.routed.get((name, other), [])
+                if (name, other) in self.simple:
+                    found.append(self.simple[(name, other)])
+        return found
 
     def populated(self, keys: Collection[Key], log: logging.Logger) -> Populated:
         """What exists for `keys` and for every key marked as ours; see `Populated`."""

@@ -75,7 +75,8 @@ async def test_foreign_record_is_reported_and_refused(moto: Moto) -> None:
     assert populated.records == (RecordSet("www.example.test.", "A", 300, ("203.0.113.9",)),)
     plan = diff(ZONE, populated, desired)
     assert plan.unsafe_reasons(Safety()) == [
-        "www.example.test. A exists and is not owned by dnsfailover (set adopt to take it over)"
+        "www.example.test. A exists and is not owned by dnsfailover "
+        "(set adopt: true on the zone, or use --force, to take it over)"
     ]
 
     # adopted (the core's Safety.adopt): it becomes ours, marker and all
