@@ -25,7 +25,7 @@ import dns.tsig
 from dnsfailover.backoff import Backoff
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
 from dnsfailover.provider.ownership import check_reserved, marker_name
-from dnsfailover.provider.plan import Change, Key, Plan, Populated
+from dnsfailover.provider.plan import Change, Key, Plan, Populated, summarize
 from dnsfailover_rfc2136.options import Rfc2136Options, read_secret
 from dnsfailover_rfc2136.records import Found, ZoneView, normalise_name
 from dnsfailover_rfc2136.transport import (
@@ -249,17 +249,25 @@ class Rfc2136Provider(BaseProvider):
             for c in plan.changes
             if c.key[1] not in self.SUPPORTS
         ]
+        in_the_way: dict[Key, list[str]] = {}
         if view is not None:
-            problems += [r for c in plan.changes if (r := view.conflict(c.key)) is not None]
+            problems += [
+                r
+                for c in plan.changes
+                if c.key not in plan.replace and (r := view.conflict(c.key)) is not None
+            ]
+            in_the_way = {k: view.in_the_way(k) for k in plan.replace}
         messages: list[dns.message.Message] = []
         if not problems:
+            owner = self.opts.owner_id
             try:
-                messages = [message(self.zone, b, self.opts.owner_id, key) for b in batches]
+                messages = [message(self.zone, b, owner, key, in_the_way) for b in batches]
             except BadValue as e:
                 problems.append(str(e))
         if problems:
             raise ProviderError(
-                f"{self.zone}: apply: refused, nothing sent: " + "; ".join(problems)
+                f"{self.zone}: apply: refused, nothing sent: {len(problems)} problem(s): "
+                + summarize(problems)
             )
         return messages
 

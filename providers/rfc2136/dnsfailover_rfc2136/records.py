@@ -86,6 +86,18 @@ class ZoneView:
         """Why dnsfailover must not write `key`, or None when it may."""
         return cname_conflict(key, self.types_at.get(key[0], ()), self.ours)
 
+    def in_the_way(self, key: Key) -> list[str]:
+        """The types at `key`'s name that writing it must delete (the CNAME rule): a plan
+        cleared to replace what is in the way (adopt, force) deletes them."""
+        name, rtype = key
+        return sorted(
+            other
+            for other in self.types_at.get(name, ())
+            if other != rtype
+            and (name, other) not in self.ours
+            and (rtype == "CNAME" or other == "CNAME")
+        )
+
     def record_set(self, key: Key) -> RecordSet | None:
         found = self.rrsets.get(key)
         return None if found is None else RecordSet(key[0], key[1], found.ttl, found.values)

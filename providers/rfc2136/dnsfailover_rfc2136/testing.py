@@ -1,4 +1,5 @@
-"""Test support: a real BIND 9 primary in a temporary directory (not used by the provider).
+"""Test support: a real BIND 9 primary in a temporary directory (not used by the provider);
+Knot and PowerDNS primaries are in `testing_primaries`.
 
 `start_bind_primary(directory, zone)` writes a named.conf, a zone file and TSIG keys, starts
 `named -4 -g` on a free port of 127.0.0.1, and returns once it answers the zone's SOA.  The
@@ -67,9 +68,9 @@ def free_port() -> int:
 
 
 @dataclass
-class BindPrimary:
-    """A running `named`, primary for `zone`, which takes updates and transfers signed with
-    `key`.  `other_key` is known to the server but may neither update nor transfer."""
+class RunningPrimary:
+    """A primary server process for `zone` on 127.0.0.1:`port`, which takes updates signed
+    with `key` (whose block, as `tsig-keygen` prints it, is in `key_file`)."""
 
     zone: str
     port: int
@@ -86,7 +87,7 @@ class BindPrimary:
         return dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=2)
 
     def answer(self, name: str, rtype: str = "A") -> tuple[str, ...]:
-        """The values BIND serves for `name` `rtype` (sorted; empty when none)."""
+        """The values the server serves for `name` `rtype` (sorted; empty when none)."""
         r = self.query(name, rtype)
         want = dns.rdatatype.from_text(rtype)
         qname = dns.name.from_text(name)
@@ -126,6 +127,40 @@ class BindPrimary:
                 self.proc.wait()
         if self._log_file is not None:
             self._log_file.close()
+
+    def wait_ready(self, name: str, timeout: float) -> None:
+        """Return once the server answers the zone's SOA; else stop it and raise."""
+        started = time.monotonic()
+        while True:
+            try:
+                if self.query(self.zone, "SOA").rcode() == dns.rcode.NOERROR:
+                    return
+            except (OSError, EOFError, dns.exception.DNSException):
+                pass
+            if self.proc.poll() is not None or time.monotonic() - started > timeout:
+                self.stop()
+                raise RuntimeError(f"{name} did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.02)
+
+
+class BindPrimary(RunningPrimary):
+    """A running `named`, primary for `zone`, which takes updates and transfers signed with
+    `key`.  `other_key` is known to the server but may neither update nor transfer."""
+
+
+def zone_lines(zone: str, records: Iterable[str]) -> list[str]:
+    return [
+        "$TTL 300",
+        f"@ IN SOA localhost. hostmaster.{zone} 1 3600 600 604800 30",
+        "@ IN NS localhost.",  # out of the zone: no in-zone name is taken
+        *records,
+    ]
+
+
+def spawn(argv: list[str], d: Path, log: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    log_file = log.open("wb")
+    proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=d)
+    return proc, log_file
 
 
 def _named_conf(d: Path, zone: str, port: int, key: TsigKey) -> str:
@@ -173,32 +208,11 @@ def start_bind_primary(
     key_file.write_text(key.block())
     (d / "keys.conf").write_text(key.block() + other.block())
     bare = zone.rstrip(".")
-    lines = [
-        "$TTL 300",
-        f"@ IN SOA localhost. hostmaster.{zone} 1 3600 600 604800 30",
-        "@ IN NS localhost.",  # out of the zone: no in-zone name is taken
-        *records,
-    ]
-    (d / f"{bare}.zone").write_text("\n".join(lines) + "\n")
+    (d / f"{bare}.zone").write_text("\n".join(zone_lines(zone, records)) + "\n")
     port = free_port()
     (d / "named.conf").write_text(_named_conf(d, zone, port, key))
     log = d / "named.log"
-    log_file = log.open("wb")
-    proc = subprocess.Popen(
-        [NAMED, "-4", "-g", "-c", str(d / "named.conf")],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        cwd=d,
-    )
+    proc, log_file = spawn([NAMED, "-4", "-g", "-c", str(d / "named.conf")], d, log)
     primary = BindPrimary(zone, port, key, other, d, proc, key_file, log, log_file)
-    started = time.monotonic()
-    while True:
-        try:
-            if primary.query(zone, "SOA").rcode() == dns.rcode.NOERROR:
-                return primary
-        except (OSError, EOFError, dns.exception.DNSException):
-            pass
-        if proc.poll() is not None or time.monotonic() - started > timeout:
-            primary.stop()
-            raise RuntimeError(f"named did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
+    primary.wait_ready("named", timeout)
+    return primary

@@ -35,8 +35,11 @@ T = TypeVar("T")
 
 #: rcodes that say what was wrong with the request; never retried
 RCODE_MEANING = {
-    dns.rcode.REFUSED: "REFUSED: the primary refused it (is the key allowed by the zone's "
-    "allow-update / update-policy, or allow-query / allow-transfer?)",
+    dns.rcode.REFUSED: "REFUSED: the primary refused it; is the key allowed to? BIND: the "
+    "zone's allow-update / update-policy (allow-query, allow-transfer); PowerDNS: "
+    "dnsupdate=yes, allow-dnsupdate-from covering this host, and the zone's "
+    "TSIG-ALLOW-DNSUPDATE metadata naming the key (PowerDNS refuses updates without them); "
+    "Knot: an acl with this key and action: update (and its update-type) on the zone",
     dns.rcode.NOTAUTH: "NOTAUTH: the primary is not authoritative for the zone, or does not "
     "accept the key",
     dns.rcode.NOTZONE: "NOTZONE: a name is outside the zone",
@@ -68,10 +71,35 @@ class ServFail(ProviderError):
     """The primary answered SERVFAIL."""
 
 
-def describe_tsig(exc: Exception, key_name: str) -> str | None:
-    """What a TSIG failure means, or None when `exc` is no TSIG failure."""
+#: the text dnspython gives an unsigned answer to a signed request
+UNSIGNED = "response requires a TSIG but does not have one"
+
+
+def describe_tsig(exc: Exception, key_name: str, op: str = "query") -> str | None:
+    """What a TSIG failure means, or None when `exc` is no TSIG failure.
+
+    Knot answers a request its ACL denies with NOTAUTH and TSIG error BADKEY, even for a key
+    it knows: for an UPDATE or AXFR (the key already passed a signed query) that is a denial,
+    not an unknown key.  PowerDNS answers a request signed with a key it does not know, or
+    with a wrong secret, unsigned.
+    """
     if isinstance(exc, dns.tsig.PeerBadKey):
-        return f"BADKEY: the primary does not know key {key_name} with this algorithm"
+        if op in ("update", "axfr"):
+            action = "update" if op == "update" else "transfer"
+            return (
+                f"NOTAUTH/BADKEY: the primary will not let key {key_name} {action} the zone "
+                f"(Knot answers so when no acl of the zone allows it: add one with key "
+                f"{key_name} and action: {action})"
+            )
+        return (
+            f"BADKEY: the primary does not accept key {key_name} (it does not know it with "
+            "this algorithm, or, on Knot, no acl of the zone names it)"
+        )
+    if isinstance(exc, dns.exception.FormError) and UNSIGNED in str(exc):
+        return (
+            f"the primary answered without a signature: it does not know key {key_name}, or "
+            "the secret is wrong (PowerDNS answers so; compare `pdnsutil list-tsig-keys`)"
+        )
     if isinstance(exc, dns.tsig.PeerBadSignature):
         return f"BADSIG: the primary rejected our signature (wrong secret for key {key_name}?)"
     if isinstance(exc, dns.tsig.PeerBadTime | dns.tsig.BadTime):
@@ -115,7 +143,7 @@ class PrimaryErrors:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     def fatal(self, op: str, exc: Exception, attempts: int, maybe_applied: bool) -> Exception:
-        tsig = describe_tsig(exc, self.key_name)
+        tsig = describe_tsig(exc, self.key_name, op)
         if tsig is not None:
             return SendError(op, tsig, attempts=attempts, maybe_applied=maybe_applied)
         if isinstance(exc, dns.xfr.TransferError) or not isinstance(
@@ -225,6 +253,14 @@ class Primary:
         o = self.opts
 
         async def once() -> dns.zone.Zone:
+            try:
+                return await transfer()
+            except dns.tsig.PeerBadKey:
+                # Knot's NOTAUTH + BADKEY for a key its ACL denies the transfer (the key
+                # already passed a signed query): a refusal, so read per name instead
+                raise dns.xfr.TransferError(dns.rcode.NOTAUTH) from None
+
+        async def transfer() -> dns.zone.Zone:
             zone = dns.zone.Zone(dns.name.from_text(origin), relativize=False)
             query, _ = dns.xfr.make_query(
                 zone,

@@ -18,7 +18,7 @@ addition, so a name can turn from A into CNAME (or back) in one message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dns.exception
@@ -99,9 +99,15 @@ def split(groups: Sequence[Group], max_records: int) -> list[tuple[Change, ...]]
 
 
 def message(
-    zone: str, changes: Sequence[Change], owner: str, key: dns.tsig.Key
+    zone: str,
+    changes: Sequence[Change],
+    owner: str,
+    key: dns.tsig.Key,
+    in_the_way: Mapping[Key, Sequence[str]] | None = None,
 ) -> dns.update.UpdateMessage:
-    """One signed UPDATE for `changes`; raises `BadValue` for a value that does not parse."""
+    """One signed UPDATE for `changes`; raises `BadValue` for a value that does not parse.
+
+    `in_the_way`: types to delete at a change's name first (a replaced conflict)."""
     update = dns.update.UpdateMessage(
         zone, keyring={key.name: key}, keyname=key.name, keyalgorithm=key.algorithm
     )
@@ -114,6 +120,8 @@ def message(
         else:
             update.present(name, rdataset(zone, c.old.rtype, 0, c.old.values))
     for c in changes:  # every deletion first ...
+        for other in (in_the_way or {}).get(c.key, ()):
+            update.delete(dns.name.from_text(c.key[0]), dns.rdatatype.from_text(other))
         if c.old is not None:
             update.delete(dns.name.from_text(c.key[0]), dns.rdatatype.from_text(c.key[1]))
         if c.kind == "delete":
