@@ -325,11 +325,19 @@ def _published_families(node: NodeView) -> Iterator[Metric]:
     calls = CounterMetricFamily(
         "dnsfailover_provider_calls", "Provider API calls made by applies", labels=["zone"]
     )
+    held = GaugeMetricFamily(
+        "dnsfailover_provider_held_record_sets",
+        "Record sets of the latest decision held back from the provider (a conflict, a "
+        "foreign record set, an interlock); see the status for why",
+        labels=["zone"],
+    )
     for zone, status in sorted(node.sync_statuses().items()):
         in_sync.add_metric([zone], 1.0 if status.in_sync else 0.0)
         calls.add_metric([zone], float(status.calls))
+        held.add_metric([zone], float(len(status.held)))
     yield in_sync
     yield calls
+    yield held
 
 
 def _dns_families(node: NodeView) -> Iterator[Metric]:

@@ -37,6 +37,13 @@ ROUTES = (
     ),
     Route(
         "POST",
+        "/api/v1/zones/{zone}/sync",
+        "sync_zone",
+        "Re-read an external provider's zone and apply the latest decision to it now",
+        mutating=True,
+    ),
+    Route(
+        "POST",
         "/api/v1/breaker/reset",
         "reset_breaker",
         "Release the circuit breaker: today's health becomes the baseline",
@@ -175,6 +182,8 @@ def _operation(route: Route) -> dict[str, Any]:
         op["responses"]["201"] = _json(_OBJECT, "Recorded")
     if route.handler == "reload":
         op["responses"]["400"] = _ERROR
+    if route.handler == "sync_zone":
+        op["responses"]["404"] = _ERROR
     if route.handler == "remove_override":
         op["requestBody"] = {
             "required": False,

@@ -69,6 +69,10 @@ class NodeControl(Protocol):
     async def remove_override(self, override_id: str, who: str, reason: str) -> bool:
         """False when there is no such override."""
 
+    async def sync_zone(self, zone: str) -> SyncStatus:
+        """Re-read external zone `zone` (an origin of `sync_statuses`) and apply the latest
+        decision to it now; its status once that round is over."""
+
     async def reload_from_file(self) -> str:
         """Re-read the node's config file; a summary of what changed.
 

@@ -111,6 +111,7 @@ class ApiServer:
             "add_override": self.post_override,
             "remove_override": self.delete_override,
             "reload": self.post_reload,
+            "sync_zone": self.post_sync_zone,
             "add_event": self.post_event,
             "reset_breaker": self.post_reset_breaker,
             "metrics": self.get_metrics,
@@ -258,6 +259,20 @@ class ApiServer:
             return error(400, f"{e}; the running config stays")
         log.info("api: config reloaded by %s: %s", request.remote, summary)
         return web.json_response({"reloaded": summary})
+
+    async def post_sync_zone(self, request: web.Request) -> web.Response:
+        refused = self._authorize(request)
+        if refused is not None:
+            return refused
+        text = request.match_info["zone"].strip().lower()
+        zone = text if text.endswith(".") else f"{text}."
+        syncs = self.view.sync_statuses()
+        if zone not in syncs:
+            known = ", ".join(sorted(syncs)) or "none"
+            raise views.NotFound(f"{text!r} is no external provider's zone (they are: {known})")
+        status = await self.control.sync_zone(zone)
+        log.info("api: zone %s re-synced by %s", zone, request.remote)
+        return web.json_response({"zone": zone, "sync": views.jsonable(status)})
 
     async def post_event(self, request: web.Request) -> web.Response:
         """Only what a client measured itself goes here: a drill's report."""

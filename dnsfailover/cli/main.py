@@ -293,9 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     from dnsfailover.cli.drill import add_parser as add_drill
     from dnsfailover.cli.ops import register
     from dnsfailover.cli.simulate import add_parser as add_simulate
+    from dnsfailover.cli.sync import register as add_sync
 
     add_simulate(sub)
     register(sub, parents=[common])
+    add_sync(sub, parents=[common])
     add_drill(sub, parents=[common])
 
     sp = add_parser("demo", help="start local endpoints and a server, and watch failover")

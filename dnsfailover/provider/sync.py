@@ -21,6 +21,7 @@ change.  A reload (`read_all`) and an operator's `resync` re-plan at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -167,6 +168,7 @@ class ZoneSync:
         self._told: frozenset[tuple[Key, str]] = frozenset()  # the held keys last reported
         self._recheck = False  # re-plan the latest state although it was planned already
         self._waiters: list[asyncio.Future[None]] = []  # resyncs waiting for the next round
+        self._kick = asyncio.Event()  # a reload or resync cuts a failure's backoff short
 
     @property
     def zone(self) -> str:
@@ -254,7 +256,9 @@ class ZoneSync:
                 self._event("failed", self.status.last_error, self._failed_seconds)
                 self._failed_seconds = None
                 self._round_done()
-                await asyncio.sleep(delay)
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), delay)
                 self._recheck = True
                 self._wake.set()
                 continue
@@ -298,6 +302,7 @@ class ZoneSync:
         self._read_all = True
         self._recheck = True
         self._wake.set()
+        self._kick.set()
 
     async def resync(self) -> SyncStatus:
         """Read the whole zone again, plan and apply the latest state now (an operator's

@@ -45,12 +45,13 @@ from dnsfailover.engine.values import Decision, EngineState, Published
 from dnsfailover.errors import DnsFailoverError, NotReady, UserError
 from dnsfailover.health.tracker import HealthTracker, log_change
 from dnsfailover.model import Event, HealthChange, Observation, ZoneContent
-from dnsfailover.provider.sync import SyncEvent, SyncStatus
+from dnsfailover.provider.sync import SyncEvent
 from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
 from dnsfailover.runtime.reload import apply_reload
 from dnsfailover.runtime.serving import Serving
 from dnsfailover.runtime.store import AsyncStore, Store
+from dnsfailover.runtime.syncs import ProviderSyncs
 from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, make_syncs, region_source
 from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.tasks import cancel_and_wait, settle
@@ -69,7 +70,7 @@ class ReloadRefused(UserError):
     """The new config needs a restart, not a reload; the running one stays."""
 
 
-class Node:
+class Node(ProviderSyncs):
     """One dnsfailover node serving its zones from the embedded DNS server."""
 
     def __init__(
@@ -436,9 +437,6 @@ class Node:
     def set_overrides(self, overrides: list[Override]) -> None:
         """The cluster's overrides changed (any node may have set them)."""
         self.book.replace(overrides)
-
-    def sync_statuses(self) -> dict[str, SyncStatus]:
-        return {origin: sync.status for origin, sync in self.publisher.syncs.items()}
 
     def dns_counts(self) -> list[int] | None:
         server = self.serving.server

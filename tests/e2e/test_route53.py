@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -134,3 +136,86 @@ zones:
     assert "applied: 1 change(s)" in out.stdout
     # 127.0.0.74 has nothing listening: only the healthy endpoint is published
     assert answers(client, zone_id, f"www.{ZONE}") == ("127.0.0.73",)
+
+
+def _weighted(name: str, ident: str, value: str) -> Any:
+    return {
+        "Name": name,
+        "Type": "A",
+        "TTL": 60,
+        "SetIdentifier": ident,
+        "Weight": 1,
+        "ResourceRecords": [{"Value": value}],
+    }
+
+
+def test_a_weighted_set_at_one_name_holds_only_it_and_sync_applies_it_once_gone(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    serve: Callable[..., Server],
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15, items 8 and 9: someone put a weighted record set at one managed name.  The
+    other names are published all the same; the held one is reported (log, event, metric,
+    status); once the set is removed, `dnsfailover sync ZONE` publishes it at once."""
+    token = "e2e-sync-token-0123456789abcdef"
+    monkeypatch.setenv("DNSFAILOVER_API_TOKEN", token)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
+    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="held")["HostedZone"]["Id"]
+    zone_id = zone_id.split("/")[-1]
+    bad = f"n0.{ZONE}"
+    weighted = [_weighted(bad, "a", "203.0.113.1"), _weighted(bad, "b", "203.0.113.2")]
+    client.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": w} for w in weighted]},
+    )
+    port = http_endpoints.start("127.0.0.75")
+    names = "".join(
+        f"      n{i}: {{policy: active-active, check: web, ttl: 30, endpoints: "
+        f"[{{address: 127.0.0.75, check_port: {port}}}]}}\n"
+        for i in range(4)
+    )
+    cfg = tmp_path / "held.yaml"
+    cfg.write_text(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 200ms, timeout: 150ms}}
+zones:
+  {ZONE}:
+    provider: route53
+    options: {{endpoint_url: {moto_endpoint}, poll_interval: 100ms}}
+    failover:
+{names}""")
+    server = serve(cfg)
+    for i in (1, 2, 3):
+        wait_for(lambda i=i: answers(client, zone_id, f"n{i}.{ZONE}") == ("127.0.0.75",), 10)  # type: ignore[misc]
+    assert server.api is not None
+    out = run_cli("sync", ZONE, "--api", server.api)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"{ZONE}: NOT in sync" in out.stdout
+    assert f"1 record set(s) held back:\n    {bad} A: {bad} A has routing-policy" in out.stdout
+    assert "adopt: true" in out.stdout
+    assert answers(client, zone_id, bad) == ("203.0.113.1",)  # the first weighted set, intact
+    metrics = urllib.request.urlopen(f"{server.api}/metrics", timeout=5).read().decode()
+    assert f'dnsfailover_provider_held_record_sets{{zone="{ZONE}"}} 1.0' in metrics
+    events = run_cli("events", "--api", server.api, "--json")
+    assert '"provider-refused"' in events.stdout
+
+    client.change_resource_record_sets(  # removed by hand
+        HostedZoneId=zone_id,
+        ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": w} for w in weighted]},
+    )
+    out = run_cli("sync", ZONE, "--api", server.api)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{ZONE}: in sync" in out.stdout
+    assert answers(client, zone_id, bad) == ("127.0.0.75",)
+    wrong = run_cli("sync", "nosuch.test.", "--api", server.api)
+    assert wrong.returncode == 2
+    assert "no external provider's zone" in wrong.stderr
+    assert server.stop() == 0
+    log = server.log.read_text()
+    assert len([ln for ln in log.splitlines() if "held back" in ln and "ERROR" in ln]) == 1
+    assert token not in log
