@@ -47,6 +47,13 @@ def when(at: float | None, now: float | None = None) -> str:
 # -- read-only --------------------------------------------------------------------------------
 
 
+def sync_state(sync: dict[str, Any]) -> str:
+    if sync["in_sync"]:
+        return "in sync"
+    held = sync.get("held") or {}
+    return f"{len(held)} held back (dnsfailover sync ZONE)" if held else "pending"
+
+
 def show_status(data: dict[str, Any]) -> str:
     c = data["cluster"]
     head = f"node {data['node']}, region {data['region']}, mode {data['mode']}"
@@ -75,7 +82,7 @@ def show_status(data: dict[str, Any]) -> str:
                 z["zone"],
                 z["serial"],
                 z["provider"],
-                "-" if z["sync"] is None else ("in sync" if z["sync"]["in_sync"] else "pending"),
+                "-" if z["sync"] is None else sync_state(z["sync"]),
             )
             for z in data["zones"]
         ],

@@ -199,6 +199,8 @@ zones:
     assert f"1 record set(s) held back:\n    {bad} A: {bad} A has routing-policy" in out.stdout
     assert "adopt: true" in out.stdout
     assert answers(client, zone_id, bad) == ("203.0.113.1",)  # the first weighted set, intact
+    status = run_cli("status", "--api", server.api)
+    assert "1 held back (dnsfailover sync ZONE)" in status.stdout, status.stdout
     metrics = urllib.request.urlopen(f"{server.api}/metrics", timeout=5).read().decode()
     assert f'dnsfailover_provider_held_record_sets{{zone="{ZONE}"}} 1.0' in metrics
     events = run_cli("events", "--api", server.api, "--json")

@@ -23,7 +23,11 @@ def bind(tmp_path: Path) -> Iterator[BindPrimary]:
     primary.stop()
 
 
-STARTERS = {"bind": start_bind_primary, "knot": start_knot_primary, "pdns": start_pdns_primary}
+STARTERS: dict[str, Callable[[Path, str], RunningPrimary]] = {
+    "bind": start_bind_primary,
+    "knot": start_knot_primary,
+    "pdns": start_pdns_primary,
+}
 
 
 @pytest.fixture(params=sorted(STARTERS))

@@ -17,7 +17,7 @@ N = 40
 BAD = "n0.example.test."
 
 
-def weighted(name: str, ident: str, value: str, weight: int) -> dict[str, Any]:
+def weighted(name: str, ident: str, value: str, weight: int) -> Any:
     return {**simple(name, "A", value), "SetIdentifier": ident, "Weight": weight}
 
 
@@ -42,11 +42,12 @@ async def scene(moto: Moto, **options: Any) -> tuple[str, ZoneSync, list[SyncEve
     first = ZoneSync(p, Safety())
     dead = tuple(rs(f"n{i}", "A", "192.0.2.1") for i in range(N))
     await first.converge(dead)
+    plain: Any = simple(BAD, "A", "192.0.2.1")
     moto.admin.change_resource_record_sets(
         HostedZoneId=zone_id,
         ChangeBatch={
             "Changes": [
-                {"Action": "DELETE", "ResourceRecordSet": simple(BAD, "A", "192.0.2.1")},
+                {"Action": "DELETE", "ResourceRecordSet": plain},
                 {"Action": "CREATE", "ResourceRecordSet": weighted(BAD, "a", "203.0.113.1", 1)},
                 {"Action": "CREATE", "ResourceRecordSet": weighted(BAD, "b", "203.0.113.2", 1)},
             ]
