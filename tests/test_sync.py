@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection
+
+import pytest
 
 from dnsfailover.model import RecordSet
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
@@ -108,6 +111,7 @@ class ConflictProvider(FakeProvider):
         super().__init__()
         self.in_the_way: set[Key] = set()
         self.populates = 0
+        self.by_name = 0  # keys read one by one
 
     async def populate(self, keys: Collection[Key]) -> Populated:
         self.populates += 1
@@ -121,6 +125,7 @@ class ConflictProvider(FakeProvider):
         )
 
     async def populate_keys(self, keys: Collection[Key]) -> Populated:
+        self.by_name += len(keys)
         return await self.populate(keys)
 
 
@@ -198,4 +203,31 @@ async def test_a_fenced_out_leader_never_writes() -> None:
     assert len(provider.applied) == 1
     assert [e.kind for e in events] == ["applied", "fenced"]
     assert asked == [True, False]
+    await sync.stop()
+
+
+async def test_500_held_names_are_one_short_error_line_and_re_read_in_one_listing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    provider = ConflictProvider()
+    provider.in_the_way |= {(f"n{i}.{Z}", "A") for i in range(500)}
+    sync = ZoneSync(provider, Safety(), backoff_first=0.01, backoff_max=0.02)
+    sync.start()
+    with caplog.at_level(logging.ERROR, logger="dnsfailover.sync"):
+        sync.submit(tuple(RecordSet(f"n{i}.{Z}", "A", 30, ("192.0.2.2",)) for i in range(510)))
+        await asyncio.wait_for(sync.wait_idle(), 5)
+        populates = provider.populates
+        for _ in range(500):
+            if provider.populates >= populates + 3:
+                break
+            await asyncio.sleep(0.01)
+    assert len(provider.records) == 10
+    assert len(sync.status.held) == 500
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, "reported once, however often re-checked"
+    assert "500 record set(s) held back, 10 other change(s) applied" in errors[0]
+    assert "and 495 more" in errors[0]
+    assert len(errors[0]) < 1500
+    assert provider.populates >= populates + 3
+    assert provider.by_name == 0, "500 held keys are re-read in full reads, not name by name"
     await sync.stop()
