@@ -221,3 +221,57 @@ zones:
     log = server.log.read_text()
     assert len([ln for ln in log.splitlines() if "held back" in ln and "ERROR" in ln]) == 1
     assert token not in log
+
+
+def test_apply_holds_the_conflicting_name_and_apply_force_replaces_it(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
+    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="force")["HostedZone"]["Id"]
+    zone_id = zone_id.split("/")[-1]
+    bad = f"n0.{ZONE}"
+    client.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={
+            "Changes": [
+                {"Action": "CREATE", "ResourceRecordSet": _weighted(bad, "a", "203.0.113.1")}
+            ]
+        },
+    )
+    port = http_endpoints.start("127.0.0.76")
+    names = "".join(
+        f"      n{i}: {{policy: active-active, check: web, endpoints: "
+        f"[{{address: 127.0.0.76, check_port: {port}}}]}}\n"
+        for i in range(3)
+    )
+    cfg = tmp_path / "force.yaml"
+    cfg.write_text(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 1s, timeout: 500ms}}
+zones:
+  {ZONE}:
+    provider: route53
+    options: {{endpoint_url: {moto_endpoint}}}
+    failover:
+{names}""")
+    out = run_cli("apply", str(cfg), "--state", str(tmp_path / "a.db"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"UNSAFE: {bad} A has routing-policy or alias record sets" in out.stdout
+    assert "applied: 2 change(s)" in out.stdout
+    assert "1 record set(s) held back, not applied" in out.stdout
+    assert answers(client, zone_id, f"n1.{ZONE}") == ("127.0.0.76",)
+    assert answers(client, zone_id, bad) == ("203.0.113.1",)
+
+    out = run_cli("apply", str(cfg), "--state", str(tmp_path / "a.db"), "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "applied: 1 change(s)" in out.stdout
+    listed = [r for r in client.list_resource_record_sets(HostedZoneId=zone_id)[
+        "ResourceRecordSets"] if r["Name"] == bad]  # fmt: skip
+    assert [(r["Type"], r.get("SetIdentifier")) for r in listed] == [("A", None)]
+    assert answers(client, zone_id, bad) == ("127.0.0.76",)
