@@ -231,3 +231,21 @@ async def test_500_held_names_are_one_short_error_line_and_re_read_in_one_listin
     assert provider.populates >= populates + 3
     assert provider.by_name == 0, "500 held keys are re-read in full reads, not name by name"
     await sync.stop()
+
+
+async def test_a_resync_cuts_a_failure_backoff_short() -> None:
+    provider = FakeProvider()
+    provider.fail_next = 1
+    events: list[SyncEvent] = []
+    sync = ZoneSync(provider, Safety(), on_event=events.append, backoff_first=1000)
+    sync.start()
+    sync.submit(www("192.0.2.1"))
+    for _ in range(500):
+        if events:
+            break
+        await asyncio.sleep(0.01)
+    assert [e.kind for e in events] == ["failed"]  # now backing off for up to 1000 s
+    status = await asyncio.wait_for(sync.resync(), 5)
+    assert status.in_sync
+    assert provider.records[(f"www.{Z}", "A")].values == ("192.0.2.1",)
+    await sync.stop()

@@ -188,6 +188,8 @@ class ZoneSync:
     async def stop(self) -> None:
         if self._task is not None:
             await cancel_and_wait(self._task)
+        for waiter in self._waiters:
+            waiter.cancel()
         await self.provider.close()
 
     async def wait_idle(self) -> None:
@@ -198,11 +200,12 @@ class ZoneSync:
         if self._on_event is not None:
             self._on_event(SyncEvent(self.zone, kind, message, time.time(), seconds))
 
-    def _round_done(self) -> None:
-        for waiter in self._waiters:
+    @staticmethod
+    def _round_done(waiting: list[asyncio.Future[None]]) -> None:
+        """Tell the resyncs that asked before this round began that it is over."""
+        for waiter in waiting:
             if not waiter.done():
                 waiter.set_result(None)
-        self._waiters.clear()
 
     async def _next(self, recheck_in: float | None) -> None:
         """Wait for a new state, a reload or a resync, or until it is time to re-check."""
@@ -221,9 +224,11 @@ class ZoneSync:
         while True:
             await self._next(recheck_in)
             self._wake.clear()
+            self._kick.clear()  # a reload or resync from now on cuts a failure's backoff
+            waiting, self._waiters = self._waiters, []
             version, desired = self._version, self._desired
             if desired is None or (version == self._done_version and not self._recheck):
-                self._round_done()
+                self._round_done(waiting)
                 continue
             self._recheck = False
             try:
@@ -256,8 +261,7 @@ class ZoneSync:
                 )
                 self._event("failed", self.status.last_error, self._failed_seconds)
                 self._failed_seconds = None
-                self._round_done()
-                self._kick.clear()
+                self._round_done(waiting)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), delay)
                 self._recheck = True
@@ -271,7 +275,7 @@ class ZoneSync:
                 else:
                     recheck_in, rechecks = None, 0
             self._done_version = version
-            self._round_done()
+            self._round_done(waiting)
             if self._version == version:
                 self._idle.set()
 
