@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dnsfailover import __version__
-from dnsfailover.cli.args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, parse_api, parse_hostport
+from dnsfailover.cli.args import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    parse_api,
+    parse_hostport,
+    region_problem,
+)
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
 from dnsfailover.errors import ConfigError, DnsFailoverError, UserError
@@ -122,12 +129,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     config = _load(args.config)
-    if config.regions and args.region not in config.regions:
-        print(
-            f"error: --region {args.region} is not one of the config's regions "
-            f"({', '.join(config.regions)})",
-            file=sys.stderr,
-        )
+    if (wrong := region_problem(config, args.region)) is not None:
+        print(f"error: {wrong}", file=sys.stderr)
         return EXIT_USAGE
     # uvloop when installed (the `fast` extra); DNSFAILOVER_LOOP=asyncio turns it off.
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -171,6 +174,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from dnsfailover.runtime.oneshot import plan
 
     config = _load(args.config)
+    if (wrong := region_problem(config, args.region)) is not None:
+        print(f"error: {wrong}", file=sys.stderr)
+        return EXIT_USAGE
     return _print_plan(asyncio.run(plan(config, args.state, args.region)), applied=False)
 
 
@@ -178,6 +184,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from dnsfailover.runtime.oneshot import plan
 
     config = _load(args.config)
+    if (wrong := region_problem(config, args.region)) is not None:
+        print(f"error: {wrong}", file=sys.stderr)
+        return EXIT_USAGE
     result = asyncio.run(plan(config, args.state, args.region, push=True, force=args.force))
     return _print_plan(result, applied=True)
 

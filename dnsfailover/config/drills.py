@@ -38,7 +38,7 @@ _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 def parse_period(value: Any) -> float:
     """Seconds from a duration as `parse_duration` reads it, or `7d`, `2w`."""
     if isinstance(value, str) and (m := _DAYS.match(value)):
-        return float(m.group(1)) * (DAY if m.group(2) == "d" else 7 * DAY)
+        value = float(m.group(1)) * (DAY if m.group(2) == "d" else 7 * DAY)  # bounded below
     try:
         return parse_duration(value)
     except ValueError:
