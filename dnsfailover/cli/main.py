@@ -23,7 +23,7 @@ from dnsfailover.cli.args import (
 )
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
-from dnsfailover.errors import ConfigError, DnsFailoverError, UserError
+from dnsfailover.errors import ConfigError, DnsFailoverError
 from dnsfailover.logs import setup_logging
 from dnsfailover.runtime.oneshot import PlanResult
 
@@ -106,18 +106,11 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def reload_service(service: Node) -> None:
-    """SIGHUP: re-read and validate the config; a bad one is logged and the running one stays."""
+    """SIGHUP: re-read and validate the config; a bad one is reported (logged at ERROR and
+    recorded by the node) and the running one stays."""
     try:
         summary = await service.reload_from_file()
-    except ConfigError as e:
-        log.error(
-            "reload: %s is invalid; still running the previous config:\n  %s",
-            service.config_path,
-            "\n  ".join(str(p) for p in e.problems),
-        )
-        return
-    except (OSError, UserError) as e:
-        log.error("reload: %s; still running the previous config", e)
+    except Exception:  # reported by the node; nothing changed
         return
     log.info("reload: %s applied (%s)", service.config_path, summary)
 
