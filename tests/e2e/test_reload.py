@@ -301,3 +301,37 @@ async def test_a_reload_that_fails_half_way_changes_nothing(tmp_path: Path) -> N
         if node is not None:
             await node.stop()
         await asyncio.to_thread(endpoints.close)
+
+
+async def test_a_probe_update_that_cannot_be_built_stops_no_probe(tmp_path: Path) -> None:
+    """`ProbeScheduler.update` used to stop the changed targets, then raise while starting
+    them again: no probes at all afterwards.  Now it builds first and changes nothing when
+    that fails (here an interval no timer can hold, which validation no longer lets by)."""
+    import math
+
+    from dnsfailover.checks.scheduler import ProbeScheduler
+    from dnsfailover.config.load import loads
+    from dnsfailover.model import Observation
+
+    endpoints = await asyncio.to_thread(HttpEndpoints)
+    seen: list[Observation] = []
+    scheduler: ProbeScheduler | None = None
+    try:
+        text = await asyncio.to_thread(
+            lambda: write_config(tmp_path / "c.yaml", www(endpoints, "127.0.0.97")).read_text()
+        )
+        targets = (await asyncio.to_thread(loads, text, "c.yaml")).targets()
+        ((key, (target, check)),) = targets.items()
+        scheduler = ProbeScheduler(targets, region="local", on_observation=seen.append)
+        scheduler.start()
+        broken = check.model_copy(update={"interval": math.inf})
+        with pytest.raises(OverflowError):
+            scheduler.update({key: (target, broken)})
+        seen.clear()
+        await asyncio.sleep(1.0)  # five intervals of the running check
+        assert len(seen) >= 2, seen
+        assert all(o.ok for o in seen)
+    finally:
+        if scheduler is not None:
+            await scheduler.stop()
+        await asyncio.to_thread(endpoints.close)
