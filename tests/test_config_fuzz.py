@@ -148,6 +148,31 @@ def test_hostile_input_is_a_located_problem_within_a_bound(
     assert message in first.message, str(first)
 
 
+def test_a_zone_file_that_is_a_fifo_or_a_device_is_refused(tmp_path: Path) -> None:
+    """Zone files are read bounded too: a FIFO would block the loader, /dev/zero fill it."""
+    os.mkfifo(tmp_path / "zone.fifo")
+    for zone_file in (str(tmp_path / "zone.fifo"), "/dev/zero"):
+        config = EXAMPLE.replace("    records:\n", f"    zone_file: {zone_file}\n    records:\n")
+        with pytest.raises(ConfigError) as info:
+            load(text(config)(tmp_path))
+        (problem,) = info.value.problems
+        assert problem.file == zone_file
+        assert "cannot read zone file" in problem.message
+        assert "not a regular file" in problem.message
+
+
+def test_non_finite_numbers_are_refused_everywhere(tmp_path: Path) -> None:
+    """Not only durations: no setting takes `.inf` or `.nan`."""
+    config = EXAMPLE + "server: {rrl: {responses_per_second: .nan, window: .inf}}\n"
+    path = text(config)(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert [(p.line, p.path, p.message) for p in info.value.problems] == [
+        (65, "server.rrl.responses_per_second", "expected a finite number, got nan"),
+        (65, "server.rrl.window", "a duration must be a finite number of seconds, got inf"),
+    ]
+
+
 def test_limits_leave_room_for_big_real_configs(tmp_path: Path) -> None:
     """The limits refuse bombs, not big configs: 20,000 static records, and 2,000 names
     that share one record's settings and endpoints through anchors, load."""

@@ -13,7 +13,7 @@ import stat
 
 MiB = 1024 * 1024
 MAX_CONFIG_BYTES = 32 * MiB
-MAX_ZONE_FILE_BYTES = 256 * MiB
+MAX_ZONE_FILE_BYTES = 64 * MiB  # ~1.5 million records
 MAX_SECRET_BYTES = 64 * 1024
 
 
