@@ -23,7 +23,7 @@ from dnsfailover.cli.args import (
 )
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
-from dnsfailover.errors import ConfigError, DnsFailoverError
+from dnsfailover.errors import ConfigError, DnsFailoverError, UserError
 from dnsfailover.logs import setup_logging
 from dnsfailover.runtime.oneshot import PlanResult
 
@@ -110,7 +110,10 @@ async def reload_service(service: Node) -> None:
     recorded by the node) and the running one stays."""
     try:
         summary = await service.reload_from_file()
-    except Exception:  # reported by the node; nothing changed
+    except (ConfigError, UserError):  # reported by the node (ERROR, event); nothing changed
+        return
+    except Exception:  # after the swap (the engine loop retries a failed decision)
+        log.exception("reload: %s applied, then failed", service.config_path)
         return
     log.info("reload: %s applied (%s)", service.config_path, summary)
 
