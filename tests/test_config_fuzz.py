@@ -128,6 +128,11 @@ HOSTILE: dict[str, tuple[Make, int | None, str]] = {
         65,
         "more than 1,000,000 values (aliases expanded); put large record sets in a zone_file",
     ),
+    "a 30 MB value": (
+        text(EXAMPLE.replace("values: [127.0.0.1]", "values: [" + "x" * 30_000_000 + "]")),
+        37,
+        "a value of 30,000,000 characters; at most 1,048,576",
+    ),
     "bad !!binary": (text(EXAMPLE + "b: !!binary 'a'\n"), 65, "failed to decode base64 data"),
     "bad !!timestamp": (text(EXAMPLE + "t: !!timestamp 2001-99-99\n"), 65, "cannot read tag"),
 }

@@ -16,7 +16,8 @@ setting rejects them instead of taking a value nobody meant.  Anchors, aliases (
 their anchor's value) and `<<` merges work.
 
 Whatever the input, parsing is bounded (`DocumentLimit`): nesting deeper than `MAX_DEPTH`,
-more than `MAX_NODES` values once aliases are expanded, aliases that expand to more than
+more than `MAX_NODES` values once aliases are expanded, a value of more than `MAX_SCALAR`
+characters, aliases that expand to more than
 `ALIAS_BASE` + `ALIAS_RATIO` times what the file writes (a "billion laughs"), and an alias
 to the mapping or list it is inside are refused, at the line where the limit is crossed.
 """
@@ -60,6 +61,7 @@ MAX_NODES = 1_000_000  # values (scalars, mappings, lists), aliases expanded; ke
 ALIAS_BASE = 10_000  # aliases may expand to this many values ...
 ALIAS_RATIO = 10  # ... plus this many times the values the file writes itself
 FALLBACK_CHARS = 1024 * 1024  # re-parse by PyYAML (for its messages) only up to this size
+MAX_SCALAR = 1024 * 1024  # characters in one value (DNS data is at most 65,535 bytes)
 
 _DECIMAL = re.compile(r"[-+]?[0-9]+")
 _REAL = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -259,6 +261,9 @@ class _Builder:
         return not isinstance(event, StreamEndEvent)
 
     def scalar(self, event: Any) -> None:
+        if len(event.value) > MAX_SCALAR:
+            message = f"a value of {len(event.value):,} characters; at most {MAX_SCALAR:,}"
+            raise DocumentLimit(None, None, message, event.start_mark)
         top = self.stack[-1] if self.stack else None
         if top is not None and isinstance(top.value, dict) and top.key is None:
             # A key: its text as written, or the merge marker.
