@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import Annotated, Any
 
@@ -10,20 +11,30 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION = 366 * 86400.0  # a year: timers, datetimes and sleeps all hold it
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from `100ms`, `1s`, `2.5s`, `1m`, `1h` or a bare number of seconds."""
+    """Seconds from `100ms`, `1s`, `2.5s`, `1m`, `1h` or a bare number of seconds; finite,
+    and at most `MAX_DURATION` (`.inf`, `.nan` and 10**400 are refused here, not by a timer
+    at run time)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 500ms, 1s or 1m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration such as 500ms, 1s or 1m, got {value!r}")
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            seconds = float(m.group(1)) * _UNIT[m.group(2)]
+        else:
+            raise ValueError(f"expected a duration such as 500ms, 1s or 1m, got {value!r}")
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be a finite number of seconds, got {value!r}")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration can be at most 366 days ({MAX_DURATION:.0f}s)")
     return seconds
 
 
@@ -68,4 +79,5 @@ Ttl = Annotated[int, Field(ge=0, le=2_147_483_647)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # allow_inf_nan: no setting of a config means anything with `.inf` or `.nan`
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)

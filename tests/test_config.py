@@ -111,6 +111,43 @@ CASES: dict[str, tuple[str, Expected]] = {
         "checks:\n  web:\n    type: http\n    interval: 1 sec\n" + ZONE,
         [(4, "checks.web.interval", "expected a duration such as 500ms, 1s or 1m, got '1 sec'")],
     ),
+    "infinite duration": (
+        "checks:\n  web:\n    type: http\n    interval: .inf\n" + ZONE,
+        [(4, "checks.web.interval", "a duration must be a finite number of seconds, got inf")],
+    ),
+    "NaN duration": (
+        "checks:\n  web:\n    type: http\n    interval: .nan\n" + ZONE,
+        [(4, "checks.web.interval", "a duration must be a finite number of seconds, got nan")],
+    ),
+    "overflowing duration": (
+        "checks:\n  web:\n    type: http\n    interval: 1.0e400\n    timeout: 1e999s\n" + ZONE,
+        [
+            (4, "checks.web.interval", "a duration must be a finite number of seconds, got inf"),
+            (5, "checks.web.timeout", "expected a duration such as 500ms, 1s or 1m, got '1e999s'"),
+        ],
+    ),
+    "duration past a year": (
+        "checks:\n  web:\n    type: http\n    interval: 99999999999999\n" + ZONE,
+        [(4, "checks.web.interval", "a duration can be at most 366 days (31622400s)")],
+    ),
+    "YAML 1.1 integers are not numbers": (
+        "checks:\n  a: {type: tcp, port: 2:14:40}\n  b: {type: tcp, port: 0x1F90}\n"
+        "  c: {type: tcp, port: 0o17}\n" + ZONE,
+        [
+            (2, "checks.a.port", "expected a whole number, got '2:14:40'"),
+            (3, "checks.b.port", "expected a whole number, got '0x1F90'"),
+            (4, "checks.c.port", "expected a whole number, got '0o17'"),
+        ],
+    ),
+    "record quorum larger than the regions": (
+        BASE + "    failover:\n"
+        "      www: {policy: active-active, check: web, endpoints: [127.0.0.11], quorum: 2}\n",
+        [(10, f"{Z}.failover.www.quorum", "quorum 2 needs at least 2 regions; 1 is declared")],
+    ),
+    "expect_body regex with a backreference (RE2)": (
+        "checks:\n  web:\n    type: http\n    expect_body: /(a)\\1/\n" + ZONE,
+        [(4, "checks.web.expect_body", "invalid regular expression /(a)\\1/: invalid escape")],
+    ),
     "timeout longer than interval": (
         "checks:\n  web: {type: http, interval: 1s, timeout: 2s}\n" + ZONE,
         [(2, "checks.web", "timeout (2s) must not be longer than interval (1s)")],
@@ -369,6 +406,12 @@ zones:
     assert config.checks["ssh"].fall == 5
     assert config.checks["ssh"].port == 22
     assert "1" in config.zones["2.0.192.in-addr.arpa."].records
+
+
+def test_decimal_numbers_only_leading_zeros_are_not_octal() -> None:
+    """YAML 1.2 integers: `017` is 17 (YAML 1.1 read it as octal 15)."""
+    config = loads(CHECKS.replace("timeout: 500ms}", "timeout: 500ms, rise: 017}") + ZONE)
+    assert config.checks["web"].rise == 17
 
 
 def test_expect_body_regex_is_compiled() -> None:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from collections.abc import Callable
 
 import aiohttp
 
 from dnsfailover.checks.details import failed, os_error_detail, shorten, timeout_detail
-from dnsfailover.config.checks import CheckConfig
+from dnsfailover.config.checks import CheckConfig, compile_body_regex
 from dnsfailover.model import ProbeResult, Target, hostport
 
 logger = logging.getLogger("dnsfailover.checks")
@@ -64,19 +63,27 @@ def status_text(ranges: tuple[tuple[int, int], ...]) -> str:
 def body_matcher(expect: str) -> BodyMatcher:
     """A substring test, or a regex search when written `/.../`.
 
-    An invalid regex makes every probe fail with a detail that says so, rather than taking
-    the whole scheduler down at start.
+    The regex is RE2's (`config.checks.compile_body_regex`): linear in the body, so a
+    target cannot stall the loop with a body that makes a backtracking engine explode.
+    An invalid one (the config rejects it; this is for a check built by hand) makes every
+    probe fail with a detail that says so, rather than taking the scheduler down at start.
     """
     if len(expect) >= 2 and expect.startswith("/") and expect.endswith("/"):
         pattern = expect[1:-1]
         try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            logger.warning("http: invalid expect_body regex %r: %s", pattern, exc)
-            bad = f"invalid expect_body regex: {exc}"
+            regex = compile_body_regex(pattern)
+        except ValueError as exc:
+            logger.warning("http: invalid expect_body regex: %s", exc)
+            bad = shorten(f"invalid expect_body regex: {exc}")
             return lambda _body: bad
         miss = f"body does not match /{shorten(pattern, 40)}/"
-        return lambda body: None if regex.search(body) else miss
+
+        def search(body: str) -> str | None:
+            # Python's `$` also matches before a final newline, RE2's only at the end.
+            found = regex.search(body) or (body.endswith("\n") and regex.search(body[:-1]))
+            return None if found else miss
+
+        return search
     miss = f"body does not contain {shorten(expect, 40)!r}"
     return lambda body: None if expect in body else miss
 

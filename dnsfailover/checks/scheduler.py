@@ -54,6 +54,20 @@ def phase(key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def _job_id(entry: _Entry) -> str:
+    return f"probe-round:{entry.target.check}:{entry.check.interval:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class StagedUpdate:
+    """A reload's change to the probes, built by `ProbeScheduler.stage` and not yet applied:
+    targets to stop, targets to start (probes built), and new rounds with their triggers."""
+
+    removed: list[_Entry]
+    added: list[_Entry]
+    rounds: dict[str, tuple[_Round, IntervalTrigger | None]]
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulerStats:
     """Counters since start.  `finished` includes cancelled probes; `overruns` are turns
@@ -308,24 +322,51 @@ class ProbeScheduler:
 
     def update(self, targets: Targets) -> None:
         """Apply a config reload: removed or changed targets stop now, new ones start at
-        their phase, unchanged ones keep their schedule."""
-        removed = added = 0
-        for key, entry in list(self._entries.items()):
-            spec = targets.get(key)
-            if spec is None or spec != (entry.target, entry.check):
-                self._remove(entry)
-                removed += 1
+        their phase, unchanged ones keep their schedule.  All or nothing: see `stage`."""
+        self.commit(self.stage(targets))
+
+    def stage(self, targets: Targets) -> StagedUpdate:
+        """Build what `targets` needs (entries, probes, rounds and their timers) without
+        changing anything: if it raises, the running probes go on exactly as before."""
+        removed = [
+            entry
+            for key, entry in self._entries.items()
+            if targets.get(key) != (entry.target, entry.check)
+        ]
+        gone = {entry.key for entry in removed}
+        added: list[_Entry] = []
+        rounds: dict[str, tuple[_Round, IntervalTrigger | None]] = {}
         for key, (target, check) in targets.items():
-            if key not in self._entries:
-                self._add(key, target, check)
-                added += 1
+            if key in self._entries and key not in gone:
+                continue
+            entry = _Entry(key, target, check)
+            if self._prepared:
+                entry.probe = self._make_probe(check)
+            added.append(entry)
+            job_id = _job_id(entry)
+            if job_id not in self._rounds and job_id not in rounds:
+                rnd = _Round(job_id, check.interval, self._launch)
+                rounds[job_id] = (rnd, self._trigger(rnd) if self._aps is not None else None)
+        return StagedUpdate(removed, added, rounds)
+
+    def commit(self, staged: StagedUpdate) -> None:
+        """Apply what `stage` built (nothing in here can fail on a config's values)."""
+        for entry in staged.removed:
+            self._remove(entry)
+        for entry in staged.added:
+            self._insert(entry, staged.rounds)
         for job_id, rnd in list(self._rounds.items()):
             if not rnd.entries:
                 rnd.halt()
                 del self._rounds[job_id]
                 if self._aps is not None and self._aps.get_job(job_id) is not None:
                     self._aps.remove_job(job_id)
-        logger.info("update: added=%d removed=%d targets=%d", added, removed, len(self._entries))
+        logger.info(
+            "update: added=%d removed=%d targets=%d",
+            len(staged.added),
+            len(staged.removed),
+            len(self._entries),
+        )
 
     async def stop(self) -> None:
         """Stop probing: cancel pending and in-flight probes, close what we created."""
@@ -379,31 +420,43 @@ class ProbeScheduler:
         entry = _Entry(key, target, check)
         if self._prepared:
             entry.probe = self._make_probe(check)
-        self._entries[key] = entry
-        job_id = f"probe-round:{target.check}:{check.interval:g}"
+        self._insert(entry, {})
+
+    def _insert(
+        self, entry: _Entry, staged: Mapping[str, tuple[_Round, IntervalTrigger | None]]
+    ) -> None:
+        self._entries[entry.key] = entry
+        job_id = _job_id(entry)
         rnd = self._rounds.get(job_id)
         if rnd is None:
-            rnd = self._rounds[job_id] = _Round(job_id, check.interval, self._launch)
+            rnd, trigger = staged.get(job_id) or (
+                _Round(job_id, entry.check.interval, self._launch),
+                None,
+            )
+            self._rounds[job_id] = rnd
             rnd.add(entry)
             if self._aps is not None:
-                self._schedule(rnd)
+                self._schedule(rnd, trigger)
         else:
             rnd.add(entry)
 
     def _remove(self, entry: _Entry) -> None:
         entry.alive = False
         del self._entries[entry.key]
-        job_id = f"probe-round:{entry.target.check}:{entry.check.interval:g}"
-        self._rounds[job_id].remove(entry)
+        self._rounds[_job_id(entry)].remove(entry)
         if entry.task is not None:
             entry.task.cancel()
 
-    def _schedule(self, rnd: _Round) -> None:
+    def _trigger(self, rnd: _Round) -> IntervalTrigger:
+        """The APScheduler trigger that ticks `rnd`'s rounds, from one interval from now."""
+        first = datetime.now(UTC) + timedelta(seconds=rnd.interval - rnd.lead)
+        return IntervalTrigger(seconds=rnd.interval, start_date=first, timezone=UTC)
+
+    def _schedule(self, rnd: _Round, trigger: IntervalTrigger | None = None) -> None:
         """Begin `rnd`'s first round now and let an APScheduler job tick the next ones."""
         assert self._aps is not None
+        trigger = trigger or self._trigger(rnd)
         rnd.tick(asyncio.get_running_loop().time() - rnd.lead)
-        first = datetime.now(UTC) + timedelta(seconds=rnd.interval - rnd.lead)
-        trigger = IntervalTrigger(seconds=rnd.interval, start_date=first, timezone=UTC)
         self._aps.add_job(self._tick, trigger, args=(rnd.job_id,), id=rnd.job_id)
 
     async def _tick(self, job_id: str) -> None:  # async: APScheduler runs it on the loop

@@ -6,6 +6,10 @@ import argparse
 import getpass
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dnsfailover.config.schema import Config
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # it ran and failed: unreachable, refused, an endpoint or provider failed
@@ -29,6 +33,21 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 def parse_api(text: str) -> tuple[str, int] | None:
     return None if text.strip().lower() == "off" else parse_hostport(text)
+
+
+def region_problem(config: Config, region: str) -> str | None:
+    """Why `--region` is wrong for `config`: it must name a declared region, or be `local`
+    (the one region of a config that declares none); None when it is right."""
+    if config.regions:
+        if region in config.regions:
+            return None
+        return f"--region {region} is not one of the config's regions ({', '.join(config.regions)})"
+    if region == "local":
+        return None
+    return (
+        f"--region {region}: the config declares no regions, so its only region is local; "
+        "declare it under regions: or leave --region out"
+    )
 
 
 def who() -> str:

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dnsfailover import __version__
-from dnsfailover.cli.args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, parse_api, parse_hostport
+from dnsfailover.cli.args import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    parse_api,
+    parse_hostport,
+    region_problem,
+)
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
 from dnsfailover.errors import ConfigError, DnsFailoverError, UserError
@@ -99,18 +106,14 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def reload_service(service: Node) -> None:
-    """SIGHUP: re-read and validate the config; a bad one is logged and the running one stays."""
+    """SIGHUP: re-read and validate the config; a bad one is reported (logged at ERROR and
+    recorded by the node) and the running one stays."""
     try:
         summary = await service.reload_from_file()
-    except ConfigError as e:
-        log.error(
-            "reload: %s is invalid; still running the previous config:\n  %s",
-            service.config_path,
-            "\n  ".join(str(p) for p in e.problems),
-        )
+    except (ConfigError, UserError):  # reported by the node (ERROR, event); nothing changed
         return
-    except (OSError, UserError) as e:
-        log.error("reload: %s; still running the previous config", e)
+    except Exception:  # after the swap (the engine loop retries a failed decision)
+        log.exception("reload: %s applied, then failed", service.config_path)
         return
     log.info("reload: %s applied (%s)", service.config_path, summary)
 
@@ -122,12 +125,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     config = _load(args.config)
-    if config.regions and args.region not in config.regions:
-        print(
-            f"error: --region {args.region} is not one of the config's regions "
-            f"({', '.join(config.regions)})",
-            file=sys.stderr,
-        )
+    if (wrong := region_problem(config, args.region)) is not None:
+        print(f"error: {wrong}", file=sys.stderr)
         return EXIT_USAGE
     # uvloop when installed (the `fast` extra); DNSFAILOVER_LOOP=asyncio turns it off.
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -171,6 +170,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from dnsfailover.runtime.oneshot import plan
 
     config = _load(args.config)
+    if (wrong := region_problem(config, args.region)) is not None:
+        print(f"error: {wrong}", file=sys.stderr)
+        return EXIT_USAGE
     return _print_plan(asyncio.run(plan(config, args.state, args.region)), applied=False)
 
 
@@ -178,6 +180,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from dnsfailover.runtime.oneshot import plan
 
     config = _load(args.config)
+    if (wrong := region_problem(config, args.region)) is not None:
+        print(f"error: {wrong}", file=sys.stderr)
+        return EXIT_USAGE
     result = asyncio.run(plan(config, args.state, args.region, push=True, force=args.force))
     return _print_plan(result, applied=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+import re2
 from pydantic import (
     BeforeValidator,
     Field,
@@ -53,6 +54,25 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
 def _is_regex(body: str) -> bool:
     """`expect_body: /ok|ready/` is a regular expression; anything else a plain substring."""
     return len(body) >= 2 and body.startswith("/") and body.endswith("/")
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised (and reported), not printed to stderr
+
+
+def compile_body_regex(pattern: str) -> Any:
+    """`pattern` compiled by RE2: matching takes time linear in the body, whatever the
+    pattern (`/^(a+)+$/` cannot backtrack for minutes on a hostile target's body).  RE2
+    has no backreferences (`\\1`) or lookaround (`(?=`, `(?<=`); those are refused here.
+
+    :raises ValueError: why the pattern is not one RE2 accepts (RE2's words).
+    """
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        why = e.args[0] if e.args else e
+        why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+        raise ValueError(why) from None
 
 
 def _quorum(value: Any) -> str | int:
@@ -148,9 +168,12 @@ class CheckConfig(Model):
     def _expect_body(cls, value: str | None) -> str | None:
         if value is not None and _is_regex(value):
             try:
-                re.compile(value[1:-1])
-            except re.error as e:
-                raise ValueError(f"invalid regular expression {value}: {e}") from None
+                compile_body_regex(value[1:-1])
+            except ValueError as e:
+                raise ValueError(
+                    f"invalid regular expression {value}: {e} (RE2 syntax: no backreferences "
+                    "or lookaround)"
+                ) from None
         return value
 
     @model_validator(mode="after")
@@ -166,11 +189,12 @@ class CheckConfig(Model):
         return self
 
     @property
-    def expect_body_regex(self) -> re.Pattern[str] | None:
-        """`expect_body` written as `/regex/`, compiled; None when it is a plain substring."""
+    def expect_body_regex(self) -> Any:
+        """`expect_body` written as `/regex/`, compiled by RE2 (`compile_body_regex`); None
+        when it is a plain substring."""
         if self.expect_body is None or not _is_regex(self.expect_body):
             return None
-        return re.compile(self.expect_body[1:-1])
+        return compile_body_regex(self.expect_body[1:-1])
 
     @property
     def effective_port(self) -> int:

@@ -14,6 +14,7 @@ from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
+from dnsfailover.config.checks import _quorum
 from dnsfailover.config.problems import Where, explain, unknown
 from dnsfailover.config.schema import (
     ActiveActive,
@@ -103,17 +104,31 @@ def cross_check(data: dict[str, Any], at: Where, files: dict[str, ZoneFile]) -> 
 
 
 def _check_quorums(data: dict[str, Any], at: Where) -> list[Problem]:
-    """A quorum of k regions can never be met with fewer than k regions declared."""
+    """A quorum of k regions can never be met with fewer than k regions declared: on a check,
+    or on a record that overrides its check's quorum."""
     regions = data.get("regions")
     count = len(regions) if isinstance(regions, dict | list) and regions else 1
-    problems: list[Problem] = []
+    found: list[tuple[YamlPath, Any]] = []
     raw_checks = data.get("checks")
     for name, check in raw_checks.items() if isinstance(raw_checks, dict) else ():
-        quorum = check.get("quorum") if isinstance(check, dict) else None
-        if isinstance(quorum, int) and not isinstance(quorum, bool) and quorum > count:
+        if isinstance(check, dict) and "quorum" in check:
+            found.append((("checks", name, "quorum"), check["quorum"]))
+    raw_zones = data.get("zones")
+    for key, zone in raw_zones.items() if isinstance(raw_zones, dict) else ():
+        records = zone.get("failover") if isinstance(zone, dict) else None
+        for name, record in records.items() if isinstance(records, dict) else ():
+            if isinstance(record, dict) and "quorum" in record:
+                found.append((("zones", key, "failover", name, "quorum"), record["quorum"]))
+    problems: list[Problem] = []
+    for path, raw in found:
+        try:
+            quorum = _quorum(raw)
+        except ValueError:
+            continue  # reported by the schema pass
+        if isinstance(quorum, int) and quorum > count:
             problems.append(
                 at.problem(
-                    ("checks", name, "quorum"),
+                    path,
                     f"quorum {quorum} needs at least {quorum} regions; "
                     f"{count} {'is' if count == 1 else 'are'} declared",
                 )

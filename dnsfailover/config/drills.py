@@ -37,11 +37,14 @@ _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 
 def parse_period(value: Any) -> float:
     """Seconds from a duration as `parse_duration` reads it, or `7d`, `2w`."""
+    seconds = value
     if isinstance(value, str) and (m := _DAYS.match(value)):
-        return float(m.group(1)) * (DAY if m.group(2) == "d" else 7 * DAY)
+        seconds = float(m.group(1)) * (DAY if m.group(2) == "d" else 7 * DAY)
     try:
-        return parse_duration(value)
-    except ValueError:
+        return parse_duration(seconds)  # finite, at most 366 days
+    except ValueError as e:
+        if "366 days" in str(e):
+            raise
         raise ValueError(f"expected a period such as 12h, 1d or 7d, got {value!r}") from None
 
 

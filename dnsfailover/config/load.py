@@ -9,6 +9,10 @@ Three passes, each adding `Problem`s located by file, line and key path:
    zone, record conflicts, repeated endpoints, record values, providers; with each zone's
    `zone_file` read (`zonefile`), its problems located by that file's name and line.
 
+Loading is bounded whatever the input (`files`, `yamlpos`): only a regular file of at most
+`MAX_CONFIG_BYTES` is read, YAML past its nesting, size and alias limits is refused, and any
+other exception while loading becomes a problem too, never a traceback.
+
 Paths read like `zones["example.test."].failover.www.endpoints[1].address`: plain keys are
 dotted, keys that are not plain words are quoted in brackets, list items are `[index]`.
 """
@@ -24,9 +28,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from dnsfailover.config.crosscheck import cross_check
 from dnsfailover.config.drill_targets import drill_problems
+from dnsfailover.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
 from dnsfailover.config.problems import Where, describe, explain
 from dnsfailover.config.schema import Config
-from dnsfailover.config.yamlpos import parse
+from dnsfailover.config.secrets import token_problems
+from dnsfailover.config.yamlpos import DocumentLimit, parse
 from dnsfailover.config.zonefile import ZoneFile, read_zone_file
 from dnsfailover.errors import ConfigError, Problem
 from dnsfailover.fields import Fqdn
@@ -44,11 +50,9 @@ def load(path: str | os.PathLike[str]) -> Config:
     """
     filename = os.fspath(path)
     try:
-        raw = Path(filename).read_bytes()
-    except OSError as e:
-        raise ConfigError(
-            [Problem(filename, None, "", f"cannot read: {e.strerror or e}")]
-        ) from None
+        raw = read_bounded(filename, MAX_CONFIG_BYTES)
+    except UnreadableFile as e:
+        raise ConfigError([Problem(filename, None, "", f"cannot read: {e}")]) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -62,6 +66,17 @@ def loads(text: str, filename: str = "<string>") -> Config:
 
     :raises ConfigError: listing every problem found.
     """
+    try:
+        return _loads(text, filename)
+    except ConfigError:
+        raise
+    except Exception as e:  # a bug's, or an unforeseen limit's: still a problem, not a crash
+        why = f"{type(e).__name__}: {e}"
+        message = f"cannot load this config ({why[:200]}); please report it as a bug"
+        raise ConfigError([Problem(filename, None, "", message)]) from e
+
+
+def _loads(text: str, filename: str) -> Config:
     try:
         doc = parse(text)
     except yaml.YAMLError as e:
@@ -86,6 +101,7 @@ def loads(text: str, filename: str = "<string>") -> Config:
     problems += cross_check(doc.data, at, files)
     if config is not None:
         problems += [at.problem(p, m) for p, m in drill_problems(config, config.drills)]
+        problems += [at.problem(p, m) for p, m in token_problems(config)]
         for origin, file in files.items():
             if origin in config.zones:
                 config.zones[origin].attach_file_records(origin, tuple(file.records))
@@ -97,6 +113,9 @@ def loads(text: str, filename: str = "<string>") -> Config:
 
 
 def _yaml_problem(filename: str, text: str, e: yaml.YAMLError) -> Problem:
+    if isinstance(e, DocumentLimit):  # valid YAML, but past a limit: no "invalid YAML"
+        mark = e.problem_mark
+        return Problem(filename, mark.line + 1 if mark else None, "", str(e.problem))
     if isinstance(e, yaml.reader.ReaderError):  # a character YAML cannot hold
         line = text[: e.position].count("\n") + 1
         return Problem(filename, line, "", f"invalid YAML: character {e.character!r} not allowed")

@@ -2,7 +2,9 @@
 
 A secret never appears in the config (configs end up in repositories), in a log line or in
 an error message: errors name the key or the setting and say what is wrong with where the
-secret should be, nothing more.
+secret should be, nothing more.  Both are read when the config is loaded (`token_problems`,
+`crosscheck`), so `validate` finds a missing or short one before anything is started.
+Secret files are read bounded (`files.read_bounded`): a FIFO or `/dev/zero` is refused.
 """
 
 from __future__ import annotations
@@ -14,12 +16,30 @@ import re
 from pathlib import Path
 
 from dnsfailover.config.api import MIN_TOKEN_LENGTH, TOKEN_ENV, ApiConfig
-from dnsfailover.config.schema import TsigKeyConfig
+from dnsfailover.config.files import MAX_SECRET_BYTES, UnreadableFile, read_text_bounded
+from dnsfailover.config.schema import Config, TsigKeyConfig
+from dnsfailover.config.yamlpos import YamlPath
 from dnsfailover.errors import DnsFailoverError
 
 
 class TokenError(DnsFailoverError):
     """The API token cannot be read."""
+
+    def __init__(self, message: str, path: YamlPath = ("api",)) -> None:
+        super().__init__(message)
+        self.path = path  # the config setting at fault
+
+
+def token_problems(
+    config: Config, environ: dict[str, str] | None = None
+) -> list[tuple[YamlPath, str]]:
+    """What is wrong with where the API token comes from, as (setting, message): checked
+    with the rest of the config, so a node never starts serving DNS with a broken one."""
+    try:
+        resolve_token(config.api, environ)
+    except TokenError as e:
+        return [(e.path, str(e))]
+    return []
 
 
 def resolve_token(api: ApiConfig, environ: dict[str, str] | None = None) -> str | None:
@@ -32,25 +52,29 @@ def resolve_token(api: ApiConfig, environ: dict[str, str] | None = None) -> str 
     env = os.environ if environ is None else environ
     if api.token_file is not None:
         path = Path(api.token_file).expanduser()
+        where: YamlPath = ("api", "token_file")
         try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise TokenError(f"api.token_file: cannot read {path}: {e.strerror or e}") from e
-        return _checked(token, f"api.token_file {path}")
+            token = read_text_bounded(path, MAX_SECRET_BYTES).strip()
+        except UnreadableFile as e:
+            raise TokenError(f"api.token_file: cannot read {path}: {e}", where) from None
+        return _checked(token, f"api.token_file {path}", where)
     if api.token_env is not None:
+        where = ("api", "token_env")
         value = env.get(api.token_env)
         if value is None:
-            raise TokenError(f"api.token_env: environment variable {api.token_env} is not set")
-        return _checked(value.strip(), f"environment variable {api.token_env}")
+            message = f"api.token_env: environment variable {api.token_env} is not set"
+            raise TokenError(message, where)
+        return _checked(value.strip(), f"environment variable {api.token_env}", where)
     value = env.get(TOKEN_ENV)
     if value is None or not value.strip():
         return None
-    return _checked(value.strip(), f"environment variable {TOKEN_ENV}")
+    return _checked(value.strip(), f"environment variable {TOKEN_ENV}", ("api",))
 
 
-def _checked(token: str, source: str) -> str:
+def _checked(token: str, source: str, where: YamlPath) -> str:
     if len(token) < MIN_TOKEN_LENGTH:
-        raise TokenError(f"{source}: the API token must be at least {MIN_TOKEN_LENGTH} characters")
+        message = f"{source}: the API token must be at least {MIN_TOKEN_LENGTH} characters"
+        raise TokenError(message, where)
     return token
 
 
@@ -69,9 +93,8 @@ def read_secret(name: str, key: TsigKeyConfig) -> bytes:
     """
     if key.secret_file is not None:
         try:
-            text = Path(key.secret_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+            text = read_text_bounded(Path(key.secret_file), MAX_SECRET_BYTES)
+        except UnreadableFile as why:
             raise TsigSecretError(
                 f"TSIG key {name}: cannot read secret_file {key.secret_file}: {why}"
             ) from None

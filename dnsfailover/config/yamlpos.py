@@ -9,11 +9,23 @@ as it goes the line of every mapping key and sequence item (`Document.line(path)
 
 Mapping keys are kept as written (`1:` in a reverse zone is `"1"`, `on:` is not `True`):
 every key in a dnsfailover config is a name.  Scalars are resolved and built as PyYAML's
-safe loader does; anchors, aliases (which share their anchor's value) and `<<` merges work.
+safe loader does, except numbers, which are read as YAML 1.2 writes them: an integer is
+decimal digits (`017` is 17), a real has a decimal point (`1.5`, `2.5e3`, `.inf`, `.nan`);
+YAML 1.1's other forms (`0x1F90`, `0o17`, `2:14:40`, `1_000`) stay strings, so a number
+setting rejects them instead of taking a value nobody meant.  Anchors, aliases (which share
+their anchor's value) and `<<` merges work.
+
+Whatever the input, parsing is bounded (`DocumentLimit`): nesting deeper than `MAX_DEPTH`,
+more than `MAX_NODES` values once aliases are expanded, a value of more than `MAX_SCALAR`
+characters, aliases that expand to more than
+`ALIAS_BASE` + `ALIAS_RATIO` times what the file writes (a "billion laughs"), and an alias
+to the mapping or list it is inside are refused, at the line where the limit is crossed.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +53,28 @@ _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KEY_SHAPE = "a mapping key must be a plain name, not a list or mapping"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+
+MAX_DEPTH = 64  # a dnsfailover config needs about 10 levels
+MAX_NODES = 1_000_000  # values (scalars, mappings, lists), aliases expanded; keys not counted
+ALIAS_BASE = 10_000  # aliases may expand to this many values ...
+ALIAS_RATIO = 10  # ... plus this many times the values the file writes itself
+FALLBACK_CHARS = 1024 * 1024  # re-parse by PyYAML (for its messages) only up to this size
+MAX_SCALAR = 1024 * 1024  # characters in one value (DNS data is at most 65,535 bytes)
+
+_DECIMAL = re.compile(r"[-+]?[0-9]+")
+_REAL = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_SPECIAL = {".inf": math.inf, ".Inf": math.inf, ".INF": math.inf}
+_SPECIAL |= {f"+{k}": v for k, v in _SPECIAL.items()} | {f"-{k}": -v for k, v in _SPECIAL.items()}
+_SPECIAL |= {".nan": math.nan, ".NaN": math.nan, ".NAN": math.nan}
+MAX_DIGITS = 100  # no number in a config needs more
+
+
+class DocumentLimit(yaml.MarkedYAMLError):
+    """Not a syntax error: the document is too big, too deep, or cannot be built as written.
+
+    `parse` reports it as it is (no second parse for a better message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +124,23 @@ _MERGE: Any = _MergeKey()
 class _Frame:
     """A mapping or sequence being built."""
 
-    __slots__ = ("firsts", "key", "key_line", "lines", "merges", "path", "start_line", "value")
+    __slots__ = (
+        "anchor",
+        "firsts",
+        "key",
+        "key_line",
+        "lines",
+        "merges",
+        "path",
+        "size",
+        "start_line",
+        "value",
+    )
 
     def __init__(self, value: dict[str, Any] | list[Any], path: YamlPath, start_line: int):
         self.value = value
+        self.anchor: str | None = None
+        self.size = 1  # values in it (itself included), aliases expanded
         self.path = path
         self.start_line = start_line
         self.lines = Lines()
@@ -110,22 +157,72 @@ _resolver = Resolver()
 def _scalar(event: Any) -> Any:
     tag = event.tag
     if tag is None or tag == "!":
+        value = event.value
         if not event.implicit[0]:  # quoted: a string
-            return event.value
-        tag = _resolver.resolve(ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+            return value
+        if _DECIMAL.fullmatch(value):
+            if len(value) > MAX_DIGITS:
+                raise DocumentLimit(
+                    None, None, f"a number of {len(value):,} digits; at most {MAX_DIGITS}",
+                    event.start_mark,
+                )  # fmt: skip
+            return int(value)
+        if _REAL.fullmatch(value):
+            if len(value) > MAX_DIGITS:
+                raise DocumentLimit(
+                    None, None, f"a number of {len(value):,} characters; at most {MAX_DIGITS}",
+                    event.start_mark,
+                )  # fmt: skip
+            return float(value)
+        if value in _SPECIAL:
+            return _SPECIAL[value]
+        tag = _resolver.resolve(ScalarNode, value, event.implicit)  # type: ignore[no-untyped-call]
+        if tag in (_INT, _FLOAT):  # a YAML 1.1 form only (0x1F90, 2:14:40, 1_000): text
+            return value
     if tag == _STR:
         return event.value
     node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-    return _constructor.construct_object(node, deep=True)
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except Exception as e:  # an explicit tag's value it cannot build: !!int 0x..., !!binary
+        message = f"cannot read {tag} {_short(event.value)}: {_short(str(e))}"
+        raise DocumentLimit(None, None, message, event.start_mark) from None
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 class _Builder:
     def __init__(self) -> None:
         self.doc = Document(None)
-        self.anchors: dict[str, tuple[Any, Lines | None]] = {}
+        # anchor → (value, its lines, values in it; None while it is being built)
+        self.anchors: dict[str, tuple[Any, Lines | None, int | None]] = {}
         self.stack: list[_Frame] = []
         self.root: list[Any] = []
         self.first_document: Any = None
+        self.written = 0  # values the file writes
+        self.aliased = 0  # values its aliases add
+
+    def count(self, written: int, aliased: int, mark: Any) -> None:
+        """Count values, and refuse a document past the limits."""
+        self.written += written
+        self.aliased += aliased
+        if self.aliased > ALIAS_BASE + ALIAS_RATIO * self.written:
+            message = (
+                f"aliases expand to {self.aliased:,} values, more than "
+                f"{ALIAS_RATIO} times what the file writes ({self.written:,}); "
+                "is it an alias bomb?"
+            )
+            raise DocumentLimit(None, None, message, mark)
+        if self.written + self.aliased > MAX_NODES:
+            message = (
+                f"more than {MAX_NODES:,} values (aliases expanded); "
+                "put large record sets in a zone_file"
+            )
+            raise DocumentLimit(None, None, message, mark)
 
     def feed(self, event: Any) -> bool:
         """Take one event; False at the end of the stream."""
@@ -137,14 +234,20 @@ class _Builder:
             frame = self.stack.pop()
             if frame.merges:
                 _merge(frame)
-            self.attach(frame.value, frame.start_line, frame.lines, event)
+            if frame.anchor is not None:
+                self.anchors[frame.anchor] = (frame.value, frame.lines, frame.size)
+            self.attach(frame.value, frame.start_line, frame.lines, event, frame.size)
         elif isinstance(event, AliasEvent):
             mark: Any = event.start_mark
             if event.anchor not in self.anchors:
                 message = f"found undefined alias {event.anchor!r}"
                 raise ComposerError(None, None, message, mark)
-            value, lines = self.anchors[event.anchor]
-            self.attach(value, mark.line + 1, lines, event)
+            value, lines, size = self.anchors[event.anchor]
+            if size is None:
+                message = f"alias {event.anchor!r} refers to a mapping or list it is inside"
+                raise DocumentLimit(None, None, message, mark)
+            self.count(0, size, mark)
+            self.attach(value, mark.line + 1, lines, event, size)
         elif isinstance(event, DocumentStartEvent):
             start: Any = event.start_mark
             if self.first_document is not None:
@@ -158,6 +261,9 @@ class _Builder:
         return not isinstance(event, StreamEndEvent)
 
     def scalar(self, event: Any) -> None:
+        if len(event.value) > MAX_SCALAR:
+            message = f"a value of {len(event.value):,} characters; at most {MAX_SCALAR:,}"
+            raise DocumentLimit(None, None, message, event.start_mark)
         top = self.stack[-1] if self.stack else None
         if top is not None and isinstance(top.value, dict) and top.key is None:
             # A key: its text as written, or the merge marker.
@@ -166,9 +272,10 @@ class _Builder:
             top.key_line = event.start_mark.line + 1
             return
         value = _scalar(event)
+        self.count(1, 0, event.start_mark)
         if event.anchor is not None:
-            self.anchors[event.anchor] = (value, None)
-        self.attach(value, event.start_mark.line + 1, None, event)
+            self.anchors[event.anchor] = (value, None, 1)
+        self.attach(value, event.start_mark.line + 1, None, event, 1)
 
     def start(self, event: Any, is_map: bool) -> None:
         if event.tag not in (None, "!", _MAP if is_map else _SEQ):
@@ -183,17 +290,23 @@ class _Builder:
                 raise ConstructorError(None, None, _KEY_SHAPE, event.start_mark)
             elif top.key is not _MERGE:
                 path = (*top.path, top.key)
+        if len(self.stack) >= MAX_DEPTH:
+            message = f"nested deeper than {MAX_DEPTH} levels"
+            raise DocumentLimit(None, None, message, event.start_mark)
+        self.count(1, 0, event.start_mark)
         frame = _Frame({} if is_map else [], path, event.start_mark.line + 1)
-        if event.anchor is not None:  # an alias inside it shares the value being built
-            self.anchors[event.anchor] = (frame.value, frame.lines)
+        if event.anchor is not None:  # known from its end on; an alias inside it is refused
+            frame.anchor = event.anchor
+            self.anchors[event.anchor] = (frame.value, frame.lines, None)
         self.stack.append(frame)
 
-    def attach(self, value: Any, line: int, lines: Lines | None, event: Any) -> None:
+    def attach(self, value: Any, line: int, lines: Lines | None, event: Any, size: int) -> None:
         if not self.stack:
             self.root.append(value)
             self.doc.root_line, self.doc.tree = line, lines
             return
         top = self.stack[-1]
+        top.size += size
         if isinstance(top.value, list):
             top.lines.at[len(top.value)] = (line, lines)
             top.value.append(value)
@@ -236,12 +349,16 @@ def parse(text: str) -> Document:
     """Parse one YAML document safely; raises `yaml.YAMLError` (with a mark) on bad syntax.
 
     Syntax errors are reported as PyYAML's own parser words them (it names the character at
-    fault, libyaml does not): a document that libyaml rejects is parsed again by it.
+    fault, libyaml does not): a document (up to `FALLBACK_CHARS`) that libyaml rejects is
+    parsed again by it.  A document past the limits raises `DocumentLimit`.
     """
     try:
         return _parse(text, _LOADER)
+    except DocumentLimit:
+        raise
     except yaml.MarkedYAMLError:
-        if _LOADER is yaml.SafeLoader:
+        # PyYAML's parser is slow (quadratic in flow nesting): only for a small document.
+        if _LOADER is yaml.SafeLoader or len(text) > FALLBACK_CHARS:
             raise
     return _parse(text, yaml.SafeLoader)
 

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnsfailover.config.files import MAX_ZONE_FILE_BYTES, read_text_bounded
 from dnsfailover.errors import Problem
 
 TYPES = frozenset({"A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR"})
@@ -94,7 +95,7 @@ def _read(
             raise OSError("it includes itself")
         if len(stack) >= MAX_INCLUDE_DEPTH:
             raise OSError(f"$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}")
-        text = path.read_text(encoding="utf-8")
+        text = read_text_bounded(path, MAX_ZONE_FILE_BYTES)  # a regular file, bounded
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         file, line = include if include is not None else (where, None)

@@ -42,13 +42,14 @@ from dnsfailover.engine.endings import ended
 from dnsfailover.engine.index import index
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState, Published
-from dnsfailover.errors import DnsFailoverError, NotReady, UserError
+from dnsfailover.errors import DnsFailoverError, NotReady
 from dnsfailover.health.tracker import HealthTracker, log_change
 from dnsfailover.model import Event, HealthChange, Observation, ZoneContent
 from dnsfailover.provider.sync import SyncEvent
+from dnsfailover.runtime import reload as reloading
 from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
-from dnsfailover.runtime.reload import apply_reload
+from dnsfailover.runtime.reload import ReloadRefused
 from dnsfailover.runtime.serving import Serving
 from dnsfailover.runtime.store import AsyncStore, Store
 from dnsfailover.runtime.syncs import ProviderSyncs
@@ -64,10 +65,6 @@ log = logging.getLogger("dnsfailover.service")
 INLINE_NAMES = 500  # a decision re-deciding more names than this runs on a thread
 GATHER = 0.1  # seconds an outage's first detections may wait for the rest of the probe round
 GATHER_STEP = 0.02  # ... as long as more arrive within this
-
-
-class ReloadRefused(UserError):
-    """The new config needs a restart, not a reload; the running one stays."""
 
 
 class Node(ProviderSyncs):
@@ -495,45 +492,43 @@ class Node(ProviderSyncs):
     # -- reload -------------------------------------------------------------------------------
 
     async def reload_from_file(self) -> str:
-        """Re-read the config file this node was started with (SIGHUP, `dnsfailover reload`).
-
-        Raises ConfigError (nothing changes) for a bad file, OSError when unreadable.
-        """
+        """Re-read the config file (SIGHUP, `dnsfailover reload`) on a thread and `reload` it.
+        A bad file raises ConfigError, logged and recorded as `reload`; nothing changes."""
         if self.config_path is None:
             raise ReloadRefused("this node was started without a config file")
-        config = await asyncio.to_thread(load, self.config_path)
+        try:
+            config = await asyncio.to_thread(load, self.config_path)
+        except Exception as e:
+            await reloading.report_failure(e, self.config_path, self.record_event)
+            raise
         return await self.reload(config)
 
     async def reload(self, config: Config) -> str:
-        """Switch to `config` (already validated) without a cold start.
+        """Switch to `config` (validated) without a cold start, all or nothing (reload.py).
 
         Health of unchanged targets is kept, removed targets stop being probed at once, new
-        ones start at their phase, and what changes in DNS is published as one new serial
-        per changed zone.  Adding or removing zones, or changing a zone's provider, needs a
-        restart: refused with ReloadRefused, and the running config stays.
+        ones start at their phase, and a changed zone gets one new serial.  ReloadRefused
+        (zones added or removed: restart) or ReloadFailed leave the running config whole.
         """
         old = self.config
-        if set(config.zones) != set(old.zones) or any(
-            (z.provider, z.options) != (old.zones[o].provider, old.zones[o].options)
-            for o, z in config.zones.items()
-        ):
-            raise ReloadRefused(
-                "reload cannot add or remove zones or change a zone's provider; restart instead"
-            )
         async with self._decide_lock:  # no decision sees half a reload
-            self.config = config
-            self._base = None  # another config: decide every name once
-            self._tracker.update_rules(hysteresis(config), config.votes())
-            if config.notifications != old.notifications:
+            try:
+                staged = await reloading.stage(
+                    old, config, scheduler=self._scheduler, serving=self.serving,
+                    node_id=self.node_id,
+                )  # fmt: skip
+            except Exception as e:
+                await reloading.report_failure(e, self.config_path, self.record_event)
+                raise
+            # Everything is built: from here on each step swaps in what was.
+            self.config, self._base = config, None  # another config: decide every name once
+            self._tracker.update_rules(staged.rules, staged.votes)
+            if staged.alerter is not None:
                 await self.alerter.stop()
-                self.alerter = Alerter(config.notifications, node=self.node_id)
+                self.alerter = staged.alerter
                 await self.alerter.start()
-            summary = await apply_reload(
-                old,
-                config,
-                scheduler=self._scheduler,
-                syncs=self.publisher.syncs,
-                serving=self.serving,
+            summary = await reloading.commit(
+                old, staged, scheduler=self._scheduler, syncs=self.publisher.syncs
             )
             log.info("reload: %s", summary)
             await self.record_event("reload", "config", summary)
