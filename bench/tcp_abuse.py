@@ -75,7 +75,8 @@ def abuse(port: int, flooders: int, slowloris: int) -> None:
     for _ in range(slowloris):
         connect("slow")
     print("ready", flush=True)
-    while not stopping:
+    parent = os.getppid()
+    while not stopping and os.getppid() == parent:  # never outlive the benchmark
         for key, _ in sel.select(timeout=0.05):
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
@@ -166,17 +167,19 @@ def run(args: argparse.Namespace) -> None:
                 kind = "abuse" if i % 2 else "idle"
                 victim, survivor = (a, b) if (i // 2) % 2 else (b, a)
                 abuser = Abuser(server.port, args) if kind == "abuse" else None
-                time.sleep(0.5)  # the abuse in full swing (or the same pause idle)
-                probe.udp_times = []
-                tcp_during += [probe.tcp_ok(2) for _ in range(3)] if abuser else []
-                time.sleep(0.05 + (i * 0.037) % 0.1)  # vary the phase against the probe timer
-                endpoints.stop(victim)
-                latency[kind].append(probe.wait((survivor,), 60))
-                endpoints.start(victim)
-                probe.wait((a, b), 60)
-                udp[kind] += probe.udp_times
+                try:
+                    time.sleep(0.5)  # the abuse in full swing (or the same pause idle)
+                    probe.udp_times = []
+                    tcp_during += [probe.tcp_ok(2) for _ in range(3)] if abuser else []
+                    time.sleep(0.05 + (i * 0.037) % 0.1)  # vary the phase against the probes
+                    endpoints.stop(victim)
+                    latency[kind].append(probe.wait((survivor,), 60))
+                    endpoints.start(victim)
+                    probe.wait((a, b), 60)
+                    udp[kind] += probe.udp_times
+                finally:
+                    counts = abuser.stop() if abuser is not None else counts
                 if abuser is not None:
-                    counts = abuser.stop()
                     start = time.perf_counter()
                     while not probe.tcp_ok(0.2):
                         if time.perf_counter() - start > 60:
