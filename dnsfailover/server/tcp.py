@@ -26,7 +26,9 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import socket
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Protocol, cast
@@ -37,6 +39,9 @@ FRAMES_PER_TURN = 32
 """Frames one connection gets answered before the others get a turn."""
 _INITIAL_BUFFER = 4096
 """A connection's receive buffer; it grows to the frame in progress (at most 65,537)."""
+_NICENESS = 10
+"""The TCP thread's nice value (Linux): when CPU is short, the probing and deciding loop and
+the UDP thread run first (bench/tcp_abuse.py: UDP p95 under abuse 5.4 -> 4.0 ms)."""
 _SWEEPS_PER_TIMEOUT = 4
 """How often, per idle timeout, connections are checked (closed 1x to 1.25x after going quiet)."""
 
@@ -118,6 +123,9 @@ class TcpService:
         self._sock.close()
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        if sys.platform == "linux":  # a thread is a task: this renices this thread only
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICENESS)
         try:
             asyncio.run(self._main(ready))
         except BaseException as e:
