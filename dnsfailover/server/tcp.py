@@ -267,6 +267,13 @@ class _Connection(asyncio.BufferedProtocol):
     def _pump(self) -> None:
         """Answer the complete frames in the buffer, up to this connection's turn."""
         self._scheduled = False
+        try:
+            self._answer_frames()
+        except Exception:  # answering never raises; if it did, end only this connection
+            log.warning("tcp: connection failed", exc_info=True)
+            self.abort()
+
+    def _answer_frames(self) -> None:
         transport = self._transport
         if transport is None or transport.is_closing() or self.busy or self._write_paused:
             return
