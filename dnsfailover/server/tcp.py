@@ -87,6 +87,7 @@ class TcpService:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     @property
@@ -145,12 +146,12 @@ class TcpService:
             return
         self._loop, self._stop = loop, stop  # before ready: stop() reads them after it
         period = max(0.01, self.idle_timeout / _SWEEPS_PER_TIMEOUT)
-        sweep = loop.call_later(period, self._sweep, period)
+        self._sweeper = loop.call_later(period, self._sweep, period)
         ready.set_result(None)
         try:
             await stop.wait()
         finally:
-            sweep.cancel()
+            self._sweeper.cancel()
             server.close()
             for conn in list(self._conns):
                 conn.abort()
@@ -169,7 +170,7 @@ class TcpService:
         for conn in list(self._conns):
             if conn.last < limit and not conn.busy:
                 conn.expire()
-        self._loop.call_later(period, self._sweep, period)
+        self._sweeper = self._loop.call_later(period, self._sweep, period)
 
     def admit(self, conn: _Connection) -> bool:
         """Count a new connection in; at the limit, close the one quiet the longest."""
