@@ -149,7 +149,7 @@ class Probe:
 
 def run(args: argparse.Namespace) -> None:
     endpoints = HttpEndpoints()
-    a, b = "127.0.0.81", "127.0.0.82"
+    a, b = "127.0.0.133", "127.0.0.134"
     ports = {addr: endpoints.start(addr) for addr in (a, b)}
     latency: dict[str, list[float]] = {"idle": [], "abuse": []}
     udp: dict[str, list[float]] = {"idle": [], "abuse": []}

@@ -272,7 +272,7 @@ def test_failover_on_time_while_four_clients_flood_tcp_with_empty_frames(
     """The issue's repro: with four clients streaming zero-length frames, failover took 22.6 s
     (0.1 s idle) and TCP stayed dead.  Now detection stays within a generous bound and TCP
     queries on other connections are answered throughout."""
-    a, b = "127.0.0.71", "127.0.0.72"
+    a, b = "127.0.0.131", "127.0.0.132"
     ports = {addr: http_endpoints.start(addr) for addr in (a, b)}
     server = serve(www_config(tmp_path / "abuse.yaml", ports), "--log-level", "WARNING")
     wait_for(lambda: server.answer(WWW) == (a, b), 10)
