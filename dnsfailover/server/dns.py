@@ -1,4 +1,8 @@
-"""The asyncio transports: UDP and TCP on the same port, answering from a swappable snapshot."""
+"""UDP and TCP on the same port, answering from a swappable snapshot.
+
+UDP runs on a thread of its own (or the caller's loop), TCP on a thread and loop of its own
+(:mod:`dnsfailover.server.tcp`): no DNS client can take the time of the loop that probes and
+decides."""
 
 from __future__ import annotations
 
@@ -7,16 +11,15 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import threading
-from collections.abc import Iterable
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from dnslib import CLASS, EDNS0, QTYPE, RR, TXT, DNSRecord
 
 from dnsfailover.rdata import Labels
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
+from dnsfailover.server.tcp import StreamHandler, TcpService
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
@@ -28,21 +31,13 @@ except ImportError:  # not built (non-Linux, no compiler): one recvfrom/sendto p
 log = logging.getLogger("dnsfailover.server")
 
 
-class StreamHandler(Protocol):
-    """Takes the TCP queries it claims (zone transfers) before the normal answer path."""
-
-    def claims(self, wire: bytes) -> bool:
-        """Whether this query is the handler's (cheap: it runs for every TCP query)."""
-
-    def __call__(self, wire: bytes, peer: tuple[str, int]) -> Iterable[bytes] | None:
-        """The replies (several for a zone transfer); None: the normal path answers.
-        Runs on a worker thread: a whole zone's transfer must not stall the event loop."""
-
+__all__ = ["DnsServer", "StreamHandler"]
 
 _UDP_BATCH = 64
 """Datagrams taken by one recvmmsg and answered by one sendmmsg on the UDP thread."""
-_UDP_BUFSIZE = 4096
-"""Longest query the batched UDP thread takes (longer ones are dropped, unanswered)."""
+_UDP_BUFSIZE = 0xFFFF
+"""Longest datagram the batched UDP thread takes: any, so a query is answered whatever its
+size, as on the other UDP paths and by BIND 9.18 (untouched buffer pages cost nothing)."""
 
 _BIND_ATTEMPTS = 20
 """With port 0, how many free TCP ports to try before one is also free for UDP."""
@@ -207,8 +202,7 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_protocol: _UdpProtocol | None = None
         self._udp_thread: _UdpThread | None = None
-        self._tcp: asyncio.Server | None = None
-        self._tcp_conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._tcp: TcpService | None = None
         self._address: tuple[str, int] | None = None
         # Responses sent, by the header's 4-bit rcode; [16] counts queries left unanswered.
         # Plain list increments: cheap on the hot path, read by /metrics.  Unlocked, so two
@@ -219,6 +213,11 @@ class DnsServer:
     def snapshot(self) -> ZoneSnapshot:
         """The snapshot queries are answered from now."""
         return self._table.snapshot
+
+    @property
+    def tcp_connections(self) -> int:
+        """TCP connections open now."""
+        return 0 if self._tcp is None else self._tcp.connections
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -305,16 +304,21 @@ class DnsServer:
         if self.udp_only:
             return await self._start_udp_only(loop)
         tcp_sock, udp_sock = await self._bind(loop)
+        # TCP on a thread and loop of its own: no client can take the caller's loop's time.
+        tcp = TcpService(
+            self,
+            tcp_sock,
+            max_connections=self._max_tcp_connections,
+            idle_timeout=self._tcp_idle_timeout,
+        )
         try:
-            self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
+            await tcp.start()
+            self._tcp = tcp
             await self._serve_udp(loop, udp_sock)
         except BaseException:
-            tcp_sock.close()
             udp_sock.close()
-            if self._tcp is not None:
-                self._tcp.close()
-                await self._tcp.wait_closed()
-                self._tcp = None
+            await tcp.stop()
+            self._tcp = None
             raise
         host, port = tcp_sock.getsockname()[:2]
         self._address = (str(host), int(port))
@@ -377,43 +381,6 @@ class DnsServer:
             return tcp_sock, udp_sock
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer length-prefixed queries in order until the client closes or idles out."""
-        task = asyncio.current_task()
-        if task is None or len(self._tcp_conns) >= self._max_tcp_connections:
-            log.debug("tcp: connection limit %d reached", self._max_tcp_connections)
-            writer.close()
-            return
-        self._tcp_conns[task] = writer
-        peername = writer.get_extra_info("peername")
-        peer = (str(peername[0]), int(peername[1])) if peername else ("", 0)
-        try:
-            while True:
-                async with asyncio.timeout(self._tcp_idle_timeout):
-                    (length,) = struct.unpack("!H", await reader.readexactly(2))
-                    data = await reader.readexactly(length)
-                handled = None
-                if self.tcp_handler is not None and self.tcp_handler.claims(data):
-                    handled = await asyncio.to_thread(_all, self.tcp_handler, data, peer)
-                replies = handled if handled is not None else [self.answer(data, tcp=True)]
-                for reply in replies:
-                    if reply is not None:
-                        self.rcodes[reply[3] & 0xF] += 1
-                        writer.write(struct.pack("!H", len(reply)) + reply)
-                    else:
-                        self.rcodes[16] += 1
-                async with asyncio.timeout(self._tcp_idle_timeout):
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            pass  # the client closed, sent a short frame or went quiet: end the connection
-        except Exception:
-            log.warning("tcp: connection failed", exc_info=True)
-        finally:
-            self._tcp_conns.pop(task, None)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
     async def stop(self) -> None:
         """Stop listening, close open TCP connections and wait until everything is closed."""
         if self._udp is not None and self._udp_protocol is not None:
@@ -424,14 +391,7 @@ class DnsServer:
             await self._udp_thread.stop()
             self._udp_thread = None
         if self._tcp is not None:
-            self._tcp.close()
-            # Abort rather than cancel: the handlers then end on a read or drain error.
-            # (Python 3.11's stream server logs handlers that end cancelled as errors.)
-            tasks = list(self._tcp_conns)
-            for writer in self._tcp_conns.values():
-                writer.transport.abort()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._tcp.wait_closed()
+            await self._tcp.stop()
             self._tcp = None
         if self._address is not None:
             log.info("stop: %s %s port %d", "udp" if self.udp_only else "udp+tcp", *self._address)
@@ -443,8 +403,3 @@ class DnsServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
-
-
-def _all(handler: StreamHandler, data: bytes, peer: tuple[str, int]) -> list[bytes] | None:
-    handled = handler(data, peer)
-    return None if handled is None else list(handled)
