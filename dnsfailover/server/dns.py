@@ -10,12 +10,15 @@ import socket
 import struct
 import threading
 from collections.abc import Iterable
+from types import MappingProxyType
 from typing import Any, Protocol, cast
 
 from dnsfailover.rdata import Labels
+from dnsfailover.server import signed
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.identity import identity_reply
 from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
+from dnsfailover.server.signed import Keys
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
@@ -233,6 +236,9 @@ class DnsServer:
             responder=self._full_answer,
         )
 
+    keyring: Keys = MappingProxyType({})
+    """The TSIG keys signed queries are checked against (replace it to change them)."""
+
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The reply to one wire query from the current snapshot (None: send nothing)."""
         return self._table.answer(data, tcp=tcp)
@@ -256,10 +262,16 @@ class DnsServer:
     def _full_answer(
         self, snapshot: ZoneSnapshot, data: bytes, tcp: bool, max_udp_payload: int
     ) -> bytes | None:
-        reply = self._identity_reply(data)
-        if reply is not None:
-            return reply
-        return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
+        def unsigned(query: bytes, reserve: int) -> bytes | None:
+            reply = self._identity_reply(query)
+            if reply is not None:
+                return reply
+            return respond(
+                snapshot, query, tcp=tcp, max_udp_payload=max_udp_payload, reserve=reserve
+            )
+
+        # A signed query is checked, answered and signed (it never takes the fast path).
+        return signed.answer(data, self.keyring, unsigned)
 
     def _identity_reply(self, data: bytes) -> bytes | None:
         """The CH TXT answer naming this server process, or None for any other query."""

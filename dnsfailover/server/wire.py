@@ -148,11 +148,13 @@ def respond(
     *,
     tcp: bool,
     max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
+    reserve: int = 0,
 ) -> bytes | None:
     """The wire reply to one query, or None when the query must be dropped.
 
     Dropped: anything shorter than a header, and responses (QR=1).  A header followed by
-    garbage gets FORMERR with the query's ID.  Never raises.
+    garbage gets FORMERR with the query's ID.  Never raises.  ``reserve``: bytes the reply
+    must leave free within the size limit (for a TSIG appended to it).
     """
     if len(data) < HEADER_LEN:
         return None
@@ -160,7 +162,7 @@ def respond(
     if flags & _QR:
         return None
     try:
-        return _respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
+        return _respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, reserve=reserve)
     except Exception:
         log.warning("query: cannot answer id=%d", qid, exc_info=True)
         return _header_only(qid, flags, _SERVFAIL)
@@ -284,7 +286,9 @@ def edns_of(request: DNSRecord) -> list[_Edns] | None:
     return opts
 
 
-def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload: int) -> bytes:
+def _respond(
+    snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload: int, reserve: int = 0
+) -> bytes:
     qid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
     if _is_query(flags) and (qdcount > 1 or ancount or nscount or arcount > _MAX_ADDITIONAL):
         # Checked before parsing: dnslib follows compression pointers recursively, so a
@@ -321,7 +325,7 @@ def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload:
         limit = MIN_UDP_PAYLOAD
     else:
         limit = min(ours, max(MIN_UDP_PAYLOAD, opt.payload))
-    if len(wire) <= limit:
+    if len(wire) <= limit - reserve:
         return wire
     if tcp:
         log.warning("query: answer of %d bytes does not fit a TCP message", len(wire))
