@@ -42,6 +42,8 @@ from conftest_server import (
     zone,
 )
 
+from dnsfailover.config.load import loads
+from dnsfailover.engine.decide import build_zone
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.server import DnsServer, ZoneSnapshot
 
@@ -452,3 +454,34 @@ async def test_one_value_written_two_ways_is_served_once(tcp: bool) -> None:
         srv.publish(srv.snapshot.update([(content, updated)]))
         wire = await raw_wire(srv, dns.message.make_query("fo.dup.test.", "A").to_wire(), tcp)
         assert struct.unpack_from("!H", wire, 6)[0] == 1
+
+
+async def test_config_names_with_escapes_are_served(tcp: bool) -> None:
+    config = loads(
+        """\
+zones:
+  esc.test.:
+    provider: embedded
+    soa: {mname: ns1.esc.test., rname: hostmaster.esc.test.}
+    nameservers: [ns1.esc.test.]
+    records:
+      ns1: {type: A, values: [192.0.2.53]}
+      'a\\.b': {type: TXT, values: ['"dot inside"']}
+      'z\\000': {type: A, values: [192.0.2.9]}
+      'caf\\233': {type: CNAME, values: ['z\\000.esc.test.']}
+"""
+    )
+    content = build_zone("esc.test.", config.zones["esc.test."], {}, serial=1)
+    async with DnsServer(ZoneSnapshot.build([content]), port=0) as srv:
+        dotted = dns.name.Name([b"a.b", b"esc", b"test", b""])
+        reply = await send(srv, dns.message.make_query(dotted, "TXT"), tcp)
+        assert [rd.to_text() for rd in reply.answer[0]] == ['"dot inside"']
+        zero = dns.name.Name([b"z\x00", b"esc", b"test", b""])
+        reply = await send(srv, dns.message.make_query(zero, "A"), tcp)
+        assert [rd.to_text() for rd in reply.answer[0]] == ["192.0.2.9"]
+        cafe = dns.name.Name([b"caf\xe9", b"esc", b"test", b""])
+        reply = await send(srv, dns.message.make_query(cafe, "A"), tcp)
+        assert [(r.name, r.rdtype) for r in reply.answer] == [
+            (cafe, dns.rdatatype.CNAME),
+            (zero, dns.rdatatype.A),
+        ]
