@@ -485,3 +485,35 @@ zones:
             (cafe, dns.rdatatype.CNAME),
             (zero, dns.rdatatype.A),
         ]
+
+
+async def test_nxdomain_to_an_soa_query_has_a_zero_ttl_soa(server: DnsServer, tcp: bool) -> None:
+    reply = await ask(server, f"nope.{ORIGIN}", "SOA", tcp)
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert [rrset.ttl for rrset in reply.authority] == [0]  # as BIND 9.18 (zero-no-soa-ttl)
+    reply = await ask(server, f"www.{ORIGIN}", "SOA", tcp)  # NODATA keeps it
+    assert [rrset.ttl for rrset in reply.authority] == [300]
+
+
+async def test_ns_answer_carries_in_zone_nameserver_addresses(server: DnsServer, tcp: bool) -> None:
+    reply = await ask(server, ORIGIN, "NS", tcp)
+    assert texts(reply) == [f"{ORIGIN} 300 IN NS ns1.{ORIGIN}", f"{ORIGIN} 300 IN NS ns2.{ORIGIN}"]
+    assert texts(reply, "additional") == [f"ns1.{ORIGIN} 300 IN A 192.0.2.53"]  # ns2 has none
+
+
+async def test_ns_answer_follows_a_change_of_its_nameserver_address(tcp: bool) -> None:
+    async with DnsServer(ZoneSnapshot.build([example_zone()]), port=0) as srv:
+        for _ in range(3):  # learnt by the fast path
+            reply = await ask(srv, ORIGIN, "NS", tcp)
+        moved = replace_records(example_zone(2), "ns1", "A", "192.0.2.153")
+        srv.publish(ZoneSnapshot.build([moved]), frozenset({(b"ns1", b"example", b"test")}))
+        reply = await ask(srv, ORIGIN, "NS", tcp)
+        assert texts(reply, "additional") == [f"ns1.{ORIGIN} 300 IN A 192.0.2.153"]
+
+
+def replace_records(content: ZoneContent, name: str, rtype: str, value: str) -> ZoneContent:
+    key = (f"{name}.{content.origin}", rtype)
+    records = tuple(
+        replace(r, values=(value,)) if (r.name, r.rtype) == key else r for r in content.records
+    )
+    return ZoneContent(content.origin, content.soa, records)

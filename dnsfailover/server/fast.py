@@ -46,6 +46,7 @@ _OPT_TYPE = 41
 _IN = 1
 _DO = 0x8000
 _SOA = 6
+_NS = 2
 _ANY = 255
 _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
@@ -289,7 +290,8 @@ class FastTable:
         """The name whose records alone make this reply, or None (see `carried`)."""
         rcode, ancount, nscount = template[3] & 0x0F, template[6:8], template[8:10]
         qtype = int.from_bytes(question[-4:-2], "big")
-        if rcode or ancount == b"\0\0" or nscount != b"\0\0" or qtype in (_SOA, _ANY):
+        # NS answers carry their in-zone nameservers' addresses: other names' records
+        if rcode or ancount == b"\0\0" or nscount != b"\0\0" or qtype in (_SOA, _ANY, _NS):
             return None
         name = _labels(question[:-4])
         zone = self._snapshot.find_zone(name)
