@@ -2,8 +2,10 @@
 
 Both servers get the same seeded, generated queries (names with random case and 8-bit
 octets, many types, classes, header flags, EDNS on and off with options and buffer sizes,
-UDP and TCP, and malformed packets) and their replies are compared: rcode, opcode, flags,
-the question echoed, OPT presence, version, DO bit and options, and the answer, authority
+TSIG with a shared key, an unknown key and a wrong secret, UDP and TCP, and malformed
+packets) and their replies are compared: rcode, opcode, flags,
+the question echoed, OPT presence, version, DO bit and options, whether the reply is
+signed and its TSIG error, and the answer, authority
 and additional sections as sets of RRs (owner compared without case, TTL included).
 
 Every difference is either fixed or listed in :data:`ALLOWED` with its RFC reason; a new
@@ -15,6 +17,7 @@ add NS/glue to positive answers, RFC 2181 §9 lets a server leave them out) and
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import random
 import socket
@@ -33,6 +36,7 @@ import dns.name
 import dns.opcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.tsig
 import pytest
 
 from dnsfailover.model import RecordSet, Soa, ZoneContent
@@ -82,6 +86,10 @@ PINNED: list[tuple[str, str, list[str]]] = [
     ("drained", "A", []),  # all_down=serve_none: the name exists, NODATA
     ("passive", "A", ["192.0.2.41"]),
 ]
+SECRET = base64.b64encode(b"differential-test-secret-32bytes").decode()
+KEY = dns.tsig.Key("diff-key.", SECRET, dns.tsig.HMAC_SHA256)
+STRANGER = dns.tsig.Key("stranger-key.", SECRET, dns.tsig.HMAC_SHA256)
+FORGED = dns.tsig.Key("diff-key.", base64.b64encode(b"x" * 32).decode(), dns.tsig.HMAC_SHA256)
 SOA_TEXT = f"ns1.{ORIGIN} hostmaster.{ORIGIN} 2026120201 7200 900 1209600 300"
 
 NAMES = [
@@ -110,6 +118,14 @@ ALLOWED: dict[str, str] = {
     "answers SERVFAIL when it has an OPT (it serves COOKIE-only queries, RFC 7873 §5.4)",
     "tc-partial": "a truncated UDP answer carries no records, which RFC 2181 §9 allows (the "
     "client retries over TCP and must not use a partial RRset); BIND sends what fits",
+    "class-tsig": "a signed query of a class other than IN and CH: BIND has no view for the "
+    "class, so it knows no key there and refuses it with TSIG error BADKEY; we check the "
+    "TSIG against our keys first (RFC 8945 §5.2) and sign the refusal of a valid one",
+    "tc-ad": "BIND leaves the query's AD bit on some truncated replies; we never set AD on "
+    "data we do not authenticate (RFC 6840 §5.8)",
+    "ns-additional": "the in-zone addresses of an NS answer's nameservers are optional "
+    "additional data (RFC 1034 §4.3.2 step 6); BIND leaves them out when the client's "
+    "buffer is 512 bytes or less, we add them while they fit",
     "formerr-question": "a message refused before it is parsed (records in the answer or "
     "authority section) gets a header-only FORMERR (RFC 1035 does not say what a FORMERR "
     "carries); BIND echoes the question",
@@ -172,6 +188,7 @@ def named(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     (directory / "named.conf").write_text(
         f"""\
+key "diff-key" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
 options {{
     directory "{directory}";
     pid-file "{directory}/named.pid";
@@ -215,6 +232,7 @@ zone "{ORIGIN}" {{ type primary; file "{directory}/zone.db"; }};
 async def ours() -> AsyncIterator[int]:
     async with DnsServer(ZoneSnapshot.build([our_zone()]), port=0, identity=IDENTITY) as srv:
         assert srv.address is not None
+        srv.keyring = {KEY.name: KEY}
         yield srv.address[1]
 
 
@@ -288,6 +306,9 @@ def _well_formed(rng: random.Random, qid: int) -> Query:
     for flag in (dns.flags.RD, dns.flags.CD, dns.flags.AD):
         if rng.random() < 0.4:
             query.flags |= flag
+    signed = rng.random()
+    if signed < 0.06:  # TSIG (RFC 8945): the shared key, a key neither has, a wrong secret
+        query.use_tsig([KEY, STRANGER, FORGED][int(signed / 0.02)])
     if rng.random() < 0.03:
         query.set_opcode(rng.choice([dns.opcode.NOTIFY, dns.opcode.STATUS, dns.opcode.IQUERY]))
     tcp = rng.random() < 0.2
@@ -318,7 +339,7 @@ def _malformed(rng: random.Random, qid: int) -> Query:
     else:
         good[12] = rng.choice([0x40, 0x80, 64])  # reserved label types, a 64-octet label
     what = f"malformed {kind} ({base.what}): {bytes(good).hex()}"
-    return Query(bytes(good), rng.random() < 0.2, what, True, base.nsid, base.rdclass)
+    return Query(bytes(good), rng.random() < 0.2, what, True, base.nsid, base.rdclass, base.rdtype)
 
 
 def queries(count: int, seed: int) -> list[Query]:
@@ -437,7 +458,7 @@ def summary(wire: bytes | None) -> dict[str, object]:
     if wire is None:
         return {"reply": None}
     try:
-        m = dns.message.from_wire(wire)
+        m = dns.message.from_wire(wire, keyring=False)  # MACs differ: compare the rest
     except Exception as e:  # compare what the header says
         _qid, flags, *counts = struct.unpack_from("!6H", wire.ljust(12, b"\0"))
         return {"unparsed": type(e).__name__, "rcode": flags & 0xF, "counts": tuple(counts)}
@@ -453,6 +474,7 @@ def summary(wire: bytes | None) -> dict[str, object]:
         "answer": _rrs(m.answer),
         "authority": _rrs(m.authority),
         "additional": _rrs(m.additional),
+        "tsig": (m.keyname is not None, m.tsig_error),
     }
 
 
@@ -466,19 +488,30 @@ def classify(query: Query, bind: dict[str, object], ours: dict[str, object]) -> 
         tags.append(tag)
         a.update(bind_fields)
 
-    if query.nsid and a.get("options") == [dns.edns.OptionType.NSID] and b.get("options") == []:
-        explained("nsid", options=[])
+    for code, tag in ((dns.edns.OptionType.NSID, "nsid"), (dns.edns.OptionType.EDE, "ede")):
+        theirs_options, our_options = a.get("options"), b.get("options")
+        if (
+            isinstance(theirs_options, list)
+            and isinstance(our_options, list)
+            and code in theirs_options
+            and code not in our_options
+        ):
+            explained(tag, options=[o for o in theirs_options if o != code])
     if query.opcode != dns.opcode.QUERY and a.get("reply", True) and b.get("reply", True):
-        explained("opcode", rcode=b.get("rcode"), flags=b.get("flags"), question=b["question"])
-    if query.rdclass == dns.rdataclass.ANY and (a.get("rcode"), b.get("rcode")) == (
-        "FORMERR",
-        "REFUSED",
-    ):
-        explained("qclass-any", rcode="REFUSED")
+        fields = ("rcode", "flags", "question", "edns", "do", "payload")
+        explained("opcode", **{k: b.get(k) for k in fields})
+    rcodes = (a.get("rcode"), b.get("rcode"))
+    if query.rdclass == dns.rdataclass.ANY and rcodes in {
+        ("FORMERR", "REFUSED"),
+        ("FORMERR", "NOTAUTH"),
+    }:
+        explained("qclass-any", rcode=b.get("rcode"), tsig=b.get("tsig"))
+    other_class = query.rdclass not in (dns.rdataclass.IN, dns.rdataclass.CH)
+    signed = query.wire.find(b"\x00\xfa\x00\xff") > 0  # a TSIG record (type 250, ANY)
+    if other_class and signed and rcodes[0] == "REFUSED":
+        explained("class-tsig", rcode=b.get("rcode"), tsig=b.get("tsig"))
     if a == {"reply": None} and not query.tcp and query.rdclass == dns.rdataclass.CH:
         return "chaos-rrl"
-    if a.get("options") == [dns.edns.OptionType.EDE] and b.get("options") == []:
-        explained("ede", options=[])
     if query.malformed and b.get("question") == [] and a.get("rcode") == b.get("rcode"):
         explained("formerr-question", question=[])
     if query.wire[4:6] == b"\0\0" and (a.get("rcode"), b.get("rcode")) == ("SERVFAIL", "FORMERR"):
@@ -486,6 +519,16 @@ def classify(query: Query, bind: dict[str, object], ours: dict[str, object]) -> 
     truncated = "TC" in str(a.get("flags", "")).split() and "TC" in str(b.get("flags", "")).split()
     if truncated and b.get("answer") == frozenset():
         explained("tc-partial", answer=frozenset(), authority=frozenset(), additional=frozenset())
+        if set(str(a.get("flags")).split()) == {*str(b.get("flags")).split(), "AD"}:
+            explained("tc-ad", flags=b.get("flags"))
+    extra, ours_extra = a.get("additional"), b.get("additional")
+    if (
+        query.rdtype == dns.rdatatype.NS
+        and isinstance(extra, frozenset)
+        and isinstance(ours_extra, frozenset)
+        and extra < ours_extra
+    ):
+        explained("ns-additional", additional=ours_extra)
     theirs, mine = a.get("answer"), b.get("answer")
     if (
         query.rdtype == dns.rdatatype.ANY

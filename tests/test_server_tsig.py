@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import struct
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.tsig
 import pytest
-from conftest_server import ORIGIN
-from test_server_conformance import ask, raw_wire, send, server, texts
+from conftest_server import ORIGIN, frame, raw_tcp, raw_udp
+from test_server_conformance import ask, port_of, raw_wire, send, server, texts
 
 from dnsfailover.server import DnsServer
 
@@ -83,3 +84,37 @@ async def test_tsig_not_last_is_formerr(server: DnsServer, tcp: bool) -> None:
     reply = dns.message.from_wire(await raw_wire(server, packet, tcp))
     assert reply.rcode() == dns.rcode.FORMERR
     assert not reply.answer
+
+
+async def test_tsig_error_reply_keeps_the_opt(server: DnsServer, tcp: bool) -> None:
+    other = dns.tsig.Key("other-key.", KEY.secret, dns.tsig.HMAC_SHA256)
+    query = signed(f"www.{ORIGIN}", "A", other)
+    query.want_dnssec()
+    reply = dns.message.from_wire(await raw_wire(server, query.to_wire(), tcp), keyring=False)
+    assert reply.tsig_error == dns.rcode.BADKEY
+    assert reply.edns == 0  # RFC 6891 §7: an OPT in every reply to an EDNS query
+    assert reply.ednsflags & dns.flags.DO
+
+
+async def test_badvers_comes_before_tsig_and_is_unsigned(server: DnsServer, tcp: bool) -> None:
+    server.keyring = {KEY.name: KEY}
+    query = dns.message.make_query(f"www.{ORIGIN}", "A", use_edns=1)
+    query.use_tsig(KEY)
+    reply = dns.message.from_wire(await raw_wire(server, query.to_wire(), tcp), keyring=False)
+    assert reply.rcode() == dns.rcode.BADVERS  # as BIND 9.18 answers it
+    assert reply.keyname is None
+
+
+async def test_signed_response_is_dropped(server: DnsServer, tcp: bool) -> None:
+    server.keyring = {KEY.name: KEY}
+    other = dns.tsig.Key("other-key.", KEY.secret, dns.tsig.HMAC_SHA256)
+    response = signed(f"www.{ORIGIN}", "A", other)  # a key we lack: no BADKEY reply either
+    response.id = 1
+    response.flags |= dns.flags.QR
+    query = dns.message.make_query(f"www.{ORIGIN}", "A", id=2)
+    if tcp:
+        stream = frame(response.to_wire()) + frame(query.to_wire())
+        replies = await raw_tcp(port_of(server), stream, 1)
+    else:
+        replies = await raw_udp(port_of(server), [response.to_wire(), query.to_wire()])
+    assert [struct.unpack_from("!H", r)[0] for r in replies] == [2]

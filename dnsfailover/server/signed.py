@@ -89,6 +89,8 @@ def _formerr(data: bytes) -> bytes:
 def answer(data: bytes, keys: Keys, unsigned: Unsigned) -> bytes | None:
     """The reply to ``data``: ``unsigned(data, 0)`` when it has no TSIG, else checked and
     signed as the module says (None: send nothing)."""
+    if len(data) < 12 or data[2] & 0x80:
+        return unsigned(data, 0)  # too short, or a response: dropped unseen
     try:
         start = tsig_start(data)
     except dns.message.BadTSIG:
@@ -99,10 +101,15 @@ def answer(data: bytes, keys: Keys, unsigned: Unsigned) -> bytes | None:
 
 
 def _signed(data: bytes, start: int, keys: Keys, unsigned: Unsigned) -> bytes | None:
+    arcount = struct.unpack_from("!H", data, 10)[0] - 1
+    stripped = data[:10] + struct.pack("!H", arcount) + data[12:start]
     try:
-        query = dns.message.from_wire(data, keyring=False)  # structure only
+        # Structure only; bytes after the message are ignored, as the unsigned path does.
+        query = dns.message.from_wire(data, keyring=False, ignore_trailing=True)
     except dns.exception.DNSException:
         return _formerr(data)
+    if query.edns > 0:
+        return unsigned(stripped, 0)  # BADVERS comes first, unsigned (as BIND answers it)
     name = query.keyname
     if name is None or query.tsig is None:
         return _formerr(data)
@@ -111,7 +118,7 @@ def _signed(data: bytes, start: int, keys: Keys, unsigned: Unsigned) -> bytes | 
         log.info("query: unknown TSIG key %s", name)
         return tsig_error(query, dns.rcode.BADKEY)
     try:
-        query = dns.message.from_wire(data, keyring={name: key})
+        query = dns.message.from_wire(data, keyring={name: key}, ignore_trailing=True)
     except dns.tsig.BadTime:
         log.info("query: TSIG time out of range, key %s", name)
         return tsig_error(query, dns.rcode.BADTIME)
@@ -123,8 +130,7 @@ def _signed(data: bytes, start: int, keys: Keys, unsigned: Unsigned) -> bytes | 
     owner = name.to_wire() or b""
     algorithm = key.algorithm.to_wire() or b""
     reserve = len(owner) + 10 + len(algorithm) + 16 + _MAX_MAC
-    arcount = struct.unpack_from("!H", data, 10)[0] - 1
-    reply = unsigned(data[:10] + struct.pack("!H", arcount) + data[12:start], reserve)
+    reply = unsigned(stripped, reserve)
     if reply is None:
         return None
     original_id = query.tsig[0].original_id if query.tsig is not None else query.id

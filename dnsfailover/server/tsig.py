@@ -23,6 +23,8 @@ ALGORITHMS: Mapping[str, dns.name.Name] = {
 
 Keyring = dict[dns.name.Name, dns.tsig.Key]
 
+_PAYLOAD = 1232  # as `wire.DEFAULT_UDP_PAYLOAD` (not imported: xfr uses this module too)
+
 
 def make_keyring(keys: Mapping[str, TsigKeyConfig]) -> Keyring:
     """Every configured key as a dnspython key, by absolute key name.
@@ -67,4 +69,6 @@ def response_shell(query: dns.message.Message, rcode: int = 0) -> dns.message.Me
     reply.set_opcode(query.opcode())
     reply.set_rcode(dns.rcode.Rcode.make(rcode))
     reply.question = list(query.question)
+    if query.edns == 0:  # an OPT in every reply to an EDNS query (RFC 6891 §7), DO copied
+        reply.use_edns(0, query.ednsflags & dns.flags.DO, _PAYLOAD)
     return reply
