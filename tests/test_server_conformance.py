@@ -13,6 +13,7 @@ Choices where the RFCs leave room, as BIND/NSD make them:
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -517,3 +518,15 @@ def replace_records(content: ZoneContent, name: str, rtype: str, value: str) -> 
         replace(r, values=(value,)) if (r.name, r.rtype) == key else r for r in content.records
     )
     return ZoneContent(content.origin, content.soa, records)
+
+
+def test_weighted_duplicates_merge_and_add_their_weights(tcp: bool) -> None:
+    values = ("192.0.2.7", "192.0.2.8", "192.0.2.7")
+    rs = RecordSet("w.dup.test.", "A", 60, values, weights=(1, 1, 2))
+    base = zone("dup.test.", 1, [("@", "NS", ["ns1.dup.test."])])
+    snapshot = ZoneSnapshot.build([replace(base, records=(*base.records, rs))])
+    answers = [snapshot.lookup((b"w", b"dup", b"test"), 1).answer for _ in range(8)]
+    picked = Counter(str(rr.rdata) for answer in answers for rr in answer)
+    assert picked == {"192.0.2.7": 6, "192.0.2.8": 2}  # the duplicate's weights add up: 3 to 1
+    every = snapshot.lookup((b"w", b"dup", b"test"), 255).answer  # ANY: the whole set
+    assert sorted(str(rr.rdata) for rr in every) == ["192.0.2.7", "192.0.2.8"]
