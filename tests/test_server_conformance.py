@@ -524,7 +524,7 @@ def test_weighted_duplicates_merge_and_add_their_weights(tcp: bool) -> None:
     values = ("192.0.2.7", "192.0.2.8", "192.0.2.7")
     rs = RecordSet("w.dup.test.", "A", 60, values, weights=(1, 1, 2))
     base = zone("dup.test.", 1, [("@", "NS", ["ns1.dup.test."])])
-    snapshot = ZoneSnapshot.build([replace(base, records=(*base.records, rs))])
+    snapshot = ZoneSnapshot.build([ZoneContent(base.origin, base.soa, (*base.records, rs))])
     answers = [snapshot.lookup((b"w", b"dup", b"test"), 1).answer for _ in range(8)]
     picked = Counter(str(rr.rdata) for answer in answers for rr in answer)
     assert picked == {"192.0.2.7": 6, "192.0.2.8": 2}  # the duplicate's weights add up: 3 to 1
