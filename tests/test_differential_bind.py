@@ -230,7 +230,9 @@ zone "{ORIGIN}" {{ type primary; file "{directory}/zone.db"; }};
 
 @pytest.fixture
 async def ours() -> AsyncIterator[int]:
-    async with DnsServer(ZoneSnapshot.build([our_zone()]), port=0, identity=IDENTITY) as srv:
+    snapshot = ZoneSnapshot.build([our_zone()])
+    # UDP on its own thread (recvmmsg batches), as `serve` runs it
+    async with DnsServer(snapshot, port=0, identity=IDENTITY, udp_thread=True) as srv:
         assert srv.address is not None
         srv.keyring = {KEY.name: KEY}
         yield srv.address[1]
