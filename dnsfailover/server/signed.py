@@ -28,6 +28,7 @@ from dnsfailover.rdata import MAX_LABEL
 from dnsfailover.server.tsig import tsig_error
 
 log = logging.getLogger("dnsfailover.server")
+# Per-query problems are logged at DEBUG: anyone can send a bad TSIG, as often as they like.
 
 Keys = Mapping[dns.name.Name, dns.tsig.Key]
 Unsigned = Callable[[bytes, int], bytes | None]
@@ -115,15 +116,15 @@ def _signed(data: bytes, start: int, keys: Keys, unsigned: Unsigned) -> bytes | 
         return _formerr(data)
     key = keys.get(name)
     if key is None or key.algorithm != query.keyalgorithm:
-        log.info("query: unknown TSIG key %s", name)
+        log.debug("query: unknown TSIG key %s", name)
         return tsig_error(query, dns.rcode.BADKEY)
     try:
         query = dns.message.from_wire(data, keyring={name: key}, ignore_trailing=True)
     except dns.tsig.BadTime:
-        log.info("query: TSIG time out of range, key %s", name)
+        log.debug("query: TSIG time out of range, key %s", name)
         return tsig_error(query, dns.rcode.BADTIME)
     except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
-        log.info("query: bad TSIG signature, key %s", name)
+        log.debug("query: bad TSIG signature, key %s", name)
         return tsig_error(query, dns.rcode.BADSIG)
     except dns.exception.DNSException:
         return _formerr(data)
