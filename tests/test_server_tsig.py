@@ -14,10 +14,12 @@ import dns.message
 import dns.rcode
 import dns.tsig
 import pytest
-from conftest_server import ORIGIN, frame, raw_tcp, raw_udp
+from conftest_server import ORIGIN, example_zone, frame, raw_tcp, raw_udp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_server_conformance import ask, port_of, raw_wire, send, server, texts
 
-from dnsfailover.server import DnsServer
+from dnsfailover.server import DnsServer, ZoneSnapshot
 
 __all__ = ["server"]  # the fixture
 
@@ -118,3 +120,29 @@ async def test_signed_response_is_dropped(server: DnsServer, tcp: bool) -> None:
     else:
         replies = await raw_udp(port_of(server), [response.to_wire(), query.to_wire()])
     assert [struct.unpack_from("!H", r)[0] for r in replies] == [2]
+
+
+# --- no signed input can make the server raise (hypothesis, no sockets) -------------------
+
+_FUZZ = settings(max_examples=400, deadline=None, database=None)
+_SIGNED = [signed(f"{n}.{ORIGIN}", t).to_wire() for n, t in [("www", "A"), ("nope", "SOA")]]
+
+
+def _answer_or_nothing(data: bytes, tcp: bool) -> None:
+    srv = DnsServer(ZoneSnapshot.build([example_zone()]), port=0)
+    srv.keyring = {KEY.name: KEY}
+    reply = srv.answer(data, tcp=tcp)  # must not raise
+    if reply is not None:
+        assert reply[:2] == data[:2]
+        assert reply[2] & 0x80  # QR
+        dns.message.from_wire(reply, keyring=False)
+
+
+@_FUZZ
+@given(st.sampled_from(_SIGNED), st.data())
+def test_mutated_signed_queries_never_raise(tcp: bool, wire: bytes, data: st.DataObject) -> None:
+    mutable = bytearray(wire)
+    for _ in range(data.draw(st.integers(1, 4))):
+        mutable[data.draw(st.integers(2, len(mutable) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(12, len(mutable)))
+    _answer_or_nothing(bytes(mutable[:cut]), tcp)

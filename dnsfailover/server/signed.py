@@ -98,7 +98,11 @@ def answer(data: bytes, keys: Keys, unsigned: Unsigned) -> bytes | None:
         return _formerr(data)
     if start is None:
         return unsigned(data, 0)
-    return _signed(data, start, keys, unsigned)
+    try:
+        return _signed(data, start, keys, unsigned)
+    except Exception:  # dnspython may raise more than DNSException on hostile input
+        log.debug("query: cannot check its TSIG", exc_info=True)
+        return _formerr(data)
 
 
 def _signed(data: bytes, start: int, keys: Keys, unsigned: Unsigned) -> bytes | None:
