@@ -11,6 +11,8 @@ import functools
 import ipaddress
 from collections.abc import Callable
 
+import dns.exception
+import dns.name
 from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RD, SRV, A, DNSLabel
 
 from dnsfailover.errors import DnsFailoverError
@@ -30,19 +32,30 @@ class ZoneBuildError(DnsFailoverError):
 def name_labels(name: str) -> Labels:
     """Parse an absolute name (``"www.example.test."``) into lower-case labels.
 
-    :raises ZoneBuildError: if the name is relative, has escapes or exceeds the wire limits.
+    Presentation escapes are read as RFC 1035 §5.1 says (``a\\.b`` is one label, ``z\\000``
+    ends in a zero octet: RFC 2181 §11 allows any octet); non-ASCII text is IDNA-encoded.
+
+    :raises ZoneBuildError: if the name is relative, has quotes or spaces, a bad escape, or
+        exceeds the wire limits.
     """
-    if not name.endswith("."):
-        raise ZoneBuildError(f"name {name!r} is not absolute (no trailing dot)")
-    if "\\" in name or '"' in name or any(c.isspace() for c in name):
-        raise ZoneBuildError(f"name {name!r}: escapes, quotes and spaces are not supported")
+    if '"' in name or any(c.isspace() for c in name):
+        raise ZoneBuildError(f"name {name!r}: quotes and spaces are not allowed (use \\032)")
     if name == ".":
         return ()
     try:
-        raw = name[:-1].encode("idna")
-    except UnicodeError as e:
-        raise ZoneBuildError(f"name {name!r} is not a valid IDNA name") from e
-    labels = tuple(label.lower() for label in raw.split(b"."))
+        parsed = dns.name.from_text(name, origin=None)
+    except dns.name.EmptyLabel as e:
+        raise ZoneBuildError(f"name {name!r} has an empty label") from e
+    except (dns.name.LabelTooLong, dns.name.NameTooLong):
+        parsed = None  # reported below, with the limits
+    except (dns.exception.DNSException, UnicodeError) as e:
+        raise ZoneBuildError(f"name {name!r} is not a valid name: {e}") from e
+    if parsed is None:
+        check_labels(tuple(label.encode() for label in name[:-1].split(".")), name)
+        raise ZoneBuildError(f"name {name!r} exceeds the wire limits")
+    if not parsed.is_absolute():
+        raise ZoneBuildError(f"name {name!r} is not absolute (no trailing dot)")
+    labels = tuple(label.lower() for label in parsed.labels[:-1])
     check_labels(labels, name)
     return labels
 

@@ -13,7 +13,9 @@ Choices where the RFCs leave room, as BIND/NSD make them:
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import dns.asyncquery
 import dns.edns
@@ -38,8 +40,12 @@ from conftest_server import (
     reverse_zone,
     sub_zone,
     wild_zone,
+    zone,
 )
 
+from dnsfailover.config.load import loads
+from dnsfailover.engine.decide import build_zone
+from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.server import DnsServer, ZoneSnapshot
 
 HOST = "127.0.0.1"
@@ -78,12 +84,16 @@ async def ask(
     return await send(srv, query, tcp)
 
 
-async def raw(srv: DnsServer, packet: bytes, tcp: bool) -> dns.message.Message:
+async def raw_wire(srv: DnsServer, packet: bytes, tcp: bool) -> bytes:
     if tcp:
         (wire,) = await raw_tcp(port_of(srv), frame(packet), 1)
     else:
         (wire,) = await raw_udp(port_of(srv), [packet])
-    return dns.message.from_wire(wire)
+    return wire
+
+
+async def raw(srv: DnsServer, packet: bytes, tcp: bool) -> dns.message.Message:
+    return dns.message.from_wire(await raw_wire(srv, packet, tcp))
 
 
 def texts(reply: dns.message.Message, section: str = "answer") -> list[str]:
@@ -351,3 +361,172 @@ async def test_names_are_compressed(server: DnsServer, tcp: bool) -> None:
         (wire,) = await raw_udp(port_of(server), [query.to_wire()])
     assert wire.count(b"\x04wild\x04test\x00") == 1  # every later name points at the first
     assert dns.message.from_wire(wire).id == query.id
+
+
+# --- names with any octet (RFC 2181 §11) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("octet", [0x80, 0xE9, 0xFF])
+async def test_eight_bit_query_names_are_answered_with_question_and_opt(
+    server: DnsServer, tcp: bool, octet: int
+) -> None:
+    label = b"caf" + bytes([octet])
+    missing = dns.name.Name([label, b"example", b"test", b""])
+    reply = await send(server, dns.message.make_query(missing, "A", use_edns=0), tcp)
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert reply.question[0].name == missing
+    assert reply.edns == 0
+    assert texts(reply, "authority") == [f"{ORIGIN} 300 IN SOA {example_soa_text()}"]
+    wild = dns.name.Name([label, b"wild", b"test", b""])
+    reply = await send(server, dns.message.make_query(wild, "A", use_edns=0), tcp)
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert reply.edns == 0
+    assert [(r.name, r.to_text().split()[-1]) for r in reply.answer] == [(wild, "192.0.2.100")]
+
+
+def example_soa_text() -> str:
+    return f"ns1.{ORIGIN} hostmaster.{ORIGIN} 1 7200 900 1209600 300"
+
+
+# --- CH TXT id.server / hostname.bind (as BIND 9.18 answers them) ---------------------------
+
+
+@pytest.mark.parametrize("name", ["id.server.", "HOSTNAME.bind."])
+async def test_identity_header_is_bind_like(server: DnsServer, tcp: bool, name: str) -> None:
+    query = dns.message.make_query(name, "TXT", "CH", use_edns=0)
+    query.flags |= dns.flags.AD | dns.flags.CD | _Z
+    reply = await send(server, query, tcp)
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert reply.edns == 0
+    assert [rd.to_text() for rd in reply.answer[0]] == [f'"{server.identity}"']
+    assert reply.flags & (dns.flags.QR | dns.flags.AA | dns.flags.RD | dns.flags.CD) == (
+        dns.flags.QR | dns.flags.AA | dns.flags.RD | dns.flags.CD
+    )
+    assert not reply.flags & (dns.flags.RA | dns.flags.AD | dns.flags.TC | _Z)
+    query.flags &= ~(dns.flags.RD | dns.flags.CD)
+    assert not (await send(server, query, tcp)).flags & (dns.flags.RD | dns.flags.CD)
+
+
+async def test_identity_with_another_opcode_is_notimp(server: DnsServer, tcp: bool) -> None:
+    query = dns.message.make_query("id.server.", "TXT", "CH", use_edns=0)
+    query.set_opcode(dns.opcode.NOTIFY)
+    reply = await send(server, query, tcp)
+    assert reply.rcode() == dns.rcode.NOTIMP
+    assert not reply.answer
+
+
+# --- an RRset never holds duplicates (RFC 2181 §5) ----------------------------------------
+
+
+async def test_one_value_written_two_ways_is_served_once(tcp: bool) -> None:
+    dup = zone(
+        "dup.test.",
+        1,
+        [
+            ("@", "NS", ["ns1.dup.test."]),
+            ("txt", "TXT", ["dup", '"dup"', "other"]),
+            ("v6", "AAAA", ["2001:db8::5", "2001:DB8:0:0::5"]),
+            ("mx", "MX", ["10 mail.dup.test.", "10 MAIL.Dup.Test."]),
+        ],
+    )
+    managed = RecordSet("fo.dup.test.", "A", 60, ("192.0.2.7", "192.0.2.7", "192.0.2.8"))
+    content = ZoneContent(
+        dup.origin, dup.soa, static=dup.static, managed={("fo.dup.test.", "A"): managed}
+    )
+    async with DnsServer(ZoneSnapshot.build([content]), port=0) as srv:
+        for name, rdtype, expected in [
+            ("txt.dup.test.", "TXT", ['"dup"', '"other"']),
+            ("v6.dup.test.", "AAAA", ["2001:db8::5"]),
+            ("mx.dup.test.", "MX", ["10 mail.dup.test."]),
+            ("fo.dup.test.", "A", ["192.0.2.7", "192.0.2.8"]),
+        ]:
+            for _ in range(3):  # the fast path learns on the second ask: the third replays
+                wire = await raw_wire(srv, dns.message.make_query(name, rdtype).to_wire(), tcp)
+                # dnspython merges duplicates into one rdataset: count the RRs on the wire
+                assert struct.unpack_from("!H", wire, 6)[0] == len(expected)
+                reply = dns.message.from_wire(wire)
+                assert sorted(rd.to_text() for rd in reply.answer[0]) == expected
+        updated = ZoneContent(
+            dup.origin,
+            dup.soa,
+            static=dup.static,
+            managed={("fo.dup.test.", "A"): replace(managed, values=("192.0.2.9", "192.0.2.9"))},
+        )
+        srv.publish(srv.snapshot.update([(content, updated)]))
+        wire = await raw_wire(srv, dns.message.make_query("fo.dup.test.", "A").to_wire(), tcp)
+        assert struct.unpack_from("!H", wire, 6)[0] == 1
+
+
+async def test_config_names_with_escapes_are_served(tcp: bool) -> None:
+    config = loads(
+        """\
+zones:
+  esc.test.:
+    provider: embedded
+    soa: {mname: ns1.esc.test., rname: hostmaster.esc.test.}
+    nameservers: [ns1.esc.test.]
+    records:
+      ns1: {type: A, values: [192.0.2.53]}
+      'a\\.b': {type: TXT, values: ['"dot inside"']}
+      'z\\000': {type: A, values: [192.0.2.9]}
+      'caf\\233': {type: CNAME, values: ['z\\000.esc.test.']}
+"""
+    )
+    content = build_zone("esc.test.", config.zones["esc.test."], {}, serial=1)
+    async with DnsServer(ZoneSnapshot.build([content]), port=0) as srv:
+        dotted = dns.name.Name([b"a.b", b"esc", b"test", b""])
+        reply = await send(srv, dns.message.make_query(dotted, "TXT"), tcp)
+        assert [rd.to_text() for rd in reply.answer[0]] == ['"dot inside"']
+        zero = dns.name.Name([b"z\x00", b"esc", b"test", b""])
+        reply = await send(srv, dns.message.make_query(zero, "A"), tcp)
+        assert [rd.to_text() for rd in reply.answer[0]] == ["192.0.2.9"]
+        cafe = dns.name.Name([b"caf\xe9", b"esc", b"test", b""])
+        reply = await send(srv, dns.message.make_query(cafe, "A"), tcp)
+        assert [(r.name, r.rdtype) for r in reply.answer] == [
+            (cafe, dns.rdatatype.CNAME),
+            (zero, dns.rdatatype.A),
+        ]
+
+
+async def test_nxdomain_to_an_soa_query_has_a_zero_ttl_soa(server: DnsServer, tcp: bool) -> None:
+    reply = await ask(server, f"nope.{ORIGIN}", "SOA", tcp)
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert [rrset.ttl for rrset in reply.authority] == [0]  # as BIND 9.18 (zero-no-soa-ttl)
+    reply = await ask(server, f"www.{ORIGIN}", "SOA", tcp)  # NODATA keeps it
+    assert [rrset.ttl for rrset in reply.authority] == [300]
+
+
+async def test_ns_answer_carries_in_zone_nameserver_addresses(server: DnsServer, tcp: bool) -> None:
+    reply = await ask(server, ORIGIN, "NS", tcp)
+    assert texts(reply) == [f"{ORIGIN} 300 IN NS ns1.{ORIGIN}", f"{ORIGIN} 300 IN NS ns2.{ORIGIN}"]
+    assert texts(reply, "additional") == [f"ns1.{ORIGIN} 300 IN A 192.0.2.53"]  # ns2 has none
+
+
+async def test_ns_answer_follows_a_change_of_its_nameserver_address(tcp: bool) -> None:
+    async with DnsServer(ZoneSnapshot.build([example_zone()]), port=0) as srv:
+        for _ in range(3):  # learnt by the fast path
+            reply = await ask(srv, ORIGIN, "NS", tcp)
+        moved = replace_records(example_zone(2), "ns1", "A", "192.0.2.153")
+        srv.publish(ZoneSnapshot.build([moved]), frozenset({(b"ns1", b"example", b"test")}))
+        reply = await ask(srv, ORIGIN, "NS", tcp)
+        assert texts(reply, "additional") == [f"ns1.{ORIGIN} 300 IN A 192.0.2.153"]
+
+
+def replace_records(content: ZoneContent, name: str, rtype: str, value: str) -> ZoneContent:
+    key = (f"{name}.{content.origin}", rtype)
+    records = tuple(
+        replace(r, values=(value,)) if (r.name, r.rtype) == key else r for r in content.records
+    )
+    return ZoneContent(content.origin, content.soa, records)
+
+
+def test_weighted_duplicates_merge_and_add_their_weights(tcp: bool) -> None:
+    values = ("192.0.2.7", "192.0.2.8", "192.0.2.7")
+    rs = RecordSet("w.dup.test.", "A", 60, values, weights=(1, 1, 2))
+    base = zone("dup.test.", 1, [("@", "NS", ["ns1.dup.test."])])
+    snapshot = ZoneSnapshot.build([ZoneContent(base.origin, base.soa, (*base.records, rs))])
+    answers = [snapshot.lookup((b"w", b"dup", b"test"), 1).answer for _ in range(8)]
+    picked = Counter(str(rr.rdata) for answer in answers for rr in answer)
+    assert picked == {"192.0.2.7": 6, "192.0.2.8": 2}  # the duplicate's weights add up: 3 to 1
+    every = snapshot.lookup((b"w", b"dup", b"test"), 255).answer  # ANY: the whole set
+    assert sorted(str(rr.rdata) for rr in every) == ["192.0.2.7", "192.0.2.8"]

@@ -51,6 +51,7 @@ class Serving:
             # (bench/dns_qps.py); DNSFAILOVER_UDP=loop answers on the event loop instead.
             udp_thread=os.environ.get("DNSFAILOVER_UDP", "thread") != "loop",
         )
+        self.server.keyring = keyring  # signed queries of any type are checked and signed
         bound = await self.server.start()
         self.embedded.attach(self.server)
         if self._workers > 1:
@@ -78,6 +79,8 @@ class Serving:
         keyring = await asyncio.to_thread(make_keyring, config.tsig_keys)  # reads files
         if self._transfers is not None:
             self._transfers.update(transfer_acl(config), keyring)
+        if self.server is not None:
+            self.server.keyring = keyring
         if self._notifier is not None:
             self._notifier.retarget(secondaries(config, keyring))
 

@@ -12,15 +12,17 @@ import logging
 import os
 import socket
 import threading
+from types import MappingProxyType
 from typing import Any, cast
 
-from dnslib import CLASS, EDNS0, QTYPE, RR, TXT, DNSRecord
-
 from dnsfailover.rdata import Labels
+from dnsfailover.server import signed
 from dnsfailover.server.fast import FastTable
+from dnsfailover.server.identity import identity_reply
 from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
+from dnsfailover.server.signed import Keys
 from dnsfailover.server.tcp import StreamHandler, TcpService
-from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, MIN_UDP_PAYLOAD, respond
+from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
 try:
@@ -41,19 +43,6 @@ size, as on the other UDP paths and by BIND 9.18 (untouched buffer pages cost no
 
 _BIND_ATTEMPTS = 20
 """With port 0, how many free TCP ports to try before one is also free for UDP."""
-
-_IDENTITY_NAMES = frozenset({b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"})
-_IDENTITY_TAIL = b"\x00\x10\x00\x03"  # qtype TXT, qclass CH
-_TXT, _CH, _OPT = int(QTYPE.TXT), int(CLASS.CH), int(QTYPE.OPT)
-
-
-def _identity_question(data: bytes) -> bool:
-    """Whether ``data`` asks CH TXT id.server. or hostname.bind. (RFC 4892), any case."""
-    for name in _IDENTITY_NAMES:
-        end = 12 + len(name)
-        if data[12:end].lower() == name and data[end : end + 4] == _IDENTITY_TAIL:
-            return True
-    return False
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -246,6 +235,9 @@ class DnsServer:
             responder=self._full_answer,
         )
 
+    keyring: Keys = MappingProxyType({})
+    """The TSIG keys signed queries are checked against (replace it to change them)."""
+
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The reply to one wire query from the current snapshot (None: send nothing)."""
         return self._table.answer(data, tcp=tcp)
@@ -269,26 +261,20 @@ class DnsServer:
     def _full_answer(
         self, snapshot: ZoneSnapshot, data: bytes, tcp: bool, max_udp_payload: int
     ) -> bytes | None:
-        reply = self._identity_reply(data)
-        if reply is not None:
-            return reply
-        return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
+        def unsigned(query: bytes, reserve: int) -> bytes | None:
+            reply = self._identity_reply(query)
+            if reply is not None:
+                return reply
+            return respond(
+                snapshot, query, tcp=tcp, max_udp_payload=max_udp_payload, reserve=reserve
+            )
+
+        # A signed query is checked, answered and signed (it never takes the fast path).
+        return signed.answer(data, self.keyring, unsigned)
 
     def _identity_reply(self, data: bytes) -> bytes | None:
         """The CH TXT answer naming this server process, or None for any other query."""
-        if not _identity_question(data):
-            return None
-        try:
-            request = DNSRecord.parse(data)
-        except Exception:
-            return None  # malformed: the full path answers FORMERR
-        if request.header.qr or len(request.questions) != 1:
-            return None
-        reply = request.reply(aa=0)
-        reply.add_answer(RR(request.q.qname, _TXT, _CH, 0, TXT(self.identity)))
-        if any(int(rr.rtype) == _OPT for rr in request.ar):
-            reply.add_ar(EDNS0(udp_len=max(MIN_UDP_PAYLOAD, self._max_udp_payload)))
-        return bytes(reply.pack())
+        return identity_reply(data, self.identity, self._max_udp_payload)
 
     async def start(self) -> tuple[str, int]:
         """Bind UDP and TCP on the same port and start answering.

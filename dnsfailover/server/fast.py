@@ -5,11 +5,10 @@ with or without a plain EDNS OPT.  For the same question bytes their reply diffe
 query to query only in the ID and the RD bit, so :class:`FastTable` keeps, per snapshot,
 the reply that :func:`~dnsfailover.server.wire.respond` gave once, and patches those two.
 
-The key is the question as sent, case included: dnslib's name compression is
-case-sensitive, so the full path's bytes for ``WWW.example.test`` differ from those for
-``www.example.test`` (the answer's owner is written out rather than pointed at the
-question).  A template built for one case and patched for another would be a valid reply
-but not the full path's, so queries with a new case (0x20 randomisation) take the full path.
+The key is the question without case: the full path compresses names caselessly
+(`wire.pack`), so its reply to ``WWW.example.test`` is laid out as the one to
+``www.example.test`` and differs only in the question's bytes (later names point at them),
+which `_patch` copies from the query; 0x20-randomised queries share one template.
 
 Every template comes from ``respond()`` itself and is checked against ``respond()``'s
 answer to a real query before it is kept, so the fast path cannot disagree with the full
@@ -46,6 +45,7 @@ _OPT_TYPE = 41
 _IN = 1
 _DO = 0x8000
 _SOA = 6
+_NS = 2
 _ANY = 255
 _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
@@ -289,7 +289,8 @@ class FastTable:
         """The name whose records alone make this reply, or None (see `carried`)."""
         rcode, ancount, nscount = template[3] & 0x0F, template[6:8], template[8:10]
         qtype = int.from_bytes(question[-4:-2], "big")
-        if rcode or ancount == b"\0\0" or nscount != b"\0\0" or qtype in (_SOA, _ANY):
+        # NS answers carry their in-zone nameservers' addresses: other names' records
+        if rcode or ancount == b"\0\0" or nscount != b"\0\0" or qtype in (_SOA, _ANY, _NS):
             return None
         name = _labels(question[:-4])
         zone = self._snapshot.find_zone(name)

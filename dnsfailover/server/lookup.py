@@ -24,6 +24,10 @@ WILDCARD = b"*"
 _CNAME = int(QTYPE.CNAME)
 _ANY = int(QTYPE.ANY)
 _DS = int(QTYPE.DS)
+_SOA = int(QTYPE.SOA)
+_NS = int(QTYPE.NS)
+_A = int(QTYPE.A)
+_AAAA = int(QTYPE.AAAA)
 _NOERROR = int(RCODE.NOERROR)
 _NXDOMAIN = int(RCODE.NXDOMAIN)
 
@@ -106,6 +110,26 @@ def _as(owner: DNSLabel, rrs: tuple[RR, ...]) -> tuple[RR, ...]:
     return tuple(RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata) for rr in rrs)
 
 
+def _addresses(zone: ZoneData, ns: tuple[RR, ...]) -> tuple[RR, ...]:
+    """The in-zone addresses of these nameservers, for the additional section of an NS
+    answer (RFC 1034 §4.3.2 step 6; BIND adds them even with `minimal-responses yes`)."""
+    out: list[RR] = []
+    for rr in ns:
+        target = tuple(bytes(label).lower() for label in rr.rdata.label.label)
+        if zone.contains(target) and _node(zone, target, _A) == target:
+            out.extend(zone.rrsets.get((target, _A), ()))
+            out.extend(zone.rrsets.get((target, _AAAA), ()))
+    return tuple(out)
+
+
+def _negative(zone: ZoneData, qtype: int) -> tuple[RR, ...]:
+    """The authority section of an NXDOMAIN.  To an SOA query its SOA has TTL 0, as BIND
+    9.18 gives it (`zero-no-soa-ttl`, default yes; NODATA keeps the TTL there too)."""
+    if qtype != _SOA:
+        return zone.negative
+    return tuple(RR(rr.rname, rr.rtype, rr.rclass, 0, rr.rdata) for rr in zone.negative)
+
+
 def lookup(zone: ZoneData, qname: Labels, qtype: int, pick: Pick = advance) -> Answer:
     """Answer one IN-class question for a name inside ``zone`` (lower-case labels).
 
@@ -117,7 +141,7 @@ def lookup(zone: ZoneData, qname: Labels, qtype: int, pick: Pick = advance) -> A
     for _ in range(MAX_CNAME_CHAIN + 1):
         node = _node(zone, name, qtype)
         if node is None:
-            return Answer(_NXDOMAIN, True, tuple(answer), zone.negative)
+            return Answer(_NXDOMAIN, True, tuple(answer), _negative(zone, qtype))
         if isinstance(node, Referral):
             # After a CNAME the answer so far is ours (AA); a direct query gets a plain referral.
             return Answer(_NOERROR, bool(answer), tuple(answer), node.ns, node.glue)
@@ -128,6 +152,8 @@ def lookup(zone: ZoneData, qname: Labels, qtype: int, pick: Pick = advance) -> A
                 if rotor is not None:
                     found = rotor.choices[pick(rotor)]
             answer.extend(found if node == name else _as(DNSLabel(name), found))
+            if qtype == _NS:
+                return Answer(_NOERROR, True, tuple(answer), (), _addresses(zone, found))
             break
         target = zone.cname_targets.get(node)
         if target is None:

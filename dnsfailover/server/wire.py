@@ -17,12 +17,15 @@ from dnslib import (
     RCODE,
     RR,
     DNSBuffer,
+    DNSError,
     DNSHeader,
     DNSLabel,
     DNSLabelError,
     DNSQuestion,
     DNSRecord,
 )
+from dnslib.bimap import BimapError
+from dnslib.buffer import BufferError as _BufferError
 
 from dnsfailover.rdata import MAX_LABEL, MAX_NAME_WIRE
 from dnsfailover.server.zone import ZoneSnapshot
@@ -79,6 +82,55 @@ class _CaselessBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib is untyped
         self.append(b"\x00")
 
 
+class _OctetBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib is untyped
+    """Reads names whose labels hold any octet (RFC 2181 §11).
+
+    dnslib refuses labels that are not UTF-8, so a query for ``caf\\233.example.test``
+    got a header-only FORMERR; BIND answers it like any other name.
+    """
+
+    offset: int
+
+    def decode_name(self, last: int = -1) -> DNSLabel:
+        labels: list[bytes] = []
+        limit = self.offset  # every pointer must go back before the last one's target
+        resume = None
+        while True:
+            (length,) = self.unpack("!B")
+            if length & 0xC0 == 0xC0:
+                pointer = ((length & 0x3F) << 8) | self.unpack("!B")[0]
+                if pointer >= limit:
+                    raise _BufferError(f"bad name pointer at offset {self.offset - 2}")
+                if resume is None:
+                    resume = self.offset
+                self.offset = limit = pointer
+            elif length & 0xC0:
+                raise _BufferError(f"reserved label type at offset {self.offset - 1}")
+            elif length == 0:
+                break
+            else:
+                labels.append(bytes(self.get(length)))
+        if resume is not None:
+            self.offset = resume
+        return DNSLabel(labels)
+
+
+def parse(data: bytes) -> DNSRecord:
+    """`DNSRecord.parse`, accepting names with any octet (see `_OctetBuffer`)."""
+    buffer = _OctetBuffer(data)
+    try:
+        header = DNSHeader.parse(buffer)
+        questions = [DNSQuestion.parse(buffer) for _ in range(header.q)]
+        sections = [
+            [RR.parse(buffer) for _ in range(n)] for n in (header.a, header.auth, header.ar)
+        ]
+    except DNSError:
+        raise
+    except (_BufferError, BimapError) as e:
+        raise DNSError(f"cannot parse the message at offset {buffer.offset}: {e}") from e
+    return DNSRecord(header, questions, sections[0], auth=sections[1], ar=sections[2])
+
+
 def pack(record: DNSRecord) -> bytes:
     """`record.pack()`, with caseless name compression."""
     record.set_header_qa()
@@ -96,11 +148,13 @@ def respond(
     *,
     tcp: bool,
     max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
+    reserve: int = 0,
 ) -> bytes | None:
     """The wire reply to one query, or None when the query must be dropped.
 
     Dropped: anything shorter than a header, and responses (QR=1).  A header followed by
-    garbage gets FORMERR with the query's ID.  Never raises.
+    garbage gets FORMERR with the query's ID.  Never raises.  ``reserve``: bytes the reply
+    must leave free within the size limit (for a TSIG appended to it).
     """
     if len(data) < HEADER_LEN:
         return None
@@ -108,7 +162,7 @@ def respond(
     if flags & _QR:
         return None
     try:
-        return _respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
+        return _respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, reserve=reserve)
     except Exception:
         log.warning("query: cannot answer id=%d", qid, exc_info=True)
         return _header_only(qid, flags, _SERVFAIL)
@@ -141,7 +195,7 @@ def _parse(data: bytes) -> tuple[DNSRecord, list[_Edns]]:
     """
     (flags,) = struct.unpack_from("!H", data, 2)
     if _is_query(flags):
-        request = DNSRecord.parse(data)
+        request = parse(data)
         opts = [
             _Edns(int(rr.edns_len), int(rr.edns_ver), bool(rr.edns_do), not rr.rname.label)
             for rr in request.ar
@@ -149,7 +203,7 @@ def _parse(data: bytes) -> tuple[DNSRecord, list[_Edns]]:
         ]
         return request, opts
     # UPDATE and NOTIFY bodies (e.g. empty-rdata deletes) need not parse for a NOTIMP reply.
-    buffer = DNSBuffer(data)
+    buffer = _OctetBuffer(data)
     header = DNSHeader.parse(buffer)
     try:
         questions = [DNSQuestion.parse(buffer)] if int(header.q) == 1 else []
@@ -214,7 +268,27 @@ def _opt(payload: int, query: _Edns, rcode: int = 0) -> RR:
     return EDNS0(udp_len=payload, ext_rcode=rcode >> 4, flags="do" if query.do else "")
 
 
-def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload: int) -> bytes:
+opt_record = _opt
+
+
+def edns_of(request: DNSRecord) -> list[_Edns] | None:
+    """The query's one plain OPT (``[edns]``), ``[]`` without EDNS, or None when its
+    additional section holds anything else (other records, several OPTs, version > 0)."""
+    opts = [
+        _Edns(int(rr.edns_len), int(rr.edns_ver), bool(rr.edns_do), not rr.rname.label)
+        for rr in request.ar
+        if int(rr.rtype) == _OPT
+    ]
+    if len(opts) != len(request.ar) or len(opts) > 1:
+        return None
+    if opts and (opts[0].version or not opts[0].root_owner):
+        return None
+    return opts
+
+
+def _respond(
+    snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload: int, reserve: int = 0
+) -> bytes:
     qid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
     if _is_query(flags) and (qdcount > 1 or ancount or nscount or arcount > _MAX_ADDITIONAL):
         # Checked before parsing: dnslib follows compression pointers recursively, so a
@@ -251,7 +325,7 @@ def _respond(snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload:
         limit = MIN_UDP_PAYLOAD
     else:
         limit = min(ours, max(MIN_UDP_PAYLOAD, opt.payload))
-    if len(wire) <= limit:
+    if len(wire) <= limit - reserve:
         return wire
     if tcp:
         log.warning("query: answer of %d bytes does not fit a TCP message", len(wire))

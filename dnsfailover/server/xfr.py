@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import struct
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import dns.tsig
 
 from dnsfailover.config.schema import Config
 from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
-from dnsfailover.server.tsig import Keyring, key_name
+from dnsfailover.server.tsig import Keyring, key_name, response_shell, tsig_error
 from dnsfailover.server.versions import Delta
 
 log = logging.getLogger("dnsfailover.server.xfr")
@@ -166,10 +164,9 @@ class TransferHandler:
         self._keyring = dict(keyring or {})
 
     def claims(self, wire: bytes) -> bool:
-        """Transfers, and SOA queries with an additional section (maybe TSIG: a secondary's
-        signed refresh query).  Everything else goes to the normal path untouched."""
-        qtype = wire_qtype(wire)
-        return qtype in (AXFR, IXFR) or (qtype == SOA and wire[10:12] != b"\x00\x00")
+        """Transfers.  Everything else goes to the normal path untouched (which verifies and
+        signs a secondary's signed SOA query too: :mod:`dnsfailover.server.signed`)."""
+        return wire_qtype(wire) in (AXFR, IXFR)
 
     def __call__(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
         if not self.claims(wire):
@@ -193,24 +190,20 @@ class TransferHandler:
         origin = question.name.to_text().lower()
         kind = dns.rdatatype.to_text(question.rdtype)
         keyname = query.keyname
-        if question.rdtype == SOA and keyname is None:
-            return None  # unsigned: the normal path answers it
         if keyname is not None:
             key = self._keyring.get(keyname)
             if key is None or key.algorithm != query.keyalgorithm:
                 log.warning("xfr: %s %s from %s: unknown TSIG key", kind, origin, peer[0])
-                return [_tsig_error(query, dns.rcode.BADKEY)]
+                return [tsig_error(query, dns.rcode.BADKEY)]
             try:
                 query = dns.message.from_wire(wire, keyring={keyname: key})
             except dns.tsig.BadTime:
                 log.warning("xfr: %s %s from %s: TSIG time out of range", kind, origin, peer[0])
-                return [_tsig_error(query, dns.rcode.BADTIME)]
+                return [tsig_error(query, dns.rcode.BADTIME)]
             except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
                 log.warning("xfr: %s %s from %s: bad TSIG signature", kind, origin, peer[0])
-                return [_tsig_error(query, dns.rcode.BADSIG)]
+                return [tsig_error(query, dns.rcode.BADSIG)]
         content = self._zones.contents.get(origin)
-        if question.rdtype == SOA:
-            return [self._soa(query, content)]
         try:
             address = ipaddress.ip_address(peer[0].split("%")[0])
         except ValueError:
@@ -231,21 +224,12 @@ class TransferHandler:
         )
         return messages
 
-    def _soa(self, query: dns.message.Message, content: ZoneContent | None) -> bytes:
-        """A signed answer to a signed SOA query for a zone apex (REFUSED elsewhere)."""
-        if content is None:
-            return self._reply(query, dns.rcode.REFUSED).to_wire()
-        reply = self._reply(query, dns.rcode.NOERROR)
-        reply.flags |= dns.flags.AA
-        reply.answer = [soa_rrset(content.origin, content.soa)]
-        return reply.to_wire()
-
     def _servfail(self, wire: bytes) -> list[bytes] | None:
         try:
             query = dns.message.from_wire(wire, keyring=False)
         except dns.exception.DNSException:
             return None
-        return [_response_shell(query, dns.rcode.SERVFAIL).to_wire()]
+        return [response_shell(query, dns.rcode.SERVFAIL).to_wire()]
 
     @staticmethod
     def _reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
@@ -342,37 +326,6 @@ def _client_serial(query: dns.message.Message) -> int | None:
             assert isinstance(rd, dns.rdtypes.ANY.SOA.SOA)
             return int(rd.serial)
     return None
-
-
-def _tsig_error(query: dns.message.Message, error: dns.rcode.Rcode) -> bytes:
-    """NOTAUTH with an unsigned TSIG carrying ``error`` (RFC 8945 §5.2.2, §5.2.3)."""
-    assert query.tsig is not None
-    rd = query.tsig[0]
-    wire = _response_shell(query, dns.rcode.NOTAUTH).to_wire()
-    now = int(time.time())
-    other = now.to_bytes(6) if error == dns.rcode.BADTIME else b""
-    rdata = (
-        (rd.algorithm.to_wire() or b"")
-        + now.to_bytes(6)
-        + struct.pack("!HHHHH", rd.fudge, 0, query.id, int(error), len(other))
-        + other
-    )
-    owner = query.tsig.name.to_wire() or b""
-    tsig = owner + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
-    arcount = int.from_bytes(wire[10:12]) + 1
-    return bytes(wire[:10] + arcount.to_bytes(2) + wire[12:] + tsig)
-
-
-def _response_shell(
-    query: dns.message.Message, rcode: dns.rcode.Rcode = dns.rcode.NOERROR
-) -> dns.message.Message:
-    """An unsigned response (dnspython's make_response signs replies to signed queries)."""
-    reply = dns.message.Message(id=query.id)
-    reply.flags = dns.flags.QR | (query.flags & dns.flags.RD)
-    reply.set_opcode(query.opcode())
-    reply.set_rcode(rcode)
-    reply.question = list(query.question)
-    return reply
 
 
 def transfer_acl(config: Config) -> dict[str, tuple[Peer, ...]]:

@@ -63,14 +63,18 @@ def _soa(content: ZoneContent, origin: Labels) -> tuple[RR, RR]:
     return soa_rr, RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
 
 
-def _weights(rs: RecordSet, code: int, rrs: tuple[RR, ...]) -> tuple[int, ...] | None:
+def _weights(rs: RecordSet, code: int, kept: Sequence[int]) -> tuple[int, ...] | None:
     """A set's weights when it rotates: only address sets do, and all-zero weights mean no
-    preference (Route 53 too)."""
+    preference (Route 53 too).  ``kept[i]`` is the RR that value ``i`` became (duplicates
+    share one, and their weights add up)."""
     if not (rs.weights and code in (_A, _AAAA) and any(rs.weights)):
         return None
-    if min(rs.weights) < 0 or len(rs.weights) != len(rrs):
+    if min(rs.weights) < 0 or len(rs.weights) != len(kept):
         raise ZoneBuildError(f"{rs.name} {rs.rtype}: weights must be one >= 0 per value")
-    return rs.weights
+    summed = [0] * (max(kept) + 1 if kept else 0)
+    for index, weight in zip(kept, rs.weights, strict=True):
+        summed[index] += weight
+    return tuple(summed)
 
 
 def _build_zone(content: ZoneContent) -> ZoneData:
@@ -80,10 +84,10 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     weights: dict[tuple[Labels, int], tuple[int, ...]] = {}
     owners: set[Labels] = {origin}
     for rs in content.records:
-        name, code, rrs = _build_rrset(rs, origin)
+        name, code, rrs, kept = _build_rrset(rs, origin)
         if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
-        if (w := _weights(rs, code, rrs)) is not None:
+        if (w := _weights(rs, code, kept)) is not None:
             weights[name, code] = w
         # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
         built[name, code] = rrs
@@ -168,7 +172,7 @@ def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData
         before = old.managed[key]
         if rs is before or rs == before:
             continue
-        name, code, rrs = _build_rrset(rs, origin)
+        name, code, rrs, kept = _build_rrset(rs, origin)
         types = data.managed_types.get(name)
         if types is None:
             continue  # occluded by a delegation: not served
@@ -178,7 +182,7 @@ def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData
             rrsets[name, code] = rrs
         else:
             rrsets.pop((name, code), None)  # the name stays: NODATA
-        w = _weights(rs, code, rrs)
+        w = _weights(rs, code, kept)
         if w is not None and rrs:
             weighted[name, code] = Rotor(rrs, w)
         else:
@@ -240,12 +244,39 @@ def _rdata(rtype: str, value: str) -> Any:
     return parse_rdata(rtype, value)
 
 
-def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, ...]]:
+def _unique(rds: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """The rdata without duplicates (RFC 2181 §5: an RRset is a set), compared by their
+    wire form, and for each value the index of the one kept for it.
+
+    A value may be written several ways (``dup`` and ``"dup"``, ``2001:db8::5`` and
+    ``2001:DB8:0:0::5``); names in rdata are lower-cased when parsed, so equal wire bytes are
+    what BIND compares too.
+    """
+    unique: list[Any] = []
+    seen: dict[bytes, int] = {}
+    kept: list[int] = []
+    for rd in rds:
+        buffer = DNSBuffer()
+        try:
+            rd.pack(buffer)
+        except Exception:  # cannot be encoded: `_checked` reports it
+            kept.append(len(unique))
+            unique.append(rd)
+            continue
+        index = seen.setdefault(bytes(buffer.data), len(unique))
+        if index == len(unique):
+            unique.append(rd)
+        kept.append(index)
+    return unique, kept
+
+
+def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, ...], list[int]]:
+    """The set's owner, type, RRs (duplicates removed) and which RR each value became."""
     where = f"{rs.name} {rs.rtype}"
     try:
         name = name_labels(rs.name)
         code = qtype_code(rs.rtype)
-        rds = [_rdata(rs.rtype, value) for value in rs.values]
+        rds, kept = _unique([_rdata(rs.rtype, value) for value in rs.values])
     except ZoneBuildError as e:
         raise ZoneBuildError(f"{where}: {e}") from e
     depth = len(origin)
@@ -257,8 +288,9 @@ def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, 
         raise ZoneBuildError(f"{where}: TTL {rs.ttl} is outside 0-{MAX_TTL}")
     owner = DNSLabel(name)
     if code in (_A, _AAAA):  # an address always encodes: no need to pack it to find out
-        return name, code, tuple(RR(owner, code, _IN, rs.ttl, rd) for rd in rds)
-    return name, code, tuple(_checked(RR(owner, code, _IN, rs.ttl, rd), where) for rd in rds)
+        return name, code, tuple(RR(owner, code, _IN, rs.ttl, rd) for rd in rds), kept
+    rrs = tuple(_checked(RR(owner, code, _IN, rs.ttl, rd), where) for rd in rds)
+    return name, code, rrs, kept
 
 
 class ZoneSnapshot:

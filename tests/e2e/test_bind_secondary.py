@@ -82,8 +82,6 @@ options {{
     min-retry-time 1;
     notify no;
 }};
-# Our UDP path cannot sign replies yet: BIND's signed SOA refresh query must use TCP.
-server 127.0.0.1 {{ tcp-only yes; }};
 zone "{ZONE}" {{
     type secondary;
     file "{directory}/example.test.db";
