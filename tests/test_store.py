@@ -9,12 +9,22 @@ import pytest
 from dnsfailover.engine.values import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, State
-from dnsfailover.runtime.store import SERIAL_MAX, AsyncStore, Store, next_serial
+from dnsfailover.runtime.store import (
+    MAX_AHEAD,
+    SERIAL_MAX,
+    Store,
+    next_serial,
+    serial_wait,
+)
+from dnsfailover.runtime.store_thread import AsyncStore
 
 
 def test_next_serial_is_time_based_and_strictly_increasing() -> None:
-    assert next_serial(None, 1_700_000_000.5) == 1_700_000_000
+    # Without a stored serial (a new or lost file): above anything a bounded run served.
+    assert next_serial(None, 1_700_000_000.5) == 1_700_000_000 + MAX_AHEAD
     assert next_serial(1_700_000_000, 1_700_000_000.9) == 1_700_000_001
+    assert serial_wait(1_700_000_000 + MAX_AHEAD, 1_700_000_000.2) == 0
+    assert serial_wait(1_700_000_001 + MAX_AHEAD, 1_700_000_000.25) == 0.75
     assert next_serial(1_800_000_000, 1_700_000_000.0) == 1_800_000_001
     with pytest.raises(StoreError):
         next_serial(SERIAL_MAX, 0)

@@ -166,6 +166,8 @@ def read_events(path: str, limit: int, before: int | None) -> Any:
         raise ApiError(str(e), 400) from None
     try:
         return events(store.events(limit, before), limit)
+    except StoreError as e:  # damaged pages: said, never a traceback
+        raise ApiError(str(e), 400) from None
     finally:
         store.close()
 

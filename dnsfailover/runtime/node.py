@@ -50,7 +50,7 @@ from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
 from dnsfailover.runtime.reload import apply_reload
 from dnsfailover.runtime.serving import Serving
-from dnsfailover.runtime.store import AsyncStore, Store
+from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, make_syncs, region_source
 from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.tasks import cancel_and_wait, settle
@@ -86,6 +86,7 @@ class Node:
         node_id: str | None = None,
         api: tuple[str, int] | None = None,
         config_path: str | None = None,
+        state_recover: bool = False,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -99,7 +100,7 @@ class Node:
         self.embedded = EmbeddedZones()
         self._api_addr = api
         self._api: ApiServer | None = None
-        self._state_path = state_path
+        self._state_path, self._state_recover = state_path, state_recover
         self._clock = clock
         self._tracker = HealthTracker(hysteresis(config), config.votes())
         self._wake = asyncio.Event()
@@ -143,13 +144,11 @@ class Node:
 
     async def start(self) -> tuple[str, int]:
         """Cold-start and begin serving; returns the DNS address actually bound."""
-        self.store = await AsyncStore.open(self._state_path)
-        serials, saved, engine, overrides = await self.store.run(
-            lambda s: (s.serials(), s.health(), s.engine_state(), s.overrides())
-        )
-        self.publisher.restore(self.store, serials, engine)
-        self.book.open(self.store, overrides)
-        for h in saved:
+        self.store = await AsyncStore.open(self._state_path, recover=self._state_recover)
+        restored = self.store.restored  # bad rows skipped, logged and recorded
+        self.publisher.restore(self.store, restored.serials, restored.engine)
+        self.book.open(self.store, restored.overrides)
+        for h in restored.health:
             self._tracker.restore(h.target, h.region, h.state, h.since, h.reason)
         self._scheduler = ProbeScheduler(
             self.config.targets(),
@@ -338,7 +337,7 @@ class Node:
             health, self._pending_health = self._pending_health, []
             self._changed_keys.clear()
             if health:
-                await self.store.run(lambda s: s.save_health(health))
+                self.publisher.later(lambda s: s.save_health(health))
             return
         overrides, held = self.overrides(), self.book.held()
         reset, self._reset_breaker = self._reset_breaker, False
@@ -362,7 +361,7 @@ class Node:
         told = self._tell(edges(self._last_decided, decision), now)
         self._last_decided = decision
         changed = self.publisher.changed(decision.zones, force_all=force_all)
-        serials = self.publisher.next_serials(changed, now)
+        serials = await self.publisher.reserve(changed, self._clock)
         health, self._pending_health = self._pending_health, []
         if link is not None:
             every = {**self.publisher.serials, **serials}
@@ -372,11 +371,7 @@ class Node:
                 self._pending_health = health + self._pending_health
                 return
 
-            def persist(store: Store) -> None:
-                store.save_health(health)
-                store.add_events(told)
-
-            await self.store.run(persist)
+            self.publisher.later(lambda s: s.save_health(health, told))
         else:
             await self.publisher.commit(decision, serials, changed, now, health, told)
         self._base = decision
@@ -410,14 +405,8 @@ class Node:
             self.alerter.emit(Notice.from_sync_event(event))
         if self.store is None:
             return
-        self._record_later((event.at, f"provider-{event.kind}", event.zone, event.message))
-
-    def _record_later(self, row: Row) -> None:
-        assert self.store is not None
-        store = self.store
-        task = asyncio.create_task(store.run(lambda s: s.add_events([row])))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        row = (event.at, f"provider-{event.kind}", event.zone, event.message)
+        self.publisher.later(lambda s: s.add_events([row]))
 
     # -- what the API, drills and cluster link see (api.ports, drills.scheduler.DrillHost) ----
 
@@ -439,6 +428,10 @@ class Node:
 
     def sync_statuses(self) -> dict[str, SyncStatus]:
         return {origin: sync.status for origin, sync in self.publisher.syncs.items()}
+
+    def state_problem(self) -> str | None:
+        error = self.publisher.store_error
+        return None if error is None else f"state store: {error}"
 
     def dns_counts(self) -> list[int] | None:
         server = self.serving.server
@@ -473,7 +466,7 @@ class Node:
         if self.store is None:
             raise NotReady("the service is starting; its history is not open yet")
         row = (self._clock(), kind, subject, message)
-        await self.store.run(lambda s: s.add_events([row]))
+        await self.store.run(lambda s: s.add_events([row], durable=True))
 
     async def add_override(self, o: Override) -> None:
         """See `OverrideBook.add`."""
