@@ -213,7 +213,7 @@ class Node:
         wait = self.config.cluster.lease_ttl + 1.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._link.first_decision.wait(), wait)
-        if self.published is not None:
+        if self.published is not None or await self._link.serve_saved():
             return
         log.warning(
             "cluster: no published decision within %.1fs (%s); serving a local decision "

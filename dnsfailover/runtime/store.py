@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
     subject TEXT NOT NULL, message TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS overrides (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS saved (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 SERIAL_MAX = 2**32 - 1
@@ -408,6 +409,21 @@ class Store:
             ],
         )
         self._events(db, events)
+
+    def save_values(self, values: Mapping[str, str]) -> None:
+        """Keep JSON `values` by key (the cluster's last applied decision, see cluster_link)."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR REPLACE INTO saved VALUES (?, ?)", values.items())
+
+        self._tx(work)
+
+    def saved(self, prefix: str) -> dict[str, str]:
+        """The kept values whose key starts with `prefix`."""
+        sql = "SELECT key, value FROM saved"
+        return {
+            str(k): str(v) for k, v in self._rows("saved values", sql) if str(k).startswith(prefix)
+        }
 
     def add_events(self, events: Iterable[Row], *, durable: bool = False) -> None:
         """Append (at, kind, subject, message) rows to the history (`durable`: see `_tx`)."""
