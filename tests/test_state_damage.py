@@ -267,7 +267,7 @@ def test_a_damaged_file_names_state_recover_which_starts_cold_and_keeps_it(
     original = state.read_bytes()
 
     refused = subprocess.run(
-        [str(first.proc.args[0]), "serve", str(cfg), "--dns", "127.0.0.1:0", "--api", "off",
+        [str(BIN), "serve", str(cfg), "--dns", "127.0.0.1:0", "--api", "off",
          "--state", str(state)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
