@@ -42,7 +42,7 @@ from dnsfailover.engine.endings import ended
 from dnsfailover.engine.index import index
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState, Published
-from dnsfailover.errors import DnsFailoverError, NotReady, UserError
+from dnsfailover.errors import DnsFailoverError, NotReady, StoreError, UserError
 from dnsfailover.health.tracker import HealthTracker, log_change
 from dnsfailover.model import Event, HealthChange, Observation, ZoneContent
 from dnsfailover.provider.sync import SyncEvent, SyncStatus
@@ -138,7 +138,6 @@ class Node:
         self._scheduler: ProbeScheduler | None = None
         self.serving = Serving(self.embedded, dns_host, dns_port, workers)
         self._drills: DrillScheduler | None = None
-        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -249,16 +248,13 @@ class Node:
             await self._scheduler.stop()
         for sync in self.publisher.syncs.values():
             await sync.stop()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
         await self.serving.stop_notify()
         await self.alerter.stop()
         await self.serving.stop()
         if self.store is not None:
-            await self.publisher.flush()
-            if self._pending_health:
-                changes, self._pending_health = self._pending_health, []
-                await self.store.run(lambda s: s.save_health(changes))
+            changes, self._pending_health = self._pending_health, []
+            self.publisher.later(lambda s: s.save_health(changes))
+            await self.publisher.flush()  # a failure is logged: a full disk must not stop a stop
             await self.store.close()
 
     # -- health → engine ----------------------------------------------------------------------
@@ -319,6 +315,9 @@ class Node:
             try:
                 async with self._decide_lock:
                     await self._decide_and_publish()
+            except StoreError as e:  # the serial floor cannot be written (logged by publish)
+                log.error("engine: cannot publish: %s; still serving the last answers", e)
+                await asyncio.sleep(1.0)
             except Exception:
                 # Static stability: whatever failed, the last published answers stay served.
                 log.exception("engine: decision failed; still serving the last answers")
