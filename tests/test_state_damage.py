@@ -227,6 +227,12 @@ def test_garbage_in_the_history_is_a_clear_error_not_a_traceback(
     assert "damaged" in failed[0].stderr
     assert "--state-recover" in failed[0].stderr
 
+    again = serve(cfg, "--state-recover", state=state)  # what the errors said to do
+    assert again.answer(WWW) == (A, B)
+    assert list(tmp_path.glob("state.db.damaged-*[0-9]")), "moved aside, kept"
+    status, body = api(again, "GET", "/api/v1/events?limit=1000")
+    assert status == 200
+
 
 # -- a damaged file: refuse, naming the way forward; with it, start cold --------------------
 

@@ -35,7 +35,7 @@ def open_state(path: str | Path, *, recover: bool = False) -> tuple[Store, Resto
     """
     p = Path(path)
     try:
-        store, restored = _open(p)
+        store, restored = _open(p, check=recover)
         problems = restored.problems
     except StateDamaged as e:
         if not recover:
@@ -64,7 +64,7 @@ def open_state(path: str | Path, *, recover: bool = False) -> tuple[Store, Resto
     )
 
 
-def _open(p: Path) -> tuple[Store, Restored]:
+def _open(p: Path, *, check: bool = False) -> tuple[Store, Restored]:
     if str(p) == ":memory:":
         store = Store(p)
         return store, store.restore()
@@ -77,6 +77,8 @@ def _open(p: Path) -> tuple[Store, Restored]:
         _create(p)
     store = Store(p)
     try:
+        if check:  # --state-recover: damage only the history's pages hold counts too
+            store.check()
         return store, store.restore()
     except BaseException:
         store.close()

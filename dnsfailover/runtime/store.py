@@ -158,6 +158,15 @@ class Store:
                 error = StoreError(f"cannot open state store {path}: {e}")
             raise error from e
 
+    def check(self) -> None:
+        """SQLite's quick check of every page (reads the whole file).
+
+        :raises StateDamaged: it finds damage.
+        """
+        found = [str(row[0]) for row in self._rows("every page", "PRAGMA quick_check(5)")]
+        if found != ["ok"]:
+            raise StateDamaged(f"state file {self.path} is damaged ({'; '.join(found)})")
+
     def _migrate(self) -> None:
         """Bring an older database up to date; old rows stay readable."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(engine)")}
