@@ -79,3 +79,37 @@ def test_a_decision_writes_only_the_names_it_changed(tmp_path: Path) -> None:
     assert stored["n8.example.test."].active == "east"
     assert len(stored) == 50
     s.close()
+
+
+def test_serial_floors_survive_a_torn_write_and_grow_for_more_zones(tmp_path: Path) -> None:
+    from dnsfailover.runtime.floors import MIN_SLOT, SerialFloors
+
+    path = tmp_path / "state.db-serials"
+    floors = SerialFloors(path)
+    floors.save({"a.test.": 10})
+    floors.save({"a.test.": 11})
+    assert path.stat().st_size == 2 * MIN_SLOT, "allocated once, rewritten in place"
+    floors.save({"a.test.": 12})  # the slots alternate: where 10 was
+    assert SerialFloors(path).load() == {"a.test.": 12}
+    with path.open("r+b") as f:  # a crash tore the newest slot
+        f.seek(MIN_SLOT)
+        f.write(b"\xff" * 64)
+    assert SerialFloors(path).load() == {"a.test.": 11}, "the other slot is whole"
+
+    many = {f"z{i}.test.": 1_800_000_000 + i for i in range(2000)}
+    again = SerialFloors(path)
+    again.load()
+    again.save(many)
+    assert SerialFloors(path).load() == many
+    path.write_bytes(b"not a floors file")
+    assert SerialFloors(path).load() == {}
+
+
+def test_serial_floors_are_restored_above_the_stored_serials(tmp_path: Path) -> None:
+    s = Store(tmp_path / "state.db")
+    s.save_serials({"a.test.": 100, "b.test.": 500})
+    s.save_floors({"a.test.": 116, "b.test.": 200})
+    s.close()
+    s = Store(tmp_path / "state.db")
+    assert s.restore().serials == {"a.test.": 116, "b.test.": 500}
+    s.close()
