@@ -32,7 +32,7 @@ RECORD_CHUNK = 1000  # names' state per store transaction behind the answers
 LOGGED_TRANSITIONS = 20  # a regional outage changes thousands of names: the rest is summed up
 # Serial floors (floors.py) are written once per this many serials of a zone, not per change.
 SERIAL_BLOCK = 16
-MAX_WAIT = 1.0  # longest a publish waits for the clock to let its serial (see `reserve`)
+MAX_WAIT = 2.0  # longest a publish waits for the clock to let its serial (see `reserve`)
 
 
 class Publisher:
@@ -111,8 +111,9 @@ class Publisher:
 
     async def reserve(self, changed: Sequence[str], clock: Callable[[], float]) -> dict[str, int]:
         """The next serials of `changed`, kept at most MAX_AHEAD seconds ahead of the clock:
-        a burst beyond that waits (under a second) for the clock, so a node that lost its
-        state file and starts at now + MAX_AHEAD is above every serial it served."""
+        a burst beyond that waits (at most 2 s, right after a start without a stored serial)
+        for the clock, so a node that lost its state file and starts at now + MAX_AHEAD + 1
+        is above every serial it served."""
         now = clock()
         serials = self.next_serials(changed, now)
         wait = max((serial_wait(s, now) for s in serials.values()), default=0.0)

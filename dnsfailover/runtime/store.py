@@ -92,12 +92,13 @@ class Restored:
 def next_serial(previous: int | None, now: float) -> int:
     """A serial larger than `previous`: seconds since the epoch when that is larger.
 
-    Without a previous serial (a new or lost state file) it is now + MAX_AHEAD, which is
-    above anything served before as long as no serial ran further ahead (`serial_wait`);
-    +1 covers several changes within one second.  Kept below 2**32 (RFC 1982 serial space).
+    Without a previous serial (a new or lost state file) it is now + MAX_AHEAD + 1, which is
+    above anything served before (even within the same second) as long as no serial ran
+    further ahead than MAX_AHEAD (`serial_wait`); +1 covers several changes within one
+    second.  Kept below 2**32 (RFC 1982 serial space).
     """
     clock = int(now)
-    candidate = clock + MAX_AHEAD if previous is None else max(previous + 1, clock)
+    candidate = clock + MAX_AHEAD + 1 if previous is None else max(previous + 1, clock)
     if candidate > SERIAL_MAX:
         raise StoreError(f"SOA serial would exceed {SERIAL_MAX}")
     return candidate
