@@ -22,6 +22,10 @@ from dnsfailover.runtime.store_thread import AsyncStore
 def test_next_serial_is_time_based_and_strictly_increasing() -> None:
     # Without a stored serial (a new or lost file): above anything a bounded run served.
     assert next_serial(None, 1_700_000_000.5) == 1_700_000_000 + MAX_AHEAD + 1
+    # ... counted from when the state was opened: the run before stopped serving before that
+    assert next_serial(None, 1_700_000_009.5, started=1_700_000_001.2) == (
+        1_700_000_001 + MAX_AHEAD + 1
+    )
     assert next_serial(1_700_000_000, 1_700_000_000.9) == 1_700_000_001
     assert serial_wait(1_700_000_000 + MAX_AHEAD, 1_700_000_000.2) == 0
     assert serial_wait(1_700_000_001 + MAX_AHEAD, 1_700_000_000.25) == 0.75

@@ -145,7 +145,7 @@ class Node:
         """Cold-start and begin serving; returns the DNS address actually bound."""
         self.store = await AsyncStore.open(self._state_path, recover=self._state_recover)
         restored = self.store.restored  # bad rows skipped, logged and recorded
-        self.publisher.restore(self.store, restored.serials, restored.engine)
+        self.publisher.restore(self.store, restored.serials, restored.engine, self._clock())
         self.book.open(self.store, restored.overrides)
         for h in restored.health:
             self._tracker.restore(h.target, h.region, h.state, h.since, h.reason)

@@ -70,6 +70,7 @@ class Publisher:
         self._floors: dict[str, int] = {}  # serial floors in the store, by origin
         self.store_error: str | None = None  # the last state write failed: why
         self._ahead_warned = False
+        self._started: float | None = None  # when the store was opened
 
     @property
     def serials(self) -> Mapping[str, int]:
@@ -80,9 +81,15 @@ class Publisher:
         """The engine state the next decision starts from."""
         return self._engine
 
-    def restore(self, store: AsyncStore, serials: Mapping[str, int], engine: EngineState) -> None:
-        """Start from what the store kept (cold start)."""
-        self._store = store
+    def restore(
+        self,
+        store: AsyncStore,
+        serials: Mapping[str, int],
+        engine: EngineState,
+        now: float | None = None,
+    ) -> None:
+        """Start from what the store kept (cold start), opened at `now`."""
+        self._store, self._started = store, now
         self._serials, self._engine = dict(serials), engine
         self._floors = dict(serials)
 
@@ -107,13 +114,13 @@ class Publisher:
         ]
 
     def next_serials(self, changed: Iterable[str], now: float) -> dict[str, int]:
-        return {o: next_serial(self._serials.get(o), now) for o in changed}
+        return {o: next_serial(self._serials.get(o), now, self._started) for o in changed}
 
     async def reserve(self, changed: Sequence[str], clock: Callable[[], float]) -> dict[str, int]:
         """The next serials of `changed`, kept at most MAX_AHEAD seconds ahead of the clock:
-        a burst beyond that waits (at most 2 s, right after a start without a stored serial)
-        for the clock, so a node that lost its state file and starts at now + MAX_AHEAD + 1
-        is above every serial it served."""
+        a burst beyond that waits (under a second) for the clock, so a node that lost its
+        state file and starts at MAX_AHEAD + 1 past the second it opened its state is above
+        every serial it served.  (Such a start waits for the next second itself.)"""
         now = clock()
         serials = self.next_serials(changed, now)
         wait = max((serial_wait(s, now) for s in serials.values()), default=0.0)

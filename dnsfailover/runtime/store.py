@@ -89,16 +89,20 @@ class Restored:
     problems: list[str] = field(default_factory=list)
 
 
-def next_serial(previous: int | None, now: float) -> int:
+def next_serial(previous: int | None, now: float, started: float | None = None) -> int:
     """A serial larger than `previous`: seconds since the epoch when that is larger.
 
-    Without a previous serial (a new or lost state file) it is now + MAX_AHEAD + 1, which is
-    above anything served before (even within the same second) as long as no serial ran
-    further ahead than MAX_AHEAD (`serial_wait`); +1 covers several changes within one
-    second.  Kept below 2**32 (RFC 1982 serial space).
+    Without a previous serial (a new or lost state file) it is started + MAX_AHEAD + 1, where
+    `started` (default `now`) is when this node opened its state, after any earlier run of it
+    stopped serving: above anything served before as long as no serial ran further ahead
+    than MAX_AHEAD (`serial_wait`).  +1 covers several changes within one second.  Kept below
+    2**32 (RFC 1982 serial space).
     """
     clock = int(now)
-    candidate = clock + MAX_AHEAD + 1 if previous is None else max(previous + 1, clock)
+    if previous is None:
+        candidate = int(now if started is None else started) + MAX_AHEAD + 1
+    else:
+        candidate = max(previous + 1, clock)
     if candidate > SERIAL_MAX:
         raise StoreError(f"SOA serial would exceed {SERIAL_MAX}")
     return candidate
