@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from support import BIN, HttpEndpoints, Server, run_cli, wait_for
 
-from dnsfailover.runtime.store import MAX_AHEAD, Store
+from dnsfailover.runtime.serials import MAX_AHEAD
+from dnsfailover.runtime.store import Store
 
 TOKEN = "state-token-0123456789abcdef"
 WWW = "www.example.test."

@@ -9,13 +9,8 @@ import pytest
 from dnsfailover.engine.values import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, State
-from dnsfailover.runtime.store import (
-    MAX_AHEAD,
-    SERIAL_MAX,
-    Store,
-    next_serial,
-    serial_wait,
-)
+from dnsfailover.runtime.serials import MAX_AHEAD, SERIAL_MAX, next_serial, serial_wait
+from dnsfailover.runtime.store import Store
 from dnsfailover.runtime.store_thread import AsyncStore
 
 

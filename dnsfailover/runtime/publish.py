@@ -20,7 +20,8 @@ from dnsfailover.engine.values import Decision, EngineState, Published
 from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, ZoneContent
 from dnsfailover.provider.sync import ZoneSync
-from dnsfailover.runtime.store import MAX_AHEAD, Store, next_serial, serial_wait
+from dnsfailover.runtime.serials import MAX_AHEAD, next_serial, serial_wait
+from dnsfailover.runtime.store import Store
 from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.runtime.wiring import provider_records, with_serials
 from dnsfailover.server.embedded import EmbeddedZones

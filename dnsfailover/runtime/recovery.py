@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from dnsfailover.errors import StoreError
-from dnsfailover.runtime.store import MAX_AHEAD, Restored, StateDamaged, Store
+from dnsfailover.runtime.serials import MAX_AHEAD
+from dnsfailover.runtime.store import Restored, StateDamaged, Store
 
 log = logging.getLogger("dnsfailover.store")
 

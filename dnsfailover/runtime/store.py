@@ -27,6 +27,7 @@ from dnsfailover.engine.values import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
 from dnsfailover.model import Event, HealthChange, State
 from dnsfailover.runtime.floors import SerialFloors
+from dnsfailover.runtime.serials import MAX_AHEAD, SERIAL_MAX
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS serials (zone TEXT PRIMARY KEY, serial INTEGER NOT NULL);
@@ -42,11 +43,6 @@ CREATE TABLE IF NOT EXISTS overrides (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS saved (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-SERIAL_MAX = 2**32 - 1
-# A serial never runs more than this many seconds ahead of the clock (bursts beyond it wait
-# for the clock), so a node that lost its state file starts at now + MAX_AHEAD: above any
-# serial it ever served.
-MAX_AHEAD = 3600
 # The history keeps the newest EVENTS_KEEP events, none older than EVENTS_MAX_AGE seconds.
 EVENTS_KEEP = 100_000
 EVENTS_MAX_AGE = 90 * 86400
@@ -87,30 +83,6 @@ class Restored:
     engine: EngineState
     overrides: list[Override]
     problems: list[str] = field(default_factory=list)
-
-
-def next_serial(previous: int | None, now: float, started: float | None = None) -> int:
-    """A serial larger than `previous`: seconds since the epoch when that is larger.
-
-    Without a previous serial (a new or lost state file) it is started + MAX_AHEAD + 1, where
-    `started` (default `now`) is when this node opened its state, after any earlier run of it
-    stopped serving: above anything served before as long as no serial ran further ahead
-    than MAX_AHEAD (`serial_wait`).  +1 covers several changes within one second.  Kept below
-    2**32 (RFC 1982 serial space).
-    """
-    clock = int(now)
-    if previous is None:
-        candidate = int(now if started is None else started) + MAX_AHEAD + 1
-    else:
-        candidate = max(previous + 1, clock)
-    if candidate > SERIAL_MAX:
-        raise StoreError(f"SOA serial would exceed {SERIAL_MAX}")
-    return candidate
-
-
-def serial_wait(serial: int, now: float) -> float:
-    """Seconds until `serial` is at most MAX_AHEAD ahead of the clock (0: it is now)."""
-    return max(0.0, serial - MAX_AHEAD - now)
 
 
 def damaged(path: str, e: sqlite3.Error, what: str) -> StoreError:
