@@ -264,7 +264,11 @@ class Store:
                 raise
             self._db.execute("COMMIT")
             if durable:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                _busy, frames, copied = self._db.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                ).fetchone()
+                if copied < frames:  # a reader (`events --state`) holds old frames: wait for it
+                    self._db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
         except sqlite3.Error as e:
             raise damaged(self.path, e, "cannot write") from e
         if self._written >= self._prune_every:
