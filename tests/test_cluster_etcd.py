@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
@@ -450,3 +452,85 @@ async def test_a_node_joins_a_cluster_whose_prefix_is_past_grpcs_reply_limit(
         await until(lambda: len(node.overrides) == 5_000, "every override read", 20)
     finally:
         await node.cluster.stop()
+
+
+async def test_a_decision_etcd_refuses_is_an_error_and_a_notification(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any publish failure is an ERROR, counted, shown in status and notified (kind
+    `cluster`), and so is its end: never only a log line."""
+    from aiohttp import web
+
+    from dnsfailover.config.load import load
+    from dnsfailover.runtime.node import Node as ServiceNode
+
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = Etcd(extra=("--max-request-bytes", "8192"))
+    await asyncio.to_thread(server.start)
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    probe.bind(("127.0.0.1", 0))
+    big = ", ".join(
+        f"{{address: 127.5.{i // 250}.{1 + i % 250}, check_address: 127.0.0.1}}" for i in range(400)
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"cluster:\n  etcd: {{endpoints: ['{server.endpoint}'], prefix: /refused}}\n"
+        "  lease_ttl: 2\n"
+        f"notifications:\n  webhooks:\n    - {{url: 'http://127.0.0.1:{hook_port}/hook', "
+        "events: [cluster]}\n"
+        f"checks:\n  tcp: {{type: tcp, port: {probe.getsockname()[1]}, interval: 100ms, "
+        "timeout: 100ms, fall: 1, rise: 1}\n"
+        "zones:\n  example.test.:\n"
+        "    soa: {mname: ns1.example.test., rname: hostmaster.example.test.}\n"
+        "    nameservers: [ns1.example.test.]\n"
+        "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
+        "    failover:\n"
+        "      big: {policy: active-active, check: tcp, all_down: serve_none, "
+        f"endpoints: [{big}]}}\n"
+    )
+    cfg = await asyncio.to_thread(load, path)
+    node = ServiceNode(cfg, dns_port=0, state_path=tmp_path / "s.db", node_id="n1", api=None)
+    try:
+        await node.start()
+
+        async def until_async(check: Callable[[], bool], what: str) -> None:
+            async with asyncio.timeout(15):
+                while not check():  # noqa: ASYNC110 - another process's state
+                    await asyncio.sleep(0.05)
+
+        await until_async(lambda: node.cluster_status()["leader"] is True, "leader")
+        probe.listen(64)  # every endpoint up: `big`'s entry is more than etcd takes
+        await until_async(lambda: any(r["kind"] == "cluster" for r in received), "notified")
+        failed = next(r for r in received if r["kind"] == "cluster")
+        assert failed["severity"] == "error"
+        assert "not published" in failed["message"]
+        errors = [
+            r for r in caplog.records if r.levelname == "ERROR" and "not published" in r.message
+        ]
+        assert errors, "an ERROR, not a WARNING"
+        assert "cannot publish" in (node.cluster_status()["degraded"] or "")
+        assert node.cluster_status()["publish_failures"] >= 1
+        assert sum(r["kind"] == "cluster" for r in received) == 1, "once per streak"
+
+        probe.close()  # every endpoint down: the decision fits again
+        await until_async(lambda: len([r for r in received if r["kind"] == "cluster"]) == 2, "ok")
+        assert "publishing again" in received[-1]["message"]
+        assert node.cluster_status()["degraded"] is None
+    finally:
+        probe.close()
+        await node.stop()
+        await runner.cleanup()
+        await asyncio.to_thread(server.close)

@@ -9,12 +9,21 @@ import pytest
 from dnsfailover.engine.values import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, State
-from dnsfailover.runtime.store import SERIAL_MAX, AsyncStore, Store, next_serial
+from dnsfailover.runtime.serials import MAX_AHEAD, SERIAL_MAX, next_serial, serial_wait
+from dnsfailover.runtime.store import Store
+from dnsfailover.runtime.store_thread import AsyncStore
 
 
 def test_next_serial_is_time_based_and_strictly_increasing() -> None:
-    assert next_serial(None, 1_700_000_000.5) == 1_700_000_000
+    # Without a stored serial (a new or lost file): above anything a bounded run served.
+    assert next_serial(None, 1_700_000_000.5) == 1_700_000_000 + MAX_AHEAD + 1
+    # ... counted from when the state was opened: the run before stopped serving before that
+    assert next_serial(None, 1_700_000_009.5, started=1_700_000_001.2) == (
+        1_700_000_001 + MAX_AHEAD + 1
+    )
     assert next_serial(1_700_000_000, 1_700_000_000.9) == 1_700_000_001
+    assert serial_wait(1_700_000_000 + MAX_AHEAD, 1_700_000_000.2) == 0
+    assert serial_wait(1_700_000_001 + MAX_AHEAD, 1_700_000_000.25) == 0.75
     assert next_serial(1_800_000_000, 1_700_000_000.0) == 1_800_000_001
     with pytest.raises(StoreError):
         next_serial(SERIAL_MAX, 0)
@@ -68,4 +77,38 @@ def test_a_decision_writes_only_the_names_it_changed(tmp_path: Path) -> None:
     assert stored["n7.example.test."].active == "west"
     assert stored["n8.example.test."].active == "east"
     assert len(stored) == 50
+    s.close()
+
+
+def test_serial_floors_survive_a_torn_write_and_grow_for_more_zones(tmp_path: Path) -> None:
+    from dnsfailover.runtime.floors import MIN_SLOT, SerialFloors
+
+    path = tmp_path / "state.db-serials"
+    floors = SerialFloors(path)
+    floors.save({"a.test.": 10})
+    floors.save({"a.test.": 11})
+    assert path.stat().st_size == 2 * MIN_SLOT, "allocated once, rewritten in place"
+    floors.save({"a.test.": 12})  # the slots alternate: where 10 was
+    assert SerialFloors(path).load() == {"a.test.": 12}
+    with path.open("r+b") as f:  # a crash tore the newest slot
+        f.seek(MIN_SLOT)
+        f.write(b"\xff" * 64)
+    assert SerialFloors(path).load() == {"a.test.": 11}, "the other slot is whole"
+
+    many = {f"z{i}.test.": 1_800_000_000 + i for i in range(2000)}
+    again = SerialFloors(path)
+    again.load()
+    again.save(many)
+    assert SerialFloors(path).load() == many
+    path.write_bytes(b"not a floors file")
+    assert SerialFloors(path).load() == {}
+
+
+def test_serial_floors_are_restored_above_the_stored_serials(tmp_path: Path) -> None:
+    s = Store(tmp_path / "state.db")
+    s.save_serials({"a.test.": 100, "b.test.": 500})
+    s.save_floors({"a.test.": 116, "b.test.": 200})
+    s.close()
+    s = Store(tmp_path / "state.db")
+    assert s.restore().serials == {"a.test.": 116, "b.test.": 500}
     s.close()

@@ -52,7 +52,7 @@ ROUTES = (
     Route("GET", "/metrics", "metrics", "Prometheus metrics (text exposition format)"),
     Route("GET", "/openapi.json", "openapi", "This description"),
     Route("GET", "/", "page", "The status page (HTML, refreshes itself)"),
-    Route("GET", "/healthz", "healthz", "200 once the service publishes answers, else 503"),
+    Route("GET", "/healthz", "healthz", "200 once answers are published and state is writable"),
 )
 
 _ERROR = {"$ref": "#/components/responses/Error"}

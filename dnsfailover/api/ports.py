@@ -52,6 +52,9 @@ class NodeView(Protocol):
 
     def alert_stats(self) -> list[DestinationStats]: ...
 
+    def state_problem(self) -> str | None:
+        """Why state writes fail (a full disk...), None when they work: /healthz fails."""
+
     async def events(self, limit: int, before: int | None) -> list[Event]:
         """The history, newest first.
 

@@ -29,7 +29,7 @@ from dnsfailover.api.openapi import ROUTES, openapi
 from dnsfailover.api.ports import NodeControl, NodeView
 from dnsfailover.api.requests import BadRequest, parse_override, parse_removal
 from dnsfailover.engine.overrides import OverrideRefused
-from dnsfailover.errors import ConfigError, NotReady, UserError
+from dnsfailover.errors import ConfigError, NotReady, StoreError, UserError
 
 log = logging.getLogger("dnsfailover.api")
 
@@ -63,7 +63,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error(404, str(e))
     except UserError as e:  # BadRequest and every other error that is the caller's
         return error(400, str(e))
-    except NotReady as e:
+    except (NotReady, StoreError) as e:  # starting, or the state file cannot be used
         return error(503, str(e))
     except web.HTTPNotFound:
         return error(404, f"no such route: {request.method} {request.path}; see /openapi.json")
@@ -213,7 +213,9 @@ class ApiServer:
 
     async def get_healthz(self, request: web.Request) -> web.Response:
         ready = self.view.published is not None
-        return web.json_response({"ok": ready}, status=200 if ready else 503)
+        problem = self.view.state_problem()  # still serving DNS, but monitoring must know
+        body = {"ok": ready and problem is None} | ({"problem": problem} if problem else {})
+        return web.json_response(body, status=200 if body["ok"] else 503)
 
     # -- mutating ---------------------------------------------------------------------------
 

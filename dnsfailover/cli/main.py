@@ -65,6 +65,7 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
         node_id=args.node_id,
         api=args.api,
         config_path=args.config,
+        state_recover=args.state_recover,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -273,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes answering UDP queries on the same port (SO_REUSEPORT; default 1)",
     )
     state(sp)
+    sp.add_argument(
+        "--state-recover",
+        action="store_true",
+        help="if the state file is damaged (empty, truncated, not SQLite), move it aside "
+        "(kept as PATH.damaged-TIME) and start from a cold state; serials stay monotonic",
+    )
     sp.set_defaults(func=cmd_serve)
 
     sp = add_parser(

@@ -167,12 +167,16 @@ def read_events(path: str, limit: int, before: int | None) -> Any:
 
     if not Path(path).exists():
         raise ApiError(f"no state file at {path}", 400)
+    if Path(path).stat().st_size == 0:
+        raise ApiError(f"state file {path} is empty (0 bytes): it holds no history", 400)
     try:
         store = Store(path, readonly=True)
     except StoreError as e:
         raise ApiError(str(e), 400) from None
     try:
         return events(store.events(limit, before), limit)
+    except StoreError as e:  # damaged pages: said, never a traceback
+        raise ApiError(str(e), 400) from None
     finally:
         store.close()
 

@@ -29,6 +29,7 @@ EventKind = Literal[
     "provider_applied",  # a provider push succeeded (only if the service reports them)
     "override",  # an operator override set or removed
     "capacity",  # a name's healthy endpoints cannot carry its load (and when they can again)
+    "cluster",  # the leader cannot publish its decision to etcd (and when it can again)
 ]
 TRANSITION_KINDS = frozenset({"failover", "failback", "all_down", "answer"})
 ALL_EVENTS: tuple[EventKind, ...] = ("all",)

@@ -10,29 +10,43 @@ holds it, so all nodes answer the same records with the same serial.
 
 Static stability: when etcd is unreachable nothing here changes what is served; probes go
 on, the node says it is degraded, and when etcd returns the cluster layer re-delivers the
-state and the nodes converge on the leader's next decision.
+state and the nodes converge on the leader's next decision.  Every node keeps what it applied
+in its state file, so a node restarted while etcd is down serves the cluster's last decision
+with the cluster's serial (`serve_saved`), not one of its own.  A decision the leader cannot
+publish is an ERROR, counted (`dnsfailover_cluster_publish_failures_total`), shown in status
+(`degraded`) and notified (kind `cluster`), and retried with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from dnsfailover.alerts.alerter import Alerter
+from dnsfailover.alerts.notice import Notice
 from dnsfailover.backoff import Backoff
+from dnsfailover.cluster.codec import CodecError, decode, encode
 from dnsfailover.cluster.node import EtcdCluster
 from dnsfailover.cluster.types import NameEntry, NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.config.cluster import ClusterConfig
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState
+from dnsfailover.errors import StoreError
 from dnsfailover.health.tracker import HealthTracker
 from dnsfailover.model import HealthChange, ZoneContent
+from dnsfailover.runtime.publish import Publisher
 from dnsfailover.runtime.shared import SharedView, entries
+from dnsfailover.runtime.store import Store
+from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.tasks import cancel_and_wait
+
+SAVED = "cluster/"  # keys of the last applied decision in the state file
 
 
 class LinkHost(Protocol):
@@ -59,6 +73,15 @@ class LinkHost(Protocol):
     def adopt(self, state: EngineState, serials: Mapping[str, int]) -> None: ...
 
     def wake(self, force: bool = False) -> None: ...
+
+    @property
+    def store(self) -> AsyncStore | None: ...
+
+    @property
+    def publisher(self) -> Publisher: ...
+
+    @property
+    def alerter(self) -> Alerter: ...
 
 
 log = logging.getLogger("dnsfailover.cluster")
@@ -119,6 +142,7 @@ class ClusterLink:
         self._backoff = Backoff(base=0.2, cap=5.0)
         self._drift: list[str] = []
         self._digest: tuple[Config | None, str] = (None, "")
+        self.saved: SharedDecision | None = None  # serving the head kept locally, etcd down
 
     @property
     def leader(self) -> bool:
@@ -223,14 +247,17 @@ class ClusterLink:
 
     def _publish_failed(self, why: str) -> None:
         self.publish_failures += 1
+        if self.publish_error is None:  # a streak starts: tell the operators once
+            message = f"decision not published: {why}; every node keeps the last published one"
+            self._node.alerter.emit(Notice("cluster", "publish", message, self._clock(), "error"))
         self.publish_error = why
         if not self.cluster.leader:
             self._streak = 0  # the new leader publishes; nothing to retry here
-            log.warning("cluster: decision not published: %s", why)
+            log.error("cluster: decision not published: %s", why)
             return
         delay = self._backoff.delay(self._streak)
         self._streak += 1
-        log.warning("cluster: decision not published (%s); retrying in %.1fs", why, delay)
+        log.error("cluster: decision not published (%s); retrying in %.1fs", why, delay)
         if self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
 
@@ -240,7 +267,9 @@ class ClusterLink:
 
     def _published_again(self) -> None:
         if self.publish_error is not None:
-            log.info("cluster: publishing again after %d failed attempt(s)", self._streak or 1)
+            message = f"publishing again after {self._streak or 1} failed attempt(s)"
+            log.info("cluster: %s", message)
+            self._node.alerter.emit(Notice("cluster", "publish", message, self._clock(), "info"))
         self.publish_error, self._streak = None, 0
 
     # -- etcd → this node ------------------------------------------------------------------
@@ -319,9 +348,52 @@ class ClusterLink:
                 else:
                     decision = self.shared.advance(batch, config)
                 await self._node.serve_shared(decision, decision.zones)
+                self._save(batch)
+                self.saved = None
             except Exception:
                 log.exception("cluster: cannot serve the published decision; keeping the last")
             self.first_decision.set()
+
+    def _save(self, batch: list[Published]) -> None:
+        """Keep what was applied (behind the answers): see `serve_saved`."""
+        if self._node.store is None:
+            return
+        values = [(n, e) for p in batch for n, e in p.entries.items()]
+        head = batch[-1].head
+
+        def job(store: Store) -> None:
+            kept = {f"{SAVED}name/{n}": json.dumps(encode(e)) for n, e in values}
+            kept[f"{SAVED}head"] = json.dumps(encode(head))
+            store.save_values(kept)
+
+        self._node.publisher.later(job)
+
+    async def serve_saved(self) -> bool:
+        """At a start without etcd: serve the last decision this node applied (kept in its
+        state file), with the cluster's serials, until etcd delivers a newer one.  False
+        when there is none (or etcd answered meanwhile)."""
+        store = self._node.store
+        if store is None:
+            return False
+        try:
+            saved = _load_saved(await store.run(lambda s: s.saved(SAVED)))
+        except (StoreError, CodecError, ValueError, TypeError, KeyError) as e:
+            log.error("cluster: cannot read the decision kept in the state file: %s", e)
+            return False
+        if saved is None or self.decision is not None or self._pending:
+            return False
+        decision = await asyncio.to_thread(self.shared.advance, [saved], self._node.config)
+        if self.decision is not None:
+            return True  # etcd answered meanwhile: its decision is being served
+        await self._node.serve_shared(decision, decision.zones)
+        head = self.saved = saved.head
+        self.degraded = (
+            f"{self.degraded or 'etcd unreachable'}; serving the cluster's last decision kept "
+            f"in the state file (leader {head.leader}, term {head.term}, seq {head.seq}) "
+            "until etcd is back"
+        )
+        log.warning("cluster: %s", self.degraded)
+        return True
 
     def _on_overrides(self, overrides: list[Override]) -> None:
         self._node.set_overrides(overrides)
@@ -359,6 +431,7 @@ class ClusterLink:
             "degraded": self.degraded
             or (None if self.publish_error is None else f"cannot publish: {self.publish_error}"),
             "publish_failures": self.publish_failures,
+            "decision_source": "etcd" if self.saved is None else "state file (etcd down)",
             "isolated_regions": sorted(self._node.tracker.isolated()),
             "config": self._config_digest(),
             "config_drift": self.drift(),
@@ -382,3 +455,16 @@ class ClusterLink:
                 for node, b in sorted(self._nodes.items())
             },
         }
+
+
+def _load_saved(values: Mapping[str, str]) -> Published | None:
+    head = values.get(f"{SAVED}head")
+    if head is None:
+        return None
+    prefix = f"{SAVED}name/"
+    names = {
+        k[len(prefix) :]: decode(NameEntry, json.loads(v))
+        for k, v in values.items()
+        if k.startswith(prefix)
+    }
+    return Published(decode(SharedDecision, json.loads(head)), names)

@@ -15,7 +15,7 @@ from typing import Protocol
 from dnsfailover.alerts.notice import Notice
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.overrides import InvalidOverride, Override, OverrideRefused, target_problem
-from dnsfailover.runtime.store import AsyncStore
+from dnsfailover.runtime.store_thread import AsyncStore
 
 log = logging.getLogger("dnsfailover.service")
 

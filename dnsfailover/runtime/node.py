@@ -42,7 +42,7 @@ from dnsfailover.engine.endings import ended
 from dnsfailover.engine.index import index
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState, Published
-from dnsfailover.errors import DnsFailoverError, NotReady
+from dnsfailover.errors import DnsFailoverError, NotReady, StoreError
 from dnsfailover.health.tracker import HealthTracker, log_change
 from dnsfailover.model import Event, HealthChange, Observation, ZoneContent
 from dnsfailover.provider.sync import SyncEvent
@@ -51,7 +51,7 @@ from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
 from dnsfailover.runtime.reload import ReloadRefused
 from dnsfailover.runtime.serving import Serving
-from dnsfailover.runtime.store import AsyncStore, Store
+from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.runtime.syncs import ProviderSyncs
 from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, make_syncs, region_source
 from dnsfailover.server.embedded import EmbeddedZones
@@ -84,6 +84,7 @@ class Node(ProviderSyncs):
         node_id: str | None = None,
         api: tuple[str, int] | None = None,
         config_path: str | None = None,
+        state_recover: bool = False,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -97,7 +98,7 @@ class Node(ProviderSyncs):
         self.embedded = EmbeddedZones()
         self._api_addr = api
         self._api: ApiServer | None = None
-        self._state_path = state_path
+        self._state_path, self._state_recover = state_path, state_recover
         self._clock = clock
         self._tracker = HealthTracker(hysteresis(config), config.votes())
         self._wake = asyncio.Event()
@@ -135,19 +136,16 @@ class Node(ProviderSyncs):
         self._scheduler: ProbeScheduler | None = None
         self.serving = Serving(self.embedded, dns_host, dns_port, workers)
         self._drills: DrillScheduler | None = None
-        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
         """Cold-start and begin serving; returns the DNS address actually bound."""
-        self.store = await AsyncStore.open(self._state_path)
-        serials, saved, engine, overrides = await self.store.run(
-            lambda s: (s.serials(), s.health(), s.engine_state(), s.overrides())
-        )
-        self.publisher.restore(self.store, serials, engine)
-        self.book.open(self.store, overrides)
-        for h in saved:
+        self.store = await AsyncStore.open(self._state_path, recover=self._state_recover)
+        restored = self.store.restored  # bad rows skipped, logged and recorded
+        self.publisher.restore(self.store, restored.serials, restored.engine, self._clock())
+        self.book.open(self.store, restored.overrides)
+        for h in restored.health:
             self._tracker.restore(h.target, h.region, h.state, h.since, h.reason)
         self._scheduler = ProbeScheduler(
             self.config.targets(),
@@ -212,7 +210,7 @@ class Node(ProviderSyncs):
         wait = self.config.cluster.lease_ttl + 1.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._link.first_decision.wait(), wait)
-        if self.published is not None:
+        if self.published is not None or await self._link.serve_saved():
             return
         log.warning(
             "cluster: no published decision within %.1fs (%s); serving a local decision "
@@ -248,16 +246,13 @@ class Node(ProviderSyncs):
             await self._scheduler.stop()
         for sync in self.publisher.syncs.values():
             await sync.stop()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
         await self.serving.stop_notify()
         await self.alerter.stop()
         await self.serving.stop()
         if self.store is not None:
-            await self.publisher.flush()
-            if self._pending_health:
-                changes, self._pending_health = self._pending_health, []
-                await self.store.run(lambda s: s.save_health(changes))
+            changes, self._pending_health = self._pending_health, []
+            self.publisher.later(lambda s: s.save_health(changes))
+            await self.publisher.flush()  # a failure is logged: a full disk must not stop a stop
             await self.store.close()
 
     # -- health → engine ----------------------------------------------------------------------
@@ -318,6 +313,9 @@ class Node(ProviderSyncs):
             try:
                 async with self._decide_lock:
                     await self._decide_and_publish()
+            except StoreError as e:  # the serial floor cannot be written (logged by publish)
+                log.error("engine: cannot publish: %s; still serving the last answers", e)
+                await asyncio.sleep(1.0)
             except Exception:
                 # Static stability: whatever failed, the last published answers stay served.
                 log.exception("engine: decision failed; still serving the last answers")
@@ -336,7 +334,7 @@ class Node(ProviderSyncs):
             health, self._pending_health = self._pending_health, []
             self._changed_keys.clear()
             if health:
-                await self.store.run(lambda s: s.save_health(health))
+                self.publisher.later(lambda s: s.save_health(health))
             return
         overrides, held = self.overrides(), self.book.held()
         reset, self._reset_breaker = self._reset_breaker, False
@@ -360,7 +358,7 @@ class Node(ProviderSyncs):
         told = self._tell(edges(self._last_decided, decision), now)
         self._last_decided = decision
         changed = self.publisher.changed(decision.zones, force_all=force_all)
-        serials = self.publisher.next_serials(changed, now)
+        serials = await self.publisher.reserve(changed, self._clock)
         health, self._pending_health = self._pending_health, []
         if link is not None:
             every = {**self.publisher.serials, **serials}
@@ -370,11 +368,7 @@ class Node(ProviderSyncs):
                 self._pending_health = health + self._pending_health
                 return
 
-            def persist(store: Store) -> None:
-                store.save_health(health)
-                store.add_events(told)
-
-            await self.store.run(persist)
+            self.publisher.later(lambda s: s.save_health(health, told))
         else:
             await self.publisher.commit(decision, serials, changed, now, health, told)
         self._base = decision
@@ -408,14 +402,8 @@ class Node(ProviderSyncs):
             self.alerter.emit(Notice.from_sync_event(event))
         if self.store is None:
             return
-        self._record_later((event.at, f"provider-{event.kind}", event.zone, event.message))
-
-    def _record_later(self, row: Row) -> None:
-        assert self.store is not None
-        store = self.store
-        task = asyncio.create_task(store.run(lambda s: s.add_events([row])))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        row = (event.at, f"provider-{event.kind}", event.zone, event.message)
+        self.publisher.later(lambda s: s.add_events([row]))
 
     # -- what the API, drills and cluster link see (api.ports, drills.scheduler.DrillHost) ----
 
@@ -434,6 +422,10 @@ class Node(ProviderSyncs):
     def set_overrides(self, overrides: list[Override]) -> None:
         """The cluster's overrides changed (any node may have set them)."""
         self.book.replace(overrides)
+
+    def state_problem(self) -> str | None:
+        error = self.publisher.store_error
+        return None if error is None else f"state store: {error}"
 
     def dns_counts(self) -> list[int] | None:
         server = self.serving.server
@@ -468,7 +460,7 @@ class Node(ProviderSyncs):
         if self.store is None:
             raise NotReady("the service is starting; its history is not open yet")
         row = (self._clock(), kind, subject, message)
-        await self.store.run(lambda s: s.add_events([row]))
+        await self.store.run(lambda s: s.add_events([row], durable=True))
 
     async def add_override(self, o: Override) -> None:
         """See `OverrideBook.add`."""

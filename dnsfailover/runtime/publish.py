@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dnsfailover.alerts.notice import Notice
 from dnsfailover.api.metrics import Metrics
 from dnsfailover.engine.values import Decision, EngineState, Published
+from dnsfailover.errors import StoreError
 from dnsfailover.model import HealthChange, ZoneContent
 from dnsfailover.provider.sync import ZoneSync
-from dnsfailover.runtime.store import AsyncStore, Store, next_serial
+from dnsfailover.runtime.serials import MAX_AHEAD, next_serial, serial_wait
+from dnsfailover.runtime.store import Store
+from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.runtime.wiring import provider_records, with_serials
 from dnsfailover.server.embedded import EmbeddedZones
 
@@ -28,6 +31,9 @@ log = logging.getLogger("dnsfailover.service")
 Row = tuple[float, str, str, str]  # (at, kind, subject, message) for the history
 RECORD_CHUNK = 1000  # names' state per store transaction behind the answers
 LOGGED_TRANSITIONS = 20  # a regional outage changes thousands of names: the rest is summed up
+# Serial floors (floors.py) are written once per this many serials of a zone, not per change.
+SERIAL_BLOCK = 16
+MAX_WAIT = 2.0  # longest a publish waits for the clock to let its serial (see `reserve`)
 
 
 class Publisher:
@@ -62,6 +68,10 @@ class Publisher:
         self._detected_at: float | None = None  # first health change not yet published
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Future[None]] = set()  # state and history being written
+        self._floors: dict[str, int] = {}  # serial floors in the store, by origin
+        self.store_error: str | None = None  # the last state write failed: why
+        self._ahead_warned = False
+        self._started: float | None = None  # when the store was opened
 
     @property
     def serials(self) -> Mapping[str, int]:
@@ -72,10 +82,17 @@ class Publisher:
         """The engine state the next decision starts from."""
         return self._engine
 
-    def restore(self, store: AsyncStore, serials: Mapping[str, int], engine: EngineState) -> None:
-        """Start from what the store kept (cold start)."""
-        self._store = store
+    def restore(
+        self,
+        store: AsyncStore,
+        serials: Mapping[str, int],
+        engine: EngineState,
+        now: float | None = None,
+    ) -> None:
+        """Start from what the store kept (cold start), opened at `now`."""
+        self._store, self._started = store, now
         self._serials, self._engine = dict(serials), engine
+        self._floors = dict(serials)
 
     def adopt(self, state: EngineState, serials: Mapping[str, int]) -> None:
         """A new cluster leader continues from the last published engine state and serials."""
@@ -98,7 +115,35 @@ class Publisher:
         ]
 
     def next_serials(self, changed: Iterable[str], now: float) -> dict[str, int]:
-        return {o: next_serial(self._serials.get(o), now) for o in changed}
+        return {o: next_serial(self._serials.get(o), now, self._started) for o in changed}
+
+    async def reserve(self, changed: Sequence[str], clock: Callable[[], float]) -> dict[str, int]:
+        """The next serials of `changed`, kept at most MAX_AHEAD seconds ahead of the clock:
+        a burst beyond that waits (under a second) for the clock, so a node that lost its
+        state file and starts at MAX_AHEAD + 1 past the second it opened its state is above
+        every serial it served.  (Such a start waits for the next second itself.)"""
+        now = clock()
+        serials = self.next_serials(changed, now)
+        wait = max((serial_wait(s, now) for s in serials.values()), default=0.0)
+        if 0 < wait <= MAX_WAIT:
+            await asyncio.sleep(wait)
+            serials = self.next_serials(changed, clock())
+        elif wait > MAX_WAIT and not self._ahead_warned:
+            self._ahead_warned = True  # an older version's serials, or the clock went back
+            log.warning(
+                "publish: serials run %.0fs ahead of the clock (more than %ds): they are not "
+                "throttled, and would go backwards if the state file were lost",
+                wait + MAX_AHEAD,
+                MAX_AHEAD,
+            )
+        return serials
+
+    def later(self, job: Callable[[Store], None]) -> None:
+        """Write `job` behind the answers; a failure is logged and shown (`store_error`)."""
+        assert self._store is not None
+        future = self._store.later(job)
+        self._pending.add(future)
+        future.add_done_callback(self._recorded)
 
     async def commit(
         self,
@@ -115,8 +160,22 @@ class Publisher:
         store = self._store
         assert store is not None
         async with self._lock:
-            await store.run(lambda s: s.save_serials(serials), urgent=True)
+            floors = {
+                o: max(serial, min(serial + SERIAL_BLOCK, int(now) + MAX_AHEAD))
+                for o, serial in serials.items()
+                if serial > self._floors.get(o, -1)
+            }
+            if floors:
+                every = {**self._floors, **floors}
+                try:
+                    await store.run(lambda s: s.save_floors(every), urgent=True)
+                except StoreError as e:
+                    self._store_failed(e)
+                    raise
+                self._floors = every
             self._serials.update(serials)
+            if serials:
+                self.later(lambda s: s.save_serials(serials))
             self._engine = decision.state
             zones = with_serials(decision.zones, self._serials)
             by_origin = {z.origin: z for z in zones}
@@ -153,11 +212,10 @@ class Publisher:
                     if origin in self.syncs:
                         self.syncs[origin].submit(provider_records(by_origin[origin]))
 
-            self._record(store, decision, health, notes)
+            self._record(decision, health, notes)
 
     def _record(
         self,
-        store: AsyncStore,
         decision: Decision,
         health: Sequence[HealthChange],
         notes: Sequence[Row],
@@ -179,14 +237,24 @@ class Publisher:
             functools.partial(_save_names, state=state, names=chunk) for chunk in chunks[1:]
         ]
         for job in jobs:
-            future = store.later(job)
-            self._pending.add(future)
-            future.add_done_callback(self._recorded)
+            self.later(job)
 
     def _recorded(self, future: asyncio.Future[None]) -> None:
         self._pending.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            log.error("store: cannot record a decision: %s", future.exception())
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self._store_failed(error)
+        elif self.store_error is not None:
+            log.info("store: writing again")
+            self.store_error = None
+
+    def _store_failed(self, error: BaseException) -> None:
+        """DNS goes on; the failure is an ERROR and makes /healthz fail until a write works."""
+        if self.store_error is None:  # once per streak: a full disk fails every write
+            log.error("store: cannot record state or history (still serving): %s", error)
+        self.store_error = str(error)
 
     async def flush(self) -> None:
         """Wait for every decision's state and history to be written (before closing)."""

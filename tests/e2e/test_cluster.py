@@ -313,6 +313,31 @@ def test_etcd_down_nodes_keep_answering_then_converge(
     assert next(iter(nodes.serials().values())) > serial
 
 
+def test_a_node_restarted_while_etcd_is_down_serves_the_clusters_decision_and_serial(
+    nodes: Nodes,
+    http_endpoints: HttpEndpoints,
+    etcd: Etcd,  # noqa: F811
+) -> None:
+    wait_for(lambda: nodes.converged(ALL), timeout=15)
+    serial = nodes.serials()["us"]
+    follower = next(r for r in REGIONS if r != nodes.leader())
+    etcd.stop()
+    http_endpoints.stop("127.0.0.11")  # a decision of the node's own would differ
+    nodes.servers[follower].stop()
+    again = nodes.start(follower)  # cannot reach etcd
+    assert again.answer(NAME) == ALL, "the cluster's last decision"
+    assert nodes.serials() == dict.fromkeys(nodes.live(), serial), "one serial everywhere"
+    status = nodes.status(follower)["cluster"]
+    assert status["decision_source"] == "state file (etcd down)"
+    assert "kept in the state file" in status["degraded"]
+    assert "serving the cluster's last decision" in nodes.logs(follower)
+    etcd.restart()
+    want = tuple(a for a in ALL if a != "127.0.0.11")
+    wait_for(lambda: nodes.converged(want), timeout=20)
+    assert nodes.status(follower)["cluster"]["decision_source"] == "etcd"
+    assert next(iter(nodes.serials().values())) > serial
+
+
 def test_an_override_set_on_a_follower_applies_on_every_node(
     etcd: Etcd,  # noqa: F811
     http_endpoints: HttpEndpoints,
