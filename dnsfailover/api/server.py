@@ -285,7 +285,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request)
+        body = await _json_body(request, self.guard.idle_timeout)
         override = parse_override(body, self.view.config, time.time(), request.remote)
         try:
             await self.control.add_override(override)
@@ -298,7 +298,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request, optional=True)
+        body = await _json_body(request, self.guard.idle_timeout, optional=True)
         who, reason = parse_removal(body, dict(request.query), request.remote)
         override_id = request.match_info["id"]
         if not await self.control.remove_override(override_id, who, reason):
@@ -329,7 +329,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request)
+        body = await _json_body(request, self.guard.idle_timeout)
         if body.get("kind") != "drill":
             raise BadRequest("kind must be 'drill' (the only event a client may record)")
         subject, message = body.get("subject"), body.get("message")
@@ -346,7 +346,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request, optional=True)
+        body = await _json_body(request, self.guard.idle_timeout, optional=True)
         who = str(body.get("who") or request.remote or "api")
         reason = str(body.get("reason") or "").strip()
         if not reason:
@@ -376,10 +376,12 @@ def _not_json(constant: str) -> Any:
     raise BadRequest(f"the body is not valid JSON: {constant} is not a JSON number")
 
 
-async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+async def _json_body(
+    request: web.Request, limit: float, *, optional: bool = False
+) -> dict[str, Any]:
     """The body as a JSON object: strict UTF-8, strict JSON (no NaN/Infinity), at most
     `MAX_DEPTH` deep, every string valid Unicode; else a 400 that says which."""
-    raw = await read_body(request)
+    raw = await read_body(request, limit)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
