@@ -11,14 +11,21 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
+import resource
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from api_support import TOKEN, WWW, A, live_service
+import dns.message
+import dns.query
+from api_support import TOKEN, WWW, A, B, live_service
+from support import BIN, HttpEndpoints, wait_for
 
 from dnsfailover.api.server import ApiServer
 from dnsfailover.logs import make_handler
@@ -325,3 +332,161 @@ async def test_a_body_that_never_arrives_gets_408(tmp_path: Path) -> None:
         finally:
             await api.stop()
         assert (await live.get("/api/v1/overrides"))["overrides"] == []
+
+
+# -- 6. (2b) idle API connections never read as endpoint failure --------------------------------
+
+CONFIG = """\
+checks:
+  web: {{type: http, path: /healthz, interval: 100ms, timeout: 100ms, fall: 2, rise: 2}}
+zones:
+  example.test.:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    nameservers: [ns1.example.test.]
+    records:
+      ns1: {{type: A, values: [127.0.0.1]}}
+    failover:
+      www:
+        policy: active-active
+        check: web
+        endpoints: [{{address: {a}, check_port: {pa}}}, {{address: {b}, check_port: {pb}}}]
+"""
+NOFILE = 256
+
+
+class Serve:
+    """`dnsfailover serve` as a subprocess, optionally with a low file-descriptor limit."""
+
+    def __init__(self, tmp_path: Path, endpoints: HttpEndpoints, nofile: int | None) -> None:
+        ports = {a: endpoints.start(a) for a in (A, B)}
+        config = tmp_path / "dnsfailover.yaml"
+        config.write_text(CONFIG.format(a=A, b=B, pa=ports[A], pb=ports[B]))
+        self.log = tmp_path / "serve.log"
+        self._log_file = self.log.open("wb")
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", str(config), "--dns", "127.0.0.1:0", "--api", "127.0.0.1:0",
+             "--state", str(tmp_path / "state.db")],
+            stdout=subprocess.PIPE, stderr=self._log_file, text=True, preexec_fn=limit,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        dns = re.search(r"on 127\.0\.0\.1:(\d+)", line)
+        api = re.search(r"api http://([\d.]+):(\d+)", line)
+        assert dns, (line, self.log.read_text())
+        assert api, (line, self.log.read_text())
+        self.dns_port = int(dns.group(1))
+        self.api = (api.group(1), int(api.group(2)))
+
+    def answer(self) -> tuple[str, ...]:
+        r = dns.query.udp(dns.message.make_query(WWW, "A"), "127.0.0.1", port=self.dns_port,
+                          timeout=2)  # fmt: skip
+        return tuple(sorted(rd.to_text() for rrset in r.answer for rd in rrset))
+
+    def serial(self) -> int:
+        q = dns.message.make_query("example.test.", "SOA")
+        r = dns.query.udp(q, "127.0.0.1", port=self.dns_port, timeout=2)
+        return int(r.answer[0][0].serial)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        with socket.create_connection(self.api, timeout=5) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + CLOSE)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return status_of(data), data.split(b"\r\n\r\n", 1)[1]
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self._log_file.close()
+
+
+@contextmanager
+def serving(tmp_path: Path, endpoints: HttpEndpoints, nofile: int | None) -> Iterator[Serve]:
+    server = Serve(tmp_path, endpoints, nofile)
+    try:
+        wait_for(lambda: server.answer() == (A, B), 10)
+        yield server
+    finally:
+        server.stop()
+
+
+def hold_connections(server: Serve, count: int, seconds: float) -> list[tuple[str, ...]]:
+    """Open `count` idle connections to the API, keep them `seconds` while asking DNS every
+    0.1 s; the answers seen meanwhile."""
+    socks: list[socket.socket] = []
+    seen = []
+    try:
+        for _ in range(count):
+            try:
+                socks.append(socket.create_connection(server.api, timeout=0.5))
+            except OSError:  # the listen backlog is full: the server cannot accept more
+                break
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            seen.append(server.answer())
+            time.sleep(0.1)
+    finally:
+        for s in socks:
+            s.close()
+    return seen
+
+
+def test_idle_api_connections_cannot_take_the_probes_descriptors(
+    tmp_path: Path, http_endpoints: HttpEndpoints
+) -> None:
+    """With 256 descriptors, 400 idle API connections: the API keeps to its share (64), so
+    probes keep running, nothing goes DOWN and the serial stays; /healthz answers after."""
+    with serving(tmp_path, http_endpoints, NOFILE) as server:
+        serial = server.serial()
+        seen = hold_connections(server, 400, 2.0)
+        assert set(seen) == {(A, B)}
+        assert server.serial() == serial
+        assert wait_for(lambda: server.get("/healthz")[0] == 200, 10) < 10
+        assert server.fds() < NOFILE // 2
+        log = server.log.read_text()
+    assert "-> down" not in log
+    assert "connections open, the limit" in log
+
+
+def test_probes_that_cannot_open_a_socket_are_unknown_not_down(
+    tmp_path: Path, http_endpoints: HttpEndpoints
+) -> None:
+    """The limit lowered under a running node, below what the API's bound allows: its
+    probes cannot open sockets.  Health is held (no DOWN, same serial), the log says why a
+    bounded number of times, the metric counts it, and all recovers."""
+    with serving(tmp_path, http_endpoints, None) as server:
+        serial = server.serial()
+        low = server.fds() + 40
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (low, low))
+        seen = hold_connections(server, 300, 3.0)  # ~30 probe rounds
+        assert set(seen) == {(A, B)}
+        assert server.serial() == serial
+        assert wait_for(lambda: server.get("/healthz")[0] == 200, 15) < 15
+        _status, metrics = server.get("/metrics")
+        unknown = re.findall(rb'dnsfailover_probes_total\{[^}]*result="unknown"[^}]*\} (\S+)', metrics)
+        assert sum(float(n) for n in unknown) > 0
+        log = server.log.read_text()
+    assert "-> down" not in log
+    alarms = [ln for ln in log.splitlines() if "cannot open a socket to probe" in ln]
+    assert 1 <= len(alarms) <= 3, alarms
+    assert all(" ERROR " in ln for ln in alarms)
+    # Running out of descriptors is one line a minute from the API's accept loop, not one
+    # per waiting connection per second, and never a traceback.
+    accepts = [ln for ln in log.splitlines() if "accept" in ln]
+    assert 1 <= len(accepts) <= 2, accepts
+    assert "Traceback" not in log

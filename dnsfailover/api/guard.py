@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from dnsfailover.api.listener import Listener
 from dnsfailover.logs import RateLimitedLog
 
 log = logging.getLogger("dnsfailover.api")
@@ -276,13 +277,14 @@ class ConnectionGuard:
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections go through a `ConnectionGuard`."""
+    """A TCP site whose connections go through a `ConnectionGuard`, accepted by `Listener`."""
 
     def __init__(
         self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard
     ) -> None:
         super().__init__(runner, backlog=128)
         self._guarded_host, self._guarded_port, self._guard = host, port, guard
+        self.listener: Listener | None = None
 
     @property
     def name(self) -> str:
@@ -292,11 +294,10 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._guard.factory(server),
-            self._guarded_host,
-            self._guarded_port,
-            backlog=self._backlog,
-            reuse_address=True,
-        )
+        self.listener = Listener(self._guard.factory(server), self._backlog)
+        await self.listener.start(self._guarded_host, self._guarded_port)
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        await super().stop()

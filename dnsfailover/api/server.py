@@ -164,7 +164,8 @@ class ApiServer:
         await self._runner.setup()
         site = GuardedSite(self._runner, self.host, self.port, self.guard)
         await site.start()
-        host, port = self._runner.addresses[0][:2]
+        assert site.listener is not None
+        host, port = site.listener.addresses[0]
         if not is_loopback(str(host)):
             log.warning(
                 "api: listening on %s:%d: status, metrics and the page are readable by anyone "
