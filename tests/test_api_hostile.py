@@ -478,7 +478,9 @@ def test_probes_that_cannot_open_a_socket_are_unknown_not_down(
         assert server.serial() == serial
         assert wait_for(lambda: server.get("/healthz")[0] == 200, 15) < 15
         _status, metrics = server.get("/metrics")
-        unknown = re.findall(rb'dnsfailover_probes_total\{[^}]*result="unknown"[^}]*\} (\S+)', metrics)
+        unknown = re.findall(
+            rb'dnsfailover_probes_total\{[^}]*result="unknown"[^}]*\} (\S+)', metrics
+        )
         assert sum(float(n) for n in unknown) > 0
         log = server.log.read_text()
     assert "-> down" not in log
