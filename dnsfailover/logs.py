@@ -128,7 +128,7 @@ class RateLimitedLog:
         self.total_suppressed = 0
         self._lock = threading.Lock()
 
-    def log(self, level: int, msg: str, *args: object) -> bool:
+    def log(self, level: int, msg: str, *args: object, exc_info: object = None) -> bool:
         """Log `msg % args` at `level` unless over the budget; whether it was written."""
         if not self.logger.isEnabledFor(level):
             return False
@@ -145,7 +145,7 @@ class RateLimitedLog:
         if left_out:
             msg += " (%d similar messages suppressed)"
             args = (*args, left_out)
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)  # type: ignore[arg-type]
         return True
 
 

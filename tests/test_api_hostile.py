@@ -284,6 +284,10 @@ async def test_connections_are_bounded_and_idle_or_half_sent_ones_are_closed(
             assert closed == 20
             async with live.http.get(f"http://{host}:{port}/healthz") as r:
                 assert r.status == 200
+            async with live.http.get(f"http://{host}:{port}/metrics") as r:
+                text = await r.text()
+            assert "dnsfailover_api_connections_refused_total 40.0" in text
+            assert re.search(r"dnsfailover_api_connections_timed_out_total (\d+)", text)
         finally:
             for s in socks:
                 s.close()

@@ -36,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from dnsfailover.api.listener import Listener
 from dnsfailover.logs import RateLimitedLog
@@ -136,9 +137,9 @@ class ProtocolLog:
         if isinstance(exc, HttpProcessingError):
             self._client_error(exc, args)
             return
-        if self._bug.log(logging.ERROR, "api: http: " + msg, *args):
-            # The traceback goes out through the redacting filter like every record.
-            self.logger.debug("api: http: traceback of the error above", exc_info=exc)
+        # A bug, not a client: with its traceback (through the redacting filter like every
+        # record), a bounded number a minute.
+        self._bug.log(logging.ERROR, "api: http: " + msg, *args, exc_info=exc)
 
     error = exception
 
@@ -244,6 +245,24 @@ class ConnectionGuard:
     @property
     def open(self) -> int:
         return len(self._open)
+
+    def families(self) -> tuple[Metric, ...]:
+        """The guard's counts as Prometheus metrics."""
+        return (
+            GaugeMetricFamily(
+                "dnsfailover_api_connections", "Open API connections", value=float(self.open)
+            ),
+            CounterMetricFamily(
+                "dnsfailover_api_connections_refused",
+                "API connections refused at the connection limit (503)",
+                value=float(self.refused),
+            ),
+            CounterMetricFamily(
+                "dnsfailover_api_connections_timed_out",
+                "API connections closed idle or with a request that never completed",
+                value=float(self.timed_out),
+            ),
+        )
 
     def factory(self, inner: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
         return lambda: _Connection(inner(), self)

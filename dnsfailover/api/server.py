@@ -12,6 +12,7 @@ timeouts, the `Host:` allow-list and security headers live in `guard.py`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -92,8 +93,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         return error(e.status, e.text or e.reason)
     except Exception:
-        if _failures.log(logging.ERROR, "api: %s %s failed", request.method, request.path):
-            log.debug("api: traceback of the failure above", exc_info=True)
+        # A bug, not the client: with its traceback, but a bounded number a minute.
+        _failures.log(logging.ERROR, "api: %s %s failed", request.method, request.path,
+                      exc_info=True)  # fmt: skip
         return error(500, "internal error; see the server's log")
 
 
@@ -261,6 +263,7 @@ class ApiServer:
     async def get_metrics(self, request: web.Request) -> web.Response:
         metrics = self.metrics
         snap = metrics.snapshot(self.view)  # on the loop, where the counts change
+        snap = dataclasses.replace(snap, families=(*snap.families, *self.guard.families()))
         body = await asyncio.to_thread(metrics.render, snap)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
