@@ -200,6 +200,9 @@ async def test_malformed_bodies_get_a_clear_400_and_change_nothing(tmp_path: Pat
                 reply = await raw(live.base, post("/api/v1/overrides", b"{}", token=token))
                 assert status_of(reply) == 401, reply[:300]
             assert (await live.get("/api/v1/overrides"))["overrides"] == []
+            # Brackets inside a string are text, not nesting.
+            odd = {"action": "drain", "endpoint": A, "name": WWW, "reason": "[" * 100}
+            await live.call("POST", "/api/v1/overrides", odd, status=201)
     assert "Traceback" not in log.getvalue()
     assert " 500 " not in log.getvalue()
 

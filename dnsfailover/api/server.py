@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -50,6 +51,7 @@ log = logging.getLogger("dnsfailover.api")
 _failures = RateLimitedLog(log, period=60.0, burst=5)
 _bad_requests = RateLimitedLog(log, period=60.0, burst=10)
 MAX_DEPTH = 32  # no request body needs more; deeper is refused before parsing
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 NO_TOKEN = (
     "mutating calls are disabled: no API token is configured; start `dnsfailover serve` with "
@@ -411,10 +413,9 @@ async def _json_body(
 
 
 def _depth(text: str) -> int:
-    """How deeply arrays and objects nest (brackets inside strings may overcount: only
-    ever towards refusing a body that is absurd anyway)."""
+    """How deeply arrays and objects nest, brackets inside strings aside."""
     depth = deepest = 0
-    for char in text:
+    for char in _STRING.sub("", text):
         if char in "[{":
             depth += 1
             deepest = max(deepest, depth)
