@@ -195,7 +195,7 @@ class ApiServer:
     @web.middleware
     async def _known_host(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Refuse a `Host:` this API does not answer for (DNS rebinding; see guard.py)."""
-        allowed = (*getattr(self.view.config.api, "allowed_hosts", ()), self.host)
+        allowed = (*self.view.config.api.allowed_hosts, self.host)
         problem = host_problem(request.headers.get("Host"), allowed)
         if problem is not None:
             status, message = problem
