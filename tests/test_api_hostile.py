@@ -304,7 +304,7 @@ def _refused(socks: list[socket.socket]) -> int:
         data = b""
         while chunk := s.recv(4096):
             data += chunk
-        n += data.startswith(b"HTTP/1.1 503 ")
+        n += data.startswith(b"HTTP/1.1 503 ") and "too many" in body_of(data)["error"]
     return n
 
 

@@ -46,10 +46,10 @@ log = logging.getLogger("dnsfailover.api")
 IDLE_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0
 MAX_CONNECTIONS = 512
+_BUSY_BODY = b'{"error": "too many connections to the API; retry later"}'
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Connection: close\r\nContent-Length: 59\r\n\r\n"
-    b'{"error": "too many connections to the API; retry later"}\r\n'
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
 DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 _HOST = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::\d{1,5})?$")
