@@ -3,6 +3,14 @@
 Both formats pass through `RedactingFilter`, a last line of defence: the code never logs
 secret values on purpose, but an exception from a library can carry a header, a URL with
 credentials or a `password=` setting, and logs are shipped to places secrets must not go.
+Patterns catch what looks like a credential; secrets the process knows (the API token) are
+registered with `protect` and masked wherever they appear, with or without a label (a
+folded `Authorization` header puts the token alone on a line of aiohttp's parser error).
+
+The human format escapes control characters in the message (`\\n`, `\\x1b`), so text a
+client controls (an override's reason) cannot forge a log line; tracebacks keep their lines.
+`RateLimitedLog` bounds what one noisy source (bad requests, probes that cannot open a
+socket) can write.
 """
 
 from __future__ import annotations
@@ -11,6 +19,9 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
@@ -41,11 +52,101 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+MIN_SECRET = 8  # shorter values would mask ordinary words
+_secrets: frozenset[str] = frozenset()
+_secrets_lock = threading.Lock()
+
+
+def protect(secret: str) -> None:
+    """Mask `secret` itself in every log record from now on (the process's lifetime).
+
+    Its printable forms are masked too: as Python shows it in a `repr` or in `bytes`.
+    """
+    global _secrets
+    if len(secret) < MIN_SECRET:
+        return
+    forms = {secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]}
+    with _secrets_lock:
+        _secrets = _secrets | {f for f in forms if len(f) >= MIN_SECRET}
+
+
 def redact(text: str) -> str:
-    """`text` with anything that looks like a credential replaced by `***`."""
+    """`text` with the protected secrets and anything that looks like a credential replaced
+    by `***`."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    char = m.group()
+    code = ord(char)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    return named or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: newlines, escapes and other control characters as `\\n`, `\\x1b`."""
+    return _CONTROL.sub(_escape_char, text)
+
+
+class HumanFormatter(logging.Formatter):
+    """`HUMAN_FORMAT`, one record per line: the message's control characters escaped, so
+    a value a client chose cannot start a line that looks like another record (tracebacks
+    and stacks, which only the process writes, keep their lines)."""
+
+    def __init__(self) -> None:
+        super().__init__(HUMAN_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+class RateLimitedLog:
+    """At most `burst` records per `period` seconds for one noisy source; the first record
+    after a quiet spell says how many were left out.  Safe to call from any thread."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        period: float = 60.0,
+        burst: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.period, self.burst, self._clock = logger, period, burst, clock
+        self._window = -period
+        self._count = 0
+        self.suppressed = 0  # left out since the last record written
+        self.total_suppressed = 0
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: str, *args: object, exc_info: object = None) -> bool:
+        """Log `msg % args` at `level` unless over the budget; whether it was written."""
+        if not self.logger.isEnabledFor(level):
+            return False
+        with self._lock:
+            now = self._clock()
+            if now - self._window >= self.period:
+                self._window, self._count = now, 0
+            if self._count >= self.burst:
+                self.suppressed += 1
+                self.total_suppressed += 1
+                return False
+            self._count += 1
+            left_out, self.suppressed = self.suppressed, 0
+        if left_out:
+            msg += " (%d similar messages suppressed)"
+            args = (*args, left_out)
+        self.logger.log(level, msg, *args, exc_info=exc_info)  # type: ignore[arg-type]
+        return True
 
 
 class RedactingFilter(logging.Filter):
@@ -96,7 +197,7 @@ class _Handler(logging.StreamHandler[TextIO]):
 def make_handler(fmt: LogFormat = "human", stream: TextIO | None = None) -> logging.Handler:
     """A stream handler (stderr by default) with the format and the redaction filter."""
     handler = _Handler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(HUMAN_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
     handler.addFilter(RedactingFilter())
     return handler
 

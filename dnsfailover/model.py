@@ -46,11 +46,17 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """What one probe saw: success or failure, how long it took, and a short why."""
+    """What one probe saw: success or failure, how long it took, and a short why.
+
+    ``unknown``: the probe could not run at all for a reason of this process (out of file
+    descriptors or socket buffers), so it says nothing about the target; ``ok`` is False and
+    health trackers leave the target's state and counts as they were.
+    """
 
     ok: bool
     latency: float
     detail: str
+    unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class Observation:
     at: float
     latency: float
     detail: str
+    unknown: bool = False  # the probe could not run here (see `ProbeResult.unknown`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,9 @@ def endpoint(body: dict[str, Any], name: str, address: str) -> dict[str, Any]:
 
 async def test_status_endpoints_explain_and_events_follow_a_failure(tmp_path: Path) -> None:
     async with live_service(tmp_path) as live:
+        # Both endpoints answer; on a loaded machine a first probe can time out (100ms), so
+        # the starting point is "both up", however long the start took to get there.
+        await live.until_answer(WWW, (A, B))
         status = await live.get("/api/v1/status")
         www = next(n for n in status["names"] if n["name"] == WWW)
         assert www["answer"] == [A, B]

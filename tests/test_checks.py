@@ -635,3 +635,63 @@ async def test_dns_probes_leave_from_the_source_address() -> None:
         transport.close()
     assert result.ok, result
     assert responder.sources == ["127.0.0.10"]
+
+
+EMFILE_SCRIPT = """
+import asyncio, json, os, resource, socket, sys
+from dnsfailover.checks import make_probe, make_session
+from dnsfailover.config.checks import CheckConfig
+from dnsfailover.model import Target
+
+async def main() -> None:
+    host, port = sys.argv[1], int(sys.argv[2])
+    results = {}
+    async with make_session() as session:
+        probes = {
+            kind: make_probe(CheckConfig(type=kind, timeout=1.0, **extra), session=session)
+            for kind, extra in (
+                ("tcp", {"port": 1}), ("http", {"path": "/"}), ("dns", {"query": "x."})
+            )
+        }
+        target = Target("c", host, port)
+        results["before"] = {k: (await p(target)).unknown for k, p in probes.items()}
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        hog = []
+        try:
+            while True:
+                hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            for kind, probe in probes.items():
+                r = await probe(target)
+                results[kind] = [r.ok, r.unknown, r.detail]
+        finally:
+            for fd in hog:
+                os.close(fd)
+        results["after"] = {k: (await p(target)).unknown for k, p in probes.items()}
+    print(json.dumps(results))
+
+asyncio.run(main())
+"""
+
+
+def test_probes_that_cannot_open_a_socket_report_unknown(listener: tuple[str, int]) -> None:
+    """In a child whose descriptors are all taken: every probe type says "unknown" (the
+    process, not the target), and a plain failure again once descriptors are free."""
+    import json
+    import sys
+
+    host, port = listener
+    proc = subprocess.run(
+        [sys.executable, "-c", EMFILE_SCRIPT, host, str(port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    for kind in ("tcp", "http", "dns"):
+        ok, unknown, detail = got[kind]
+        assert (ok, unknown) == (False, True), (kind, detail)
+        assert detail.startswith("could not probe: out of file descriptors"), (kind, detail)
+    assert got["before"] == got["after"] == {"tcp": False, "http": False, "dns": False}
+    assert proc.stderr.count("cannot open a socket to probe") <= 3

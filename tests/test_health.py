@@ -99,3 +99,23 @@ def test_no_flip_faster_than_hysteresis(results: list[bool], rise: int, fall: in
             assert len(history) >= need
             assert all(h == (now is State.UP) for h in history[-need:])
         prev = now
+
+
+def test_a_probe_that_could_not_run_changes_nothing_and_is_reported() -> None:
+    """Out of file descriptors says nothing about the target: no fall count, no DOWN, no
+    freshness; the target is listed as unprobed until a probe of it runs again."""
+    t = tracker(rise=2, fall=2)
+    feed(t, "1")
+    t.observe(obs(False, 1))  # one real failure: fall count 1 of 2
+    unknown = Observation(T, "local", False, 2.0, 0.0, "could not probe: out of fds", True)
+    for i in range(50):
+        assert t.observe(Observation(T, "local", False, 2.0 + i, 0.0, unknown.detail, True)) == []
+    assert t.state(T) is State.UP
+    assert t.unprobed() == {T: (51.0, "could not probe: out of fds")}
+    assert t.regions(T)["local"].last_at == 1.0  # not fresh from an unknown result
+    assert feed(t, "1", start=60) == [State.UP]  # the run of failures was broken by nothing
+    assert t.unprobed() == {}
+    t.observe(obs(False, 61))
+    assert t.state(T) is State.UP  # one failure again: the unknowns did not count
+    t.observe(obs(False, 62))
+    assert t.state(T) is State.DOWN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dnsfailover.logs import redact
+from dnsfailover.logs import RateLimitedLog, redact
 
 SECRET = "hunter2-Zq8x1"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.sig0123"
@@ -129,3 +130,60 @@ def test_redact_masks_credentials(text: str, masked: str) -> None:
 )
 def test_redact_leaves_ordinary_lines_alone(text: str) -> None:
     assert redact(text) == text
+
+
+def test_human_lines_escape_control_characters_but_keep_tracebacks() -> None:
+    """A value a client chose (an override's reason) cannot start a line that reads as a
+    record of its own; the JSON format already keeps it in one string."""
+    forged = "2026-01-01 00:00:00,000 WARNING dnsfailover.api: override removed by admin"
+    script = SCRIPT.replace(
+        'log.debug("not shown at INFO")',
+        f"log.info('override set: %s', 'kernel\\n{forged}\\r\\x1b[2K\\u2028end')",
+    )
+    lines = run("human", script)
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+    assert lines[0].endswith(f"override set: kernel\\n{forged}\\r\\x1b[2K\\u2028end")
+    assert not [line for line in lines if line.startswith(forged)]
+    assert lines.index("Traceback (most recent call last):") > 0  # still on its own lines
+    assert all(stamp.match(line) for line in lines[:5])
+
+
+def test_a_protected_secret_is_masked_wherever_it_appears() -> None:
+    """The API token without a label next to it, as aiohttp's parser error quotes a folded
+    header's continuation line, and as Python shows it in bytes."""
+    token = "tok-Zq8x1-0123456789"
+    script = f"""
+import logging
+from dnsfailover.logs import protect, setup_logging
+setup_logging(logging.INFO, {{fmt!r}})
+protect({token!r})
+log = logging.getLogger("aiohttp.server")
+log.warning("Invalid header value char:\\n\\n  b' {token}'\\n    ^")
+log.warning("%r", {token!r}.encode())
+log.warning("nothing secret here: tok-Zq8x1")
+"""
+    for fmt in ("human", "json"):
+        text = "\n".join(run(fmt, script))
+        assert token not in text
+        assert "b' ***'" in text
+        assert "tok-Zq8x1" in text  # a prefix alone is no secret
+
+
+def test_rate_limited_log_says_how_many_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    limited = RateLimitedLog(
+        logging.getLogger("dnsfailover.test"), period=60.0, burst=3, clock=lambda: now[0]
+    )
+    caplog.set_level(logging.INFO)
+    written = [limited.log(logging.WARNING, "api: bad request %d", i) for i in range(1000)]
+    assert written.count(True) == 3
+    now[0] = 61.0
+    assert limited.log(logging.WARNING, "api: bad request %d", 1000)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "api: bad request 0",
+        "api: bad request 1",
+        "api: bad request 2",
+        "api: bad request 1000 (997 similar messages suppressed)",
+    ]
+    assert limited.total_suppressed == 997

@@ -398,7 +398,7 @@ def test_a_full_disk_does_not_stop_failover_and_is_reported(
             wait_for(lambda: server.answer(WWW) == (A, B), 5.0)
     status, body = api(server, "GET", "/healthz")
     assert status == 503, body
-    assert "full" in body["problem"]
+    assert any("full" in p for p in body["problems"])
     status, body = drain(server, B)
     assert status == 503, body
     assert "full" in body["error"]

@@ -53,6 +53,7 @@ class _ProbeStats:
     check: str
     ok: int = 0
     failed: int = 0
+    unknown: int = 0  # could not run (this process was out of sockets): no latency either
     total_seconds: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(PROBE_BUCKETS) + 1))
 
@@ -61,7 +62,7 @@ class _ProbeStats:
 class Snapshot:
     """Everything a scrape renders, copied on the event loop; safe to read on any thread."""
 
-    probes: tuple[tuple[str, str, str, int, int, float, tuple[int, ...]], ...]
+    probes: tuple[tuple[str, str, str, int, int, int, float, tuple[int, ...]], ...]
     families: tuple[Metric, ...]
 
 
@@ -135,6 +136,9 @@ class Metrics:
         stats = self._probes.get(key)
         if stats is None:
             stats = self._probes[key] = _ProbeStats(check)
+        if obs.unknown:
+            stats.unknown += 1
+            return
         if obs.ok:
             stats.ok += 1
         else:
@@ -172,7 +176,7 @@ class Metrics:
     def snapshot(self, node: NodeView | None = None) -> Snapshot:
         """Copy what a scrape shows; call on the event loop (the hooks' thread)."""
         probes = tuple(
-            (target, region, s.check, s.ok, s.failed, s.total_seconds, tuple(s.buckets))
+            (target, region, s.check, s.ok, s.failed, s.unknown, s.total_seconds, tuple(s.buckets))
             for (target, region), s in self._probes.items()
         )
         changes = CounterMetricFamily(
@@ -211,11 +215,12 @@ class _Frozen(Collector):
 
 
 def _probe_families(
-    probes: Iterable[tuple[str, str, str, int, int, float, tuple[int, ...]]],
+    probes: Iterable[tuple[str, str, str, int, int, int, float, tuple[int, ...]]],
 ) -> Iterator[Metric]:
     results = CounterMetricFamily(
         "dnsfailover_probes",
-        "Probe results per target (check@address:port), region and result",
+        "Probe results per target (check@address:port), region and result (unknown: the "
+        "probe could not run, e.g. out of file descriptors)",
         labels=["check", "target", "region", "result"],
     )
     latency = HistogramMetricFamily(
@@ -223,9 +228,10 @@ def _probe_families(
         "Probe latency per target and region",
         labels=["check", "target", "region"],
     )
-    for target, region, check, ok, failed, total, buckets in probes:
+    for target, region, check, ok, failed, unknown, total, buckets in probes:
         results.add_metric([check, target, region, "ok"], ok)
         results.add_metric([check, target, region, "failed"], failed)
+        results.add_metric([check, target, region, "unknown"], unknown)
         cumulative: list[tuple[str, float]] = []
         running = 0
         for bound, n in zip((*PROBE_BUCKETS, float("inf")), buckets, strict=True):
@@ -259,6 +265,12 @@ def _node_families(node: NodeView) -> Iterator[Metric]:
             for s in STATES:
                 per_region.add_metric([target, region, s], 1.0 if rh.state.value == s else 0.0)
     yield per_region
+    yield GaugeMetricFamily(
+        "dnsfailover_probe_targets_unknown",
+        "Targets whose latest probe could not run (out of file descriptors or socket "
+        "buffers): their health is frozen, failover for them is blind",
+        value=float(len(tracker.unprobed())),
+    )
     yield from _published_families(node)
     yield from _dns_families(node)
     yield from _cluster_families(node)

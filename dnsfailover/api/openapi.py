@@ -112,7 +112,8 @@ def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": route.handler,
         "summary": route.summary,
-        "responses": {"200": _json(_OBJECT), "500": _ERROR},
+        # 421: a Host: this API does not serve (DNS rebinding); 503: too many connections.
+        "responses": {"200": _json(_OBJECT), "421": _ERROR, "500": _ERROR, "503": _ERROR},
     }
     params: list[dict[str, Any]] = []
     if "{name}" in route.path:
@@ -143,14 +144,14 @@ def _operation(route: Route) -> dict[str, Any]:
             "content": {"text/html": {"schema": {"type": "string"}}},
         }
     elif route.handler == "healthz":
-        op["responses"]["503"] = _json(_OBJECT, "Starting")
+        op["responses"]["503"] = _json(_OBJECT, "Starting, or probes cannot run (`problems`)")
     elif route.handler == "overrides":
         op["responses"]["200"] = _json(
             {"type": "object", "properties": {"overrides": {"type": "array", "items": _OVERRIDE}}}
         )
     if route.mutating:
         op["security"] = [{"bearer": []}]
-        op["responses"].update({"400": _ERROR, "401": _ERROR, "403": _ERROR})
+        op["responses"].update({"400": _ERROR, "401": _ERROR, "403": _ERROR, "408": _ERROR})
     if route.handler == "add_override":
         op["requestBody"] = {
             "required": True,

@@ -6,6 +6,7 @@ relays it) can fix the request without reading the code.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from dnsfailover.api.views import NotFound, resolve_name
@@ -29,6 +30,7 @@ FIELDS = (
 )
 ACTIONS = ", ".join(a.value for a in Action)
 MAX_TEXT = 500
+MAX_EXPIRY = 10 * 366 * 86400  # ten years: longer is a mistake, or an attempt at overflow
 
 
 class BadRequest(UserError):
@@ -59,17 +61,29 @@ def parse_expiry(body: dict[str, Any], now: float) -> float | None:
     if expires_in is not None:
         try:
             seconds = parse_duration(expires_in)
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise BadRequest(f"expires_in: {e}") from None
+        if not math.isfinite(seconds):
+            raise BadRequest("expires_in must be a finite duration such as 30m or 3600")
         if seconds <= 0:
             raise BadRequest("expires_in must be longer than zero")
+        if seconds > MAX_EXPIRY:
+            raise BadRequest("expires_in must be at most ten years (remove the override instead)")
         return now + seconds
     if expires_at is not None:
         if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
             raise BadRequest("expires_at must be a unix time in seconds (a number)")
-        if expires_at <= now:
-            raise BadRequest(f"expires_at {expires_at:.0f} is in the past (now {now:.0f})")
-        return float(expires_at)
+        try:
+            at = float(expires_at)
+        except OverflowError:
+            at = math.inf
+        if not math.isfinite(at):
+            raise BadRequest("expires_at must be a finite unix time in seconds")
+        if at <= now:
+            raise BadRequest(f"expires_at {at:.0f} is in the past (now {now:.0f})")
+        if at > now + MAX_EXPIRY:
+            raise BadRequest(f"expires_at {at:.0f} is more than ten years ahead (now {now:.0f})")
+        return at
     return None
 
 

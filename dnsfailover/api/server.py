@@ -3,17 +3,22 @@
 Read-only routes are open: by default the API listens on loopback only.  Mutating calls
 (setting and removing overrides) need the bearer token; with no token configured they are
 refused, so a fresh install cannot be changed by anyone who can reach the port.  The token
-is compared in constant time and never logged or echoed.  Every error is JSON
-`{"error": "..."}` with a message that says what to do.
+is compared in constant time and never logged or echoed (`logs.protect` masks it in every
+log record).  Every error is JSON `{"error": "..."}` with a message that says what to do;
+bad requests are 4xx, never a 500, and what they log is rate-limited.  Connection limits,
+timeouts, the `Host:` allow-list and security headers live in `guard.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -24,14 +29,29 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from dnsfailover.api import views
 from dnsfailover.api.explain import explain
+from dnsfailover.api.guard import (
+    DATA_POLICY,
+    IDLE_TIMEOUT,
+    ConnectionGuard,
+    GuardedSite,
+    ProtocolLog,
+    host_problem,
+    page_policy,
+    read_body,
+)
 from dnsfailover.api.metrics import Metrics
 from dnsfailover.api.openapi import ROUTES, openapi
 from dnsfailover.api.ports import NodeControl, NodeView
 from dnsfailover.api.requests import BadRequest, parse_override, parse_removal
 from dnsfailover.engine.overrides import OverrideRefused
 from dnsfailover.errors import ConfigError, NotReady, StoreError, UserError
+from dnsfailover.logs import RateLimitedLog, protect
 
 log = logging.getLogger("dnsfailover.api")
+_failures = RateLimitedLog(log, period=60.0, burst=5)
+_bad_requests = RateLimitedLog(log, period=60.0, burst=10)
+MAX_DEPTH = 32  # no request body needs more; deeper is refused before parsing
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 NO_TOKEN = (
     "mutating calls are disabled: no API token is configured; start `dnsfailover serve` with "
@@ -75,7 +95,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         return error(e.status, e.text or e.reason)
     except Exception:
-        log.exception("api: %s %s failed", request.method, request.path)
+        # A bug, not the client: with its traceback, but a bounded number a minute.
+        _failures.log(logging.ERROR, "api: %s %s failed", request.method, request.path,
+                      exc_info=True)  # fmt: skip
         return error(500, "internal error; see the server's log")
 
 
@@ -92,16 +114,26 @@ class ApiServer:
         *,
         token: str | None,
         metrics: Metrics,
+        max_connections: int | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.view, self.control, self.metrics = view, control, metrics
         self.host, self.port = host, port
+        if token:
+            protect(token)
         self._token = token.encode() if token else None
         self._runner: web.AppRunner | None = None
         self._page = b""
+        self._page_policy = DATA_POLICY
+        self.guard = ConnectionGuard(max_connections, idle_timeout)
         self.app = self._build()
 
     def _build(self) -> web.Application:
-        app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+        app = web.Application(
+            middlewares=[self.guard.middleware, self._known_host, json_errors],
+            client_max_size=64 * 1024,
+        )
+        app.on_response_prepare.append(self._secure_headers)
         handlers: dict[str, Handler] = {
             "status": self.get_status,
             "endpoints": self.get_endpoints,
@@ -126,11 +158,19 @@ class ApiServer:
     async def start(self) -> tuple[str, int]:
         """Bind and serve; returns the address actually bound."""
         self._page = await asyncio.to_thread(_read_page)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._page_policy = page_policy(self._page)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.guard.idle_timeout,
+            logger=ProtocolLog(),
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = GuardedSite(self._runner, self.host, self.port, self.guard)
         await site.start()
-        host, port = self._runner.addresses[0][:2]
+        assert site.listener is not None
+        host, port = site.listener.addresses[0]
         if not is_loopback(str(host)):
             log.warning(
                 "api: listening on %s:%d: status, metrics and the page are readable by anyone "
@@ -151,6 +191,30 @@ class ApiServer:
             await self._runner.cleanup()
             self._runner = None
 
+    # -- every request ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _known_host(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuse a `Host:` this API does not answer for (DNS rebinding; see guard.py)."""
+        allowed = (*self.view.config.api.allowed_hosts, self.host)
+        problem = host_problem(request.headers.get("Host"), allowed)
+        if problem is not None:
+            status, message = problem
+            _bad_requests.log(
+                logging.WARNING, "api: %s from %s refused: %s", request.path, request.remote,
+                message,
+            )  # fmt: skip
+            return error(status, message)
+        return await handler(request)
+
+    async def _secure_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["X-Frame-Options"] = "DENY"
+        headers["Referrer-Policy"] = "no-referrer"
+        is_page = request.path == "/" and response.content_type == "text/html"
+        headers["Content-Security-Policy"] = self._page_policy if is_page else DATA_POLICY
+
     # -- auth -------------------------------------------------------------------------------
 
     def _authorize(self, request: web.Request) -> web.Response | None:
@@ -164,9 +228,12 @@ class ApiServer:
                 "this call needs the API token: send `Authorization: Bearer TOKEN`",
                 **{"WWW-Authenticate": 'Bearer realm="dnsfailover"'},
             )
-        if not hmac.compare_digest(given.strip().encode(), self._token):
-            log.warning("api: %s %s with a wrong token from %s", request.method, request.path,
-                        request.remote)  # fmt: skip
+        # aiohttp hands over non-UTF-8 header bytes as surrogate escapes: compare the bytes.
+        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token):
+            _bad_requests.log(
+                logging.WARNING, "api: %s %s with a wrong token from %s", request.method,
+                request.path, request.remote,
+            )  # fmt: skip
             return error(
                 401,
                 "the API token is wrong",
@@ -199,6 +266,7 @@ class ApiServer:
     async def get_metrics(self, request: web.Request) -> web.Response:
         metrics = self.metrics
         snap = metrics.snapshot(self.view)  # on the loop, where the counts change
+        snap = dataclasses.replace(snap, families=(*snap.families, *self.guard.families()))
         body = await asyncio.to_thread(metrics.render, snap)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -213,9 +281,10 @@ class ApiServer:
 
     async def get_healthz(self, request: web.Request) -> web.Response:
         ready = self.view.published is not None
-        problem = self.view.state_problem()  # still serving DNS, but monitoring must know
-        body = {"ok": ready and problem is None} | ({"problem": problem} if problem else {})
-        return web.json_response(body, status=200 if body["ok"] else 503)
+        found = views.problems(self.view)  # still serving DNS, but monitoring must know
+        if not found:
+            return web.json_response({"ok": ready}, status=200 if ready else 503)
+        return web.json_response({"ok": False, "problems": found}, status=503)
 
     # -- mutating ---------------------------------------------------------------------------
 
@@ -223,7 +292,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request)
+        body = await _json_body(request, self.guard.idle_timeout)
         override = parse_override(body, self.view.config, time.time(), request.remote)
         try:
             await self.control.add_override(override)
@@ -236,7 +305,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request, optional=True)
+        body = await _json_body(request, self.guard.idle_timeout, optional=True)
         who, reason = parse_removal(body, dict(request.query), request.remote)
         override_id = request.match_info["id"]
         if not await self.control.remove_override(override_id, who, reason):
@@ -281,7 +350,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request)
+        body = await _json_body(request, self.guard.idle_timeout)
         if body.get("kind") != "drill":
             raise BadRequest("kind must be 'drill' (the only event a client may record)")
         subject, message = body.get("subject"), body.get("message")
@@ -298,7 +367,7 @@ class ApiServer:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        body = await _json_body(request, optional=True)
+        body = await _json_body(request, self.guard.idle_timeout, optional=True)
         who = str(body.get("who") or request.remote or "api")
         reason = str(body.get("reason") or "").strip()
         if not reason:
@@ -324,16 +393,69 @@ def _int_param(request: web.Request, key: str, default: int | None, low: int, hi
     return value
 
 
-async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    text = await request.text()
+def _not_json(constant: str) -> Any:
+    raise BadRequest(f"the body is not valid JSON: {constant} is not a JSON number")
+
+
+async def _json_body(
+    request: web.Request, limit: float, *, optional: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object: strict UTF-8, strict JSON (no NaN/Infinity), at most
+    `MAX_DEPTH` deep, every string valid Unicode; else a 400 that says which."""
+    raw = await read_body(request, limit)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(
+            f"the body must be UTF-8 encoded JSON (byte {e.start} is not UTF-8)"
+        ) from None
     if not text.strip():
         if optional:
             return {}
         raise BadRequest('the body must be a JSON object, e.g. {"action": ..., "reason": ...}')
+    if _depth(text) > MAX_DEPTH:
+        raise BadRequest(f"the body is nested more than {MAX_DEPTH} levels deep")
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as e:
         raise BadRequest(f"the body is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4,300 digits
+        raise BadRequest(f"the body is not acceptable JSON: {e}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, not {type(body).__name__}")
+    _check_text(body)
     return body
+
+
+def _depth(text: str) -> int:
+    """How deeply arrays and objects nest, brackets inside strings aside."""
+    depth = deepest = 0
+    for char in _STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _check_text(value: Any) -> None:
+    """Refuse strings that are not valid Unicode (`"\\ud800"`) and non-finite numbers."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise BadRequest(
+                    f"the body holds a string that is not valid Unicode (a lone surrogate "
+                    f"{item[e.start]!r})"
+                ) from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise BadRequest("the body holds a number too large to be a JSON number")

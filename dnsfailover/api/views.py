@@ -142,6 +142,22 @@ def endpoints(node: NodeView, now: float) -> dict[str, Any]:
     return {"endpoints": rows, "counts": counts, "now": now}
 
 
+def problems(node: NodeView) -> list[str]:
+    """What keeps the node from doing its job now, in words (empty when nothing does)."""
+    found = []
+    unprobed = node.tracker.unprobed()
+    if unprobed:
+        _at, detail = max(unprobed.values())
+        found.append(
+            f"probes cannot run: the latest probe of {len(unprobed)} target(s) could not open "
+            f"a socket ({detail}); their health is held as it was"
+        )
+    state = node.state_problem()
+    if state is not None:
+        found.append(state)
+    return found
+
+
 def status(node: NodeView, now: float) -> dict[str, Any]:
     config = node.config
     published = node.published
@@ -191,6 +207,7 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
         "frozen": getattr(published.decision, "frozen", None) if published else None,
         "refused": jsonable(getattr(published.decision, "refused", {})) if published else {},
         "now": now,
+        "problems": problems(node),
         "zones": zones,
         "names": names,
         "overrides": [override_json(o) for o in overrides],

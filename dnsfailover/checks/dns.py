@@ -30,7 +30,14 @@ import aiodns
 import pycares
 from aiodns import error as ares
 
-from dnsfailover.checks.details import failed, shorten, timeout_detail
+from dnsfailover.checks.details import (
+    cannot_probe,
+    failed,
+    shortage_errno,
+    shorten,
+    socket_shortage,
+    timeout_detail,
+)
 from dnsfailover.config.checks import CheckConfig, DnsQueryType
 from dnsfailover.model import ProbeResult, Target, hostport
 
@@ -119,6 +126,8 @@ class DnsProbe:
                 **self._source,
             )
         except Exception as exc:  # pycares.AresError, bad address: report, never raise
+            if (code := shortage_errno(exc) or socket_shortage()) is not None:
+                return cannot_probe(0.0, code, target.key)
             logger.warning("dns: cannot create a resolver for %s: %r", target.key, exc)
             return failed(0.0, shorten(f"resolver setup failed: {exc}"))
         try:
@@ -133,6 +142,9 @@ class DnsProbe:
                 return failed(latency, timeout_detail(self._timeout))
             if status in _RCODE_BY_STATUS:
                 return self._judge(latency, _RCODE_BY_STATUS[status], [])
+            # c-ares reports a socket it could not open as the server refusing
+            if (code := socket_shortage()) is not None:
+                return cannot_probe(latency, code, target.key)
             detail = _STATUS_DETAIL.get(status) if isinstance(status, int) else None
             return failed(latency, detail or shorten(f"DNS error: {exc}"))
         except Exception as exc:  # the contract: a probe reports, it never raises

@@ -21,7 +21,14 @@ from collections.abc import Callable
 
 import aiohttp
 
-from dnsfailover.checks.details import failed, os_error_detail, shorten, timeout_detail
+from dnsfailover.checks.details import (
+    cannot_probe,
+    failed,
+    os_error_detail,
+    shortage_errno,
+    shorten,
+    timeout_detail,
+)
 from dnsfailover.config.checks import CheckConfig, compile_body_regex
 from dnsfailover.model import ProbeResult, Target, hostport
 
@@ -177,9 +184,11 @@ class HttpProbe:
                     return await self._request(session, url, loop, start)
         except TimeoutError:
             return failed(loop.time() - start, timeout_detail(self._timeout))
-        except aiohttp.ClientError as exc:
-            return failed(loop.time() - start, _client_error_detail(exc))
-        except OSError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
+            if (code := shortage_errno(exc)) is not None:  # this process, not the target
+                return cannot_probe(loop.time() - start, code, target.key)
+            if isinstance(exc, aiohttp.ClientError):
+                return failed(loop.time() - start, _client_error_detail(exc))
             return failed(loop.time() - start, os_error_detail(exc))
         except Exception as exc:  # the contract: a probe reports, it never raises
             logger.warning("http: unexpected error probing %s: %r", url, exc)

@@ -500,7 +500,9 @@ class ProbeScheduler:
         finally:
             if planned is not None:
                 entry.task = None
-        obs = Observation(entry.key, self._region, result.ok, at, result.latency, result.detail)
+        obs = Observation(
+            entry.key, self._region, result.ok, at, result.latency, result.detail, result.unknown
+        )
         try:
             self._on_observation(obs)
         except Exception:

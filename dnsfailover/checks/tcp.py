@@ -35,7 +35,14 @@ import struct
 import sys
 import weakref
 
-from dnsfailover.checks.details import errno_detail, failed, os_error_detail, timeout_detail
+from dnsfailover.checks.details import (
+    SHORTAGE_ERRNOS,
+    cannot_probe,
+    errno_detail,
+    failed,
+    os_error_detail,
+    timeout_detail,
+)
 from dnsfailover.config.checks import CheckConfig
 from dnsfailover.model import ProbeResult, Target
 
@@ -117,6 +124,8 @@ class TcpProbe:
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
+            if exc.errno in SHORTAGE_ERRNOS:
+                return cannot_probe(0.0, exc.errno, target.key)
             return failed(0.0, f"cannot open a socket: {os_error_detail(exc)}")
         try:
             sock.setblocking(False)
@@ -127,10 +136,14 @@ class TcpProbe:
             if code == errno.EINPROGRESS:
                 code = await self._wait_connected(loop, sock, start + self._timeout)
         except OSError as exc:
+            if exc.errno in SHORTAGE_ERRNOS:
+                return cannot_probe(loop.time() - start, exc.errno, target.key)
             return failed(loop.time() - start, os_error_detail(exc))
         finally:
             sock.close()
         latency = loop.time() - start
+        if code in SHORTAGE_ERRNOS:
+            return cannot_probe(latency, code, target.key)
         if code == 0:
             return ProbeResult(ok=True, latency=latency, detail="connected")
         if code == errno.ECONNRESET:

@@ -20,3 +20,5 @@ class ApiConfig(Model):
     listen: str | None = None  # HOST:PORT; `serve --api` overrides it
     token_env: str | None = None  # bearer token for mutating calls, from the environment
     token_file: str | None = None
+    # Host names (besides addresses and localhost) the API answers to; others get 421.
+    allowed_hosts: tuple[str, ...] = ()

@@ -6,6 +6,10 @@ consecutive successes to come back UP.  State restored from the store after a re
 kept until the first fresh result replaces it, so a restart neither forgets what it knew
 nor trusts it over what it now sees.
 
+A probe that could not run (`Observation.unknown`: this process was out of file
+descriptors) is no result: it leaves the state, the rise/fall runs and freshness as they
+were, and is remembered per target (`unprobed`) so the node can report it.
+
 Regions vote.  This node's own region is fed observations; other regions' states arrive
 already filtered by their own hysteresis (`set_remote`, from the cluster), and stay fresh
 while their node keeps beating (`seen`).  Only fresh regions vote (stale = no result for
@@ -110,6 +114,8 @@ class HealthTracker:
         self._down: dict[str, int] = {}
         self._probed: dict[str, float] = {}  # region → newest observation made here
         self._horizon = 0.0  # STALE_INTERVALS x the longest interval: a region's freshness
+        self._unprobed: dict[str, tuple[float, str]] = {}  # target → (at, detail) of the
+        # latest probe that could not run, until a probe of it runs again
         self.update_rules(rules, votes)
 
     def update_rules(
@@ -126,6 +132,7 @@ class HealthTracker:
             t.rules = r
             kept[key] = t
         self._targets = kept
+        self._unprobed = {k: v for k, v in self._unprobed.items() if k in kept}
         wanted = votes if votes is not None else {key: (key, "majority") for key in rules}
         fresh: dict[str, _Vote] = {}
         for hkey, (target, quorum) in wanted.items():
@@ -170,6 +177,10 @@ class HealthTracker:
             return []
         counter = t.regions.setdefault(obs.region, _Counter())
         counter.latency, counter.detail = obs.latency, obs.detail
+        if obs.unknown:  # says nothing about the target: no count, no freshness
+            self._unprobed[obs.target] = (obs.at, obs.detail)
+            return []
+        self._unprobed.pop(obs.target, None)
         if obs.at > self._probed.get(obs.region, 0.0):
             self._probed[obs.region] = obs.at
         changes: list[HealthChange] = []
@@ -412,6 +423,10 @@ class HealthTracker:
 
     def keys(self) -> Iterable[str]:
         return self._targets.keys()
+
+    def unprobed(self) -> dict[str, tuple[float, str]]:
+        """Targets whose latest probe could not run: (when, why)."""
+        return dict(self._unprobed)
 
 
 def _reason(obs: Observation, c: _Counter) -> str:

@@ -260,7 +260,7 @@ class Node(ProviderSyncs):
     def _on_observation(self, obs: Observation) -> None:
         self.metrics.probe(obs, obs.target.partition("@")[0])
         changes = self._tracker.observe(obs)
-        if self._link is not None:
+        if self._link is not None and not obs.unknown:  # a probe that could not run saw nothing
             self._link.observed(obs.at)
             if changes:
                 self._link.report(changes)
