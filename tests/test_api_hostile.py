@@ -180,9 +180,9 @@ BAD_BODIES = [
     (b'{"action": "drain", "endpoint": "%s", "reason": "r", "expires_at": 1%s}'
      % (A.encode(), b"0" * 5000), "not acceptable JSON"),
     (b'{"action": "drain", "endpoint": "%s", "reason": "r", "expires_in": 1e15}' % A.encode(),
-     "at most ten years"),
+     "at most 366 days"),
     (b'{"action": "drain", "endpoint": "%s", "reason": "r", "expires_at": 9e15}' % A.encode(),
-     "more than ten years ahead"),
+     "more than 366 days ahead"),
     (b'{"action": "drain", "endpoint": "%s", "reason": "r", "expires_in": -5}' % A.encode(),
      "negative"),
 ]  # fmt: skip

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from dnsfailover.api.views import NotFound, resolve_name
 from dnsfailover.engine.overrides import Action, Override, new_id, target_problem
 from dnsfailover.errors import UserError
-from dnsfailover.fields import parse_duration
+from dnsfailover.fields import MAX_DURATION, parse_duration
 
 if TYPE_CHECKING:
     from dnsfailover.config.schema import Config
@@ -30,7 +30,7 @@ FIELDS = (
 )
 ACTIONS = ", ".join(a.value for a in Action)
 MAX_TEXT = 500
-MAX_EXPIRY = 10 * 366 * 86400  # ten years: longer is a mistake, or an attempt at overflow
+MAX_EXPIRY = MAX_DURATION  # a year, as for every duration: longer is a mistake, or an overflow
 
 
 class BadRequest(UserError):
@@ -67,8 +67,6 @@ def parse_expiry(body: dict[str, Any], now: float) -> float | None:
             raise BadRequest("expires_in must be a finite duration such as 30m or 3600")
         if seconds <= 0:
             raise BadRequest("expires_in must be longer than zero")
-        if seconds > MAX_EXPIRY:
-            raise BadRequest("expires_in must be at most ten years (remove the override instead)")
         return now + seconds
     if expires_at is not None:
         if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
@@ -82,7 +80,7 @@ def parse_expiry(body: dict[str, Any], now: float) -> float | None:
         if at <= now:
             raise BadRequest(f"expires_at {at:.0f} is in the past (now {now:.0f})")
         if at > now + MAX_EXPIRY:
-            raise BadRequest(f"expires_at {at:.0f} is more than ten years ahead (now {now:.0f})")
+            raise BadRequest(f"expires_at {at:.0f} is more than 366 days ahead (now {now:.0f})")
         return at
     return None
 
