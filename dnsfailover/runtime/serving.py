@@ -60,7 +60,7 @@ class Serving:
                 self._workers - 1, *bound, rrl=rrl_settings(config), log_level=level
             )
             self.embedded.subscribe(self._pool.publish)
-            await self._pool.start(list(self.embedded.contents.values()))
+            await self._pool.start(list(self.embedded.contents.values()), keyring)
         # NOTIFY secondaries of every later serial, and now: they may hold an older one.
         self._notifier = Notifier(secondaries(config, keyring))
         self.embedded.subscribe(self._notifier)
@@ -81,6 +81,8 @@ class Serving:
             self._transfers.update(transfer_acl(config), keyring)
         if self.server is not None:
             self.server.keyring = keyring
+        if self._pool is not None:
+            self._pool.set_keyring(keyring)
         if self._notifier is not None:
             self._notifier.retarget(secondaries(config, keyring))
 

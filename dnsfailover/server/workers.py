@@ -30,12 +30,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import dns.name
+import dns.tsig
 
 from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
 from dnsfailover.rdata import Labels, ZoneBuildError, name_labels
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.rrl import RrlSettings
+from dnsfailover.server.signed import Keys
 from dnsfailover.server.zone import ZoneSnapshot
 
 if TYPE_CHECKING:
@@ -48,6 +53,7 @@ READY_TIMEOUT = 30.0
 """Seconds a worker may take to import, bind and report (a spawn re-imports everything)."""
 STOP_TIMEOUT = 5.0
 _PR_SET_PDEATHSIG = 1
+Message: TypeAlias = "list[ZoneContent] | list[Update] | KeyringUpdate"
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -90,19 +96,25 @@ class WorkerPool:
         """An :meth:`EmbeddedZones.subscribe` listener: send what changed to every worker."""
         self.send([_update(c) for c in changes])
 
-    def send(self, message: list[ZoneContent] | list[Update]) -> Future[None]:
+    def send(self, message: Message) -> Future[None]:
         """Queue a message for every worker; sends happen in order, off the event loop."""
         return self._sender.submit(self._send_all, message)
 
-    def _send_all(self, zones: list[ZoneContent] | list[Update] | None) -> None:
+    def set_keyring(self, keyring: Keys) -> Future[None]:
+        """The TSIG keys signed queries are checked against, at start and on a reload."""
+        return self.send(KeyringUpdate(dict(keyring)))
+
+    def _send_all(self, zones: Message | None) -> None:
         for index, conn in enumerate(self._conns):
             try:
                 conn.send(zones)
             except (OSError, ValueError) as e:  # a dead worker: the others keep serving
                 log.warning("workers: cannot reach worker %d: %s", index + 1, e)
 
-    async def start(self, zones: list[ZoneContent]) -> list[int]:
-        """Spawn the workers with ``zones``; return their pids once all have bound the port.
+    async def start(self, zones: list[ZoneContent], keyring: Keys | None = None) -> list[int]:
+        """Spawn the workers with ``zones`` (and the TSIG ``keyring``, so a signed query is
+        answered by whichever process receives it); return their pids once all have bound
+        the port.
 
         :raises OSError: if a worker cannot bind or does not report in time.
         """
@@ -120,6 +132,8 @@ class WorkerPool:
             await asyncio.to_thread(proc.start)
             child.close()
         self.send(zones)  # the first message: nothing published later can overtake it
+        if keyring:
+            self.set_keyring(keyring)
         for index, conn in enumerate(self._conns, start=1):
             ready = await asyncio.to_thread(conn.poll, READY_TIMEOUT)
             try:
@@ -214,6 +228,9 @@ async def _serve(
         if message is None:
             stop.set()
             return
+        if isinstance(message, KeyringUpdate):
+            server.keyring = MappingProxyType(message.keys)
+            return
         try:
             versions = [_apply(contents, update) for update in message]
             server.publish(server.snapshot.update(versions), _names(message))
@@ -231,6 +248,13 @@ async def _serve(
     finally:
         loop.remove_reader(conn.fileno())
         await server.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringUpdate:
+    """New TSIG keys, as sent to a worker (dnspython's keys pickle)."""
+
+    keys: dict[dns.name.Name, dns.tsig.Key]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import signal
 import socket
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
+import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.tsig
 import pytest
 from support import HttpEndpoints, Server, wait_for
 
@@ -85,3 +90,56 @@ def test_workers_share_the_port_and_all_serve_each_publish(
         assert all(i.startswith("dnsfailover-") for i in ids)
     finally:
         assert server.stop() == 0
+
+
+def signed_soa_replies(port: int, key: dns.tsig.Key) -> list[dns.message.Message]:
+    """CLIENTS signed SOA queries, each from a fresh socket (so both processes get some);
+    each reply is verified against `key` as it is parsed."""
+    replies = []
+    for _ in range(CLIENTS):
+        q = dns.message.make_query(ORIGIN, "SOA")
+        q.use_tsig(key)
+        replies.append(ask(port, q))
+    return replies
+
+
+def test_every_worker_checks_and_signs_tsig_queries_and_follows_a_reload(
+    tmp_path: Path, http_endpoints: HttpEndpoints
+) -> None:
+    """A secondary's signed SOA refresh over UDP may land on any process: each one knows the
+    keys, and learns a key added by a reload."""
+    first = dns.tsig.Key("k1.", base64.b64encode(b"1" * 32).decode(), dns.tsig.HMAC_SHA256)
+    second = dns.tsig.Key("k2.", base64.b64encode(b"2" * 32).decode(), dns.tsig.HMAC_SHA256)
+    for key in (first, second):
+        (tmp_path / f"{key.name}secret").write_text(base64.b64encode(key.secret).decode())
+    config = write_config(tmp_path / "c.yaml", http_endpoints)
+    base = config.read_text()
+
+    def keys(*names: str) -> str:
+        lines = [f"  {n}: {{secret_file: {tmp_path / (n + '.secret')}}}" for n in names]
+        return "tsig_keys:\n" + "\n".join(lines) + "\n"
+
+    config.write_text(keys("k1") + base)
+    server = Server(config, tmp_path / "s.db", "--workers", "2")
+    try:
+        replies = signed_soa_replies(server.port, first)
+        assert all(r.rcode() == dns.rcode.NOERROR and r.had_tsig for r in replies)
+        assert {r.answer[0][0].serial for r in replies} == {server.serial(ORIGIN)}
+
+        config.write_text(keys("k1", "k2") + base)
+        server.proc.send_signal(signal.SIGHUP)
+        # Reloaded once the parent signs with k2; then every process must.
+        wait_for(lambda: _signs(server.port, second), timeout=10)
+        replies = signed_soa_replies(server.port, second)
+        assert all(r.rcode() == dns.rcode.NOERROR and r.had_tsig for r in replies)
+    finally:
+        assert server.stop() == 0
+
+
+def _signs(port: int, key: dns.tsig.Key) -> bool:
+    q = dns.message.make_query(ORIGIN, "SOA")
+    q.use_tsig(key)
+    try:
+        return ask(port, q).had_tsig
+    except dns.exception.DNSException:  # an unsigned BADKEY reply does not verify
+        return False
