@@ -137,7 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _print_plan(result: PlanResult, *, applied: bool) -> int:
     print(f"probes ({len(result.observations)} target(s), one round):")
     for obs in sorted(result.observations, key=lambda o: o.target):
-        verdict = "ok  " if obs.ok else "FAIL"
+        verdict = "ok  " if obs.ok else "UNKN" if obs.unknown else "FAIL"  # unknown: not run
         print(f"  {verdict} {obs.target:<40} {obs.detail} ({obs.latency * 1000:.0f}ms)")
     print("answers:")
     for name, nd in result.decision.names.items():

@@ -231,7 +231,8 @@ class EtcdCluster:
                 )
             except Exception as e:
                 self.publish_error = f"etcd: {_why(e)}"
-                log.warning("publish: term=%s failed: %s", term, self.publish_error)
+                # the node's link logs it at ERROR, once per streak, and retries
+                log.debug("publish: term=%s failed: %s", term, self.publish_error)
                 return False
             if not ok:
                 self.publish_error = f"fenced: the leader key no longer has term {term}"
