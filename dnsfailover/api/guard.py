@@ -32,7 +32,7 @@ import logging
 import re
 import resource
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -170,7 +170,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TCP transport has the interface but does not subclass asyncio.Transport
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         if not self.guard.admit(self):
             transport.write(BUSY)

@@ -114,18 +114,19 @@ async def _until(
     within: float,
     abort: asyncio.Event | None,
 ) -> tuple[Answer | None, Answer | None]:
-    """Poll the served answer until `done(answer)`: (that answer or None, the last seen)."""
+    """Poll the served answer until `done(answer)`: (that answer or None, the last seen).
+
+    An abort ends the wait after one more look, so what already happened is reported."""
     deadline = time.monotonic() + within
     last: Answer | None = None
-    while not _stopped(abort):
+    while True:
         answer = await ops.query(spec.name, spec.rtype)
         last = answer if answer is not None else last
         if answer is not None and done(answer):
             return answer, answer
-        if time.monotonic() >= deadline:
-            break
+        if _stopped(abort) or time.monotonic() >= deadline:
+            return None, last
         await _nap(POLL, abort)
-    return None, last
 
 
 async def run_drill(
@@ -170,7 +171,9 @@ async def run_drill(
         started = time.monotonic()
         during, last = await _until(ops, spec, off, failover_within, abort)
         report.during = during or last or ()
-        if during is None:
+        if during is None and _stopped(abort):
+            report.problem = "aborted: the server is stopping"
+        elif during is None:
             report.problem = f"the answer did not move off tier {spec.tier} within "
             report.problem += f"{failover_within:g}s (still {show(last)}){await _why(ops, spec)}"
         else:
