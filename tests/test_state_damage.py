@@ -46,6 +46,7 @@ zones:
   example.test.:
     soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
     nameservers: [ns1.example.test.]
+    allow_transfer: [127.0.0.1]  # a secondary holds its serial: it must never go back
     records:
       ns1: {{type: A, values: [127.0.0.1]}}
     failover:

@@ -17,6 +17,9 @@ from dnsfailover.runtime.store_thread import AsyncStore
 def test_next_serial_is_time_based_and_strictly_increasing() -> None:
     # Without a stored serial (a new or lost file): above anything a bounded run served.
     assert next_serial(None, 1_700_000_000.5) == 1_700_000_000 + MAX_AHEAD + 1
+    # nobody transfers the zone: nothing can see its serial go back, it starts at the clock
+    assert next_serial(None, 1_700_000_000.5, held=False) == 1_700_000_000
+    assert serial_wait(next_serial(None, 1_700_000_000.5, held=False), 1_700_000_000.5) == 0
     # ... counted from when the state was opened: the run before stopped serving before that
     assert next_serial(None, 1_700_000_009.5, started=1_700_000_001.2) == (
         1_700_000_001 + MAX_AHEAD + 1

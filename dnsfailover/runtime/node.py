@@ -165,8 +165,10 @@ class Node(ProviderSyncs):
         # entry points read package metadata
         syncs = await asyncio.to_thread(make_syncs, self.config, self._sync_event, fence)
         self.publisher.syncs.update(syncs)
-        self.publisher.embedded_origins.update(
-            o for o, z in self.config.zones.items() if z.provider == "embedded"
+        embedded = {o: z for o, z in self.config.zones.items() if z.provider == "embedded"}
+        self.publisher.embedded_origins.update(embedded)
+        self.publisher.transferred.update(  # others hold these serials: peers, secondaries
+            o for o, z in embedded.items() if self._link or z.allow_transfer or z.also_notify
         )
         if self._link is None:
             await self._decide_and_publish(force_all=True)

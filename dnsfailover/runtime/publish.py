@@ -57,6 +57,9 @@ class Publisher:
         self.embedded = embedded
         self.syncs: dict[str, ZoneSync] = {}  # external zones, by origin
         self.embedded_origins: set[str] = set()
+        # embedded zones secondaries transfer: after a lost state file their serials start an
+        # hour ahead (serials.next_serial); the others start at the clock
+        self.transferred: set[str] = set()
         self.published: Published | None = None
         self._metrics = metrics
         self._notify = notify
@@ -115,7 +118,10 @@ class Publisher:
         ]
 
     def next_serials(self, changed: Iterable[str], now: float) -> dict[str, int]:
-        return {o: next_serial(self._serials.get(o), now, self._started) for o in changed}
+        return {
+            o: next_serial(self._serials.get(o), now, self._started, held=o in self.transferred)
+            for o in changed
+        }
 
     async def reserve(self, changed: Sequence[str], clock: Callable[[], float]) -> dict[str, int]:
         """The next serials of `changed`, kept at most MAX_AHEAD seconds ahead of the clock:
