@@ -24,8 +24,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
-from dnsfailover.rdata import MAX_LABEL
 from dnsfailover.server.tsig import tsig_error
+from dnsfailover.server.wire import skip_name
 
 log = logging.getLogger("dnsfailover.server")
 # Per-query problems are logged at DEBUG: anyone can send a bad TSIG, as often as they like.
@@ -53,11 +53,11 @@ def tsig_start(data: bytes) -> int | None:
     pos = 12
     try:
         for _ in range(counts[0]):
-            pos = _skip_name(data, pos) + 4
+            pos = skip_name(data, pos) + 4
         found = None
         for index in range(total):
             start = pos
-            pos = _skip_name(data, pos)
+            pos = skip_name(data, pos)
             rtype, _class, _ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
             pos += 10 + rdlength
             if rtype == _TSIG:
@@ -67,18 +67,6 @@ def tsig_start(data: bytes) -> int | None:
     except (IndexError, ValueError, struct.error):
         return None
     return found if pos <= len(data) else None
-
-
-def _skip_name(data: bytes, pos: int) -> int:
-    while True:
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length & 0xC0 == 0xC0:
-            return pos + 2
-        if length > MAX_LABEL:
-            raise ValueError("reserved label type")
-        pos += length + 1
 
 
 def _formerr(data: bytes) -> bytes:

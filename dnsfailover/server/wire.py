@@ -215,7 +215,7 @@ def _parse(data: bytes) -> tuple[DNSRecord, list[_Edns]]:
     return DNSRecord(header, questions), opts
 
 
-def _skip_name(data: bytes, pos: int) -> int:
+def skip_name(data: bytes, pos: int) -> int:
     """The offset just after the (possibly compressed) name at ``pos``."""
     while True:
         length = data[pos]
@@ -239,7 +239,7 @@ def _scan_opts(data: bytes, pos: int) -> list[_Edns]:
     try:
         for index in range(sum(counts)):
             owner = pos
-            pos = _skip_name(data, pos)
+            pos = skip_name(data, pos)
             rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
             pos += 10 + rdlength
             if pos > len(data):
