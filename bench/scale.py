@@ -135,9 +135,15 @@ def query(name: str, qid: int) -> bytes:
     return struct.pack("!6H", qid, 0, 1, 0, 0, 0) + wire + b"\0\0\1\0\1"
 
 
+PACE = 0.01
+"""Seconds between sweeps (--pace): back to back, the sweeping takes a core of this 2-core
+machine from the server it measures."""
+
+
 class Resolver:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, pace: float = PACE) -> None:
         self.port = port
+        self.pace = pace
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.settimeout(0.2)
 
@@ -165,14 +171,18 @@ def packed(ip: str) -> bytes:
 
 
 def until(resolver: Resolver, names: list[str], ok: object, limit: float = 15.0) -> float:
-    """Seconds until every name's answer passes `ok(reply)`; sweeps the ones still wrong."""
+    """Seconds until every name's answer passes `ok(reply)`; sweeps the ones still wrong,
+    one sweep every `resolver.pace` seconds."""
     start = time.perf_counter()
     left = list(names)
     while left:
+        swept = time.perf_counter()
         replies = resolver.sweep(left)
         left = [n for n in left if n not in replies or not ok(replies[n])]  # type: ignore[operator]
         if time.perf_counter() - start > limit:
             raise SystemExit(f"{len(left)} names still wrong after {limit}s")
+        if left:
+            time.sleep(max(0.0, resolver.pace - (time.perf_counter() - swept)))
     return time.perf_counter() - start
 
 
@@ -232,9 +242,21 @@ def serve(config: Path, state: Path, *extra: str) -> tuple[subprocess.Popen[str]
     return proc, int(line.split(" on ")[1].split(" ")[0].rsplit(":", 1)[1])
 
 
+def children(pid: int) -> list[int]:
+    """`pid`'s child processes (the probe process, multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
+    """CPU time of `pid` and its live children: the node's, probes included."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / HZ
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -242,6 +264,19 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def memory(pid: int) -> str:
+    """RSS of the node, and of each child process with its share (PSS) when it has one."""
+    parts = [f"RSS {rss_mb(pid):.0f} MB"]
+    for child in children(pid):
+        kind = (
+            "probe process"
+            if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text()
+            else "helper"
+        )
+        parts.append(f"+ {kind} {rss_mb(child):.0f} MB")
+    return " ".join(parts)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -263,6 +298,8 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=15)
     ap.add_argument("--outage", type=int, default=500)
     ap.add_argument("--yaml", action="store_true", help="static records in the YAML")
+    ap.add_argument("--probes", choices=("process", "inline"), default="process")
+    ap.add_argument("--pace", type=float, default=PACE, help="seconds between sweeps")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(
@@ -274,18 +311,21 @@ def main() -> None:
         tmp = Path(d)
         cfg = write_config(tmp, args)
         started = time.perf_counter()
-        proc, port = serve(cfg, tmp / "s.db")
+        proc, port = serve(cfg, tmp / "s.db", "--probes", args.probes)
         try:
-            resolver = Resolver(port)
+            resolver = Resolver(port, args.pace)
             first = f"f0.{ORIGIN}"
             until(resolver, [first], lambda r: r[3] & 0xF == 0 and r[6:8] != b"\0\0", 600)
             startup = time.perf_counter() - started
-            print(f"start-up to first answer: {startup:.1f} s; RSS {rss_mb(proc.pid):.0f} MB")
+            print(f"start-up to first answer: {startup:.1f} s; {memory(proc.pid)}")
             time.sleep(2)
             idle0 = cpu_seconds(proc.pid)
             time.sleep(3)
             idle_rate = (cpu_seconds(proc.pid) - idle0) / 3
-            print(f"idle (probing {args.endpoints} endpoints): {idle_rate * 100:.0f}% of a core")
+            print(
+                f"idle (probing {args.endpoints} endpoints, --probes {args.probes}): "
+                f"{idle_rate * 100:.0f}% of a core"
+            )
             down: list[float] = []
             back: list[float] = []
             extra: list[float] = []
@@ -332,7 +372,7 @@ def main() -> None:
                 f"{len(hit)} affected names answered without them after {last:.2f} s; "
                 f"then {len(wrong)} names still wrong"
             )
-            print(f"RSS at the end: {rss_mb(proc.pid):.0f} MB")
+            print(f"at the end: {memory(proc.pid)}")
         finally:
             proc.terminate()
             proc.wait(30)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import importlib
 import logging
+import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +17,32 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 log = logging.getLogger("dnsfailover")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory when uvloop is installed (and not disabled), else None.
+
+    ``DNSFAILOVER_LOOP=asyncio`` forces the standard loop (to compare the two).
+    """
+    if os.environ.get("DNSFAILOVER_LOOP", "auto") == "asyncio":
+        return None
+    try:  # imported by name: uvloop is an optional extra, so mypy may not see it
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def die_with_parent() -> None:
+    """In a child process: get SIGTERM when the parent dies, however it dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any], *, every: float = 0.5) -> None:

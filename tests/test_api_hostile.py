@@ -473,14 +473,23 @@ def test_idle_api_connections_cannot_take_the_probes_descriptors(
 def test_probes_that_cannot_open_a_socket_are_unknown_not_down(
     tmp_path: Path, http_endpoints: HttpEndpoints
 ) -> None:
-    """The limit lowered under a running node, below what the API's bound allows: its
-    probes cannot open sockets.  Health is held (no DOWN, same serial), the log says why a
-    bounded number of times, the metric counts it, and all recovers."""
+    """The limits lowered under a running node: the probe process's to what it has open, so
+    its probes cannot open sockets, and the node's below what the API's bound allows.
+    Health is held (no DOWN, same serial), the log says why a bounded number of times, the
+    metric counts it, and all recovers once the probe process may open sockets again."""
     with serving(tmp_path, http_endpoints, None) as server:
         serial = server.serial()
         low = server.fds() + 40
         resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (low, low))
+        _status, body = server.get("/api/v1/status")
+        probes = json.loads(body)["probes"]
+        assert probes["where"] == "process"
+        in_use = {int(fd) for fd in os.listdir(f"/proc/{probes['pid']}/fd")}
+        lowest_free = min(set(range(len(in_use) + 1)) - in_use)  # a new descriptor's number
+        soft, hard = resource.prlimit(probes["pid"], resource.RLIMIT_NOFILE)
+        resource.prlimit(probes["pid"], resource.RLIMIT_NOFILE, (lowest_free, hard))
         seen = hold_connections(server, 300, 3.0)  # ~6 probe rounds
+        resource.prlimit(probes["pid"], resource.RLIMIT_NOFILE, (soft, hard))
         assert set(seen) == {(A, B)}
         assert server.serial() == serial
         assert wait_for(lambda: server.get("/healthz")[0] == 200, 15) < 15

@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from dnsfailover import __version__
+from dnsfailover.checks.forward import PROBE_BUCKETS, Counts
 from dnsfailover.model import HealthChange, Observation, State
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from dnsfailover.provider.sync import SyncEvent
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PUBLISH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 APPLY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 RCODES = (
@@ -145,6 +145,20 @@ class Metrics:
             stats.failed += 1
         stats.total_seconds += obs.latency
         stats.buckets[bisect_left(PROBE_BUCKETS, obs.latency)] += 1
+
+    def probes_counted(self, region: str, counts: Mapping[str, Counts]) -> None:
+        """What a probe process counted (`checks.forward.Tally.drain`), target by target."""
+        for target, c in counts.items():
+            key = (target, region)
+            stats = self._probes.get(key)
+            if stats is None:
+                stats = self._probes[key] = _ProbeStats(target.partition("@")[0])
+            stats.ok += c.ok
+            stats.failed += c.failed
+            stats.unknown += c.unknown
+            stats.total_seconds += c.total_seconds
+            if c.buckets is not None:
+                stats.buckets = [a + b for a, b in zip(stats.buckets, c.buckets, strict=True)]
 
     def health_change(self, change: HealthChange) -> None:
         region = change.region if change.region is not None else "voted"

@@ -55,6 +55,9 @@ class NodeView(Protocol):
     def state_problem(self) -> str | None:
         """Why state writes fail (a full disk...), None when they work: /healthz fails."""
 
+    def probe_status(self) -> dict[str, Any]:
+        """Where the probes run (process or inline), the probe process's pid and restarts."""
+
     async def events(self, limit: int, before: int | None) -> list[Event]:
         """The history, newest first.
 

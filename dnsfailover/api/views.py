@@ -202,6 +202,7 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
         "region": node.region,
         "mode": cluster.get("mode"),
         "cluster": jsonable(cluster),
+        "probes": node.probe_status(),
         "published_at": published.at if published is not None else None,
         # Why the circuit breaker holds every answer, and overrides the engine set aside.
         "frozen": getattr(published.decision, "frozen", None) if published else None,

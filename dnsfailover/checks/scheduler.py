@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -56,6 +57,20 @@ def phase(key: str) -> float:
 
 def _job_id(entry: _Entry) -> str:
     return f"probe-round:{entry.target.check}:{entry.check.interval:g}"
+
+
+class Prober(Protocol):
+    """What the node drives: a `ProbeScheduler`, or one in its own process (`process.py`)."""
+
+    async def run_round(self, deadline: float, only: Collection[str] | None = None) -> object: ...
+
+    def start(self) -> None: ...
+
+    async def stage_update(self, targets: Targets) -> Any: ...
+
+    def commit(self, staged: Any) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +363,10 @@ class ProbeScheduler:
                 rnd = _Round(job_id, check.interval, self._launch)
                 rounds[job_id] = (rnd, self._trigger(rnd) if self._aps is not None else None)
         return StagedUpdate(removed, added, rounds)
+
+    async def stage_update(self, targets: Targets) -> StagedUpdate:
+        """`stage`, as the probe process (`process.ProbeProcess`) offers it."""
+        return self.stage(targets)
 
     def commit(self, staged: StagedUpdate) -> None:
         """Apply what `stage` built (nothing in here can fail on a config's values)."""

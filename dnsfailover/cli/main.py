@@ -66,6 +66,7 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
         api=args.api,
         config_path=args.config,
         state_recover=args.state_recover,
+        probe_process=args.probes == "process",
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,7 +121,7 @@ async def reload_service(service: Node) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dnsfailover.server.workers import loop_factory
+    from dnsfailover.tasks import loop_factory
 
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
@@ -272,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="processes answering UDP queries on the same port (SO_REUSEPORT; default 1)",
+    )
+    sp.add_argument(
+        "--probes",
+        choices=("process", "inline"),
+        default="process",
+        help="run the health probes in their own process (default), so probing thousands of "
+        "endpoints never slows a decision; inline: in the node's process (one process less)",
     )
     state(sp)
     sp.add_argument(

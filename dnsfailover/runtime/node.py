@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import gc
 import logging
@@ -28,10 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dnsfailover.alerts.alerter import Alerter, DestinationStats, Notice
+from dnsfailover.alerts.alerter import Alerter, Notice
 from dnsfailover.api.metrics import Metrics
 from dnsfailover.api.server import ApiServer
-from dnsfailover.checks.scheduler import ProbeScheduler
+from dnsfailover.checks.process import ProbeProcess
+from dnsfailover.checks.scheduler import Prober, ProbeScheduler
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
 from dnsfailover.config.secrets import resolve_token
@@ -42,14 +42,16 @@ from dnsfailover.engine.endings import ended
 from dnsfailover.engine.index import index
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Decision, EngineState, Published
-from dnsfailover.errors import DnsFailoverError, NotReady, StoreError
+from dnsfailover.errors import DnsFailoverError, StoreError
 from dnsfailover.health.tracker import HealthTracker, log_change
-from dnsfailover.model import Event, HealthChange, Observation, ZoneContent
+from dnsfailover.model import HealthChange, Observation, ZoneContent
 from dnsfailover.provider.sync import SyncEvent
 from dnsfailover.runtime import reload as reloading
+from dnsfailover.runtime import wiring
 from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
 from dnsfailover.runtime.reload import ReloadRefused
+from dnsfailover.runtime.reports import NodeReports
 from dnsfailover.runtime.serving import Serving
 from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.runtime.syncs import ProviderSyncs
@@ -67,7 +69,7 @@ GATHER = 0.1  # seconds an outage's first detections may wait for the rest of th
 GATHER_STEP = 0.02  # ... as long as more arrive within this
 
 
-class Node(ProviderSyncs):
+class Node(ProviderSyncs, NodeReports):
     """One dnsfailover node serving its zones from the embedded DNS server."""
 
     def __init__(
@@ -85,6 +87,7 @@ class Node(ProviderSyncs):
         api: tuple[str, int] | None = None,
         config_path: str | None = None,
         state_recover: bool = False,
+        probe_process: bool = False,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -133,7 +136,9 @@ class Node(ProviderSyncs):
             shared=None if self._link is None else self._link.cluster,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._scheduler: ProbeScheduler | None = None
+        self._scheduler: Prober | None = None
+        self._probe_process = probe_process  # probes in a child process (`serve`'s default)
+        self.prober: ProbeProcess | None = None
         self.serving = Serving(self.embedded, dns_host, dns_port, workers)
         self._drills: DrillScheduler | None = None
 
@@ -141,18 +146,27 @@ class Node(ProviderSyncs):
 
     async def start(self) -> tuple[str, int]:
         """Cold-start and begin serving; returns the DNS address actually bound."""
-        self.store = await AsyncStore.open(self._state_path, recover=self._state_recover)
+        spawning = None
+        if self._probe_process:  # it imports while the store opens
+            self.prober = self._scheduler = self._probe_process_for(self.config)
+            spawning = asyncio.create_task(self.prober.open())
+        try:
+            self.store = await AsyncStore.open(self._state_path, recover=self._state_recover)
+        finally:
+            if spawning is not None:
+                await spawning
         restored = self.store.restored  # bad rows skipped, logged and recorded
         self.publisher.restore(self.store, restored.serials, restored.engine, self._clock())
         self.book.open(self.store, restored.overrides)
         for h in restored.health:
             self._tracker.restore(h.target, h.region, h.state, h.since, h.reason)
-        self._scheduler = ProbeScheduler(
-            self.config.targets(),
-            region=self.region,
-            on_observation=self._on_observation,
-            source_address=region_source(self.config, self.region),
-        )
+        if self._scheduler is None:
+            self._scheduler = ProbeScheduler(
+                self.config.targets(),
+                region=self.region,
+                on_observation=self._on_observation,
+                source_address=region_source(self.config, self.region),
+            )
         await self.alerter.start()
         started = self._clock()
         await self._scheduler.run_round(cold_start_deadline(self.config))
@@ -200,8 +214,18 @@ class Node(ProviderSyncs):
         # full passes, which otherwise pause probes for tens of ms at 10k targets.
         gc.collect()
         gc.freeze()
-        _trim_heap()
+        wiring.trim_heap()
         return bound
+
+    def _probe_process_for(self, config: Config) -> ProbeProcess:
+        return ProbeProcess(
+            config.targets(),
+            region=self.region,
+            on_observation=self._observed,
+            on_probing=self._probing,
+            on_counts=lambda counts: self.metrics.probes_counted(self.region, counts),
+            source_address=region_source(config, self.region),
+        )
 
     async def _cluster_cold_start(self) -> None:
         """Join the cluster and serve its decision; without one in time, a local one."""
@@ -260,7 +284,12 @@ class Node(ProviderSyncs):
     # -- health → engine ----------------------------------------------------------------------
 
     def _on_observation(self, obs: Observation) -> None:
+        """Every probe result of a scheduler running here."""
         self.metrics.probe(obs, obs.target.partition("@")[0])
+        self._observed(obs)
+
+    def _observed(self, obs: Observation) -> None:
+        """A result the tracker must see (all of them, or what the probe process sends)."""
         changes = self._tracker.observe(obs)
         if self._link is not None and not obs.unknown:  # a probe that could not run saw nothing
             self._link.observed(obs.at)
@@ -268,6 +297,12 @@ class Node(ProviderSyncs):
                 self._link.report(changes)
         if changes:
             self.health_changed(changes)
+
+    def _probing(self, at: float) -> None:
+        """The probe process's beat: this region probed at `at`, so its results are fresh."""
+        self._tracker.seen(self.region, at)
+        if self._link is not None:
+            self._link.observed(at)
 
     def wake(self, force: bool = False) -> None:
         """Re-decide now; `force` re-publishes to the cluster even if nothing changed."""
@@ -425,21 +460,6 @@ class Node(ProviderSyncs):
         """The cluster's overrides changed (any node may have set them)."""
         self.book.replace(overrides)
 
-    def state_problem(self) -> str | None:
-        error = self.publisher.store_error
-        return None if error is None else f"state store: {error}"
-
-    def dns_counts(self) -> list[int] | None:
-        server = self.serving.server
-        return None if server is None else list(server.rcodes)
-
-    def dns_address(self) -> tuple[str, int] | None:
-        server = self.serving.server
-        return None if server is None else server.address
-
-    def alert_stats(self) -> list[DestinationStats]:
-        return self.alerter.stats()
-
     def cluster_status(self) -> dict[str, Any]:
         if self._link is not None:
             return self._link.status()
@@ -452,17 +472,6 @@ class Node(ProviderSyncs):
             "degraded": None,
             "isolated_regions": sorted(self._tracker.isolated()),
         }
-
-    async def events(self, limit: int, before: int | None) -> list[Event]:
-        if self.store is None:
-            raise NotReady("the service is starting; its history is not open yet")
-        return await self.store.run(lambda s: s.events(limit, before))
-
-    async def record_event(self, kind: str, subject: str, message: str) -> None:
-        if self.store is None:
-            raise NotReady("the service is starting; its history is not open yet")
-        row = (self._clock(), kind, subject, message)
-        await self.store.run(lambda s: s.add_events([row], durable=True))
 
     async def add_override(self, o: Override) -> None:
         """See `OverrideBook.add`."""
@@ -528,10 +537,3 @@ class Node(ProviderSyncs):
             await self.record_event("reload", "config", summary)
             await self._decide_and_publish()
             return summary
-
-
-def _trim_heap() -> None:
-    """Give the C heap's free memory back to the system: loading and compiling a big zone
-    peaks far above what stays alive (glibc only; elsewhere nothing happens)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnsfailover.alerts.alerter import Alerter
-from dnsfailover.checks.scheduler import ProbeScheduler, StagedUpdate
+from dnsfailover.checks.scheduler import Prober
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.index import index
 from dnsfailover.errors import ConfigError, UserError
@@ -45,7 +45,7 @@ class Staged:
     config: Config
     rules: dict[str, Any]  # hysteresis per target
     votes: dict[str, tuple[str, str | int]]
-    probes: StagedUpdate | None
+    probes: Any  # the prober's staged update, or None
     alerter: Alerter | None  # a new one when the notifications changed
 
 
@@ -71,7 +71,7 @@ async def stage(
     old: Config,
     config: Config,
     *,
-    scheduler: ProbeScheduler | None,
+    scheduler: Prober | None,
     serving: Serving,
     node_id: str,
 ) -> Staged:
@@ -83,7 +83,7 @@ async def stage(
     refuse_unreloadable(old, config)
     try:
         rules, votes = await asyncio.to_thread(_derive, config)
-        probes = scheduler.stage(config.targets()) if scheduler is not None else None
+        probes = await scheduler.stage_update(config.targets()) if scheduler is not None else None
         alerter = None
         if config.notifications != old.notifications:
             alerter = Alerter(config.notifications, node=node_id)
@@ -97,7 +97,7 @@ async def commit(
     old: Config,
     staged: Staged,
     *,
-    scheduler: ProbeScheduler | None,
+    scheduler: Prober | None,
     syncs: Mapping[str, ZoneSync],
 ) -> str:
     """Swap in the probes and provider settings that `stage` built; a summary of the

@@ -17,15 +17,11 @@ parent's zone history and keys.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import importlib
 import logging
 import multiprocessing
 import os
 import signal
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -42,6 +38,7 @@ from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.signed import Keys
 from dnsfailover.server.zone import ZoneSnapshot
+from dnsfailover.tasks import die_with_parent, loop_factory
 
 if TYPE_CHECKING:
     from dnsfailover.server.embedded import EmbeddedZones
@@ -52,23 +49,7 @@ log = logging.getLogger("dnsfailover.workers")
 READY_TIMEOUT = 30.0
 """Seconds a worker may take to import, bind and report (a spawn re-imports everything)."""
 STOP_TIMEOUT = 5.0
-_PR_SET_PDEATHSIG = 1
 Message: TypeAlias = "list[ZoneContent] | list[Update] | KeyringUpdate"
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop factory when uvloop is installed (and not disabled), else None.
-
-    ``DNSFAILOVER_LOOP=asyncio`` forces the standard loop (to compare the two).
-    """
-    if os.environ.get("DNSFAILOVER_LOOP", "auto") == "asyncio":
-        return None
-    try:  # imported by name: uvloop is an optional extra, so mypy may not see it
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 class WorkerPool:
@@ -163,14 +144,6 @@ class WorkerPool:
         self._conns, self._procs = [], []
 
 
-def _die_with_parent() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def worker_main(
     index: int,
     host: str,
@@ -180,7 +153,7 @@ def worker_main(
     log_level: int,
 ) -> None:
     """A worker process's entry point (module level: the spawn context imports it)."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
     logging.basicConfig(
         level=log_level,

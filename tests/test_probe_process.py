@@ -1,0 +1,254 @@
+"""Probes in their own process (`checks.process`): a real child process probing real TCP
+listeners on loopback, and the forwarding rule it relies on (pure logic, checked against the
+real health tracker)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_scheduler import closed_port, listeners, targets_for, tcp_check
+
+from dnsfailover.checks.forward import Counts, Forwarder
+from dnsfailover.checks.process import ProbeProcess
+from dnsfailover.health.tracker import HealthTracker, Hysteresis
+from dnsfailover.model import Observation, State, Target
+
+__all__ = ["listeners"]  # the fixture
+
+# -- the forwarding rule -------------------------------------------------------------------------
+
+KEYS = ("a@127.0.0.1:1", "b@127.0.0.1:2")
+RESULT = st.sampled_from(["ok", "fail", "unknown"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rise=st.integers(1, 4),
+    fall=st.integers(1, 4),
+    steps=st.lists(st.tuples(st.sampled_from(KEYS), RESULT), max_size=80),
+)
+def test_a_tracker_fed_what_is_forwarded_goes_through_the_same_states(
+    rise: int, fall: int, steps: list[tuple[str, str]]
+) -> None:
+    """Fed every result, or only what the probe process sends (never refreshing), a tracker
+    makes the same health changes at the same results, with the same reasons."""
+    rules = {key: Hysteresis(rise, fall, 1.0) for key in KEYS}
+    everything, forwarded = HealthTracker(rules), HealthTracker(rules)
+    forwarder = Forwarder(refresh=float("inf"))
+    for key in KEYS:
+        forwarder.track(key, rise)
+    for i, (key, result) in enumerate(steps):
+        obs = Observation(
+            key, "local", result == "ok", 1000.0 + i, 0.001, result, result == "unknown"
+        )
+        want = everything.observe(obs)
+        got = forwarded.observe(obs) if forwarder.keep(obs, float(i)) else []
+        assert got == want, (i, key, result)
+        for k in KEYS:
+            assert forwarded.state(k) is everything.state(k)
+            assert forwarded.reason(k) == everything.reason(k)
+        assert forwarded.unprobed().keys() == everything.unprobed().keys()
+
+
+def test_a_target_that_stays_up_sends_rise_results_then_one_per_refresh() -> None:
+    forwarder = Forwarder(refresh=1.0)
+    forwarder.track(KEYS[0], 2)
+    sent = [
+        forwarder.keep(Observation(KEYS[0], "local", True, t / 10, 0.001, ""), t / 10)
+        for t in range(30)  # 3 s of probes every 100 ms
+    ]
+    assert [t / 10 for t, kept in enumerate(sent) if kept] == [0.0, 0.1, 1.1, 2.1]  # rise, then 1/s
+
+
+# -- the probe process ---------------------------------------------------------------------------
+
+
+class Node:
+    """What the node does with the probe process's output: a tracker, counts, beats."""
+
+    def __init__(self, rules: Mapping[str, Hysteresis]) -> None:
+        self.tracker = HealthTracker(rules)
+        self.seen: list[Observation] = []
+        self.counts: dict[str, Counts] = {}
+        self.beats: list[float] = []
+        self.drains: list[Mapping[str, Counts]] = []  # every `on_counts`, in order
+
+    def observe(self, obs: Observation) -> None:
+        self.seen.append(obs)
+        self.tracker.observe(obs)
+
+    def counted(self, counts: Mapping[str, Counts]) -> None:
+        self.drains.append(counts)
+        for key, c in counts.items():
+            total = self.counts.setdefault(key, Counts())
+            total.ok += c.ok
+            total.failed += c.failed
+            total.unknown += c.unknown
+
+    def probes(self, ok: bool = True) -> int:
+        return sum(c.ok if ok else c.failed for c in self.counts.values())
+
+    def process(self, targets: Mapping[str, tuple[Target, object]]) -> ProbeProcess:
+        return ProbeProcess(
+            targets,  # type: ignore[arg-type]
+            region="local",
+            on_observation=self.observe,
+            on_probing=self.beats.append,
+            on_counts=self.counted,
+        )
+
+
+async def until(check: Callable[[], bool], seconds: float) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds}s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+def rules_for(targets: Mapping[str, object]) -> dict[str, Hysteresis]:
+    return {key: Hysteresis(2, 3, 0.1) for key in targets}
+
+
+async def running(
+    node: Node, targets: Mapping[str, tuple[Target, object]]
+) -> tuple[ProbeProcess, Callable[[], Awaitable[None]]]:
+    process = node.process(targets)
+    await process.open()
+    return process, process.stop
+
+
+async def test_probes_run_in_a_child_and_only_what_matters_comes_back(
+    listeners: list[tuple[str, int]],
+) -> None:
+    down = closed_port()
+    targets = targets_for([*listeners, down], tcp_check(interval=0.1))
+    down_key = Target("tcp", *down).key
+    node = Node(rules_for(targets))
+    process, stop = await running(node, targets)
+    try:
+        assert process.pid is not None
+        assert process.pid != os.getpid()
+        await process.run_round(2.0)
+        # the cold round's results have reached the tracker when run_round returns
+        assert {o.target for o in node.seen} == set(targets)
+        assert node.tracker.state(down_key) is State.DOWN
+        assert all(node.tracker.state(k) is State.UP for k in targets if k != down_key)
+        process.start()
+        await asyncio.sleep(2.0)
+        await until(lambda: node.probes() >= 5 * 10, 5)  # counted: 5 up targets, ~10/s each
+        assert node.probes(ok=False) >= 10  # the closed port's failures are counted too
+        sent_ok = sum(1 for o in node.seen if o.ok)
+        assert sent_ok < node.probes() / 3, (sent_ok, node.probes())
+        # every failure is sent: the node sees them all
+        assert sum(1 for o in node.seen if not o.ok) >= node.probes(ok=False) - 5
+        assert node.beats
+        assert time.time() - node.beats[-1] < 1.0
+    finally:
+        await stop()
+
+
+async def test_a_killed_endpoint_goes_down_through_the_child(
+    listeners: list[tuple[str, int]],
+) -> None:
+    """An endpoint that stops listening is DOWN within 5x its detection time (3 x 100 ms)."""
+    spare = socket.create_server(("127.0.0.1", 0))
+    target = targets_for([spare.getsockname()[:2]], tcp_check(interval=0.1))
+    (key,) = target
+    node = Node(rules_for(target))
+    process, stop = await running(node, target)
+    try:
+        await process.run_round(2.0)
+        process.start()
+        assert node.tracker.state(key) is State.UP
+        spare.close()
+        await until(lambda: node.tracker.state(key) is State.DOWN, 5 * 0.3 + 1.0)
+        assert node.tracker.reason(key).startswith("3 consecutive failed")
+    finally:
+        spare.close()
+        await stop()
+
+
+async def test_a_reload_adds_and_removes_targets_in_the_child(
+    listeners: list[tuple[str, int]],
+) -> None:
+    check = tcp_check(interval=0.1)
+    first, second = targets_for(listeners[:1], check), targets_for(listeners[1:2], check)
+    (key_a,), (key_b,) = first, second
+    node = Node(rules_for(first | second))
+    process, stop = await running(node, first)
+    try:
+        await process.run_round(2.0)
+        process.start()
+        staged = await process.stage_update(second)
+        process.commit(staged)
+        await process.run_round(2.0, only=[key_b])
+        assert node.tracker.state(key_b) is State.UP
+        # The first counts after the commit may hold probes from before it; the next ones
+        # are all after it.
+        after = len(node.drains) + 1
+        await until(lambda: len(node.drains) >= after + 2, 5)
+        for counts in node.drains[after:]:
+            assert key_a not in counts  # no longer probed
+            assert counts[key_b].ok >= 5  # probed every 100 ms
+    finally:
+        await stop()
+
+
+async def test_a_dead_probe_process_is_restarted_and_says_so(
+    listeners: list[tuple[str, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    targets = targets_for(listeners[:2], tcp_check(interval=0.1))
+    node = Node(rules_for(targets))
+    process, stop = await running(node, targets)
+    try:
+        await process.run_round(2.0)
+        process.start()
+        first = process.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: process.problem is not None, 5)
+        assert "ended" in (process.problem or "")
+        assert any(
+            r.levelno == logging.ERROR and "probe process" in r.getMessage() for r in caplog.records
+        )
+        await until(lambda: process.problem is None and process.pid != first, 10)
+        assert process.restarts == 1
+        since = time.time()
+        await until(lambda: bool(node.beats) and node.beats[-1] > since, 5)  # probing again
+        # health was held meanwhile: nothing went DOWN
+        assert all(node.tracker.state(k) is State.UP for k in targets)
+    finally:
+        await stop()
+
+
+async def test_the_childs_log_records_are_logged_by_the_node(
+    listeners: list[tuple[str, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    targets = targets_for(listeners[:1], tcp_check(interval=0.1))
+    node = Node(rules_for(targets))
+    process, stop = await running(node, targets)
+    pid = process.pid
+    await process.run_round(2.0)
+    process.start()
+    await asyncio.sleep(0.3)
+    await stop()
+    # the child's scheduler logs its start and its stop; the node logs them as its own
+    scheduler = [r for r in caplog.records if r.name == "dnsfailover.scheduler"]
+    assert any(r.getMessage().startswith("start: targets=1") for r in scheduler)
+    assert any(r.getMessage().startswith("stop: probes=") for r in scheduler)
+    assert all(r.processName == "probes" for r in scheduler)
+    assert pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # it has exited (and been reaped)
