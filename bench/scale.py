@@ -373,6 +373,8 @@ def main() -> None:
                 f"then {len(wrong)} names still wrong"
             )
             print(f"at the end: {memory(proc.pid)}")
+            time.sleep(6.0)  # a node trims its heap 5 s after a decision of many names
+            print(f"6 s later: {memory(proc.pid)}")
         finally:
             proc.terminate()
             proc.wait(30)
