@@ -137,7 +137,7 @@ class Node(ProviderSyncs, NodeReports):
             shared=None if self._link is None else self._link.cluster,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._trim: asyncio.Task[None] | None = None
+        self._trim = wiring.HeapTrimmer(self._decide_lock, TRIM_AFTER)
         self._scheduler: Prober | None = None
         self._probe_process = probe_process  # probes in a child process (`serve`'s default)
         self.prober: ProbeProcess | None = None
@@ -262,8 +262,7 @@ class Node(ProviderSyncs, NodeReports):
         )
 
     async def stop(self) -> None:
-        if self._trim is not None:
-            await cancel_and_wait(self._trim)
+        await self._trim.stop()
         if self._drills is not None:
             await self._drills.stop()  # first: its override is removed while all is running
         if self._link is not None:
@@ -355,7 +354,7 @@ class Node(ProviderSyncs, NodeReports):
                 async with self._decide_lock:
                     await self._decide_and_publish()
                 if pending > INLINE_NAMES:
-                    self._trim_later()
+                    self._trim.later()
             except StoreError as e:  # the serial floor cannot be written (logged by publish)
                 log.error("engine: cannot publish: %s; still serving the last answers", e)
                 await asyncio.sleep(1.0)
@@ -363,18 +362,6 @@ class Node(ProviderSyncs, NodeReports):
                 # Static stability: whatever failed, the last published answers stay served.
                 log.exception("engine: decision failed; still serving the last answers")
                 await asyncio.sleep(1.0)
-
-    def _trim_later(self) -> None:
-        """Give the heap back after a big decision, once things are quiet: trimming holds
-        malloc's lock, so it must not run while a decision is being made."""
-        if self._trim is not None:
-            self._trim.cancel()
-        self._trim = asyncio.create_task(self._trim_after(TRIM_AFTER), name="dnsfailover-trim")
-
-    async def _trim_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        async with self._decide_lock:
-            await asyncio.to_thread(wiring.trim_heap)
 
     async def _decide_and_publish(self, force_all: bool = False) -> None:
         """Decide; persist serials, state and reasons; then hand changed zones to providers.

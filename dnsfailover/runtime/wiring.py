@@ -3,6 +3,7 @@ workers, probe deadlines and sources, serials stamped on zones."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,6 +16,7 @@ from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.provider.contract import create_provider
 from dnsfailover.provider.plan import Safety
 from dnsfailover.provider.sync import SyncEvent, ZoneSync
+from dnsfailover.tasks import cancel_and_wait
 
 
 def trim_heap() -> None:
@@ -22,6 +24,29 @@ def trim_heap() -> None:
     peaks far above what stays alive (glibc only; elsewhere nothing happens)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class HeapTrimmer:
+    """Trims the heap `delay` seconds after the last `later()`, holding `lock` (the
+    decision lock: trimming holds malloc's lock, so it must not run during a decision)."""
+
+    def __init__(self, lock: asyncio.Lock, delay: float) -> None:
+        self._lock, self._delay = lock, delay
+        self._task: asyncio.Task[None] | None = None
+
+    def later(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._task = asyncio.create_task(self._run(), name="dnsfailover-trim")
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._delay)
+        async with self._lock:
+            await asyncio.to_thread(trim_heap)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
 
 
 def hysteresis(config: Config) -> dict[str, Hysteresis]:
