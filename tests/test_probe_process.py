@@ -153,7 +153,7 @@ async def test_probes_run_in_a_child_and_only_what_matters_comes_back(
         # every failure is sent: the node sees them all
         assert sum(1 for o in node.seen if not o.ok) >= node.probes(ok=False) - 5
         assert node.beats
-        assert time.time() - node.beats[-1] < 1.0
+        assert time.time() - node.beats[-1] < 3.0  # beats every 100 ms: recent
     finally:
         await stop()
 

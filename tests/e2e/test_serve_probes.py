@@ -46,8 +46,8 @@ def test_a_killed_probe_process_is_replaced_and_failover_still_works(
     assert alive(first)
 
     os.kill(first, signal.SIGKILL)
-    # While it is gone the answer holds (no result is not a failure) and the node says why.
-    wait_for(lambda: status(server)["probes"]["problem"] is not None, 5)
+    # While it is gone the answer holds: no result is not a failure.  (That the node says
+    # why meanwhile is checked in tests/test_probe_process.py: here the window is ~1 s.)
     assert server.answer(WWW) == ("127.0.0.11", "127.0.0.12")
     wait_for(lambda: status(server)["probes"]["restarts"] == 1, 15)
     after = status(server)
