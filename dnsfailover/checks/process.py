@@ -34,6 +34,7 @@ from typing import Any
 from dnsfailover.checks.forward import Counts
 from dnsfailover.checks.probe_child import probe_main
 from dnsfailover.checks.scheduler import Targets
+from dnsfailover.errors import DnsFailoverError
 from dnsfailover.model import Observation
 
 log = logging.getLogger("dnsfailover.probes")
@@ -45,7 +46,7 @@ INLINE_PROBES: dict[str, Any] = {"where": "inline", "pid": None, "restarts": 0, 
 """`ProbeProcess.status` of a node that probes in its own process."""
 
 
-class ProbeProcessError(RuntimeError):
+class ProbeProcessError(DnsFailoverError):
     """The probe process refused a command, or ended before it answered."""
 
 
