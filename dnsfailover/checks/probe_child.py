@@ -194,6 +194,11 @@ class _Child:
             beat.cancel()
             if self._scheduler is not None:
                 await self._scheduler.stop()
+            # APScheduler's job runs end on their own once it is shut down; cancelled by the
+            # runner's close instead, each would be logged as an error with a traceback.
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            if others:
+                await asyncio.wait(others, timeout=1.0)
             self.flush()
 
 

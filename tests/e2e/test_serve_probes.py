@@ -62,6 +62,7 @@ def test_a_killed_probe_process_is_replaced_and_failover_still_works(
     log = server.log.read_text()
     assert "ERROR dnsfailover.probes: probes: the probe process" in log
     assert "probe process started again (restart 1)" in log
+    assert "Traceback" not in log  # a stop cancels nothing that then logs an error
 
 
 def test_the_probe_process_dies_with_the_node(
