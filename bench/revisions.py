@@ -101,9 +101,10 @@ def failover(binary: Path, cycles: int) -> tuple[float, float]:
     return float(found[0]), float(found[1])
 
 
-def scale(binary: Path) -> tuple[float, float]:
-    """One `scale.py --cycles 5` run: the median ms of one endpoint's names changing, and
-    the seconds until the last name of a 500-endpoint outage is right."""
+def scale(binary: Path) -> tuple[float, float, float]:
+    """One `scale.py --cycles 5` run: the median ms of one endpoint's names changing, the
+    seconds until the last name of a 500-endpoint outage is right, and the idle CPU (% of a
+    core, the node's processes together) while probing 1,000 endpoints."""
     out = subprocess.run(
         [sys.executable, str(HERE / "scale.py"), "--cycles", "5"],
         env={**os.environ, "DNSFAILOVER_BIN": str(binary)},
@@ -113,9 +114,10 @@ def scale(binary: Path) -> tuple[float, float]:
     ).stdout
     change = re.search(r"names changed: median (\d+) ms", out)
     outage = re.search(r"answered without them after ([\d.]+) s", out)
-    if change is None or outage is None:
+    idle = re.search(r"endpoints[^)]*\): (\d+)% of a core", out)
+    if change is None or outage is None or idle is None:
         raise SystemExit(f"unexpected scale output:\n{out}")
-    return float(change[1]), float(outage[1])
+    return float(change[1]), float(outage[1]), float(idle[1])
 
 
 def ratio_line(label: str, ours: list[float], base: list[float]) -> str:
@@ -161,12 +163,14 @@ def main() -> None:
                         print(f"round {i + 1}: failover base {b_down:.0f}/{b_back:.0f} ms, "
                               f"this {o_down:.0f}/{o_back:.0f} ms", flush=True)  # fmt: skip
                     if args.scale:
-                        b_change, b_outage = scale(base)
-                        o_change, o_outage = scale(this)
+                        b_change, b_outage, b_idle = scale(base)
+                        o_change, o_outage, o_idle = scale(this)
                         add("scale: one endpoint's names (ms)", b_change, o_change)
                         add("scale: 500-endpoint outage (s)", b_outage, o_outage)
-                        print(f"round {i + 1}: scale base {b_change:.0f} ms/{b_outage:.2f} s, "
-                              f"this {o_change:.0f} ms/{o_outage:.2f} s", flush=True)  # fmt: skip
+                        add("scale: idle CPU, % of a core", b_idle, o_idle)
+                        print(f"round {i + 1}: scale base {b_change:.0f} ms/{b_outage:.2f} s/"
+                              f"{b_idle:.0f}%, this {o_change:.0f} ms/{o_outage:.2f} s/"
+                              f"{o_idle:.0f}%", flush=True)  # fmt: skip
                     if listeners is not None:
                         # the first result is the health-checked name's (then the mix)
                         qb = run_ours("base", "0", [], {}, listeners.port, args.seconds, base)[0]

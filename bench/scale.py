@@ -311,7 +311,9 @@ def main() -> None:
         tmp = Path(d)
         cfg = write_config(tmp, args)
         started = time.perf_counter()
-        proc, port = serve(cfg, tmp / "s.db", "--probes", args.probes)
+        # (the default passes nothing, so builds from before --probes run too)
+        probes = () if args.probes == "process" else ("--probes", args.probes)
+        proc, port = serve(cfg, tmp / "s.db", *probes)
         try:
             resolver = Resolver(port, args.pace)
             first = f"f0.{ORIGIN}"
