@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
 from pathlib import Path
 
 import maxminddb
@@ -213,3 +213,38 @@ def test_the_pure_python_readers_agree(city_db: Path, mode: int) -> None:
     with Locator(city_db, NetMap(NETS)) as auto, Locator(city_db, NetMap(NETS), mode=mode) as py:
         for client in ("81.2.69.5", "81.2.70.1", "2001:db8:2::1", "::ffff:81.2.69.5", "1.1.1.1"):
             assert auto.locate(ip_address(client)) == py.locate(ip_address(client))
+
+
+def common_prefix(a: int, b: int, bits: int = 32) -> int:
+    return bits - (a ^ b).bit_length()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 20)), max_size=25),
+    picks=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 2**12 - 1)), min_size=1),
+)
+def test_the_map_agrees_with_a_brute_force_search(
+    raw: list[tuple[int, int]], picks: list[tuple[int, int]]
+) -> None:
+    """Longest match and split depth against scanning every entry, for addresses inside,
+    next to and away from the entries."""
+    entries = {IPv4Network(t, strict=False): f"l{i}" for i, t in enumerate(raw)}
+    nets = NetMap(list(entries.items()))
+    for which, offset in picks:
+        base = list(entries)[which % len(entries)] if entries else IPv4Network("0.0.0.0/0")
+        address = IPv4Address((int(base.network_address) + offset * 997) % 2**32)
+        value = int(address)
+        inside = [e for e in entries if address in e]
+        best = max(inside, key=lambda e: e.prefixlen) if inside else None
+        split = max(
+            (
+                min(e.prefixlen - 1, common_prefix(value, int(e.network_address))) + 1
+                for e in entries
+                if e.prefixlen > 0
+            ),
+            default=0,
+        )
+        length, label, found_split = nets.find(address)
+        assert (length, label) == ((best.prefixlen, entries[best]) if best else (-1, None))
+        assert found_split == split

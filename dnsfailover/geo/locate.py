@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import maxminddb
 from maxminddb import InvalidDatabaseError
@@ -37,12 +37,16 @@ from dnsfailover.geo.nets import NetMap
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
+_NETWORKS = (IPv4Network, IPv6Network)
 COORDINATES_SAMPLE = 1000  # records read to tell a city database from a country one
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where one client (address or ECS network) is, as far as steering can tell."""
+class Location(NamedTuple):
+    """Where one client (address or ECS network) is, as far as steering can tell.
+
+    Immutable; a named tuple rather than a frozen dataclass because one is made per query
+    (it is built in a third of the time).
+    """
 
     prefix: int  # leading bits of the address this location depends on (the ECS scope)
     country: str | None = None  # ISO 3166-1 alpha-2
@@ -176,20 +180,18 @@ class Locator:
         return self._locate(address)
 
     def _locate(self, address: Address) -> Location:
-        nets = self.nets
-        match = nets.lookup(address)
-        if match is not None:
-            base = match.network.prefixlen
-            return Location(nets.depth(address, base), net=match.label)
+        length, label, split = self.nets.find(address)
+        if label is not None:
+            return Location(max(length, split), net=label)
         reader = self._reader
         if reader is None:
-            return Location(nets.depth(address, 0))
+            return Location(split)
         try:
             record, base = reader.get_with_prefix_len(address)
         except ValueError:
             # an IPv6 address in an IPv4-only database: it knows nothing of any IPv6 address
-            return Location(nets.depth(address, 0))
-        return location_of(record, nets.depth(address, base))
+            return Location(split)
+        return location_of(record, max(base, split))
 
     def reload_if_changed(self) -> Reload:
         """Reopen the database when the file changed; keep the old one if the new one does

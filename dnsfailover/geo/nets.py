@@ -16,7 +16,8 @@ the answer really depends on.  A match of length m (a map entry, or the database
 holds for the whole /m around the address *unless* a more specific map entry sits inside
 that /m without containing the address: then the answer changes within the /m, and the
 scope must be one bit longer than the deepest network around the address that contains
-such an entry.  Every strict ancestor network of every entry is kept per length for that.
+such an entry.  Every strict ancestor network of every entry is kept per length for that,
+and the deepest one is found by binary search over the lengths.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class NetMatch:
 class _Family:
     """The entries of one address family, by prefix length."""
 
-    __slots__ = ("ancestor_lengths", "ancestors", "bits", "lengths", "tables")
+    __slots__ = ("ancestors", "bits", "lengths", "tables")
 
     def __init__(self, bits: int, entries: Mapping[tuple[int, int], str]) -> None:
         self.bits = bits
@@ -63,25 +64,36 @@ class _Family:
             for k in range(length):
                 self.ancestors.setdefault(k, set()).add(key >> (length - k))
         self.lengths = tuple(sorted(self.tables, reverse=True))
-        self.ancestor_lengths = tuple(sorted(self.ancestors, reverse=True))
 
-    def lookup(self, value: int) -> tuple[int, str] | None:
-        bits = self.bits
-        tables = self.tables
+    def split(self, value: int) -> int:
+        """One more than the longest k whose /k around the address strictly contains an
+        entry (0 if none does).  That holds for every k up to some K and for none past it (a
+        /j around the address, j < k, contains that entry too), and every length below the
+        longest entry's has ancestors: binary search for K, in at most 8 probes."""
+        bits, ancestors = self.bits, self.ancestors
+        lo, hi = 0, len(ancestors) - 1  # ancestors has every length 0 .. longest - 1
+        if hi < 0 or (value >> bits) not in ancestors[0]:
+            return 0
+        while lo < hi:  # invariant: the /lo around the address contains an entry
+            mid = (lo + hi + 1) // 2
+            if (value >> (bits - mid)) in ancestors[mid]:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo + 1
+
+    def find(self, value: int) -> tuple[int, str | None, int]:
+        """(matched length or -1, its label or None, `split`) for one address."""
+        split = self.split(value)
+        bits, tables = self.bits, self.tables
+        # an entry of length m that contains the address makes every /k, k < m, around it
+        # contain an entry: m <= split, so longer lengths need no probe
         for length in self.lengths:
-            label = tables[length].get(value >> (bits - length))
-            if label is not None:
-                return length, label
-        return None
-
-    def depth(self, value: int, base: int) -> int:
-        bits = self.bits
-        for k in self.ancestor_lengths:
-            if k < base:
-                break
-            if (value >> (bits - k)) in self.ancestors[k]:
-                return k + 1
-        return base
+            if length <= split:
+                label = tables[length].get(value >> (bits - length))
+                if label is not None:
+                    return length, label, split
+        return -1, None, split
 
 
 class NetMap:
@@ -123,14 +135,18 @@ class NetMap:
     def networks(self) -> tuple[Network, ...]:
         return self._networks
 
+    def find(self, address: Address) -> tuple[int, str | None, int]:
+        """The fast form of `lookup` and `depth` at once: (the matched entry's length or
+        -1, its label or None, the length past which no entry splits the network around
+        `address`); an answer decided by a /base holds for the /max(base, split)."""
+        return (self._v4 if address.version == 4 else self._v6).find(int(address))
+
     def lookup(self, address: Address) -> NetMatch | None:
         """The most specific entry that contains `address` (pass an IPv4-mapped IPv6 address
         as its IPv4 address: the map holds mapped networks as IPv4 ones)."""
-        family = self._v4 if address.version == 4 else self._v6
-        found = family.lookup(int(address))
-        if found is None:
+        length, label, _ = self.find(address)
+        if label is None:
             return None
-        length, label = found
         if address.version == 4:
             return NetMatch(IPv4Network((int(address), length), strict=False), label)
         return NetMatch(IPv6Network((int(address), length), strict=False), label)
@@ -139,5 +155,4 @@ class NetMap:
         """The leading bits of `address` an answer depends on, when what decided it (an entry
         of this map, or the location database) holds for the whole /`base` around it:
         longer than `base` when an entry of this map splits that network."""
-        family = self._v4 if address.version == 4 else self._v6
-        return family.depth(int(address), base)
+        return max(base, self.find(address)[2])
