@@ -8,8 +8,10 @@ error, and so is a network with host bits set (`10.0.0.1/8`): both are typos mor
 than intent.
 
 Longest-prefix match without scanning the entries: one dict per prefix length in use, keyed
-by the network's leading bits, tried from the longest length down (at most 33 or 129
-probes, in practice a handful).
+by the network's leading bits, tried from the longest length down, but only lengths up to
+the split depth below (an entry that contains the address makes every shorter network
+around it contain an entry), so an address far from every entry costs the binary search
+of at most 8 probes and no table probe.
 
 `depth` answers the other question an ECS reply needs: how many leading bits of an address
 the answer really depends on.  A match of length m (a map entry, or the database's network)
