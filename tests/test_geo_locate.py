@@ -5,6 +5,9 @@ the map winning, IPv4-mapped IPv6, reloads and broken files."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
 from pathlib import Path
@@ -248,3 +251,52 @@ def test_the_map_agrees_with_a_brute_force_search(
         length, label, found_split = nets.find(address)
         assert (length, label) == ((best.prefixlen, entries[best]) if best else (-1, None))
         assert found_split == split
+
+
+IN_PLACE = """
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+from geo_mmdb import FRANKFURT, city, write_mmdb
+from dnsfailover.geo.locate import Locator
+
+path = Path(sys.argv[1])
+write_mmdb(path, {"81.2.0.0/16": city("DE", "EU", FRANKFURT)})
+with Locator(path) as loc:
+    with open(path, "r+b") as f:  # what `cp new.mmdb old.mmdb` does first
+        f.truncate(0)
+    print(loc.locate(ip_address("81.2.1.1")).country)
+    print(loc.reload_if_changed().error is not None)
+    print(loc.locate(ip_address("81.2.1.1")).country)
+"""
+
+
+def test_a_database_rewritten_in_place_cannot_crash_the_server(tmp_path: Path) -> None:
+    """A mapped file truncated under the reader would kill the process with SIGBUS at the
+    next lookup; the locator maps a private copy, so it keeps answering from the old data
+    (run in a child: a crash must fail this test, not end the test run)."""
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])}
+    child = subprocess.run(
+        [sys.executable, "-c", IN_PLACE, str(tmp_path / "geo.mmdb")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (child.returncode, child.stdout.split()) == (0, ["DE", "True", "DE"]), child.stderr
+
+
+def test_private_copies_do_not_linger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copies = tmp_path / "tmp"
+    copies.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(copies))
+    path = write_mmdb(tmp_path / "geo.mmdb", CITY)
+    with Locator(path) as loc:
+        write_mmdb(path, {**CITY, "81.2.69.0/24": city("FR", "EU", (48.8566, 2.3522))})
+        assert loc.reload_if_changed().reloaded
+        path.write_bytes(b"garbage")
+        assert loc.reload_if_changed().error is not None
+        assert where(loc, "81.2.69.5") == ("FR", "EU", None, 24)
+    assert list(copies.iterdir()) == []

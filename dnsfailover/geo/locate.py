@@ -16,13 +16,17 @@ It is given in the family of the address asked: an IPv4-mapped IPv6 address
 (::ffff:a.b.c.d) is looked up as IPv4 and its prefix has 96 added.
 
 `reload_if_changed` reopens the file when its identity (device, inode, size, mtime) changed
-and keeps the old database when the new file does not open.  A Locator is meant for one
+and keeps the old database when the new file does not open.  The mapped file is a private
+copy, so a database rewritten in place instead of renamed into place cannot crash the
+server (SIGBUS) before the reload notices.  A Locator is meant for one
 thread (the server's event loop): a reload closes the old reader.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
@@ -38,6 +42,7 @@ from dnsfailover.geo.nets import NetMap
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 _NETWORKS = (IPv4Network, IPv6Network)
+_MAPPED = (maxminddb.MODE_AUTO, maxminddb.MODE_MMAP, maxminddb.MODE_MMAP_EXT)
 COORDINATES_SAMPLE = 1000  # records read to tell a city database from a country one
 
 
@@ -99,11 +104,18 @@ def location_of(record: Any, prefix: int) -> Location:
     )
 
 
-def _open(path: Path, mode: int, need_coordinates: bool) -> maxminddb.Reader:
+def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> maxminddb.Reader:
+    copy: Path | None = None
     try:
-        reader = maxminddb.open_database(str(path), mode)
+        if private and mode in _MAPPED:
+            copy = _private_copy(path)
+        reader = maxminddb.open_database(str(copy or path), mode)
     except (OSError, ValueError, InvalidDatabaseError) as e:
-        raise DatabaseError(f"{path}: not a MaxMind-format database that opens: {e}") from e
+        why = str(e).replace(str(copy), str(path)) if copy is not None else str(e)
+        raise DatabaseError(f"{path}: not a MaxMind-format database that opens: {why}") from e
+    finally:
+        if copy is not None:
+            copy.unlink(missing_ok=True)  # the mapping keeps the data; nobody can touch it
     if need_coordinates and not _has_coordinates(reader):
         kind = reader.metadata().database_type
         reader.close()
@@ -112,6 +124,24 @@ def _open(path: Path, mode: int, need_coordinates: bool) -> maxminddb.Reader:
             f"{COORDINATES_SAMPLE} records; proximity steering needs a city database"
         )
     return reader
+
+
+def _private_copy(path: Path) -> Path:
+    """A copy of `path` only this process knows (unlinked once mapped).
+
+    A reader maps the file: were the file truncated or rewritten in place (`cp new.mmdb
+    GeoLite2-City.mmdb`, `curl -o`), the next lookup would read past its end and the kernel
+    would kill the whole server with SIGBUS.  geoipupdate renames a new file into place, but
+    not every tool does; copying costs the file's size in TMPDIR, once per (re)load.
+    """
+    fd, name = tempfile.mkstemp(prefix="dnsfailover-geo-", suffix=".mmdb")
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
 
 
 def _has_coordinates(reader: maxminddb.Reader) -> bool:
@@ -133,6 +163,8 @@ class Locator:
     :param nets: the CIDR map.
     :param need_coordinates: refuse a database without coordinates (proximity steering).
     :param mode: a `maxminddb` open mode: MODE_AUTO (default) or MODE_MMAP, MODE_MEMORY...
+    :param private_copy: map a private copy of the file, not the file itself (the default),
+        so a file rewritten in place cannot crash the process (see `_private_copy`).
     :raises DatabaseError: naming the file and why, when the database does not open or has
         no coordinates that are needed.
     """
@@ -144,11 +176,13 @@ class Locator:
         *,
         need_coordinates: bool = False,
         mode: int = maxminddb.MODE_AUTO,
+        private_copy: bool = True,
     ) -> None:
         self.path = Path(database) if database is not None else None
         self.nets = nets if nets is not None else NetMap()
         self._need_coordinates = need_coordinates
         self._mode = mode
+        self._private = private_copy
         self._reader: maxminddb.Reader | None = None
         self._identity: tuple[int, int, int, int] | None = None
         if self.path is not None:
@@ -156,7 +190,7 @@ class Locator:
                 identity = _identity(self.path)
             except OSError as e:
                 raise DatabaseError(f"{self.path}: cannot read the database: {e}") from e
-            self._reader = _open(self.path, mode, need_coordinates)
+            self._reader = _open(self.path, mode, need_coordinates, private_copy)
             self._identity = identity
 
     @property
@@ -205,7 +239,7 @@ class Locator:
         if identity == self._identity:
             return Reload(False)
         try:
-            reader = _open(self.path, self._mode, self._need_coordinates)
+            reader = _open(self.path, self._mode, self._need_coordinates, self._private)
         except DatabaseError as e:
             return Reload(False, str(e))
         old, self._reader, self._identity = self._reader, reader, identity
