@@ -114,8 +114,13 @@ def test_the_flat_ip_location_db_layout(tmp_path: Path) -> None:
 def test_a_database_that_does_not_open_is_a_clear_error(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mmdb"
     garbage.write_bytes(b"not a database" * 100)
-    with pytest.raises(DatabaseError, match=r"garbage\.mmdb: not a MaxMind-format database"):
+    with pytest.raises(
+        DatabaseError, match=r"garbage\.mmdb: cannot open it as a MaxMind-format database"
+    ) as raised:
         Locator(garbage)
+    # the error names the user's file, never the private copy that was opened
+    assert "dnsfailover-geo-" not in str(raised.value)
+    assert str(raised.value).count("garbage.mmdb") == 2, raised.value
     with pytest.raises(DatabaseError, match=r"missing\.mmdb: cannot read"):
         Locator(tmp_path / "missing.mmdb")
 
@@ -196,7 +201,7 @@ def test_a_broken_replacement_keeps_the_old_database(tmp_path: Path) -> None:
         os.replace(broken, path)
         result = loc.reload_if_changed()
         assert result.reloaded is False
-        assert "geo.mmdb: not a MaxMind-format database" in (result.error or "")
+        assert "geo.mmdb: cannot open it as a MaxMind-format database" in (result.error or "")
         assert where(loc, "81.2.69.5") == ("DE", "EU", None, 24)  # still served
         # a country file is no use to proximity steering either: refused, the city one kept
         write_mmdb(path, {"81.2.0.0/16": country("GB", "EU")}, database_type="GeoLite2-Country")

@@ -1,8 +1,8 @@
 """Where a client is: a MaxMind-format database plus an explicit CIDR map that wins over it.
 
 The database is any MMDB file `maxminddb` reads (GeoLite2 / GeoIP2 / DB-IP, country or city),
-opened with MODE_AUTO (the C extension over mmap when installed) so lookups cost
-microseconds and the file is shared by the page cache.  Records are read in the MaxMind
+opened with MODE_AUTO (the C extension over mmap when installed) so a lookup costs about a
+microsecond.  Records are read in the MaxMind
 layout (`country.iso_code`, `continent.code`, `location.latitude/longitude`) or the flat
 layout of the ip-location-db packages (`country_code`, `latitude`, `longitude`; no
 continent).
@@ -18,8 +18,8 @@ It is given in the family of the address asked: an IPv4-mapped IPv6 address
 `reload_if_changed` reopens the file when its identity (device, inode, size, mtime) changed
 and keeps the old database when the new file does not open.  The mapped file is a private
 copy, so a database rewritten in place instead of renamed into place cannot crash the
-server (SIGBUS) before the reload notices.  A Locator is meant for one
-thread (the server's event loop): a reload closes the old reader.
+server (SIGBUS) before the reload notices.  A Locator is meant for one thread (the
+server's event loop): a reload closes the old reader.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> maxmi
         reader = maxminddb.open_database(str(copy or path), mode)
     except (OSError, ValueError, InvalidDatabaseError) as e:
         why = str(e).replace(str(copy), str(path)) if copy is not None else str(e)
-        raise DatabaseError(f"{path}: not a MaxMind-format database that opens: {why}") from e
+        raise DatabaseError(f"{path}: cannot open it as a MaxMind-format database: {why}") from e
     finally:
         if copy is not None:
             copy.unlink(missing_ok=True)  # the mapping keeps the data; nobody can touch it
@@ -201,9 +201,7 @@ class Locator:
     def locate(self, client: Address | Network) -> Location:
         """Where `client` is: an address, or an ECS network (located by its first address;
         truncate it to the source limit first)."""
-        address = (
-            client.network_address if isinstance(client, IPv4Network | IPv6Network) else client
-        )
+        address = client.network_address if isinstance(client, _NETWORKS) else client
         if address.version == 6:
             mapped = address.ipv4_mapped
             if mapped is not None:
