@@ -23,7 +23,7 @@ from dnsfailover.geo import codes
 from dnsfailover.geo.errors import SteeringError, UnknownCodeError
 from dnsfailover.geo.locate import Location, Locator
 from dnsfailover.geo.nets import NetMap
-from dnsfailover.geo.steer import Region, Rule, haversine_km, rule, steer
+from dnsfailover.geo.steer import Region, Rule, groups, haversine_km, rule, steer
 
 REGIONS = (Region("fra", FRANKFURT), Region("syd", SYDNEY), Region("iad", VIRGINIA))
 CLIENTS = {
@@ -191,3 +191,14 @@ def test_a_location_without_anything_gets_the_default() -> None:
     r = rule("country", map={"DE": ["fra"]}, default=["iad"])
     assert steer(r, Location(0)).order == ("iad",)
     assert steer(r, Location(0)).why == "default: no country known"
+
+
+def test_the_groups_a_map_rule_can_answer() -> None:
+    r = rule(
+        "country",
+        map={"DE": ["fra", "iad"], "FR": ["fra", "iad"], "JP": ["syd"]},
+        nets={"office": ["iad"]},
+        default=["iad"],
+    )
+    assert groups(r) == (("iad",), ("fra", "iad"), ("syd",))
+    assert groups(rule("proximity", regions=REGIONS)) is None

@@ -103,6 +103,16 @@ def steer(rule: Rule, where: Location) -> Steered:
     return Steered(order, f"{rule.by} {key}")
 
 
+def groups(rule: Rule) -> tuple[tuple[str, ...], ...] | None:
+    """Every location group a map rule can put a client in (its lists, default first, each
+    once, in configured order): what a provider publishes one record set for.  None for
+    proximity, whose groups depend on where clients are."""
+    if rule.by == "proximity":
+        return None
+    seen = dict.fromkeys((rule.default, *rule.map.values(), *rule.nets.values()))
+    return tuple(seen)
+
+
 def _proximity(rule: Rule, where: Location) -> Steered:
     client = where.coordinates
     if client is None:
