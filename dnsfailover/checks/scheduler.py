@@ -329,7 +329,11 @@ class ProbeScheduler:
         self._prepare()
         self._aps = AsyncIOScheduler(
             timezone=UTC,
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            # A tick is one loop iteration; a busy loop can start the next before the last
+            # ended.  `_Round.tick` ignores duplicate and early ticks, and says itself when a
+            # round falls behind, so APScheduler need not warn ("skipped: maximum number of
+            # running instances") at every busy moment.
+            job_defaults={"coalesce": True, "max_instances": 3, "misfire_grace_time": None},
         )
         self._aps.start()
         for rnd in self._rounds.values():
