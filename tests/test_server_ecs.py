@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
+from collections import Counter
+from dataclasses import dataclass
 
 import dns.edns
 import dns.flags
@@ -20,13 +22,17 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from conftest_server import HUGE_COUNT, ORIGIN, WILD, frame, raw_tcp
+from dns_exchange import exchange, summary
+from test_differential_bind import KEY as DIFF_KEY
+from test_differential_bind import ORIGIN as DIFF
+from test_differential_bind import named, ours
 from test_server_conformance import ask, port_of, raw, send, server, texts
 from test_server_tsig import KEY
 from test_xfr import Served, served
 
 from dnsfailover.server import DnsServer
 
-__all__ = ["served", "server"]  # the fixtures
+__all__ = ["named", "ours", "served", "server"]  # the fixtures
 
 both = pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 
@@ -331,3 +337,83 @@ async def test_axfr_with_malformed_ecs_is_formerr_with_opt(served: Served) -> No
     assert reply.rcode() == dns.rcode.FORMERR
     assert reply.edns == 0
     assert not reply.answer
+
+
+# --- against BIND 9.18 --------------------------------------------------------------------
+
+ECS_ALLOWED = {
+    "formerr-opt": "BIND's FORMERR to an ECS with a non-zero SCOPE (RFC 7871 §7.1.2: FORMERR) "
+    "has no OPT; we keep it (RFC 6891 §7: an OPT in every reply to an EDNS query)",
+    "family-0": "BIND takes FAMILY 0 with SOURCE 0 (its 'no address', from an early draft) "
+    "and echoes it; RFC 7871 §6 defines FAMILY 1 and 2 only, so we answer FORMERR",
+}
+"""How BIND 9.18 (an authoritative server without ECS configured, which still checks and
+echoes ECS with SCOPE 0) and we differ on ECS queries, and why."""
+
+DIFF_NAMES = [
+    "@", "www", "nope", "x.wild", "alias", "sub", "www.sub", "fo", "drained", "big", "x.nope",
+]  # fmt: skip
+DIFF_TYPES = ["A", "AAAA", "SOA", "NS", "TXT", "MX"]
+DIFF_OPTIONS = [V4, V6, dns.edns.ECSOption("0.0.0.0", 0), dns.edns.ECSOption("10.1.2.3", 32)]
+DIFF_OPTIONS += [dns.edns.ECSOption("2001:db8:1:2::", 64), dns.edns.ECSOption("10.1.2.128", 25)]
+
+
+@dataclass(frozen=True)
+class DiffQuery:
+    wire: bytes
+    tcp: bool
+    what: str
+    allowed: str = ""  # the ECS_ALLOWED tag that explains a difference, if any
+
+
+def diff_queries() -> list[DiffQuery]:
+    """Each name and type, with an ECS option, DO and transport in turn; malformed ECS."""
+    out: list[DiffQuery] = []
+    qid = 0
+    for index, name in enumerate(DIFF_NAMES):
+        for turn, rdtype in enumerate(DIFF_TYPES):
+            qid += 1
+            option = DIFF_OPTIONS[(index + turn) % len(DIFF_OPTIONS)]
+            owner = DIFF if name == "@" else f"{name}.{DIFF}"
+            query = dns.message.make_query(
+                owner, rdtype, use_edns=0, want_dnssec=bool(turn % 2), options=[option], id=qid
+            )
+            if turn == 5:
+                query.use_tsig(DIFF_KEY)  # ECS, DO and TSIG together
+            what = f"{owner} {rdtype} {option.to_text()} do={turn % 2} tsig={turn == 5}"
+            out.append(DiffQuery(query.to_wire(), bool(index % 2), what))
+    allowed = {"scope-in-query": "formerr-opt", "family-0": "family-0"}
+    for tag, data in MALFORMED:
+        for tcp in (False, True):
+            qid += 1
+            wire = struct.pack("!H", qid) + with_option(8, data, name=f"www.{DIFF}")[2:]
+            out.append(DiffQuery(wire, tcp, f"malformed ECS {tag}", allowed.get(tag, "")))
+    return out
+
+
+def ecs_of(wire: bytes | None) -> object:
+    try:
+        return echo(dns.message.from_wire(wire, keyring=False)) if wire else None
+    except Exception as e:  # BIND's echo of FAMILY 0 is not readable by dnspython
+        return type(e).__name__
+
+
+async def test_bind_and_we_answer_ecs_alike(named: int, ours: int) -> None:
+    batch = diff_queries()
+    wires = [(q.wire, q.tcp) for q in batch]
+    theirs, mine = await exchange(named, wires), await exchange(ours, wires)
+    seen: Counter[str] = Counter()
+    unexplained = []
+    for query, a, b in zip(batch, theirs, mine, strict=True):
+        left, right = {**summary(a), "ecs": ecs_of(a)}, {**summary(b), "ecs": ecs_of(b)}
+        if left == right:
+            continue
+        if query.allowed:
+            seen[query.allowed] += 1
+            continue
+        fields = sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
+        diff = {k: (left.get(k), right.get(k)) for k in fields}
+        unexplained.append(f"{'tcp' if query.tcp else 'udp'} {query.what}: bind, ours {diff}")
+    assert not unexplained, f"{len(unexplained)} differences:\n" + "\n".join(unexplained[:5])
+    assert seen == {"formerr-opt": 2, "family-0": 2}  # every allowed difference shows up
+    assert len(batch) == len(DIFF_NAMES) * len(DIFF_TYPES) + 2 * len(MALFORMED)
