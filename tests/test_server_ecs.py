@@ -4,7 +4,9 @@ Every answer to a query with a well-formed ECS option echoes it (FAMILY, SOURCE
 PREFIX-LENGTH and ADDRESS as sent) with SCOPE PREFIX-LENGTH 0: the answer is the same for
 every client.  A malformed ECS option gets FORMERR with an OPT and no answer.  A query
 without ECS gets no ECS back.  Zone transfers ignore ECS (they are the whole zone, for a
-server, and never cached per client network).  Real clients: dnspython, `dig +subnet=`.
+server, and never cached per client network).  Real clients: dnspython, `dig +subnet=`;
+and real BIND 9.18, which checks and echoes ECS the same way (two differences, listed in
+:data:`ECS_ALLOWED`).
 """
 
 from __future__ import annotations
