@@ -202,6 +202,21 @@ async def test_malformed_ecs_is_formerr_with_opt(server: DnsServer, tcp: bool, d
 
 
 @both
+async def test_a_malformed_second_ecs_option_is_formerr_too(server: DnsServer, tcp: bool) -> None:
+    good = V4.to_wire()
+    assert good is not None
+    bad = b"\x00\x01\x17\x00\xc0\x00\x03"  # bits set past /23
+    # one OPT option whose data is the well-formed ECS option, then the bad one's header
+    packet = with_option(8, good + struct.pack("!HH", 8, len(bad)) + bad)
+    at = len(packet) - len(good) - len(bad) - 10  # the OPT's RDLENGTH, then the first option
+    packet = packet[: at + 4] + struct.pack("!H", len(good)) + packet[at + 6 :]
+    reply = await raw(server, packet, tcp)
+    assert reply.rcode() == dns.rcode.FORMERR  # as BIND 9.18 answers it
+    assert reply.edns == 0
+    assert not reply.answer
+
+
+@both
 async def test_malformed_ecs_formerr_for_identity_query_too(server: DnsServer, tcp: bool) -> None:
     packet = with_option(8, b"\x00\x05\x00\x00", name="id.server.")
     packet = (
