@@ -1,6 +1,7 @@
 """DNS queries per second: `dnsfailover serve` against gdnsd, measured with dnsperf.
 
     .venv/bin/python bench/dns_qps.py [--seconds 10] [--skip-gdnsd] [--micro-only]
+    .venv/bin/python bench/dns_qps.py --ecs 3 --seconds 3   # plain vs EDNS Client Subnet
 
 Needs `dnsperf` and `gdnsd` (Debian: `apt-get install -y dnsperf gdnsd`).  Both servers serve
 the same zone: a health-checked active-active `www` whose two endpoints are real TCP
@@ -12,6 +13,10 @@ queries completed) and dnsperf's average latency.  Runs: asyncio, uvloop (if ins
 uvloop with --workers 2 (pinned to cores 0-1, shared with dnsperf: CPU/query is the figure
 to read), and gdnsd (1 UDP thread).  A micro-benchmark first compares, in-process, the full
 path `respond()` with the fast path's replayed templates.
+
+`--ecs ROUNDS` measures instead what EDNS Client Subnet costs: `serve config/example.yaml`
+answers plain EDNS queries and queries with an ECS /24 option (dnsperf `-E`) in interleaved
+rounds; ECS queries take the full path (the fast path replays plain OPTs only).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.edns
 import dns.message
 import dns.query
 
@@ -140,12 +147,12 @@ def process_tree(pid: int) -> list[int]:
 
 
 def dnsperf(
-    port: int, queries: list[str], seconds: int, tmp: Path
+    port: int, queries: list[str], seconds: int, tmp: Path, extra: tuple[str, ...] = ()
 ) -> tuple[float, int, int, float]:
     data = tmp / "queries.txt"
     data.write_text("\n".join(queries) + "\n")
     cmd = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(data)]
-    cmd += ["-c", "4", "-q", "100", "-l", str(seconds)]
+    cmd += ["-c", "4", "-q", "100", "-l", str(seconds), *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
     def grab(pattern: str) -> str:
@@ -289,6 +296,71 @@ www   30  DYNA multifo!www
             log.close()
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+EXAMPLE_QUERIES = [
+    "www.example.test A",
+    "www.example.test A",
+    "api.example.test A",
+    "ns1.example.test A",
+    "example.test MX",
+    "nothere.example.test A",
+    "example.test SOA",
+]
+ECS_OPTION = "8:00011800c00002"
+"""dnsperf -E: EDNS Client Subnet (code 8), family 1, SOURCE /24, SCOPE 0, 192.0.2."""
+
+
+def run_ecs(rounds: int, seconds: int, config: Path = EXAMPLE) -> list[tuple[Result, Result]]:
+    """Plain EDNS queries against ECS queries, interleaved rounds on one `serve` of ``config``.
+
+    The same process answers every round (server on core 0, dnsperf on core 1), so the
+    ratio per round compares the two kinds of query under the same machine load.  Plain
+    queries (`-e`: an OPT without options) take the fast path; ECS queries the full one.
+    """
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        cmd = ["taskset", "-c", "0", str(BIN), "serve", str(config), "--dns", "127.0.0.1:0"]
+        cmd += ["--state", str(tmp / "s.db"), "--log-level", "WARNING"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            m = re.search(r":(\d+) \(udp", proc.stdout.readline())
+            if m is None:
+                raise SystemExit("dnsfailover serve did not start")
+            port = int(m.group(1))
+            wait_answering(port)
+            pids = process_tree(proc.pid)
+            pairs = []
+            for _ in range(rounds):
+                pair = []
+                for label, extra in (("plain", ("-e",)), ("ecs", ("-E", ECS_OPTION))):
+                    before = cpu_seconds(pids)
+                    qps, done, lost, ms = dnsperf(port, EXAMPLE_QUERIES, seconds, tmp, extra)
+                    cpu = (cpu_seconds(pids) - before) / done * 1e6
+                    pair.append(Result(f"serve {config.name}", label, qps, done, lost, ms, cpu))
+                pairs.append((pair[0], pair[1]))
+            return pairs
+        finally:
+            stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def print_ecs(pairs: list[tuple[Result, Result]], seconds: int) -> None:
+    print(f"plain EDNS vs ECS (/24), {len(pairs)} interleaved rounds of {seconds}s, mix of")
+    print(f"{len(EXAMPLE_QUERIES)} names, dnsperf -c 4 -q 100, server on core 0, dnsperf on core 1")
+    print(f"{'round':<7}{'queries':<8}{'QPS':>10}{'lost':>7}{'avg ms':>8}{'CPU us/q':>10}")
+    for index, pair in enumerate(pairs, 1):
+        for r in pair:
+            print(
+                f"{index:<7}{r.queries:<8}{r.qps:>10,.0f}{r.lost:>7}{r.latency_ms:>8.3f}"
+                f"{r.cpu_us:>10.2f}"
+            )
+    qps = statistics.median(e.qps / p.qps for p, e in pairs)
+    cpu = statistics.median(e.cpu_us / p.cpu_us for p, e in pairs)
+    print(f"median ECS/plain: QPS x{qps:.2f}, CPU per query x{cpu:.2f}")
+
+
 def micro(rounds: int = 200_000) -> None:
     soa = Soa("ns1.example.test.", "hostmaster.example.test.", 1, 7200, 900, 1209600, 300, 3600)
     records = (
@@ -297,6 +369,9 @@ def micro(rounds: int = 200_000) -> None:
     )
     snapshot = ZoneSnapshot.build([ZoneContent("example.test.", soa, records)])
     query = dns.message.make_query("www.example.test.", "A").to_wire()
+    edns = dns.message.make_query("www.example.test.", "A", use_edns=0).to_wire()
+    subnet = dns.edns.ECSOption("192.0.2.0", 24)
+    ecs = dns.message.make_query("www.example.test.", "A", use_edns=0, options=[subnet]).to_wire()
     table = FastTable(snapshot)
     table.answer(query, tcp=False)
     table.answer(query, tcp=False)
@@ -304,6 +379,8 @@ def micro(rounds: int = 200_000) -> None:
     calls: list[tuple[str, Callable[[], bytes | None]]] = [
         ("full path respond()", lambda: respond(snapshot, query, tcp=False)),
         ("fast path FastTable.answer()", lambda: table.answer(query, tcp=False)),
+        ("OPT: full path respond()", lambda: respond(snapshot, edns, tcp=False)),
+        ("OPT+ECS /24: full path respond()", lambda: respond(snapshot, ecs, tcp=False)),
     ]
     for label, call in calls:
         n = rounds if "fast" in label else rounds // 20
@@ -311,7 +388,7 @@ def micro(rounds: int = 200_000) -> None:
         for _ in range(n):
             call()
         per = (time.perf_counter() - start) / n
-        print(f"  {label:<30} {per * 1e6:8.2f} us/query  ({1 / per:>10,.0f} /s on one core)")
+        print(f"  {label:<33} {per * 1e6:8.2f} us/query  ({1 / per:>10,.0f} /s on one core)")
 
 
 def main() -> None:
@@ -319,15 +396,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--skip-gdnsd", action="store_true")
     ap.add_argument("--micro-only", action="store_true")
+    ap.add_argument(
+        "--ecs",
+        type=int,
+        metavar="ROUNDS",
+        help="only compare plain and ECS queries: ROUNDS interleaved rounds of each",
+    )
     args = ap.parse_args()
     print(f"machine: {machine()}")
-    print("micro-benchmark (in-process, www.example.test A, no EDNS):")
+    print("micro-benchmark (in-process, www.example.test A, no EDNS unless ECS):")
     micro()
     if args.micro_only:
         return
     missing = [t for t in ("dnsperf", "taskset") if shutil.which(t) is None]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: apt-get install -y dnsperf util-linux")
+    if args.ecs:
+        print_ecs(run_ecs(args.ecs, args.seconds), args.seconds)
+        return
     has_gdnsd = shutil.which("gdnsd") is not None or Path("/usr/sbin/gdnsd").exists()
     if not has_gdnsd and not args.skip_gdnsd:
         print("gdnsd is not installed (apt-get install -y gdnsd): skipping the reference run")

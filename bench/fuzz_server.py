@@ -3,8 +3,9 @@
     .venv/bin/python bench/fuzz_server.py --runs 1000000 [--max-time 1800] [--keep DIR]
 
 Needs ``pip install atheris``.  The corpus is generated at start from valid queries (every
-code path of the server: answers, wildcards, referrals, EDNS options, other opcodes), and
-crash files go to a temporary directory (or ``--keep DIR``), never into the repository.
+code path of the server: answers, wildcards, referrals, EDNS options, well-formed and
+malformed Client Subnet options, other opcodes), and crash files go to a temporary
+directory (or ``--keep DIR``), never into the repository.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,22 @@ NAMES = [
     ("w.weighted.test.", "ANY"),
 ]
 
+ECS_SEEDS = [
+    dns.edns.ECSOption("192.0.2.0", 24),
+    dns.edns.ECSOption("2001:db8::", 56),
+    dns.edns.ECSOption("0.0.0.0", 0),
+    dns.edns.ECSOption("203.0.113.128", 25),
+]
+ECS_MALFORMED = [  # option data: bad family, prefix too long, address long/short, bits, scope
+    b"\x00\x03\x18\x00\xc0\x00\x02",
+    b"\x00\x01\x21\x00\xc0\x00\x02\x00\x00",
+    b"\x00\x01\x18\x00\xc0\x00\x02\x00",
+    b"\x00\x01\x18\x00\xc0\x00",
+    b"\x00\x01\x17\x00\xc0\x00\x03",
+    b"\x00\x01\x18\x18\xc0\x00\x02",
+    b"",
+]
+
 
 def corpus() -> list[bytes]:
     """Valid queries, each prefixed with the transport byte the harness reads."""
@@ -74,6 +92,16 @@ def corpus() -> list[bytes]:
             ).to_wire()
         )
     queries.append(dns.message.make_query("www.example.test.", "A", use_edns=1).to_wire())
+    # EDNS Client Subnet (RFC 7871): well-formed (echoed) and malformed (FORMERR) options
+    for option in ECS_SEEDS:
+        for name, rdtype in NAMES[:3] + NAMES[6:7] + NAMES[13:14]:
+            queries.append(
+                dns.message.make_query(name, rdtype, use_edns=0, options=[option]).to_wire()
+            )
+    plain = dns.message.make_query("www.example.test.", "A", use_edns=0).to_wire()
+    for data in ECS_MALFORMED:
+        rdata = struct.pack("!HH", 8, len(data)) + data
+        queries.append(plain[:-2] + struct.pack("!H", len(rdata)) + rdata)
     queries.append(dns.message.make_query("www.example.test.", "A", rdclass="CH").to_wire())
     notify = dns.message.make_query("example.test.", "SOA", use_edns=0)
     notify.set_opcode(dns.opcode.NOTIFY)

@@ -2,8 +2,9 @@
 
 Its header follows BIND 9.18's: QR and AA set (the server is the authority for its own
 name), RD and CD copied from the query (RFC 1035 §4.1.1, RFC 4035 §3.2.2), RA, AD and Z
-clear.  Only a plain QUERY is answered here; any other opcode, a second OPT or one of
-another version takes the full path (NOTIMP, FORMERR, BADVERS) like any other name.
+clear.  Only a plain QUERY is answered here (its ECS echoed with SCOPE 0, as every answer
+echoes it); any other opcode, a second OPT, one of another version or a malformed ECS takes
+the full path (NOTIMP, FORMERR, BADVERS) like any other name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import struct
 
 from dnslib import CLASS, QTYPE, RR, TXT, DNSHeader, DNSRecord
 
-from dnsfailover.server.wire import MIN_UDP_PAYLOAD, edns_of, opt_record, parse
+from dnsfailover.server.wire import (
+    MIN_UDP_PAYLOAD,
+    client_subnet,
+    edns_of,
+    opt_record,
+    parse_query,
+)
 
 _NAMES = frozenset({b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"})
 _TAIL = b"\x00\x10\x00\x03"  # qtype TXT, qclass CH
@@ -38,13 +45,14 @@ def identity_reply(data: bytes, identity: str, max_udp_payload: int) -> bytes | 
     if flags & _OPCODE_MASK:
         return None  # NOTIFY, UPDATE, ...: NOTIMP from the full path
     try:
-        request = parse(data)
+        request, opts = parse_query(data)
+        edns = edns_of(request, opts)
+        subnet = client_subnet(edns[0]) if edns else None
     except Exception:
-        return None  # malformed: the full path answers FORMERR
+        return None  # malformed, or a malformed ECS: the full path answers FORMERR
     header = request.header
     if header.qr or len(request.questions) != 1 or request.rr or request.auth:
         return None
-    edns = edns_of(request)
     if edns is None:
         return None  # several OPTs, a non-root owner, version > 0, other records
     reply = DNSRecord(DNSHeader(id=header.id, bitmap=0, qr=1, aa=1, rd=header.rd))
@@ -52,5 +60,5 @@ def identity_reply(data: bytes, identity: str, max_udp_payload: int) -> bytes | 
     reply.add_question(request.q)
     reply.add_answer(RR(request.q.qname, _TXT, _CH, 0, TXT(identity)))
     if edns:
-        reply.add_ar(opt_record(max(MIN_UDP_PAYLOAD, max_udp_payload), edns[0]))
+        reply.add_ar(opt_record(max(MIN_UDP_PAYLOAD, max_udp_payload), edns[0], subnet=subnet))
     return bytes(reply.pack())

@@ -100,7 +100,11 @@ def _signed(data: bytes, start: int, keys: Keys, unsigned: Unsigned) -> bytes | 
         # Structure only; bytes after the message are ignored, as the unsigned path does.
         query = dns.message.from_wire(data, keyring=False, ignore_trailing=True)
     except dns.exception.DNSException:
-        return _formerr(data)
+        # Malformed before its TSIG can be checked (dnspython refuses a malformed ECS
+        # option, say): the unsigned path's FORMERR keeps the OPT (RFC 6891 §7), unsigned.
+        reply = unsigned(stripped, 0)
+        formerr = reply is not None and len(reply) >= 12 and reply[3] & 0xF == _FORMERR
+        return reply if formerr else _formerr(data)
     if query.edns > 0:
         return unsigned(stripped, 0)  # BADVERS comes first, unsigned (as BIND answers it)
     name = query.keyname

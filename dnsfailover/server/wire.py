@@ -23,10 +23,14 @@ from dnslib import (
     DNSLabelError,
     DNSQuestion,
     DNSRecord,
+    EDNSOption,
 )
 from dnslib.bimap import BimapError
 from dnslib.buffer import BufferError as _BufferError
 
+from dnsfailover.geo import ecs
+from dnsfailover.geo.ecs import ClientSubnet
+from dnsfailover.geo.errors import EcsFormatError
 from dnsfailover.rdata import MAX_LABEL, MAX_NAME_WIRE
 from dnsfailover.server.zone import ZoneSnapshot
 
@@ -117,18 +121,36 @@ class _OctetBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib is untyped
 
 def parse(data: bytes) -> DNSRecord:
     """`DNSRecord.parse`, accepting names with any octet (see `_OctetBuffer`)."""
+    return _parse_message(data)[0]
+
+
+def _parse_message(data: bytes) -> tuple[DNSRecord, list[bytes]]:
+    """:func:`parse`, and the RDATA of each OPT record of the additional section as sent.
+
+    dnslib's OPT options lose a last option of length 0 (an empty ECS option must still
+    get FORMERR), so the options are read from these bytes (:func:`client_subnet`).
+    """
     buffer = _OctetBuffer(data)
+    options: list[bytes] = []
     try:
         header = DNSHeader.parse(buffer)
         questions = [DNSQuestion.parse(buffer) for _ in range(header.q)]
-        sections = [
-            [RR.parse(buffer) for _ in range(n)] for n in (header.a, header.auth, header.ar)
-        ]
+        answer = [RR.parse(buffer) for _ in range(header.a)]
+        authority = [RR.parse(buffer) for _ in range(header.auth)]
+        additional = []
+        for _ in range(header.ar):
+            start = buffer.offset
+            rr = RR.parse(buffer)
+            if int(rr.rtype) == _OPT:
+                (rdlength,) = struct.unpack_from("!H", data, skip_name(data, start) + 8)
+                options.append(data[buffer.offset - rdlength : buffer.offset])
+            additional.append(rr)
     except DNSError:
         raise
     except (_BufferError, BimapError) as e:
         raise DNSError(f"cannot parse the message at offset {buffer.offset}: {e}") from e
-    return DNSRecord(header, questions, sections[0], auth=sections[1], ar=sections[2])
+    record = DNSRecord(header, questions, answer, auth=authority, ar=additional)
+    return record, options
 
 
 def pack(record: DNSRecord) -> bytes:
@@ -180,12 +202,51 @@ def _is_query(flags: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Edns:
-    """What we use of a query's OPT record (RFC 6891 §6.1.3): the rest is ignored."""
+    """What we use of a query's OPT record (RFC 6891 §6.1.3): the rest is ignored.
+
+    ``options``: the OPT's RDATA as sent (read for ECS only; empty for opcodes other than
+    QUERY, which get NOTIMP whatever their options say).
+    """
 
     payload: int
     version: int
     do: bool
     root_owner: bool
+    options: bytes = b""
+
+
+def parse_query(data: bytes) -> tuple[DNSRecord, list[_Edns]]:
+    """Parse a QUERY (with dnslib: :func:`parse`) and its OPT records, in order.
+
+    :raises Exception: whatever dnslib raises on a malformed message (DNSError and more).
+    """
+    request, options = _parse_message(data)
+    opts = [
+        _Edns(int(rr.edns_len), int(rr.edns_ver), bool(rr.edns_do), not rr.rname.label, raw)
+        for rr, raw in zip((rr for rr in request.ar if int(rr.rtype) == _OPT), options, strict=True)
+    ]
+    return request, opts
+
+
+def client_subnet(edns: _Edns) -> ClientSubnet | None:
+    """The query's EDNS Client Subnet (RFC 7871), or None without one.
+
+    Every ECS option is checked; the first one is the client's (BIND, which also checks
+    them all, uses the first).  Other options are ignored (RFC 6891 §6.1.2), as are bytes
+    too few to hold an option header after the last option (as dnslib does).
+
+    :raises EcsFormatError: if an ECS option is malformed: the query gets FORMERR.
+    """
+    options, pos, found = edns.options, 0, None
+    while pos + 4 <= len(options):
+        code, length = struct.unpack_from("!HH", options, pos)
+        pos += 4 + length
+        if code == ecs.OPTION_CODE:
+            if pos > len(options):  # dnslib refuses this first; keep the check local
+                raise EcsFormatError("ECS option runs past the end of the OPT record")
+            subnet = ecs.parse(options[pos - length : pos])
+            found = subnet if found is None else found
+    return found
 
 
 def _parse(data: bytes) -> tuple[DNSRecord, list[_Edns]]:
@@ -195,13 +256,7 @@ def _parse(data: bytes) -> tuple[DNSRecord, list[_Edns]]:
     """
     (flags,) = struct.unpack_from("!H", data, 2)
     if _is_query(flags):
-        request = parse(data)
-        opts = [
-            _Edns(int(rr.edns_len), int(rr.edns_ver), bool(rr.edns_do), not rr.rname.label)
-            for rr in request.ar
-            if int(rr.rtype) == _OPT
-        ]
-        return request, opts
+        return parse_query(data)
     # UPDATE and NOTIFY bodies (e.g. empty-rdata deletes) need not parse for a NOTIMP reply.
     buffer = _OctetBuffer(data)
     header = DNSHeader.parse(buffer)
@@ -263,22 +318,28 @@ def _names_ok(request: DNSRecord) -> bool:
     return True
 
 
-def _opt(payload: int, query: _Edns, rcode: int = 0) -> RR:
-    """Our OPT: version 0, our payload size, the query's DO bit (RFC 3225 §3), no options."""
-    return EDNS0(udp_len=payload, ext_rcode=rcode >> 4, flags="do" if query.do else "")
+def _opt(payload: int, query: _Edns, rcode: int = 0, subnet: ClientSubnet | None = None) -> RR:
+    """Our OPT: version 0, our payload size, the query's DO bit (RFC 3225 §3), and no
+    options but the query's ECS echoed (RFC 7871 §7.2.1) when ``subnet`` is given.
+
+    The SCOPE PREFIX-LENGTH is 0: no answer depends on the client's address (yet).
+    """
+    flags = "do" if query.do else ""
+    if subnet is None:
+        return EDNS0(udp_len=payload, ext_rcode=rcode >> 4, flags=flags)
+    echo = EDNSOption(ecs.OPTION_CODE, ecs.reply_option(subnet, 0))
+    return EDNS0(udp_len=payload, ext_rcode=rcode >> 4, flags=flags, opts=[echo])
 
 
 opt_record = _opt
 
 
-def edns_of(request: DNSRecord) -> list[_Edns] | None:
+def edns_of(request: DNSRecord, opts: list[_Edns]) -> list[_Edns] | None:
     """The query's one plain OPT (``[edns]``), ``[]`` without EDNS, or None when its
-    additional section holds anything else (other records, several OPTs, version > 0)."""
-    opts = [
-        _Edns(int(rr.edns_len), int(rr.edns_ver), bool(rr.edns_do), not rr.rname.label)
-        for rr in request.ar
-        if int(rr.rtype) == _OPT
-    ]
+    additional section holds anything else (other records, several OPTs, version > 0).
+
+    ``opts``: the query's OPT records, from :func:`parse_query`.
+    """
     if len(opts) != len(request.ar) or len(opts) > 1:
         return None
     if opts and (opts[0].version or not opts[0].root_owner):
@@ -305,18 +366,19 @@ def _respond(
     ours = max(MIN_UDP_PAYLOAD, max_udp_payload)
     opt = opts[0] if opts else None
     if opt is not None and (len(opts) > 1 or not opt.root_owner or opt.version > 0):
-        reply = DNSRecord(DNSHeader(id=qid, bitmap=0, qr=1, opcode=request.header.opcode))
-        reply.header.rd = request.header.rd
-        reply.header.cd = request.header.cd
-        reply.add_question(*request.questions[:1])
         rcode = _BADVERS if len(opts) == 1 and opt.root_owner else _FORMERR
-        reply.header.rcode = rcode & 0xF
-        reply.add_ar(_opt(ours, opt, rcode))
-        return pack(reply)
+        return _edns_error(qid, request, opt, ours, rcode)
+    subnet = None
+    if opt is not None and opt.options:
+        try:
+            subnet = client_subnet(opt)
+        except EcsFormatError as e:  # RFC 7871 §7.2.1: FORMERR, with our OPT (RFC 6891 §7)
+            log.debug("query: malformed ECS id=%d: %s", qid, e)
+            return _edns_error(qid, request, opt, ours, _FORMERR)
 
     reply = snapshot.resolve(request)
     if opt is not None:
-        reply.add_ar(_opt(ours, opt))
+        reply.add_ar(_opt(ours, opt, subnet=subnet))
     wire = pack(reply)
 
     if tcp:
@@ -334,5 +396,16 @@ def _respond(
     truncated = DNSRecord(DNSHeader(id=qid, bitmap=reply.header.bitmap, tc=1))
     truncated.add_question(*reply.questions)
     if opt is not None:
-        truncated.add_ar(_opt(ours, opt))
+        truncated.add_ar(_opt(ours, opt, subnet=subnet))
     return pack(truncated)
+
+
+def _edns_error(qid: int, request: DNSRecord, opt: _Edns, ours: int, rcode: int) -> bytes:
+    """FORMERR or BADVERS for the query's EDNS: the question and our OPT, no answer."""
+    reply = DNSRecord(DNSHeader(id=qid, bitmap=0, qr=1, opcode=request.header.opcode))
+    reply.header.rd = request.header.rd
+    reply.header.cd = request.header.cd
+    reply.add_question(*request.questions[:1])
+    reply.header.rcode = rcode & 0xF
+    reply.add_ar(_opt(ours, opt, rcode))
+    return pack(reply)
