@@ -23,7 +23,8 @@ from dnsfailover.engine.answer import answer_for
 from dnsfailover.engine.index import Index, index
 from dnsfailover.engine.interlocks import tripped
 from dnsfailover.engine.overrides import Override, apply, touches
-from dnsfailover.engine.settings import FailoverRecord, settings
+from dnsfailover.engine.plain import decide_plain, plain
+from dnsfailover.engine.settings import FailoverRecord
 from dnsfailover.engine.tiers import Inputs, select
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, NameState, Transition
 from dnsfailover.fields import absolute_name
@@ -141,6 +142,9 @@ def redecide(
     return run.finish(zones, last.state, differs, ix)
 
 
+_NO_STATE = NameState()  # a name never decided before
+
+
 class _Run:
     """One decision in progress: the inputs shared by every name, and what is decided."""
 
@@ -157,7 +161,8 @@ class _Run:
         self.config, self.health, self.now, self.failback = config, health, now, failback
         self.active = tuple(o for o in overrides if o.active(now))
         self.frozen = None if reset_breaker else tripped(config, health, previous)
-        self.keys = index(config).keys
+        self.ix = index(config)
+        self.plain = plain(config)
         self.previous = previous
         self.names: dict[str, NameDecision] = {}
         self.states: dict[str, NameState] = {}
@@ -166,22 +171,27 @@ class _Run:
         self.wakes: dict[str, float] = {}
 
     def name(self, origin: str, name: str, record: FailoverRecord) -> None:
-        prev = self.previous.names.get(name, NameState())
-        mine = [o for o in self.active if touches(o, name, record)]
+        prev = self.previous.names.get(name, _NO_STATE)
+        mine = [o for o in self.active if touches(o, name, record)] if self.active else []
         frozen = self.frozen
         if frozen is not None and prev.active is not None and not any(o.force for o in mine):
             self.names[name], self.states[name] = _frozen(origin, name, record, prev, frozen), prev
             if mine:
                 self.refusals[name] = {o.id: frozen for o in mine}
             return
-        nd, ns, wake, why = _decide_name(
-            self.config, origin, name, record, self.health, prev, self.now, mine,
-            name in self.failback,
-        )  # fmt: skip
+        health = self.health
+        down = tuple(k for k in self.ix.sorted_keys[name] if health.get(k) is State.DOWN)
+        p = self.plain.get(name)
+        if p is not None and not mine and frozen is None and name not in self.failback:
+            nd, ns, wake = decide_plain(p, origin, name, health, prev, self.now, down)
+            why: dict[str, str] = {}
+        else:
+            nd, ns, wake, why = _decide_name(
+                self.ix, origin, name, record, health, prev, self.now, mine,
+                name in self.failback, down,
+            )  # fmt: skip
         if frozen is not None:
             nd = _note(nd, "override: forced past the circuit breaker")
-        down = tuple(sorted(k for k in self.keys[name] if self.health.get(k) is State.DOWN))
-        ns = replace(ns, down=down)
         self.names[name], self.states[name] = nd, ns
         if why:
             self.refusals[name] = why
@@ -322,7 +332,7 @@ def _kind(prev: NameState, ns: NameState, nd: NameDecision, record: FailoverReco
 
 
 def _decide_name(
-    config: Config,
+    ix: Index,
     origin: str,
     name: str,
     record: FailoverRecord,
@@ -331,11 +341,13 @@ def _decide_name(
     now: float,
     overrides: Sequence[Override],
     failback_requested: bool,
+    down: tuple[str, ...],
 ) -> tuple[NameDecision, NameState, list[float], dict[str, str]]:
-    policy = settings(config, record)
+    """One name's decision and state; `down`: its health keys that are DOWN (sorted)."""
+    policy = ix.settings[name]
     tiers = record.tiers
-    slots = index(config).slots[name]
-    checked = {(tier, address): health.get(key, State.UNKNOWN) for tier, address, key in slots}
+    unknown = State.UNKNOWN
+    checked = {(tier, address): health.get(key, unknown) for tier, address, key in ix.slots[name]}
     applied = apply(name, record, checked, overrides)
     notes, wakes = list(applied.notes), []
     up = applied.up
@@ -433,6 +445,7 @@ def _decide_name(
         staged_since=sel.staged_since,
         pin=sel.pin,
         released=sel.released,
+        down=down,
     )
     return nd, ns, wakes, {**applied.refused, **sel.refused}
 

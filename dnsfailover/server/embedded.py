@@ -16,10 +16,10 @@ from dnsfailover.config.schema import STATIC_TYPES
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
 from dnsfailover.provider.plan import Key, Plan, Populated
-from dnsfailover.rdata import Labels, name_labels
+from dnsfailover.rdata import Labels
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.versions import Delta, ZoneChange, diff
-from dnsfailover.server.zone import ZoneSnapshot
+from dnsfailover.server.zone import ZoneSnapshot, labels_of
 
 Listener = Callable[["EmbeddedZones", list[ZoneChange]], None]
 HISTORY = 64  # differences kept per zone (for incremental zone transfers)
@@ -105,7 +105,7 @@ def changed_names(changes: Iterable[ZoneChange]) -> frozenset[Labels] | None:
     for c in changes:
         if c.delta is None or c.delta.full:
             return None
-        names.update(name_labels(n) for n in c.delta.names)
+        names.update(labels_of(n) for n in c.delta.names)
     return frozenset(names)
 
 

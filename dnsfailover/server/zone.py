@@ -83,8 +83,12 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     built: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
     weights: dict[tuple[Labels, int], tuple[int, ...]] = {}
     owners: set[Labels] = {origin}
+    managed_keys = content.managed
     for rs in content.records:
-        name, code, rrs, kept = _build_rrset(rs, origin)
+        if (rs.name, rs.rtype) in managed_keys:
+            name, code, rrs, kept = _build_managed(rs, origin, {})
+        else:
+            name, code, rrs, kept = _build_rrset(rs, origin)
         if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
         if (w := _weights(rs, code, kept)) is not None:
@@ -172,7 +176,7 @@ def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData
         before = old.managed[key]
         if rs is before or rs == before:
             continue
-        name, code, rrs, kept = _build_rrset(rs, origin)
+        name, code, rrs, kept = _build_managed(rs, origin, data.rrsets)
         types = data.managed_types.get(name)
         if types is None:
             continue  # occluded by a delegation: not served
@@ -237,14 +241,40 @@ def _referral(
     return Referral(ns, tuple(glue))
 
 
+def _parse(rtype: str, value: str) -> tuple[Any, bytes | None]:
+    """Parsed rdata and its wire form (None: it cannot be encoded)."""
+    rd = parse_rdata(rtype, value)
+    buffer = DNSBuffer()
+    try:
+        rd.pack(buffer)
+    except Exception:  # cannot be encoded: `_checked` reports it
+        return rd, None
+    return rd, bytes(buffer.data)
+
+
+# Parsed values, shared (dnslib's rdata objects are never changed once made): an outage
+# re-publishes the same endpoint addresses in thousands of sets.  Managed sets have a cache
+# of their own, so that building a big static part does not push their few values out: a
+# managed set's RRs are taken over from its previous version by their (shared) rdata.
+_rdata = functools.lru_cache(maxsize=65_536)(_parse)
+_managed_rdata = functools.lru_cache(maxsize=65_536)(_parse)
+_code = functools.lru_cache(maxsize=64)(qtype_code)
+
+
 @functools.lru_cache(maxsize=65_536)
-def _rdata(rtype: str, value: str) -> Any:
-    """Parsed rdata, shared: an outage re-publishes the same endpoint addresses in thousands
-    of sets (dnslib's rdata objects are never changed once made)."""
-    return parse_rdata(rtype, value)
+def _owner(name: str) -> tuple[Labels, DNSLabel]:
+    """A managed name's labels and owner, parsed once: every publish that changes the name
+    would parse them again (dnspython's name parser costs more than the rest of the set)."""
+    labels = name_labels(name)
+    return labels, DNSLabel(labels)
 
 
-def _unique(rds: Sequence[Any]) -> tuple[list[Any], list[int]]:
+def labels_of(name: str) -> Labels:
+    """`name_labels`, parsed once per name (see `_owner`)."""
+    return _owner(name)[0]
+
+
+def _unique(rds: Sequence[tuple[Any, bytes | None]]) -> tuple[list[Any], list[int]]:
     """The rdata without duplicates (RFC 2181 §5: an RRset is a set), compared by their
     wire form, and for each value the index of the one kept for it.
 
@@ -255,42 +285,74 @@ def _unique(rds: Sequence[Any]) -> tuple[list[Any], list[int]]:
     unique: list[Any] = []
     seen: dict[bytes, int] = {}
     kept: list[int] = []
-    for rd in rds:
-        buffer = DNSBuffer()
-        try:
-            rd.pack(buffer)
-        except Exception:  # cannot be encoded: `_checked` reports it
+    for rd, wire in rds:
+        if wire is None:  # cannot be encoded: `_checked` reports it
             kept.append(len(unique))
             unique.append(rd)
             continue
-        index = seen.setdefault(bytes(buffer.data), len(unique))
+        index = seen.setdefault(wire, len(unique))
         if index == len(unique):
             unique.append(rd)
         kept.append(index)
     return unique, kept
 
 
-def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, ...], list[int]]:
-    """The set's owner, type, RRs (duplicates removed) and which RR each value became."""
-    where = f"{rs.name} {rs.rtype}"
+def _build_rrset(
+    rs: RecordSet,
+    origin: Labels,
+    owner: tuple[Labels, DNSLabel] | None = None,
+    reuse: Sequence[RR] = (),
+) -> tuple[Labels, int, tuple[RR, ...], list[int]]:
+    """The set's owner, type, RRs (duplicates removed) and which RR each value became.
+
+    `owner`: a managed set's labels and owner (`_owner`); `reuse`: RRs of the same owner and
+    type (the set's previous version) that a value may take as they are.
+    """
+    parse = _rdata if owner is None else _managed_rdata
     try:
-        name = name_labels(rs.name)
-        code = qtype_code(rs.rtype)
-        rds, kept = _unique([_rdata(rs.rtype, value) for value in rs.values])
+        name, label = owner if owner is not None else (name_labels(rs.name), None)
+        code = _code(rs.rtype)
+        rds, kept = _unique([parse(rs.rtype, value) for value in rs.values])
     except ZoneBuildError as e:
-        raise ZoneBuildError(f"{where}: {e}") from e
+        raise ZoneBuildError(f"{rs.name} {rs.rtype}: {e}") from e
     depth = len(origin)
     if depth and name[-depth:] != origin:
-        raise ZoneBuildError(f"{where}: name is outside the zone {_dotted(origin)}")
+        raise ZoneBuildError(f"{rs.name} {rs.rtype}: name is outside the zone {_dotted(origin)}")
     if code == _CNAME and (len(rds) > 1 or name == origin):
-        raise ZoneBuildError(f"{where}: a CNAME must have one value and not be at the apex")
-    if not 0 <= rs.ttl <= MAX_TTL:
-        raise ZoneBuildError(f"{where}: TTL {rs.ttl} is outside 0-{MAX_TTL}")
-    owner = DNSLabel(name)
-    if code in (_A, _AAAA):  # an address always encodes: no need to pack it to find out
-        return name, code, tuple(RR(owner, code, _IN, rs.ttl, rd) for rd in rds), kept
-    rrs = tuple(_checked(RR(owner, code, _IN, rs.ttl, rd), where) for rd in rds)
-    return name, code, rrs, kept
+        raise ZoneBuildError(
+            f"{rs.name} {rs.rtype}: a CNAME must have one value and not be at the apex"
+        )
+    ttl = rs.ttl
+    if not 0 <= ttl <= MAX_TTL:
+        raise ZoneBuildError(f"{rs.name} {rs.rtype}: TTL {ttl} is outside 0-{MAX_TTL}")
+    if label is None:
+        label = DNSLabel(name)
+    rrs: list[RR] = []
+    for rd in rds:
+        # An RR is the same when its rdata is (parsed values are shared: `_managed_rdata`)
+        # and its TTL is: a set that lost one value keeps the RRs of the others.
+        for rr in reuse:
+            if rr.rdata is rd and rr.ttl == ttl:
+                break
+        else:
+            rr = RR(label, code, _IN, ttl, rd)
+            if code not in (_A, _AAAA):  # an address always encodes: no need to pack it
+                _checked(rr, f"{rs.name} {rs.rtype}")
+        rrs.append(rr)
+    return name, code, tuple(rrs), kept
+
+
+def _build_managed(
+    rs: RecordSet, origin: Labels, rrsets: Mapping[tuple[Labels, int], tuple[RR, ...]]
+) -> tuple[Labels, int, tuple[RR, ...], list[int]]:
+    """`_build_rrset` for a managed set a publish replaces: its name parsed once per name,
+    and the RRs of its values that it served before taken as they are."""
+    try:
+        owner = _owner(rs.name)
+        code = _code(rs.rtype)
+    except ZoneBuildError as e:
+        raise ZoneBuildError(f"{rs.name} {rs.rtype}: {e}") from e
+    return _build_rrset(rs, origin, owner, rrsets.get((owner[0], code), ()))
 
 
 class ZoneSnapshot:
