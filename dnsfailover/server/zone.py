@@ -22,6 +22,7 @@ from dnsfailover.server.lookup import REFUSED, WILDCARD, Answer, Referral, ZoneD
 from dnsfailover.server.weighted import Pick, Rotor, advance
 
 MAX_TTL = 2**31 - 1
+SetKey = tuple[Labels, int]
 
 _CNAME = int(QTYPE.CNAME)
 _SOA = int(QTYPE.SOA)
@@ -171,7 +172,10 @@ def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData
     ):
         return None
     origin = data.origin
-    rrsets, any_rrsets, weighted = dict(data.rrsets), dict(data.any_rrsets), dict(data.weighted)
+    # First everything a changed set needs, then the copies of the zone's big tables, changed
+    # in one go: while they are young, every collection of the young generation walks them,
+    # and building ten thousand sets next to them would run hundreds of those.
+    changes: list[tuple[SetKey, tuple[RR, ...], Rotor | None, Labels, SetKey | None]] = []
     for key, rs in new.managed.items():
         before = old.managed[key]
         if rs is before or rs == before:
@@ -182,19 +186,27 @@ def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData
             continue  # occluded by a delegation: not served
         if name in data.glue_names:
             return None  # its addresses are glue in a referral
-        if rrs:
-            rrsets[name, code] = rrs
-        else:
-            rrsets.pop((name, code), None)  # the name stays: NODATA
         w = _weights(rs, code, kept)
-        if w is not None and rrs:
-            weighted[name, code] = Rotor(rrs, w)
-        else:
-            weighted.pop((name, code), None)
+        rotor = Rotor(rrs, w) if w is not None and rrs else None
+        shown: SetKey | None = None  # what ANY answers at the name (None: nothing)
         if name not in data.cuts:
             present = sorted((*types, code) if rrs else types)
             if present:
-                any_rrsets[name] = rrsets[name, _CNAME if _CNAME in present else min(present)]
+                shown = (name, _CNAME if _CNAME in present else min(present))
+        changes.append(((name, code), rrs, rotor, name, shown))
+    rrsets, any_rrsets, weighted = dict(data.rrsets), dict(data.any_rrsets), dict(data.weighted)
+    for at, rrs, rotor, name, shown in changes:
+        if rrs:
+            rrsets[at] = rrs
+        else:
+            rrsets.pop(at, None)  # the name stays: NODATA
+        if rotor is not None:
+            weighted[at] = rotor
+        else:
+            weighted.pop(at, None)
+        if name not in data.cuts:
+            if shown is not None:
+                any_rrsets[name] = rrsets[shown]
             else:
                 any_rrsets.pop(name, None)
     soa_rr, negative = _soa(new, origin)
