@@ -117,20 +117,23 @@ def redecide(
     # A name with an override set aside is decided again at every decision, as a full one
     # does: what was refused may apply once the name has moved (a newer failover, say).
     todo.update(last.refusals)
-    run.names.update(last.names)
-    run.states.update(last.state.names)
-    run.refusals.update(last.refusals)
-    run.wakes.update(last.wakes)
-    for name in sorted(todo, key=ix.position.__getitem__):
+    order = sorted(todo, key=ix.position.__getitem__)
+    for name in order:
         origin, _name, record = ix.managed[ix.position[name]]
-        run.refusals.pop(name, None)
-        run.wakes.pop(name, None)
         run.name(origin, name, record)
-    differs = frozenset(
-        n
-        for n in todo
-        if run.names[n] != last.names.get(n) or run.states[n] != last.state.names.get(n)
-    )
+    decided, states = run.names, run.states
+    differs = frozenset(n for n in order if _differs(n, decided, states, last))
+    # The names nothing touched keep their decisions: merged only now, so that the copies
+    # (as big as the config) are not walked by every young-generation collection above.
+    run.names = {**last.names, **decided}
+    run.states = {**last.state.names, **states}
+    refusals, wakes = dict(last.refusals), dict(last.wakes)
+    for name in order:
+        refusals.pop(name, None)
+        wakes.pop(name, None)
+    refusals.update(run.refusals)
+    wakes.update(run.wakes)
+    run.refusals, run.wakes = refusals, wakes
     by_zone: dict[str, list[tuple[str, FailoverRecord]]] = {}
     for name in differs:
         origin, _name, record = ix.managed[ix.position[name]]
@@ -140,6 +143,19 @@ def redecide(
         for origin, zone in zip(config.zones, last.zones, strict=True)
     )
     return run.finish(zones, last.state, differs, ix)
+
+
+def _differs(
+    name: str,
+    names: Mapping[str, NameDecision],
+    states: Mapping[str, NameState],
+    last: Decision,
+) -> bool:
+    """Whether `name`'s decision or state is not what `last` has (answers first: cheap)."""
+    nd, before = names[name], last.names.get(name)
+    if before is None or nd.answer != before.answer or nd != before:
+        return True
+    return states[name] != last.state.names.get(name)
 
 
 _NO_STATE = NameState()  # a name never decided before
@@ -477,9 +493,14 @@ def managed_set(name: str, record: FailoverRecord, nd: NameDecision) -> RecordSe
     # An empty answer (serve_none) stays as an empty set: the name still exists, so
     # resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
     ttl = record.ttl if nd.ttl is None else nd.ttl
-    # Weights are published only when they differ (equal ones answer as before).  A shadow
-    # name's weights describe what it would answer, not what it publishes.
-    weights = tuple(nd.weights.get(a, -1) for a in nd.answer)
-    if nd.shadow or min(weights, default=-1) < 0 or len(set(weights)) == 1:
-        weights = ()
-    return RecordSet(name, record.type, ttl, nd.answer, weights)
+    # Weights are published only when they differ (equal ones answer as before; one value
+    # has nothing to differ from).  A shadow name's weights describe what it would answer,
+    # not what it publishes.
+    answer = nd.answer
+    weights: tuple[int, ...] = ()
+    if len(answer) > 1 and not nd.shadow:
+        given = nd.weights
+        weights = tuple(given.get(a, -1) for a in answer)
+        if min(weights) < 0 or len(set(weights)) == 1:
+            weights = ()
+    return RecordSet(name, record.type, ttl, answer, weights)
