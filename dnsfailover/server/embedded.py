@@ -79,7 +79,9 @@ class EmbeddedZones:
     ) -> tuple[list[ZoneChange], dict[str, ZoneContent], ZoneSnapshot]:
         contents = dict(self.contents)
         contents.update((c.new.origin, c.new) for c in changes)
-        snapshot = self.snapshot.update([(c.old, c.new) for c in changes])
+        snapshot = self.snapshot.update(
+            [(c.old, c.new) for c in changes], [c.delta for c in changes]
+        )
         return changes, contents, snapshot
 
     def _install(
@@ -101,12 +103,12 @@ class EmbeddedZones:
 def changed_names(changes: Iterable[ZoneChange]) -> frozenset[Labels] | None:
     """The names whose answers a publish changed; None when it changed more than managed
     answers (a new zone, a reload), so that nothing learned before may be replayed."""
-    names: set[Labels] = set()
+    names: set[str] = set()
     for c in changes:
         if c.delta is None or c.delta.full:
             return None
-        names.update(labels_of(n) for n in c.delta.names)
-    return frozenset(names)
+        names.update(c.delta.names)
+    return frozenset(map(labels_of, names))
 
 
 class EmbeddedProvider(BaseProvider):

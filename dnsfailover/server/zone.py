@@ -19,6 +19,7 @@ from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, D
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.rdata import Labels, ZoneBuildError, name_labels, parse_rdata, qtype_code
 from dnsfailover.server.lookup import REFUSED, WILDCARD, Answer, Referral, ZoneData, lookup
+from dnsfailover.server.versions import Delta
 from dnsfailover.server.weighted import Pick, Rotor, advance
 
 MAX_TTL = 2**31 - 1
@@ -158,10 +159,19 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     )
 
 
-def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData | None:
+def _update_zone(
+    data: ZoneData,
+    old: ZoneContent,
+    new: ZoneContent,
+    differ: Sequence[RecordSet] | None = None,
+) -> ZoneData | None:
     """`data` (built from `old`) for `new`, parsing only the managed sets that differ:
     the cost of a publish is that of its change.  None when `new` differs in more than its
-    managed sets' values and the serial (then the zone is built anew)."""
+    managed sets' values and the serial (then the zone is built anew).
+
+    `differ`: the sets of `new` that differ from `old`'s, in `new`'s order, when already
+    known (a publish's `Delta.added`); else they are found here.
+    """
     a, b = old.soa, new.soa
     if (
         new.static is not old.static
@@ -175,11 +185,14 @@ def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData
     # First everything a changed set needs, then the copies of the zone's big tables, changed
     # in one go: while they are young, every collection of the young generation walks them,
     # and building ten thousand sets next to them would run hundreds of those.
+    if differ is None:
+        differ = [
+            rs
+            for key, rs in new.managed.items()
+            if (before := old.managed[key]) is not rs and before != rs
+        ]
     changes: list[tuple[SetKey, tuple[RR, ...], Rotor | None, Labels, SetKey | None]] = []
-    for key, rs in new.managed.items():
-        before = old.managed[key]
-        if rs is before or rs == before:
-            continue
+    for rs in differ:
         name, code, rrs, kept = _build_managed(rs, origin, data.rrsets)
         types = data.managed_types.get(name)
         if types is None:
@@ -388,20 +401,28 @@ class ZoneSnapshot:
             raise ZoneBuildError("a zone is given more than once")
         return cls(built)
 
-    def update(self, versions: Sequence[tuple[ZoneContent | None, ZoneContent]]) -> ZoneSnapshot:
+    def update(
+        self,
+        versions: Sequence[tuple[ZoneContent | None, ZoneContent]],
+        deltas: Sequence[Delta | None] = (),
+    ) -> ZoneSnapshot:
         """A snapshot with these zones replaced: (what the zone was, what it is now).  A zone
         whose static part is the same is updated in place of a rebuild, parsing only the
         managed sets that changed; the other zones are shared.
 
+        :param deltas: when given, one per version: `diff(old, new)` (or None), so that the
+            changed sets need not be found again.
         :raises ZoneBuildError: if a new zone cannot be served (nothing changes then).
         """
         zones = dict(self._zones)
-        for old, new in versions:
+        for i, (old, new) in enumerate(versions):
             origin = name_labels(new.origin)
             current = zones.get(origin)
             updated = None
             if old is not None and current is not None:
-                updated = _update_zone(current, old, new)
+                delta = deltas[i] if deltas else None
+                differ = delta.added if delta is not None and not delta.full else None
+                updated = _update_zone(current, old, new, differ)
             zones[origin] = updated if updated is not None else _build_zone(new)
         return ZoneSnapshot(zones.values(), self._pick)
 
