@@ -8,6 +8,7 @@ sets that changed, and swaps it in atomically (readers never see half of it).
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from typing import ClassVar
@@ -107,8 +108,12 @@ def changed_names(changes: Iterable[ZoneChange]) -> frozenset[Labels] | None:
     for c in changes:
         if c.delta is None or c.delta.full:
             return None
-        names.update(c.delta.names)
+        names.update(map(_NAME, c.delta.removed))
+        names.update(map(_NAME, c.delta.added))
     return frozenset(map(labels_of, names))
+
+
+_NAME = operator.attrgetter("name")
 
 
 class EmbeddedProvider(BaseProvider):

@@ -189,15 +189,19 @@ class FastTable:
             max_entries=self._max_entries,
             responder=self._respond,
         )
-        if changed is None or any(name[:1] == (WILDCARD,) for name in changed):
+        if changed is None or WILDCARD in {name[0] for name in changed if name}:
             return table
         # Copies (this table may go on learning on another thread meanwhile), `_carry` first:
         # `_learn` files a key by name before it adds its reply, so every reply copied here
         # is found under its name below.
         carry, by_name = dict(self._carry), dict(self._by_name)
-        for name in changed:
-            for key in by_name.pop(name, ()):
-                carry.pop(key, None)
+        if len(changed) < len(by_name) // 2:  # drop what changed
+            for name in changed:
+                for key in by_name.pop(name, ()):
+                    carry.pop(key, None)
+        else:  # most names changed (a regional outage): take what did not
+            by_name = {n: keys for n, keys in by_name.items() if n not in changed}
+            carry = {k: carry[k] for keys in by_name.values() for k in keys if k in carry}
         table._carry, table._by_name = carry, by_name
         table._table = dict(carry)
         if self._rotating:

@@ -286,17 +286,16 @@ _managed_rdata = functools.lru_cache(maxsize=65_536)(_parse)
 _code = functools.lru_cache(maxsize=64)(qtype_code)
 
 
+# A managed name's labels, parsed once: every publish that changes the name would parse
+# them again (dnspython's name parser costs more than the rest of the set).
+labels_of = functools.lru_cache(maxsize=65_536)(name_labels)
+
+
 @functools.lru_cache(maxsize=65_536)
 def _owner(name: str) -> tuple[Labels, DNSLabel]:
-    """A managed name's labels and owner, parsed once: every publish that changes the name
-    would parse them again (dnspython's name parser costs more than the rest of the set)."""
-    labels = name_labels(name)
+    """A managed name's labels and owner (an RR's owner is never changed once made)."""
+    labels = labels_of(name)
     return labels, DNSLabel(labels)
-
-
-def labels_of(name: str) -> Labels:
-    """`name_labels`, parsed once per name (see `_owner`)."""
-    return _owner(name)[0]
 
 
 def _unique(rds: Sequence[tuple[Any, bytes | None]]) -> tuple[list[Any], list[int]]:
