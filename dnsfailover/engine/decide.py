@@ -256,10 +256,13 @@ def _updated(
     """`zone` with the managed sets of its changed names replaced (the same object when none
     of them changes what it publishes)."""
     updates: dict[Key, RecordSet] = {}
+    managed = zone.managed
     for name, record in changed:
         rs = managed_set(name, record, names[name])
-        if zone.managed.get((name, record.type)) != rs:
-            updates[(name, record.type)] = rs
+        key = (name, rs.rtype)
+        old = managed.get(key)
+        if old is None or old.values != rs.values or old != rs:  # values: what moves most
+            updates[key] = rs
     return zone.with_managed(updates) if updates else zone
 
 
