@@ -30,6 +30,9 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     endpoints = [
         {"address": a, "weight": draw(st.sampled_from([0, 1, 1, 5, 255]))} for a in addresses
     ]
+    for e in endpoints:
+        if draw(st.booleans()):  # probed elsewhere: endpoints may share one health key
+            e["check_address"] = "127.0.0.20"
     record: dict[str, Any] = {
         "policy": "active-active",
         "check": "web",
@@ -103,7 +106,7 @@ def test_the_plain_path_decides_as_the_general_one(
     }
     down = tuple(k for k in ix.sorted_keys[name] if voted.get(k) is State.DOWN)
     nd, ns, wakes, refused = _decide_name(ix, origin, name, rec, voted, prev, now, [], False, down)
-    got = decide_plain(p, origin, name, voted, prev, now, down)
+    got = decide_plain(p, origin, name, voted, prev, now)
     assert got == (nd, ns, wakes)
     assert refused == {}
 

@@ -196,12 +196,12 @@ class _Run:
                 self.refusals[name] = {o.id: frozen for o in mine}
             return
         health = self.health
-        down = tuple(k for k in self.ix.sorted_keys[name] if health.get(k) is State.DOWN)
         p = self.plain.get(name)
         if p is not None and not mine and frozen is None and name not in self.failback:
-            nd, ns, wake = decide_plain(p, origin, name, health, prev, self.now, down)
+            nd, ns, wake = decide_plain(p, origin, name, health, prev, self.now)
             why: dict[str, str] = {}
         else:
+            down = tuple(k for k in self.ix.sorted_keys[name] if health.get(k) is State.DOWN)
             nd, ns, wake, why = _decide_name(
                 self.ix, origin, name, record, health, prev, self.now, mine,
                 name in self.failback, down,
@@ -211,8 +211,9 @@ class _Run:
         self.names[name], self.states[name] = nd, ns
         if why:
             self.refusals[name] = why
-        wake.extend(o.expires_at for o in mine if o.expires_at is not None)
-        future = [w for w in wake if w > self.now]
+        if mine:
+            wake.extend(o.expires_at for o in mine if o.expires_at is not None)
+        future = [w for w in wake if w > self.now] if wake else wake
         if future:
             self.wakes[name] = min(future)
         transition = _transition(name, self.now, record, prev, ns, nd)

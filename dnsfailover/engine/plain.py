@@ -21,6 +21,7 @@ from dnsfailover.engine.values import NameDecision, NameState
 from dnsfailover.model import State
 
 _UP = State.UP
+_DOWN = State.DOWN
 _UNKNOWN = State.UNKNOWN
 _FIRST = ("first decision",)
 _NO_DATA = "no health data yet: serving every endpoint of the tier"
@@ -94,13 +95,13 @@ def decide_plain(
     health: Mapping[str, State],
     prev: NameState,
     now: float,
-    down: tuple[str, ...],
 ) -> tuple[NameDecision, NameState, list[float]]:
     """A plain name's decision and state, and when it wants to be decided again, for a
     decision no override touches it in, the circuit breaker does not hold, and no failback
     is asked for."""
     up: list[str] = []
     weights: dict[str, int] = {}
+    downs: list[str] = []
     known = False
     for address, key, weight in p.slots:
         state = health.get(key, _UNKNOWN)
@@ -110,6 +111,10 @@ def decide_plain(
             known = True
         elif state is not _UNKNOWN:
             known = True
+            if state is _DOWN:
+                downs.append(key)
+    # the health keys DOWN, sorted (what the circuit breaker compares with next time)
+    down = tuple(sorted(set(downs))) if downs else ()
     tier = p.tier
     meets = len(up) >= p.min_healthy
     if prev.active != tier:  # the first decision (tier names are fixed per record)
