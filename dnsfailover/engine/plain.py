@@ -24,6 +24,7 @@ _UP = State.UP
 _DOWN = State.DOWN
 _UNKNOWN = State.UNKNOWN
 _FIRST = ("first decision",)
+_NO_PENALTIES: Mapping[str, float] = {}  # shared, never changed
 _NO_DATA = "no health data yet: serving every endpoint of the tier"
 
 
@@ -129,13 +130,21 @@ def decide_plain(
         )
         changes = recent or prev.changes[-1:]
         released = prev.released
+    # Values nothing changes are shared where they are equal (the engine never changes one
+    # once made): an outage keeps ten thousand names' states alive, and every object fewer
+    # is less for the collector to walk.
+    ups = tuple(up)
     if meets:
         answer = sorted_addresses(up)
-        weights = {a: weights[a] for a in answer}
+        if answer == ups:
+            ups = answer
+        else:
+            weights = {a: weights[a] for a in answer}
         complete = len(up) == len(p.slots)
         mode = "healthy" if complete else "degraded"
         reason = f"{len(up)}/{len(p.slots)} endpoints up"
-        since = {tier: prev.healthy_since.get(tier, now)}
+        held = prev.healthy_since
+        since = held if len(held) == 1 and tier in held else {tier: held.get(tier, now)}
     else:
         since = {}
         if not known:
@@ -179,9 +188,9 @@ def decide_plain(
         answer=answer,
         would_answer=answer,
         mode=mode,
-        up=tuple(up),
+        up=ups,
         changes=changes,
-        penalties=dict(prev.penalties),
+        penalties=dict(prev.penalties) if prev.penalties else _NO_PENALTIES,
         penalty_at=now,
         suppressed=prev.suppressed,
         weights=weights,
