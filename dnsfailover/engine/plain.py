@@ -25,6 +25,7 @@ _DOWN = State.DOWN
 _UNKNOWN = State.UNKNOWN
 _FIRST = ("first decision",)
 _NO_PENALTIES: Mapping[str, float] = {}  # shared, never changed
+_NO_LOADS: Mapping[str, float] = {}  # shared, never changed
 _NO_DATA = "no health data yet: serving every endpoint of the tier"
 
 
@@ -36,6 +37,7 @@ class Plain:
     tier: str
     min_healthy: int
     slots: tuple[tuple[str, str, int], ...]  # (address, health key, weight), in order
+    alone: Mapping[str, tuple[str]]  # health key → (key,): shared, as an outage makes many
     everything: tuple[str, ...]  # every endpoint, sorted
     all_down: tuple[str, ...]  # the answer when no endpoint is enough (health known)
     all_down_reason: str
@@ -52,6 +54,7 @@ def plain(config: Config) -> Mapping[str, Plain]:
 def _build(config: Config) -> dict[str, Plain]:
     ix = index(config)
     found: dict[str, Plain] = {}
+    alone = {key: (key,) for key in ix.all_keys}
     for _origin, name, record in ix.managed:
         policy = ix.settings[name]
         if not isinstance(record, ActiveActive) or record.load is not None:
@@ -79,6 +82,7 @@ def _build(config: Config) -> dict[str, Plain]:
                 (address, key, weight)
                 for (_tier, address, key), weight in zip(slots, weights, strict=True)
             ),
+            alone,
             sorted_addresses(addresses),
             down,
             reason,
@@ -115,7 +119,12 @@ def decide_plain(
             if state is _DOWN:
                 downs.append(key)
     # the health keys DOWN, sorted (what the circuit breaker compares with next time)
-    down = tuple(sorted(set(downs))) if downs else ()
+    if not downs:
+        down: tuple[str, ...] = ()
+    elif len(downs) == 1:
+        down = p.alone[downs[0]]
+    else:
+        down = tuple(sorted(set(downs)))
     tier = p.tier
     meets = len(up) >= p.min_healthy
     if prev.active != tier:  # the first decision (tier names are fixed per record)
@@ -173,7 +182,7 @@ def decide_plain(
         mode,
         "; ".join((reason, *notes)) if notes else reason,
         weights=weights,
-        loads={},
+        loads=_NO_LOADS,
         ttl=ttl,
         would_answer=answer,
         shadow=False,
