@@ -88,7 +88,7 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     managed_keys = content.managed
     for rs in content.records:
         if (rs.name, rs.rtype) in managed_keys:
-            name, code, rrs, kept = _build_managed(rs, origin, {})
+            (name, code), rrs, kept = _build_managed(rs, origin, {})
         else:
             name, code, rrs, kept = _build_rrset(rs, origin)
         if (name, code) in built:
@@ -192,8 +192,10 @@ def _update_zone(
             if (before := old.managed[key]) is not rs and before != rs
         ]
     changes: list[tuple[SetKey, tuple[RR, ...], Rotor | None, Labels, SetKey | None]] = []
+    was = old.managed
     for rs in differ:
-        name, code, rrs, kept = _build_managed(rs, origin, data.rrsets)
+        at, rrs, kept = _build_managed(rs, origin, data.rrsets, was.get((rs.name, rs.rtype)))
+        name, code = at
         types = data.managed_types.get(name)
         if types is None:
             continue  # occluded by a delegation: not served
@@ -202,11 +204,13 @@ def _update_zone(
         w = _weights(rs, code, kept)
         rotor = Rotor(rrs, w) if w is not None and rrs else None
         shown: SetKey | None = None  # what ANY answers at the name (None: nothing)
-        if name not in data.cuts:
-            present = sorted((*types, code) if rrs else types)
-            if present:
-                shown = (name, _CNAME if _CNAME in present else min(present))
-        changes.append(((name, code), rrs, rotor, name, shown))
+        if name in data.cuts:
+            pass
+        elif not types:  # only the managed set (the usual case)
+            shown = at if rrs else None
+        elif present := sorted((*types, code) if rrs else types):
+            shown = (name, _CNAME if _CNAME in present else min(present))
+        changes.append((at, rrs, rotor, name, shown))
     rrsets, any_rrsets, weighted = dict(data.rrsets), dict(data.any_rrsets), dict(data.weighted)
     for at, rrs, rotor, name, shown in changes:
         if rrs:
@@ -215,10 +219,12 @@ def _update_zone(
             rrsets.pop(at, None)  # the name stays: NODATA
         if rotor is not None:
             weighted[at] = rotor
-        else:
+        elif weighted:
             weighted.pop(at, None)
         if name not in data.cuts:
-            if shown is not None:
+            if shown is at:
+                any_rrsets[name] = rrs
+            elif shown is not None:
                 any_rrsets[name] = rrsets[shown]
             else:
                 any_rrsets.pop(name, None)
@@ -367,16 +373,30 @@ def _build_rrset(
 
 
 def _build_managed(
-    rs: RecordSet, origin: Labels, rrsets: Mapping[tuple[Labels, int], tuple[RR, ...]]
-) -> tuple[Labels, int, tuple[RR, ...], list[int]]:
-    """`_build_rrset` for a managed set a publish replaces: its name parsed once per name,
-    and the RRs of its values that it served before taken as they are."""
+    rs: RecordSet,
+    origin: Labels,
+    rrsets: Mapping[SetKey, tuple[RR, ...]],
+    before: RecordSet | None = None,
+) -> tuple[SetKey, tuple[RR, ...], list[int]]:
+    """`_build_rrset` for a managed set a publish replaces, from its previous version
+    `before` (served as `rrsets` has it): its name parsed once per name, and the RRs of its
+    values that it served before taken as they are.  A set that only lost values (an
+    endpoint gone: most of a failover) is made of its old RRs alone."""
     try:
-        owner = _owner(rs.name)
+        labels, label = _owner(rs.name)
         code = _code(rs.rtype)
     except ZoneBuildError as e:
         raise ZoneBuildError(f"{rs.name} {rs.rtype}: {e}") from e
-    return _build_rrset(rs, origin, owner, rrsets.get((owner[0], code), ()))
+    at = (labels, code)
+    served = rrsets.get(at, ())
+    # One RR per old value, in order (no duplicates), same TTL: the values still there keep
+    # theirs, and a subset of a valid set is valid (same owner, type and TTL; fewer values).
+    if before is not None and before.ttl == rs.ttl and len(served) == len(before.values):
+        where = {v: i for i, v in enumerate(before.values)}
+        if all(v in where for v in rs.values) and len(set(rs.values)) == len(rs.values):
+            return at, tuple(served[where[v]] for v in rs.values), list(range(len(rs.values)))
+    _, _, rrs, kept = _build_rrset(rs, origin, (labels, label), served)
+    return at, rrs, kept
 
 
 class ZoneSnapshot:
