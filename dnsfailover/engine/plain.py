@@ -144,7 +144,7 @@ def decide_plain(
     # is less for the collector to walk.
     ups = tuple(up)
     if meets:
-        answer = sorted_addresses(up)
+        answer = ups if len(ups) == 1 else sorted_addresses(up)
         if answer == ups:
             ups = answer
         else:
