@@ -104,8 +104,8 @@ def test_the_plain_path_decides_as_the_general_one(
     voted = {
         keys[a]: s for a, s in zip(ADDRESSES, health, strict=True) if a in keys and s is not None
     }
-    down = tuple(k for k in ix.sorted_keys[name] if voted.get(k) is State.DOWN)
-    nd, ns, wakes, refused = _decide_name(ix, origin, name, rec, voted, prev, now, [], False, down)
+    down = tuple(sorted(k for k in ix.keys[name] if voted.get(k) is State.DOWN))
+    nd, ns, wakes, refused = _decide_name(cfg, origin, name, rec, voted, prev, now, [], False, down)
     got = decide_plain(p, origin, name, voted, prev, now)
     assert got == (nd, ns, wakes)
     assert refused == {}

@@ -24,7 +24,7 @@ from dnsfailover.engine.index import Index, index
 from dnsfailover.engine.interlocks import tripped
 from dnsfailover.engine.overrides import Override, apply, touches
 from dnsfailover.engine.plain import decide_plain, plain
-from dnsfailover.engine.settings import FailoverRecord
+from dnsfailover.engine.settings import FailoverRecord, settings
 from dnsfailover.engine.tiers import Inputs, select
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, NameState, Transition
 from dnsfailover.fields import absolute_name
@@ -201,9 +201,9 @@ class _Run:
             nd, ns, wake = decide_plain(p, origin, name, health, prev, self.now)
             why: dict[str, str] = {}
         else:
-            down = tuple(k for k in self.ix.sorted_keys[name] if health.get(k) is State.DOWN)
+            down = tuple(sorted(k for k in self.ix.keys[name] if health.get(k) is State.DOWN))
             nd, ns, wake, why = _decide_name(
-                self.ix, origin, name, record, health, prev, self.now, mine,
+                self.config, origin, name, record, health, prev, self.now, mine,
                 name in self.failback, down,
             )  # fmt: skip
         if frozen is not None:
@@ -352,7 +352,7 @@ def _kind(prev: NameState, ns: NameState, nd: NameDecision, record: FailoverReco
 
 
 def _decide_name(
-    ix: Index,
+    config: Config,
     origin: str,
     name: str,
     record: FailoverRecord,
@@ -364,10 +364,11 @@ def _decide_name(
     down: tuple[str, ...],
 ) -> tuple[NameDecision, NameState, list[float], dict[str, str]]:
     """One name's decision and state; `down`: its health keys that are DOWN (sorted)."""
-    policy = ix.settings[name]
+    policy = settings(config, record)
     tiers = record.tiers
     unknown = State.UNKNOWN
-    checked = {(tier, address): health.get(key, unknown) for tier, address, key in ix.slots[name]}
+    slots = index(config).slots[name]
+    checked = {(tier, address): health.get(key, unknown) for tier, address, key in slots}
     applied = apply(name, record, checked, overrides)
     notes, wakes = list(applied.notes), []
     up = applied.up

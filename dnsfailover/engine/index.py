@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.overrides import Override
-from dnsfailover.engine.settings import FailoverRecord, Settings, settings
+from dnsfailover.engine.settings import FailoverRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +19,6 @@ class Index:
     managed: tuple[tuple[str, str, FailoverRecord], ...]  # (origin, name, record), in order
     position: Mapping[str, int]  # name → its place in `managed`
     keys: Mapping[str, frozenset[str]]  # name → the health keys of its endpoints
-    sorted_keys: Mapping[str, tuple[str, ...]]  # name → the same keys, sorted
-    settings: Mapping[str, Settings]  # name → its effective policy
     slots: Mapping[str, tuple[tuple[str, str, str], ...]]  # name → (tier, address, key)...
     by_key: Mapping[str, tuple[str, ...]]  # health key → the names that use it
     by_address: Mapping[str, tuple[str, ...]]  # endpoint address → the names it serves
@@ -68,8 +66,6 @@ def _build(config: Config) -> Index:
         managed=managed,
         position={name: i for i, (_o, name, _r) in enumerate(managed)},
         keys=keys,
-        sorted_keys={name: tuple(sorted(k)) for name, k in keys.items()},
-        settings={name: settings(config, record) for _o, name, record in managed},
         slots=slots,
         by_key={k: tuple(v) for k, v in by_key.items()},
         by_address={a: tuple(v) for a, v in by_address.items()},

@@ -17,6 +17,7 @@ from dnsfailover.config.policy import MaxFailovers
 from dnsfailover.config.schema import ActiveActive, Config
 from dnsfailover.engine.answer import sorted_addresses
 from dnsfailover.engine.index import index
+from dnsfailover.engine.settings import settings
 from dnsfailover.engine.values import NameDecision, NameState
 from dnsfailover.model import State
 
@@ -31,12 +32,14 @@ _NO_DATA = "no health data yet: serving every endpoint of the tier"
 
 @dataclass(frozen=True, slots=True)
 class Plain:
-    """What a plain name's decision needs of its config."""
+    """What a plain name's decision needs of its config (equal values shared: there is one
+    for each of maybe 10,000 names, for as long as the config is loaded)."""
 
     policy: str
     tier: str
     min_healthy: int
-    slots: tuple[tuple[str, str, int], ...]  # (address, health key, weight), in order
+    slots: tuple[tuple[str, str, str], ...]  # (tier, address, health key): the index's
+    weights: tuple[int, ...]  # of each endpoint, in order
     alone: Mapping[str, tuple[str]]  # health key → (key,): shared, as an outage makes many
     everything: tuple[str, ...]  # every endpoint, sorted
     all_down: tuple[str, ...]  # the answer when no endpoint is enough (health known)
@@ -44,6 +47,14 @@ class Plain:
     ttl: int
     degraded_ttl: int | None  # None: off, or not below `ttl`
     window: MaxFailovers | None
+
+
+_WHY = "no tier meets min_healthy"
+_ALL_DOWN = {
+    "serve_all": f"{_WHY}: all_down=serve_all (fail open)",
+    "serve_none": f"{_WHY}: all_down=serve_none (NODATA)",
+    "fallback": f"{_WHY}: all_down=fallback",
+}
 
 
 def plain(config: Config) -> Mapping[str, Plain]:
@@ -55,8 +66,9 @@ def _build(config: Config) -> dict[str, Plain]:
     ix = index(config)
     found: dict[str, Plain] = {}
     alone = {key: (key,) for key in ix.all_keys}
+    shared: dict[tuple[int, ...], tuple[int, ...]] = {}
     for _origin, name, record in ix.managed:
-        policy = ix.settings[name]
+        policy = settings(config, record)
         if not isinstance(record, ActiveActive) or record.load is not None:
             continue
         if policy.damping is not None or policy.shadow:
@@ -65,27 +77,25 @@ def _build(config: Config) -> dict[str, Plain]:
         addresses = [address for _tier, address, _key in slots]
         if len(set(addresses)) != len(addresses):
             continue  # one state per address in the general path: leave it to that one
-        weights = [e.weight for e in record.endpoints]
-        why = "no tier meets min_healthy"
+        weights = tuple(e.weight for e in record.endpoints)
+        everything = sorted_addresses(addresses)
         if record.all_down == "serve_all":
-            down, reason = sorted_addresses(addresses), f"{why}: all_down=serve_all (fail open)"
+            down = everything
         elif record.all_down == "serve_none":
-            down, reason = (), f"{why}: all_down=serve_none (NODATA)"
+            down = ()
         else:
-            down, reason = sorted_addresses(record.fallback), f"{why}: all_down=fallback"
+            down = sorted_addresses(record.fallback)
         degraded = policy.degraded_ttl
         found[name] = Plain(
             record.policy,
             record.tiers[0].name,
             record.min_healthy,
-            tuple(
-                (address, key, weight)
-                for (_tier, address, key), weight in zip(slots, weights, strict=True)
-            ),
+            slots,
+            shared.setdefault(weights, weights),
             alone,
-            sorted_addresses(addresses),
+            everything,
             down,
-            reason,
+            _ALL_DOWN[record.all_down],
             record.ttl,
             degraded if degraded is not None and degraded < record.ttl else None,
             policy.max_failovers,
@@ -108,7 +118,7 @@ def decide_plain(
     weights: dict[str, int] = {}
     downs: list[str] = []
     known = False
-    for address, key, weight in p.slots:
+    for (_tier, address, key), weight in zip(p.slots, p.weights, strict=True):
         state = health.get(key, _UNKNOWN)
         if state is _UP:
             up.append(address)

@@ -272,36 +272,43 @@ def _referral(
     return Referral(ns, tuple(glue))
 
 
-def _parse(rtype: str, value: str) -> tuple[Any, bytes | None]:
-    """Parsed rdata and its wire form (None: it cannot be encoded)."""
-    rd = parse_rdata(rtype, value)
+def _wire(rd: Any) -> bytes | None:
+    """An rdata's wire form (None: it cannot be encoded; `_checked` reports it)."""
     buffer = DNSBuffer()
     try:
         rd.pack(buffer)
-    except Exception:  # cannot be encoded: `_checked` reports it
-        return rd, None
-    return rd, bytes(buffer.data)
+    except Exception:  # dnslib raises several unrelated types here
+        return None
+    return bytes(buffer.data)
+
+
+def _parse(rtype: str, value: str) -> tuple[Any, bytes | None]:
+    rd = parse_rdata(rtype, value)
+    return rd, _wire(rd)
 
 
 # Parsed values, shared (dnslib's rdata objects are never changed once made): an outage
 # re-publishes the same endpoint addresses in thousands of sets.  Managed sets have a cache
-# of their own, so that building a big static part does not push their few values out: a
-# managed set's RRs are taken over from its previous version by their (shared) rdata.
-_rdata = functools.lru_cache(maxsize=65_536)(_parse)
+# of their own, with the values' wire form, so that building a big static part does not
+# push their few values out: a managed set's RRs are taken over from its previous version
+# by their (shared) rdata.  (The static values' wire forms are not kept: 100k of them.)
+_rdata = functools.lru_cache(maxsize=65_536)(parse_rdata)
 _managed_rdata = functools.lru_cache(maxsize=65_536)(_parse)
 _code = functools.lru_cache(maxsize=64)(qtype_code)
 
 
-# A managed name's labels, parsed once: every publish that changes the name would parse
-# them again (dnspython's name parser costs more than the rest of the set).
-labels_of = functools.lru_cache(maxsize=65_536)(name_labels)
-
-
 @functools.lru_cache(maxsize=65_536)
 def _owner(name: str) -> tuple[Labels, DNSLabel]:
-    """A managed name's labels and owner (an RR's owner is never changed once made)."""
-    labels = labels_of(name)
+    """A managed name's labels and owner, parsed once: every publish that changes the name
+    would parse them again (dnspython's name parser costs more than the rest of the set).
+    An RR's owner is never changed once made."""
+    labels = name_labels(name)
     return labels, DNSLabel(labels)
+
+
+def labels_of(name: str) -> Labels:
+    """`name_labels` of a managed name (see `_owner`)."""
+    return _owner(name)[0]
 
 
 def _unique(rds: Sequence[tuple[Any, bytes | None]]) -> tuple[list[Any], list[int]]:
@@ -338,11 +345,15 @@ def _build_rrset(
     `owner`: a managed set's labels and owner (`_owner`); `reuse`: RRs of the same owner and
     type (the set's previous version) that a value may take as they are.
     """
-    parse = _rdata if owner is None else _managed_rdata
     try:
-        name, label = owner if owner is not None else (name_labels(rs.name), None)
+        if owner is None:
+            name, label = name_labels(rs.name), None
+            parsed = [(rd, _wire(rd)) for rd in [_rdata(rs.rtype, v) for v in rs.values]]
+        else:
+            (name, label), rtype = owner, rs.rtype
+            parsed = [_managed_rdata(rtype, value) for value in rs.values]
         code = _code(rs.rtype)
-        rds, kept = _unique([parse(rs.rtype, value) for value in rs.values])
+        rds, kept = _unique(parsed)
     except ZoneBuildError as e:
         raise ZoneBuildError(f"{rs.name} {rs.rtype}: {e}") from e
     depth = len(origin)
