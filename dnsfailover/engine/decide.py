@@ -8,15 +8,13 @@ live in `dnsfailover.policy`; this module runs them in order for every name.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from dnsfailover.config.schema import (
     ActiveActive,
     ActivePassive,
     Config,
-    SoaConfig,
-    ZoneConfig,
 )
 from dnsfailover.engine import damping
 from dnsfailover.engine.answer import answer_for
@@ -27,8 +25,8 @@ from dnsfailover.engine.plain import decide_plain, plain
 from dnsfailover.engine.settings import FailoverRecord, settings
 from dnsfailover.engine.tiers import Inputs, select
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, NameState, Transition
-from dnsfailover.fields import absolute_name
-from dnsfailover.model import Key, RecordSet, Soa, State, ZoneContent
+from dnsfailover.engine.zones import build_zone, managed_set, updated
+from dnsfailover.model import State, ZoneContent
 
 __all__ = [
     "Decision",
@@ -38,6 +36,7 @@ __all__ = [
     "Transition",
     "build_zone",
     "decide",
+    "managed_set",
     "redecide",
     "vet_override",
 ]
@@ -139,7 +138,7 @@ def redecide(
         origin, _name, record = ix.managed[ix.position[name]]
         by_zone.setdefault(origin, []).append((name, record))
     zones = tuple(
-        _updated(zone, by_zone.get(origin, ()), run.names)
+        updated(zone, by_zone.get(origin, ()), run.names)
         for origin, zone in zip(config.zones, last.zones, strict=True)
     )
     return run.finish(zones, last.state, differs, ix)
@@ -247,24 +246,6 @@ class _Run:
             overrides=self.active,
             changed=changed,
         )
-
-
-def _updated(
-    zone: ZoneContent,
-    changed: Iterable[tuple[str, FailoverRecord]],
-    names: Mapping[str, NameDecision],
-) -> ZoneContent:
-    """`zone` with the managed sets of its changed names replaced (the same object when none
-    of them changes what it publishes)."""
-    updates: dict[Key, RecordSet] = {}
-    managed = zone.managed
-    for name, record in changed:
-        rs = managed_set(name, record, names[name])
-        key = (name, rs.rtype)
-        old = managed.get(key)
-        if old is None or old.values != rs.values or old != rs:  # values: what moves most
-            updates[key] = rs
-    return zone.with_managed(updates) if updates else zone
 
 
 def vet_override(
@@ -469,43 +450,3 @@ def _decide_name(
         down=down,
     )
     return nd, ns, wakes, {**applied.refused, **sel.refused}
-
-
-def build_zone(
-    origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision], serial: int = 0
-) -> ZoneContent:
-    """The full content of one zone: its static sets (compiled once per config) and the
-    managed answers of `names`."""
-    managed: dict[Key, RecordSet] = {}
-    for label, record in zone.failover.items():
-        fqdn = absolute_name(label, origin)
-        nd = names.get(fqdn)
-        if nd is not None:
-            managed[(fqdn, record.type)] = managed_set(fqdn, record, nd)
-    # A zone published by an external provider has no SOA of ours; a placeholder keeps the
-    # value shape uniform and is never published.
-    soa = zone.soa or SoaConfig(mname=origin, rname=f"hostmaster.{origin}")
-    return ZoneContent(
-        origin,
-        Soa(soa.mname, soa.rname, serial, soa.refresh, soa.retry, soa.expire, soa.minimum, soa.ttl),
-        managed=managed,
-        static=zone.static_records(origin),
-    )
-
-
-def managed_set(name: str, record: FailoverRecord, nd: NameDecision) -> RecordSet:
-    """What a managed name publishes for `nd`."""
-    # An empty answer (serve_none) stays as an empty set: the name still exists, so
-    # resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
-    ttl = record.ttl if nd.ttl is None else nd.ttl
-    # Weights are published only when they differ (equal ones answer as before; one value
-    # has nothing to differ from).  A shadow name's weights describe what it would answer,
-    # not what it publishes.
-    answer = nd.answer
-    weights: tuple[int, ...] = ()
-    if len(answer) > 1 and not nd.shadow:
-        given = nd.weights
-        weights = tuple(given.get(a, -1) for a in answer)
-        if min(weights) < 0 or len(set(weights)) == 1:
-            weights = ()
-    return RecordSet(name, record.type, ttl, answer, weights)

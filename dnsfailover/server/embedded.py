@@ -19,8 +19,9 @@ from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderErr
 from dnsfailover.provider.plan import Key, Plan, Populated
 from dnsfailover.rdata import Labels
 from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.rrsets import labels_of
 from dnsfailover.server.versions import Delta, ZoneChange, diff
-from dnsfailover.server.zone import ZoneSnapshot, labels_of
+from dnsfailover.server.zone import ZoneSnapshot
 
 Listener = Callable[["EmbeddedZones", list[ZoneChange]], None]
 HISTORY = 64  # differences kept per zone (for incremental zone transfers)
