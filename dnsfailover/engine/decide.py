@@ -212,7 +212,9 @@ class _Run:
             self.refusals[name] = why
         if mine:
             wake.extend(o.expires_at for o in mine if o.expires_at is not None)
-        future = [w for w in wake if w > self.now] if wake else wake
+        # A wake at `now` stays: its rule did not act yet (`now - since` may round below
+        # `hold` even at `since + hold`), so the next decision must take the name again.
+        future = [w for w in wake if w >= self.now] if wake else wake
         if future:
             self.wakes[name] = min(future)
         transition = _transition(name, self.now, record, prev, ns, nd)
