@@ -163,3 +163,29 @@ def test_a_change_re_decides_only_the_names_that_use_it() -> None:
     unchanged = redecide(cfg, health, d, 2.0, changed=set())
     assert unchanged.changed == frozenset()
     assert unchanged.zones[0] is d.zones[0]
+
+
+def test_a_wake_due_at_the_very_time_of_a_decision_is_kept() -> None:
+    """A rule that wakes at `since + hold_down` can be decided at exactly that time and not
+    act yet (the difference rounds below the hold): the name must be taken again by the next
+    decision, or the incremental one misses the failback a full one makes."""
+    cfg = config({})
+    health = dict.fromkeys(KEYS, State.UP)
+    full = inc = decide(cfg, health, EngineState(), 1000.0)
+    back = 1019.004
+    assert (back + 5.0) - back < 5.0  # ap1's hold_down, rounded below
+    tier_one = {KEYS[0], KEYS[1]}  # ap1's first tier
+    for now, state in [
+        (1010.0, State.DOWN),
+        (back, State.UP),
+        (back + 5.0, None),
+        (back + 6.0, None),
+    ]:
+        changed = set()
+        if state is not None:
+            changed = tier_one
+            health.update(dict.fromkeys(tier_one, state))
+        full = decide(cfg, health, full.state, now)
+        inc = redecide(cfg, health, inc, now, changed=changed)
+        same(full, inc)
+    assert inc.names["ap1.example.test."].tier == "one"  # failed back after hold_down

@@ -8,26 +8,25 @@ live in `dnsfailover.policy`; this module runs them in order for every name.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from dnsfailover.config.schema import (
     ActiveActive,
     ActivePassive,
     Config,
-    SoaConfig,
-    ZoneConfig,
 )
 from dnsfailover.engine import damping
 from dnsfailover.engine.answer import answer_for
 from dnsfailover.engine.index import Index, index
 from dnsfailover.engine.interlocks import tripped
 from dnsfailover.engine.overrides import Override, apply, touches
+from dnsfailover.engine.plain import decide_plain, plain
 from dnsfailover.engine.settings import FailoverRecord, settings
 from dnsfailover.engine.tiers import Inputs, select
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, NameState, Transition
-from dnsfailover.fields import absolute_name
-from dnsfailover.model import Key, RecordSet, Soa, State, ZoneContent
+from dnsfailover.engine.zones import build_zone, managed_set, updated
+from dnsfailover.model import State, ZoneContent
 
 __all__ = [
     "Decision",
@@ -37,6 +36,7 @@ __all__ = [
     "Transition",
     "build_zone",
     "decide",
+    "managed_set",
     "redecide",
     "vet_override",
 ]
@@ -116,29 +116,48 @@ def redecide(
     # A name with an override set aside is decided again at every decision, as a full one
     # does: what was refused may apply once the name has moved (a newer failover, say).
     todo.update(last.refusals)
-    run.names.update(last.names)
-    run.states.update(last.state.names)
-    run.refusals.update(last.refusals)
-    run.wakes.update(last.wakes)
-    for name in sorted(todo, key=ix.position.__getitem__):
+    order = sorted(todo, key=ix.position.__getitem__)
+    for name in order:
         origin, _name, record = ix.managed[ix.position[name]]
-        run.refusals.pop(name, None)
-        run.wakes.pop(name, None)
         run.name(origin, name, record)
-    differs = frozenset(
-        n
-        for n in todo
-        if run.names[n] != last.names.get(n) or run.states[n] != last.state.names.get(n)
-    )
+    decided, states = run.names, run.states
+    differs = frozenset(n for n in order if _differs(n, decided, states, last))
+    # The names nothing touched keep their decisions: merged only now, so that the copies
+    # (as big as the config) are not walked by every young-generation collection above.
+    run.names = {**last.names, **decided}
+    run.states = {**last.state.names, **states}
+    refusals, wakes = dict(last.refusals), dict(last.wakes)
+    for name in order:
+        refusals.pop(name, None)
+        wakes.pop(name, None)
+    refusals.update(run.refusals)
+    wakes.update(run.wakes)
+    run.refusals, run.wakes = refusals, wakes
     by_zone: dict[str, list[tuple[str, FailoverRecord]]] = {}
     for name in differs:
         origin, _name, record = ix.managed[ix.position[name]]
         by_zone.setdefault(origin, []).append((name, record))
     zones = tuple(
-        _updated(zone, by_zone.get(origin, ()), run.names)
+        updated(zone, by_zone.get(origin, ()), run.names)
         for origin, zone in zip(config.zones, last.zones, strict=True)
     )
     return run.finish(zones, last.state, differs, ix)
+
+
+def _differs(
+    name: str,
+    names: Mapping[str, NameDecision],
+    states: Mapping[str, NameState],
+    last: Decision,
+) -> bool:
+    """Whether `name`'s decision or state is not what `last` has (answers first: cheap)."""
+    nd, before = names[name], last.names.get(name)
+    if before is None or nd.answer != before.answer or nd != before:
+        return True
+    return states[name] != last.state.names.get(name)
+
+
+_NO_STATE = NameState()  # a name never decided before
 
 
 class _Run:
@@ -157,7 +176,8 @@ class _Run:
         self.config, self.health, self.now, self.failback = config, health, now, failback
         self.active = tuple(o for o in overrides if o.active(now))
         self.frozen = None if reset_breaker else tripped(config, health, previous)
-        self.keys = index(config).keys
+        self.ix = index(config)
+        self.plain = plain(config)
         self.previous = previous
         self.names: dict[str, NameDecision] = {}
         self.states: dict[str, NameState] = {}
@@ -166,27 +186,35 @@ class _Run:
         self.wakes: dict[str, float] = {}
 
     def name(self, origin: str, name: str, record: FailoverRecord) -> None:
-        prev = self.previous.names.get(name, NameState())
-        mine = [o for o in self.active if touches(o, name, record)]
+        prev = self.previous.names.get(name, _NO_STATE)
+        mine = [o for o in self.active if touches(o, name, record)] if self.active else []
         frozen = self.frozen
         if frozen is not None and prev.active is not None and not any(o.force for o in mine):
             self.names[name], self.states[name] = _frozen(origin, name, record, prev, frozen), prev
             if mine:
                 self.refusals[name] = {o.id: frozen for o in mine}
             return
-        nd, ns, wake, why = _decide_name(
-            self.config, origin, name, record, self.health, prev, self.now, mine,
-            name in self.failback,
-        )  # fmt: skip
+        health = self.health
+        p = self.plain.get(name)
+        if p is not None and not mine and frozen is None and name not in self.failback:
+            nd, ns, wake = decide_plain(p, origin, name, health, prev, self.now)
+            why: dict[str, str] = {}
+        else:
+            down = tuple(sorted(k for k in self.ix.keys[name] if health.get(k) is State.DOWN))
+            nd, ns, wake, why = _decide_name(
+                self.config, origin, name, record, health, prev, self.now, mine,
+                name in self.failback, down,
+            )  # fmt: skip
         if frozen is not None:
             nd = _note(nd, "override: forced past the circuit breaker")
-        down = tuple(sorted(k for k in self.keys[name] if self.health.get(k) is State.DOWN))
-        ns = replace(ns, down=down)
         self.names[name], self.states[name] = nd, ns
         if why:
             self.refusals[name] = why
-        wake.extend(o.expires_at for o in mine if o.expires_at is not None)
-        future = [w for w in wake if w > self.now]
+        if mine:
+            wake.extend(o.expires_at for o in mine if o.expires_at is not None)
+        # A wake at `now` stays: its rule did not act yet (`now - since` may round below
+        # `hold` even at `since + hold`), so the next decision must take the name again.
+        future = [w for w in wake if w >= self.now] if wake else wake
         if future:
             self.wakes[name] = min(future)
         transition = _transition(name, self.now, record, prev, ns, nd)
@@ -220,21 +248,6 @@ class _Run:
             overrides=self.active,
             changed=changed,
         )
-
-
-def _updated(
-    zone: ZoneContent,
-    changed: Iterable[tuple[str, FailoverRecord]],
-    names: Mapping[str, NameDecision],
-) -> ZoneContent:
-    """`zone` with the managed sets of its changed names replaced (the same object when none
-    of them changes what it publishes)."""
-    updates: dict[Key, RecordSet] = {}
-    for name, record in changed:
-        rs = managed_set(name, record, names[name])
-        if zone.managed.get((name, record.type)) != rs:
-            updates[(name, record.type)] = rs
-    return zone.with_managed(updates) if updates else zone
 
 
 def vet_override(
@@ -331,11 +344,14 @@ def _decide_name(
     now: float,
     overrides: Sequence[Override],
     failback_requested: bool,
+    down: tuple[str, ...],
 ) -> tuple[NameDecision, NameState, list[float], dict[str, str]]:
+    """One name's decision and state; `down`: its health keys that are DOWN (sorted)."""
     policy = settings(config, record)
     tiers = record.tiers
+    unknown = State.UNKNOWN
     slots = index(config).slots[name]
-    checked = {(tier, address): health.get(key, State.UNKNOWN) for tier, address, key in slots}
+    checked = {(tier, address): health.get(key, unknown) for tier, address, key in slots}
     applied = apply(name, record, checked, overrides)
     notes, wakes = list(applied.notes), []
     up = applied.up
@@ -433,40 +449,6 @@ def _decide_name(
         staged_since=sel.staged_since,
         pin=sel.pin,
         released=sel.released,
+        down=down,
     )
     return nd, ns, wakes, {**applied.refused, **sel.refused}
-
-
-def build_zone(
-    origin: str, zone: ZoneConfig, names: Mapping[str, NameDecision], serial: int = 0
-) -> ZoneContent:
-    """The full content of one zone: its static sets (compiled once per config) and the
-    managed answers of `names`."""
-    managed: dict[Key, RecordSet] = {}
-    for label, record in zone.failover.items():
-        fqdn = absolute_name(label, origin)
-        nd = names.get(fqdn)
-        if nd is not None:
-            managed[(fqdn, record.type)] = managed_set(fqdn, record, nd)
-    # A zone published by an external provider has no SOA of ours; a placeholder keeps the
-    # value shape uniform and is never published.
-    soa = zone.soa or SoaConfig(mname=origin, rname=f"hostmaster.{origin}")
-    return ZoneContent(
-        origin,
-        Soa(soa.mname, soa.rname, serial, soa.refresh, soa.retry, soa.expire, soa.minimum, soa.ttl),
-        managed=managed,
-        static=zone.static_records(origin),
-    )
-
-
-def managed_set(name: str, record: FailoverRecord, nd: NameDecision) -> RecordSet:
-    """What a managed name publishes for `nd`."""
-    # An empty answer (serve_none) stays as an empty set: the name still exists, so
-    # resolvers get NODATA rather than a cached NXDOMAIN for the whole name.
-    ttl = record.ttl if nd.ttl is None else nd.ttl
-    # Weights are published only when they differ (equal ones answer as before).  A shadow
-    # name's weights describe what it would answer, not what it publishes.
-    weights = tuple(nd.weights.get(a, -1) for a in nd.answer)
-    if nd.shadow or min(weights, default=-1) < 0 or len(set(weights)) == 1:
-        weights = ()
-    return RecordSet(name, record.type, ttl, nd.answer, weights)

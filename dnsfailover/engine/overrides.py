@@ -193,6 +193,15 @@ def apply(
     overrides: Sequence[Override],
 ) -> Applied:
     """`checked`: the voted health of each (tier, endpoint address) of the name."""
+    if not overrides:  # the usual case: the checks' word as it is
+        up = State.UP
+        return Applied(
+            {
+                t.name: [e.address for e in t.endpoints if checked[(t.name, e.address)] is up]
+                for t in record.tiers
+            },
+            known=any(s is not State.UNKNOWN for s in checked.values()),
+        )
     mine = sorted((o for o in overrides if touches(o, name, record)), key=lambda o: o.created_at)
     states = dict(checked)
     notes: list[str] = []

@@ -8,6 +8,7 @@ sets that changed, and swaps it in atomically (readers never see half of it).
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from typing import ClassVar
@@ -16,8 +17,9 @@ from dnsfailover.config.schema import STATIC_TYPES
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
 from dnsfailover.provider.plan import Key, Plan, Populated
-from dnsfailover.rdata import Labels, name_labels
+from dnsfailover.rdata import Labels
 from dnsfailover.server.dns import DnsServer
+from dnsfailover.server.rrsets import labels_of
 from dnsfailover.server.versions import Delta, ZoneChange, diff
 from dnsfailover.server.zone import ZoneSnapshot
 
@@ -79,7 +81,9 @@ class EmbeddedZones:
     ) -> tuple[list[ZoneChange], dict[str, ZoneContent], ZoneSnapshot]:
         contents = dict(self.contents)
         contents.update((c.new.origin, c.new) for c in changes)
-        snapshot = self.snapshot.update([(c.old, c.new) for c in changes])
+        snapshot = self.snapshot.update(
+            [(c.old, c.new) for c in changes], [c.delta for c in changes]
+        )
         return changes, contents, snapshot
 
     def _install(
@@ -101,12 +105,16 @@ class EmbeddedZones:
 def changed_names(changes: Iterable[ZoneChange]) -> frozenset[Labels] | None:
     """The names whose answers a publish changed; None when it changed more than managed
     answers (a new zone, a reload), so that nothing learned before may be replayed."""
-    names: set[Labels] = set()
+    names: set[str] = set()
     for c in changes:
         if c.delta is None or c.delta.full:
             return None
-        names.update(name_labels(n) for n in c.delta.names)
-    return frozenset(names)
+        names.update(map(_NAME, c.delta.removed))
+        names.update(map(_NAME, c.delta.added))
+    return frozenset(map(labels_of, names))
+
+
+_NAME = operator.attrgetter("name")
 
 
 class EmbeddedProvider(BaseProvider):

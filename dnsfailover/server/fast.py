@@ -143,9 +143,10 @@ class FastTable:
     """
 
     __slots__ = (
+        "_by_name",
+        "_carry",
         "_max_entries",
         "_max_udp_payload",
-        "_names",
         "_respond",
         "_rotating",
         "_seen",
@@ -168,9 +169,11 @@ class FastTable:
         self._table: dict[Key, bytes] = {}
         self._rotating: dict[Key, Rotating] = {}  # weighted keys; `_table` has _DECLINE
         self._seen: set[Key] = set()
-        # The keys whose reply depends on their own name's records only, and that name:
-        # what a publish that changes other names may keep (see `carried`).
-        self._names: dict[Key, Labels] = {}
+        # The replies that depend on their own name's records only (a copy of their entries
+        # in `_table`), and their keys by that name: what a publish that changes other names
+        # may keep (see `carried`), found at the cost of what it changed.
+        self._carry: dict[Key, bytes] = {}
+        self._by_name: dict[Labels, tuple[Key, ...]] = {}
 
     def carried(self, snapshot: ZoneSnapshot, changed: frozenset[Labels] | None) -> FastTable:
         """A table for `snapshot`, the next version of this one's, that keeps the replies of
@@ -186,14 +189,23 @@ class FastTable:
             max_entries=self._max_entries,
             responder=self._respond,
         )
-        if changed is None or any(name[:1] == (WILDCARD,) for name in changed):
+        if changed is None or WILDCARD in {name[0] for name in changed if name}:
             return table
-        for key, name in self._names.items():
-            if name not in changed and key in self._table:
-                table._names[key] = name
-                table._table[key] = self._table[key]
-                if key in self._rotating:
-                    table._rotating[key] = self._rotating[key]
+        # Copies (this table may go on learning on another thread meanwhile), `_carry` first:
+        # `_learn` files a key by name before it adds its reply, so every reply copied here
+        # is found under its name below.
+        carry, by_name = dict(self._carry), dict(self._by_name)
+        if len(changed) < len(by_name) // 2:  # drop what changed
+            for name in changed:
+                for key in by_name.pop(name, ()):
+                    carry.pop(key, None)
+        else:  # most names changed (a regional outage): take what did not
+            by_name = {n: keys for n, keys in by_name.items() if n not in changed}
+            carry = {k: carry[k] for keys in by_name.values() for k in keys if k in carry}
+        table._carry, table._by_name = carry, by_name
+        table._table = dict(carry)
+        if self._rotating:
+            table._rotating = {k: r for k, r in dict(self._rotating).items() if k in carry}
         return table
 
     @property
@@ -276,14 +288,18 @@ class FastTable:
         if len(self._table) >= self._max_entries:
             self._table.clear()
             self._rotating.clear()
-            self._names.clear()
+            self._carry.clear()
+            self._by_name.clear()
         if usable and rotors:
             self._rotating[key] = (rotors[0].pick, tuple(t for t in templates if t is not None))
             self._table[key] = _DECLINE
         else:
             self._table[key] = template if usable and template is not None else _DECLINE
         if usable and template is not None and (name := self._own(template, question)):
-            self._names[key] = name
+            keys = self._by_name.get(name, ())
+            if key not in keys:
+                self._by_name[name] = (*keys, key)  # first (see `carried`)
+            self._carry[key] = self._table[key]
 
     def _own(self, template: bytes, question: bytes) -> Labels | None:
         """The name whose records alone make this reply, or None (see `carried`)."""

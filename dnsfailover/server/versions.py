@@ -42,8 +42,12 @@ def diff(old: ZoneContent, new: ZoneContent) -> Delta:
     """The sets that differ between two versions; by the managed sets alone when both share
     their static part (the usual publish: O(managed sets), not O(zone))."""
     if new.static is old.static:
+        before = old.managed
         keys: list[Key] = [
-            k for k, rs in new.managed.items() if (o := old.managed.get(k)) is not rs and o != rs
+            k
+            for k, rs in new.managed.items()
+            # values first: they are what a decision changes, and cheap to compare
+            if (o := before.get(k)) is not rs and (o is None or o.values != rs.values or o != rs)
         ]
         keys += [k for k in old.managed if k not in new.managed]
         removed = tuple(old.managed[k] for k in keys if k in old.managed)

@@ -9,19 +9,24 @@ The server swaps whole snapshots, so a query sees one snapshot from start to fin
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
-from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSLabel, DNSRecord
+from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSHeader, DNSLabel, DNSRecord
 
 from dnsfailover.model import RecordSet, ZoneContent
-from dnsfailover.rdata import Labels, ZoneBuildError, name_labels, parse_rdata, qtype_code
+from dnsfailover.rdata import Labels, ZoneBuildError, name_labels, qtype_code
 from dnsfailover.server.lookup import REFUSED, WILDCARD, Answer, Referral, ZoneData, lookup
+from dnsfailover.server.rrsets import (
+    MAX_TTL,
+    SetKey,
+    build_managed,
+    build_rrset,
+    checked,
+    dotted,
+)
+from dnsfailover.server.versions import Delta
 from dnsfailover.server.weighted import Pick, Rotor, advance
-
-MAX_TTL = 2**31 - 1
 
 _CNAME = int(QTYPE.CNAME)
 _SOA = int(QTYPE.SOA)
@@ -37,19 +42,6 @@ _NOTIMP_QTYPES = frozenset({int(QTYPE.TKEY), int(QTYPE.TSIG), 253, 254})  # 253/
 _FORMERR_QTYPES = frozenset({int(QTYPE.OPT)})
 
 
-def _dotted(labels: Labels) -> str:
-    return ".".join(label.decode("ascii", "backslashreplace") for label in labels) + "."
-
-
-def _checked(rr: RR, where: str) -> RR:
-    """Pack the RR once so a value that cannot be encoded fails the build, not every query."""
-    try:
-        rr.pack(DNSBuffer())
-    except Exception as e:  # dnslib raises several unrelated types here
-        raise ZoneBuildError(f"{where}: cannot be encoded: {e}") from e
-    return rr
-
-
 def _soa(content: ZoneContent, origin: Labels) -> tuple[RR, RR]:
     """The SOA record and the one negative answers carry (TTL = min(ttl, minimum))."""
     soa = content.soa
@@ -59,7 +51,7 @@ def _soa(content: ZoneContent, origin: Labels) -> tuple[RR, RR]:
             f"{content.origin}: SOA values must be 32-bit unsigned, TTL at most {MAX_TTL}"
         )
     soa_rd = SOA(DNSLabel(name_labels(soa.mname)), DNSLabel(name_labels(soa.rname)), times)
-    soa_rr = _checked(RR(DNSLabel(origin), _SOA, _IN, soa.ttl, soa_rd), content.origin)
+    soa_rr = checked(RR(DNSLabel(origin), _SOA, _IN, soa.ttl, soa_rd), content.origin)
     return soa_rr, RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
 
 
@@ -83,8 +75,12 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     built: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
     weights: dict[tuple[Labels, int], tuple[int, ...]] = {}
     owners: set[Labels] = {origin}
+    managed_keys = content.managed
     for rs in content.records:
-        name, code, rrs, kept = _build_rrset(rs, origin)
+        if (rs.name, rs.rtype) in managed_keys:
+            (name, code), rrs, kept = build_managed(rs, origin, {})
+        else:
+            name, code, rrs, kept = build_rrset(rs, origin)
         if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
         if (w := _weights(rs, code, kept)) is not None:
@@ -96,7 +92,7 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     with_cname = {name for name, code in built if code == _CNAME}
     for name, code in built:
         if name in with_cname and code != _CNAME and built[name, code]:
-            raise ZoneBuildError(f"{_dotted(name)}: a CNAME cannot coexist with other records")
+            raise ZoneBuildError(f"{dotted(name)}: a CNAME cannot coexist with other records")
 
     cuts = _cuts(origin, built)
     occluded = {name for name in owners if _below(name, origin, cuts)}
@@ -153,10 +149,19 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     )
 
 
-def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData | None:
+def _update_zone(
+    data: ZoneData,
+    old: ZoneContent,
+    new: ZoneContent,
+    differ: Sequence[RecordSet] | None = None,
+) -> ZoneData | None:
     """`data` (built from `old`) for `new`, parsing only the managed sets that differ:
     the cost of a publish is that of its change.  None when `new` differs in more than its
-    managed sets' values and the serial (then the zone is built anew)."""
+    managed sets' values and the serial (then the zone is built anew).
+
+    `differ`: the sets of `new` that differ from `old`'s, in `new`'s order, when already
+    known (a publish's `Delta.added`); else they are found here.
+    """
     a, b = old.soa, new.soa
     if (
         new.static is not old.static
@@ -167,30 +172,50 @@ def _update_zone(data: ZoneData, old: ZoneContent, new: ZoneContent) -> ZoneData
     ):
         return None
     origin = data.origin
-    rrsets, any_rrsets, weighted = dict(data.rrsets), dict(data.any_rrsets), dict(data.weighted)
-    for key, rs in new.managed.items():
-        before = old.managed[key]
-        if rs is before or rs == before:
-            continue
-        name, code, rrs, kept = _build_rrset(rs, origin)
+    # First everything a changed set needs, then the copies of the zone's big tables, changed
+    # in one go: while they are young, every collection of the young generation walks them,
+    # and building ten thousand sets next to them would run hundreds of those.
+    if differ is None:
+        differ = [
+            rs
+            for key, rs in new.managed.items()
+            if (before := old.managed[key]) is not rs and before != rs
+        ]
+    changes: list[tuple[SetKey, tuple[RR, ...], Rotor | None, Labels, SetKey | None]] = []
+    was = old.managed
+    for rs in differ:
+        at, rrs, kept = build_managed(rs, origin, data.rrsets, was.get((rs.name, rs.rtype)))
+        name, code = at
         types = data.managed_types.get(name)
         if types is None:
             continue  # occluded by a delegation: not served
         if name in data.glue_names:
             return None  # its addresses are glue in a referral
-        if rrs:
-            rrsets[name, code] = rrs
-        else:
-            rrsets.pop((name, code), None)  # the name stays: NODATA
         w = _weights(rs, code, kept)
-        if w is not None and rrs:
-            weighted[name, code] = Rotor(rrs, w)
+        rotor = Rotor(rrs, w) if w is not None and rrs else None
+        shown: SetKey | None = None  # what ANY answers at the name (None: nothing)
+        if name in data.cuts:
+            pass
+        elif not types:  # only the managed set (the usual case)
+            shown = at if rrs else None
+        elif present := sorted((*types, code) if rrs else types):
+            shown = (name, _CNAME if _CNAME in present else min(present))
+        changes.append((at, rrs, rotor, name, shown))
+    rrsets, any_rrsets, weighted = dict(data.rrsets), dict(data.any_rrsets), dict(data.weighted)
+    for at, rrs, rotor, name, shown in changes:
+        if rrs:
+            rrsets[at] = rrs
         else:
-            weighted.pop((name, code), None)
+            rrsets.pop(at, None)  # the name stays: NODATA
+        if rotor is not None:
+            weighted[at] = rotor
+        elif weighted:
+            weighted.pop(at, None)
         if name not in data.cuts:
-            present = sorted((*types, code) if rrs else types)
-            if present:
-                any_rrsets[name] = rrsets[name, _CNAME if _CNAME in present else min(present)]
+            if shown is at:
+                any_rrsets[name] = rrs
+            elif shown is not None:
+                any_rrsets[name] = rrsets[shown]
             else:
                 any_rrsets.pop(name, None)
     soa_rr, negative = _soa(new, origin)
@@ -218,7 +243,7 @@ def _cuts(origin: Labels, built: Mapping[tuple[Labels, int], tuple[RR, ...]]) ->
     delegated.discard(origin)
     for name in delegated:
         if name[0] == WILDCARD:
-            raise ZoneBuildError(f"{_dotted(name)}: a wildcard cannot be a delegation")
+            raise ZoneBuildError(f"{dotted(name)}: a wildcard cannot be a delegation")
     return frozenset(name for name in delegated if not _below(name, origin, delegated))
 
 
@@ -235,62 +260,6 @@ def _referral(
             glue.extend(built.get((target, _A), ()))
             glue.extend(built.get((target, _AAAA), ()))
     return Referral(ns, tuple(glue))
-
-
-@functools.lru_cache(maxsize=65_536)
-def _rdata(rtype: str, value: str) -> Any:
-    """Parsed rdata, shared: an outage re-publishes the same endpoint addresses in thousands
-    of sets (dnslib's rdata objects are never changed once made)."""
-    return parse_rdata(rtype, value)
-
-
-def _unique(rds: Sequence[Any]) -> tuple[list[Any], list[int]]:
-    """The rdata without duplicates (RFC 2181 §5: an RRset is a set), compared by their
-    wire form, and for each value the index of the one kept for it.
-
-    A value may be written several ways (``dup`` and ``"dup"``, ``2001:db8::5`` and
-    ``2001:DB8:0:0::5``); names in rdata are lower-cased when parsed, so equal wire bytes are
-    what BIND compares too.
-    """
-    unique: list[Any] = []
-    seen: dict[bytes, int] = {}
-    kept: list[int] = []
-    for rd in rds:
-        buffer = DNSBuffer()
-        try:
-            rd.pack(buffer)
-        except Exception:  # cannot be encoded: `_checked` reports it
-            kept.append(len(unique))
-            unique.append(rd)
-            continue
-        index = seen.setdefault(bytes(buffer.data), len(unique))
-        if index == len(unique):
-            unique.append(rd)
-        kept.append(index)
-    return unique, kept
-
-
-def _build_rrset(rs: RecordSet, origin: Labels) -> tuple[Labels, int, tuple[RR, ...], list[int]]:
-    """The set's owner, type, RRs (duplicates removed) and which RR each value became."""
-    where = f"{rs.name} {rs.rtype}"
-    try:
-        name = name_labels(rs.name)
-        code = qtype_code(rs.rtype)
-        rds, kept = _unique([_rdata(rs.rtype, value) for value in rs.values])
-    except ZoneBuildError as e:
-        raise ZoneBuildError(f"{where}: {e}") from e
-    depth = len(origin)
-    if depth and name[-depth:] != origin:
-        raise ZoneBuildError(f"{where}: name is outside the zone {_dotted(origin)}")
-    if code == _CNAME and (len(rds) > 1 or name == origin):
-        raise ZoneBuildError(f"{where}: a CNAME must have one value and not be at the apex")
-    if not 0 <= rs.ttl <= MAX_TTL:
-        raise ZoneBuildError(f"{where}: TTL {rs.ttl} is outside 0-{MAX_TTL}")
-    owner = DNSLabel(name)
-    if code in (_A, _AAAA):  # an address always encodes: no need to pack it to find out
-        return name, code, tuple(RR(owner, code, _IN, rs.ttl, rd) for rd in rds), kept
-    rrs = tuple(_checked(RR(owner, code, _IN, rs.ttl, rd), where) for rd in rds)
-    return name, code, rrs, kept
 
 
 class ZoneSnapshot:
@@ -314,20 +283,28 @@ class ZoneSnapshot:
             raise ZoneBuildError("a zone is given more than once")
         return cls(built)
 
-    def update(self, versions: Sequence[tuple[ZoneContent | None, ZoneContent]]) -> ZoneSnapshot:
+    def update(
+        self,
+        versions: Sequence[tuple[ZoneContent | None, ZoneContent]],
+        deltas: Sequence[Delta | None] = (),
+    ) -> ZoneSnapshot:
         """A snapshot with these zones replaced: (what the zone was, what it is now).  A zone
         whose static part is the same is updated in place of a rebuild, parsing only the
         managed sets that changed; the other zones are shared.
 
+        :param deltas: when given, one per version: `diff(old, new)` (or None), so that the
+            changed sets need not be found again.
         :raises ZoneBuildError: if a new zone cannot be served (nothing changes then).
         """
         zones = dict(self._zones)
-        for old, new in versions:
+        for i, (old, new) in enumerate(versions):
             origin = name_labels(new.origin)
             current = zones.get(origin)
             updated = None
             if old is not None and current is not None:
-                updated = _update_zone(current, old, new)
+                delta = deltas[i] if deltas else None
+                differ = delta.added if delta is not None and not delta.full else None
+                updated = _update_zone(current, old, new, differ)
             zones[origin] = updated if updated is not None else _build_zone(new)
         return ZoneSnapshot(zones.values(), self._pick)
 
@@ -344,7 +321,7 @@ class ZoneSnapshot:
     @property
     def origins(self) -> tuple[str, ...]:
         """The zones served, as absolute lower-case names."""
-        return tuple(sorted(_dotted(origin) for origin in self._zones))
+        return tuple(sorted(dotted(origin) for origin in self._zones))
 
     def serial(self, origin: str) -> int | None:
         """The SOA serial served for ``origin``, or None if that zone is not served."""
