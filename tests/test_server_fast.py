@@ -172,3 +172,99 @@ def test_fast_path_is_used_after_publish_and_swapped_with_the_snapshot() -> None
     srv.publish(new)
     assert srv.answer(q, tcp=False) == respond(new, q, tcp=False)
     assert srv.snapshot is new
+
+
+def ecs_option(family: int, source: int, scope: int, address: bytes) -> bytes:
+    body = struct.pack("!HBB", family, source, scope) + address
+    return struct.pack("!HH", 8, len(body)) + body
+
+
+@st.composite
+def ecs_options(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """An ECS option, and whether it was made well formed (RFC 7871 §6); the faults make
+    most kinds of malformed option (the full path answers those FORMERR)."""
+    family = draw(st.sampled_from([1, 2]))
+    width = 32 if family == 1 else 128
+    source = draw(st.integers(0, width))
+    size = (source + 7) // 8
+    address = bytearray(draw(st.binary(min_size=size, max_size=size)))
+    if source % 8:
+        address[-1] &= 0xFF & ~(0xFF >> (source % 8))
+    fault = draw(st.sampled_from(["none"] * 4 + ["scope", "long", "bits", "family", "prefix"]))
+    scope = draw(st.integers(1, 255)) if fault == "scope" else 0
+    if fault == "long":
+        address += b"\x01"
+    elif fault == "bits" and source % 8:
+        address[-1] |= 0xFF >> (source % 8)
+    elif fault == "family":
+        family = draw(st.sampled_from([0, 3, 0xFFFF]))
+    elif fault == "prefix":
+        source = width + draw(st.integers(1, 255 - width))
+    option = ecs_option(family, source, scope, bytes(address))
+    if draw(st.booleans()) and fault != "none":
+        option = option[: draw(st.integers(0, len(option) - 1))]  # cut short too
+    return option, fault == "none"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.sampled_from(NAMES),
+    qtype=st.sampled_from([1, 28, 16, 6, 2, 5, 255]),
+    cases=st.lists(st.lists(st.booleans(), min_size=1, max_size=8), min_size=2, max_size=2),
+    qids=st.lists(st.integers(0, 0xFFFF), min_size=4, max_size=4),
+    options=st.lists(ecs_options(), min_size=4, max_size=4),
+    payload=st.integers(0, 0xFFFF),
+    do=st.booleans(),
+    tcp=st.booleans(),
+)
+def test_fast_path_with_client_subnet_equals_the_full_path(
+    name: str,
+    qtype: int,
+    cases: list[list[bool]],
+    qids: list[int],
+    options: list[tuple[bytes, bool]],
+    payload: int,
+    do: bool,
+    tcp: bool,
+) -> None:
+    """Queries carrying an ECS option (well formed or not, a different one each time) get
+    byte for byte the full path's reply: the echo, or its FORMERR."""
+    table = FastTable(SNAPSHOT)
+    order = [cases[0], cases[0], cases[1], cases[0]]
+    queries = []
+    for case, qid, (option, _ok) in zip(order, qids, options, strict=True):
+        header = struct.pack("!6H", qid, 0x0100, 1, 0, 0, 1)
+        opt = struct.pack("!BHHBBHH", 0, 41, payload, 0, 0, 0x8000 if do else 0, len(option))
+        queries.append(header + wire_name(name, case) + struct.pack("!HH", qtype, 1) + opt + option)
+    for q in queries:
+        full = respond(SNAPSHOT, q, tcp=tcp)
+        assert table.answer(q, tcp=tcp) == full
+        fast = table.lookup(q, tcp=tcp)
+        assert fast is None or fast == full
+
+
+def test_client_subnet_queries_are_served_fast() -> None:
+    """Resolvers that send ECS on every query (a public resolver) are answered from
+    templates they taught the table themselves, each with its own option echoed."""
+    table = FastTable(SNAPSHOT)
+    name = wire_name(f"www.{ORIGIN}", [False])
+
+    def ask(qid: int, option: bytes) -> bytes:
+        header = struct.pack("!6H", qid, 0x0100, 1, 0, 0, 1)
+        opt = struct.pack("!BHHBBHH", 0, 41, 1232, 0, 0, 0, len(option))
+        return header + name + struct.pack("!HH", 1, 1) + opt + option
+
+    v4 = ecs_option(1, 24, 0, bytes([192, 0, 2]))
+    v6 = ecs_option(2, 56, 0, bytes.fromhex("20010db8000000"))
+    for qid, option in enumerate([v4, v4, v6]):
+        q = ask(qid, option)
+        assert table.answer(q, tcp=False) == respond(SNAPSHOT, q, tcp=False)
+    for qid, option in enumerate([v4, v6], start=10):
+        q = ask(qid, option)
+        fast = table.lookup(q, tcp=False)
+        assert fast is not None
+        assert fast == respond(SNAPSHOT, q, tcp=False)
+        reply = dns.message.from_wire(fast)
+        (echo,) = reply.options
+        assert echo.otype == 8
+        assert echo.to_wire() == option[4:]  # as sent, SCOPE 0

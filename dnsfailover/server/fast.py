@@ -1,9 +1,11 @@
 """A fast path for the common query: answers replayed from wire bytes the full path produced.
 
 Most queries are one question for a name and type the zone knows (or an NXDOMAIN/NODATA),
-with or without a plain EDNS OPT.  For the same question bytes their reply differs from
-query to query only in the ID and the RD bit, so :class:`FastTable` keeps, per snapshot,
-the reply that :func:`~dnsfailover.server.wire.respond` gave once, and patches those two.
+with or without a plain EDNS OPT (or one carrying only an EDNS Client Subnet option, which
+no answer depends on yet: the reply is the plain one with the option echoed, SCOPE 0).  For
+the same question bytes their reply differs from query to query only in the ID and the RD
+bit, so :class:`FastTable` keeps, per snapshot, the reply that
+:func:`~dnsfailover.server.wire.respond` gave once, and patches those two.
 
 The key is the question without case: the full path compresses names caselessly
 (`wire.pack`), so its reply to ``WWW.example.test`` is laid out as the one to
@@ -42,6 +44,7 @@ _TC = 0x0200
 _KEYED_FLAGS = _AD | _CD
 """Query flags that may change a reply and so are part of the key; RD is patched."""
 _OPT_TYPE = 41
+_ECS = 8  # EDNS Client Subnet (RFC 7871)
 _IN = 1
 _DO = 0x8000
 _SOA = 6
@@ -94,13 +97,47 @@ def split_query(data: bytes) -> tuple[int, int, int] | None:
         return None
     if ar == 0:
         return (pos, flags & _KEYED_FLAGS, 0) if pos == end else None
-    # The one additional record must be a plain OPT: root owner, version 0, no options.
-    if end - pos != 11 or data[pos] != 0:
+    # The one additional record must be an OPT: root owner, version 0, and no option but
+    # at most one well-formed EDNS Client Subnet (answered as without it, the option echoed).
+    if end - pos < 11 or data[pos] != 0:
         return None
     rtype, _payload, ext_rcode, version, z, rdlen = struct.unpack_from("!HHBBHH", data, pos + 1)
-    if rtype != _OPT_TYPE or ext_rcode or version or rdlen or z & ~_DO:
+    if rtype != _OPT_TYPE or ext_rcode or version or z & ~_DO or pos + 11 + rdlen != end:
+        return None
+    if rdlen and not _plain_ecs(data, pos + 11):
         return None
     return pos, flags & _KEYED_FLAGS, 2 if z & _DO else 1
+
+
+def _plain_ecs(data: bytes, start: int) -> bool:
+    """Whether `data[start:]` is exactly one ECS option of a query that the full path
+    accepts (`geo.ecs.parse`): family 1 or 2, source prefix within the family, as many
+    address octets as the prefix needs and no bit set past it, scope 0.  Its reply is the
+    one without it with the option echoed (SCOPE 0: no answer depends on the client yet)."""
+    if len(data) - start < 8:
+        return False
+    code, length, family, source, scope = struct.unpack_from("!HHHBB", data, start)
+    address = data[start + 8 :]
+    if code != _ECS or length != len(address) + 4 or scope:
+        return False
+    if family not in (1, 2) or source > (32 if family == 1 else 128):
+        return False
+    if len(address) != (source + 7) // 8:
+        return False
+    return not (source % 8 and address[-1] & (0xFF >> (source % 8)))
+
+
+def _echo(reply: bytes, data: bytes, qend: int, tcp: bool) -> bytes | None:
+    """`reply` (to the query without its ECS option) with the query's option echoed in the
+    reply's OPT, its last record; None when it would not fit in a plain UDP reply."""
+    option = data[qend + 11 :]
+    if not option:
+        return reply
+    if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
+        return None
+    if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
+        return None  # not ending in our plain OPT: let the full path answer
+    return reply[:-2] + struct.pack("!H", len(option)) + option
 
 
 def _canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
@@ -224,11 +261,11 @@ class FastTable:
         key = (data[HEADER_LEN:qend].lower(), keyed, variant, tcp)
         template = self._table.get(key)
         if template:
-            return _patch(template, data, qend)
+            return _echo(_patch(template, data, qend), data, qend, tcp)
         rotating = self._rotating.get(key) if template is not None else None
         if rotating is None:
             return None
-        return _patch(rotating[1][rotating[0]()], data, qend)
+        return _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
 
     def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The reply to a query: from a template, or from the full path (learning a template)."""
@@ -240,11 +277,15 @@ class FastTable:
         key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
         template = self._table.get(key)
         if template:
-            return _patch(template, data, qend)
-        if template is not None:  # declined, or weighted
+            fast = _echo(_patch(template, data, qend), data, qend, tcp)
+            if fast is not None:
+                return fast
+        elif template is not None:  # declined, or weighted
             rotating = self._rotating.get(key)
             if rotating is not None:
-                return _patch(rotating[1][rotating[0]()], data, qend)
+                fast = _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+                if fast is not None:
+                    return fast
         slow = self._respond(self._snapshot, data, tcp, self._max_udp_payload)
         if template is None:
             self._learn(key, question, data, qend, slow)
@@ -283,7 +324,11 @@ class FastTable:
             and all(self._replayable(t, question, qend, tcp) for t in templates)
             # The check that makes the fast path safe: replaying a template for this very
             # query gives exactly what the full path answered.
-            and any(_patch(t, data, qend) == slow for t in templates if t is not None)
+            and any(
+                _echo(_patch(t, data, qend), data, qend, tcp) == slow
+                for t in templates
+                if t is not None
+            )
         )
         if len(self._table) >= self._max_entries:
             self._table.clear()
