@@ -80,9 +80,19 @@ def base_build(revision: str, tmp: Path) -> Path:
     )
     launcher = tmp / "dnsfailover-base"
     launcher.write_text(
-        f"#!/bin/sh\nPYTHONPATH={tree} exec {sys.executable} -c '{LAUNCH}' \"$@\"\n"
+        # -P: `-c` would put the current directory first on sys.path, and run from a
+        # checkout that is this checkout's code, not the base's.
+        f"#!/bin/sh\nPYTHONPATH={tree} exec {sys.executable} -P -c '{LAUNCH}' \"$@\"\n"
     )
     launcher.chmod(0o755)
+    # The base's code, not this checkout's, whatever the current directory is.
+    check = LAUNCH.split("try:")[0] + "import dnsfailover\nprint(dnsfailover.__file__)\n"
+    where = subprocess.run(
+        [sys.executable, "-P", "-c", check], env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    if not where.startswith(str(tree)):
+        raise SystemExit(f"the base build imports {where}, not {tree}")
     return launcher
 
 
