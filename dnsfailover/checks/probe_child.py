@@ -77,10 +77,8 @@ class _PipeHandler(logging.Handler):
 
 
 class _Child:
-    def __init__(self, pipe: _Pipe, region: str, source: str | None) -> None:
+    def __init__(self, pipe: _Pipe) -> None:
         self._pipe = pipe
-        self._region = region
-        self._source = source
         self._loop = asyncio.get_running_loop()
         self._done = asyncio.Event()
         self._scheduler: ProbeScheduler | None = None
@@ -150,12 +148,9 @@ class _Child:
 
     async def _do(self, kind: str, args: tuple[Any, ...]) -> object:
         if kind == "targets":
-            (targets,) = args
+            targets, region, source = args
             self._scheduler = ProbeScheduler(
-                targets,
-                region=self._region,
-                on_observation=self.observe,
-                source_address=self._source,
+                targets, region=region, on_observation=self.observe, source_address=source
             )
             self._follow(targets, targets.keys())
             return len(targets)
@@ -217,7 +212,7 @@ def _read(conn: Connection, child: _Child, loop: asyncio.AbstractEventLoop) -> N
             return
 
 
-def probe_main(conn: Connection, region: str, source: str | None, levels: dict[str, int]) -> None:
+def probe_main(conn: Connection, levels: dict[str, int]) -> None:
     """The probe process's entry point (module level: the spawn context imports it)."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the node decides
@@ -230,7 +225,7 @@ def probe_main(conn: Connection, region: str, source: str | None, levels: dict[s
         logging.getLogger(name or None).setLevel(level)
 
     async def main() -> None:
-        child = _Child(pipe, region, source)
+        child = _Child(pipe)
         threading.Thread(
             target=_read, args=(conn, child, asyncio.get_running_loop()), daemon=True
         ).start()

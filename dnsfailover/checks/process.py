@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -46,6 +47,32 @@ INLINE_PROBES: dict[str, Any] = {"where": "inline", "pid": None, "restarts": 0, 
 """`ProbeProcess.status` of a node that probes in its own process."""
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A probe process started, not yet told what to probe, and the node's end of its pipe."""
+
+    proc: BaseProcess
+    conn: Connection
+
+
+def start_probe_process() -> Started:
+    """Start a probe process (spawned: it imports on its own core meanwhile)."""
+    context = multiprocessing.get_context("spawn")
+    mine, theirs = context.Pipe(duplex=True)
+    levels = {  # the node's log levels, so the child sends only what would be logged
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
+    }
+    levels[""] = logging.getLogger().getEffectiveLevel()
+    proc = context.Process(
+        target=probe_main, args=(theirs, levels), name="dnsfailover-probes", daemon=True
+    )
+    proc.start()
+    theirs.close()
+    return Started(proc, mine)
+
+
 class ProbeProcessError(DnsFailoverError):
     """The probe process refused a command, or ended before it answered."""
 
@@ -57,6 +84,8 @@ class ProbeProcess:
     :param on_observation: every result the node must see, on the loop.
     :param on_probing: the newest probe start time (wall clock), at every beat.
     :param on_counts: every probe's count since the last call, by target.
+    :param early: a probe process `start_probe_process` started before (it imports while
+        the node loads its config); by default `open` starts one.
     """
 
     def __init__(
@@ -68,8 +97,10 @@ class ProbeProcess:
         on_probing: Callable[[float], None],
         on_counts: Callable[[Mapping[str, Counts]], None],
         source_address: str | None = None,
+        early: Started | None = None,
     ) -> None:
         self._targets = dict(targets)
+        self._early = early
         self._region = region
         self._source = source_address
         self._on_observation = on_observation
@@ -156,25 +187,12 @@ class ProbeProcess:
 
     async def _spawn(self) -> None:
         assert self._loop is not None
-        context = multiprocessing.get_context("spawn")
-        mine, theirs = context.Pipe(duplex=True)
-        levels = {  # the node's log levels, so the child sends only what would be logged
-            name: logger.level
-            for name, logger in logging.root.manager.loggerDict.items()
-            if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
-        }
-        levels[""] = logging.getLogger().getEffectiveLevel()
-        proc = context.Process(
-            target=probe_main,
-            args=(theirs, self._region, self._source, levels),
-            name="dnsfailover-probes",
-            daemon=True,
-        )
+        early, self._early = self._early, None
+        started = early if early is not None else await asyncio.to_thread(start_probe_process)
+        proc, mine = started.proc, started.conn
         ready: asyncio.Future[Any] = self._loop.create_future()
         self._replies = {0: ready}
         self._proc, self._conn = proc, mine
-        await asyncio.to_thread(proc.start)
-        theirs.close()
         self._reader = threading.Thread(
             target=self._read, args=(mine,), name="dnsfailover-probes-pipe", daemon=True
         )
@@ -186,7 +204,7 @@ class ProbeProcess:
             raise ProbeProcessError(
                 f"the probe process did not start within {READY_TIMEOUT:.0f}s"
             ) from None
-        await self._ask("targets", self._targets)
+        await self._ask("targets", self._targets, self._region, self._source)
         log.info("probes: probe process %d probes %d target(s)", proc.pid, len(self._targets))
 
     def _read(self, conn: Connection) -> None:

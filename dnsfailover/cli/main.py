@@ -28,6 +28,7 @@ from dnsfailover.logs import setup_logging
 from dnsfailover.runtime.oneshot import PlanResult
 
 if TYPE_CHECKING:
+    from dnsfailover.checks.process import Started
     from dnsfailover.runtime.node import Node
 
 log = logging.getLogger("dnsfailover.cli")
@@ -51,7 +52,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(config: Config, args: argparse.Namespace) -> int:
+async def _serve(config: Config, args: argparse.Namespace, early: Started | None) -> int:
     from dnsfailover.runtime.node import Node
 
     host, port = args.dns
@@ -67,6 +68,7 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
         config_path=args.config,
         state_recover=args.state_recover,
         probe_process=args.probes == "process",
+        early_probes=early,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -126,13 +128,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    config = _load(args.config)
-    if (wrong := region_problem(config, args.region)) is not None:
-        print(f"error: {wrong}", file=sys.stderr)
-        return EXIT_USAGE
-    # uvloop when installed (the `fast` extra); DNSFAILOVER_LOOP=asyncio turns it off.
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_serve(config, args))
+    early = None
+    if args.probes == "process":
+        from dnsfailover.checks.process import start_probe_process
+
+        early = start_probe_process()  # it imports while the config loads (a big one: ~10 s)
+    try:
+        config = _load(args.config)
+        if (wrong := region_problem(config, args.region)) is not None:
+            print(f"error: {wrong}", file=sys.stderr)
+            return EXIT_USAGE
+        # uvloop when installed (the `fast` extra); DNSFAILOVER_LOOP=asyncio turns it off.
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(_serve(config, args, early))
+    finally:
+        if early is not None:
+            _end_unused(early)
+
+
+def _end_unused(early: Started) -> None:
+    """End a probe process the node never took over (a bad config, say); one it took over
+    it has stopped and closed already."""
+    try:
+        if not early.proc.is_alive():
+            return
+    except ValueError:  # closed: the node stopped it
+        return
+    early.conn.close()  # it ends at the end of its pipe
+    early.proc.join(5)
+    if early.proc.exitcode is None:
+        early.proc.kill()
+        early.proc.join(5)
 
 
 def _print_plan(result: PlanResult, *, applied: bool) -> int:

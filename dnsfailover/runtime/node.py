@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from dnsfailover.alerts.alerter import Alerter, Notice
 from dnsfailover.api.metrics import Metrics
 from dnsfailover.api.server import ApiServer
-from dnsfailover.checks.process import ProbeProcess
+from dnsfailover.checks.process import ProbeProcess, Started
 from dnsfailover.checks.scheduler import Prober, ProbeScheduler
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
@@ -89,6 +89,7 @@ class Node(ProviderSyncs, NodeReports):
         config_path: str | None = None,
         state_recover: bool = False,
         probe_process: bool = False,
+        early_probes: Started | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -140,6 +141,7 @@ class Node(ProviderSyncs, NodeReports):
         self._trim = wiring.HeapTrimmer(self._decide_lock, TRIM_AFTER)
         self._scheduler: Prober | None = None
         self._probe_process = probe_process  # probes in a child process (`serve`'s default)
+        self._early_probes = early_probes  # one started before the config loaded
         self.prober: ProbeProcess | None = None
         self.serving = Serving(self.embedded, dns_host, dns_port, workers)
         self._drills: DrillScheduler | None = None
@@ -227,6 +229,7 @@ class Node(ProviderSyncs, NodeReports):
             on_probing=self._probing,
             on_counts=lambda counts: self.metrics.probes_counted(self.region, counts),
             source_address=region_source(config, self.region),
+            early=self._early_probes,
         )
 
     async def _cluster_cold_start(self) -> None:
