@@ -14,7 +14,6 @@ worker thread (`render`), so a big exposition never stalls probes or the engine.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,11 +50,7 @@ STATES = tuple(s.value for s in State)
 @dataclass(slots=True)
 class _ProbeStats:
     check: str
-    ok: int = 0
-    failed: int = 0
-    unknown: int = 0  # could not run (this process was out of sockets): no latency either
-    total_seconds: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(PROBE_BUCKETS) + 1))
+    counts: Counts = field(default_factory=Counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +131,7 @@ class Metrics:
         stats = self._probes.get(key)
         if stats is None:
             stats = self._probes[key] = _ProbeStats(check)
-        if obs.unknown:
-            stats.unknown += 1
-            return
-        if obs.ok:
-            stats.ok += 1
-        else:
-            stats.failed += 1
-        stats.total_seconds += obs.latency
-        stats.buckets[bisect_left(PROBE_BUCKETS, obs.latency)] += 1
+        stats.counts.add(obs)
 
     def probes_counted(self, region: str, counts: Mapping[str, Counts]) -> None:
         """What a probe process counted (`checks.forward.Tally.drain`), target by target."""
@@ -153,12 +140,7 @@ class Metrics:
             stats = self._probes.get(key)
             if stats is None:
                 stats = self._probes[key] = _ProbeStats(target.partition("@")[0])
-            stats.ok += c.ok
-            stats.failed += c.failed
-            stats.unknown += c.unknown
-            stats.total_seconds += c.total_seconds
-            if c.buckets is not None:
-                stats.buckets = [a + b for a, b in zip(stats.buckets, c.buckets, strict=True)]
+            stats.counts.merge(c)
 
     def health_change(self, change: HealthChange) -> None:
         region = change.region if change.region is not None else "voted"
@@ -190,7 +172,16 @@ class Metrics:
     def snapshot(self, node: NodeView | None = None) -> Snapshot:
         """Copy what a scrape shows; call on the event loop (the hooks' thread)."""
         probes = tuple(
-            (target, region, s.check, s.ok, s.failed, s.unknown, s.total_seconds, tuple(s.buckets))
+            (
+                target,
+                region,
+                s.check,
+                s.counts.ok,
+                s.counts.failed,
+                s.counts.unknown,
+                s.counts.total_seconds,
+                tuple(s.counts.buckets),
+            )
             for (target, region), s in self._probes.items()
         )
         changes = CounterMetricFamily(

@@ -22,7 +22,7 @@ adds what each `drain` returns.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dnsfailover.model import Observation
 
@@ -80,13 +80,13 @@ class Forwarder:
 
 @dataclass(slots=True)
 class Counts:
-    """One target's probes since the last drain."""
+    """One target's probes (since the last drain, in a probe process)."""
 
     ok: int = 0
     failed: int = 0
     unknown: int = 0  # could not run: no latency either
     total_seconds: float = 0.0
-    buckets: list[int] | None = None  # len(PROBE_BUCKETS) + 1, made on the first latency
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(PROBE_BUCKETS) + 1))
 
     def add(self, obs: Observation) -> None:
         if obs.unknown:
@@ -97,9 +97,14 @@ class Counts:
         else:
             self.failed += 1
         self.total_seconds += obs.latency
-        if self.buckets is None:
-            self.buckets = [0] * (len(PROBE_BUCKETS) + 1)
         self.buckets[bisect_left(PROBE_BUCKETS, obs.latency)] += 1
+
+    def merge(self, other: Counts) -> None:
+        self.ok += other.ok
+        self.failed += other.failed
+        self.unknown += other.unknown
+        self.total_seconds += other.total_seconds
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
 
 
 class Tally:
