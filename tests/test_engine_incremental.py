@@ -48,6 +48,11 @@ def config(policy: dict[str, Any]) -> Config:
             "tiers": [{"name": "one", "endpoints": [a[1]]}, {"name": "two", "endpoints": [a[7]]}],
         },
     }
+    return zone_config({k: {"check": "web", **v} for k, v in failover.items()}, policy)
+
+
+def zone_config(failover: dict[str, dict[str, Any]], policy: dict[str, Any]) -> Config:
+    """One zone, example.test., with these failover records and policy; check `web` (tcp)."""
     return Config.model_validate(
         {
             "checks": {"web": {"type": "tcp", "port": 80, "interval": "1s", "timeout": "500ms"}},
@@ -57,7 +62,7 @@ def config(policy: dict[str, Any]) -> Config:
                     "soa": {"mname": "ns1.example.test.", "rname": "hostmaster.example.test."},
                     "nameservers": ["ns1.example.test."],
                     "records": {"ns1": {"type": "A", "value": "127.0.0.1"}},
-                    "failover": {k: {"check": "web", **v} for k, v in failover.items()},
+                    "failover": failover,
                 }
             },
         }

@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_engine_incremental import zone_config
 
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.decide import _decide_name, decide
@@ -50,20 +51,7 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def config(record: dict[str, Any], policy: dict[str, Any]) -> Config:
-    return Config.model_validate(
-        {
-            "checks": {"web": {"type": "tcp", "port": 80, "interval": "1s", "timeout": "500ms"}},
-            "policy": policy,
-            "zones": {
-                "example.test.": {
-                    "soa": {"mname": "ns1.example.test.", "rname": "hostmaster.example.test."},
-                    "nameservers": ["ns1.example.test."],
-                    "records": {"ns1": {"type": "A", "value": "127.0.0.1"}},
-                    "failover": {"a": record},
-                }
-            },
-        }
-    )
+    return zone_config({"a": record}, policy)
 
 
 NOW = 1000.0
