@@ -125,6 +125,34 @@ class Soa:
 
 Key = tuple[str, str]  # (absolute name, record type)
 
+DEFAULT_PLACE = "*"  # the place of a steered name's default group: every client no rule places
+
+
+def group_id(order: tuple[str, ...]) -> str:
+    """A location group's id: its ordered regions (tiers), comma-joined (``eu,us,ap``)."""
+    return ",".join(order)
+
+
+@dataclass(frozen=True, slots=True)
+class SteeredSet:
+    """A steered name's answers, one per location group (see `dnsfailover.geo.steer`).
+
+    ``answers``: group id → the record set that group's clients get (same name and type).
+    ``default``: the id of the group of clients the steering rule does not place; its
+    answer is also the zone's plain managed set for the key, which is what zone transfers,
+    RFC 2136 primaries and every provider without location support publish.
+    ``places``: group id → where its clients are, as the rule maps them: ``country:DE``,
+    ``continent:EU``, ``net:LABEL`` (a CIDR-map label), ``proximity`` for a group proximity
+    steering produced, and ``*`` (`DEFAULT_PLACE`) for the default group.  A provider with
+    geolocation records (Route 53) publishes one set per place.
+    """
+
+    name: str
+    rtype: str
+    default: str
+    answers: Mapping[str, RecordSet]
+    places: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
 
 @dataclass(frozen=True, slots=True, init=False, eq=False)
 class ZoneContent:
@@ -136,12 +164,16 @@ class ZoneContent:
     (`with_managed`); so a new version costs what changed, not the whole zone.  `records`
     is both, sorted by (name, rtype), so two contents compare equal exactly when they
     answer the same.  `ZoneContent(origin, soa, records)` makes a zone of static sets only.
+    `steered` holds the per-location-group answers of steered names (see `SteeredSet`);
+    each one's default group is also its plain managed set, so `records` (zone transfers,
+    providers without location support) carries the default answer.
     """
 
     origin: str
     soa: Soa
     static: tuple[RecordSet, ...]
     managed: Mapping[Key, RecordSet]
+    steered: Mapping[Key, SteeredSet]
     _merged: tuple[RecordSet, ...] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -154,6 +186,7 @@ class ZoneContent:
         managed: Mapping[Key, RecordSet] | None = None,
         *,
         static: tuple[RecordSet, ...] | None = None,
+        steered: Mapping[Key, SteeredSet] | None = None,
     ) -> None:
         if records is not None:  # every set given (also `dataclasses.replace(z, records=...)`)
             static, managed = records, None
@@ -162,6 +195,7 @@ class ZoneContent:
         set_(self, "soa", soa)
         set_(self, "static", static if static is not None else ())
         set_(self, "managed", managed if managed is not None else {})
+        set_(self, "steered", steered if steered is not None else {})
         set_(self, "_merged", None)
 
     @property
@@ -176,11 +210,21 @@ class ZoneContent:
             return merged
         return self._merged
 
-    def with_managed(self, updates: Mapping[Key, RecordSet]) -> ZoneContent:
-        """This zone with these managed sets replaced (the static part is shared)."""
+    def with_managed(
+        self,
+        updates: Mapping[Key, RecordSet],
+        steered: Mapping[Key, SteeredSet] | None = None,
+    ) -> ZoneContent:
+        """This zone with these managed (and steered) sets replaced (the static part is
+        shared)."""
         managed = dict(self.managed)
         managed.update(updates)
-        return ZoneContent(self.origin, self.soa, managed=managed, static=self.static)
+        groups = self.steered
+        if steered:
+            groups = {**groups, **steered}
+        return ZoneContent(
+            self.origin, self.soa, managed=managed, static=self.static, steered=groups
+        )
 
     def same_answers(self, other: ZoneContent) -> bool:
         """True when both answer the same, ignoring the serial."""
@@ -196,6 +240,8 @@ class ZoneContent:
             b.ttl,
         ):
             return False
+        if self.steered != other.steered:
+            return False
         if self.static is other.static:  # the same config: only managed sets can differ
             return self.managed is other.managed or self.managed == other.managed
         return self.records == other.records
@@ -210,13 +256,20 @@ class ZoneContent:
 
     def __reduce__(self) -> tuple[object, ...]:
         # Pickled (to worker processes) without the merged view, which is only a cache.
-        return (_zone, (self.origin, self.soa, self.static, dict(self.managed)))
+        return (
+            _zone,
+            (self.origin, self.soa, self.static, dict(self.managed), dict(self.steered)),
+        )
 
 
 def _zone(
-    origin: str, soa: Soa, static: tuple[RecordSet, ...], managed: dict[Key, RecordSet]
+    origin: str,
+    soa: Soa,
+    static: tuple[RecordSet, ...],
+    managed: dict[Key, RecordSet],
+    steered: dict[Key, SteeredSet] | None = None,
 ) -> ZoneContent:
-    return ZoneContent(origin, soa, managed=managed, static=static)
+    return ZoneContent(origin, soa, managed=managed, static=static, steered=steered)
 
 
 def _key(rs: RecordSet) -> Key:

@@ -23,7 +23,15 @@ from dnsfailover.geo import codes
 from dnsfailover.geo.errors import SteeringError, UnknownCodeError
 from dnsfailover.geo.locate import Location, Locator
 from dnsfailover.geo.nets import NetMap
-from dnsfailover.geo.steer import Region, Rule, groups, haversine_km, rule, steer
+from dnsfailover.geo.steer import (
+    Region,
+    Rule,
+    groups,
+    haversine_km,
+    nearest_group,
+    rule,
+    steer,
+)
 
 REGIONS = (Region("fra", FRANKFURT), Region("syd", SYDNEY), Region("iad", VIRGINIA))
 CLIENTS = {
@@ -201,4 +209,19 @@ def test_the_groups_a_map_rule_can_answer() -> None:
         default=["iad"],
     )
     assert groups(r) == (("iad",), ("fra", "iad"), ("syd",))
-    assert groups(rule("proximity", regions=REGIONS)) is None
+
+
+def test_proximity_groups_are_the_orderings_clients_on_the_globe_see(locator: Locator) -> None:
+    r = rule("proximity", regions=REGIONS)
+    found = groups(r)
+    assert found[0] == ("fra", "syd", "iad")  # the default: configured order
+    assert len(found) == len(set(found))
+    # each region is somebody's nearest, and every real client's ordering is a group
+    assert {g[0] for g in found[1:]} == {"fra", "syd", "iad"}
+    for cidr in CLIENTS:
+        where = locator.locate(ip_address(cidr.split("/")[0]))
+        assert steer(r, where).order in found
+    # (fra, iad, syd) is London's and (iad, fra, syd) New York's; an unlikely ordering
+    # falls to the group sharing its longest leading run
+    assert nearest_group(("syd", "fra", "iad"), found)[0] == "syd"
+    assert nearest_group(("fra", "iad", "syd"), found) == ("fra", "iad", "syd")

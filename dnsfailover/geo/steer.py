@@ -103,17 +103,66 @@ def steer(rule: Rule, where: Location) -> Steered:
     return Steered(order, f"{rule.by} {key}")
 
 
-def groups(rule: Rule) -> tuple[tuple[str, ...], ...] | None:
-    """Every location group a map rule can put a client in (its lists, default first, each
-    once, in configured order): what a provider publishes one record set for.  None for
-    proximity, whose groups depend on where clients are."""
+def groups(rule: Rule) -> tuple[tuple[str, ...], ...]:
+    """Every location group the rule can put a client in, default first, each once: a map
+    rule's lists in configured order; for proximity, the default and then every ordering
+    the regions take for a client somewhere on a `PROXIMITY_GRID_DEG` grid over the globe
+    (see `proximity_orders`)."""
     if rule.by == "proximity":
-        return None
+        return tuple(dict.fromkeys((rule.default, *proximity_orders(rule), *rule.nets.values())))
     seen = dict.fromkeys((rule.default, *rule.map.values(), *rule.nets.values()))
     return tuple(seen)
 
 
-def _proximity(rule: Rule, where: Location) -> Steered:
+PROXIMITY_GRID_DEG = 2.0
+
+
+def proximity_orders(rule: Rule) -> tuple[tuple[str, ...], ...]:
+    """The orderings of a proximity rule's regions seen from the centres of a
+    `PROXIMITY_GRID_DEG` grid of latitude and longitude, most common first (ties in the
+    order first met).  A client between grid centres whose own ordering is not among them
+    is placed in the group sharing its longest leading run of regions (`nearest_group`)."""
+    counts: dict[tuple[str, ...], int] = {}
+    step = PROXIMITY_GRID_DEG
+    lat = -90 + step / 2
+    while lat < 90:
+        lon = -180 + step / 2
+        while lon < 180:
+            order = _proximity(rule, _At((lat, lon))).order
+            counts[order] = counts.get(order, 0) + 1
+            lon += step
+        lat += step
+    return tuple(sorted(counts, key=lambda o: -counts[o]))
+
+
+def nearest_group(order: tuple[str, ...], known: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    """Among `known` groups, the one sharing the longest leading run of regions with
+    `order` (the first such in `known` order); `order` itself when it is known."""
+    best: tuple[str, ...] | None = None
+    best_run = -1
+    for group in known:
+        if group == order:
+            return group
+        run = 0
+        for a, b in zip(group, order, strict=False):
+            if a != b:
+                break
+            run += 1
+        if run > best_run:
+            best, best_run = group, run
+    return best if best is not None else order
+
+
+class _At:
+    """Just the coordinates of a location (what proximity ordering reads)."""
+
+    __slots__ = ("coordinates",)
+
+    def __init__(self, coordinates: tuple[float, float]) -> None:
+        self.coordinates: tuple[float, float] | None = coordinates
+
+
+def _proximity(rule: Rule, where: Location | _At) -> Steered:
     client = where.coordinates
     if client is None:
         return Steered(rule.default, "default: no coordinates known")
