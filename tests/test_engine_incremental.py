@@ -47,6 +47,21 @@ def config(policy: dict[str, Any]) -> Config:
             "failback": "manual",
             "tiers": [{"name": "one", "endpoints": [a[1]]}, {"name": "two", "endpoints": [a[7]]}],
         },
+        # steered: each location group is decided as a name of its own (NAME@GROUP)
+        "st1": {
+            "policy": "active-passive",
+            "hold_down": "4s",
+            "tiers": [
+                {"name": "one", "endpoints": a[0:2]},
+                {"name": "two", "endpoints": a[3:5]},
+                {"name": "three", "endpoints": [a[7]]},
+            ],
+            "steering": {
+                "by": "country",
+                "map": {"DE": ["one", "two"], "US": ["two", "three", "one"], "JP": ["three"]},
+                "default": ["two", "one"],
+            },
+        },
     }
     return zone_config({k: {"check": "web", **v} for k, v in failover.items()}, policy)
 
@@ -76,15 +91,18 @@ POLICIES: dict[str, dict[str, Any]] = {
     "breaker": {"circuit_breaker": {"down_pct": 40, "min_endpoints": 4}},
 }
 
-NAMES = ["aa1", "aa2", "aa3", "ap1", "ap2", "ap3"]
+NAMES = ["aa1", "aa2", "aa3", "ap1", "ap2", "ap3", "st1"]
 states = st.sampled_from([State.UP, State.DOWN, State.UNKNOWN])
 flips = st.dictionaries(st.sampled_from(KEYS), states, max_size=4)
 override = st.one_of(
     st.tuples(st.just("drain"), st.none(), st.sampled_from(ADDRESSES), st.none()),
-    st.tuples(st.just("force_down"), st.sampled_from(["ap1", "ap2"]), st.none(), st.just("one")),
+    st.tuples(
+        st.just("force_down"), st.sampled_from(["ap1", "ap2", "st1"]), st.none(), st.just("one")
+    ),
     st.tuples(st.just("force_up"), st.none(), st.sampled_from(ADDRESSES), st.none()),
-    st.tuples(st.just("failover"), st.sampled_from(["ap1", "ap3"]), st.none(), st.none()),
-    st.tuples(st.just("failback"), st.sampled_from(["ap1", "ap3"]), st.none(), st.none()),
+    st.tuples(st.just("failover"), st.sampled_from(["ap1", "ap3", "st1"]), st.none(), st.none()),
+    st.tuples(st.just("failover"), st.just("st1"), st.none(), st.just("three")),
+    st.tuples(st.just("failback"), st.sampled_from(["ap1", "ap3", "st1"]), st.none(), st.none()),
 )
 step = st.tuples(
     st.floats(min_value=0.0, max_value=8.0),  # time passing
@@ -117,6 +135,7 @@ def same(full: Decision, inc: Decision) -> None:
             b.active, b.answer, b.mode, b.weights, b.staged_from, b.pin
         ), name  # fmt: skip
     assert [z.records for z in full.zones] == [z.records for z in inc.zones]
+    assert [dict(z.steered) for z in full.zones] == [dict(z.steered) for z in inc.zones]
     assert full.wake_at == pytest.approx(inc.wake_at) if full.wake_at else inc.wake_at is None
     assert full.frozen == inc.frozen
     assert dict(full.refused) == dict(inc.refused)
@@ -157,8 +176,15 @@ def test_a_change_re_decides_only_the_names_that_use_it() -> None:
     first = decide(cfg, health, EngineState(), 0.0)
     health[KEYS[7]] = State.DOWN  # 127.0.0.18: aa3, and ap2's and ap3's second tiers
     d = redecide(cfg, health, first, 1.0, changed={KEYS[7]})
-    # only the names that use it are decided again; the others keep their very decisions
-    users = {"aa3.example.test.", "ap2.example.test.", "ap3.example.test."}
+    # only the names that use it are decided again; the others keep their very decisions:
+    # of st1, only the location groups with tier three
+    users = {
+        "aa3.example.test.",
+        "ap2.example.test.",
+        "ap3.example.test.",
+        "st1.example.test.@two,three,one",
+        "st1.example.test.@three",
+    }
     assert d.changed == users  # their state records the key DOWN
     assert all(d.names[n] is first.names[n] for n in first.names if n not in users)
     # and only aa3 answers differently: the one managed set replaced

@@ -29,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from dnsfailover.config.crosscheck import cross_check
 from dnsfailover.config.drill_targets import drill_problems
 from dnsfailover.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
+from dnsfailover.config.geocheck import geo_problems
 from dnsfailover.config.problems import Where, describe, explain
 from dnsfailover.config.schema import Config
 from dnsfailover.config.secrets import token_problems
@@ -100,6 +101,8 @@ def _loads(text: str, filename: str) -> Config:
     files = _read_zone_files(doc.data, Path(filename).parent if filename != "<string>" else None)
     problems += cross_check(doc.data, at, files)
     if config is not None:
+        config.geo.resolve(Path(filename).parent if filename != "<string>" else None)
+        problems += geo_problems(config, doc.data, at)
         problems += [at.problem(p, m) for p, m in drill_problems(config, config.drills)]
         problems += [at.problem(p, m) for p, m in token_problems(config)]
         for origin, file in files.items():

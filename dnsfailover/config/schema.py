@@ -26,6 +26,7 @@ from dnsfailover.config.api import ApiConfig
 from dnsfailover.config.checks import CheckConfig, DnsQueryType, Quorum, StatusRange, _quorum  # noqa: F401 (re-exported)
 from dnsfailover.config.cluster import ClusterConfig, RegionConfig, regions_shorthand
 from dnsfailover.config.drills import DrillConfig
+from dnsfailover.config.geo import Bias, Coordinates, GeoConfig, SteeringConfig
 from dnsfailover.config.policy import (
     Capacity,
     Damping,
@@ -77,6 +78,9 @@ class Tier(Model):
     min_healthy: Annotated[int, Field(ge=1)] = 1
     # Total the tier can carry; shared evenly by endpoints that declare no capacity of their own.
     capacity: Capacity | None = None
+    # where the tier is (latitude, longitude), for `steering: {by: proximity}`, and its bias
+    coordinates: Coordinates | None = None
+    bias: Bias = 0.0
 
     @model_validator(mode="after")
     def _enough(self) -> Tier:
@@ -104,6 +108,8 @@ class _FailoverBase(Model):
     damping: Damping | None = None
     degraded_ttl: Ttl | None = None
     mode: PolicyMode | None = None
+    # per-client tier order (active-passive only; see dnsfailover.config.geo)
+    steering: SteeringConfig | None = None
 
     def _check_families(self, addresses: list[str]) -> None:
         want = 4 if self.type == "A" else 6
@@ -127,6 +133,11 @@ class ActiveActive(_FailoverBase):
 
     @model_validator(mode="after")
     def _coherent(self) -> ActiveActive:
+        if self.steering is not None:
+            raise ValueError(
+                "steering orders tiers (regions) per client: use policy: active-passive "
+                "with a tier per region"
+            )
         self._check_families([e.address for e in self.endpoints] + list(self.fallback))
         if self.min_healthy > len(self.endpoints):
             raise ValueError(
@@ -368,6 +379,7 @@ class Config(Model):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     drills: tuple[DrillConfig, ...] = ()  # scheduled drills (dnsfailover/drills.py)
+    geo: GeoConfig = Field(default_factory=GeoConfig)  # where clients are (steering)
 
     @functools.cached_property
     def memo(self) -> dict[str, Any]:

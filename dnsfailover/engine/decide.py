@@ -23,6 +23,7 @@ from dnsfailover.engine.interlocks import tripped
 from dnsfailover.engine.overrides import Override, apply, touches
 from dnsfailover.engine.plain import decide_plain, plain
 from dnsfailover.engine.settings import FailoverRecord, settings
+from dnsfailover.engine.steering import steered_names
 from dnsfailover.engine.tiers import Inputs, select
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, NameState, Transition
 from dnsfailover.engine.zones import build_zone, managed_set, updated
@@ -64,7 +65,11 @@ def decide(
     run = _Run(config, health, now, overrides, failback, reset_breaker, previous)
     for origin, name, record in ix.managed:
         run.name(origin, name, record)
-    zones = tuple(build_zone(origin, zone, run.names) for origin, zone in config.zones.items())
+    steered = steered_names(config)
+    zones = tuple(
+        build_zone(origin, zone, run.names, steered=steered)
+        for origin, zone in config.zones.items()
+    )
     return run.finish(zones, previous, frozenset(run.names), None)
 
 
@@ -138,7 +143,7 @@ def redecide(
         origin, _name, record = ix.managed[ix.position[name]]
         by_zone.setdefault(origin, []).append((name, record))
     zones = tuple(
-        updated(zone, by_zone.get(origin, ()), run.names)
+        updated(zone, by_zone.get(origin, ()), run.names, steered_names(config))
         for origin, zone in zip(config.zones, last.zones, strict=True)
     )
     return run.finish(zones, last.state, differs, ix)

@@ -7,22 +7,27 @@ that names an endpoint everywhere re-decides the names that answer it (`by_addre
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.settings import FailoverRecord
+from dnsfailover.engine.steering import decided, steered_names
 
 
 @dataclass(frozen=True, slots=True)
 class Index:
-    managed: tuple[tuple[str, str, FailoverRecord], ...]  # (origin, name, record), in order
+    # (origin, name, record) in config order: what is decided (a steered record's groups
+    # each under its own decision name, see engine/steering.py)
+    managed: tuple[tuple[str, str, FailoverRecord], ...]
     position: Mapping[str, int]  # name → its place in `managed`
     keys: Mapping[str, frozenset[str]]  # name → the health keys of its endpoints
     slots: Mapping[str, tuple[tuple[str, str, str], ...]]  # name → (tier, address, key)...
     by_key: Mapping[str, tuple[str, ...]]  # health key → the names that use it
     by_address: Mapping[str, tuple[str, ...]]  # endpoint address → the names it serves
     all_keys: frozenset[str]
+    # a steered record's name → the names its location groups are decided under
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def affected(self, keys: Iterable[str]) -> int:
         """How many names a change of these health keys re-decides (at most)."""
@@ -31,6 +36,9 @@ class Index:
     def touched(self, o: Override) -> tuple[str, ...]:
         """The names an override can change."""
         if o.name is not None:
+            found = self.groups.get(o.name)
+            if found is not None:
+                return found
             return (o.name,) if o.name in self.position else ()
         if o.endpoint is not None:
             return self.by_address.get(o.endpoint, ())
@@ -42,7 +50,7 @@ def index(config: Config) -> Index:
 
 
 def _build(config: Config) -> Index:
-    managed = tuple(config.managed())
+    managed = decided(config)
     keys: dict[str, frozenset[str]] = {}
     slots: dict[str, tuple[tuple[str, str, str], ...]] = {}
     by_key: dict[str, list[str]] = {}
@@ -70,4 +78,7 @@ def _build(config: Config) -> Index:
         by_key={k: tuple(v) for k, v in by_key.items()},
         by_address={a: tuple(v) for a, v in by_address.items()},
         all_keys=frozenset(by_key),
+        groups={
+            name: tuple(g.decision for g in s.groups) for name, s in steered_names(config).items()
+        },
     )

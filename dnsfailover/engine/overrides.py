@@ -162,7 +162,9 @@ class Applied:
 def touches(o: Override, name: str, record: FailoverRecord) -> bool:
     """Whether `o` applies to `name`: it names it, or it names one of its endpoints."""
     if o.name is not None:
-        return o.name == name
+        # a steered name's location groups are decided as NAME@GROUP: the name's overrides
+        # apply to each of them
+        return o.name == name or name.startswith(f"{o.name}@")
     return o.endpoint is not None and any(
         e.address == o.endpoint for t in record.tiers for e in t.endpoints
     )

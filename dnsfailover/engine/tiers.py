@@ -87,6 +87,12 @@ def select(record: FailoverRecord, prev: NameState, now: float, i: Inputs) -> Se
         else:
             sel.notes.append(f"tier {active} below min_healthy")
             sel.active = chosen
+            # moved down past a healthy tier still in hold-down: the failback to it is due
+            # when that ends, so the name must be decided again then
+            auto = isinstance(record, ActivePassive) and record.failback != "manual"
+            if higher and lower and not ready and auto and not i.suppressed:
+                assert isinstance(record, ActivePassive)
+                sel.wakes.append(min(i.since[t] + record.hold_down for t in higher))
     elif healthy and order.index(healthy[0]) < order.index(active):
         _failback(record, sel, now, i, order, healthy, operator, failback, full, full_why, recent)
     changed = sel.active != active
@@ -134,6 +140,13 @@ def _pinned(
             sel.active = other[0]
             sel.notes.append(f"tier {active} below min_healthy under {o.describe()}")
         return True
+    if (o.tier is not None and o.tier not in meets) or (
+        len(order) == 1 and isinstance(record, ActivePassive)
+    ):
+        # a location group of a steered name without that tier (or with one tier only):
+        # the override is for the groups that can follow it
+        sel.notes.append(f"override: {o.describe()} does not apply to this location group")
+        return False
     target = o.tier or next((t for t in order[order.index(active) + 1 :] if meets[t]), None)
     problem = None
     if len(order) == 1:

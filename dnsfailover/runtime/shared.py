@@ -16,10 +16,13 @@ from typing import Any
 from dnsfailover.cluster.codec import decode, encode
 from dnsfailover.cluster.types import NameEntry, Published
 from dnsfailover.config.schema import Config
-from dnsfailover.engine.decide import build_zone, managed_set
+from dnsfailover.engine.decide import build_zone
 from dnsfailover.engine.index import index
+from dnsfailover.engine.settings import FailoverRecord
+from dnsfailover.engine.steering import steered_names
 from dnsfailover.engine.values import Decision, EngineState, NameDecision, NameState, Transition
-from dnsfailover.model import Key, RecordSet, ZoneContent
+from dnsfailover.engine.zones import updated
+from dnsfailover.model import ZoneContent
 
 
 def entries(decision: Decision, seq: int, written: Mapping[str, NameEntry]) -> dict[str, NameEntry]:
@@ -148,7 +151,10 @@ class SharedView:
         changed, self._changed = frozenset(self._changed), set()
         transitions, self._transitions = tuple(self._transitions), []
         if self._zones is None or config is not self._config:
-            zones = tuple(build_zone(o, z, self.names) for o, z in config.zones.items())
+            steered = steered_names(config)
+            zones = tuple(
+                build_zone(o, z, self.names, steered=steered) for o, z in config.zones.items()
+            )
         else:
             zones = _updated(self._zones, config, self.names, changed)
         self._zones, self._config = zones, config
@@ -174,11 +180,14 @@ def _updated(
     changed: Iterable[str],
 ) -> tuple[ZoneContent, ...]:
     ix = index(config)
-    updates: dict[str, dict[Key, RecordSet]] = {}
+    by_zone: dict[str, list[tuple[str, FailoverRecord]]] = {}
     for name in changed:
         at = ix.position.get(name)
         if at is None or name not in names:
             continue  # a name of another config (the leader's, during a rolling reload)
         origin, _name, record = ix.managed[at]
-        updates.setdefault(origin, {})[(name, record.type)] = managed_set(name, record, names[name])
-    return tuple(z.with_managed(updates[z.origin]) if z.origin in updates else z for z in zones)
+        by_zone.setdefault(origin, []).append((name, record))
+    steered = steered_names(config)
+    return tuple(
+        updated(z, by_zone[z.origin], names, steered) if z.origin in by_zone else z for z in zones
+    )
