@@ -8,6 +8,7 @@ what each of its location groups stands for (what Route 53 geolocation sets are 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ from dnsfailover.fields import Fqdn
 from dnsfailover.geo import codes
 from dnsfailover.geo.errors import DatabaseError, GeoError, NetsError
 from dnsfailover.geo.locate import Locator
-from dnsfailover.geo.nets import NetMap
+from dnsfailover.geo.nets import NetMap, unmapped
 from dnsfailover.geo.steer import Region, Rule, groups, rule
 from dnsfailover.model import DEFAULT_PLACE, group_id
 from dnsfailover.provider.contract import UnknownProvider, load_provider
@@ -118,13 +119,18 @@ def geo_problems(config: Config, data: dict[str, Any], at: Where) -> list[Proble
 
 
 def _nets_path(config: Config, message: str) -> YamlPath:
-    """The `geo.nets` entry a NetMap error names (its first CIDR that appears in it)."""
+    """The `geo.nets` entry a NetMap error is about: the first that does not parse, or the
+    second entry of a network listed twice."""
+    seen: set[object] = set()
     for label, cidrs in config.geo.nets.items():
         for index, cidr in enumerate(cidrs):
-            if repr(cidr) in message or f" {cidr} " in message or message.endswith(cidr):
+            try:
+                network = unmapped(ipaddress.ip_network(cidr.strip()))
+            except ValueError:
                 return (label, index)
-        if not cidrs and label in message:
-            return (label,)
+            if network in seen:
+                return (label, index)
+            seen.add(network)
     return ()
 
 

@@ -117,7 +117,7 @@ def redecide(
             for o in (before.get(oid), after.get(oid)):
                 if o is not None:
                     todo.update(ix.touched(o))
-    todo.update(name for name in failback if name in ix.position)
+    todo.update(run.failback & ix.position.keys())
     # A name with an override set aside is decided again at every decision, as a full one
     # does: what was refused may apply once the name has moved (a newer failover, say).
     todo.update(last.refusals)
@@ -178,7 +178,10 @@ class _Run:
         reset_breaker: bool,
         previous: EngineState,
     ) -> None:
-        self.config, self.health, self.now, self.failback = config, health, now, failback
+        self.config, self.health, self.now = config, health, now
+        groups = index(config).groups
+        # a steered name's failback is each of its location groups'
+        self.failback = failback.union(*(groups.get(n, ()) for n in failback))
         self.active = tuple(o for o in overrides if o.active(now))
         self.frozen = None if reset_breaker else tripped(config, health, previous)
         self.ix = index(config)
