@@ -8,9 +8,20 @@ import sys
 from typing import Any
 
 from dnsfailover.cli.args import EXIT_OK, EXIT_USAGE
+from dnsfailover.config.geocheck import open_steering
 from dnsfailover.config.load import load as load_config
-from dnsfailover.engine.simulate import SimulateError, render, resolve, simulate, to_json
+from dnsfailover.config.schema import Config
+from dnsfailover.engine.simulate import (
+    SimulateError,
+    clients,
+    render,
+    resolve,
+    simulate,
+    to_json,
+)
 from dnsfailover.errors import ConfigError
+from dnsfailover.geo.ecs import ClientSubnet, SourceLimits, network_of
+from dnsfailover.geo.locate import Network
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,6 +41,14 @@ def add_parser(subparsers: Any) -> None:
         metavar="REGION|TIER|tier:NAME|ADDRESS",
         help="take this endpoint address, tier, or region (its tier) down; repeatable",
     )
+    sp.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/PREFIX]",
+        help="show where this client (an address or client subnet) goes for each steered "
+        "name: its location group and answer; repeatable",
+    )
     sp.add_argument("--json", action="store_true", help="print JSON instead of text")
     sp.set_defaults(func=run)
 
@@ -46,9 +65,35 @@ def run(args: argparse.Namespace) -> int:
     except SimulateError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        networks = [client_network(config, text) for text in args.client]
+    except ValueError as e:
+        print(f"error: --client {e}", file=sys.stderr)
+        return EXIT_USAGE
     result = simulate(config, down)
+    steering = open_steering(config) if networks else None
+    if networks and steering is None:
+        print("error: --client: no record of this config is steered", file=sys.stderr)
+        return EXIT_USAGE
+    seen = clients(config, result, steering, networks)
     if args.json:
-        print(json.dumps(to_json(config, args.down, result), indent=2, sort_keys=True))
+        print(json.dumps(to_json(config, args.down, result, seen), indent=2, sort_keys=True))
     else:
-        print(render(config, args.down, result))
+        print(render(config, args.down, result, seen))
     return EXIT_OK
+
+
+def client_network(config: Config, text: str) -> Network:
+    """A --client value: an address or client subnet, cut to the config's ECS source limits
+    as the server cuts a query's.
+
+    :raises ValueError: naming the value.
+    """
+    try:
+        network = network_of(text.strip())
+    except ValueError:
+        example = "192.0.2.1, 2001:db8::/48"
+        raise ValueError(f"{text!r} is not an address or network ({example})") from None
+    ecs = config.geo.ecs
+    limits = SourceLimits(ecs.max_source_v4, ecs.max_source_v6)
+    return limits.lookup(ClientSubnet(network, 0))

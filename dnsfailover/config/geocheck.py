@@ -24,6 +24,7 @@ from dnsfailover.geo.errors import DatabaseError, GeoError, NetsError
 from dnsfailover.geo.locate import Locator
 from dnsfailover.geo.nets import NetMap, unmapped
 from dnsfailover.geo.steer import Region, Rule, groups, rule
+from dnsfailover.geo.steering import Steering
 from dnsfailover.model import DEFAULT_PLACE, group_id
 from dnsfailover.provider.contract import UnknownProvider, load_provider
 
@@ -90,6 +91,20 @@ def places(r: Rule) -> dict[str, tuple[str, ...]]:
             if not where:
                 where.append("proximity")
     return {gid: tuple(where) for gid, where in found.items()}
+
+
+def open_steering(config: Config) -> Steering | None:
+    """A `Steering` over the config's database and CIDR map (None when nothing is steered).
+
+    :raises DatabaseError: when the database does not open (it did at load).
+    """
+    rules = steering_rules(config)
+    if not rules:
+        return None
+    proximity = any(r.by == "proximity" for r in rules.values())
+    path = config.geo.database_path
+    locator = Locator(path, net_map(config), need_coordinates=proximity)
+    return Steering(rules, locator)
 
 
 def geo_problems(config: Config, data: dict[str, Any], at: Where) -> list[Problem]:

@@ -16,8 +16,12 @@ from typing import Any
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.capacity import endpoint_capacity
 from dnsfailover.engine.decide import decide
+from dnsfailover.engine.index import index
+from dnsfailover.engine.steering import decision_name, steered_names
 from dnsfailover.engine.values import Decision, EngineState, NameDecision
 from dnsfailover.errors import UserError
+from dnsfailover.geo.locate import Network
+from dnsfailover.geo.steering import Steering
 from dnsfailover.model import State
 
 
@@ -100,10 +104,41 @@ def simulate(config: Config, down: set[str]) -> Outcome:
 
 
 def _capacities(config: Config) -> dict[str, dict[str, float | None]]:
+    """Each decided name's endpoints' capacities (a steered name's groups included)."""
     return {
         name: {e.address: endpoint_capacity(t, e) for t in record.tiers for e in t.endpoints}
-        for _o, name, record in config.managed()
+        for _o, name, record in index(config).managed
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ClientView:
+    """Where one client of one steered name goes, and what it is answered."""
+
+    client: str
+    name: str
+    group: str
+    why: str
+    scope: int
+    decision: NameDecision
+
+
+def clients(
+    config: Config, outcome: Outcome, steering: Steering | None, networks: Sequence[Network]
+) -> list[ClientView]:
+    """For each client network and each steered name: its location group and answer."""
+    if steering is None:
+        return []
+    found = []
+    for network in networks:
+        for name, s in steered_names(config).items():
+            placed = steering.place(name, network)
+            decided = decision_name(name, placed.group, s.default.id)
+            nd = outcome.decision.names[decided]
+            found.append(
+                ClientView(str(network), name, placed.group, placed.why, placed.scope, nd)
+            )
+    return found
 
 
 def _shown(nd: NameDecision) -> tuple[str, ...]:
@@ -121,9 +156,18 @@ def totals(config: Config, decision: Decision) -> dict[str, tuple[float, float |
     return out
 
 
-def render(config: Config, downs: Sequence[str], outcome: Outcome) -> str:
+def render(
+    config: Config, downs: Sequence[str], outcome: Outcome, seen: Sequence[ClientView] = ()
+) -> str:
     caps = _capacities(config)
     lines = [f"simulate: down {', '.join(downs) or '(nothing)'}"]
+    for c in seen:
+        nd = c.decision
+        tier = f" tier {nd.tier}" if nd.tier else ""
+        lines.append(
+            f"client {c.client}: {c.name} group {c.group} ({c.why}){tier} [{nd.mode}] -> "
+            f"{' '.join(_shown(nd)) or '-'}"
+        )
     if outcome.frozen:
         lines.append(f"WARNING: {outcome.frozen}")
         lines.append("  (shown: the answers once an operator resets the circuit breaker)")
@@ -151,10 +195,25 @@ def render(config: Config, downs: Sequence[str], outcome: Outcome) -> str:
     return "\n".join(lines)
 
 
-def to_json(config: Config, downs: Sequence[str], outcome: Outcome) -> dict[str, Any]:
+def to_json(
+    config: Config, downs: Sequence[str], outcome: Outcome, seen: Sequence[ClientView] = ()
+) -> dict[str, Any]:
     caps = _capacities(config)
     return {
         "down": list(downs),
+        "clients": [
+            {
+                "client": c.client,
+                "name": c.name,
+                "group": c.group,
+                "why": c.why,
+                "scope": c.scope,
+                "tier": c.decision.tier,
+                "mode": c.decision.mode,
+                "answer": list(_shown(c.decision)),
+            }
+            for c in seen
+        ],
         "frozen": outcome.frozen,
         "names": {
             name: {

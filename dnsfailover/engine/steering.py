@@ -33,6 +33,11 @@ def group_name(name: str, group: str) -> str:
     return f"{name}{SEP}{group}"
 
 
+def decision_name(name: str, group: str, default: str) -> str:
+    """The name `name`'s group `group` is decided under (the name itself for the default)."""
+    return name if group == default else group_name(name, group)
+
+
 def base_name(name: str) -> str:
     """The record name a decision name belongs to (itself for an unsteered name)."""
     return name.split(SEP, 1)[0]
