@@ -13,18 +13,24 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dnsfailover.api.views import endpoint_row, jsonable, override_json
+from dnsfailover.config.geocheck import steering_rules
 from dnsfailover.config.schema import ActivePassive
 from dnsfailover.engine.decide import vet_override
 from dnsfailover.engine.overrides import Action, Override, new_id, touches
+from dnsfailover.engine.steering import steered_names
+from dnsfailover.errors import UserError
+from dnsfailover.geo.ecs import ClientSubnet
 
 if TYPE_CHECKING:
     from dnsfailover.api.ports import NodeView
     from dnsfailover.config.checks import CheckConfig
     from dnsfailover.config.schema import ActiveActive
+    from dnsfailover.geo.locate import Network
 
 
-def explain(node: NodeView, name: str, now: float) -> dict[str, Any]:
-    """The explanation of `name`, an absolute managed name (see `views.resolve_name`)."""
+def explain(node: NodeView, name: str, now: float, client: Network | None = None) -> dict[str, Any]:
+    """The explanation of `name`, an absolute managed name (see `views.resolve_name`); for
+    a steered name, its location groups, and `client`'s group when one is given."""
     config = node.config
     origin, record = next((o, r) for o, n, r in config.managed() if n == name)
     check = config.checks[record.check]
@@ -77,10 +83,57 @@ def explain(node: NodeView, name: str, now: float) -> dict[str, Any]:
         "frozen": getattr(published.decision, "frozen", None) if published is not None else None,
         "isolated_regions": list(cluster.get("isolated_regions") or []),
         "interlocks": interlocks(node, name, record, answer, now),
+        "steering": steering(node, name, client),
         "now": now,
     }
     result["lines"] = lines(result)
     return result
+
+
+def steering(node: NodeView, name: str, client: Network | None) -> dict[str, Any] | None:
+    """A steered name's rule and each location group's decision; with `client`, where that
+    client goes (its group, why, the ECS scope of its answer) and what it gets."""
+    s = steered_names(node.config).get(name)
+    if s is None:
+        if client is not None:
+            raise UnsteeredClient(f"{name} is not steered: every client gets the same answer")
+        return None
+    published = node.published
+    names = published.decision.names if published is not None else {}
+    groups = []
+    for g in s.groups:
+        nd = names.get(g.decision)
+        groups.append(
+            {
+                "group": g.id,
+                "decision": g.decision,
+                "places": list(g.places),
+                "default": g is s.default,
+                "tier": nd.tier if nd is not None else None,
+                "mode": nd.mode if nd is not None else None,
+                "answer": list(nd.answer) if nd is not None else [],
+                "reason": nd.reason if nd is not None else None,
+            }
+        )
+    rule = steering_rules(node.config)[name]
+    result: dict[str, Any] = {"by": rule.by, "groups": groups}
+    if client is not None:
+        placed = node.place(name, client)
+        assert placed is not None  # the name is steered
+        mine = next(g for g in groups if g["group"] == placed.group)
+        result["client"] = {
+            "network": str(client),
+            "group": placed.group,
+            "why": placed.why,
+            "scope": node.source_limits().reply_scope(ClientSubnet(client), placed.scope),
+            "tier": mine["tier"],
+            "answer": mine["answer"],
+        }
+    return result
+
+
+class UnsteeredClient(UserError):
+    """`explain --client` for a name that is not steered."""
 
 
 def _record(record: ActiveActive | ActivePassive) -> dict[str, Any]:
@@ -206,4 +259,21 @@ def lines(e: dict[str, Any]) -> list[str]:
         if not i["allowed"]:
             what = f"draining {i['endpoint']}" if i["endpoint"] else i["action"]
             out.append(f"interlock: {what} would be refused without --force: {i['refusal']}")
+    steered = e.get("steering")
+    if steered is not None:
+        c = steered.get("client")
+        if c is not None:
+            out.insert(
+                0,
+                f"client {c['network']}: location group {c['group']} ({c['why']}), "
+                f"tier {c['tier']}, answers {', '.join(c['answer']) or 'nothing (NODATA)'} "
+                f"(ECS scope /{c['scope']})",
+            )
+        out.append(f"steering by {steered['by']}: the answer above is the default group's")
+        for g in steered["groups"]:
+            where = ", ".join(g["places"])
+            out.append(
+                f"  group {g['group']} ({where}): tier {g['tier']} [{g['mode']}] -> "
+                f"{', '.join(g['answer']) or 'nothing'}"
+            )
     return out

@@ -131,6 +131,13 @@ def _operation(route: Route) -> dict[str, Any]:
              "description": "page back from this event id (next_before of the last page)"},
         ]  # fmt: skip
         op["responses"]["400"] = _ERROR
+    if route.handler == "explain":
+        params.append(
+            {"name": "client", "in": "query", "schema": {"type": "string"},
+             "description": "an address or client subnet (192.0.2.1, 2001:db8::/48): which "
+                            "location group of a steered name it is in, why, and its answer"}
+        )  # fmt: skip
+        op["responses"]["400"] = _ERROR
     if params:
         op["parameters"] = params
     if route.handler == "metrics":

@@ -12,6 +12,9 @@ from dnsfailover.alerts.alerter import DestinationStats
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import Published
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.locate import Network
+from dnsfailover.geo.steering import Placement
 from dnsfailover.health.tracker import HealthTracker
 from dnsfailover.model import Event
 from dnsfailover.provider.sync import SyncStatus
@@ -57,6 +60,13 @@ class NodeView(Protocol):
 
     def probe_status(self) -> dict[str, Any]:
         """Where the probes run (process or inline), the probe process's pid and restarts."""
+
+    def place(self, name: str, client: Network) -> Placement | None:
+        """The location group the embedded server puts `client` (a network already cut to
+        the ECS source limits) in for steered `name`; None when `name` is not steered."""
+
+    def source_limits(self) -> SourceLimits:
+        """The ECS source limits the embedded server applies."""
 
     async def events(self, limit: int, before: int | None) -> list[Event]:
         """The history, newest first.

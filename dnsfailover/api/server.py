@@ -28,7 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dnsfailover.api import views
-from dnsfailover.api.explain import explain
+from dnsfailover.api.explain import UnsteeredClient, explain
 from dnsfailover.api.guard import (
     DATA_POLICY,
     IDLE_TIMEOUT,
@@ -45,6 +45,7 @@ from dnsfailover.api.ports import NodeControl, NodeView
 from dnsfailover.api.requests import BadRequest, parse_override, parse_removal
 from dnsfailover.engine.overrides import OverrideRefused
 from dnsfailover.errors import ConfigError, NotReady, StoreError, UserError
+from dnsfailover.geo.ecs import ClientSubnet, network_of
 from dnsfailover.logs import RateLimitedLog, protect
 
 log = logging.getLogger("dnsfailover.api")
@@ -257,7 +258,21 @@ class ApiServer:
 
     async def get_explain(self, request: web.Request) -> web.Response:
         name = views.resolve_name(self.view.config, request.match_info["name"])
-        return web.json_response(explain(self.view, name, time.time()))
+        client = None
+        text = request.query.get("client")
+        if text:
+            try:
+                network = network_of(text.strip())
+            except ValueError:
+                raise BadRequest(
+                    f"client must be an address or network (192.0.2.1, 2001:db8::/48), got {text!r}"
+                ) from None
+            client = self.view.source_limits().lookup(ClientSubnet(network))
+        try:
+            found = explain(self.view, name, time.time(), client)
+        except UnsteeredClient as e:
+            raise BadRequest(str(e)) from None
+        return web.json_response(found)
 
     async def get_overrides(self, request: web.Request) -> web.Response:
         overrides = self.view.overrides()

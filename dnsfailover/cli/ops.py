@@ -147,7 +147,10 @@ def do_endpoints(client: Client, args: argparse.Namespace) -> Any:
 def do_explain(client: Client, args: argparse.Namespace) -> Any:
     from urllib.parse import quote
 
-    return client.get(f"/api/v1/explain/{quote(args.name, safe='')}")
+    path = f"/api/v1/explain/{quote(args.name, safe='')}"
+    if args.client:
+        return client.get(path, client=args.client)
+    return client.get(path)
 
 
 def do_events(client: Client, args: argparse.Namespace) -> Any:
@@ -311,6 +314,11 @@ def register(
     add("endpoints", "show every endpoint's health, per region", do_endpoints)
     sp = add("explain", "explain why a name answers what it answers", do_explain)
     sp.add_argument("name", metavar="NAME", help="managed name (www.example.test. or www)")
+    sp.add_argument(
+        "--client",
+        metavar="ADDRESS[/PREFIX]",
+        help="for a steered name: which location group this client is in, why, and its answer",
+    )
     sp = add("events", "show the history of health, answers and overrides", do_events)
     sp.add_argument("--limit", type=int, default=50, help="how many, newest (default 50)")
     sp.add_argument("--before", type=int, default=None, metavar="ID", help="older than event ID")

@@ -135,9 +135,7 @@ def clients(
             placed = steering.place(name, network)
             decided = decision_name(name, placed.group, s.default.id)
             nd = outcome.decision.names[decided]
-            found.append(
-                ClientView(str(network), name, placed.group, placed.why, placed.scope, nd)
-            )
+            found.append(ClientView(str(network), name, placed.group, placed.why, placed.scope, nd))
     return found
 
 

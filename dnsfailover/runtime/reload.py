@@ -23,6 +23,7 @@ from dnsfailover.checks.scheduler import Prober
 from dnsfailover.config.schema import Config
 from dnsfailover.engine.index import index
 from dnsfailover.errors import ConfigError, UserError
+from dnsfailover.geo.steering import Steering
 from dnsfailover.provider.sync import ZoneSync
 from dnsfailover.runtime.serving import Serving
 from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, safety
@@ -47,6 +48,7 @@ class Staged:
     votes: dict[str, tuple[str, str | int]]
     probes: Any  # the prober's staged update, or None
     alerter: Alerter | None  # a new one when the notifications changed
+    steering: Steering | None = None  # the new config's, over its database read again
 
 
 def refuse_unreloadable(old: Config, config: Config) -> None:
@@ -87,10 +89,11 @@ async def stage(
         alerter = None
         if config.notifications != old.notifications:
             alerter = Alerter(config.notifications, node=node_id)
+        steering = await serving.restage(config)
         await serving.retarget(old, config)  # last: it swaps (atomically) when it succeeds
     except Exception as e:
         raise ReloadFailed(f"cannot apply the new config: {type(e).__name__}: {e}") from e
-    return Staged(config, rules, votes, probes, alerter)
+    return Staged(config, rules, votes, probes, alerter, steering)
 
 
 async def commit(
@@ -99,10 +102,12 @@ async def commit(
     *,
     scheduler: Prober | None,
     syncs: Mapping[str, ZoneSync],
+    serving: Serving,
 ) -> str:
-    """Swap in the probes and provider settings that `stage` built; a summary of the
-    targets' change.  (The node has already swapped its config, rules and alerter.)"""
+    """Swap in the probes, steering and provider settings that `stage` built; a summary of
+    the targets' change.  (The node has already swapped its config, rules and alerter.)"""
     config = staged.config
+    serving.resteer(config, staged.steering)
     before = set(old.targets())
     after = set(config.targets())
     if scheduler is not None and staged.probes is not None:

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from dnsfailover.alerts.alerter import Alerter, DestinationStats
 from dnsfailover.checks.process import INLINE_PROBES, ProbeProcess
 from dnsfailover.errors import NotReady
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.locate import Network
+from dnsfailover.geo.steering import Placement
 from dnsfailover.model import Event
 
 if TYPE_CHECKING:
@@ -35,6 +38,15 @@ class NodeReports:
 
     def probe_status(self) -> dict[str, Any]:
         return INLINE_PROBES if self.prober is None else self.prober.status()
+
+    def place(self, name: str, client: Network) -> Placement | None:
+        steering = self.serving.steering
+        if steering is None or not steering.steers(name):
+            return None
+        return steering.place(name, client)
+
+    def source_limits(self) -> SourceLimits:
+        return self.serving.limits
 
     def dns_counts(self) -> list[int] | None:
         server = self.serving.server

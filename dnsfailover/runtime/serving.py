@@ -7,7 +7,10 @@ import asyncio
 import logging
 import os
 
+from dnsfailover.config.geocheck import open_steering
 from dnsfailover.config.schema import Config
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.steering import Steering
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.server.notify import Notifier, secondaries
@@ -17,6 +20,11 @@ from dnsfailover.server.workers import WorkerPool
 from dnsfailover.server.xfr import TransferHandler, transfer_acl
 
 log = logging.getLogger("dnsfailover.service")
+
+
+def source_limits(config: Config) -> SourceLimits:
+    ecs = config.geo.ecs
+    return SourceLimits(ecs.max_source_v4, ecs.max_source_v6)
 
 
 def rrl_settings(config: Config) -> RrlSettings:
@@ -31,6 +39,9 @@ class Serving:
     def __init__(self, embedded: EmbeddedZones, host: str, port: int, workers: int) -> None:
         self.embedded = embedded
         self.server: DnsServer | None = None
+        # where clients of steered names are (None: nothing is steered)
+        self.steering: Steering | None = None
+        self.limits = SourceLimits()
         self._host, self._port, self._workers = host, port, workers
         self._transfers: TransferHandler | None = None
         self._notifier: Notifier | None = None
@@ -39,6 +50,8 @@ class Serving:
     async def start(self, config: Config) -> tuple[str, int]:
         """Bind on the snapshot published so far; returns the address actually bound."""
         keyring = await asyncio.to_thread(make_keyring, config.tsig_keys)  # reads files
+        self.steering = await asyncio.to_thread(open_steering, config)  # reads the database
+        self.limits = source_limits(config)
         self._transfers = TransferHandler(self.embedded, transfer_acl(config), keyring)
         self.server = DnsServer(
             self.embedded.snapshot,
@@ -66,6 +79,17 @@ class Serving:
         self.embedded.subscribe(self._notifier)
         self._notifier.notify(self.embedded.contents.values())
         return bound
+
+    async def restage(self, config: Config) -> Steering | None:
+        """A reload's steering: the new config's rules over its database, read again (so a
+        database file replaced since is picked up), built on a thread."""
+        return await asyncio.to_thread(open_steering, config)
+
+    def resteer(self, config: Config, steering: Steering | None) -> None:
+        """Swap in a reload's steering (one step: a query sees the old or the new)."""
+        old, self.steering, self.limits = self.steering, steering, source_limits(config)
+        if old is not None and old.locator is not None:
+            old.locator.close()
 
     async def retarget(self, old: Config, config: Config) -> None:
         """A reload: new transfer ACLs, TSIG keys and NOTIFY targets, when they changed."""
