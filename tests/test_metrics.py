@@ -50,7 +50,7 @@ async def test_metrics_follow_probes_dns_queries_and_a_failure(tmp_path: Path) -
         assert value(first, "dnsfailover_endpoint_state", endpoint=target_b, state="down") == 0
         assert value(first, "dnsfailover_endpoint_region_state", target=target_b, region="local",
                      state="up") == 1  # fmt: skip
-        assert value(first, "dnsfailover_name_answers", name=WWW) == 2
+        assert value(first, "dnsfailover_name_answers", name=WWW, group="") == 2
 
         before = value(first, "dnsfailover_dns_responses_total", rcode="NOERROR")
         for _ in range(5):
@@ -70,7 +70,7 @@ async def test_metrics_follow_probes_dns_queries_and_a_failure(tmp_path: Path) -
         assert value(after, "dnsfailover_health_transitions_total", endpoint=target_b,
                      region="voted", to="down") == 1  # fmt: skip
         assert value(after, "dnsfailover_answer_changes_total", name=WWW, kind="answer") == 1
-        assert value(after, "dnsfailover_name_mode", name=WWW, mode="degraded") == 1
+        assert value(after, "dnsfailover_name_mode", name=WWW, group="", mode="degraded") == 1
         serial = value(after, "dnsfailover_zone_serial", zone="example.test.")
         status = await live.get("/api/v1/status")
         assert serial == status["zones"][0]["serial"]

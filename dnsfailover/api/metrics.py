@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from dnsfailover import __version__
 from dnsfailover.checks.forward import PROBE_BUCKETS, Counts
+from dnsfailover.engine.steering import split_group
 from dnsfailover.model import HealthChange, Observation, State
 
 if TYPE_CHECKING:
@@ -186,11 +187,12 @@ class Metrics:
         )
         changes = CounterMetricFamily(
             "dnsfailover_answer_changes",
-            "Changes of a managed name's answer, by kind (answer, failover, failback, all_down)",
-            labels=["name", "kind"],
+            "Changes of a managed name's answer, by kind (answer, failover, failback, all_down); "
+            'per location group of a steered name (group="": its default answer)',
+            labels=["name", "group", "kind"],
         )
-        for (name, kind), count in self._answer_changes.items():
-            changes.add_metric([name, kind], float(count))
+        for (decided, kind), count in self._answer_changes.items():
+            changes.add_metric([*split_group(decided), kind], float(count))
         families = (changes, *(_node_families(node) if node is not None else ()))
         return Snapshot(probes, families)
 
@@ -311,18 +313,22 @@ def _alert_families(node: NodeView) -> Iterator[Metric]:
 
 def _published_families(node: NodeView) -> Iterator[Metric]:
     answers = GaugeMetricFamily(
-        "dnsfailover_name_answers", "Addresses a managed name answers now", labels=["name"]
+        "dnsfailover_name_answers",
+        "Addresses a managed name answers now, per location group of a steered name "
+        '(group="": the name\'s default answer, the only one of a name not steered)',
+        labels=["name", "group"],
     )
     mode = GaugeMetricFamily(
         "dnsfailover_name_mode",
         "Mode of each managed name (healthy, degraded, all_down, no_data): 1 for the current",
-        labels=["name", "mode"],
+        labels=["name", "group", "mode"],
     )
     if node.published is not None:
-        for name, nd in sorted(node.published.decision.names.items()):
-            answers.add_metric([name], float(len(nd.answer)))
+        for decided, nd in sorted(node.published.decision.names.items()):
+            name, group = split_group(decided)
+            answers.add_metric([name, group], float(len(nd.answer)))
             for m in ("healthy", "degraded", "all_down", "no_data"):
-                mode.add_metric([name, m], 1.0 if nd.mode == m else 0.0)
+                mode.add_metric([name, group, m], 1.0 if nd.mode == m else 0.0)
     yield answers
     yield mode
     overrides = GaugeMetricFamily(

@@ -38,6 +38,13 @@ def decision_name(name: str, group: str, default: str) -> str:
     return name if group == default else group_name(name, group)
 
 
+def split_group(name: str) -> tuple[str, str]:
+    """A decision name as (record name, group id); the group is "" for a name's own
+    decision (a steered name's default group, or a name that is not steered)."""
+    base, _, group = name.partition(SEP)
+    return base, group
+
+
 def base_name(name: str) -> str:
     """The record name a decision name belongs to (itself for an unsteered name)."""
     return name.split(SEP, 1)[0]
