@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dnsfailover.engine.overrides import Override, touches, touches_endpoint
+from dnsfailover.engine.steering import steered_names
 from dnsfailover.errors import UserError
 from dnsfailover.model import State
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from dnsfailover.api.ports import NodeView
     from dnsfailover.config.schema import Config, Endpoint
     from dnsfailover.engine.settings import FailoverRecord
+    from dnsfailover.engine.values import NameDecision
     from dnsfailover.health.tracker import HealthTracker
     from dnsfailover.model import Event
 
@@ -158,6 +160,18 @@ def problems(node: NodeView) -> list[str]:
     return found
 
 
+def _group(group: str, places: tuple[str, ...], nd: NameDecision | None) -> dict[str, Any]:
+    """One location group of a steered name, for the status."""
+    return {
+        "group": group,
+        "places": list(places),
+        "answer": list(nd.answer) if nd is not None else [],
+        "tier": nd.tier if nd is not None else None,
+        "mode": nd.mode if nd is not None else None,
+        "reason": nd.reason if nd is not None else "not decided yet",
+    }
+
+
 def status(node: NodeView, now: float) -> dict[str, Any]:
     config = node.config
     published = node.published
@@ -178,6 +192,8 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
         )
     overrides = node.overrides()
     names = []
+    steered = steered_names(config)
+    decided = published.decision.names if published is not None else {}
     for origin, name, record in config.managed():
         nd = published.decision.names.get(name) if published is not None else None
         entry: dict[str, Any] = {
@@ -196,6 +212,10 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
             if entry["ttl"] is None:  # the engine leaves the record's own ttl unset
                 entry["ttl"] = record.ttl
         entry["overrides"] = [o.id for o in overrides if touches(o, name, record)]
+        s = steered.get(name)
+        if s is not None:
+            # the entry's answer is the default group's; each group answers its own clients
+            entry["groups"] = [_group(g.id, g.places, decided.get(g.decision)) for g in s.groups]
         names.append(entry)
     return {
         "node": node.node_id,
