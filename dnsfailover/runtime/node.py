@@ -539,12 +539,9 @@ class Node(ProviderSyncs, NodeReports):
                 self.alerter = staged.alerter
                 await self.alerter.start()
             summary = await reloading.commit(
-                old,
-                staged,
-                scheduler=self._scheduler,
-                syncs=self.publisher.syncs,
+                old, staged, scheduler=self._scheduler, syncs=self.publisher.syncs,
                 serving=self.serving,
-            )
+            )  # fmt: skip
             log.info("reload: %s", summary)
             await self.record_event("reload", "config", summary)
             await self._decide_and_publish()
