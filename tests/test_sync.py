@@ -334,3 +334,21 @@ async def test_a_provider_without_location_support_gets_the_default_answer_only(
     assert list(provider.records.values()) == list(www("192.0.2.20"))
     assert all(not c.place for p in provider.applied for c in p.changes)
     await sync.stop()
+
+
+async def test_many_touched_names_are_re_read_in_one_listing_a_few_name_by_name() -> None:
+    """A regional outage flips every name of the region: one listing of the zone costs a
+    few calls, reading each name (and its marker) two calls a name against the rate limit."""
+    provider = ConflictProvider()
+    sync = ZoneSync(provider, Safety())
+    names = [f"n{i}.{Z}" for i in range(30)]
+    await sync.converge(tuple(RecordSet(n, "A", 30, ("192.0.2.1",)) for n in names))
+    assert (sync.reads, provider.by_name) == (1, 0)
+    flipped = tuple(RecordSet(n, "A", 30, ("192.0.2.2",)) for n in names)
+    plan = await sync.converge(flipped)
+    assert len(plan.changes) == 30
+    assert (sync.reads, provider.by_name) == (2, 0)
+    one = (RecordSet(names[0], "A", 30, ("192.0.2.3",)), *flipped[1:])
+    plan = await sync.converge(one)
+    assert len(plan.changes) == 1
+    assert (sync.reads, provider.by_name) == (2, 1)

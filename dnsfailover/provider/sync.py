@@ -53,7 +53,10 @@ log = logging.getLogger("dnsfailover.sync")
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 REFRESH = 300.0  # seconds a full read of the zone is trusted (what others changed shows then)
-HELD_BY_NAME = 20  # held keys re-read name by name; more are re-read by a full read
+#: keys (touched or held) re-read name by name; more are re-read by one full read: a
+#: regional outage that flips every steered name costs a few pages, not two calls a name
+#: against the API's rate limit
+HELD_BY_NAME = 20
 
 
 class Fenced(DnsFailoverError):
@@ -335,25 +338,25 @@ class ZoneSync:
         wanted = _targets(desired, placed)
         known = self._known
         planned = self._planned
-        # held keys are read again every time: what was in the way may be gone (many of
-        # them: in one listing of the zone, not name by name against the API's rate limit)
+        # held keys are read again every time: what was in the way may be gone (many keys,
+        # touched or held: in one listing of the zone, not name by name against the API's
+        # rate limit)
         held = [k for k in self._held if k in wanted and planned.get(k) == wanted[k]]
+        touched = [k for k, r in wanted.items() if planned.get(k) != r]
+        touched += [k for k in planned if k not in wanted]
+        touched += held
         if (
             known is None
             or self._read_all
-            or len(held) > HELD_BY_NAME
+            or len(touched) > HELD_BY_NAME
             or time.monotonic() - known.read_at > REFRESH
         ):
             self._read_all = False
             populated = await self.provider.populate(list(wanted))
             known = self._known = _Known.of(populated, time.monotonic())
             self.reads += 1
-        else:
-            touched = [k for k, r in wanted.items() if planned.get(k) != r]
-            touched += [k for k in planned if k not in wanted]
-            touched += held
-            if touched:
-                known.merge(await self.provider.populate_keys(touched), touched)
+        elif touched:
+            known.merge(await self.provider.populate_keys(touched), touched)
         self._planned = wanted
         self.status.plans += 1
         return diff(self.zone, known.populated(), desired, placed=placed)
