@@ -222,7 +222,9 @@ class Plan:
         return None
 
     def unsafe_reasons(self, safety: Safety) -> list[str]:
-        reasons = [r for c in self.changes for r in self.key_reasons(c, safety)]
+        """Why the plan must not be applied as it is, each reason once (a steered name's
+        places share theirs)."""
+        reasons = list(dict.fromkeys(r for c in self.changes for r in self.key_reasons(c, safety)))
         size = self.size_reason(safety)
         return reasons if size is None else [*reasons, size]
 
