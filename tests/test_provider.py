@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from dnsfailover.model import RecordSet
-from dnsfailover.provider.contract import UnknownProvider, create_provider, load_provider
-from dnsfailover.provider.plan import Populated, Safety, UnsafePlan, diff, summarize
+from dnsfailover.model import DEFAULT_PLACE, RecordSet, SteeredSet
+from dnsfailover.provider.contract import (
+    ProviderOptions,
+    UnknownProvider,
+    create_provider,
+    load_provider,
+    unpublishable,
+)
+from dnsfailover.provider.plan import (
+    PlaceError,
+    Populated,
+    Safety,
+    UnsafePlan,
+    diff,
+    placed_sets,
+    summarize,
+)
 from dnsfailover.server.embedded import EmbeddedProvider
 
 Z = "example.test."
@@ -162,3 +176,95 @@ def test_a_refusal_of_500_names_is_one_short_line() -> None:
     assert len(str(e.value)) < 1000
     assert "and 495 more" in str(e.value)
     assert summarize(["a", "b"]) == "a; b"
+
+
+def steered(name: str, eu: tuple[str, ...], us: tuple[str, ...]) -> SteeredSet:
+    """A steered name: the EU group answers 30 countries, the US group (the default) the
+    rest of the world."""
+    answers = {"eu,us": rs(name, *eu), "us,eu": rs(name, *us)}
+    countries = tuple(f"country:{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(30))
+    return SteeredSet(f"{name}.{Z}", "A", "us,eu", answers, {"eu,us": countries})
+
+
+def test_placed_sets_one_per_place_the_default_group_at_star_without_weights() -> None:
+    weighted = RecordSet(f"w.{Z}", "A", 30, ("192.0.2.1", "192.0.2.2"), (3, 1))
+    s = SteeredSet(
+        f"w.{Z}",
+        "A",
+        "b",
+        {"a": rs("w", "192.0.2.9"), "b": weighted},
+        {"a": ("country:DE", "continent:EU")},
+    )
+    assert placed_sets([s]) == {
+        (f"w.{Z}", "A", "country:DE"): rs("w", "192.0.2.9"),
+        (f"w.{Z}", "A", "continent:EU"): rs("w", "192.0.2.9"),
+        (f"w.{Z}", "A", DEFAULT_PLACE): rs("w", "192.0.2.1", "192.0.2.2"),
+    }
+    twice = SteeredSet(s.name, "A", "b", s.answers, {"a": ("country:DE",), "b": ("country:DE",)})
+    with pytest.raises(PlaceError, match=r"country:DE is in two location groups \(a and b\)"):
+        placed_sets([twice])
+
+
+def test_a_plain_name_turning_steered_deletes_the_plain_set_in_the_same_plan() -> None:
+    name = f"s.{Z}"
+    current = Populated((rs("s", "192.0.2.1"),), owned=frozenset({(name, "A")}))
+    placed = placed_sets([steered("s", ("192.0.2.10",), ("192.0.2.1",))])
+    plan = diff(Z, current, [rs("s", "192.0.2.1")], placed=placed)
+    assert plan.counts() == {"create": 31, "update": 0, "delete": 1}
+    assert plan.changes[0].describe() == f"- {name} A 192.0.2.1"
+    assert plan.changes[1].describe() == f"+ {name} A [*] 192.0.2.1"
+    assert plan.unsafe_reasons(Safety()) == [], "the plain set's delete drains nothing"
+    done = Populated((), owned=frozenset({(name, "A")}), placed=placed)
+    assert not diff(Z, done, [rs("s", "192.0.2.1")], placed=placed)
+    back = diff(Z, done, [rs("s", "192.0.2.1")])
+    assert back.counts() == {"create": 1, "update": 0, "delete": 31}
+    assert back.unsafe_reasons(Safety()) == []
+
+
+def test_a_failover_of_one_group_changes_its_places_and_counts_once() -> None:
+    """The size brake counts a steered name as one record set, however many of its
+    countries change."""
+    names = [f"n{i}" for i in range(9)]
+    plain = tuple(rs(n, "192.0.2.1") for n in names)
+    before = placed_sets([steered("s", ("192.0.2.10",), ("192.0.2.20",))])
+    current = Populated(
+        plain, owned=frozenset({(f"s.{Z}", "A"), *((r.name, "A") for r in plain)}), placed=before
+    )
+    after = placed_sets([steered("s", ("192.0.2.20",), ("192.0.2.20",))])
+    plan = diff(Z, current, [*plain, rs("s", "192.0.2.20")], placed=after)
+    assert plan.existing == 10
+    assert plan.counts() == {"create": 0, "update": 30, "delete": 0}
+    assert {c.place for c in plan.changes} == set(steered("s", (), ()).places["eu,us"])
+    assert plan.unsafe_reasons(Safety(max_change_pct=10)) == []
+    assert plan.unsafe_reasons(Safety(max_change_pct=5)) == [
+        "changes 10% of 10 record sets (max_change_pct 5)"
+    ]
+
+
+def test_emptying_one_group_is_no_drain_but_emptying_every_group_is() -> None:
+    name = f"s.{Z}"
+    placed = placed_sets([steered("s", ("192.0.2.10",), ("192.0.2.20",))])
+    current = Populated((), owned=frozenset({(name, "A")}), placed=placed)
+    one = diff(
+        Z, current, [rs("s", "192.0.2.20")], placed=placed_sets([steered("s", (), ("192.0.2.20",))])
+    )
+    assert one.counts()["delete"] == 30
+    assert one.unsafe_reasons(Safety()) == []
+    every = diff(Z, current, [rs("s")], placed=placed_sets([steered("s", (), ())]))
+    assert every.counts()["delete"] == 31
+    reasons = every.unsafe_reasons(Safety())
+    assert len(reasons) == 1, "once for the name, not once per place"
+    assert reasons[0].startswith(f"removes every A answer of {name}")
+    assert every.unsafe_reasons(Safety(empty_ok=frozenset({name}))) == []
+    cleared, held = every.partition(Safety())
+    assert not cleared
+    assert list(held) == [(name, "A")], "held per name and type, all its places together"
+
+
+def test_providers_without_location_support_publish_no_places() -> None:
+    s = steered("s", ("192.0.2.10",), ("192.0.2.20",))
+    assert EmbeddedProvider(Z, ProviderOptions()).location_sets([s]) == {}
+    assert unpublishable({"country"}, [(s.name, "A", "net:office"), (s.name, "A", "*")]) == [
+        f"{s.name} A [net:office]: steering by net has no record set here (only country: "
+        "keep such names on the embedded server)"
+    ]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection
+from typing import Any
 
 import pytest
 
-from dnsfailover.model import RecordSet
+from dnsfailover.model import RecordSet, SteeredSet
 from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
-from dnsfailover.provider.plan import Key, Plan, Populated, Safety
+from dnsfailover.provider.plan import GeoKey, Key, Plan, Populated, Safety
 from dnsfailover.provider.sync import SyncEvent, ZoneSync
 
 Z = "example.test."
@@ -249,3 +250,105 @@ async def test_a_resync_cuts_a_failure_backoff_short() -> None:
     assert status.in_sync
     assert provider.records[(f"www.{Z}", "A")].values == ("192.0.2.1",)
     await sync.stop()
+
+
+class GeoProvider(FakeProvider):
+    """An in-memory zone that publishes steered names one record set per place."""
+
+    GEO_PLACES = frozenset({"country", "continent"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.placed: dict[GeoKey, RecordSet] = {}
+        self.read_keys: list[list[Key]] = []
+
+    async def populate(self, keys: Collection[Key]) -> Populated:
+        owned = set(self.records) | {k[:2] for k in self.placed}
+        return Populated(tuple(self.records.values()), owned=frozenset(owned), placed=self.placed)
+
+    async def populate_keys(self, keys: Collection[Key]) -> Populated:
+        self.read_keys.append(sorted(keys))
+        return await self.populate(keys)
+
+    async def apply(self, plan: Plan) -> ApplyResult:
+        for c in plan.changes:
+            sets: dict[Any, RecordSet] = self.placed if c.place else self.records
+            key = c.geo_key if c.place else c.key
+            if c.new is None:
+                sets.pop(key, None)
+            else:
+                sets[key] = c.new
+        self.applied.append(plan)
+        return ApplyResult(Z, len(plan.changes), 1, True)
+
+
+def steered(
+    eu: str, us: str, eu_places: tuple[str, ...] = ("country:DE", "continent:EU")
+) -> tuple[tuple[RecordSet, ...], dict[Key, SteeredSet]]:
+    """www steered: the desired plain sets (the default group's answer) and the steering."""
+    answers = {"eu,us": www(eu)[0], "us,eu": www(us)[0]}
+    s = SteeredSet(f"www.{Z}", "A", "us,eu", answers, {"eu,us": eu_places})
+    return (answers["us,eu"],), {(s.name, s.rtype): s}
+
+
+async def test_a_change_of_a_non_default_group_is_re_read_and_applied() -> None:
+    """The default group's answer (the plain set) stays the same on an EU failover; the
+    worker still sees the name changed, re-reads it alone and writes only the EU places."""
+    provider = GeoProvider()
+    sync = ZoneSync(provider, Safety())
+    sync.start()
+    sync.submit(*steered("192.0.2.10", "192.0.2.20"))
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert set(provider.placed) == {
+        (f"www.{Z}", "A", p) for p in ("country:DE", "continent:EU", "*")
+    }
+    assert provider.records == {}, "no plain set beside the places"
+    sync.submit(*steered("192.0.2.20", "192.0.2.20"))
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert provider.read_keys == [[(f"www.{Z}", "A")]]
+    assert [(c.kind, c.place) for c in provider.applied[-1].changes] == [
+        ("update", "continent:EU"),
+        ("update", "country:DE"),
+    ]
+    assert sync.reads == 1
+
+    # a place dropped from the rule: the name stays ours (the worker remembers), so once
+    # it is no longer desired its last places are deleted too
+    sync.submit(*steered("192.0.2.20", "192.0.2.20", ("country:DE",)))
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert [(c.kind, c.place) for c in provider.applied[-1].changes] == [("delete", "continent:EU")]
+    sync.safety = Safety(empty_ok=frozenset({f"www.{Z}"}))
+    sync.submit(())
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert provider.placed == {}
+    assert sync.reads == 1
+    await sync.stop()
+
+
+async def test_a_provider_without_location_support_gets_the_default_answer_only() -> None:
+    provider = FakeProvider()
+    sync = ZoneSync(provider, Safety())
+    sync.start()
+    sync.submit(*steered("192.0.2.10", "192.0.2.20"))
+    await asyncio.wait_for(sync.wait_idle(), 5)
+    assert list(provider.records.values()) == list(www("192.0.2.20"))
+    assert all(not c.place for p in provider.applied for c in p.changes)
+    await sync.stop()
+
+
+async def test_many_touched_names_are_re_read_in_one_listing_a_few_name_by_name() -> None:
+    """A regional outage flips every name of the region: one listing of the zone costs a
+    few calls, reading each name (and its marker) two calls a name against the rate limit."""
+    provider = ConflictProvider()
+    sync = ZoneSync(provider, Safety())
+    names = [f"n{i}.{Z}" for i in range(30)]
+    await sync.converge(tuple(RecordSet(n, "A", 30, ("192.0.2.1",)) for n in names))
+    assert (sync.reads, provider.by_name) == (1, 0)
+    flipped = tuple(RecordSet(n, "A", 30, ("192.0.2.2",)) for n in names)
+    plan = await sync.converge(flipped)
+    assert len(plan.changes) == 30
+    assert (sync.reads, provider.by_name) == (2, 0)
+    one = (RecordSet(names[0], "A", 30, ("192.0.2.3",)), *flipped[1:])
+    plan = await sync.converge(one)
+    assert len(plan.changes) == 1
+    assert (sync.reads, provider.by_name) == (2, 1)

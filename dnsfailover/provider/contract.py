@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -21,7 +21,17 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from dnsfailover.errors import DnsFailoverError
-from dnsfailover.provider.plan import Key, Plan, Populated
+from dnsfailover.model import DEFAULT_PLACE, RecordSet, SteeredSet
+from dnsfailover.provider.plan import (
+    GeoKey,
+    Key,
+    PlaceError,
+    Plan,
+    Populated,
+    place_kind,
+    placed_sets,
+    summarize,
+)
 
 ENTRY_POINT_GROUP = "dnsfailover.providers"
 
@@ -60,6 +70,11 @@ class BaseProvider(abc.ABC):
     SUPPORTS: ClassVar[frozenset[str]] = frozenset({"A", "AAAA"})
     #: whether the provider serves the zone's SOA/NS itself (the embedded server does)
     SERVES_APEX: ClassVar[bool] = False
+    #: the kinds of place (``country``, ``continent``) it publishes a record set per place
+    #: for (Route 53 geolocation); empty: a steered name is published as its default
+    #: group's answer only (the plain set).  A config steering by other places (``net``,
+    #: ``proximity``) cannot be published by such a provider and is refused at load.
+    GEO_PLACES: ClassVar[frozenset[str]] = frozenset()
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
 
     def __init__(self, zone: str, options: ProviderOptions) -> None:
@@ -70,6 +85,26 @@ class BaseProvider(abc.ABC):
     @property
     def id(self) -> str:
         return type(self).__name__.removesuffix("Provider").lower()
+
+    def location_sets(self, steered: Iterable[SteeredSet]) -> dict[GeoKey, RecordSet]:
+        """The location record sets this provider publishes for these steered names (see
+        `placed_sets`): none without location support (`GEO_PLACES` empty).
+
+        :raises ProviderError: a place it cannot publish, or one in two groups.
+        """
+        if not self.GEO_PLACES:
+            return {}
+        steered = list(steered)
+        bad = unpublishable(
+            self.GEO_PLACES,
+            ((s.name, s.rtype, p) for s in steered for ps in s.places.values() for p in ps),
+        )
+        if bad:
+            raise ProviderError(f"{self.zone}: {self.id} cannot publish: {summarize(bad)}")
+        try:
+            return placed_sets(steered)
+        except PlaceError as e:
+            raise ProviderError(f"{self.zone}: {e}") from e
 
     async def start(self) -> None:  # noqa: B027 - a hook with a do-nothing default
         """Connect and check access (e.g. find the hosted zone). Overrides must be idempotent."""
@@ -99,6 +134,18 @@ class BaseProvider(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - a hook with a do-nothing default
         """Release connections."""
+
+
+def unpublishable(kinds: Collection[str], places: Iterable[GeoKey]) -> list[str]:
+    """Why each of these location sets is not among the `kinds` of place a provider
+    publishes (the default place always is)."""
+    return [
+        f"{name} {rtype} [{place}]: steering by {place_kind(place)} has no record set "
+        f"here (only {', '.join(sorted(kinds)) or 'none'}: keep such names on the embedded "
+        "server)"
+        for name, rtype, place in places
+        if place != DEFAULT_PLACE and place_kind(place) not in kinds
+    ]
 
 
 def provider_names() -> list[str]:

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from dnsfailover.model import RecordSet
 from dnsfailover.provider.contract import ProviderError
-from dnsfailover.provider.plan import Key, Populated, summarize
+from dnsfailover.provider.plan import GeoKey, Key, Populated, summarize
 
 V = TypeVar("V")
 
@@ -63,6 +63,7 @@ def classify(
     conflict: Callable[[Key], str | None],
     record_set: Callable[[Key], RecordSet | None],
     log: logging.Logger,
+    placed: Callable[[Key], Mapping[str, RecordSet]] | None = None,
 ) -> Populated:
     """What a provider reports for `keys` (the desired ones) given what it read.
 
@@ -70,6 +71,8 @@ def classify(
     :param conflict: why a key must not be written (routing policies, a foreign CNAME at
         the name, ...), or None.
     :param record_set: the existing record set at a key, or None.
+    :param placed: our location record sets at an owned key, by place (the marker of the
+        key covers them all).
 
     Keys with a conflict are foreign and listed in `conflicts` (written only by a plan
     cleared to replace what is in the way); existing keys without our marker are foreign;
@@ -80,6 +83,7 @@ def classify(
     foreign: set[Key] = set()
     owned: set[Key] = set()
     conflicts: dict[Key, str] = {}
+    located: dict[GeoKey, RecordSet] = {}
     for key in sorted(asked | set(ours)):
         reason = conflict(key)
         if reason is not None:
@@ -92,6 +96,8 @@ def classify(
             records.append(rs)
         if key in ours:
             owned.add(key)
+            if placed is not None:
+                located.update(((*key, place), r) for place, r in placed(key).items())
         elif key in asked and rs is not None:
             foreign.add(key)
     if conflicts:
@@ -100,7 +106,7 @@ def classify(
             len(conflicts),
             summarize(list(conflicts.values())),
         )
-    return Populated(tuple(records), frozenset(foreign), frozenset(owned), conflicts)
+    return Populated(tuple(records), frozenset(foreign), frozenset(owned), conflicts, located)
 
 
 def check_reserved(zone: str, keys: Collection[Key]) -> None:

@@ -16,6 +16,10 @@ reported once per new set of held keys (an ERROR log line, a `refused` event: hi
 metric and notification), shown in `SyncStatus.held`, and re-read on a timer with backoff
 while any remain, so a conflict removed by hand is resolved without waiting for a health
 change.  A reload (`read_all`) and an operator's `resync` re-plan at once.
+
+Steered names (`ZoneContent.steered`) go with the desired sets: a provider with location
+support (`BaseProvider.GEO_PLACES`) gets a record set per place for each (`location_sets`), the
+others keep publishing the default group's answer, which is the name's plain set.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from dnsfailover.backoff import Backoff
 from dnsfailover.errors import DnsFailoverError
-from dnsfailover.model import RecordSet
+from dnsfailover.model import RecordSet, SteeredSet
 from dnsfailover.provider.contract import BaseProvider
 from dnsfailover.provider.plan import (
+    GeoKey,
     Key,
     Plan,
     Populated,
@@ -48,7 +53,10 @@ log = logging.getLogger("dnsfailover.sync")
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 REFRESH = 300.0  # seconds a full read of the zone is trusted (what others changed shows then)
-HELD_BY_NAME = 20  # held keys re-read name by name; more are re-read by a full read
+#: keys (touched or held) re-read name by name; more are re-read by one full read: a
+#: regional outage that flips every steered name costs a few pages, not two calls a name
+#: against the API's rate limit
+HELD_BY_NAME = 20
 
 
 class Fenced(DnsFailoverError):
@@ -75,11 +83,12 @@ class _Known:
     owned: set[Key]
     read_at: float  # monotonic time of the last full read
     conflicts: dict[Key, str]
+    placed: dict[GeoKey, RecordSet] = field(default_factory=dict)
 
     @classmethod
     def of(cls, p: Populated, at: float) -> _Known:
         records = {(r.name, r.rtype): r for r in p.records}
-        return cls(records, set(p.foreign), set(p.owned), at, dict(p.conflicts))
+        return cls(records, set(p.foreign), set(p.owned), at, dict(p.conflicts), dict(p.placed))
 
     def merge(self, part: Populated, keys: Collection[Key]) -> None:
         """Take a fresh read of `keys` (and only of them)."""
@@ -90,22 +99,39 @@ class _Known:
         self.owned -= asked
         for key in asked:
             self.conflicts.pop(key, None)
+        for geo_key in [k for k in self.placed if k[:2] in asked]:
+            del self.placed[geo_key]
+        self.placed.update((k, r) for k, r in part.placed.items() if k[:2] in asked)
         self.records.update((k, r) for r in part.records if (k := (r.name, r.rtype)) in asked)
         self.foreign |= part.foreign & asked
         self.owned |= part.owned & asked
         self.conflicts.update((k, v) for k, v in part.conflicts.items() if k in asked)
 
     def wrote(self, plan: Plan) -> None:
-        """A plan applied: what it created and updated is ours now, what it deleted gone."""
+        """A plan applied: what it created and updated is ours now, what it deleted gone
+        (a key stays ours while any of its sets, plain or placed, is left)."""
+        keys = {change.key for change in plan.changes}
         for change in plan.changes:
-            if change.new is None:
+            if change.place:
+                if change.new is None:
+                    self.placed.pop(change.geo_key, None)
+                else:
+                    self.placed[change.geo_key] = change.new
+            elif change.new is None:
                 self.records.pop(change.key, None)
-                self.owned.discard(change.key)
             else:
                 self.records[change.key] = change.new
-                self.owned.add(change.key)
-                self.foreign.discard(change.key)
-                self.conflicts.pop(change.key, None)
+        if not keys:
+            return
+        left = {k for k in keys if k in self.records}
+        left |= {k[:2] for k in self.placed if k[:2] in keys}
+        for key in keys:
+            if key in left:
+                self.owned.add(key)
+                self.foreign.discard(key)
+                self.conflicts.pop(key, None)
+            else:
+                self.owned.discard(key)
 
     def populated(self) -> Populated:
         return Populated(
@@ -113,7 +139,23 @@ class _Known:
             frozenset(self.foreign),
             frozenset(self.owned),
             dict(self.conflicts),
+            dict(self.placed),
         )
+
+
+#: what is desired at one key: its plain set, or its sets by place
+_Target = RecordSet | tuple[tuple[str, RecordSet], ...]
+
+
+def _targets(
+    desired: tuple[RecordSet, ...], placed: Mapping[GeoKey, RecordSet]
+) -> dict[Key, _Target]:
+    out: dict[Key, _Target] = {(r.name, r.rtype): r for r in desired}
+    by_key: dict[Key, list[tuple[str, RecordSet]]] = {}
+    for (name, rtype, place), rs in sorted(placed.items()):
+        by_key.setdefault((name, rtype), []).append((place, rs))
+    out.update((k, tuple(v)) for k, v in by_key.items())
+    return out
 
 
 @dataclass(slots=True)
@@ -153,6 +195,7 @@ class ZoneSync:
         self.status = SyncStatus()
         self._on_event = on_event
         self._desired: tuple[RecordSet, ...] | None = None
+        self._steered: Mapping[Key, SteeredSet] = {}
         self._version = 0
         self._done_version = 0
         self._wake = asyncio.Event()
@@ -163,7 +206,7 @@ class ZoneSync:
         self._failed_seconds: float | None = None
         self._known: _Known | None = None  # None: read the whole zone next time
         self._read_all = False  # read the whole zone next time (a reload asked)
-        self._planned: dict[Key, RecordSet] = {}  # the desired sets `_known` was read for
+        self._planned: dict[Key, _Target] = {}  # the desired sets `_known` was read for
         self.reads = 0  # plans made from a full read of the zone (for tests and status)
         self._held: dict[Key, str] = {}  # keys the last plan held back, re-read every plan
         self._told: frozenset[tuple[Key, str]] = frozenset()  # the held keys last reported
@@ -175,9 +218,13 @@ class ZoneSync:
     def zone(self) -> str:
         return self.provider.zone
 
-    def submit(self, desired: tuple[RecordSet, ...]) -> None:
-        """Make `desired` the state to converge to (replacing any not yet applied)."""
+    def submit(
+        self, desired: tuple[RecordSet, ...], steered: Mapping[Key, SteeredSet] | None = None
+    ) -> None:
+        """Make `desired` (and these steered names' per-location answers) the state to
+        converge to, replacing any not yet applied."""
         self._desired = desired
+        self._steered = steered or {}
         self._version += 1
         self._idle.clear()
         self._wake.set()
@@ -226,13 +273,13 @@ class ZoneSync:
             self._wake.clear()
             self._kick.clear()  # a reload or resync from now on cuts a failure's backoff
             waiting, self._waiters = self._waiters, []
-            version, desired = self._version, self._desired
+            version, desired, steered = self._version, self._desired, self._steered
             if desired is None or (version == self._done_version and not self._recheck):
                 self._round_done(waiting)
                 continue
             self._recheck = False
             try:
-                await self.converge(desired)
+                await self.converge(desired, steered)
             except Fenced as e:
                 log.warning("apply: zone=%s not written: %s", self.zone, e)
                 self._event("fenced", str(e))
@@ -279,35 +326,40 @@ class ZoneSync:
             if self._version == version:
                 self._idle.set()
 
-    async def plan(self, desired: tuple[RecordSet, ...]) -> Plan:
+    async def plan(
+        self, desired: tuple[RecordSet, ...], steered: Mapping[Key, SteeredSet] | None = None
+    ) -> Plan:
+        """Read what the provider holds (all of it, or the keys whose desired sets changed)
+        and diff it with `desired` and the `steered` names' location sets."""
+        placed = self.provider.location_sets((steered or {}).values())
         if not self._started:
             await self.provider.start()
             self._started = True
-        wanted = {(r.name, r.rtype): r for r in desired}
+        wanted = _targets(desired, placed)
         known = self._known
         planned = self._planned
-        # held keys are read again every time: what was in the way may be gone (many of
-        # them: in one listing of the zone, not name by name against the API's rate limit)
+        # held keys are read again every time: what was in the way may be gone (many keys,
+        # touched or held: in one listing of the zone, not name by name against the API's
+        # rate limit)
         held = [k for k in self._held if k in wanted and planned.get(k) == wanted[k]]
+        touched = [k for k, r in wanted.items() if planned.get(k) != r]
+        touched += [k for k in planned if k not in wanted]
+        touched += held
         if (
             known is None
             or self._read_all
-            or len(held) > HELD_BY_NAME
+            or len(touched) > HELD_BY_NAME
             or time.monotonic() - known.read_at > REFRESH
         ):
             self._read_all = False
             populated = await self.provider.populate(list(wanted))
             known = self._known = _Known.of(populated, time.monotonic())
             self.reads += 1
-        else:
-            touched = [k for k, r in wanted.items() if planned.get(k) != r]
-            touched += [k for k in planned if k not in wanted]
-            touched += held
-            if touched:
-                known.merge(await self.provider.populate_keys(touched), touched)
+        elif touched:
+            known.merge(await self.provider.populate_keys(touched), touched)
         self._planned = wanted
         self.status.plans += 1
-        return diff(self.zone, known.populated(), desired)
+        return diff(self.zone, known.populated(), desired, placed=placed)
 
     def read_all(self) -> None:
         """Read the whole zone and plan again now (a reload: hand edits, new adopt rules)."""
@@ -344,11 +396,14 @@ class ZoneSync:
             log.error("apply: %s", message)
             self._event("refused", message)
 
-    async def converge(self, desired: tuple[RecordSet, ...]) -> Plan:
+    async def converge(
+        self, desired: tuple[RecordSet, ...], steered: Mapping[Key, SteeredSet] | None = None
+    ) -> Plan:
         """One populate → plan → per-key safety → apply round; the plan applied.
 
         Raises when the provider failed, or the plan as a whole was refused."""
-        plan, held = (await self.plan(desired)).partition(self.safety, force=self.force)
+        plan = await self.plan(desired, steered)
+        plan, held = plan.partition(self.safety, force=self.force)
         if not plan:
             self._hold(held, 0)
             if not held:

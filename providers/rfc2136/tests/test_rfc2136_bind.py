@@ -8,8 +8,10 @@ import pytest
 from dnsfailover_rfc2136.testing import BindPrimary
 from rfc2136_support import MARKER, ZONE, MakeProvider, converge, plan, rs
 
+from dnsfailover.model import Soa, SteeredSet, ZoneContent
 from dnsfailover.provider.contract import ProviderError
-from dnsfailover.provider.plan import UnsafePlan
+from dnsfailover.provider.plan import Safety, UnsafePlan
+from dnsfailover.provider.sync import ZoneSync
 
 WWW = f"www.{ZONE}"
 
@@ -194,3 +196,29 @@ async def test_cname_at_a_managed_name_is_foreign(bind: BindPrimary, make: MakeP
         ProviderError, match=rf"refused, nothing sent: 1 problem\(s\): {WWW} is a CNAME"
     ):
         await p.apply(p2)
+
+
+async def test_a_steered_name_publishes_its_default_group_only(
+    bind: BindPrimary, make: MakeProvider
+) -> None:
+    """An RFC 2136 primary has no location records: a steered name's default group's answer
+    (the zone's plain set, as zone transfers carry it) is published, the other groups not."""
+    default = rs("www", "A", "198.51.100.10")
+    europe = rs("www", "A", "192.0.2.10", "192.0.2.11")
+    steered = SteeredSet(
+        WWW,
+        "A",
+        "us,eu",
+        {"eu,us": europe, "us,eu": default},
+        {"eu,us": ("country:DE", "continent:EU"), "us,eu": ("*",)},
+    )
+    soa = Soa(f"ns1.{ZONE}", f"hostmaster.{ZONE}", 1, 3600, 600, 86400, 60, 60)
+    content = ZoneContent(ZONE, soa, managed={(WWW, "A"): default}, steered={(WWW, "A"): steered})
+    p = make()
+    assert not p.GEO_PLACES
+    sync = ZoneSync(p, Safety())
+    applied = await sync.converge(content.records, content.steered)
+    assert [c.describe() for c in applied.changes] == [f"+ {WWW} A 198.51.100.10"]
+    assert bind.answer(WWW) == ("198.51.100.10",)
+    assert bind.answer(f"_dnsfailover-a.{WWW}", "TXT") == (MARKER,)
+    assert not await sync.plan(content.records, content.steered)

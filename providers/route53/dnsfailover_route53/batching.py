@@ -1,7 +1,9 @@
 """A plan as Route 53 changes, split into requests that respect Route 53's limits.
 
-Each name's changes (all its types, and their ownership markers) form one group, and a group
-is never split: a ChangeResourceRecordSets request is atomic, so no name is ever half-applied.
+Each name's changes (all its types, their geolocation sets, and their ownership markers) form
+one group, and a group is never split: a ChangeResourceRecordSets request is atomic, so no
+name is ever half-applied (a name turning from a plain set into geolocation sets, or back,
+deletes the one and creates the other in the same request: Route 53 refuses both at once).
 Route 53 counts, per request, ResourceRecord elements (at most 1,000) and characters of values
 (at most 32,000), both counted twice for an UPSERT.
 """
@@ -46,8 +48,13 @@ def weight(change: R53Change) -> tuple[int, int]:
 
 
 def _as_listed(rrset: Listed) -> ResourceRecordSetTypeDef:
-    """An existing plain record set exactly as listed, as DELETE needs it."""
-    return plain_rrset(rrset["Name"], rrset["Type"], rrset.get("TTL", 0), rrset_values(rrset))
+    """An existing plain or geolocation record set exactly as listed, as DELETE needs it."""
+    out = plain_rrset(rrset["Name"], rrset["Type"], rrset.get("TTL", 0), rrset_values(rrset))
+    if "SetIdentifier" in rrset:
+        out["SetIdentifier"] = rrset["SetIdentifier"]
+    if "GeoLocation" in rrset:
+        out["GeoLocation"] = rrset["GeoLocation"]
+    return out
 
 
 class Translator:
@@ -65,19 +72,21 @@ class Translator:
     def groups(self, plan: Plan) -> list[Group]:
         deletes: dict[str, list[R53Change]] = {}
         upserts: dict[str, list[R53Change]] = {}
+        by_key: dict[Key, list[Change]] = {}
         for change in plan.changes:
-            name = change.key[0]
-            d, u = self._changes(change, foreign=change.key in plan.foreign)
-            if change.key in plan.replace:
-                d = self._replaced(change.key) + d
-            deletes.setdefault(name, []).extend(d)
-            upserts.setdefault(name, []).extend(u)
+            by_key.setdefault(change.key, []).append(change)
+        for key, changes in by_key.items():
+            d, u = self._changes(key, changes, foreign=key in plan.foreign)
+            if key in plan.replace:
+                d = self._replaced(key) + d
+            deletes.setdefault(key[0], []).extend(d)
+            upserts.setdefault(key[0], []).extend(u)
         out: list[Group] = []
         for name, first in deletes.items():
-            changes = tuple(first + upserts[name])
-            records = sum(weight(c)[0] for c in changes)
-            chars = sum(weight(c)[1] for c in changes)
-            out.append(Group(name, changes, records, chars))
+            r53 = tuple(first + upserts[name])
+            records = sum(weight(c)[0] for c in r53)
+            chars = sum(weight(c)[1] for c in r53)
+            out.append(Group(name, r53, records, chars))
         return out
 
     def _replaced(self, key: Key) -> list[R53Change]:
@@ -90,41 +99,66 @@ class Translator:
             for rrset in self.snapshot.in_the_way(key)
         ]
 
-    def _existing_marker(self, change: Change, foreign: bool) -> Listed | None:
+    def _existing_marker(self, key: Key, changes: list[Change], foreign: bool) -> Listed | None:
         if self.snapshot is not None:
-            return self.snapshot.marker(change.key)
-        if change.old is None or foreign:
+            return self.snapshot.marker(key)
+        if all(c.old is None for c in changes) or foreign:
             return None
         return {
-            "Name": marker_name(change.key),
+            "Name": marker_name(key),
             "Type": "TXT",
             "TTL": MARKER_TTL,
             "ResourceRecords": [{"Value": self.token}],
         }
 
-    def _changes(self, change: Change, *, foreign: bool) -> tuple[list[R53Change], list[R53Change]]:
-        key: Key = change.key
-        existing = self.snapshot.simple.get(key) if self.snapshot is not None else None
-        marker = self._existing_marker(change, foreign)
+    def _listed(self, change: Change) -> Listed | None:
+        """The record set a change replaces, as populate listed it."""
+        if self.snapshot is None:
+            return None
+        if change.place:
+            return self.snapshot.located.get(change.key, {}).get(change.place)
+        return self.snapshot.simple.get(change.key)
+
+    def _left(self, key: Key, changes: list[Change]) -> bool:
+        """Whether `key` still has a record set after these changes (of all its changes).
+        Without a snapshot, only what the changes write is known."""
+        if any(c.new is not None for c in changes):
+            return True
+        if self.snapshot is None:
+            return False
+        gone = {c.place for c in changes}
+        left = set(self.snapshot.located.get(key, {})) - gone
+        return bool(left) or ("" not in gone and key in self.snapshot.simple)
+
+    def _changes(
+        self, key: Key, changes: list[Change], *, foreign: bool
+    ) -> tuple[list[R53Change], list[R53Change]]:
+        """The Route 53 changes of one key (its plain and geolocation sets) and its marker."""
+        marker = self._existing_marker(key, changes, foreign)
         values = rrset_values(marker) if marker is not None else ()
         ours = self.owner in marker_owners(values)
         deletes: list[R53Change] = []
         upserts: list[R53Change] = []
-        if change.new is not None:
-            name = existing["Name"] if existing is not None else None
-            upserts.append({"Action": "UPSERT", "ResourceRecordSet": to_rrset(change.new, name)})
+        for change in changes:
+            existing = self._listed(change)
+            if change.new is not None:
+                name = existing["Name"] if existing is not None else None
+                rrset = to_rrset(change.new, name, change.place)
+                upserts.append({"Action": "UPSERT", "ResourceRecordSet": rrset})
+                continue
+            assert change.old is not None
+            # DELETE must match exactly: send the set as listed when it is the one planned
+            if existing is not None and to_record_set(existing) == change.old:
+                rrset = _as_listed(existing)
+            else:
+                rrset = to_rrset(change.old, None, change.place)
+            deletes.append({"Action": "DELETE", "ResourceRecordSet": rrset})
+        if self._left(key, changes):
             if not ours:  # new, or adopted: (re)write the marker as ours alone
                 mname = marker["Name"] if marker is not None else marker_name(key)
                 rrset = plain_rrset(mname, "TXT", MARKER_TTL, [self.token])
                 upserts.append({"Action": "UPSERT", "ResourceRecordSet": rrset})
-            return deletes, upserts
-        assert change.old is not None
-        # DELETE must match exactly: send the record set as listed when it is the one planned
-        if existing is not None and to_record_set(existing) == change.old:
-            deletes.append({"Action": "DELETE", "ResourceRecordSet": _as_listed(existing)})
-        else:
-            deletes.append({"Action": "DELETE", "ResourceRecordSet": to_rrset(change.old)})
-        if marker is not None and ours:
+        elif marker is not None and ours:
             rest = [v for v in values if self.owner not in marker_owners([v])]
             if rest:  # another owner's claim shares the marker: keep it
                 rrset = plain_rrset(marker["Name"], "TXT", marker.get("TTL", MARKER_TTL), rest)

@@ -4,7 +4,8 @@ populate lists the whole hosted zone and reads it through the ownership markers 
 `records`); apply sends the plan as few atomic ChangeResourceRecordSets batches (see
 `batching`), retrying transient errors within `deadline` (see `retry`), then polls GetChange
 until Route 53 reports every change INSYNC.  boto3 is blocking, so every call runs in a worker
-thread.
+thread.  Steered names whose places are countries and continents become geolocation record
+sets (see `records`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
 from dnsfailover.backoff import Backoff
-from dnsfailover.provider.contract import ApplyResult, BaseProvider, ProviderError, ProviderOptions
+from dnsfailover.provider.contract import (
+    ApplyResult,
+    BaseProvider,
+    ProviderError,
+    ProviderOptions,
+    unpublishable,
+)
 from dnsfailover.provider.ownership import check_reserved, marker_name
 from dnsfailover.provider.plan import Key, Plan, Populated, summarize
 from dnsfailover_route53.batching import Translator, split
 from dnsfailover_route53.options import Route53Options
-from dnsfailover_route53.records import ZoneSnapshot, normalise_name
+from dnsfailover_route53.records import GEO_PLACES, ZoneSnapshot, geo_location, normalise_name
 from dnsfailover_route53.retry import Caller, CallError, describe
 
 if TYPE_CHECKING:
@@ -64,6 +71,7 @@ class Route53Provider(BaseProvider):
         {"A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR"}
     )
     Options: ClassVar[type[ProviderOptions]] = Route53Options
+    GEO_PLACES: ClassVar[frozenset[str]] = GEO_PLACES
 
     def __init__(
         self, zone: str, options: ProviderOptions, *, client: Route53Client | None = None
@@ -215,14 +223,15 @@ class Route53Provider(BaseProvider):
     async def _list_name(
         self, name: str, deadline_at: float
     ) -> list[ResourceRecordSetOutputTypeDef]:
-        """Every record set at exactly `name` (pages followed while they stay at it)."""
+        """Every record set at exactly `name` (pages followed while they stay at it; a page
+        that brings nothing new stops the reading with an error rather than looping)."""
         client, zone_id = self._require()
         params: ListResourceRecordSetsRequestTypeDef = {
             "HostedZoneId": zone_id,
             "StartRecordName": name,
             "MaxItems": str(NAME_PAGE),
         }
-        found: list[ResourceRecordSetOutputTypeDef] = []
+        found: dict[tuple[str, str, str | None], ResourceRecordSetOutputTypeDef] = {}
         try:
             while True:
                 list_page = partial(client.list_resource_record_sets, **params)
@@ -231,9 +240,18 @@ class Route53Provider(BaseProvider):
                 )
                 page = resp.get("ResourceRecordSets", [])
                 here = [r for r in page if normalise_name(r["Name"]) == name]
-                found += here
+                new = 0
+                for rrset in here:
+                    ident = (rrset["Name"], rrset["Type"], rrset.get("SetIdentifier"))
+                    new += ident not in found
+                    found.setdefault(ident, rrset)
                 if len(here) < len(page) or not resp.get("IsTruncated") or not here:
-                    return found
+                    return list(found.values())
+                if not new:
+                    raise ProviderError(
+                        f"{self.zone}: populate: ListResourceRecordSets brought nothing new "
+                        f"at {resp.get('NextRecordName')} {resp.get('NextRecordType')}"
+                    )
                 params = {
                     "HostedZoneId": zone_id,
                     "MaxItems": str(NAME_PAGE),
@@ -343,6 +361,14 @@ class Route53Provider(BaseProvider):
             for c in plan.changes
             if c.key[1] not in self.SUPPORTS
         ]
+        placed = [c.geo_key for c in plan.changes if c.place]
+        bad = unpublishable(self.GEO_PLACES, placed)
+        problems += bad
+        for name, rtype, place in [] if bad else placed:
+            try:
+                geo_location(place)
+            except ProviderError as e:
+                problems.append(f"{name} {rtype}: {e}")
         if snapshot is not None:
             problems += [
                 r

@@ -6,6 +6,10 @@ is paired with a TXT record set at `_dnsfailover-<type>.NAME` (type in lower cas
 for our owner id.  The marker lives one label below the name, never at the name itself, so it
 never clashes with a CNAME there, and each type has its own marker, so updating one type
 never rewrites another type's marker.
+
+A steered name is published as geolocation record sets, one per place, each with the
+SetIdentifier ``dnsfailover:<place>`` (``dnsfailover:country:DE``, ``dnsfailover:*``) and
+the GeoLocation of its place; the key's one marker covers them all.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, cast
 
-from dnsfailover.model import RecordSet
+from dnsfailover.model import DEFAULT_PLACE, RecordSet
+from dnsfailover.provider.contract import ProviderError
 from dnsfailover.provider.ownership import (
     canonical_values,
     classify,
@@ -29,10 +34,11 @@ from dnsfailover.provider.plan import Key, Populated
 if TYPE_CHECKING:
     from mypy_boto3_route53.literals import RRTypeType
     from mypy_boto3_route53.type_defs import (
-        ResourceRecordSetOutputTypeDef as Listed,
+        GeoLocationTypeDef,
+        ResourceRecordSetTypeDef,
     )
     from mypy_boto3_route53.type_defs import (
-        ResourceRecordSetTypeDef,
+        ResourceRecordSetOutputTypeDef as Listed,
     )
 
 
@@ -49,6 +55,47 @@ _ROUTING_KEYS = (
     "CidrRoutingConfig",
     "TrafficPolicyInstanceId",
 )
+
+
+#: the kinds of place a geolocation record set can stand for
+GEO_PLACES = frozenset({"country", "continent"})
+SET_ID_PREFIX = "dnsfailover:"
+
+
+def set_identifier(place: str) -> str:
+    """The SetIdentifier of our record set for `place`: ``dnsfailover:country:DE``."""
+    return SET_ID_PREFIX + place
+
+
+def geo_location(place: str) -> GeoLocationTypeDef:
+    """Route 53's GeoLocation for a place: a country, a continent, or ``*`` (the default:
+    every client no other set of the name matches)."""
+    kind, _, code = place.partition(":")
+    if place == DEFAULT_PLACE:
+        return {"CountryCode": "*"}
+    if kind == "country" and code:
+        return {"CountryCode": code.upper()}
+    if kind == "continent" and code:
+        return {"ContinentCode": code.upper()}
+    raise ProviderError(
+        f"{place}: Route 53 geolocation record sets stand for a country, a continent or *"
+    )
+
+
+def place_of(rrset: Listed) -> str | None:
+    """The place of one of our geolocation record sets as listed (its SetIdentifier ours and
+    its GeoLocation the same place, no other routing), or None for any other record set."""
+    ident = rrset.get("SetIdentifier", "")
+    geo = rrset.get("GeoLocation")
+    if not ident.startswith(SET_ID_PREFIX) or geo is None:
+        return None
+    if any(k in rrset for k in _ROUTING_KEYS if k not in ("SetIdentifier", "GeoLocation")):
+        return None
+    place = ident.removeprefix(SET_ID_PREFIX)
+    try:
+        return place if geo_location(place) == geo else None
+    except ProviderError:
+        return None
 
 
 def normalise_name(name: str) -> str:
@@ -87,9 +134,14 @@ def plain_rrset(name: str, rtype: str, ttl: int, values: Iterable[str]) -> Resou
     }
 
 
-def to_rrset(rs: RecordSet, name: str | None = None) -> ResourceRecordSetTypeDef:
-    """The ResourceRecordSet for `rs`; `name` keeps Route 53's own spelling of an existing one."""
-    return plain_rrset(name or rs.name, rs.rtype, rs.ttl, rs.values)
+def to_rrset(rs: RecordSet, name: str | None = None, place: str = "") -> ResourceRecordSetTypeDef:
+    """The ResourceRecordSet for `rs` (a geolocation one for a `place`); `name` keeps
+    Route 53's own spelling of an existing one."""
+    rrset = plain_rrset(name or rs.name, rs.rtype, rs.ttl, rs.values)
+    if place:
+        rrset["SetIdentifier"] = set_identifier(place)
+        rrset["GeoLocation"] = geo_location(place)
+    return rrset
 
 
 def rrset_values(rrset: Listed | ResourceRecordSetTypeDef) -> tuple[str, ...]:
@@ -108,13 +160,18 @@ class ZoneSnapshot:
         self.owner = owner
         self.simple: dict[Key, Listed] = {}  # plain record sets, by normalised key
         #: keys with routing-policy, alias or traffic-policy sets, and those sets as listed
+        #: (our geolocation sets apart)
         self.routed: dict[Key, list[Listed]] = defaultdict(list)
+        #: geolocation sets with our SetIdentifiers, by key and place (ours when the key is)
+        self.located: dict[Key, dict[str, Listed]] = defaultdict(dict)
         self.types_at: dict[str, set[str]] = defaultdict(set)
         for rrset in rrsets:
             key = (normalise_name(rrset["Name"]), rrset["Type"].upper())
             self.types_at[key[0]].add(key[1])
             if is_simple(rrset):
                 self.simple[key] = rrset
+            elif (place := place_of(rrset)) is not None:
+                self.located[key][place] = rrset
             else:
                 self.routed[key].append(rrset)
         # managed key → its marker's TXT record set
@@ -132,18 +189,23 @@ class ZoneSnapshot:
         """Why dnsfailover must not write `key`, or None when it may."""
         if key in self.routed:
             return f"{key[0]} {key[1]} has routing-policy or alias record sets"
+        if key in self.located and key not in self.ours:
+            return f"{key[0]} {key[1]} has geolocation record sets not marked as ours"
         return cname_conflict(key, self.types_at.get(key[0], ()), self.ours)
 
     def in_the_way(self, key: Key) -> list[Listed]:
         """The record sets, as listed, that writing `key` must replace: routing-policy or
         alias sets at the key, and what the CNAME rule keeps from sharing its name."""
         found = list(self.routed.get(key, ()))
+        if key not in self.ours:
+            found += self.located.get(key, {}).values()
         name, rtype = key
         for other in sorted(self.types_at.get(name, ())):
             if other == rtype or (name, other) in self.ours:
                 continue
             if rtype == "CNAME" or other == "CNAME":
                 found += self.routed.get((name, other), [])
+                found += self.located.get((name, other), {}).values()
                 if (name, other) in self.simple:
                     found.append(self.simple[(name, other)])
         return found
@@ -155,4 +217,7 @@ class ZoneSnapshot:
             rrset = self.simple.get(key)
             return None if rrset is None else to_record_set(rrset)
 
-        return classify(keys, self.ours, self.conflict, record_set, log)
+        def placed(key: Key) -> dict[str, RecordSet]:
+            return {p: to_record_set(r) for p, r in self.located.get(key, {}).items()}
+
+        return classify(keys, self.ours, self.conflict, record_set, log, placed)
