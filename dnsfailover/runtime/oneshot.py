@@ -99,7 +99,7 @@ async def _zone_plan(
         return ZonePlan(origin, zone.provider, None, error=f"{type(e).__name__}: {e}")
     sync = ZoneSync(provider, safety(config, origin), force=force or zone.force)
     try:
-        plan = await sync.plan(desired)
+        plan = await sync.plan(desired, content.steered)
         unsafe = tuple(plan.unsafe_reasons(sync.safety))
         if not push or not plan:
             return ZonePlan(origin, zone.provider, plan, unsafe)

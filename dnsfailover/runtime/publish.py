@@ -216,7 +216,8 @@ class Publisher:
             if changed and self._writes_external():
                 for origin in changed:
                     if origin in self.syncs:
-                        self.syncs[origin].submit(provider_records(by_origin[origin]))
+                        content = by_origin[origin]
+                        self.syncs[origin].submit(provider_records(content), content.steered)
 
             self._record(decision, health, notes)
 

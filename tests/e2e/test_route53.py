@@ -275,3 +275,95 @@ zones:
         "ResourceRecordSets"] if r["Name"] == bad]  # fmt: skip
     assert [(r["Type"], r.get("SetIdentifier")) for r in listed] == [("A", None)]
     assert answers(client, zone_id, bad) == ("127.0.0.76",)
+
+
+def geolocation(client: object, zone_id: str, name: str) -> dict[str, tuple[str, ...]]:
+    """The geolocation record sets at `name`: place (country:DE, continent:EU, *) → values."""
+    found: dict[str, tuple[str, ...]] = {}
+    pages = client.get_paginator("list_resource_record_sets").paginate(  # type: ignore[attr-defined]
+        HostedZoneId=zone_id
+    )
+    for page in pages:
+        for rrset in page["ResourceRecordSets"]:
+            geo = rrset.get("GeoLocation")
+            if rrset["Name"] != name or rrset["Type"] != "A" or geo is None:
+                continue
+            if "ContinentCode" in geo:
+                place = f"continent:{geo['ContinentCode']}"
+            elif geo.get("CountryCode") == "*":
+                place = "*"
+            else:
+                place = f"country:{geo['CountryCode']}"
+            found[place] = tuple(sorted(r["Value"] for r in rrset["ResourceRecords"]))
+    return found
+
+
+def test_a_steered_name_is_published_as_geolocation_sets_that_follow_failover(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    serve: Callable[..., Server],
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from geo_mmdb import FRANKFURT, city, write_mmdb
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
+    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="geo")["HostedZone"]["Id"]
+    zone_id = zone_id.split("/")[-1]
+    write_mmdb(tmp_path / "geo.mmdb", {"192.0.2.0/24": city("DE", "EU", FRANKFURT)})
+    eu, us = "127.0.0.76", "127.0.0.77"
+    ports = {a: http_endpoints.start(a) for a in (eu, us)}
+    cfg = tmp_path / "geo.yaml"
+    body = f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: {int(INTERVAL * 1000)}ms,
+        timeout: {int(TIMEOUT * 1000)}ms, fall: {FALL}, rise: 2}}
+geo: {{database: geo.mmdb}}
+zones:
+  {ZONE}:
+    provider: route53
+    options: {{endpoint_url: {moto_endpoint}, poll_interval: 100ms}}
+    failover:
+      www:
+        policy: active-passive
+        check: web
+        hold_down: 1s
+        tiers:
+          - {{name: eu, endpoints: [{{address: {eu}, check_port: {ports[eu]}}}]}}
+          - {{name: us, endpoints: [{{address: {us}, check_port: {ports[us]}}}]}}
+        steering:
+          by: continent
+          map: {{EU: [eu, us], NA: [us, eu]}}
+          default: [us, eu]
+"""
+    cfg.write_text(body)
+    server = serve(cfg)
+    www = f"www.{ZONE}"
+    want = {"*": (us,), "continent:EU": (eu,), "continent:NA": (us,)}
+    wait_for(lambda: geolocation(client, zone_id, www) == want, 10)
+    sets = client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    plain = [r for r in sets if r["Name"] == www and r["Type"] == "A" and "GeoLocation" not in r]
+    assert plain == []  # no simple-routing set beside them
+    http_endpoints.stop(eu)
+    wait_for(
+        lambda: geolocation(client, zone_id, www)["continent:EU"] == (us,),
+        5 * (INTERVAL * FALL + TIMEOUT) + 2,
+    )
+    assert geolocation(client, zone_id, www)["*"] == (us,)
+    out = run_cli("plan", str(cfg), "--state", str(tmp_path / "plan.db"))
+    assert "in sync: no changes" in out.stdout, out.stdout
+    assert server.stop() == 0
+
+    # proximity has no faithful Route 53 record here: refused at load, file:line, exit 2
+    cfg.write_text(
+        body.replace("by: continent", "by: proximity").replace(
+            "map: {EU: [eu, us], NA: [us, eu]}", "nets: {}"
+        )
+    )
+    out = run_cli("validate", str(cfg))
+    assert out.returncode == 2
+    assert f"{cfg}:" in out.stderr
+    assert "steering.by: provider 'route53' can steer by continent, country" in out.stderr
