@@ -27,9 +27,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Protocol
 
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.locate import Address, Network
+from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
 from dnsfailover.server.lookup import WILDCARD
+from dnsfailover.server.steered import DEFAULT_LIMITS, Pinned, Where
 from dnsfailover.server.weighted import Pick, Rotor
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
@@ -53,16 +59,41 @@ _ANY = 255
 _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
-Responder = Callable[[ZoneSnapshot, bytes, bool, int], bytes | None]
+
+class Responder(Protocol):
+    """The full path: the reply to a query from a snapshot; ``where`` places the client for
+    steered names (only passed when the table steers)."""
+
+    def __call__(
+        self,
+        snapshot: ZoneSnapshot,
+        data: bytes,
+        tcp: bool,
+        max_udp_payload: int,
+        where: Where | None = None,
+        /,
+    ) -> bytes | None: ...
+
+
 Key = tuple[bytes, int, int, bool]
 Rotating = tuple[Callable[[], int], tuple[bytes, ...]]
 """A weighted key: its rotor's next-turn function and one template per choice."""
+SteeredKey = tuple[str, dict[str, bytes]]
+"""A steered key: the steered name its answer meets, and one template per location group
+(_DECLINE: that group's reply cannot be replayed)."""
+_MAX_ADDRESSES = 65_536
+"""Client addresses (text → parsed) remembered per table, for source-address placement."""
 
 
 def _full_path(
-    snapshot: ZoneSnapshot, data: bytes, tcp: bool, max_udp_payload: int
+    snapshot: ZoneSnapshot,
+    data: bytes,
+    tcp: bool,
+    max_udp_payload: int,
+    where: Where | None = None,
+    /,
 ) -> bytes | None:
-    return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
+    return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, where=where)
 
 
 def split_query(data: bytes) -> tuple[int, int, int] | None:
@@ -127,12 +158,15 @@ def _plain_ecs(data: bytes, start: int) -> bool:
     return not (source % 8 and address[-1] & (0xFF >> (source % 8)))
 
 
-def _echo(reply: bytes, data: bytes, qend: int, tcp: bool) -> bytes | None:
+def _echo(reply: bytes, data: bytes, qend: int, tcp: bool, scope: int = 0) -> bytes | None:
     """`reply` (to the query without its ECS option) with the query's option echoed in the
-    reply's OPT, its last record; None when it would not fit in a plain UDP reply."""
+    reply's OPT, its last record, with SCOPE PREFIX-LENGTH `scope`; None when it would not
+    fit in a plain UDP reply."""
     option = data[qend + 11 :]
     if not option:
         return reply
+    if scope:  # the option is code, length, family (2 octets each), source, scope, address
+        option = option[:7] + bytes((scope,)) + option[8:]
     if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
         return None
     if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
@@ -177,17 +211,26 @@ class FastTable:
     full path whose reply depended on the payload size would need it in the key).  Not
     locked: single dict and set operations are atomic under the GIL, and concurrent misses
     at worst build a template twice.
+
+    With a `Steering`, a key whose answer meets one steered name keeps one template per
+    location group: a hit places the client (its ECS network truncated to `limits`, else
+    its source address) and replays its group's template with the ECS SCOPE of the
+    placement.  The steering is the table's: a new one takes a new table.
     """
 
     __slots__ = (
+        "_addresses",
         "_by_name",
         "_carry",
+        "_limits",
         "_max_entries",
         "_max_udp_payload",
         "_respond",
         "_rotating",
         "_seen",
         "_snapshot",
+        "_steered",
+        "_steering",
         "_table",
     )
 
@@ -198,13 +241,19 @@ class FastTable:
         max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
         max_entries: int = MAX_ENTRIES,
         responder: Responder = _full_path,
+        steering: Steering | None = None,
+        limits: SourceLimits = DEFAULT_LIMITS,
     ) -> None:
         self._snapshot = snapshot
         self._max_udp_payload = max_udp_payload
         self._max_entries = max_entries
         self._respond = responder
+        self._steering = steering
+        self._limits = limits
         self._table: dict[Key, bytes] = {}
         self._rotating: dict[Key, Rotating] = {}  # weighted keys; `_table` has _DECLINE
+        self._steered: dict[Key, SteeredKey] = {}  # steered keys; `_table` has _DECLINE
+        self._addresses: dict[str, Address] = {}
         self._seen: set[Key] = set()
         # The replies that depend on their own name's records only (a copy of their entries
         # in `_table`), and their keys by that name: what a publish that changes other names
@@ -212,7 +261,15 @@ class FastTable:
         self._carry: dict[Key, bytes] = {}
         self._by_name: dict[Labels, tuple[Key, ...]] = {}
 
-    def carried(self, snapshot: ZoneSnapshot, changed: frozenset[Labels] | None) -> FastTable:
+    @property
+    def steering(self) -> Steering | None:
+        return self._steering
+
+    def carried(
+        self,
+        snapshot: ZoneSnapshot,
+        changed: frozenset[Labels] | None,
+    ) -> FastTable:
         """A table for `snapshot`, the next version of this one's, that keeps the replies of
         names a publish did not change (None: it may have changed anything).
 
@@ -225,6 +282,8 @@ class FastTable:
             max_udp_payload=self._max_udp_payload,
             max_entries=self._max_entries,
             responder=self._respond,
+            steering=self._steering,
+            limits=self._limits,
         )
         if changed is None or WILDCARD in {name[0] for name in changed if name}:
             return table
@@ -243,6 +302,13 @@ class FastTable:
         table._table = dict(carry)
         if self._rotating:
             table._rotating = {k: r for k, r in dict(self._rotating).items() if k in carry}
+        if self._steered:
+            # only each key's positive group replies: a negative one carries the SOA
+            table._steered = {
+                k: (name, {g: t for g, t in dict(groups).items() if _positive(t)})
+                for k, (name, groups) in dict(self._steered).items()
+                if k in carry
+            }
         return table
 
     @property
@@ -252,7 +318,7 @@ class FastTable:
     def __len__(self) -> int:
         return len(self._table)
 
-    def lookup(self, data: bytes, *, tcp: bool) -> bytes | None:
+    def lookup(self, data: bytes, *, tcp: bool, client: str | None = None) -> bytes | None:
         """The reply from a template, or None: not a plain query, or not (yet) cached."""
         split = split_query(data)
         if split is None:
@@ -262,37 +328,129 @@ class FastTable:
         template = self._table.get(key)
         if template:
             return _echo(_patch(template, data, qend), data, qend, tcp)
-        rotating = self._rotating.get(key) if template is not None else None
-        if rotating is None:
+        if template is None:
             return None
-        return _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+        rotating = self._rotating.get(key)
+        if rotating is not None:
+            return _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+        steered = self._steered.get(key)
+        return None if steered is None else self._steer(steered, data, qend, tcp, client)
 
-    def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
-        """The reply to a query: from a template, or from the full path (learning a template)."""
+    def answer(self, data: bytes, *, tcp: bool, client: str | None = None) -> bytes | None:
+        """The reply to a query: from a template, or from the full path (learning a template).
+
+        ``client``: the query's source address (UDP or TCP peer), which places the client
+        of a steered name when the query has no ECS network.
+        """
         split = split_query(data)
         if split is None:
-            return self._respond(self._snapshot, data, tcp, self._max_udp_payload)
+            return self._full(self._snapshot, data, tcp, self._where(client))
         qend, keyed, variant = split
         question = data[HEADER_LEN:qend]
         key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
         template = self._table.get(key)
+        steered = None
         if template:
             fast = _echo(_patch(template, data, qend), data, qend, tcp)
             if fast is not None:
                 return fast
-        elif template is not None:  # declined, or weighted
+        elif template is not None:  # declined, weighted or steered
             rotating = self._rotating.get(key)
             if rotating is not None:
                 fast = _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
                 if fast is not None:
                     return fast
-        slow = self._respond(self._snapshot, data, tcp, self._max_udp_payload)
-        if template is None:
-            self._learn(key, question, data, qend, slow)
+            elif (steered := self._steered.get(key)) is not None:
+                fast = self._steer(steered, data, qend, tcp, client)
+                if fast is not None:
+                    return fast
+        where = self._where(client)
+        slow = self._full(self._snapshot, data, tcp, where)
+        if template is None or steered is not None:
+            self._learn(key, question, data, qend, slow, where)
         return slow
 
-    def _learn(self, key: Key, question: bytes, data: bytes, qend: int, slow: bytes | None) -> None:
+    def _where(self, client: str | None) -> Where | None:
+        return None if self._steering is None else Where(self._steering, client, self._limits)
+
+    def _full(
+        self, snapshot: ZoneSnapshot, data: bytes, tcp: bool, where: Where | None
+    ) -> bytes | None:
+        if where is None:
+            return self._respond(snapshot, data, tcp, self._max_udp_payload)
+        return self._respond(snapshot, data, tcp, self._max_udp_payload, where)
+
+    def _steer(
+        self, steered: SteeredKey, data: bytes, qend: int, tcp: bool, client: str | None
+    ) -> bytes | None:
+        """The reply to a steered key from its client's group's template (None: no template
+        for that group yet, or the client cannot be placed here: the full path answers)."""
+        steering = self._steering
+        if steering is None:
+            return None
+        option = data[qend + 11 :]  # the query's ECS option, if any (`split_query`)
+        source = option[6] if option else 0
+        try:
+            if source:
+                target: Address | Network = self._network(option, source)
+            else:
+                if client is None:
+                    return None
+                address = self._addresses.get(client)
+                if address is None:
+                    address = ip_address(client)
+                    if len(self._addresses) >= _MAX_ADDRESSES:
+                        self._addresses.clear()
+                    self._addresses[client] = address
+                target = address
+            placement = steering.place(steered[0], target)
+        except Exception:  # an unreadable address, a failing database: the full path says
+            return None
+        template = steered[1].get(placement.group)
+        if not template:
+            return None
+        scope = self._scope(option, placement.scope) if source else 0
+        return _echo(_patch(template, data, qend), data, qend, tcp, scope)
+
+    def _scope(self, option: bytes, depends_on: int) -> int:
+        """The SCOPE echoed for a steered answer (what `SourceLimits.reply_scope` gives)."""
+        if not option or not option[6]:
+            return 0  # no ECS, or SOURCE PREFIX-LENGTH 0: the client asked not to be located
+        most = self._limits.v4 if option[5] == 1 else self._limits.v6
+        return max(0, min(depends_on, most))
+
+    def _network(self, option: bytes, source: int) -> Network:
+        """The network an ECS option (well-formed: `split_query`) is located by: truncated
+        to the source limit, as `SourceLimits.lookup` does."""
+        if option[5] == 1:
+            bits = min(source, self._limits.v4)
+            value = int.from_bytes(option[8:].ljust(4, b"\0"), "big")
+            return IPv4Network((value, bits), strict=False)
+        bits = min(source, self._limits.v6)
+        value = int.from_bytes(option[8:].ljust(16, b"\0"), "big")
+        return IPv6Network((value, bits), strict=False)
+
+    def _learn(
+        self,
+        key: Key,
+        question: bytes,
+        data: bytes,
+        qend: int,
+        slow: bytes | None,
+        where: Where | None = None,
+    ) -> None:
         if self._max_entries <= 0:
+            return
+        placed = where.placed if where is not None else []
+        if where is not None and (where.unplaced or len(placed) > 1):
+            return  # not one template per group: the full path answers it every time
+        steered = self._steered.get(key)
+        if steered is not None:  # a steered key: learn this group's template
+            if len(placed) == 1 and placed[0][0] == steered[0] and placed[0][1] not in steered[1]:
+                name, group = placed[0]
+                made = self._pinned(key, question, data, qend, slow, placed[0], where)
+                steered[1][group] = made
+                self._file(key, question, made, _DECLINE)
             return
         # Second chance: a key seen once (a random name in a flood) costs one full answer only.
         if key not in self._seen:
@@ -301,6 +459,14 @@ class FastTable:
             self._seen.add(key)
             return
         self._seen.discard(key)
+        if placed:
+            name, group = placed[0]
+            made = self._pinned(key, question, data, qend, slow, placed[0], where)
+            self._make_room()
+            self._steered[key] = (name, {group: made})
+            self._table[key] = _DECLINE
+            self._file(key, question, made, _DECLINE)
+            return
         _, keyed, variant, tcp = key
         canonical = _canonical(question, keyed, variant)
         snapshot, rotors = self._snapshot, list[Rotor]()
@@ -330,28 +496,78 @@ class FastTable:
                 if t is not None
             )
         )
-        if len(self._table) >= self._max_entries:
-            self._table.clear()
-            self._rotating.clear()
-            self._carry.clear()
-            self._by_name.clear()
+        self._make_room()
         if usable and rotors:
             self._rotating[key] = (rotors[0].pick, tuple(t for t in templates if t is not None))
             self._table[key] = _DECLINE
         else:
             self._table[key] = template if usable and template is not None else _DECLINE
-        if usable and template is not None and (name := self._own(template, question)):
+        if usable and template is not None:
+            self._file(key, question, template, self._table[key])
+
+    def _make_room(self) -> None:
+        if len(self._table) >= self._max_entries:
+            self._table.clear()
+            self._rotating.clear()
+            self._steered.clear()
+            self._carry.clear()
+            self._by_name.clear()
+
+    def _file(self, key: Key, question: bytes, template: bytes, entry: bytes) -> None:
+        """Keep `entry` (the key's `_table` value) across publishes that do not change the
+        name `template` (a reply for `key`) depends on alone, if there is one."""
+        if template and (name := self._own(template, question)):
             keys = self._by_name.get(name, ())
             if key not in keys:
                 self._by_name[name] = (*keys, key)  # first (see `carried`)
-            self._carry[key] = self._table[key]
+            self._carry[key] = entry
+
+    def _pinned(
+        self,
+        key: Key,
+        question: bytes,
+        data: bytes,
+        qend: int,
+        slow: bytes | None,
+        placed: tuple[str, str],
+        where: Where | None,
+    ) -> bytes:
+        """The template of a steered key for the clients of `group` of steered `name`, or
+        _DECLINE when it cannot be replayed: checked, like every template, against what the
+        full path answered this very query (`slow`)."""
+        steering = self._steering
+        if slow is None or steering is None or where is None:
+            return _DECLINE
+        name, group = placed
+        _, keyed, variant, tcp = key
+        canonical = _canonical(question, keyed, variant)
+        snapshot, rotors = self._snapshot, list[Rotor]()
+        if snapshot.weighted:
+
+            def record(rotor: Rotor) -> int:
+                rotors.append(rotor)
+                return 0
+
+            snapshot = snapshot.pinned(record)
+        pin = Pinned(steering, name, group)
+        template = self._respond(snapshot, canonical, tcp, self._max_udp_payload, pin)
+        if (
+            template is None
+            or rotors
+            or pin.unplaced
+            or not self._replayable(template, question, qend, tcp)
+        ):
+            return _DECLINE  # (a weighted group rotates: its replies take the full path)
+        # with the SCOPE the fast path would echo for this query's placement
+        scope = self._scope(data[qend + 11 :], where.depends_on)
+        reply = _echo(_patch(template, data, qend), data, qend, tcp, scope)
+        return template if reply == slow else _DECLINE
 
     def _own(self, template: bytes, question: bytes) -> Labels | None:
         """The name whose records alone make this reply, or None (see `carried`)."""
-        rcode, ancount, nscount = template[3] & 0x0F, template[6:8], template[8:10]
         qtype = int.from_bytes(question[-4:-2], "big")
         # NS answers carry their in-zone nameservers' addresses: other names' records
-        if rcode or ancount == b"\0\0" or nscount != b"\0\0" or qtype in (_SOA, _ANY, _NS):
+        if not _positive(template) or qtype in (_SOA, _ANY, _NS):
             return None
         name = _labels(question[:-4])
         zone = self._snapshot.find_zone(name)
@@ -367,6 +583,11 @@ class FastTable:
             and template[HEADER_LEN:qend].lower() == question.lower()
             and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
         )
+
+
+def _positive(template: bytes) -> bool:
+    """A NOERROR reply with an answer and no authority section (no SOA in it)."""
+    return not template[3] & 0x0F and template[6:8] != b"\0\0" and template[8:10] == b"\0\0"
 
 
 def _labels(qname: bytes) -> Labels:

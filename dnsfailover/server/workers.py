@@ -23,7 +23,7 @@ import os
 import signal
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import MappingProxyType
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import dns.name
 import dns.tsig
 
-from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
+from dnsfailover.model import Key, RecordSet, Soa, SteeredSet, ZoneContent
 from dnsfailover.rdata import Labels, ZoneBuildError, name_labels
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.rrl import RrlSettings
@@ -240,6 +240,8 @@ class Update:
     managed: dict[Key, RecordSet]
     zone: ZoneContent | None
     names: frozenset[str]  # whose answers changed (for the fast path); empty with `zone`
+    steered: dict[Key, SteeredSet] = field(default_factory=dict)  # changed or new ones
+    unsteered: tuple[Key, ...] = ()  # steered sets gone
 
 
 def _update(change: ZoneChange) -> Update:
@@ -247,7 +249,12 @@ def _update(change: ZoneChange) -> Update:
     if delta is None or delta.full:
         return Update(new.origin, new.soa, {}, new, frozenset())
     managed = {(rs.name, rs.rtype): rs for rs in delta.added}
-    return Update(new.origin, new.soa, managed, None, delta.names)
+    if not delta.steered or change.old is None:
+        return Update(new.origin, new.soa, managed, None, delta.names)
+    before = change.old.steered
+    steered = {k: st for k, st in new.steered.items() if (o := before.get(k)) is not st and o != st}
+    gone = tuple(k for k in before if k not in new.steered)
+    return Update(new.origin, new.soa, managed, None, delta.names, steered, gone)
 
 
 def _apply(
@@ -258,7 +265,14 @@ def _apply(
     if update.zone is not None or old is None:
         assert update.zone is not None, "a worker is sent every zone before any update"
         return old, update.zone
-    return old, replace(old.with_managed(update.managed), soa=update.soa)
+    managed = {**old.managed, **update.managed}
+    steered = old.steered
+    if update.steered or update.unsteered:
+        steered = {k: st for k, st in old.steered.items() if k not in update.unsteered}
+        steered.update(update.steered)
+    return old, ZoneContent(
+        old.origin, update.soa, managed=managed, static=old.static, steered=steered
+    )
 
 
 def _names(updates: list[Update]) -> frozenset[Labels] | None:
