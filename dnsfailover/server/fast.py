@@ -81,8 +81,9 @@ Rotating = tuple[Callable[[], int], tuple[bytes, ...]]
 SteeredKey = tuple[str, dict[str, bytes]]
 """A steered key: the steered name its answer meets, and one template per location group
 (_DECLINE: that group's reply cannot be replayed)."""
-_MAX_ADDRESSES = 65_536
-"""Client addresses (text → parsed) remembered per table, for source-address placement."""
+MAX_PLACEMENTS = 65_536
+"""Placements remembered, by (steered name, client network or address): a steered hit
+that finds one costs a dict look-up, not a database look-up; when full, it starts over."""
 
 
 def _full_path(
@@ -158,20 +159,27 @@ def _plain_ecs(data: bytes, start: int) -> bool:
     return not (source % 8 and address[-1] & (0xFF >> (source % 8)))
 
 
-def _echo(reply: bytes, data: bytes, qend: int, tcp: bool, scope: int = 0) -> bytes | None:
+def _echo(reply: bytes, data: bytes, qend: int, tcp: bool) -> bytes | None:
     """`reply` (to the query without its ECS option) with the query's option echoed in the
-    reply's OPT, its last record, with SCOPE PREFIX-LENGTH `scope`; None when it would not
-    fit in a plain UDP reply."""
-    option = data[qend + 11 :]
+    reply's OPT, its last record; None when it would not fit in a plain UDP reply."""
+    return _with_option(reply, data[qend + 11 :], tcp)
+
+
+def _with_option(reply: bytes, option: bytes, tcp: bool) -> bytes | None:
+    """`reply` with `option` (a whole ECS option: code, length, data) in its OPT, the last
+    record; None when it would not fit in a plain UDP reply."""
     if not option:
         return reply
-    if scope:  # the option is code, length, family (2 octets each), source, scope, address
-        option = option[:7] + bytes((scope,)) + option[8:]
     if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
         return None
     if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
         return None  # not ending in our plain OPT: let the full path answer
     return reply[:-2] + struct.pack("!H", len(option)) + option
+
+
+def _scoped(option: bytes, scope: int) -> bytes:
+    """An ECS option (code, length, FAMILY, SOURCE, SCOPE, ADDRESS) with SCOPE `scope`."""
+    return option[:7] + bytes((scope,)) + option[8:] if option else option
 
 
 def _canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
@@ -219,12 +227,12 @@ class FastTable:
     """
 
     __slots__ = (
-        "_addresses",
         "_by_name",
         "_carry",
         "_limits",
         "_max_entries",
         "_max_udp_payload",
+        "_placed",
         "_respond",
         "_rotating",
         "_seen",
@@ -253,7 +261,10 @@ class FastTable:
         self._table: dict[Key, bytes] = {}
         self._rotating: dict[Key, Rotating] = {}  # weighted keys; `_table` has _DECLINE
         self._steered: dict[Key, SteeredKey] = {}  # steered keys; `_table` has _DECLINE
-        self._addresses: dict[str, Address] = {}
+        # (name, ECS option, source address when no ECS network) → (group, the ECS option
+        # to echo); it depends only on the steering, so tables of later snapshots share it
+        # (a new steering: a new table)
+        self._placed: dict[tuple[str, bytes, str], tuple[str, bytes]] = {}
         self._seen: set[Key] = set()
         # The replies that depend on their own name's records only (a copy of their entries
         # in `_table`), and their keys by that name: what a publish that changes other names
@@ -285,6 +296,7 @@ class FastTable:
             steering=self._steering,
             limits=self._limits,
         )
+        table._placed = self._placed
         if changed is None or WILDCARD in {name[0] for name in changed if name}:
             return table
         # Copies (this table may go on learning on another thread meanwhile), `_carry` first:
@@ -390,27 +402,29 @@ class FastTable:
             return None
         option = data[qend + 11 :]  # the query's ECS option, if any (`split_query`)
         source = option[6] if option else 0
-        try:
-            if source:
-                target: Address | Network = self._network(option, source)
-            else:
-                if client is None:
+        # ECS with SOURCE > 0: the network decides; else the source address
+        placed = (steered[0], option, "" if source else client or "")
+        found = self._placed.get(placed)
+        if found is None:
+            try:
+                if source:
+                    target: Address | Network = self._network(option, source)
+                elif client:
+                    target = ip_address(client)
+                else:
                     return None
-                address = self._addresses.get(client)
-                if address is None:
-                    address = ip_address(client)
-                    if len(self._addresses) >= _MAX_ADDRESSES:
-                        self._addresses.clear()
-                    self._addresses[client] = address
-                target = address
-            placement = steering.place(steered[0], target)
-        except Exception:  # an unreadable address, a failing database: the full path says
-            return None
-        template = steered[1].get(placement.group)
+                placement = steering.place(steered[0], target)
+            except Exception:  # an unreadable address, a failing database: the full path says
+                return None
+            found = (placement.group, _scoped(option, self._scope(option, placement.scope)))
+            if len(self._placed) >= MAX_PLACEMENTS:
+                self._placed.clear()
+            if MAX_PLACEMENTS:
+                self._placed[placed] = found
+        template = steered[1].get(found[0])
         if not template:
             return None
-        scope = self._scope(option, placement.scope) if source else 0
-        return _echo(_patch(template, data, qend), data, qend, tcp, scope)
+        return _with_option(_patch(template, data, qend), found[1], tcp)
 
     def _scope(self, option: bytes, depends_on: int) -> int:
         """The SCOPE echoed for a steered answer (what `SourceLimits.reply_scope` gives)."""
@@ -559,8 +573,9 @@ class FastTable:
         ):
             return _DECLINE  # (a weighted group rotates: its replies take the full path)
         # with the SCOPE the fast path would echo for this query's placement
-        scope = self._scope(data[qend + 11 :], where.depends_on)
-        reply = _echo(_patch(template, data, qend), data, qend, tcp, scope)
+        option = data[qend + 11 :]
+        scope = self._scope(option, where.depends_on)
+        reply = _with_option(_patch(template, data, qend), _scoped(option, scope), tcp)
         return template if reply == slow else _DECLINE
 
     def _own(self, template: bytes, question: bytes) -> Labels | None:
