@@ -1,8 +1,8 @@
 """A fast path for the common query: answers replayed from wire bytes the full path produced.
 
 Most queries are one question for a name and type the zone knows (or an NXDOMAIN/NODATA),
-with or without a plain EDNS OPT (or one carrying only an EDNS Client Subnet option, which
-no answer depends on yet: the reply is the plain one with the option echoed, SCOPE 0).  For
+with or without a plain EDNS OPT (or one carrying only an EDNS Client Subnet option: the
+reply is the plain one with the option echoed, SCOPE 0 unless the answer is steered).  For
 the same question bytes their reply differs from query to query only in the ID and the RD
 bit, so :class:`FastTable` keeps, per snapshot, the reply that
 :func:`~dnsfailover.server.wire.respond` gave once, and patches those two.
@@ -10,7 +10,7 @@ bit, so :class:`FastTable` keeps, per snapshot, the reply that
 The key is the question without case: the full path compresses names caselessly
 (`wire.pack`), so its reply to ``WWW.example.test`` is laid out as the one to
 ``www.example.test`` and differs only in the question's bytes (later names point at them),
-which `_patch` copies from the query; 0x20-randomised queries share one template.
+which `patch` copies from the query; 0x20-randomised queries share one template.
 
 Every template comes from ``respond()`` itself and is checked against ``respond()``'s
 answer to a real query before it is kept, so the fast path cannot disagree with the full
@@ -21,11 +21,18 @@ key gets one template per record, taken from a snapshot pinned to that record, a
 name's own rotor picks the template: fast and full path share one rotation.  These keys
 live in a second dict that is only consulted when the first has no usable template, so
 unweighted hits cost nothing more.
+
+A steered name (:mod:`dnsfailover.server.steered`) answers each location group its own
+set, so its key gets one template per group, made from a snapshot answering as if the
+client were in that group (`Pinned`) and checked like any other.  A hit places the client
+with the table's `Steering` (its ECS network truncated to the source limit, else its source
+address), remembers the placement for that (name, client network) with the ECS option to
+echo (SCOPE: what the placement depends on), and replays its group's template.  An answer
+that meets two steered names, or a weighted group, takes the full path.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Protocol
@@ -35,27 +42,31 @@ from dnsfailover.geo.locate import Address, Network
 from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
 from dnsfailover.server.lookup import WILDCARD
+from dnsfailover.server.replay import (
+    canonical,
+    echo,
+    patch,
+    positive,
+    question_labels,
+    scoped,
+    split_query,
+    with_option,
+)
 from dnsfailover.server.steered import DEFAULT_LIMITS, Pinned, Where
 from dnsfailover.server.weighted import Pick, Rotor
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
+__all__ = ["MAX_ENTRIES", "MAX_PLACEMENTS", "FastTable", "split_query"]
+
 MAX_ENTRIES = 65_536
 """Templates kept per snapshot; when full, the table starts over (hot keys come back)."""
-
-_RD = 0x0100
-_AD = 0x0020
-_CD = 0x0010
 _TC = 0x0200
-_KEYED_FLAGS = _AD | _CD
-"""Query flags that may change a reply and so are part of the key; RD is patched."""
-_OPT_TYPE = 41
-_ECS = 8  # EDNS Client Subnet (RFC 7871)
-_IN = 1
-_DO = 0x8000
 _SOA = 6
 _NS = 2
 _ANY = 255
+_DECLINE = b""
+
 _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
@@ -95,110 +106,6 @@ def _full_path(
     /,
 ) -> bytes | None:
     return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, where=where)
-
-
-def split_query(data: bytes) -> tuple[int, int, int] | None:
-    """Where a query we may fast-path ends its question, and its EDNS variant.
-
-    :returns: (end of the question, keyed flags, EDNS variant: 0 none, 1 OPT, 2 OPT+DO),
-        or None when the query is not of the plain kind the table serves.
-    """
-    if len(data) < HEADER_LEN + 5:
-        return None
-    flags, qd, an, ns, ar = struct.unpack_from("!5H", data, 2)
-    # QR=0, opcode QUERY, rcode 0, no AA/TC/RA/Z; one question; at most the OPT.
-    if flags & ~(_RD | _KEYED_FLAGS) or qd != 1 or an or ns or ar > 1:
-        return None
-    pos = HEADER_LEN
-    end = len(data)
-    while True:
-        if pos >= end:
-            return None
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length > 63:  # a compression pointer or a reserved label type: let respond() judge
-            return None
-        pos += length + 1
-    if pos - HEADER_LEN > 255 or pos + 4 > end:
-        return None
-    qclass = (data[pos + 2] << 8) | data[pos + 3]
-    pos += 4
-    if qclass != _IN:
-        return None
-    if ar == 0:
-        return (pos, flags & _KEYED_FLAGS, 0) if pos == end else None
-    # The one additional record must be an OPT: root owner, version 0, and no option but
-    # at most one well-formed EDNS Client Subnet (answered as without it, the option echoed).
-    if end - pos < 11 or data[pos] != 0:
-        return None
-    rtype, _payload, ext_rcode, version, z, rdlen = struct.unpack_from("!HHBBHH", data, pos + 1)
-    if rtype != _OPT_TYPE or ext_rcode or version or z & ~_DO or pos + 11 + rdlen != end:
-        return None
-    if rdlen and not _plain_ecs(data, pos + 11):
-        return None
-    return pos, flags & _KEYED_FLAGS, 2 if z & _DO else 1
-
-
-def _plain_ecs(data: bytes, start: int) -> bool:
-    """Whether `data[start:]` is exactly one ECS option of a query that the full path
-    accepts (`geo.ecs.parse`): family 1 or 2, source prefix within the family, as many
-    address octets as the prefix needs and no bit set past it, scope 0.  Its reply is the
-    one without it with the option echoed (SCOPE 0: no answer depends on the client yet)."""
-    if len(data) - start < 8:
-        return False
-    code, length, family, source, scope = struct.unpack_from("!HHHBB", data, start)
-    address = data[start + 8 :]
-    if code != _ECS or length != len(address) + 4 or scope:
-        return False
-    if family not in (1, 2) or source > (32 if family == 1 else 128):
-        return False
-    if len(address) != (source + 7) // 8:
-        return False
-    return not (source % 8 and address[-1] & (0xFF >> (source % 8)))
-
-
-def _echo(reply: bytes, data: bytes, qend: int, tcp: bool) -> bytes | None:
-    """`reply` (to the query without its ECS option) with the query's option echoed in the
-    reply's OPT, its last record; None when it would not fit in a plain UDP reply."""
-    return _with_option(reply, data[qend + 11 :], tcp)
-
-
-def _with_option(reply: bytes, option: bytes, tcp: bool) -> bytes | None:
-    """`reply` with `option` (a whole ECS option: code, length, data) in its OPT, the last
-    record; None when it would not fit in a plain UDP reply."""
-    if not option:
-        return reply
-    if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
-        return None
-    if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
-        return None  # not ending in our plain OPT: let the full path answer
-    return reply[:-2] + struct.pack("!H", len(option)) + option
-
-
-def _scoped(option: bytes, scope: int) -> bytes:
-    """An ECS option (code, length, FAMILY, SOURCE, SCOPE, ADDRESS) with SCOPE `scope`."""
-    return option[:7] + bytes((scope,)) + option[8:] if option else option
-
-
-def _canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
-    """The query a template is made from: ID 0, RD clear, UDP payload 512."""
-    header = struct.pack("!6H", 0, keyed_flags, 1, 0, 0, 1 if variant else 0)
-    if not variant:
-        return header + question
-    z = _DO if variant == 2 else 0
-    return header + question + struct.pack("!BHHBBHH", 0, _OPT_TYPE, MIN_UDP_PAYLOAD, 0, 0, z, 0)
-
-
-def _patch(template: bytes, data: bytes, qend: int) -> bytes:
-    """The template with the query's ID, RD bit (the template's RD is clear) and question.
-
-    Names are compressed caselessly (`wire.pack`), so later names point at the question and
-    copying the query's spelling of it over the template's gives what the full path gives.
-    """
-    flags = bytes((template[2] | (data[2] & 1),))
-    return data[:2] + flags + template[3:HEADER_LEN] + data[HEADER_LEN:qend] + template[qend:]
 
 
 def _always(index: int) -> Pick:
@@ -317,7 +224,7 @@ class FastTable:
         if self._steered:
             # only each key's positive group replies: a negative one carries the SOA
             table._steered = {
-                k: (name, {g: t for g, t in dict(groups).items() if _positive(t)})
+                k: (name, {g: t for g, t in dict(groups).items() if positive(t)})
                 for k, (name, groups) in dict(self._steered).items()
                 if k in carry
             }
@@ -339,12 +246,12 @@ class FastTable:
         key = (data[HEADER_LEN:qend].lower(), keyed, variant, tcp)
         template = self._table.get(key)
         if template:
-            return _echo(_patch(template, data, qend), data, qend, tcp)
+            return echo(patch(template, data, qend), data, qend, tcp)
         if template is None:
             return None
         rotating = self._rotating.get(key)
         if rotating is not None:
-            return _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+            return echo(patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
         steered = self._steered.get(key)
         return None if steered is None else self._steer(steered, data, qend, tcp, client)
 
@@ -363,13 +270,13 @@ class FastTable:
         template = self._table.get(key)
         steered = None
         if template:
-            fast = _echo(_patch(template, data, qend), data, qend, tcp)
+            fast = echo(patch(template, data, qend), data, qend, tcp)
             if fast is not None:
                 return fast
         elif template is not None:  # declined, weighted or steered
             rotating = self._rotating.get(key)
             if rotating is not None:
-                fast = _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+                fast = echo(patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
                 if fast is not None:
                     return fast
             elif (steered := self._steered.get(key)) is not None:
@@ -416,7 +323,7 @@ class FastTable:
                 placement = steering.place(steered[0], target)
             except Exception:  # an unreadable address, a failing database: the full path says
                 return None
-            found = (placement.group, _scoped(option, self._scope(option, placement.scope)))
+            found = (placement.group, scoped(option, self._scope(option, placement.scope)))
             if len(self._placed) >= MAX_PLACEMENTS:
                 self._placed.clear()
             if MAX_PLACEMENTS:
@@ -424,7 +331,7 @@ class FastTable:
         template = steered[1].get(found[0])
         if not template:
             return None
-        return _with_option(_patch(template, data, qend), found[1], tcp)
+        return with_option(patch(template, data, qend), found[1], tcp)
 
     def _scope(self, option: bytes, depends_on: int) -> int:
         """The SCOPE echoed for a steered answer (what `SourceLimits.reply_scope` gives)."""
@@ -482,7 +389,7 @@ class FastTable:
             self._file(key, question, made, _DECLINE)
             return
         _, keyed, variant, tcp = key
-        canonical = _canonical(question, keyed, variant)
+        made_from = canonical(question, keyed, variant)
         snapshot, rotors = self._snapshot, list[Rotor]()
         if snapshot.weighted:
             # Answer from a snapshot that records the rotors it meets instead of turning them.
@@ -491,13 +398,13 @@ class FastTable:
                 return 0
 
             snapshot = snapshot.pinned(record)
-        template = self._respond(snapshot, canonical, tcp, self._max_udp_payload)
+        template = self._respond(snapshot, made_from, tcp, self._max_udp_payload)
         templates = [template]
         if rotors:
             rotor = rotors[0]
             for i in range(1, len(rotor.choices)):
                 pinned = self._snapshot.pinned(_always(i))
-                templates.append(self._respond(pinned, canonical, tcp, self._max_udp_payload))
+                templates.append(self._respond(pinned, made_from, tcp, self._max_udp_payload))
         usable = (
             slow is not None
             and len(rotors) <= 1
@@ -505,7 +412,7 @@ class FastTable:
             # The check that makes the fast path safe: replaying a template for this very
             # query gives exactly what the full path answered.
             and any(
-                _echo(_patch(t, data, qend), data, qend, tcp) == slow
+                echo(patch(t, data, qend), data, qend, tcp) == slow
                 for t in templates
                 if t is not None
             )
@@ -554,7 +461,7 @@ class FastTable:
             return _DECLINE
         name, group = placed
         _, keyed, variant, tcp = key
-        canonical = _canonical(question, keyed, variant)
+        made_from = canonical(question, keyed, variant)
         snapshot, rotors = self._snapshot, list[Rotor]()
         if snapshot.weighted:
 
@@ -564,7 +471,7 @@ class FastTable:
 
             snapshot = snapshot.pinned(record)
         pin = Pinned(steering, name, group)
-        template = self._respond(snapshot, canonical, tcp, self._max_udp_payload, pin)
+        template = self._respond(snapshot, made_from, tcp, self._max_udp_payload, pin)
         if (
             template is None
             or rotors
@@ -575,16 +482,16 @@ class FastTable:
         # with the SCOPE the fast path would echo for this query's placement
         option = data[qend + 11 :]
         scope = self._scope(option, where.depends_on)
-        reply = _with_option(_patch(template, data, qend), _scoped(option, scope), tcp)
+        reply = with_option(patch(template, data, qend), scoped(option, scope), tcp)
         return template if reply == slow else _DECLINE
 
     def _own(self, template: bytes, question: bytes) -> Labels | None:
         """The name whose records alone make this reply, or None (see `carried`)."""
         qtype = int.from_bytes(question[-4:-2], "big")
         # NS answers carry their in-zone nameservers' addresses: other names' records
-        if not _positive(template) or qtype in (_SOA, _ANY, _NS):
+        if not positive(template) or qtype in (_SOA, _ANY, _NS):
             return None
-        name = _labels(question[:-4])
+        name = question_labels(question[:-4])
         zone = self._snapshot.find_zone(name)
         if zone is None or name not in zone.names or name in zone.cname_targets:
             return None
@@ -598,18 +505,3 @@ class FastTable:
             and template[HEADER_LEN:qend].lower() == question.lower()
             and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
         )
-
-
-def _positive(template: bytes) -> bool:
-    """A NOERROR reply with an answer and no authority section (no SOA in it)."""
-    return not template[3] & 0x0F and template[6:8] != b"\0\0" and template[8:10] == b"\0\0"
-
-
-def _labels(qname: bytes) -> Labels:
-    """Lower-case labels of a wire name without compression (a question's)."""
-    labels: list[bytes] = []
-    pos = 0
-    while pos < len(qname) and (length := qname[pos]):
-        labels.append(qname[pos + 1 : pos + 1 + length].lower())
-        pos += length + 1
-    return tuple(labels)
