@@ -41,6 +41,7 @@ from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.steered import Where
 from dnsfailover.server.wire import respond
+from dnsfailover.server.workers import WorkerPool
 from dnsfailover.server.xfr import Peer, TransferHandler
 from dnsfailover.server.zone import ZoneSnapshot
 
@@ -75,12 +76,14 @@ def steering(path: Path, **mapping: tuple[str, ...]) -> Steering:
     return Steering({WWW: www, EDGE: www}, locator)
 
 
-def steered_zone(serial: int = 1, eu: str = ADDRESS[EU], ap_ttl: int = 300) -> ZoneContent:
+def steered_zone(
+    serial: int = 1, eu: str = ADDRESS[EU], ap: str = ADDRESS[AP], ap_ttl: int = 300
+) -> ZoneContent:
     """www A and edge CNAME steered per group; alias → www; plain names around them."""
     answers = {
         US: RecordSet(WWW, "A", 300, (ADDRESS[US],)),
         EU: RecordSet(WWW, "A", 300, (eu,)),
-        AP: RecordSet(WWW, "A", ap_ttl, (ADDRESS[AP],)),
+        AP: RecordSet(WWW, "A", ap_ttl, (ap,)),
     }
     edges = {g: RecordSet(EDGE, "CNAME", 60, (TARGET[g],)) for g in (US, EU, AP)}
     static = [
@@ -482,3 +485,43 @@ async def test_signed_queries_are_steered_and_signed(server: DnsServer, tcp: boo
     assert reply.had_tsig
     assert addresses(reply) == [ADDRESS[AP]]
     assert echo(reply) == [("2001:db8:1::", 48, 48)]
+
+
+# --- worker processes ------------------------------------------------------------------------
+
+
+async def test_a_worker_process_steers_as_the_main_one(steer: Steering) -> None:
+    first = steered_zone(1)
+    zones = EmbeddedZones()
+    zones.put([first])
+    main = DnsServer(zones.snapshot, port=0, reuse_port=True, steering=steer)
+    host, port = await main.start()
+    pool = WorkerPool(1, host, port)
+    try:
+        await pool.start([first])
+        zones.subscribe(pool.publish)
+        pool.set_steering(steer)
+        await main.stop()  # the worker alone answers UDP on the port now
+        query = dns.message.make_query(
+            WWW, "A", use_edns=0, options=[dns.edns.ECSOption("2001:db8:1::", 48)]
+        )
+
+        async def until(address: str) -> dns.message.Message:
+            # the worker takes its messages in order, after it bound the port: wait for them
+            for _ in range(200):
+                reply = await dns.asyncquery.udp(query, host, port=port, timeout=2)
+                if addresses(reply) == [address]:
+                    return reply
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"the worker never answered {address}")
+
+        reply = await until(ADDRESS[AP])
+        assert echo(reply) == [("2001:db8:1::", 48, 48)]
+        zones.put([next_version(first, 2, ap="203.0.113.9")])  # one group, incrementally
+        await until("203.0.113.9")
+        pool.set_steering(None)
+        reply = await until(ADDRESS[US])
+        assert echo(reply) == [("2001:db8:1::", 48, 0)]
+    finally:
+        await main.stop()
+        await pool.stop()

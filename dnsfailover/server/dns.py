@@ -247,10 +247,16 @@ class DnsServer:
         """What places the clients of steered names now (None: nobody is steered)."""
         return self._table.steering
 
-    def set_steering(self, steering: Steering | None) -> None:
+    def set_steering(
+        self, steering: Steering | None, *, limits: SourceLimits | None = None
+    ) -> None:
         """Place clients with ``steering`` from the next query on (a reload's new rules or
-        database); nothing learned with the old one is replayed after this returns."""
+        database), and with new source prefix ``limits`` if given; nothing learned with the
+        old one is replayed after this returns.  A database reloaded in place must be set
+        again: the fast path remembers placements per steering."""
         with self._swap:
+            if limits is not None:
+                self._limits = limits
             self._table = self._new_table(self._table.snapshot, steering)
 
     def _new_table(self, snapshot: ZoneSnapshot, steering: Steering | None) -> FastTable:

@@ -6,7 +6,9 @@ N-1 workers (spawned, not forked: the parent runs threads and an event loop) tha
 same UDP port; the kernel spreads clients across the sockets by their address hash.  The
 parent sends the zones once, then every publish as what it changed (`Update`: the managed
 sets that changed and the new SOA, or a whole zone when more changed) down a pipe to each
-worker, which makes its next snapshot from its own and swaps it in.
+worker, which makes its next snapshot from its own and swaps it in.  Steered sets travel
+with them; the steering itself (`SteeringUpdate`: rules, database path, CIDR map) is sent
+at start and on a reload, and each worker opens the database for itself.
 
 A worker stops when its pipe closes, that is when the parent exits however it exits, on
 SIGTERM, and, on Linux, when the parent dies (``PR_SET_PDEATHSIG``).  Workers serve UDP
