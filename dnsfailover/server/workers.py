@@ -34,11 +34,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import dns.name
 import dns.tsig
 
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.errors import DatabaseError
+from dnsfailover.geo.locate import Locator
+from dnsfailover.geo.nets import NetMap
+from dnsfailover.geo.steer import Rule
+from dnsfailover.geo.steering import Steering
 from dnsfailover.model import Key, RecordSet, Soa, SteeredSet, ZoneContent
 from dnsfailover.rdata import Labels, ZoneBuildError, name_labels
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.signed import Keys
+from dnsfailover.server.steered import DEFAULT_LIMITS
 from dnsfailover.server.zone import ZoneSnapshot
 from dnsfailover.tasks import die_with_parent, loop_factory
 
@@ -51,7 +58,7 @@ log = logging.getLogger("dnsfailover.workers")
 READY_TIMEOUT = 30.0
 """Seconds a worker may take to import, bind and report (a spawn re-imports everything)."""
 STOP_TIMEOUT = 5.0
-Message: TypeAlias = "list[ZoneContent] | list[Update] | KeyringUpdate"
+Message: TypeAlias = "list[ZoneContent] | list[Update] | KeyringUpdate | SteeringUpdate"
 
 
 class WorkerPool:
@@ -86,6 +93,13 @@ class WorkerPool:
     def set_keyring(self, keyring: Keys) -> Future[None]:
         """The TSIG keys signed queries are checked against, at start and on a reload."""
         return self.send(KeyringUpdate(dict(keyring)))
+
+    def set_steering(
+        self, steering: Steering | None, limits: SourceLimits = DEFAULT_LIMITS
+    ) -> Future[None]:
+        """Steer as ``steering`` does (see `DnsServer.set_steering`), at start and on a
+        reload: each worker opens the database file itself (a reader does not pickle)."""
+        return self.send(SteeringUpdate.of(steering, limits))
 
     def _send_all(self, zones: Message | None) -> None:
         for index, conn in enumerate(self._conns):
@@ -206,6 +220,16 @@ async def _serve(
         if isinstance(message, KeyringUpdate):
             server.keyring = MappingProxyType(message.keys)
             return
+        if isinstance(message, SteeringUpdate):
+            try:
+                steering = message.steering()
+            except DatabaseError as e:
+                log.error("steering: %s; still steering as before", e)
+                return
+            # The old locator is not closed: a query in flight on the UDP thread may still
+            # read it; it is released with the last reference.
+            server.set_steering(steering, limits=message.limits)
+            return
         try:
             versions = [_apply(contents, update) for update in message]
             server.publish(server.snapshot.update(versions), _names(message))
@@ -230,6 +254,38 @@ class KeyringUpdate:
     """New TSIG keys, as sent to a worker (dnspython's keys pickle)."""
 
     keys: dict[dns.name.Name, dns.tsig.Key]
+
+
+@dataclass(frozen=True, slots=True)
+class SteeringUpdate:
+    """A `Steering`, as sent to a worker: its rules and its locator's database path and
+    CIDR map (None rules: nobody is steered)."""
+
+    rules: dict[str, Rule] | None
+    database: str | None
+    nets: NetMap | None
+    limits: SourceLimits
+
+    @classmethod
+    def of(cls, steering: Steering | None, limits: SourceLimits) -> SteeringUpdate:
+        if steering is None:
+            return cls(None, None, None, limits)
+        locator = steering.locator
+        if locator is None:
+            return cls(dict(steering.rules), None, None, limits)
+        path = str(locator.path) if locator.path is not None else None
+        return cls(dict(steering.rules), path, locator.nets, limits)
+
+    def steering(self) -> Steering | None:
+        """The steering again, with a locator of this process's own.
+
+        :raises DatabaseError: if the database does not open here.
+        """
+        if self.rules is None:
+            return None
+        if self.database is None and self.nets is None:
+            return Steering(self.rules)
+        return Steering(self.rules, Locator(self.database, self.nets))
 
 
 @dataclass(frozen=True, slots=True)
