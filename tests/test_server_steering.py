@@ -525,3 +525,59 @@ async def test_a_worker_process_steers_as_the_main_one(steer: Steering) -> None:
     finally:
         await main.stop()
         await pool.stop()
+
+
+# --- weights, truncation, ANY ----------------------------------------------------------------
+
+
+def with_www(zone: ZoneContent, group: str, answer: RecordSet) -> ZoneContent:
+    """`zone` with one group of www's steered set replaced."""
+    www = zone.steered[WWW, "A"]
+    steered = {**zone.steered, (WWW, "A"): SteeredSet(WWW, "A", US, {**www.answers, group: answer})}
+    return ZoneContent(ORIGIN, zone.soa, managed=zone.managed, static=zone.static, steered=steered)
+
+
+@both
+async def test_a_weighted_group_rotates_its_answers(steer: Steering, tcp: bool) -> None:
+    two = RecordSet(WWW, "A", 300, ("192.0.2.3", "192.0.2.4"), weights=(1, 1))
+    srv = DnsServer(ZoneSnapshot.build([with_www(steered_zone(), AP, two)]), port=0, steering=steer)
+    await srv.start()
+    try:
+        got = [addresses(await ask(srv, WWW, "A", tcp, ("2001:db8:1::", 48))) for _ in range(6)]
+        assert sorted(got) == [["192.0.2.3"]] * 3 + [["192.0.2.4"]] * 3  # one each, in turn
+        assert got[0] != got[1]
+        eu = [addresses(await ask(srv, WWW, "A", tcp, ("81.2.69.0", 24))) for _ in range(3)]
+        assert eu == [[ADDRESS[EU]]] * 3  # other groups do not rotate
+    finally:
+        await srv.stop()
+
+
+@both
+async def test_a_big_group_answer_truncates_over_udp_with_its_scope(
+    steer: Steering, tcp: bool
+) -> None:
+    many = tuple(f"10.0.{i // 250}.{i % 250 + 1}" for i in range(100))
+    content = with_www(steered_zone(), EU, RecordSet(WWW, "A", 300, many))
+    srv = DnsServer(ZoneSnapshot.build([content]), port=0, steering=steer)
+    await srv.start()
+    try:
+        for _ in range(3):
+            reply = await ask(srv, WWW, "A", tcp, ("81.2.69.0", 24))
+            assert echo(reply) == [("81.2.69.0", 24, 24)]
+            if tcp:
+                assert len(addresses(reply)) == 100
+            else:
+                assert reply.flags & dns.flags.TC
+                assert not reply.answer
+            small = await ask(srv, WWW, "A", tcp, ("2001:db8:1::", 48))
+            assert addresses(small) == [ADDRESS[AP]]
+    finally:
+        await srv.stop()
+
+
+@both
+async def test_any_at_a_steered_name_is_not_steered(server: DnsServer, tcp: bool) -> None:
+    reply = await ask(server, WWW, "ANY", tcp, ("81.2.69.0", 24))
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert echo(reply) == [("81.2.69.0", 24, 0)]
+    assert addresses(reply) == [ADDRESS[US]]  # RFC 8482: one RRset (the lowest type), the default
