@@ -1,9 +1,15 @@
-"""Steered sets in a snapshot: each location group's answer built as a managed set is.
+"""Steered names in the server: their per-group answers in a snapshot, and where a
+query's client is placed.
 
 A `model.SteeredSet` becomes a :class:`~dnsfailover.server.lookup.SteeredRRs`: per group
 its RRs (sharing the RRs of the zone's default answer where the values are the same), its
 rotor when weighted, and its target when a CNAME.  A publish rebuilds only the steered sets
 that changed and, within them, only the groups that changed.
+
+A :class:`Where` is one query's client for the look-up (a `lookup.Placer`): the steered
+sets its answer meets are answered from the client's group, as the `Steering` places it,
+and the placement's prefix becomes the ECS SCOPE of the reply.  :class:`Pinned` places
+every client in one group: the fast path makes its per-group templates with it.
 """
 
 from __future__ import annotations
