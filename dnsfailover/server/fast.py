@@ -273,14 +273,14 @@ class FastTable:
             fast = echo(patch(template, data, qend), data, qend, tcp)
             if fast is not None:
                 return fast
-        elif template is not None:  # declined, weighted or steered
-            rotating = self._rotating.get(key)
-            if rotating is not None:
-                fast = echo(patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+        elif template is not None:  # declined, steered or weighted
+            steered = self._steered.get(key)
+            if steered is not None:
+                fast = self._steer(steered, data, qend, tcp, client)
                 if fast is not None:
                     return fast
-            elif (steered := self._steered.get(key)) is not None:
-                fast = self._steer(steered, data, qend, tcp, client)
+            elif (rotating := self._rotating.get(key)) is not None:
+                fast = echo(patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
                 if fast is not None:
                     return fast
         where = self._where(client)
