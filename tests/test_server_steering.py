@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ from dnsfailover.model import RecordSet, SteeredSet, ZoneContent
 from dnsfailover.server import DnsServer
 from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.server.fast import FastTable
-from dnsfailover.server.steered import Where
+from dnsfailover.server.steered import Pinned, Where
 from dnsfailover.server.wire import respond
 from dnsfailover.server.workers import WorkerPool
 from dnsfailover.server.xfr import Peer, TransferHandler
@@ -581,3 +582,68 @@ async def test_any_at_a_steered_name_is_not_steered(server: DnsServer, tcp: bool
     assert reply.rcode() == dns.rcode.NOERROR
     assert echo(reply) == [("81.2.69.0", 24, 0)]
     assert addresses(reply) == [ADDRESS[US]]  # RFC 8482: one RRset (the lowest type), the default
+
+
+# --- an incrementally updated snapshot answers as one built anew -------------------------------
+
+
+def versions() -> list[ZoneContent]:
+    """Versions sharing their static part: a group changes, goes, a steered set goes and
+    comes back, the default answer changes under unchanged groups."""
+    v1 = steered_zone(1)
+    www, edge = v1.steered[WWW, "A"], v1.steered[EDGE, "CNAME"]
+    fewer = SteeredSet(WWW, "A", US, {g: rs for g, rs in www.answers.items() if g != AP})
+    changed_default = RecordSet(WWW, "A", 300, ("192.0.2.77",))
+    out = [v1]
+
+    def then(
+        managed: dict[tuple[str, str], RecordSet], steered: dict[tuple[str, str], SteeredSet]
+    ) -> None:
+        out.append(
+            ZoneContent(
+                ORIGIN,
+                soa(ORIGIN, len(out) + 1),
+                managed={**v1.managed, **managed},
+                static=v1.static,
+                steered=steered,
+            )
+        )
+
+    then(
+        {},
+        {
+            (WWW, "A"): with_www(v1, EU, RecordSet(WWW, "A", 300, ("203.0.113.1",))).steered[
+                WWW, "A"
+            ],
+            (EDGE, "CNAME"): edge,
+        },
+    )
+    then({}, {(WWW, "A"): fewer, (EDGE, "CNAME"): edge})
+    then({}, {(WWW, "A"): fewer})
+    then(
+        {(WWW, "A"): changed_default},
+        {
+            (WWW, "A"): SteeredSet(WWW, "A", US, {**fewer.answers, US: changed_default}),
+            (EDGE, "CNAME"): edge,
+        },
+    )
+    return out
+
+
+def test_incremental_updates_answer_as_a_fresh_build(steer: Steering) -> None:
+    history = versions()
+    snapshot = ZoneSnapshot.build(history[:1])
+    for old, new in itertools.pairwise(history):
+        snapshot = snapshot.update([(old, new)])
+        fresh = ZoneSnapshot.build([new])
+        for name, rdtype in ((WWW, "A"), (EDGE, "A"), (f"alias.{ORIGIN}", "A"), (WWW, "AAAA")):
+            for group in (US, EU, AP, "nowhere"):
+                for client in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+                    query = dns.message.make_query(name, rdtype).to_wire()
+                    updated = respond(snapshot, query, tcp=False, where=Where(steer, client))
+                    built = respond(fresh, query, tcp=False, where=Where(steer, client))
+                    assert updated == built, (new.soa.serial, name, rdtype, client)
+                    pinned = respond(snapshot, query, tcp=False, where=Pinned(steer, WWW, group))
+                    assert pinned == respond(
+                        fresh, query, tcp=False, where=Pinned(steer, WWW, group)
+                    )
