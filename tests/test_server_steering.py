@@ -647,3 +647,17 @@ def test_incremental_updates_answer_as_a_fresh_build(steer: Steering) -> None:
                     assert pinned == respond(
                         fresh, query, tcp=False, where=Pinned(steer, WWW, group)
                     )
+
+
+@pytest.mark.parametrize("source", ["127.0.0.2", "127.0.0.3"])
+async def test_the_batched_udp_thread_places_by_source_address(
+    steer: Steering, source: str
+) -> None:
+    srv = DnsServer(ZoneSnapshot.build([steered_zone()]), port=0, steering=steer, udp_thread=True)
+    await srv.start()
+    try:
+        for _ in range(3):
+            reply = await ask(srv, WWW, "A", False, source=source)
+            assert addresses(reply) == [ADDRESS[AP if source == "127.0.0.2" else EU]]
+    finally:
+        await srv.stop()
