@@ -268,7 +268,6 @@ class FastTable:
         question = data[HEADER_LEN:qend]
         key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
         template = self._table.get(key)
-        steered = None
         if template:
             fast = echo(patch(template, data, qend), data, qend, tcp)
             if fast is not None:
@@ -285,7 +284,7 @@ class FastTable:
                     return fast
         where = self._where(client)
         slow = self._full(self._snapshot, data, tcp, where)
-        if template is None or steered is not None:
+        if template is None or (where is not None and key in self._steered):
             self._learn(key, question, data, qend, slow, where)
         return slow
 

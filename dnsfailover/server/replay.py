@@ -88,7 +88,14 @@ def plain_ecs(data: bytes, start: int) -> bool:
 def echo(reply: bytes, data: bytes, qend: int, tcp: bool) -> bytes | None:
     """`reply` (to the query without its ECS option) with the query's option echoed in the
     reply's OPT, its last record; None when it would not fit in a plain UDP reply."""
-    return with_option(reply, data[qend + 11 :], tcp)
+    option = data[qend + 11 :]
+    if not option:  # (`with_option`, inlined: this is every plain hit's path)
+        return reply
+    if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
+        return None
+    if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
+        return None  # not ending in our plain OPT: let the full path answer
+    return reply[:-2] + struct.pack("!H", len(option)) + option
 
 
 def with_option(reply: bytes, option: bytes, tcp: bool) -> bytes | None:
