@@ -15,12 +15,15 @@ import threading
 from types import MappingProxyType
 from typing import Any, cast
 
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
 from dnsfailover.server import signed
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.identity import identity_reply
 from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
 from dnsfailover.server.signed import Keys
+from dnsfailover.server.steered import DEFAULT_LIMITS, Where
 from dnsfailover.server.tcp import StreamHandler, TcpService
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
@@ -156,6 +159,11 @@ class DnsServer:
     (``udp_only`` for workers: TCP, and so zone transfers, stay with the main process);
     ``udp_thread`` answers UDP on a thread with blocking calls rather than on the loop;
     ``rrl`` rate-limits UDP responses; ``identity`` is the TXT answer to CH ``id.server.``.
+
+    ``steering`` places the clients of steered names (see `set_steering`): a question for
+    a steered set of the snapshot is answered with the client's location group's answer,
+    the client being the query's ECS network (truncated to ``limits``) or else its source
+    address, and the ECS echo carries the SCOPE that placement depends on.
     """
 
     def __init__(
@@ -174,10 +182,14 @@ class DnsServer:
         fast: bool = True,
         udp_only: bool = False,
         udp_thread: bool = False,
+        steering: Steering | None = None,
+        limits: SourceLimits = DEFAULT_LIMITS,
     ) -> None:
         self._fast = fast
         self._max_udp_payload = max_udp_payload
-        self._table = self._new_table(snapshot)
+        self._limits = limits
+        self._swap = threading.Lock()  # publish and set_steering: one swap at a time
+        self._table = self._new_table(snapshot, steering)
         self.tcp_handler = tcp_handler
         self.reuse_port = reuse_port
         self.udp_only = udp_only
@@ -219,32 +231,56 @@ class DnsServer:
         ``changed``: when ``snapshot`` is the next version of the one served and only these
         names' answers differ, the fast path keeps the other names' replies.
         """
-        table = self._table.carried(snapshot, changed) if self._fast else None
-        # one assignment: snapshot and table together
-        self._table = table if table is not None else self._new_table(snapshot)
+        with self._swap:
+            current = self._table
+            table = current.carried(snapshot, changed) if self._fast else None
+            # one assignment: snapshot, steering and table together
+            self._table = (
+                table if table is not None else self._new_table(snapshot, current.steering)
+            )
         if log.isEnabledFor(logging.INFO):
             serials = " ".join(f"{o}={snapshot.serial(o)}" for o in snapshot.origins)
             log.info("publish: zones=%d serials=%s", len(snapshot.origins), serials or "-")
 
-    def _new_table(self, snapshot: ZoneSnapshot) -> FastTable:
+    @property
+    def steering(self) -> Steering | None:
+        """What places the clients of steered names now (None: nobody is steered)."""
+        return self._table.steering
+
+    def set_steering(
+        self, steering: Steering | None, *, limits: SourceLimits | None = None
+    ) -> None:
+        """Place clients with ``steering`` from the next query on (a reload's new rules or
+        database), and with new source prefix ``limits`` if given; nothing learned with the
+        old one is replayed after this returns.  A database reloaded in place must be set
+        again: the fast path remembers placements per steering."""
+        with self._swap:
+            if limits is not None:
+                self._limits = limits
+            self._table = self._new_table(self._table.snapshot, steering)
+
+    def _new_table(self, snapshot: ZoneSnapshot, steering: Steering | None) -> FastTable:
         # With fast=False the table never learns: every query takes the full path.
         return FastTable(
             snapshot,
             max_udp_payload=self._max_udp_payload,
             max_entries=65_536 if self._fast else 0,
             responder=self._full_answer,
+            steering=steering,
+            limits=self._limits,
         )
 
     keyring: Keys = MappingProxyType({})
     """The TSIG keys signed queries are checked against (replace it to change them)."""
 
-    def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
-        """The reply to one wire query from the current snapshot (None: send nothing)."""
-        return self._table.answer(data, tcp=tcp)
+    def answer(self, data: bytes, *, tcp: bool, client: str | None = None) -> bytes | None:
+        """The reply to one wire query from the current snapshot (None: send nothing);
+        ``client``: its source address (places it for steered names without ECS)."""
+        return self._table.answer(data, tcp=tcp, client=client)
 
     def udp_reply(self, data: bytes, host: str) -> bytes | None:
         """The reply to a datagram from ``host``, after rate limiting (None: send nothing)."""
-        reply = self._table.answer(data, tcp=False)
+        reply = self._table.answer(data, tcp=False, client=host)
         if reply is None:
             self.rcodes[16] += 1
             return None
@@ -259,14 +295,25 @@ class DnsServer:
         return reply
 
     def _full_answer(
-        self, snapshot: ZoneSnapshot, data: bytes, tcp: bool, max_udp_payload: int
+        self,
+        snapshot: ZoneSnapshot,
+        data: bytes,
+        tcp: bool,
+        max_udp_payload: int,
+        where: Where | None = None,
+        /,
     ) -> bytes | None:
         def unsigned(query: bytes, reserve: int) -> bytes | None:
             reply = self._identity_reply(query)
             if reply is not None:
                 return reply
             return respond(
-                snapshot, query, tcp=tcp, max_udp_payload=max_udp_payload, reserve=reserve
+                snapshot,
+                query,
+                tcp=tcp,
+                max_udp_payload=max_udp_payload,
+                reserve=reserve,
+                where=where,
             )
 
         # A signed query is checked, answered and signed (it never takes the fast path).

@@ -111,6 +111,7 @@ def changed_names(changes: Iterable[ZoneChange]) -> frozenset[Labels] | None:
             return None
         names.update(map(_NAME, c.delta.removed))
         names.update(map(_NAME, c.delta.added))
+        names.update(c.delta.steered)
     return frozenset(map(labels_of, names))
 
 

@@ -1,8 +1,8 @@
 """A fast path for the common query: answers replayed from wire bytes the full path produced.
 
 Most queries are one question for a name and type the zone knows (or an NXDOMAIN/NODATA),
-with or without a plain EDNS OPT (or one carrying only an EDNS Client Subnet option, which
-no answer depends on yet: the reply is the plain one with the option echoed, SCOPE 0).  For
+with or without a plain EDNS OPT (or one carrying only an EDNS Client Subnet option: the
+reply is the plain one with the option echoed, SCOPE 0 unless the answer is steered).  For
 the same question bytes their reply differs from query to query only in the ID and the RD
 bit, so :class:`FastTable` keeps, per snapshot, the reply that
 :func:`~dnsfailover.server.wire.respond` gave once, and patches those two.
@@ -10,7 +10,7 @@ bit, so :class:`FastTable` keeps, per snapshot, the reply that
 The key is the question without case: the full path compresses names caselessly
 (`wire.pack`), so its reply to ``WWW.example.test`` is laid out as the one to
 ``www.example.test`` and differs only in the question's bytes (later names point at them),
-which `_patch` copies from the query; 0x20-randomised queries share one template.
+which `patch` copies from the query; 0x20-randomised queries share one template.
 
 Every template comes from ``respond()`` itself and is checked against ``respond()``'s
 answer to a real query before it is kept, so the fast path cannot disagree with the full
@@ -21,142 +21,91 @@ key gets one template per record, taken from a snapshot pinned to that record, a
 name's own rotor picks the template: fast and full path share one rotation.  These keys
 live in a second dict that is only consulted when the first has no usable template, so
 unweighted hits cost nothing more.
+
+A steered name (:mod:`dnsfailover.server.steered`) answers each location group its own
+set, so its key gets one template per group, made from a snapshot answering as if the
+client were in that group (`Pinned`) and checked like any other.  A hit places the client
+with the table's `Steering` (its ECS network truncated to the source limit, else its source
+address), remembers the placement for that (name, client network) with the ECS option to
+echo (SCOPE: what the placement depends on), and replays its group's template.  An answer
+that meets two steered names, or a weighted group, takes the full path.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Protocol
 
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.locate import Address, Network
+from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
 from dnsfailover.server.lookup import WILDCARD
+from dnsfailover.server.replay import (
+    canonical,
+    echo,
+    patch,
+    positive,
+    question_labels,
+    scoped,
+    split_query,
+    with_option,
+)
+from dnsfailover.server.steered import DEFAULT_LIMITS, Pinned, Where
 from dnsfailover.server.weighted import Pick, Rotor
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
+__all__ = ["MAX_ENTRIES", "MAX_PLACEMENTS", "FastTable", "split_query"]
+
 MAX_ENTRIES = 65_536
 """Templates kept per snapshot; when full, the table starts over (hot keys come back)."""
-
-_RD = 0x0100
-_AD = 0x0020
-_CD = 0x0010
 _TC = 0x0200
-_KEYED_FLAGS = _AD | _CD
-"""Query flags that may change a reply and so are part of the key; RD is patched."""
-_OPT_TYPE = 41
-_ECS = 8  # EDNS Client Subnet (RFC 7871)
-_IN = 1
-_DO = 0x8000
 _SOA = 6
 _NS = 2
 _ANY = 255
 _DECLINE = b""
+
+_DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
-Responder = Callable[[ZoneSnapshot, bytes, bool, int], bytes | None]
+
+class Responder(Protocol):
+    """The full path: the reply to a query from a snapshot; ``where`` places the client for
+    steered names (only passed when the table steers)."""
+
+    def __call__(
+        self,
+        snapshot: ZoneSnapshot,
+        data: bytes,
+        tcp: bool,
+        max_udp_payload: int,
+        where: Where | None = None,
+        /,
+    ) -> bytes | None: ...
+
+
 Key = tuple[bytes, int, int, bool]
 Rotating = tuple[Callable[[], int], tuple[bytes, ...]]
 """A weighted key: its rotor's next-turn function and one template per choice."""
+SteeredKey = tuple[str, dict[str, bytes]]
+"""A steered key: the steered name its answer meets, and one template per location group
+(_DECLINE: that group's reply cannot be replayed)."""
+MAX_PLACEMENTS = 65_536
+"""Placements remembered, by (steered name, client network or address): a steered hit
+that finds one costs a dict look-up, not a database look-up; when full, it starts over."""
 
 
 def _full_path(
-    snapshot: ZoneSnapshot, data: bytes, tcp: bool, max_udp_payload: int
+    snapshot: ZoneSnapshot,
+    data: bytes,
+    tcp: bool,
+    max_udp_payload: int,
+    where: Where | None = None,
+    /,
 ) -> bytes | None:
-    return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload)
-
-
-def split_query(data: bytes) -> tuple[int, int, int] | None:
-    """Where a query we may fast-path ends its question, and its EDNS variant.
-
-    :returns: (end of the question, keyed flags, EDNS variant: 0 none, 1 OPT, 2 OPT+DO),
-        or None when the query is not of the plain kind the table serves.
-    """
-    if len(data) < HEADER_LEN + 5:
-        return None
-    flags, qd, an, ns, ar = struct.unpack_from("!5H", data, 2)
-    # QR=0, opcode QUERY, rcode 0, no AA/TC/RA/Z; one question; at most the OPT.
-    if flags & ~(_RD | _KEYED_FLAGS) or qd != 1 or an or ns or ar > 1:
-        return None
-    pos = HEADER_LEN
-    end = len(data)
-    while True:
-        if pos >= end:
-            return None
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length > 63:  # a compression pointer or a reserved label type: let respond() judge
-            return None
-        pos += length + 1
-    if pos - HEADER_LEN > 255 or pos + 4 > end:
-        return None
-    qclass = (data[pos + 2] << 8) | data[pos + 3]
-    pos += 4
-    if qclass != _IN:
-        return None
-    if ar == 0:
-        return (pos, flags & _KEYED_FLAGS, 0) if pos == end else None
-    # The one additional record must be an OPT: root owner, version 0, and no option but
-    # at most one well-formed EDNS Client Subnet (answered as without it, the option echoed).
-    if end - pos < 11 or data[pos] != 0:
-        return None
-    rtype, _payload, ext_rcode, version, z, rdlen = struct.unpack_from("!HHBBHH", data, pos + 1)
-    if rtype != _OPT_TYPE or ext_rcode or version or z & ~_DO or pos + 11 + rdlen != end:
-        return None
-    if rdlen and not _plain_ecs(data, pos + 11):
-        return None
-    return pos, flags & _KEYED_FLAGS, 2 if z & _DO else 1
-
-
-def _plain_ecs(data: bytes, start: int) -> bool:
-    """Whether `data[start:]` is exactly one ECS option of a query that the full path
-    accepts (`geo.ecs.parse`): family 1 or 2, source prefix within the family, as many
-    address octets as the prefix needs and no bit set past it, scope 0.  Its reply is the
-    one without it with the option echoed (SCOPE 0: no answer depends on the client yet)."""
-    if len(data) - start < 8:
-        return False
-    code, length, family, source, scope = struct.unpack_from("!HHHBB", data, start)
-    address = data[start + 8 :]
-    if code != _ECS or length != len(address) + 4 or scope:
-        return False
-    if family not in (1, 2) or source > (32 if family == 1 else 128):
-        return False
-    if len(address) != (source + 7) // 8:
-        return False
-    return not (source % 8 and address[-1] & (0xFF >> (source % 8)))
-
-
-def _echo(reply: bytes, data: bytes, qend: int, tcp: bool) -> bytes | None:
-    """`reply` (to the query without its ECS option) with the query's option echoed in the
-    reply's OPT, its last record; None when it would not fit in a plain UDP reply."""
-    option = data[qend + 11 :]
-    if not option:
-        return reply
-    if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
-        return None
-    if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
-        return None  # not ending in our plain OPT: let the full path answer
-    return reply[:-2] + struct.pack("!H", len(option)) + option
-
-
-def _canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
-    """The query a template is made from: ID 0, RD clear, UDP payload 512."""
-    header = struct.pack("!6H", 0, keyed_flags, 1, 0, 0, 1 if variant else 0)
-    if not variant:
-        return header + question
-    z = _DO if variant == 2 else 0
-    return header + question + struct.pack("!BHHBBHH", 0, _OPT_TYPE, MIN_UDP_PAYLOAD, 0, 0, z, 0)
-
-
-def _patch(template: bytes, data: bytes, qend: int) -> bytes:
-    """The template with the query's ID, RD bit (the template's RD is clear) and question.
-
-    Names are compressed caselessly (`wire.pack`), so later names point at the question and
-    copying the query's spelling of it over the template's gives what the full path gives.
-    """
-    flags = bytes((template[2] | (data[2] & 1),))
-    return data[:2] + flags + template[3:HEADER_LEN] + data[HEADER_LEN:qend] + template[qend:]
+    return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, where=where)
 
 
 def _always(index: int) -> Pick:
@@ -177,17 +126,26 @@ class FastTable:
     full path whose reply depended on the payload size would need it in the key).  Not
     locked: single dict and set operations are atomic under the GIL, and concurrent misses
     at worst build a template twice.
+
+    With a `Steering`, a key whose answer meets one steered name keeps one template per
+    location group: a hit places the client (its ECS network truncated to `limits`, else
+    its source address) and replays its group's template with the ECS SCOPE of the
+    placement.  The steering is the table's: a new one takes a new table.
     """
 
     __slots__ = (
         "_by_name",
         "_carry",
+        "_limits",
         "_max_entries",
         "_max_udp_payload",
+        "_placed",
         "_respond",
         "_rotating",
         "_seen",
         "_snapshot",
+        "_steered",
+        "_steering",
         "_table",
     )
 
@@ -198,13 +156,22 @@ class FastTable:
         max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
         max_entries: int = MAX_ENTRIES,
         responder: Responder = _full_path,
+        steering: Steering | None = None,
+        limits: SourceLimits = DEFAULT_LIMITS,
     ) -> None:
         self._snapshot = snapshot
         self._max_udp_payload = max_udp_payload
         self._max_entries = max_entries
         self._respond = responder
+        self._steering = steering
+        self._limits = limits
         self._table: dict[Key, bytes] = {}
         self._rotating: dict[Key, Rotating] = {}  # weighted keys; `_table` has _DECLINE
+        self._steered: dict[Key, SteeredKey] = {}  # steered keys; `_table` has _DECLINE
+        # (name, ECS option, source address when no ECS network) → (group, the ECS option
+        # to echo); it depends only on the steering, so tables of later snapshots share it
+        # (a new steering: a new table)
+        self._placed: dict[tuple[str, bytes, str], tuple[str, bytes]] = {}
         self._seen: set[Key] = set()
         # The replies that depend on their own name's records only (a copy of their entries
         # in `_table`), and their keys by that name: what a publish that changes other names
@@ -212,7 +179,15 @@ class FastTable:
         self._carry: dict[Key, bytes] = {}
         self._by_name: dict[Labels, tuple[Key, ...]] = {}
 
-    def carried(self, snapshot: ZoneSnapshot, changed: frozenset[Labels] | None) -> FastTable:
+    @property
+    def steering(self) -> Steering | None:
+        return self._steering
+
+    def carried(
+        self,
+        snapshot: ZoneSnapshot,
+        changed: frozenset[Labels] | None,
+    ) -> FastTable:
         """A table for `snapshot`, the next version of this one's, that keeps the replies of
         names a publish did not change (None: it may have changed anything).
 
@@ -225,7 +200,10 @@ class FastTable:
             max_udp_payload=self._max_udp_payload,
             max_entries=self._max_entries,
             responder=self._respond,
+            steering=self._steering,
+            limits=self._limits,
         )
+        table._placed = self._placed
         if changed is None or WILDCARD in {name[0] for name in changed if name}:
             return table
         # Copies (this table may go on learning on another thread meanwhile), `_carry` first:
@@ -243,6 +221,13 @@ class FastTable:
         table._table = dict(carry)
         if self._rotating:
             table._rotating = {k: r for k, r in dict(self._rotating).items() if k in carry}
+        if self._steered:
+            # only each key's positive group replies: a negative one carries the SOA
+            table._steered = {
+                k: (name, {g: t for g, t in dict(groups).items() if positive(t)})
+                for k, (name, groups) in dict(self._steered).items()
+                if k in carry
+            }
         return table
 
     @property
@@ -252,7 +237,7 @@ class FastTable:
     def __len__(self) -> int:
         return len(self._table)
 
-    def lookup(self, data: bytes, *, tcp: bool) -> bytes | None:
+    def lookup(self, data: bytes, *, tcp: bool, client: str | None = None) -> bytes | None:
         """The reply from a template, or None: not a plain query, or not (yet) cached."""
         split = split_query(data)
         if split is None:
@@ -261,38 +246,131 @@ class FastTable:
         key = (data[HEADER_LEN:qend].lower(), keyed, variant, tcp)
         template = self._table.get(key)
         if template:
-            return _echo(_patch(template, data, qend), data, qend, tcp)
-        rotating = self._rotating.get(key) if template is not None else None
-        if rotating is None:
+            return echo(patch(template, data, qend), data, qend, tcp)
+        if template is None:
             return None
-        return _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+        rotating = self._rotating.get(key)
+        if rotating is not None:
+            return echo(patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+        steered = self._steered.get(key)
+        return None if steered is None else self._steer(steered, data, qend, tcp, client)
 
-    def answer(self, data: bytes, *, tcp: bool) -> bytes | None:
-        """The reply to a query: from a template, or from the full path (learning a template)."""
+    def answer(self, data: bytes, *, tcp: bool, client: str | None = None) -> bytes | None:
+        """The reply to a query: from a template, or from the full path (learning a template).
+
+        ``client``: the query's source address (UDP or TCP peer), which places the client
+        of a steered name when the query has no ECS network.
+        """
         split = split_query(data)
         if split is None:
-            return self._respond(self._snapshot, data, tcp, self._max_udp_payload)
+            return self._full(self._snapshot, data, tcp, self._where(client))
         qend, keyed, variant = split
         question = data[HEADER_LEN:qend]
         key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
         template = self._table.get(key)
         if template:
-            fast = _echo(_patch(template, data, qend), data, qend, tcp)
+            fast = echo(patch(template, data, qend), data, qend, tcp)
             if fast is not None:
                 return fast
-        elif template is not None:  # declined, or weighted
-            rotating = self._rotating.get(key)
-            if rotating is not None:
-                fast = _echo(_patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+        elif template is not None:  # declined, steered or weighted
+            steered = self._steered.get(key)
+            if steered is not None:
+                fast = self._steer(steered, data, qend, tcp, client)
                 if fast is not None:
                     return fast
-        slow = self._respond(self._snapshot, data, tcp, self._max_udp_payload)
-        if template is None:
-            self._learn(key, question, data, qend, slow)
+            elif (rotating := self._rotating.get(key)) is not None:
+                fast = echo(patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
+                if fast is not None:
+                    return fast
+        where = self._where(client)
+        slow = self._full(self._snapshot, data, tcp, where)
+        if template is None or (where is not None and key in self._steered):
+            self._learn(key, question, data, qend, slow, where)
         return slow
 
-    def _learn(self, key: Key, question: bytes, data: bytes, qend: int, slow: bytes | None) -> None:
+    def _where(self, client: str | None) -> Where | None:
+        return None if self._steering is None else Where(self._steering, client, self._limits)
+
+    def _full(
+        self, snapshot: ZoneSnapshot, data: bytes, tcp: bool, where: Where | None
+    ) -> bytes | None:
+        if where is None:
+            return self._respond(snapshot, data, tcp, self._max_udp_payload)
+        return self._respond(snapshot, data, tcp, self._max_udp_payload, where)
+
+    def _steer(
+        self, steered: SteeredKey, data: bytes, qend: int, tcp: bool, client: str | None
+    ) -> bytes | None:
+        """The reply to a steered key from its client's group's template (None: no template
+        for that group yet, or the client cannot be placed here: the full path answers)."""
+        steering = self._steering
+        if steering is None:
+            return None
+        option = data[qend + 11 :]  # the query's ECS option, if any (`split_query`)
+        source = option[6] if option else 0
+        # ECS with SOURCE > 0: the network decides; else the source address
+        placed = (steered[0], option, "" if source else client or "")
+        found = self._placed.get(placed)
+        if found is None:
+            try:
+                if source:
+                    target: Address | Network = self._network(option, source)
+                elif client:
+                    target = ip_address(client)
+                else:
+                    return None
+                placement = steering.place(steered[0], target)
+            except Exception:  # an unreadable address, a failing database: the full path says
+                return None
+            found = (placement.group, scoped(option, self._scope(option, placement.scope)))
+            if len(self._placed) >= MAX_PLACEMENTS:
+                self._placed.clear()
+            if MAX_PLACEMENTS:
+                self._placed[placed] = found
+        template = steered[1].get(found[0])
+        if not template:
+            return None
+        return with_option(patch(template, data, qend), found[1], tcp)
+
+    def _scope(self, option: bytes, depends_on: int) -> int:
+        """The SCOPE echoed for a steered answer (what `SourceLimits.reply_scope` gives)."""
+        if not option or not option[6]:
+            return 0  # no ECS, or SOURCE PREFIX-LENGTH 0: the client asked not to be located
+        most = self._limits.v4 if option[5] == 1 else self._limits.v6
+        return max(0, min(depends_on, most))
+
+    def _network(self, option: bytes, source: int) -> Network:
+        """The network an ECS option (well-formed: `split_query`) is located by: truncated
+        to the source limit, as `SourceLimits.lookup` does."""
+        if option[5] == 1:
+            bits = min(source, self._limits.v4)
+            value = int.from_bytes(option[8:].ljust(4, b"\0"), "big")
+            return IPv4Network((value, bits), strict=False)
+        bits = min(source, self._limits.v6)
+        value = int.from_bytes(option[8:].ljust(16, b"\0"), "big")
+        return IPv6Network((value, bits), strict=False)
+
+    def _learn(
+        self,
+        key: Key,
+        question: bytes,
+        data: bytes,
+        qend: int,
+        slow: bytes | None,
+        where: Where | None = None,
+    ) -> None:
         if self._max_entries <= 0:
+            return
+        placed = where.placed if where is not None else []
+        if where is not None and (where.unplaced or len(placed) > 1):
+            return  # not one template per group: the full path answers it every time
+        steered = self._steered.get(key)
+        if steered is not None:  # a steered key: learn this group's template
+            if len(placed) == 1 and placed[0][0] == steered[0] and placed[0][1] not in steered[1]:
+                name, group = placed[0]
+                made = self._pinned(key, question, data, qend, slow, placed[0], where)
+                steered[1][group] = made
+                self._file(key, question, made, _DECLINE)
             return
         # Second chance: a key seen once (a random name in a flood) costs one full answer only.
         if key not in self._seen:
@@ -301,8 +379,16 @@ class FastTable:
             self._seen.add(key)
             return
         self._seen.discard(key)
+        if placed:
+            name, group = placed[0]
+            made = self._pinned(key, question, data, qend, slow, placed[0], where)
+            self._make_room()
+            self._steered[key] = (name, {group: made})
+            self._table[key] = _DECLINE
+            self._file(key, question, made, _DECLINE)
+            return
         _, keyed, variant, tcp = key
-        canonical = _canonical(question, keyed, variant)
+        made_from = canonical(question, keyed, variant)
         snapshot, rotors = self._snapshot, list[Rotor]()
         if snapshot.weighted:
             # Answer from a snapshot that records the rotors it meets instead of turning them.
@@ -311,13 +397,13 @@ class FastTable:
                 return 0
 
             snapshot = snapshot.pinned(record)
-        template = self._respond(snapshot, canonical, tcp, self._max_udp_payload)
+        template = self._respond(snapshot, made_from, tcp, self._max_udp_payload)
         templates = [template]
         if rotors:
             rotor = rotors[0]
             for i in range(1, len(rotor.choices)):
                 pinned = self._snapshot.pinned(_always(i))
-                templates.append(self._respond(pinned, canonical, tcp, self._max_udp_payload))
+                templates.append(self._respond(pinned, made_from, tcp, self._max_udp_payload))
         usable = (
             slow is not None
             and len(rotors) <= 1
@@ -325,35 +411,86 @@ class FastTable:
             # The check that makes the fast path safe: replaying a template for this very
             # query gives exactly what the full path answered.
             and any(
-                _echo(_patch(t, data, qend), data, qend, tcp) == slow
+                echo(patch(t, data, qend), data, qend, tcp) == slow
                 for t in templates
                 if t is not None
             )
         )
-        if len(self._table) >= self._max_entries:
-            self._table.clear()
-            self._rotating.clear()
-            self._carry.clear()
-            self._by_name.clear()
+        self._make_room()
         if usable and rotors:
             self._rotating[key] = (rotors[0].pick, tuple(t for t in templates if t is not None))
             self._table[key] = _DECLINE
         else:
             self._table[key] = template if usable and template is not None else _DECLINE
-        if usable and template is not None and (name := self._own(template, question)):
+        if usable and template is not None:
+            self._file(key, question, template, self._table[key])
+
+    def _make_room(self) -> None:
+        if len(self._table) >= self._max_entries:
+            self._table.clear()
+            self._rotating.clear()
+            self._steered.clear()
+            self._carry.clear()
+            self._by_name.clear()
+
+    def _file(self, key: Key, question: bytes, template: bytes, entry: bytes) -> None:
+        """Keep `entry` (the key's `_table` value) across publishes that do not change the
+        name `template` (a reply for `key`) depends on alone, if there is one."""
+        if template and (name := self._own(template, question)):
             keys = self._by_name.get(name, ())
             if key not in keys:
                 self._by_name[name] = (*keys, key)  # first (see `carried`)
-            self._carry[key] = self._table[key]
+            self._carry[key] = entry
+
+    def _pinned(
+        self,
+        key: Key,
+        question: bytes,
+        data: bytes,
+        qend: int,
+        slow: bytes | None,
+        placed: tuple[str, str],
+        where: Where | None,
+    ) -> bytes:
+        """The template of a steered key for the clients of `group` of steered `name`, or
+        _DECLINE when it cannot be replayed: checked, like every template, against what the
+        full path answered this very query (`slow`)."""
+        steering = self._steering
+        if slow is None or steering is None or where is None:
+            return _DECLINE
+        name, group = placed
+        _, keyed, variant, tcp = key
+        made_from = canonical(question, keyed, variant)
+        snapshot, rotors = self._snapshot, list[Rotor]()
+        if snapshot.weighted:
+
+            def record(rotor: Rotor) -> int:
+                rotors.append(rotor)
+                return 0
+
+            snapshot = snapshot.pinned(record)
+        pin = Pinned(steering, name, group)
+        template = self._respond(snapshot, made_from, tcp, self._max_udp_payload, pin)
+        if (
+            template is None
+            or rotors
+            or pin.unplaced
+            or not self._replayable(template, question, qend, tcp)
+        ):
+            return _DECLINE  # (a weighted group rotates: its replies take the full path)
+        # with the SCOPE the fast path would echo for this query's placement
+        option = data[qend + 11 :]
+        scope = self._scope(option, where.depends_on)
+        reply = with_option(patch(template, data, qend), scoped(option, scope), tcp)
+        return template if reply == slow else _DECLINE
 
     def _own(self, template: bytes, question: bytes) -> Labels | None:
         """The name whose records alone make this reply, or None (see `carried`)."""
-        rcode, ancount, nscount = template[3] & 0x0F, template[6:8], template[8:10]
         qtype = int.from_bytes(question[-4:-2], "big")
         # NS answers carry their in-zone nameservers' addresses: other names' records
-        if rcode or ancount == b"\0\0" or nscount != b"\0\0" or qtype in (_SOA, _ANY, _NS):
+        if not positive(template) or qtype in (_SOA, _ANY, _NS):
             return None
-        name = _labels(question[:-4])
+        name = question_labels(question[:-4])
         zone = self._snapshot.find_zone(name)
         if zone is None or name not in zone.names or name in zone.cname_targets:
             return None
@@ -367,13 +504,3 @@ class FastTable:
             and template[HEADER_LEN:qend].lower() == question.lower()
             and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
         )
-
-
-def _labels(qname: bytes) -> Labels:
-    """Lower-case labels of a wire name without compression (a question's)."""
-    labels: list[bytes] = []
-    pos = 0
-    while pos < len(qname) and (length := qname[pos]):
-        labels.append(qname[pos + 1 : pos + 1 + length].lower())
-        pos += length + 1
-    return tuple(labels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dnslib import QTYPE, RCODE, RR, DNSLabel
 
@@ -55,6 +56,27 @@ class Referral:
 
 
 @dataclass(frozen=True, slots=True)
+class SteeredRRs:
+    """A steered set's answers as served, per location group (see `model.SteeredSet`).
+
+    ``groups``: group id → its RRs (empty: that group's clients get NODATA); ``rotors``:
+    the groups whose set is weighted; ``targets``: a CNAME set's target per group.
+    """
+
+    name: str  # the absolute lower-case name steering knows it by
+    groups: Mapping[str, tuple[RR, ...]]
+    rotors: Mapping[str, Rotor] = field(default_factory=dict)
+    targets: Mapping[str, Labels] = field(default_factory=dict)
+
+
+class Placer(Protocol):
+    """Where one query's client goes for each steered name its answer meets."""
+
+    def place(self, name: str) -> str | None:
+        """The client's group id for steered `name`; None: answer as if not steered."""
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneData:
     """One zone, indexed for look-ups; only authoritative data (occluded names are left out)."""
 
@@ -75,6 +97,8 @@ class ZoneData:
     """Every type at a name that has a managed set (to redo its ANY answer on an update)."""
     glue_names: frozenset[Labels] = frozenset()
     """Names whose addresses are glue in a referral (an update there rebuilds the zone)."""
+    steered: Mapping[tuple[Labels, int], SteeredRRs] = field(default_factory=dict)
+    """Steered sets, by (name, type): answered per location group when a `Placer` is given."""
 
     def contains(self, name: Labels) -> bool:
         depth = len(self.origin)
@@ -130,14 +154,36 @@ def _negative(zone: ZoneData, qtype: int) -> tuple[RR, ...]:
     return tuple(RR(rr.rname, rr.rtype, rr.rclass, 0, rr.rdata) for rr in zone.negative)
 
 
-def lookup(zone: ZoneData, qname: Labels, qtype: int, pick: Pick = advance) -> Answer:
+def _steered(
+    zone: ZoneData, node: Labels, qtype: int, where: Placer
+) -> tuple[str, SteeredRRs] | None:
+    """The client's group and the steered set at (node, qtype), if it is steered for it."""
+    steered = zone.steered.get((node, qtype))
+    if steered is None:
+        return None
+    group = where.place(steered.name)
+    if group is None or group not in steered.groups:
+        return None  # not steered now, or a group the engine has no answer for: the default
+    return group, steered
+
+
+def lookup(
+    zone: ZoneData,
+    qname: Labels,
+    qtype: int,
+    pick: Pick = advance,
+    where: Placer | None = None,
+) -> Answer:
     """Answer one IN-class question for a name inside ``zone`` (lower-case labels).
 
-    ``pick`` chooses the one record a weighted set answers with (a CNAME may lead there).
+    ``pick`` chooses the one record a weighted set answers with (a CNAME may lead there);
+    ``where`` places the client for the steered sets the answer meets (None: every client
+    gets the default answers, the zone's plain sets).
     """
     answer: list[RR] = []
     name = qname
     seen = {name}
+    placer = where if zone.steered else None
     for _ in range(MAX_CNAME_CHAIN + 1):
         node = _node(zone, name, qtype)
         if node is None:
@@ -145,20 +191,36 @@ def lookup(zone: ZoneData, qname: Labels, qtype: int, pick: Pick = advance) -> A
         if isinstance(node, Referral):
             # After a CNAME the answer so far is ours (AA); a direct query gets a plain referral.
             return Answer(_NOERROR, bool(answer), tuple(answer), node.ns, node.glue)
-        found = zone.any_rrsets.get(node) if qtype == _ANY else zone.rrsets.get((node, qtype))
-        if found:
-            if zone.weighted and qtype != _ANY:
+        rotor: Rotor | None = None
+        if qtype == _ANY:
+            found = zone.any_rrsets.get(node)
+        else:
+            found = zone.rrsets.get((node, qtype))
+            placed = _steered(zone, node, qtype, placer) if placer is not None else None
+            if placed is not None:
+                group, steered = placed
+                found = steered.groups[group]
+                rotor = steered.rotors.get(group)
+                if not found and qtype == _CNAME:  # this group has no CNAME: NODATA
+                    return Answer(_NOERROR, True, tuple(answer), zone.negative)
+            elif zone.weighted:
                 rotor = zone.weighted.get((node, qtype))
-                if rotor is not None:
-                    found = rotor.choices[pick(rotor)]
+        if found:
+            if rotor is not None:
+                found = rotor.choices[pick(rotor)]
             answer.extend(found if node == name else _as(DNSLabel(name), found))
             if qtype == _NS:
                 return Answer(_NOERROR, True, tuple(answer), (), _addresses(zone, found))
             break
         target = zone.cname_targets.get(node)
-        if target is None:
+        cname = zone.rrsets.get((node, _CNAME), ())
+        if placer is not None and qtype not in (_ANY, _CNAME):
+            placed = _steered(zone, node, _CNAME, placer)
+            if placed is not None:
+                group, steered = placed
+                cname, target = steered.groups[group], steered.targets.get(group)
+        if target is None or not cname:
             return Answer(_NOERROR, True, tuple(answer), zone.negative)
-        cname = zone.rrsets[node, _CNAME]
         answer.extend(cname if node == name else _as(DNSLabel(name), cname))
         if target in seen or not zone.contains(target):
             break  # a loop, or a target we are not authoritative for: stop here

@@ -175,3 +175,17 @@ def build_managed(
             return at, tuple(served[where[v]] for v in rs.values), list(range(len(rs.values)))
     _, _, rrs, kept = build_rrset(rs, origin, (labels, label), served)
     return at, rrs, kept
+
+
+def rotation_weights(rs: RecordSet, code: int, kept: Sequence[int]) -> tuple[int, ...] | None:
+    """A set's weights when it rotates: only address sets do, and all-zero weights mean no
+    preference (Route 53 too).  ``kept[i]`` is the RR that value ``i`` became (duplicates
+    share one, and their weights add up)."""
+    if not (rs.weights and code in (_A, _AAAA) and any(rs.weights)):
+        return None
+    if min(rs.weights) < 0 or len(rs.weights) != len(kept):
+        raise ZoneBuildError(f"{rs.name} {rs.rtype}: weights must be one >= 0 per value")
+    summed = [0] * (max(kept) + 1 if kept else 0)
+    for index, weight in zip(kept, rs.weights, strict=True):
+        summed[index] += weight
+    return tuple(summed)

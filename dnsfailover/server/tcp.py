@@ -63,7 +63,7 @@ class Responder(Protocol):
     tcp_handler: StreamHandler | None
     rcodes: list[int]
 
-    def answer(self, data: bytes, *, tcp: bool) -> bytes | None: ...
+    def answer(self, data: bytes, *, tcp: bool, client: str | None = None) -> bytes | None: ...
 
 
 class TcpService:
@@ -296,7 +296,7 @@ class _Connection(asyncio.BufferedProtocol):
                 future = self._loop.run_in_executor(None, _all, handler, data, self.peer)
                 future.add_done_callback(functools.partial(self._transferred, data=data))
                 break
-            reply = responder.answer(data, tcp=True)
+            reply = responder.answer(data, tcp=True, client=self.peer[0] or None)
             if reply is None:  # nothing to say to that: neither to anything after it
                 responder.rcodes[16] += 1
                 closing = True
@@ -329,7 +329,7 @@ class _Connection(asyncio.BufferedProtocol):
             transport.abort()
             return
         if replies is None:
-            reply = responder.answer(data, tcp=True)
+            reply = responder.answer(data, tcp=True, client=self.peer[0] or None)
             replies = [] if reply is None else [reply]
         if not replies:
             responder.rcodes[16] += 1

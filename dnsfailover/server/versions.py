@@ -22,11 +22,14 @@ class Delta:
     removed: tuple[RecordSet, ...]
     added: tuple[RecordSet, ...]
     full: bool  # the static part changed too (a reload): not a managed-only change
+    steered: frozenset[str] = frozenset()
+    """Names whose steered answers (any location group's) changed, came or went; zone
+    transfers carry only the default answers, so these are for the server's caches."""
 
     @property
     def names(self) -> frozenset[str]:
-        """The names whose answers changed."""
-        return frozenset(rs.name for rs in (*self.removed, *self.added))
+        """The names whose answers changed (steered ones included)."""
+        return frozenset(rs.name for rs in (*self.removed, *self.added)) | self.steered
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +55,21 @@ def diff(old: ZoneContent, new: ZoneContent) -> Delta:
         keys += [k for k in old.managed if k not in new.managed]
         removed = tuple(old.managed[k] for k in keys if k in old.managed)
         added = tuple(new.managed[k] for k in keys if k in new.managed)
-        return Delta(new.origin, old.soa, new.soa, removed, added, full=False)
+        return Delta(new.origin, old.soa, new.soa, removed, added, False, _steered(old, new))
     before = {(rs.name, rs.rtype): rs for rs in old.records}
     after = {(rs.name, rs.rtype): rs for rs in new.records}
     gone = tuple(rs for k, rs in before.items() if after.get(k) != rs)
     came = tuple(rs for k, rs in after.items() if before.get(k) != rs)
-    return Delta(new.origin, old.soa, new.soa, gone, came, full=True)
+    return Delta(new.origin, old.soa, new.soa, gone, came, True, _steered(old, new))
+
+
+def _steered(old: ZoneContent, new: ZoneContent) -> frozenset[str]:
+    """The names whose steered sets differ between two versions."""
+    if new.steered is old.steered:
+        return frozenset()
+    before = old.steered
+    names = {
+        st.name for key, st in new.steered.items() if (o := before.get(key)) is not st and o != st
+    }
+    names.update(name for name, rtype in before if (name, rtype) not in new.steered)
+    return frozenset(names)

@@ -32,6 +32,7 @@ from dnsfailover.geo import ecs
 from dnsfailover.geo.ecs import ClientSubnet
 from dnsfailover.geo.errors import EcsFormatError
 from dnsfailover.rdata import MAX_LABEL, MAX_NAME_WIRE
+from dnsfailover.server.steered import Where
 from dnsfailover.server.zone import ZoneSnapshot
 
 log = logging.getLogger("dnsfailover.server")
@@ -171,12 +172,15 @@ def respond(
     tcp: bool,
     max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
     reserve: int = 0,
+    where: Where | None = None,
 ) -> bytes | None:
     """The wire reply to one query, or None when the query must be dropped.
 
     Dropped: anything shorter than a header, and responses (QR=1).  A header followed by
     garbage gets FORMERR with the query's ID.  Never raises.  ``reserve``: bytes the reply
-    must leave free within the size limit (for a TSIG appended to it).
+    must leave free within the size limit (for a TSIG appended to it).  ``where``: the
+    client, for steered names (None: every client gets the default answers); the ECS echo
+    of a steered answer carries the SCOPE of its placement.
     """
     if len(data) < HEADER_LEN:
         return None
@@ -184,7 +188,9 @@ def respond(
     if flags & _QR:
         return None
     try:
-        return _respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, reserve=reserve)
+        return _respond(
+            snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, reserve=reserve, where=where
+        )
     except Exception:
         log.warning("query: cannot answer id=%d", qid, exc_info=True)
         return _header_only(qid, flags, _SERVFAIL)
@@ -318,16 +324,23 @@ def _names_ok(request: DNSRecord) -> bool:
     return True
 
 
-def _opt(payload: int, query: _Edns, rcode: int = 0, subnet: ClientSubnet | None = None) -> RR:
+def _opt(
+    payload: int,
+    query: _Edns,
+    rcode: int = 0,
+    subnet: ClientSubnet | None = None,
+    scope: int = 0,
+) -> RR:
     """Our OPT: version 0, our payload size, the query's DO bit (RFC 3225 §3), and no
     options but the query's ECS echoed (RFC 7871 §7.2.1) when ``subnet`` is given.
 
-    The SCOPE PREFIX-LENGTH is 0: no answer depends on the client's address (yet).
+    The SCOPE PREFIX-LENGTH is ``scope``: 0 unless the answer depends on the client's
+    address (a steered name).
     """
     flags = "do" if query.do else ""
     if subnet is None:
         return EDNS0(udp_len=payload, ext_rcode=rcode >> 4, flags=flags)
-    echo = EDNSOption(ecs.OPTION_CODE, ecs.reply_option(subnet, 0))
+    echo = EDNSOption(ecs.OPTION_CODE, ecs.reply_option(subnet, scope))
     return EDNS0(udp_len=payload, ext_rcode=rcode >> 4, flags=flags, opts=[echo])
 
 
@@ -348,7 +361,13 @@ def edns_of(request: DNSRecord, opts: list[_Edns]) -> list[_Edns] | None:
 
 
 def _respond(
-    snapshot: ZoneSnapshot, data: bytes, *, tcp: bool, max_udp_payload: int, reserve: int = 0
+    snapshot: ZoneSnapshot,
+    data: bytes,
+    *,
+    tcp: bool,
+    max_udp_payload: int,
+    reserve: int = 0,
+    where: Where | None = None,
 ) -> bytes:
     qid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
     if _is_query(flags) and (qdcount > 1 or ancount or nscount or arcount > _MAX_ADDITIONAL):
@@ -376,9 +395,12 @@ def _respond(
             log.debug("query: malformed ECS id=%d: %s", qid, e)
             return _edns_error(qid, request, opt, ours, _FORMERR)
 
-    reply = snapshot.resolve(request)
+    if where is not None:
+        where.use(subnet)
+    reply = snapshot.resolve(request, where)
+    scope = where.scope(subnet) if where is not None and subnet is not None else 0
     if opt is not None:
-        reply.add_ar(_opt(ours, opt, subnet=subnet))
+        reply.add_ar(_opt(ours, opt, subnet=subnet, scope=scope))
     wire = pack(reply)
 
     if tcp:
@@ -396,7 +418,7 @@ def _respond(
     truncated = DNSRecord(DNSHeader(id=qid, bitmap=reply.header.bitmap, tc=1))
     truncated.add_question(*reply.questions)
     if opt is not None:
-        truncated.add_ar(_opt(ours, opt, subnet=subnet))
+        truncated.add_ar(_opt(ours, opt, subnet=subnet, scope=scope))
     return pack(truncated)
 
 

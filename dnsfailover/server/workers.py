@@ -6,7 +6,9 @@ N-1 workers (spawned, not forked: the parent runs threads and an event loop) tha
 same UDP port; the kernel spreads clients across the sockets by their address hash.  The
 parent sends the zones once, then every publish as what it changed (`Update`: the managed
 sets that changed and the new SOA, or a whole zone when more changed) down a pipe to each
-worker, which makes its next snapshot from its own and swaps it in.
+worker, which makes its next snapshot from its own and swaps it in.  Steered sets travel
+with them; the steering itself (`SteeringUpdate`: rules, database path, CIDR map) is sent
+at start and on a reload, and each worker opens the database for itself.
 
 A worker stops when its pipe closes, that is when the parent exits however it exits, on
 SIGTERM, and, on Linux, when the parent dies (``PR_SET_PDEATHSIG``).  Workers serve UDP
@@ -23,7 +25,7 @@ import os
 import signal
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import MappingProxyType
@@ -32,11 +34,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import dns.name
 import dns.tsig
 
-from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.errors import DatabaseError
+from dnsfailover.geo.locate import Locator
+from dnsfailover.geo.nets import NetMap
+from dnsfailover.geo.steer import Rule
+from dnsfailover.geo.steering import Steering
+from dnsfailover.model import Key, RecordSet, Soa, SteeredSet, ZoneContent
 from dnsfailover.rdata import Labels, ZoneBuildError, name_labels
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.signed import Keys
+from dnsfailover.server.steered import DEFAULT_LIMITS
 from dnsfailover.server.zone import ZoneSnapshot
 from dnsfailover.tasks import die_with_parent, loop_factory
 
@@ -49,7 +58,7 @@ log = logging.getLogger("dnsfailover.workers")
 READY_TIMEOUT = 30.0
 """Seconds a worker may take to import, bind and report (a spawn re-imports everything)."""
 STOP_TIMEOUT = 5.0
-Message: TypeAlias = "list[ZoneContent] | list[Update] | KeyringUpdate"
+Message: TypeAlias = "list[ZoneContent] | list[Update] | KeyringUpdate | SteeringUpdate"
 
 
 class WorkerPool:
@@ -84,6 +93,13 @@ class WorkerPool:
     def set_keyring(self, keyring: Keys) -> Future[None]:
         """The TSIG keys signed queries are checked against, at start and on a reload."""
         return self.send(KeyringUpdate(dict(keyring)))
+
+    def set_steering(
+        self, steering: Steering | None, limits: SourceLimits = DEFAULT_LIMITS
+    ) -> Future[None]:
+        """Steer as ``steering`` does (see `DnsServer.set_steering`), at start and on a
+        reload: each worker opens the database file itself (a reader does not pickle)."""
+        return self.send(SteeringUpdate.of(steering, limits))
 
     def _send_all(self, zones: Message | None) -> None:
         for index, conn in enumerate(self._conns):
@@ -204,6 +220,16 @@ async def _serve(
         if isinstance(message, KeyringUpdate):
             server.keyring = MappingProxyType(message.keys)
             return
+        if isinstance(message, SteeringUpdate):
+            try:
+                steering = message.steering()
+            except DatabaseError as e:
+                log.error("steering: %s; still steering as before", e)
+                return
+            # The old locator is not closed: a query in flight on the UDP thread may still
+            # read it; it is released with the last reference.
+            server.set_steering(steering, limits=message.limits)
+            return
         try:
             versions = [_apply(contents, update) for update in message]
             server.publish(server.snapshot.update(versions), _names(message))
@@ -231,6 +257,38 @@ class KeyringUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class SteeringUpdate:
+    """A `Steering`, as sent to a worker: its rules and its locator's database path and
+    CIDR map (None rules: nobody is steered)."""
+
+    rules: dict[str, Rule] | None
+    database: str | None
+    nets: NetMap | None
+    limits: SourceLimits
+
+    @classmethod
+    def of(cls, steering: Steering | None, limits: SourceLimits) -> SteeringUpdate:
+        if steering is None:
+            return cls(None, None, None, limits)
+        locator = steering.locator
+        if locator is None:
+            return cls(dict(steering.rules), None, None, limits)
+        path = str(locator.path) if locator.path is not None else None
+        return cls(dict(steering.rules), path, locator.nets, limits)
+
+    def steering(self) -> Steering | None:
+        """The steering again, with a locator of this process's own.
+
+        :raises DatabaseError: if the database does not open here.
+        """
+        if self.rules is None:
+            return None
+        if self.database is None and self.nets is None:
+            return Steering(self.rules)
+        return Steering(self.rules, Locator(self.database, self.nets))
+
+
+@dataclass(frozen=True, slots=True)
 class Update:
     """One zone's publish, as sent to a worker: the managed sets that changed and the new SOA
     when only those changed (`zone` None), else the whole new zone."""
@@ -240,6 +298,8 @@ class Update:
     managed: dict[Key, RecordSet]
     zone: ZoneContent | None
     names: frozenset[str]  # whose answers changed (for the fast path); empty with `zone`
+    steered: dict[Key, SteeredSet] = field(default_factory=dict)  # changed or new ones
+    unsteered: tuple[Key, ...] = ()  # steered sets gone
 
 
 def _update(change: ZoneChange) -> Update:
@@ -247,7 +307,12 @@ def _update(change: ZoneChange) -> Update:
     if delta is None or delta.full:
         return Update(new.origin, new.soa, {}, new, frozenset())
     managed = {(rs.name, rs.rtype): rs for rs in delta.added}
-    return Update(new.origin, new.soa, managed, None, delta.names)
+    if not delta.steered or change.old is None:
+        return Update(new.origin, new.soa, managed, None, delta.names)
+    before = change.old.steered
+    steered = {k: st for k, st in new.steered.items() if (o := before.get(k)) is not st and o != st}
+    gone = tuple(k for k in before if k not in new.steered)
+    return Update(new.origin, new.soa, managed, None, delta.names, steered, gone)
 
 
 def _apply(
@@ -258,7 +323,14 @@ def _apply(
     if update.zone is not None or old is None:
         assert update.zone is not None, "a worker is sent every zone before any update"
         return old, update.zone
-    return old, replace(old.with_managed(update.managed), soa=update.soa)
+    managed = {**old.managed, **update.managed}
+    steered = old.steered
+    if update.steered or update.unsteered:
+        steered = {k: st for k, st in old.steered.items() if k not in update.unsteered}
+        steered.update(update.steered)
+    return old, ZoneContent(
+        old.origin, update.soa, managed=managed, static=old.static, steered=steered
+    )
 
 
 def _names(updates: list[Update]) -> frozenset[Labels] | None:

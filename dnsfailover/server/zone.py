@@ -16,7 +16,16 @@ from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSHeader, DNSLabel, DN
 
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.rdata import Labels, ZoneBuildError, name_labels, qtype_code
-from dnsfailover.server.lookup import REFUSED, WILDCARD, Answer, Referral, ZoneData, lookup
+from dnsfailover.server.lookup import (
+    REFUSED,
+    WILDCARD,
+    Answer,
+    Placer,
+    Referral,
+    SteeredRRs,
+    ZoneData,
+    lookup,
+)
 from dnsfailover.server.rrsets import (
     MAX_TTL,
     SetKey,
@@ -24,7 +33,9 @@ from dnsfailover.server.rrsets import (
     build_rrset,
     checked,
     dotted,
+    rotation_weights,
 )
+from dnsfailover.server.steered import build_steered, check_steered, set_key, update_steered
 from dnsfailover.server.versions import Delta
 from dnsfailover.server.weighted import Pick, Rotor, advance
 
@@ -55,20 +66,6 @@ def _soa(content: ZoneContent, origin: Labels) -> tuple[RR, RR]:
     return soa_rr, RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
 
 
-def _weights(rs: RecordSet, code: int, kept: Sequence[int]) -> tuple[int, ...] | None:
-    """A set's weights when it rotates: only address sets do, and all-zero weights mean no
-    preference (Route 53 too).  ``kept[i]`` is the RR that value ``i`` became (duplicates
-    share one, and their weights add up)."""
-    if not (rs.weights and code in (_A, _AAAA) and any(rs.weights)):
-        return None
-    if min(rs.weights) < 0 or len(rs.weights) != len(kept):
-        raise ZoneBuildError(f"{rs.name} {rs.rtype}: weights must be one >= 0 per value")
-    summed = [0] * (max(kept) + 1 if kept else 0)
-    for index, weight in zip(kept, rs.weights, strict=True):
-        summed[index] += weight
-    return tuple(summed)
-
-
 def _build_zone(content: ZoneContent) -> ZoneData:
     origin = name_labels(content.origin)
     soa_rr, negative = _soa(content, origin)
@@ -83,7 +80,7 @@ def _build_zone(content: ZoneContent) -> ZoneData:
             name, code, rrs, kept = build_rrset(rs, origin)
         if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
-        if (w := _weights(rs, code, kept)) is not None:
+        if (w := rotation_weights(rs, code, kept)) is not None:
             weights[name, code] = w
         # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
         built[name, code] = rrs
@@ -117,6 +114,12 @@ def _build_zone(content: ZoneContent) -> ZoneData:
     }
     referrals = {cut: _referral(cut, origin, built) for cut in cuts}
     managed = {(name_labels(name), qtype_code(rtype)) for name, rtype in content.managed}
+    steered: dict[SetKey, SteeredRRs] = {}
+    for key, st in content.steered.items():
+        check_steered(key, st, content)
+        at, served = build_steered(st, origin, built.get(set_key(key), ()))
+        if at[0] not in occluded and at[0] not in cuts:
+            steered[at] = served
     return ZoneData(
         origin=origin,
         serial=content.soa.serial,
@@ -146,6 +149,7 @@ def _build_zone(content: ZoneContent) -> ZoneData:
             for referral in referrals.values()
             for rr in referral.glue
         ),
+        steered=steered,
     )
 
 
@@ -191,7 +195,7 @@ def _update_zone(
             continue  # occluded by a delegation: not served
         if name in data.glue_names:
             return None  # its addresses are glue in a referral
-        w = _weights(rs, code, kept)
+        w = rotation_weights(rs, code, kept)
         rotor = Rotor(rrs, w) if w is not None and rrs else None
         shown: SetKey | None = None  # what ANY answers at the name (None: nothing)
         if name in data.cuts:
@@ -218,6 +222,7 @@ def _update_zone(
                 any_rrsets[name] = rrsets[shown]
             else:
                 any_rrsets.pop(name, None)
+    steered = update_steered(data, old, new, rrsets)
     soa_rr, negative = _soa(new, origin)
     if any_rrsets.get(origin) is rrsets[origin, _SOA]:  # ANY at an apex with only its SOA
         any_rrsets[origin] = (soa_rr,)
@@ -229,6 +234,7 @@ def _update_zone(
         any_rrsets=any_rrsets,
         weighted=weighted,
         negative=(negative,),
+        steered=steered,
     )
 
 
@@ -311,7 +317,9 @@ class ZoneSnapshot:
     @property
     def weighted(self) -> bool:
         """Whether any zone has a weighted record set (answers that rotate)."""
-        return any(z.weighted for z in self._zones.values())
+        return any(
+            z.weighted or any(st.rotors for st in z.steered.values()) for z in self._zones.values()
+        )
 
     def pinned(self, pick: Pick) -> ZoneSnapshot:
         """The same zones, with ``pick`` choosing each weighted set's record instead of the
@@ -339,13 +347,15 @@ class ZoneSnapshot:
                 return zone
         return None
 
-    def lookup(self, qname: Labels, qtype: int) -> Answer:
-        """Answer one IN-class question; ``qname`` must be lower-case labels."""
+    def lookup(self, qname: Labels, qtype: int, where: Placer | None = None) -> Answer:
+        """Answer one IN-class question; ``qname`` must be lower-case labels.  ``where``
+        places the client for steered sets (None: the default answers)."""
         zone = self.find_zone(qname)
-        return REFUSED if zone is None else lookup(zone, qname, qtype, self._pick)
+        return REFUSED if zone is None else lookup(zone, qname, qtype, self._pick, where)
 
-    def resolve(self, request: DNSRecord) -> DNSRecord:
-        """Build the reply to a parsed request: a pure function of the request and snapshot.
+    def resolve(self, request: DNSRecord, where: Placer | None = None) -> DNSRecord:
+        """Build the reply to a parsed request: a pure function of the request, the snapshot
+        and, for steered names, where ``where`` places the client.
 
         EDNS and truncation are left to the caller (see :mod:`dnsfailover.server.wire`).
         """
@@ -375,7 +385,7 @@ class ZoneSnapshot:
             reply.header.rcode = int(RCODE.NOTIMP)
             return reply
         qname = tuple(bytes(label).lower() for label in question.qname.label)
-        found = self.lookup(qname, qtype)
+        found = self.lookup(qname, qtype, where)
         reply.header.rcode = found.rcode
         reply.header.aa = int(found.authoritative)
         reply.add_answer(*found.answer)

@@ -1,0 +1,149 @@
+"""The bytes of fast-path replies: which queries a template may answer (`split_query`),
+the query a template is made from (`canonical`), and how a template becomes the reply to
+one query (`patch`, with the query's ECS option echoed by `echo` or `with_option`).
+
+See :mod:`dnsfailover.server.fast` for why replaying a template is exact.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from dnsfailover.rdata import Labels
+from dnsfailover.server.wire import HEADER_LEN, MIN_UDP_PAYLOAD
+
+_RD = 0x0100
+_AD = 0x0020
+_CD = 0x0010
+KEYED_FLAGS = _AD | _CD
+"""Query flags that may change a reply and so are part of the key; RD is patched."""
+_OPT_TYPE = 41
+_ECS = 8  # EDNS Client Subnet (RFC 7871)
+_IN = 1
+_DO = 0x8000
+
+
+def split_query(data: bytes) -> tuple[int, int, int] | None:
+    """Where a query we may fast-path ends its question, and its EDNS variant.
+
+    :returns: (end of the question, keyed flags, EDNS variant: 0 none, 1 OPT, 2 OPT+DO),
+        or None when the query is not of the plain kind the table serves.
+    """
+    if len(data) < HEADER_LEN + 5:
+        return None
+    flags, qd, an, ns, ar = struct.unpack_from("!5H", data, 2)
+    # QR=0, opcode QUERY, rcode 0, no AA/TC/RA/Z; one question; at most the OPT.
+    if flags & ~(_RD | KEYED_FLAGS) or qd != 1 or an or ns or ar > 1:
+        return None
+    pos = HEADER_LEN
+    end = len(data)
+    while True:
+        if pos >= end:
+            return None
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length > 63:  # a compression pointer or a reserved label type: let respond() judge
+            return None
+        pos += length + 1
+    if pos - HEADER_LEN > 255 or pos + 4 > end:
+        return None
+    qclass = (data[pos + 2] << 8) | data[pos + 3]
+    pos += 4
+    if qclass != _IN:
+        return None
+    if ar == 0:
+        return (pos, flags & KEYED_FLAGS, 0) if pos == end else None
+    # The one additional record must be an OPT: root owner, version 0, and no option but
+    # at most one well-formed EDNS Client Subnet (answered as without it, the option echoed).
+    if end - pos < 11 or data[pos] != 0:
+        return None
+    rtype, _payload, ext_rcode, version, z, rdlen = struct.unpack_from("!HHBBHH", data, pos + 1)
+    if rtype != _OPT_TYPE or ext_rcode or version or z & ~_DO or pos + 11 + rdlen != end:
+        return None
+    if rdlen and not plain_ecs(data, pos + 11):
+        return None
+    return pos, flags & KEYED_FLAGS, 2 if z & _DO else 1
+
+
+def plain_ecs(data: bytes, start: int) -> bool:
+    """Whether `data[start:]` is exactly one ECS option of a query that the full path
+    accepts (`geo.ecs.parse`): family 1 or 2, source prefix within the family, as many
+    address octets as the prefix needs and no bit set past it, scope 0.  Its reply is the
+    one without it with the option echoed (SCOPE 0: no answer depends on the client yet)."""
+    if len(data) - start < 8:
+        return False
+    code, length, family, source, scope = struct.unpack_from("!HHHBB", data, start)
+    address = data[start + 8 :]
+    if code != _ECS or length != len(address) + 4 or scope:
+        return False
+    if family not in (1, 2) or source > (32 if family == 1 else 128):
+        return False
+    if len(address) != (source + 7) // 8:
+        return False
+    return not (source % 8 and address[-1] & (0xFF >> (source % 8)))
+
+
+def echo(reply: bytes, data: bytes, qend: int, tcp: bool) -> bytes | None:
+    """`reply` (to the query without its ECS option) with the query's option echoed in the
+    reply's OPT, its last record; None when it would not fit in a plain UDP reply."""
+    option = data[qend + 11 :]
+    if not option:  # (`with_option`, inlined: this is every plain hit's path)
+        return reply
+    if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
+        return None
+    if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
+        return None  # not ending in our plain OPT: let the full path answer
+    return reply[:-2] + struct.pack("!H", len(option)) + option
+
+
+def with_option(reply: bytes, option: bytes, tcp: bool) -> bytes | None:
+    """`reply` with `option` (a whole ECS option: code, length, data) in its OPT, the last
+    record; None when it would not fit in a plain UDP reply."""
+    if not option:
+        return reply
+    if not tcp and len(reply) + len(option) > MIN_UDP_PAYLOAD:
+        return None
+    if reply[-11] != 0 or reply[-10:-8] != b"\0\x29" or reply[-2:] != b"\0\0":
+        return None  # not ending in our plain OPT: let the full path answer
+    return reply[:-2] + struct.pack("!H", len(option)) + option
+
+
+def scoped(option: bytes, scope: int) -> bytes:
+    """An ECS option (code, length, FAMILY, SOURCE, SCOPE, ADDRESS) with SCOPE `scope`."""
+    return option[:7] + bytes((scope,)) + option[8:] if option else option
+
+
+def canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
+    """The query a template is made from: ID 0, RD clear, UDP payload 512."""
+    header = struct.pack("!6H", 0, keyed_flags, 1, 0, 0, 1 if variant else 0)
+    if not variant:
+        return header + question
+    z = _DO if variant == 2 else 0
+    return header + question + struct.pack("!BHHBBHH", 0, _OPT_TYPE, MIN_UDP_PAYLOAD, 0, 0, z, 0)
+
+
+def patch(template: bytes, data: bytes, qend: int) -> bytes:
+    """The template with the query's ID, RD bit (the template's RD is clear) and question.
+
+    Names are compressed caselessly (`wire.pack`), so later names point at the question and
+    copying the query's spelling of it over the template's gives what the full path gives.
+    """
+    flags = bytes((template[2] | (data[2] & 1),))
+    return data[:2] + flags + template[3:HEADER_LEN] + data[HEADER_LEN:qend] + template[qend:]
+
+
+def positive(template: bytes) -> bool:
+    """A NOERROR reply with an answer and no authority section (no SOA in it)."""
+    return not template[3] & 0x0F and template[6:8] != b"\0\0" and template[8:10] == b"\0\0"
+
+
+def question_labels(qname: bytes) -> Labels:
+    """Lower-case labels of a wire name without compression (a question's)."""
+    labels: list[bytes] = []
+    pos = 0
+    while pos < len(qname) and (length := qname[pos]):
+        labels.append(qname[pos + 1 : pos + 1 + length].lower())
+        pos += length + 1
+    return tuple(labels)
