@@ -24,6 +24,7 @@ server's event loop): a reload closes the old reader.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -104,12 +105,24 @@ def location_of(record: Any, prefix: int) -> Location:
     )
 
 
-def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> maxminddb.Reader:
+class _Opened(NamedTuple):
+    reader: maxminddb.Reader
+    data: mmap.mmap  # the same file's bytes, for compiling tables from its search tree
+
+
+def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> _Opened:
     copy: Path | None = None
     try:
         if private and mode in _MAPPED:
             copy = _private_copy(path)
-        reader = maxminddb.open_database(str(copy or path), mode)
+        source = str(copy or path)
+        reader = maxminddb.open_database(source, mode)
+        try:
+            with open(source, "rb") as f:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except BaseException:
+            reader.close()
+            raise
     except (OSError, ValueError, InvalidDatabaseError) as e:
         why = str(e).replace(str(copy), str(path)) if copy is not None else str(e)
         raise DatabaseError(f"{path}: cannot open it as a MaxMind-format database: {why}") from e
@@ -119,11 +132,12 @@ def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> maxmi
     if need_coordinates and not _has_coordinates(reader):
         kind = reader.metadata().database_type
         reader.close()
+        data.close()
         raise DatabaseError(
             f"{path}: the database ({kind}) has no coordinates in its first "
             f"{COORDINATES_SAMPLE} records; proximity steering needs a city database"
         )
-    return reader
+    return _Opened(reader, data)
 
 
 def _private_copy(path: Path) -> Path:
@@ -184,14 +198,56 @@ class Locator:
         self._mode = mode
         self._private = private_copy
         self._reader: maxminddb.Reader | None = None
+        self._data: mmap.mmap | None = None
         self._identity: tuple[int, int, int, int] | None = None
         if self.path is not None:
             try:
                 identity = _identity(self.path)
             except OSError as e:
                 raise DatabaseError(f"{self.path}: cannot read the database: {e}") from e
-            self._reader = _open(self.path, mode, need_coordinates, private_copy)
+            self._reader, self._data = _open(self.path, mode, need_coordinates, private_copy)
             self._identity = identity
+
+    @property
+    def reader(self) -> maxminddb.Reader | None:
+        """The open database (None without one): compiled placement iterates it."""
+        return self._reader
+
+    @property
+    def data(self) -> mmap.mmap | None:
+        """The open database file's bytes (None without one): compiled placement walks its
+        search tree, as the reader does."""
+        return self._data
+
+    @property
+    def identity(self) -> tuple[int, int, int, int] | None:
+        """The open file's (device, inode, size, mtime); None without a database."""
+        return self._identity
+
+    def reopened(self) -> Locator | None:
+        """A new Locator over the file when it changed since this one opened it, else None.
+
+        Unlike `reload_if_changed`, this one is left untouched, so whatever was compiled
+        from it (a :class:`~dnsfailover.geo.steering.Steering`) stays valid and in use until
+        the caller swaps in what it builds from the new one.
+
+        :raises DatabaseError: naming the file and why, when the new file does not open.
+        """
+        if self.path is None:
+            return None
+        try:
+            identity = _identity(self.path)
+        except OSError as e:
+            raise DatabaseError(f"{self.path}: cannot read the database: {e}") from e
+        if identity == self._identity:
+            return None
+        return Locator(
+            self.path,
+            self.nets,
+            need_coordinates=self._need_coordinates,
+            mode=self._mode,
+            private_copy=self._private,
+        )
 
     @property
     def database_type(self) -> str | None:
@@ -237,18 +293,24 @@ class Locator:
         if identity == self._identity:
             return Reload(False)
         try:
-            reader = _open(self.path, self._mode, self._need_coordinates, self._private)
+            reader, data = _open(self.path, self._mode, self._need_coordinates, self._private)
         except DatabaseError as e:
             return Reload(False, str(e))
         old, self._reader, self._identity = self._reader, reader, identity
+        old_data, self._data = self._data, data
         if old is not None:
             old.close()
+        if old_data is not None:
+            old_data.close()
         return Reload(True)
 
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._data is not None:
+            self._data.close()
+            self._data = None
 
     def __enter__(self) -> Locator:
         return self
