@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnsfailover.geo.errors import DatabaseError
-from dnsfailover.geo.locate import Address, Locator, Network
+from dnsfailover.geo.locate import Address, Locator, Network, location_of
 from dnsfailover.geo.nets import NetMap
 from dnsfailover.geo.steer import Region, Rule, rule
 from dnsfailover.geo.steering import Steering
@@ -254,3 +254,66 @@ def test_placements_are_cached_and_shared(steering: Steering) -> None:
     # another client with the same outcome and scope gets the same object, not a copy
     assert steering.place("country.", ip_address("81.2.68.2")) is a
     assert ipaddress.ip_address("81.2.68.1") in block(ip_address("81.2.68.1"), a.scope)
+
+
+def alias_to_ipv4(path: Path, base: IPv6Network) -> None:
+    """Point `base` in the file's search tree at its IPv4 subtree (::/96), as MaxMind's own
+    files alias 6to4 (2002::/16) and Teredo (2001::/32): mmdb-writer writes no aliases."""
+    with Locator(path, private_copy=False) as locator:
+        assert locator.reader is not None
+        meta = locator.reader.metadata()
+    data = bytearray(path.read_bytes())
+    assert meta.record_size == 24, meta.record_size  # what mmdb-writer writes for small files
+
+    def record(node: int, right: int) -> int:
+        at = node * 6 + right * 3
+        return int.from_bytes(data[at : at + 3], "big")
+
+    node = 0
+    for _ in range(96):
+        node = record(node, 0)
+    ipv4_start = node
+    value = int(base.network_address)
+    node = 0
+    for depth in range(base.prefixlen - 1):
+        node = record(node, value >> (127 - depth) & 1)
+        assert node < meta.node_count, "the path to the alias must exist"
+    right = value >> (128 - base.prefixlen) & 1
+    at = node * 6 + right * 3
+    data[at : at + 3] = ipv4_start.to_bytes(3, "big")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(bytes(data))
+    os.replace(tmp, path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=SHARED_FIXTURE)
+@given(v4=st.integers(0, (1 << 32) - 1), low=st.integers(0, (1 << 80) - 1), data=st.data())
+def test_ipv6_space_the_file_aliases_to_ipv4_is_placed_as_the_reader_places_it(
+    aliased: Steering, v4: int, low: int, data: st.DataObject
+) -> None:
+    near = data.draw(st.sampled_from([0, 0x01000000, 0x01001080, 0x51024480, 0x03040000]))
+    for value in (v4, near):
+        client = IPv6Address((0x2002 << 112) | (value << 80) | low)
+        fast = aliased.place("continent.", client)
+        slow = aliased.place_slowly("continent.", client)
+        assert (fast.group, fast.why) == (slow.group, slow.why)
+        assert fast.scope <= slow.scope
+        net = block(client, fast.scope)
+        for edge in (net.network_address, net.broadcast_address):
+            assert aliased.place_slowly("continent.", edge).group == fast.group
+
+
+@pytest.fixture(scope="module")
+def aliased(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Steering]:
+    path = tmp_path_factory.mktemp("geo") / "aliased.mmdb"
+    write_mmdb(path, {**NETWORKS, "2002:ffff::/32": city("US", "NA", NEW_YORK)})
+    alias_to_ipv4(path, IPv6Network("2002::/16"))
+    with Locator(path, NetMap(NETS)) as locator:
+        assert locator.reader is not None
+        # the reader follows the alias: 2002:0100:1080:: is 1.0.16.128 (Singapore)
+        record, prefix = locator.reader.get_with_prefix_len(IPv6Address("2002:100:1080::"))
+        assert (location_of(record, prefix).country, prefix) == ("SG", 16 + 25)
+        steering = Steering(RULES, locator)
+        placed = steering.place("continent.", IPv6Address("2002:100:1080::1"))
+        assert (placed.group, placed.scope) == ("syd,fra", 16 + 25)
+        yield steering

@@ -28,6 +28,8 @@ from dnsfailover.geo.steer import Rule, groups, nearest_group, steer
 from dnsfailover.geo.table import MAPPED, Compiled, Placement, scan
 from dnsfailover.model import group_id
 
+__all__ = ["Placement", "Steering"]
+
 _NOWHERE = Location(0)
 _NETWORKS = (IPv4Network, IPv6Network)
 

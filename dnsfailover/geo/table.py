@@ -227,9 +227,9 @@ class _Tree:
         return node
 
     def walk(self, root: int, bits: int, alias: tuple[int, Runs] | None = None) -> Runs:
-        """Runs of places over a `bits`-bit space from `root`; every time the walk meets
-        alias's node, its runs (of a 32-bit space) are spliced in: the IPv4 subtree, met at
-        ::/96 and wherever the database aliases IPv6 space to it."""
+        """Runs of places over a `bits`-bit space from `root`.  Where the walk meets alias's
+        node, its runs (of a 32-bit space) are spliced in rather than walked again: the IPv4
+        subtree, met at ::/96 and wherever the file aliases IPv6 space to it."""
         node_count, read, leaf, places = self.node_count, self.read, self.leaf, self.places
         alias_node, alias_runs = alias if alias is not None else (-1, Runs([], []))
         starts: list[int] = []
