@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import mmap
 import weakref
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address
@@ -52,8 +53,8 @@ NOWHERE = Location(0)
 class Runs(NamedTuple):
     """Runs covering one family's address space: run i is starts[i] .. starts[i+1] - 1."""
 
-    starts: list[int]
-    values: list[int]
+    starts: Sequence[int]
+    values: Sequence[int]
 
 
 class Scan(NamedTuple):
@@ -124,8 +125,8 @@ def _splice(runs: Runs, first: int, last: int, inner: Runs, shift: int) -> Runs:
     `shift` bits and added to `first`."""
     i = bisect_right(runs.starts, first) - 1
     k = bisect_right(runs.starts, last + 1) - 1
-    starts = runs.starts[:i] + ([runs.starts[i]] if runs.starts[i] < first else [])
-    values = runs.values[:i] + ([runs.values[i]] if runs.starts[i] < first else [])
+    keep = i + 1 if runs.starts[i] < first else i
+    starts, values = list(runs.starts[:keep]), list(runs.values[:keep])
     starts += [first + (s << shift) for s in inner.starts]
     values += list(inner.values)
     tail = last + 1
@@ -299,7 +300,11 @@ def scan(locator: Locator | None) -> Scan:
     v6 = _overlay(db6, _nets_runs(locator.nets, 6, intern))
     # ::ffff:a.b.c.d is located as a.b.c.d (Locator.locate), map entries included
     v6 = _splice(v6, MAPPED, MAPPED | V4_MAX, v4, 0)
-    found = Scan(intern.all(), v4, v6)
+    found = Scan(
+        intern.all(),
+        Runs(array("I", v4.starts), array("I", v4.values)),
+        Runs(v6.starts, array("I", v6.values)),
+    )
     _SCANS[locator] = (locator.identity, found)
     return found
 
@@ -318,19 +323,20 @@ COARSE_BITS = 16  # leading address bits of the first-level index
 
 class _Family:
     """One family's compiled runs: the outcome of each, the stretch of addresses around it
-    that get its group (lo..hi), and the placements of clients asked about lately."""
+    that get its group, and the placements of clients asked about lately.  Per-run data is
+    kept in arrays (IPv6 starts, which do not fit 64 bits, in a list)."""
 
     __slots__ = (
+        "after",
         "bits",
         "cache",
         "coarse",
-        "hi",
-        "lo",
+        "first",
         "made",
         "outcomes",
         "shift",
         "starts",
-        "top",
+        "starts_end",
         "why",
     )
 
@@ -343,30 +349,31 @@ class _Family:
     ) -> None:
         merged = _merged(runs.starts, (outcome_of[v] for v in runs.values))
         self.bits = bits
-        self.top = (1 << bits) - 1
-        self.starts = merged.starts
+        self.starts: Sequence[int] = array("I", merged.starts) if bits == 32 else merged.starts
         self.why = outcomes
-        self.outcomes = merged.values
+        self.outcomes = array("I", merged.values)
         self.cache: dict[int, Placement] = {}
         self.made: dict[int, Placement] = {}  # (outcome, scope) → its one Placement
         n = len(self.starts)
         # coarse[j]: the run holding the first address whose leading COARSE_BITS are j, so
         # a lookup bisects only the runs between two of them (a few, not a million)
         self.shift = bits - COARSE_BITS
-        self.coarse = [
-            bisect_right(self.starts, j << self.shift) - 1 for j in range(1 << COARSE_BITS)
-        ]
+        self.coarse = array(
+            "I", (bisect_right(self.starts, j << self.shift) - 1 for j in range(1 << COARSE_BITS))
+        )
         self.coarse.append(n - 1)
-        self.lo = [0] * n
-        self.hi = [0] * n
-        group = [outcomes[o][0] for o in self.outcomes]
+        # run i's group holds from the start of run first[i] to before the start of run
+        # after[i] (to the top when after[i] is n): the maximal stretch of runs around it
+        self.first = array("I", bytes(4 * n))
+        self.after = array("I", bytes(4 * n))
+        group = [outcomes[o][0] for o in merged.values]
         first = 0
         for i in range(1, n + 1):
             if i == n or group[i] != group[first]:
-                lo, hi = self.starts[first], (self.starts[i] - 1) if i < n else self.top
-                self.lo[first:i] = [lo] * (i - first)
-                self.hi[first:i] = [hi] * (i - first)
+                self.first[first:i] = array("I", [first]) * (i - first)
+                self.after[first:i] = array("I", [i]) * (i - first)
                 first = i
+        self.starts_end = n
 
     def place(self, value: int) -> Placement:
         """The placement of one address (as an int)."""
@@ -375,13 +382,15 @@ class _Family:
             return found
         j = value >> self.shift
         i = bisect_right(self.starts, value, self.coarse[j], self.coarse[j + 1] + 1) - 1
-        lo, hi = self.lo[i], self.hi[i]
-        bits = self.bits
-        # the /p around value lies in lo..hi iff it holds neither lo - 1 nor hi + 1: a /p
-        # holds x iff x shares value's first p bits, i.e. (x ^ value) >> (bits - p) == 0
+        starts, bits = self.starts, self.bits
+        # the /p around value lies in the stretch lo..hi iff it holds neither lo - 1 nor
+        # hi + 1: a /p holds x iff x shares value's first p bits, iff (x ^ value) >> (bits -
+        # p) == 0, iff p <= bits - (x ^ value).bit_length()
+        lo = starts[self.first[i]]
         scope = bits + 1 - ((lo - 1) ^ value).bit_length() if lo else 0
-        if hi != self.top:
-            above = bits + 1 - ((hi + 1) ^ value).bit_length()
+        after = self.after[i]
+        if after != self.starts_end:
+            above = bits + 1 - (starts[after] ^ value).bit_length()
             if above > scope:
                 scope = above
         outcome = self.outcomes[i]
