@@ -109,6 +109,7 @@ CLIENTS: st.SearchStrategy[Address] = st.one_of(
     st.builds(IPv6Address, st.integers(0, (1 << 128) - 1)),
     st.builds(lambda v: IPv6Address((0x20010DB8 << 96) | v), st.integers(0, (1 << 96) - 1)),
     st.builds(lambda v: IPv6Address((0xFFFF << 32) | v), st.integers(0, (1 << 32) - 1)),
+    st.builds(IPv6Address, st.integers(0, (1 << 32) - 1)),  # ::a.b.c.d, IPv4-compatible
     st.builds(lambda v: IPv6Address((0x2A00 << 112) | v), st.integers(0, (1 << 112) - 1)),
 )
 
@@ -174,6 +175,9 @@ def test_a_network_is_placed_by_its_first_address(
         ("proximity.", "2001:db8:2::1", "syd,fra,iad", 49),
         ("proximity.", "::ffff:81.2.69.1", "fra,iad,syd", 96 + 25),
         ("continent.", "::ffff:200.1.1.1", "iad", 96 + 1),
+        # IPv4-compatible: where IPv6 databases keep IPv4 data; placed as IPv4, map included
+        ("subnet.", "::10.1.2.3", "syd", 96 + 16),
+        ("subnet.", "::ffff:10.1.2.3", "syd", 96 + 16),
         ("continent.", "2002:102:304::1", "syd,fra", 16),  # not aliased: its own data
     ],
 )

@@ -12,8 +12,10 @@ CIDR of the map matched (then the database is not consulted: the map wins, as gd
 `nets` do), and `prefix`, the leading bits of the address the location depends on: the
 database network's length or the matched CIDR's, made longer where a more specific map
 entry splits that network (see `nets.py`).  It becomes the ECS SCOPE of a steered answer.
-It is given in the family of the address asked: an IPv4-mapped IPv6 address
-(::ffff:a.b.c.d) is looked up as IPv4 and its prefix has 96 added.
+It is given in the family of the address asked: an IPv4-mapped (::ffff:a.b.c.d) or
+IPv4-compatible (::a.b.c.d, where IPv6 databases keep their IPv4 data) IPv6 address is
+looked up as the IPv4 address it holds, map included, and its prefix has 96 added (gdnsd
+does the same).
 
 `reload_if_changed` reopens the file when its identity (device, inode, size, mtime) changed
 and keeps the old database when the new file does not open.  The mapped file is a private
@@ -44,6 +46,7 @@ Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 _NETWORKS = (IPv4Network, IPv6Network)
 _MAPPED = (maxminddb.MODE_AUTO, maxminddb.MODE_MMAP, maxminddb.MODE_MMAP_EXT)
+_IPV4_IN_IPV6 = (0, 0xFFFF)  # the leading 96 bits of ::a.b.c.d and ::ffff:a.b.c.d
 COORDINATES_SAMPLE = 1000  # records read to tell a city database from a country one
 
 
@@ -259,9 +262,9 @@ class Locator:
         truncate it to the source limit first)."""
         address = client.network_address if isinstance(client, _NETWORKS) else client
         if address.version == 6:
-            mapped = address.ipv4_mapped
-            if mapped is not None:
-                found = self._locate(mapped)
+            value = int(address)
+            if value >> 32 in _IPV4_IN_IPV6:
+                found = self._locate(IPv4Address(value & 0xFFFFFFFF))
                 return Location(
                     found.prefix + 96, found.country, found.continent, found.coordinates, found.net
                 )

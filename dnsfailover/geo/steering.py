@@ -25,13 +25,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from dnsfailover.geo.locate import Address, Location, Locator, Network
 from dnsfailover.geo.steer import Rule, groups, nearest_group, steer
-from dnsfailover.geo.table import MAPPED, Compiled, Placement, scan
+from dnsfailover.geo.table import Compiled, Placement, scan
 from dnsfailover.model import group_id
 
 __all__ = ["Placement", "Steering"]
 
 _NOWHERE = Location(0)
 _NETWORKS = (IPv4Network, IPv6Network)
+_IPV4_IN_IPV6 = (0, 0xFFFF)  # the leading 96 bits of ::a.b.c.d and ::ffff:a.b.c.d
 
 
 class Steering:
@@ -73,15 +74,16 @@ class Steering:
         :raises KeyError: if `name` is not steered.
         """
         compiled = self._compiled[name]
+        if compiled.everywhere is not None:
+            return compiled.everywhere
         address = client.network_address if isinstance(client, _NETWORKS) else client
         if type(address) is IPv4Address:
             return compiled.v4.place(int(address))
         value = int(address)
-        found = compiled.v6.place(value)
-        if found.scope < 96 and value >> 32 == MAPPED >> 32:
-            # an IPv4-mapped client is placed as IPv4: its scope stays inside ::ffff:0:0/96
-            return found._replace(scope=96)
-        return found
+        if value >> 32 in _IPV4_IN_IPV6:  # ::a.b.c.d and ::ffff:a.b.c.d are placed as IPv4
+            found = compiled.v4.place(value & 0xFFFFFFFF)
+            return found._replace(scope=found.scope + 96)
+        return compiled.v6.place(value)
 
     def place_slowly(self, name: str, client: Address | Network) -> Placement:
         """`place` the straightforward way: locate the client, steer it by the rule.  Its
