@@ -252,6 +252,18 @@ def test_reloaded_builds_a_new_steering_when_the_file_changed(tmp_path: Path) ->
         new.locator.close()
 
 
+def test_a_locator_reloaded_in_place_is_scanned_again(tmp_path: Path) -> None:
+    path = tmp_path / "db.mmdb"
+    write_mmdb(path, {"81.2.69.0/24": city("GB", "EU", LONDON)})
+    r = rule("country", map={"GB": ["fra"], "JP": ["syd"]}, default=["iad"])
+    client = ip_address("81.2.69.1")
+    with Locator(path) as locator:
+        assert Steering({"a.": r}, locator).place("a.", client).group == "fra"
+        write_mmdb(path, {"81.2.69.0/24": city("JP", "AS", TOKYO)})
+        assert locator.reload_if_changed().reloaded
+        assert Steering({"a.": r}, locator).place("a.", client).group == "syd"
+
+
 def test_placements_are_cached_and_shared(steering: Steering) -> None:
     a = steering.place("country.", ip_address("81.2.68.1"))
     assert steering.place("country.", ip_address("81.2.68.1")) is a
