@@ -147,12 +147,16 @@ def _map(name: str, r: Rule, database: Path) -> str:
 
 def _free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (gdnsd listens on both)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.bind(("127.0.0.1", 0))
-        port = int(u.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", port))
-    return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = int(u.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # taken for TCP: try another
+        return port
 
 
 @dataclass
