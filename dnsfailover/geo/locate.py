@@ -12,8 +12,10 @@ CIDR of the map matched (then the database is not consulted: the map wins, as gd
 `nets` do), and `prefix`, the leading bits of the address the location depends on: the
 database network's length or the matched CIDR's, made longer where a more specific map
 entry splits that network (see `nets.py`).  It becomes the ECS SCOPE of a steered answer.
-It is given in the family of the address asked: an IPv4-mapped IPv6 address
-(::ffff:a.b.c.d) is looked up as IPv4 and its prefix has 96 added.
+It is given in the family of the address asked: an IPv4-mapped (::ffff:a.b.c.d) or
+IPv4-compatible (::a.b.c.d, where IPv6 databases keep their IPv4 data) IPv6 address is
+looked up as the IPv4 address it holds, map included, and its prefix has 96 added (gdnsd
+does the same).
 
 `reload_if_changed` reopens the file when its identity (device, inode, size, mtime) changed
 and keeps the old database when the new file does not open.  The mapped file is a private
@@ -24,6 +26,7 @@ server's event loop): a reload closes the old reader.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -43,6 +46,7 @@ Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 _NETWORKS = (IPv4Network, IPv6Network)
 _MAPPED = (maxminddb.MODE_AUTO, maxminddb.MODE_MMAP, maxminddb.MODE_MMAP_EXT)
+_IPV4_IN_IPV6 = (0, 0xFFFF)  # the leading 96 bits of ::a.b.c.d and ::ffff:a.b.c.d
 COORDINATES_SAMPLE = 1000  # records read to tell a city database from a country one
 
 
@@ -104,12 +108,24 @@ def location_of(record: Any, prefix: int) -> Location:
     )
 
 
-def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> maxminddb.Reader:
+class _Opened(NamedTuple):
+    reader: maxminddb.Reader
+    data: mmap.mmap  # the same file's bytes, for compiling tables from its search tree
+
+
+def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> _Opened:
     copy: Path | None = None
     try:
         if private and mode in _MAPPED:
             copy = _private_copy(path)
-        reader = maxminddb.open_database(str(copy or path), mode)
+        source = str(copy or path)
+        reader = maxminddb.open_database(source, mode)
+        try:
+            with open(source, "rb") as f:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except BaseException:
+            reader.close()
+            raise
     except (OSError, ValueError, InvalidDatabaseError) as e:
         why = str(e).replace(str(copy), str(path)) if copy is not None else str(e)
         raise DatabaseError(f"{path}: cannot open it as a MaxMind-format database: {why}") from e
@@ -119,11 +135,12 @@ def _open(path: Path, mode: int, need_coordinates: bool, private: bool) -> maxmi
     if need_coordinates and not _has_coordinates(reader):
         kind = reader.metadata().database_type
         reader.close()
+        data.close()
         raise DatabaseError(
             f"{path}: the database ({kind}) has no coordinates in its first "
             f"{COORDINATES_SAMPLE} records; proximity steering needs a city database"
         )
-    return reader
+    return _Opened(reader, data)
 
 
 def _private_copy(path: Path) -> Path:
@@ -184,14 +201,56 @@ class Locator:
         self._mode = mode
         self._private = private_copy
         self._reader: maxminddb.Reader | None = None
+        self._data: mmap.mmap | None = None
         self._identity: tuple[int, int, int, int] | None = None
         if self.path is not None:
             try:
                 identity = _identity(self.path)
             except OSError as e:
                 raise DatabaseError(f"{self.path}: cannot read the database: {e}") from e
-            self._reader = _open(self.path, mode, need_coordinates, private_copy)
+            self._reader, self._data = _open(self.path, mode, need_coordinates, private_copy)
             self._identity = identity
+
+    @property
+    def reader(self) -> maxminddb.Reader | None:
+        """The open database (None without one): compiled placement iterates it."""
+        return self._reader
+
+    @property
+    def data(self) -> mmap.mmap | None:
+        """The open database file's bytes (None without one): compiled placement walks its
+        search tree, as the reader does."""
+        return self._data
+
+    @property
+    def identity(self) -> tuple[int, int, int, int] | None:
+        """The open file's (device, inode, size, mtime); None without a database."""
+        return self._identity
+
+    def reopened(self) -> Locator | None:
+        """A new Locator over the file when it changed since this one opened it, else None.
+
+        Unlike `reload_if_changed`, this one is left untouched, so whatever was compiled
+        from it (a :class:`~dnsfailover.geo.steering.Steering`) stays valid and in use until
+        the caller swaps in what it builds from the new one.
+
+        :raises DatabaseError: naming the file and why, when the new file does not open.
+        """
+        if self.path is None:
+            return None
+        try:
+            identity = _identity(self.path)
+        except OSError as e:
+            raise DatabaseError(f"{self.path}: cannot read the database: {e}") from e
+        if identity == self._identity:
+            return None
+        return Locator(
+            self.path,
+            self.nets,
+            need_coordinates=self._need_coordinates,
+            mode=self._mode,
+            private_copy=self._private,
+        )
 
     @property
     def database_type(self) -> str | None:
@@ -203,9 +262,9 @@ class Locator:
         truncate it to the source limit first)."""
         address = client.network_address if isinstance(client, _NETWORKS) else client
         if address.version == 6:
-            mapped = address.ipv4_mapped
-            if mapped is not None:
-                found = self._locate(mapped)
+            value = int(address)
+            if value >> 32 in _IPV4_IN_IPV6:
+                found = self._locate(IPv4Address(value & 0xFFFFFFFF))
                 return Location(
                     found.prefix + 96, found.country, found.continent, found.coordinates, found.net
                 )
@@ -237,18 +296,24 @@ class Locator:
         if identity == self._identity:
             return Reload(False)
         try:
-            reader = _open(self.path, self._mode, self._need_coordinates, self._private)
+            reader, data = _open(self.path, self._mode, self._need_coordinates, self._private)
         except DatabaseError as e:
             return Reload(False, str(e))
         old, self._reader, self._identity = self._reader, reader, identity
+        old_data, self._data = self._data, data
         if old is not None:
             old.close()
+        if old_data is not None:
+            old_data.close()
         return Reload(True)
 
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._data is not None:
+            self._data.close()
+            self._data = None
 
     def __enter__(self) -> Locator:
         return self

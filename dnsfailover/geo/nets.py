@@ -36,11 +36,12 @@ Network = IPv4Network | IPv6Network
 
 
 def unmapped(network: Network) -> Network:
-    """An IPv4-mapped IPv6 network (::ffff:a.b.c.d/96 or longer) as the IPv4 network it is."""
+    """An IPv4-mapped or IPv4-compatible IPv6 network (::ffff:a.b.c.d/96 or ::a.b.c.d/96, or
+    longer) as the IPv4 network it is: such clients are located as IPv4 ones."""
     if network.version == 6 and network.prefixlen >= 96:
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            return IPv4Network((int(mapped), network.prefixlen - 96))
+        value = int(network.network_address)
+        if value >> 32 in (0, 0xFFFF):
+            return IPv4Network((value & 0xFFFFFFFF, network.prefixlen - 96))
     return network
 
 

@@ -8,26 +8,31 @@ that placement depends on (the ECS SCOPE of the answer), and why.
 
 Every group `place` returns is one of the rule's `groups` (so the engine decided an answer
 for it): a proximity ordering no grid point produced falls to the nearest known group.
+
+`place` is on the query path, so it does not locate the client: each distinct rule is
+compiled when the Steering is built into a table address → outcome (see `table.py`), and a
+placement is one bisect.  Its scope is the widest network around the client all of whose
+addresses get the same group (as gdnsd's plugin_geoip reports it), never longer than the
+database network the client is in.  Building reads every network of the database (seconds
+for a real GeoLite2 file: build off the event loop), so a Steering is immutable and swapped
+whole: `reloaded` builds a new one when the database file changed, leaving this one usable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Hashable, Mapping
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from dnsfailover.geo.locate import Address, Location, Locator, Network
 from dnsfailover.geo.steer import Rule, groups, nearest_group, steer
+from dnsfailover.geo.table import Compiled, Placement, scan
 from dnsfailover.model import group_id
 
+__all__ = ["Placement", "Steering"]
+
 _NOWHERE = Location(0)
-
-
-class Placement(NamedTuple):
-    """Where one client of one steered name goes."""
-
-    group: str  # the location group's id (its ordered regions, comma-joined)
-    scope: int  # leading bits of the client's address the placement depends on
-    why: str
+_NETWORKS = (IPv4Network, IPv6Network)
+_IPV4_IN_IPV6 = (0, 0xFFFF)  # the leading 96 bits of ::a.b.c.d and ::ffff:a.b.c.d
 
 
 class Steering:
@@ -42,6 +47,15 @@ class Steering:
         self.rules = dict(rules)
         self.locator = locator
         self._groups = {name: groups(rule) for name, rule in self.rules.items()}
+        found = scan(locator)
+        by_rule: dict[Hashable, Compiled] = {}
+        self._compiled: dict[str, Compiled] = {}
+        for name, rule in self.rules.items():
+            key = _rule_key(rule)
+            compiled = by_rule.get(key)
+            if compiled is None:
+                compiled = by_rule[key] = Compiled(rule, self._groups[name], found)
+            self._compiled[name] = compiled
 
     def steers(self, name: str) -> bool:
         return name in self.rules
@@ -55,10 +69,26 @@ class Steering:
 
     def place(self, name: str, client: Address | Network) -> Placement:
         """The group of `client` (an address, or an ECS network already truncated to the
-        source limit) for steered `name`.
+        source limit: placed by its first address) for steered `name`.
 
         :raises KeyError: if `name` is not steered.
         """
+        compiled = self._compiled[name]
+        if compiled.everywhere is not None:
+            return compiled.everywhere
+        address = client.network_address if isinstance(client, _NETWORKS) else client
+        if type(address) is IPv4Address:
+            return compiled.v4.place(int(address))
+        value = int(address)
+        if value >> 32 in _IPV4_IN_IPV6:  # ::a.b.c.d and ::ffff:a.b.c.d are placed as IPv4
+            found = compiled.v4.place(value & 0xFFFFFFFF)
+            return found._replace(scope=found.scope + 96)
+        return compiled.v6.place(value)
+
+    def place_slowly(self, name: str, client: Address | Network) -> Placement:
+        """`place` the straightforward way: locate the client, steer it by the rule.  Its
+        scope is the database network's (or map entry's) length: often longer than
+        `place`'s.  For explaining, and to check the compiled tables against."""
         rule = self.rules[name]
         where = self.locate(client)
         steered = steer(rule, where)
@@ -71,3 +101,27 @@ class Steering:
                 why = f"{why}; nearest known group {group_id(group)}"
             order = group
         return Placement(group_id(order), where.prefix, why)
+
+    def reloaded(self) -> Steering | None:
+        """A new Steering over the database file when it changed since this one was built,
+        else None; this one stays valid (swap the new one in whole).
+
+        :raises DatabaseError: naming the file and why, when the new file does not open.
+        """
+        if self.locator is None:
+            return None
+        fresh = self.locator.reopened()
+        if fresh is None:
+            return None
+        return Steering(self.rules, fresh)
+
+
+def _rule_key(rule: Rule) -> Hashable:
+    """What makes two rules place every client alike (rules hold dicts: not hashable)."""
+    return (
+        rule.by,
+        rule.default,
+        tuple(sorted(rule.map.items())),
+        tuple(sorted(rule.nets.items())),
+        rule.regions,
+    )
