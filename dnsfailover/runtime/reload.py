@@ -89,7 +89,7 @@ async def stage(
         alerter = None
         if config.notifications != old.notifications:
             alerter = Alerter(config.notifications, node=node_id)
-        steering = await serving.restage(config)
+        steering = await serving.restage(old, config)
         await serving.retarget(old, config)  # last: it swaps (atomically) when it succeeds
     except Exception as e:
         raise ReloadFailed(f"cannot apply the new config: {type(e).__name__}: {e}") from e
@@ -107,7 +107,7 @@ async def commit(
     """Swap in the probes, steering and provider settings that `stage` built; a summary of
     the targets' change.  (The node has already swapped its config, rules and alerter.)"""
     config = staged.config
-    serving.resteer(config, staged.steering)
+    await serving.resteer(config, staged.steering)
     before = set(old.targets())
     after = set(config.targets())
     if scheduler is not None and staged.probes is not None:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 
-from dnsfailover.config.geocheck import open_steering
+from dnsfailover.config.geocheck import open_steering, steering_rules
 from dnsfailover.config.schema import Config
 from dnsfailover.geo.ecs import SourceLimits
 from dnsfailover.geo.steering import Steering
@@ -63,6 +63,8 @@ class Serving:
             # A blocking recvfrom/sendto thread costs less per datagram than a loop callback
             # (bench/dns_qps.py); DNSFAILOVER_UDP=loop answers on the event loop instead.
             udp_thread=os.environ.get("DNSFAILOVER_UDP", "thread") != "loop",
+            steering=self.steering,
+            limits=self.limits,
         )
         self.server.keyring = keyring  # signed queries of any type are checked and signed
         bound = await self.server.start()
@@ -74,22 +76,42 @@ class Serving:
             )
             self.embedded.subscribe(self._pool.publish)
             await self._pool.start(list(self.embedded.contents.values()), keyring)
+            if self.steering is not None:
+                await asyncio.wrap_future(self._pool.set_steering(self.steering, self.limits))
         # NOTIFY secondaries of every later serial, and now: they may hold an older one.
         self._notifier = Notifier(secondaries(config, keyring))
         self.embedded.subscribe(self._notifier)
         self._notifier.notify(self.embedded.contents.values())
         return bound
 
-    async def restage(self, config: Config) -> Steering | None:
-        """A reload's steering: the new config's rules over its database, read again (so a
-        database file replaced since is picked up), built on a thread."""
+    async def restage(self, old: Config, config: Config) -> Steering | None:
+        """A reload's steering, built on a thread: the running one when neither the rules,
+        the CIDR map nor the database file changed; else the new config's rules over the
+        database read again (a new release of the file is picked up here).
+
+        :raises DatabaseError: the database does not open (the reload fails, nothing changes).
+        """
+        current = self.steering
+        same = (
+            current is not None
+            and (old.geo.database_path, old.geo.nets) == (config.geo.database_path, config.geo.nets)
+            and steering_rules(config) == current.rules
+        )
+        if current is not None and same:
+            fresh = await asyncio.to_thread(current.reloaded)
+            return fresh if fresh is not None else current
         return await asyncio.to_thread(open_steering, config)
 
-    def resteer(self, config: Config, steering: Steering | None) -> None:
-        """Swap in a reload's steering (one step: a query sees the old or the new)."""
-        old, self.steering, self.limits = self.steering, steering, source_limits(config)
-        if old is not None and old.locator is not None:
-            old.locator.close()
+    async def resteer(self, config: Config, steering: Steering | None) -> None:
+        """Swap in a reload's steering (one step: a query sees the old or the new), here and
+        in the worker processes."""
+        if steering is self.steering and source_limits(config) == self.limits:
+            return
+        self.steering, self.limits = steering, source_limits(config)
+        if self.server is not None:
+            self.server.set_steering(steering, limits=self.limits)
+        if self._pool is not None:
+            await asyncio.wrap_future(self._pool.set_steering(steering, self.limits))
 
     async def retarget(self, old: Config, config: Config) -> None:
         """A reload: new transfer ACLs, TSIG keys and NOTIFY targets, when they changed."""
