@@ -63,3 +63,35 @@ def test_bad_config_prints_problems_and_exits_2(
     err = capsys.readouterr().err
     assert "bad.yaml:" in err
     assert "down_pct" in err
+
+
+STEERING = str(Path(__file__).parent.parent / "config" / "steering.yaml")
+
+
+def test_clients_are_shown_where_a_region_down_sends_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """config/steering.yaml steers by its `geo.nets` labels: the EU office's clients go to
+    us when eu is down; the US office's stay on us; everyone else is the default group."""
+    assert run(STEERING, "--down", "eu", "--client", "10.10.1.5", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    (office,) = out["clients"]
+    assert office["client"] == "10.10.1.0/24"  # cut to the ECS source limit, as the server
+    assert office["group"] == "eu,us"
+    assert office["tier"] == "us"
+    assert office["answer"] == ["127.0.0.42"]
+    assert office["scope"] == 16
+    assert out["names"]["www.example.test.@eu,us"]["tier"] == "us"
+    assert run(STEERING, "--client", "10.10.1.5", "--client", "fd00:20::1") == 0
+    text = capsys.readouterr().out
+    assert "client 10.10.1.0/24: www.example.test. group eu,us (net office-eu) tier eu" in text
+    assert "client fd00:20::/56: www.example.test. group us,eu (net office-us) tier us" in text
+
+
+def test_a_client_for_a_config_without_steering_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(POLICY, "--client", "192.0.2.1") == 2
+    assert "no record of this config is steered" in capsys.readouterr().err
+    assert run(STEERING, "--client", "not-an-address") == 2
+    assert "'not-an-address' is not an address or network" in capsys.readouterr().err

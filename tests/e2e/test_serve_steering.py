@@ -17,7 +17,7 @@ import dns.message
 import dns.query
 import pytest
 from geo_mmdb import FRANKFURT, NEW_YORK, SYDNEY, VIRGINIA, city, write_mmdb
-from support import HttpEndpoints, Server, wait_for
+from support import HttpEndpoints, Server, run_cli, wait_for
 from test_serve import DETECTION, FALL, INTERVAL, RISE, TIMEOUT, Serve, endpoint
 
 pytestmark = pytest.mark.e2e
@@ -140,6 +140,16 @@ def test_each_client_is_answered_from_its_region_and_moves_only_when_it_fails(
     assert why["answer"] == [US]
     assert why["tier"] == "us"
     assert "country DE" in why["why"]
+    assert why["scope"] == 24
+    out = run_cli("explain", "www", "--client", "192.0.2.7", "--api", str(server.api))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith(
+        "client 192.0.2.0/24: location group eu,us (country DE), tier us, answers 127.0.0.12"
+    )
+    assert "  group ap,us (country:AU): tier ap [healthy] -> 127.0.0.13" in out.stdout
+    bad = run_cli("explain", "www", "--client", "nowhere", "--api", str(server.api))
+    assert bad.returncode != 0
+    assert "client must be an address or network" in bad.stdout + bad.stderr
 
     # back: each group fails back after its hold_down (auto failback)
     http_endpoints.start(EU)
