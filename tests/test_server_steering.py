@@ -26,7 +26,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
-from conftest_server import soa
+from conftest_server import raw_udp, soa
 from geo_mmdb import country, write_mmdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,6 +42,7 @@ from dnsfailover.model import RecordSet, SteeredSet, ZoneContent
 from dnsfailover.server import DnsServer
 from dnsfailover.server.embedded import EmbeddedZones
 from dnsfailover.server.fast import FastTable
+from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.steered import Pinned, Where
 from dnsfailover.server.wire import respond
 from dnsfailover.server.workers import WorkerPool
@@ -666,3 +667,21 @@ async def test_the_batched_udp_thread_places_by_source_address(
             assert addresses(reply) == [ADDRESS[AP if source == "127.0.0.2" else EU]]
     finally:
         await srv.stop()
+
+
+async def test_rate_limiting_covers_steered_answers(steer: Steering) -> None:
+    settings = RrlSettings(responses_per_second=5, slip=2, window=15)
+    snapshot = ZoneSnapshot.build([steered_zone()])
+    async with DnsServer(snapshot, port=0, rrl=settings, steering=steer) as srv:
+        option = [dns.edns.ECSOption("81.2.69.0", 24)]
+        packets = [
+            dns.message.make_query(WWW, "A", use_edns=0, options=option, id=i).to_wire()
+            for i in range(40)
+        ]
+        replies = [dns.message.from_wire(r) for r in await raw_udp(port_of(srv), packets, 0.5)]
+    full = [r for r in replies if not r.flags & dns.flags.TC]
+    slipped = [r for r in replies if r.flags & dns.flags.TC]
+    assert 5 <= len(full) <= 7  # the allowance (plus what trickled back while sending)
+    assert 10 <= len(slipped) <= 20  # every second dropped reply, as TC=1
+    assert all(addresses(r) == [ADDRESS[EU]] for r in full)
+    assert all(echo(r) == [("81.2.69.0", 24, 24)] for r in full)
