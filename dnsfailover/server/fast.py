@@ -275,7 +275,16 @@ class FastTable:
         elif template is not None:  # declined, steered or weighted
             steered = self._steered.get(key)
             if steered is not None:
-                fast = self._steer(steered, data, qend, tcp, client)
+                # a client placed before: its group's template, as `_steer` does, inlined
+                option = data[qend + 11 :]
+                placed = (steered[0], option, "" if option and option[6] else client or "")
+                found = self._placed.get(placed)
+                made = steered[1].get(found[0]) if found is not None else None
+                if made and found is not None:
+                    reply = patch(made, data, qend)
+                    fast = with_option(reply, found[1], tcp) if option else reply
+                else:
+                    fast = self._steer(steered, data, qend, tcp, client)
                 if fast is not None:
                     return fast
             elif (rotating := self._rotating.get(key)) is not None:
