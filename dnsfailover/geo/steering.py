@@ -11,11 +11,14 @@ for it): a proximity ordering no grid point produced falls to the nearest known 
 
 `place` is on the query path, so it does not locate the client: each distinct rule is
 compiled when the Steering is built into a table address → outcome (see `table.py`), and a
-placement is one bisect.  Its scope is the widest network around the client all of whose
-addresses get the same group (as gdnsd's plugin_geoip reports it), never longer than the
-database network the client is in.  Building reads every network of the database (seconds
-for a real GeoLite2 file: build off the event loop), so a Steering is immutable and swapped
-whole: `reloaded` builds a new one when the database file changed, leaving this one usable.
+placement is one short bisect (or a cache hit).  Its scope is the widest network around the
+client all of whose addresses get the same group (as gdnsd's plugin_geoip reports it), never
+longer than `place_slowly`'s (the database network's length).  Building walks the whole
+database (about 2 s for GeoLite2-Country: build off the event loop), so a Steering is
+immutable and swapped whole: `reloaded` builds a new one when the database file changed,
+leaving this one usable.  `place` never reads the locator, so closing the old Steering's
+locator after the swap is safe; reloading that locator in place (`reload_if_changed`) does
+not change tables already compiled.
 """
 
 from __future__ import annotations

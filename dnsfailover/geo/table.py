@@ -11,16 +11,17 @@ Built the way gdnsd's plugin_geoip builds its tree, in two steps:
    covering the whole space (no data: the empty location).  It mirrors `Locator.locate`
    exactly: the CIDR map wins over the database; an IPv6 database's IPv4 subtree (::/96)
    answers IPv4 lookups, and every IPv6 range the file aliases to it (MaxMind's files alias
-   6to4 and Teredo) gets its runs; ::ffff:0:0/96 is placed as the IPv4 address it maps.
-   Walking the tree costs ~1.5 s for GeoLite2-Country (1.2 M networks); iterating the
-   reader instead costs 5 s before any work is done.
+   6to4 and Teredo) gets its runs; ::/96 and ::ffff:0:0/96 are placed as the IPv4 addresses
+   they hold, so IPv6 runs only mark them.  Walking the tree costs ~1.3 s for
+   GeoLite2-Country (1.5 M nodes) and ~4.5 s for GeoLite2-City IPv4 (3.7 M nodes) on one
+   core; iterating the reader instead costs 5 s for the country file before any work.
 2. :class:`Compiled` (once per distinct rule): each place is steered once by `steer`, the
    function the straightforward path uses, so placements are the same; runs with the same
    outcome are merged, and every run knows the bounds of the maximal stretch of addresses
    that get its *group*.  A client's ECS scope is the shortest prefix whose network around
    it lies inside that stretch: the widest network whose addresses all get the same answer
-   (what gdnsd returns as SCOPE).  A 16-bit first-level index narrows each bisect to the
-   runs of one /16 (IPv4) or /16 (IPv6), and recent placements are cached per family.
+   (what gdnsd returns as SCOPE).  A first-level index on the leading 16 bits narrows each
+   bisect to the runs of one /16, and recent placements are cached per family.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import mmap
 import weakref
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
@@ -92,10 +93,16 @@ class _Places:
         return tuple(self.index)
 
 
-def _merged(starts: Iterable[int], values: Iterable[int]) -> Runs:
-    """Runs with adjacent equal values joined."""
-    out_s: list[int] = []
-    out_v: list[int] = []
+def _empty(like: Sequence[int]) -> MutableSequence[int]:
+    """An empty sequence of the kind of `like`: IPv4 starts are kept in arrays (4 bytes
+    each, not a pointer and an int object), IPv6 ones in lists (they do not fit 64 bits)."""
+    return array("I") if isinstance(like, array) else []
+
+
+def _merged(starts: Iterable[int], values: Iterable[int], compact: bool) -> Runs:
+    """Runs with adjacent equal values joined; starts in an array when `compact`."""
+    out_s: MutableSequence[int] = array("I") if compact else []
+    out_v = array("I")
     last = -1
     for s, v in zip(starts, values, strict=True):
         if v != last:
@@ -110,8 +117,8 @@ def _overlay(base: Runs, top: Runs) -> Runs:
     are copied a stretch at a time, so a small map over a large database costs little."""
     if not any(top.values):
         return base
-    starts: list[int] = []
-    values: list[int] = []
+    starts = _empty(base.starts)
+    values = array("I")
     n, m = len(base.starts), len(top.starts)
     for j in range(m):
         first, value = top.starts[j], top.values[j]
@@ -127,7 +134,7 @@ def _overlay(base: Runs, top: Runs) -> Runs:
             values.append(base.values[i])
         if i + 1 < k:  # base's runs are merged: the next differs from values[-1]
             starts += base.starts[i + 1 : k]
-            values += base.values[i + 1 : k]
+            values += array("I", base.values[i + 1 : k])
     return Runs(starts, values)
 
 
@@ -146,7 +153,7 @@ def _splice(runs: Runs, first: int, last: int, inner: Runs, shift: int) -> Runs:
         values.append(runs.values[k])
         starts += runs.starts[k + 1 :]
         values += runs.values[k + 1 :]
-    return _merged(starts, values)
+    return _merged(starts, values, False)
 
 
 def _nets_runs(nets: NetMap, version: int, intern: _Places) -> Runs:
@@ -165,7 +172,7 @@ def _nets_runs(nets: NetMap, version: int, intern: _Places) -> Runs:
         address = IPv4Address(s) if version == 4 else IPv6Address(s)
         _, label, _ = nets.find(address)
         values.append(intern(Location(0, net=label)) if label is not None else 0)
-    return _merged(starts, values)
+    return _merged(starts, values, version == 4)
 
 
 def _nodes(data: mmap.mmap, record_size: int) -> Callable[[int], tuple[int, int]]:
@@ -241,8 +248,8 @@ class _Tree:
         subtree, met at ::/96 and wherever the file aliases IPv6 space to it."""
         node_count, read, leaf, places = self.node_count, self.read, self.leaf, self.places
         alias_node, alias_runs = alias if alias is not None else (-1, Runs([], []))
-        starts: list[int] = []
-        values: list[int] = []
+        starts: MutableSequence[int] = array("I") if bits == V4_BITS else []
+        values = array("I")
         last = -1
         stack = [(root, 0, 0)]
         pop, push = stack.pop, stack.append
@@ -314,11 +321,7 @@ def scan(locator: Locator | None) -> Scan:
     v4 = _overlay(db4, _nets_runs(locator.nets, 4, intern))
     v6 = _overlay(db6, _nets_runs(locator.nets, 6, intern))
     v6 = _ipv4_marked(v6)
-    found = Scan(
-        intern.all(),
-        Runs(array("I", v4.starts), array("I", v4.values)),
-        Runs(v6.starts, array("I", v6.values)),
-    )
+    found = Scan(intern.all(), v4, v6)
     _SCANS[locator] = (locator.identity, found)
     return found
 
@@ -361,11 +364,11 @@ class _Family:
         outcomes: Sequence[tuple[str, str]],
         bits: int,
     ) -> None:
-        merged = _merged(runs.starts, (outcome_of[v] for v in runs.values))
+        merged = _merged(runs.starts, (outcome_of[v] for v in runs.values), bits == V4_BITS)
         self.bits = bits
-        self.starts: Sequence[int] = array("I", merged.starts) if bits == 32 else merged.starts
+        self.starts = merged.starts
         self.why = outcomes
-        self.outcomes = array("I", merged.values)
+        self.outcomes = merged.values
         self.cache: dict[int, Placement] = {}
         self.made: dict[int, Placement] = {}  # (outcome, scope) → its one Placement
         n = len(self.starts)
@@ -380,13 +383,18 @@ class _Family:
         # after[i] (to the top when after[i] is n): the maximal stretch of runs around it
         self.first = array("I", bytes(4 * n))
         self.after = array("I", bytes(4 * n))
-        group = [outcomes[o][0] for o in merged.values]
+        groups: dict[str, int] = {}
+        group_of = array("I", (groups.setdefault(g, len(groups)) for g, _ in outcomes))
+        runs_of = self.outcomes
         first = 0
+        group = group_of[runs_of[0]]
         for i in range(1, n + 1):
-            if i == n or group[i] != group[first]:
+            if i == n or group_of[runs_of[i]] != group:
                 self.first[first:i] = array("I", [first]) * (i - first)
                 self.after[first:i] = array("I", [i]) * (i - first)
                 first = i
+                if i < n:
+                    group = group_of[runs_of[i]]
         self.starts_end = n
 
     def place(self, value: int) -> Placement:
