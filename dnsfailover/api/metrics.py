@@ -382,6 +382,15 @@ def _dns_families(node: NodeView) -> Iterator[Metric]:
         dropped.add_metric([], float(counts[len(RCODES)]))
     yield queries
     yield dropped
+    steered = CounterMetricFamily(
+        "dnsfailover_dns_steered_queries",
+        "Queries of steered names this process's embedded server answered, per location "
+        "group the client was placed in",
+        labels=["name", "group"],
+    )
+    for (name, group), count in sorted(node.dns_steered_queries().items()):
+        steered.add_metric([name, group], float(count))
+    yield steered
 
 
 def _cluster_families(node: NodeView) -> Iterator[Metric]:

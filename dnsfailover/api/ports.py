@@ -65,6 +65,9 @@ class NodeView(Protocol):
         """The location group the embedded server puts `client` (a network already cut to
         the ECS source limits) in for steered `name`; None when `name` is not steered."""
 
+    def dns_steered_queries(self) -> dict[tuple[str, str], int]:
+        """Queries of steered names answered, per (name, location group), since start."""
+
     def source_limits(self) -> SourceLimits:
         """The ECS source limits the embedded server applies."""
 

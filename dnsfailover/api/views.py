@@ -160,10 +160,13 @@ def problems(node: NodeView) -> list[str]:
     return found
 
 
-def _group(group: str, places: tuple[str, ...], nd: NameDecision | None) -> dict[str, Any]:
+def _group(
+    group: str, places: tuple[str, ...], nd: NameDecision | None, queries: int
+) -> dict[str, Any]:
     """One location group of a steered name, for the status."""
     return {
         "group": group,
+        "queries": queries,
         "places": list(places),
         "answer": list(nd.answer) if nd is not None else [],
         "tier": nd.tier if nd is not None else None,
@@ -194,6 +197,7 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
     names = []
     steered = steered_names(config)
     decided = published.decision.names if published is not None else {}
+    asked = node.dns_steered_queries() if steered else {}
     for origin, name, record in config.managed():
         nd = published.decision.names.get(name) if published is not None else None
         entry: dict[str, Any] = {
@@ -215,7 +219,10 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
         s = steered.get(name)
         if s is not None:
             # the entry's answer is the default group's; each group answers its own clients
-            entry["groups"] = [_group(g.id, g.places, decided.get(g.decision)) for g in s.groups]
+            entry["groups"] = [
+                _group(g.id, g.places, decided.get(g.decision), asked.get((name, g.id), 0))
+                for g in s.groups
+            ]
         names.append(entry)
     return {
         "node": node.node_id,

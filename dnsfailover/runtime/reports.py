@@ -45,6 +45,10 @@ class NodeReports:
             return None
         return steering.place(name, client)
 
+    def dns_steered_queries(self) -> dict[tuple[str, str], int]:
+        server = self.serving.server
+        return {} if server is None else dict(server.steered_queries)
+
     def source_limits(self) -> SourceLimits:
         return self.serving.limits
 

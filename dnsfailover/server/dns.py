@@ -188,6 +188,8 @@ class DnsServer:
         self._fast = fast
         self._max_udp_payload = max_udp_payload
         self._limits = limits
+        # queries answered per (steered name, location group), since start
+        self.steered_queries: dict[tuple[str, str], int] = {}
         self._swap = threading.Lock()  # publish and set_steering: one swap at a time
         self._table = self._new_table(snapshot, steering)
         self.tcp_handler = tcp_handler
@@ -268,6 +270,7 @@ class DnsServer:
             responder=self._full_answer,
             steering=steering,
             limits=self._limits,
+            queries=self.steered_queries,
         )
 
     keyring: Keys = MappingProxyType({})

@@ -140,6 +140,7 @@ class FastTable:
         "_max_entries",
         "_max_udp_payload",
         "_placed",
+        "_queries",
         "_respond",
         "_rotating",
         "_seen",
@@ -158,6 +159,7 @@ class FastTable:
         responder: Responder = _full_path,
         steering: Steering | None = None,
         limits: SourceLimits = DEFAULT_LIMITS,
+        queries: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._max_udp_payload = max_udp_payload
@@ -172,6 +174,9 @@ class FastTable:
         # to echo); it depends only on the steering, so tables of later snapshots share it
         # (a new steering: a new table)
         self._placed: dict[tuple[str, bytes, str], tuple[str, bytes]] = {}
+        # queries answered per (steered name, group), kept by the server across tables (a
+        # count may be lost to a race between the UDP and TCP threads: it is for metrics)
+        self._queries: dict[tuple[str, str], int] = queries if queries is not None else {}
         self._seen: set[Key] = set()
         # The replies that depend on their own name's records only (a copy of their entries
         # in `_table`), and their keys by that name: what a publish that changes other names
@@ -202,6 +207,7 @@ class FastTable:
             responder=self._respond,
             steering=self._steering,
             limits=self._limits,
+            queries=self._queries,
         )
         table._placed = self._placed
         if changed is None or WILDCARD in {name[0] for name in changed if name}:
@@ -263,7 +269,8 @@ class FastTable:
         """
         split = split_query(data)
         if split is None:
-            return self._full(self._snapshot, data, tcp, self._where(client))
+            where = self._where(client)
+            return self._counted(where, self._full(self._snapshot, data, tcp, where))
         qend, keyed, variant = split
         question = data[HEADER_LEN:qend]
         key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
@@ -283,6 +290,8 @@ class FastTable:
                 if made and found is not None:
                     reply = patch(made, data, qend)
                     fast = with_option(reply, found[1], tcp) if option else reply
+                    counts, at = self._queries, (steered[0], found[0])
+                    counts[at] = counts.get(at, 0) + 1
                 else:
                     fast = self._steer(steered, data, qend, tcp, client)
                 if fast is not None:
@@ -292,10 +301,18 @@ class FastTable:
                 if fast is not None:
                     return fast
         where = self._where(client)
-        slow = self._full(self._snapshot, data, tcp, where)
+        slow = self._counted(where, self._full(self._snapshot, data, tcp, where))
         if template is None or (where is not None and key in self._steered):
             self._learn(key, question, data, qend, slow, where)
         return slow
+
+    def _counted(self, where: Where | None, reply: bytes | None) -> bytes | None:
+        """`reply`, counting the groups its query was placed in (full path)."""
+        if where is not None and where.placed and reply is not None:
+            counts = self._queries
+            for at in where.placed:
+                counts[at] = counts.get(at, 0) + 1
+        return reply
 
     def _where(self, client: str | None) -> Where | None:
         return None if self._steering is None else Where(self._steering, client, self._limits)
@@ -339,6 +356,8 @@ class FastTable:
         template = steered[1].get(found[0])
         if not template:
             return None
+        counts, at = self._queries, (steered[0], found[0])
+        counts[at] = counts.get(at, 0) + 1
         return with_option(patch(template, data, qend), found[1], tcp)
 
     def _scope(self, option: bytes, depends_on: int) -> int:

@@ -163,6 +163,16 @@ def test_each_client_is_answered_from_its_region_and_moves_only_when_it_fails(
     assert groups["eu,us"]["answer"] == [EU]
     assert groups["eu,us"]["places"] == ["country:DE"]
     assert www["answer"] == [US]  # the default group's
+    # queries per group: the Australian client asked www twice (before and after the outage)
+    assert groups["ap,us"]["queries"] == 2
+    assert groups["eu,us"]["queries"] >= 4
+    with urllib.request.urlopen(f"{server.api}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert (
+        'dnsfailover_dns_steered_queries_total{group="ap,us",name="www.example.test."} 2.0'
+        in metrics
+    )
+    assert 'dnsfailover_name_answers{group="eu,us",name="www.example.test."} 1.0' in metrics
 
 
 def test_dig_subnet_gets_the_steered_answer_and_its_scope(
