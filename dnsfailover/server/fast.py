@@ -417,14 +417,7 @@ class FastTable:
             return
         _, keyed, variant, tcp = key
         made_from = canonical(question, keyed, variant)
-        snapshot, rotors = self._snapshot, list[Rotor]()
-        if snapshot.weighted:
-            # Answer from a snapshot that records the rotors it meets instead of turning them.
-            def record(rotor: Rotor) -> int:
-                rotors.append(rotor)
-                return 0
-
-            snapshot = snapshot.pinned(record)
+        snapshot, rotors = self._recording()
         template = self._respond(snapshot, made_from, tcp, self._max_udp_payload)
         templates = [template]
         if rotors:
@@ -452,6 +445,19 @@ class FastTable:
             self._table[key] = template if usable and template is not None else _DECLINE
         if usable and template is not None:
             self._file(key, question, template, self._table[key])
+
+    def _recording(self) -> tuple[ZoneSnapshot, list[Rotor]]:
+        """The snapshot to make a template from: one that records the rotors it meets instead
+        of turning them (when it has any), and the list they are recorded in."""
+        snapshot, rotors = self._snapshot, list[Rotor]()
+        if snapshot.weighted:
+
+            def record(rotor: Rotor) -> int:
+                rotors.append(rotor)
+                return 0
+
+            snapshot = snapshot.pinned(record)
+        return snapshot, rotors
 
     def _make_room(self) -> None:
         if len(self._table) >= self._max_entries:
@@ -489,14 +495,7 @@ class FastTable:
         name, group = placed
         _, keyed, variant, tcp = key
         made_from = canonical(question, keyed, variant)
-        snapshot, rotors = self._snapshot, list[Rotor]()
-        if snapshot.weighted:
-
-            def record(rotor: Rotor) -> int:
-                rotors.append(rotor)
-                return 0
-
-            snapshot = snapshot.pinned(record)
+        snapshot, rotors = self._recording()
         pin = Pinned(steering, name, group)
         template = self._respond(snapshot, made_from, tcp, self._max_udp_payload, pin)
         if (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,19 @@ ZONE = "r53.example.test."
 INTERVAL, FALL, TIMEOUT = 0.2, 2, 0.15
 
 
-def answers(client: object, zone_id: str, name: str) -> tuple[str, ...]:
+def rrsets(client: object, zone_id: str) -> Iterator[dict[str, Any]]:
+    """Every record set of the zone, page after page."""
     pages = client.get_paginator("list_resource_record_sets").paginate(  # type: ignore[attr-defined]
         HostedZoneId=zone_id
     )
     for page in pages:
-        for rrset in page["ResourceRecordSets"]:
-            if rrset["Name"] == name and rrset["Type"] == "A":
-                return tuple(sorted(r["Value"] for r in rrset["ResourceRecords"]))
+        yield from page["ResourceRecordSets"]
+
+
+def answers(client: object, zone_id: str, name: str) -> tuple[str, ...]:
+    for rrset in rrsets(client, zone_id):
+        if rrset["Name"] == name and rrset["Type"] == "A":
+            return tuple(sorted(r["Value"] for r in rrset["ResourceRecords"]))
     return ()
 
 
@@ -280,21 +285,17 @@ zones:
 def geolocation(client: object, zone_id: str, name: str) -> dict[str, tuple[str, ...]]:
     """The geolocation record sets at `name`: place (country:DE, continent:EU, *) → values."""
     found: dict[str, tuple[str, ...]] = {}
-    pages = client.get_paginator("list_resource_record_sets").paginate(  # type: ignore[attr-defined]
-        HostedZoneId=zone_id
-    )
-    for page in pages:
-        for rrset in page["ResourceRecordSets"]:
-            geo = rrset.get("GeoLocation")
-            if rrset["Name"] != name or rrset["Type"] != "A" or geo is None:
-                continue
-            if "ContinentCode" in geo:
-                place = f"continent:{geo['ContinentCode']}"
-            elif geo.get("CountryCode") == "*":
-                place = "*"
-            else:
-                place = f"country:{geo['CountryCode']}"
-            found[place] = tuple(sorted(r["Value"] for r in rrset["ResourceRecords"]))
+    for rrset in rrsets(client, zone_id):
+        geo = rrset.get("GeoLocation")
+        if rrset["Name"] != name or rrset["Type"] != "A" or geo is None:
+            continue
+        if "ContinentCode" in geo:
+            place = f"continent:{geo['ContinentCode']}"
+        elif geo.get("CountryCode") == "*":
+            place = "*"
+        else:
+            place = f"country:{geo['CountryCode']}"
+        found[place] = tuple(sorted(r["Value"] for r in rrset["ResourceRecords"]))
     return found
 
 
