@@ -37,6 +37,7 @@ shared: compare the figures of one run, not across runs.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import statistics
@@ -473,7 +474,7 @@ def main() -> None:
         raise SystemExit(
             f"missing {', '.join(missing) or 'gdnsd'}: apt-get install -y dnsperf gdnsd npm"
         )
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     db = database(args.cache)
     with maxminddb.open_database(str(db)) as reader:
         meta = reader.metadata()
@@ -488,6 +489,9 @@ def main() -> None:
     )
     rounds = bench(args.rounds, args.seconds, db)
     summary(rounds)
+    print(
+        f"load average after: {os.getloadavg()[0]:.2f} (other work on this machine skews figures)"
+    )
 
 
 if __name__ == "__main__":
