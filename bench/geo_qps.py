@@ -10,8 +10,9 @@ The database is the real public GeoLite2 country data: the npm package
 ~/.cache/dnsfailover-geo, never the repo; its ~1.18 million IPv4 and IPv6 networks).  That
 file has a flat layout (``country_code``) that gdnsd cannot read, so it is converted once,
 into the cache too, to the MaxMind GeoLite2-Country layout both servers read
-(``country.iso_code``, ``continent.code``; continents from the GeoNames table below, as
-MaxMind assigns them): real network boundaries and a real tree depth are what a lookup costs,
+(``country.iso_code``, ``continent.code``; continents from the GeoNames-style table below,
+written from memory: both servers read the same file, so a debatable one cannot make them
+differ): real network boundaries and a real tree depth are what a lookup costs,
 which a synthetic file would only imitate.  The conversion (mmdb-writer) takes ~2 minutes
 once; no ``location`` is written, since country steering needs none.
 
@@ -81,7 +82,7 @@ ORDERS: dict[tuple[str, ...], str] = {
 COUNTRIES = {code: order for order, codes in ORDERS.items() for code in codes.split()}
 # the client country of each round, in turn (KE is not mapped: the default group)
 ROUND_COUNTRIES = ["DE", "US", "JP", "KE", "BR", "IN", "AU", "GB", "ZA", "SG"]
-# GeoNames' continent of every country code (what MaxMind's continent.code says)
+# the continent of every country code, as GeoNames (and so MaxMind) mostly assigns them
 CONTINENT_CODES = {
     "AF": "AO BF BI BJ BW CD CF CG CI CM CV DJ DZ EG EH ER ET GA GH GM GN GQ GW KE KM LR LS LY "
     "MA MG ML MR MU MW MZ NA NE NG RE RW SC SD SH SL SN SO SS ST SZ TD TG TN TZ UG YT ZA ZM ZW",
