@@ -200,6 +200,11 @@ def test_the_same_network_twice_in_nets_is_refused(tmp_path: Path, city_db: Path
     found = problems(tmp_path, text)
     assert [(p.line, p.path) for p in found] == [(21, "geo.nets.b[1]")]
     assert "10.0.0.0/8" in found[0].message
-    # nested networks are fine: the more specific one wins, as in gdnsd
+    # a network inside another label's carves it out: the more specific one wins, as in gdnsd
     nested = text.replace("b: [10.1.0.0/16, 10.0.0.0/8]", "b: [10.1.0.0/16]")
     load(load_text(tmp_path, nested))
+    # inside one label, overlapping networks are refused: one of them says nothing
+    same = text.replace("b: [10.1.0.0/16, 10.0.0.0/8]", "b: ['fd00::/8', 10.1.0.0/16, 10.1.2.0/24]")
+    (p,) = problems(tmp_path, same)
+    assert (p.line, p.path) == (21, "geo.nets.b[2]")
+    assert "10.1.2.0/24 overlaps 10.1.0.0/16, listed for b too" in p.message

@@ -116,6 +116,8 @@ def geo_problems(config: Config, data: dict[str, Any], at: Where) -> list[Proble
     except NetsError as e:
         nets_ok = False
         problems.append(at.problem(("geo", "nets", *_nets_path(config, str(e))), str(e)))
+    else:
+        problems += [at.problem(("geo", "nets", *p), m) for p, m in _overlaps(config)]
     records = list(_steered_paths(config, data))
     proximity = any(
         r.steering is not None and r.steering.by == "proximity" for _o, _p, r in records
@@ -147,6 +149,27 @@ def _nets_path(config: Config, message: str) -> YamlPath:
                 return (label, index)
             seen.add(network)
     return ()
+
+
+def _overlaps(config: Config) -> list[tuple[YamlPath, str]]:
+    """Networks of one label inside each other: one of them says nothing (a typo, most
+    likely).  A network inside another label's is how an office is carved out of a bigger
+    block, and is allowed: the more specific one wins."""
+    found: list[tuple[YamlPath, str]] = []
+    for label, cidrs in config.geo.nets.items():
+        seen: list[tuple[int, int, int, str]] = []  # (version, first, last, as written)
+        for index, cidr in enumerate(cidrs):
+            net = unmapped(ipaddress.ip_network(cidr.strip()))
+            first, last = int(net.network_address), int(net.broadcast_address)
+            for version, lo, hi, text in seen:
+                if version == net.version and lo <= last and first <= hi:
+                    message = (
+                        f"{cidr} overlaps {text}, listed for {label} too (one of them says "
+                        "nothing: list each network of a label once)"
+                    )
+                    found.append(((label, index), message))
+            seen.append((net.version, first, last, cidr))
+    return found
 
 
 def _steered_paths(
