@@ -63,6 +63,14 @@ class Steering:
     def steers(self, name: str) -> bool:
         return name in self.rules
 
+    def table_of(self, name: str) -> Hashable:
+        """What `name`'s placements depend on: names with equal rules share it, so a cache
+        of placements keyed by it serves them all.
+
+        :raises KeyError: if `name` is not steered.
+        """
+        return self._compiled[name]
+
     def groups(self, name: str) -> tuple[str, ...]:
         """The ids of every group `name` can place a client in, default first."""
         return tuple(group_id(g) for g in self._groups[name])
@@ -76,13 +84,21 @@ class Steering:
 
         :raises KeyError: if `name` is not steered.
         """
+        address = client.network_address if isinstance(client, _NETWORKS) else client
+        return self.place_value(name, 4 if type(address) is IPv4Address else 6, int(address))
+
+    def place_value(self, name: str, version: int, value: int) -> Placement:
+        """`place` for an address given as its IP version and integer value (the first
+        address of an ECS network): what the DNS server's fast path calls, never building
+        an address object.
+
+        :raises KeyError: if `name` is not steered.
+        """
         compiled = self._compiled[name]
         if compiled.everywhere is not None:
             return compiled.everywhere
-        address = client.network_address if isinstance(client, _NETWORKS) else client
-        if type(address) is IPv4Address:
-            return compiled.v4.place(int(address))
-        value = int(address)
+        if version == 4:
+            return compiled.v4.place(value)
         if value >> 32 in _IPV4_IN_IPV6:  # ::a.b.c.d and ::ffff:a.b.c.d are placed as IPv4
             found = compiled.v4.place(value & 0xFFFFFFFF)
             return found._replace(scope=found.scope + 96)

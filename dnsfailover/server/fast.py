@@ -33,12 +33,11 @@ that meets two steered names, or a weighted group, takes the full path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from collections.abc import Callable, Hashable
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import Protocol
 
 from dnsfailover.geo.ecs import SourceLimits
-from dnsfailover.geo.locate import Address, Network
 from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
 from dnsfailover.server.lookup import WILDCARD
@@ -52,7 +51,7 @@ from dnsfailover.server.replay import (
     split_query,
     with_option,
 )
-from dnsfailover.server.steered import DEFAULT_LIMITS, Pinned, Where
+from dnsfailover.server.steered import DEFAULT_LIMITS, Pinned, Where, ecs_client, ecs_scope
 from dnsfailover.server.weighted import Pick, Rotor
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
@@ -143,6 +142,7 @@ class FastTable:
         "_queries",
         "_respond",
         "_rotating",
+        "_rule_of",
         "_seen",
         "_snapshot",
         "_steered",
@@ -173,7 +173,9 @@ class FastTable:
         # (name, ECS option, source address when no ECS network) → (group, the ECS option
         # to echo); it depends only on the steering, so tables of later snapshots share it
         # (a new steering: a new table)
-        self._placed: dict[tuple[str, bytes, str], tuple[str, bytes]] = {}
+        # (keyed by the name's rule table, so names with one rule share placements)
+        self._placed: dict[tuple[Hashable, bytes, str], tuple[str, bytes]] = {}
+        self._rule_of: dict[str, Hashable] = {}  # steered name → `Steering.table_of` it
         # queries answered per (steered name, group), kept by the server across tables (a
         # count may be lost to a race between the UDP and TCP threads: it is for metrics)
         self._queries: dict[tuple[str, str], int] = queries if queries is not None else {}
@@ -209,7 +211,7 @@ class FastTable:
             limits=self._limits,
             queries=self._queries,
         )
-        table._placed = self._placed
+        table._placed, table._rule_of = self._placed, self._rule_of
         if changed is None or WILDCARD in {name[0] for name in changed if name}:
             return table
         # Copies (this table may go on learning on another thread meanwhile), `_carry` first:
@@ -284,7 +286,11 @@ class FastTable:
             if steered is not None:
                 # a client placed before: its group's template, as `_steer` does, inlined
                 option = data[qend + 11 :]
-                placed = (steered[0], option, "" if option and option[6] else client or "")
+                placed = (
+                    self._rule_of.get(steered[0]),
+                    option,
+                    "" if option and option[6] else client or "",
+                )
                 found = self._placed.get(placed)
                 made = steered[1].get(found[0]) if found is not None else None
                 if made and found is not None:
@@ -335,20 +341,30 @@ class FastTable:
         option = data[qend + 11 :]  # the query's ECS option, if any (`split_query`)
         source = option[6] if option else 0
         # ECS with SOURCE > 0: the network decides; else the source address
-        placed = (steered[0], option, "" if source else client or "")
+        rule = self._rule_of.get(steered[0])
+        if rule is None:
+            try:
+                rule = self._rule_of[steered[0]] = steering.table_of(steered[0])
+            except KeyError:  # not steered by this steering: the full path says
+                return None
+        placed = (rule, option, "" if source else client or "")
         found = self._placed.get(placed)
         if found is None:
             try:
                 if source:
-                    target: Address | Network = self._network(option, source)
+                    version, value = ecs_client(option, source, self._limits)
                 elif client:
-                    target = ip_address(client)
+                    packed = inet_pton(AF_INET6 if ":" in client else AF_INET, client)
+                    version, value = 4 if len(packed) == 4 else 6, int.from_bytes(packed)
                 else:
                     return None
-                placement = steering.place(steered[0], target)
+                placement = steering.place_value(steered[0], version, value)
             except Exception:  # an unreadable address, a failing database: the full path says
                 return None
-            found = (placement.group, scoped(option, self._scope(option, placement.scope)))
+            found = (
+                placement.group,
+                scoped(option, ecs_scope(option, placement.scope, self._limits)),
+            )
             if len(self._placed) >= MAX_PLACEMENTS:
                 self._placed.clear()
             if MAX_PLACEMENTS:
@@ -359,24 +375,6 @@ class FastTable:
         counts, at = self._queries, (steered[0], found[0])
         counts[at] = counts.get(at, 0) + 1
         return with_option(patch(template, data, qend), found[1], tcp)
-
-    def _scope(self, option: bytes, depends_on: int) -> int:
-        """The SCOPE echoed for a steered answer (what `SourceLimits.reply_scope` gives)."""
-        if not option or not option[6]:
-            return 0  # no ECS, or SOURCE PREFIX-LENGTH 0: the client asked not to be located
-        most = self._limits.v4 if option[5] == 1 else self._limits.v6
-        return max(0, min(depends_on, most))
-
-    def _network(self, option: bytes, source: int) -> Network:
-        """The network an ECS option (well-formed: `split_query`) is located by: truncated
-        to the source limit, as `SourceLimits.lookup` does."""
-        if option[5] == 1:
-            bits = min(source, self._limits.v4)
-            value = int.from_bytes(option[8:].ljust(4, b"\0"), "big")
-            return IPv4Network((value, bits), strict=False)
-        bits = min(source, self._limits.v6)
-        value = int.from_bytes(option[8:].ljust(16, b"\0"), "big")
-        return IPv6Network((value, bits), strict=False)
 
     def _learn(
         self,
@@ -507,7 +505,7 @@ class FastTable:
             return _DECLINE  # (a weighted group rotates: its replies take the full path)
         # with the SCOPE the fast path would echo for this query's placement
         option = data[qend + 11 :]
-        scope = self._scope(option, where.depends_on)
+        scope = ecs_scope(option, where.depends_on, self._limits)
         reply = with_option(patch(template, data, qend), scoped(option, scope), tcp)
         return template if reply == slow else _DECLINE
 

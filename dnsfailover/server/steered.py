@@ -33,6 +33,29 @@ DEFAULT_LIMITS = SourceLimits()
 """The source prefix limits a server uses unless told others (/24 and /56)."""
 
 
+def ecs_client(option: bytes, source: int, limits: SourceLimits) -> tuple[int, int]:
+    """The IP version and first address of the network a query's ECS option (whole, as
+    `replay.split_query` found it well-formed, SOURCE PREFIX-LENGTH `source` > 0) is placed
+    by: truncated to the source limit, as `SourceLimits.lookup` does, without building an
+    address object (the fast path's cost)."""
+    if option[5] == 1:
+        host = 32 - min(source, limits.v4)
+        value = int.from_bytes(option[8:].ljust(4, b"\0"))
+        return 4, value >> host << host
+    host = 128 - min(source, limits.v6)
+    value = int.from_bytes(option[8:].ljust(16, b"\0"))
+    return 6, value >> host << host
+
+
+def ecs_scope(option: bytes, depends_on: int, limits: SourceLimits) -> int:
+    """The SCOPE echoed for a steered answer to a query with this ECS option (b"": none):
+    what `SourceLimits.reply_scope` gives."""
+    if not option or not option[6]:
+        return 0  # no ECS, or SOURCE PREFIX-LENGTH 0: the client asked not to be located
+    most = limits.v4 if option[5] == 1 else limits.v6
+    return max(0, min(depends_on, most))
+
+
 def build_steered(
     st: SteeredSet,
     origin: Labels,
