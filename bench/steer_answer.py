@@ -97,19 +97,24 @@ def clients(path: Path, count: int, rng: random.Random) -> list[IPv4Network | IP
     reader = maxminddb.open_database(str(path))
     v4: list[IPv4Network] = []
     v6: list[IPv6Network] = []
+    network: IPv4Network | IPv6Network
     for network, _record in reader:
         if (network.version == 4 and network.prefixlen <= 24) or (network.version == 6 and (
             network.prefixlen <= 56 and not network.network_address.ipv4_mapped
             and not str(network).startswith("::")
         )):  # fmt: skip
-            (v4 if network.version == 4 else v6).append(network)  # type: ignore[arg-type]
+            if isinstance(network, IPv4Network):
+                v4.append(network)
+            else:
+                v6.append(network)
         if len(v4) + len(v6) > 200_000:
             break
     reader.close()
     out: list[IPv4Network | IPv6Network] = []
     for _ in range(count):
-        pool: list[IPv4Network] | list[IPv6Network] = v4 if rng.random() < 0.8 or not v6 else v6
-        net = rng.choice(pool)
+        net: IPv4Network | IPv6Network = (
+            rng.choice(v4) if rng.random() < 0.8 or not v6 else rng.choice(v6)
+        )
         bits = 24 if net.version == 4 else 56
         inside = rng.getrandbits(bits - net.prefixlen) << (net.max_prefixlen - bits)
         address = int(net.network_address) | inside

@@ -128,7 +128,9 @@ def test_big_udp_answers_and_malformed_queries_are_declined() -> None:
 def test_a_key_seen_once_costs_one_full_answer_and_the_table_is_bounded() -> None:
     calls: list[bytes] = []
 
-    def counting(snapshot: object, data: bytes, tcp: bool, size: int) -> bytes | None:
+    def counting(
+        snapshot: object, data: bytes, tcp: bool, size: int, where: object = None, /
+    ) -> bytes | None:
         calls.append(data)
         return respond(SNAPSHOT, data, tcp=tcp, max_udp_payload=size)
 

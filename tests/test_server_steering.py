@@ -143,7 +143,7 @@ async def ask(
     subnet: tuple[str, int] | None = None,
     source: str = "127.0.0.1",
 ) -> dns.message.Message:
-    options = [dns.edns.ECSOption(*subnet)] if subnet is not None else []
+    options: list[dns.edns.Option] = [dns.edns.ECSOption(*subnet)] if subnet else []
     query = dns.message.make_query(name, rdtype, use_edns=0, options=options)
     if tcp:
         return await dns.asyncquery.tcp(
@@ -347,7 +347,7 @@ def test_fast_path_replies_equal_the_full_path(
     limits = SourceLimits()
     table = FastTable(snapshot, steering=steer, limits=limits)
     for qid, (name, rdtype, subnet, client, edns) in enumerate(asked * 3):
-        options = [dns.edns.ECSOption(*subnet)] if subnet is not None else []
+        options: list[dns.edns.Option] = [dns.edns.ECSOption(*subnet)] if subnet else []
         query = dns.message.make_query(
             name, rdtype, use_edns=0 if edns or options else False, options=options, id=qid
         ).to_wire()
@@ -467,7 +467,7 @@ async def test_rate_limiting_covers_steered_answers(steer: Steering) -> None:
     settings = RrlSettings(responses_per_second=5, slip=2, window=15)
     snapshot = ZoneSnapshot.build([steered_zone()])
     async with DnsServer(snapshot, port=0, rrl=settings, steering=steer) as srv:
-        option = [dns.edns.ECSOption("81.2.69.0", 24)]
+        option: list[dns.edns.Option] = [dns.edns.ECSOption("81.2.69.0", 24)]
         packets = [
             dns.message.make_query(WWW, "A", use_edns=0, options=option, id=i).to_wire()
             for i in range(40)

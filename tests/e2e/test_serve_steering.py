@@ -90,7 +90,7 @@ def ask(
 ) -> tuple[tuple[str, ...], int | None]:
     """The A answer for a client (ECS `subnet`, else the source address) and the SCOPE
     PREFIX-LENGTH echoed (None: no ECS in the reply)."""
-    options = []
+    options: list[dns.edns.Option] = []
     if subnet is not None:
         address, prefix = subnet.split("/")
         options.append(dns.edns.ECSOption(address, int(prefix)))
