@@ -490,21 +490,24 @@ def _cluster_families(node: NodeView) -> Iterator[Metric]:
         "1 for a region flagged isolated (its results do not vote)",
         labels=["region"],
     )
+    # Both always described (no samples on a single node), so dashboards and rules that
+    # name them check out against any node's scrape.
+    failures = CounterMetricFamily(
+        "dnsfailover_cluster_publish_failures",
+        "Decisions the leader could not write to etcd (each is retried with backoff)",
+        labels=["node"],
+    )
+    publishing = GaugeMetricFamily(
+        "dnsfailover_cluster_degraded",
+        "1 while this node is degraded (etcd unreachable, or its decision not published)",
+        labels=["node"],
+    )
     if status.get("mode") == "cluster":
-        failures = CounterMetricFamily(
-            "dnsfailover_cluster_publish_failures",
-            "Decisions the leader could not write to etcd (each is retried with backoff)",
-            labels=["node"],
-        )
-        failures.add_metric([str(status.get("node"))], float(status.get("publish_failures", 0)))
-        yield failures
-        publishing = GaugeMetricFamily(
-            "dnsfailover_cluster_degraded",
-            "1 while this node is degraded (etcd unreachable, or its decision not published)",
-            labels=["node"],
-        )
-        publishing.add_metric([str(status.get("node"))], 1.0 if status.get("degraded") else 0.0)
-        yield publishing
+        node_id = str(status.get("node"))
+        failures.add_metric([node_id], float(status.get("publish_failures", 0)))
+        publishing.add_metric([node_id], 1.0 if status.get("degraded") else 0.0)
+    yield failures
+    yield publishing
     flagged = set(status.get("isolated_regions") or ())
     for region in sorted(set(node.config.regions) | flagged | {node.region}):
         isolated.add_metric([region], 1.0 if region in flagged else 0.0)
