@@ -96,7 +96,7 @@ def exported(text: str) -> set[str]:
                 "summary": ("_sum", "_count", ""),
             }.get(kind, ("",))
             base = family.removesuffix("_total") if kind == "counter" else family
-            names.update(base + s for s in suffixes)
+            names.update({family, *(base + s for s in suffixes)})
         elif line and not line.startswith("#"):
             names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     return names
@@ -215,3 +215,13 @@ def test_name_metrics_carry_zone_and_no_label_is_an_internal_key(scrape: str) ->
             assert "@" not in labels, line
             assert "#" not in labels, line
     assert 'dnsfailover_probes_total{check="web",endpoint="127.0.0.73:' in scrape
+
+
+def test_the_readme_lists_the_metrics_a_node_exports(scrape: str) -> None:
+    readme = (DEPLOY.parent.parent / "README.md").read_text()
+    listed = readme[readme.index("**Metrics**") : readme.index("**Alerts and dashboard**")]
+    named = set(METRIC.findall(listed))
+    have = exported(scrape)
+    assert named - have == set()
+    families = {line.split(" ")[2] for line in scrape.splitlines() if line.startswith("# TYPE")}
+    assert families - named == set(), "exported but not in the README"
