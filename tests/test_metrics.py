@@ -219,3 +219,18 @@ def test_a_records_own_quorum_is_a_label_not_part_of_the_endpoint() -> None:
     voted = {"check": "web", "endpoint": "127.0.0.31:8080", "quorum": "all", "region": "voted"}
     assert value(s, "dnsfailover_health_transitions_total", **voted, to="down") == 1
     assert key_labels("web@[::1]:53") == ("web", "[::1]:53", "")
+
+
+async def test_a_frozen_circuit_breaker_shows_in_the_metrics(tmp_path: Path) -> None:
+    """Any one of the four endpoints going down (25% > 20%) trips the breaker."""
+    extra = "policy:\n  circuit_breaker: {down_pct: 20, min_endpoints: 4}\n"
+    async with live_service(tmp_path, extra=extra) as live:
+        await live.until_answer(WWW, (A, B))
+        assert value(await scrape(live), "dnsfailover_circuit_breaker_frozen") == 0
+        await asyncio.to_thread(live.endpoints.stop, B)
+        await live.until("/api/v1/status", lambda s: s["frozen"] is not None)
+        frozen = await scrape(live)
+        assert value(frozen, "dnsfailover_circuit_breaker_frozen") == 1
+        b = f"{B}:{live.endpoints.ports[B]}"
+        assert value(frozen, "dnsfailover_endpoint_state", endpoint=b, state="down") == 1
+        assert await live.answer(WWW) == (A, B)  # held
