@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-from api_support import WWW, A, B, Live, live_service
+from api_support import API, WWW, A, B, C, D, Live, live_service
 from prometheus_client.parser import text_string_to_metric_families
 
-from dnsfailover.api.metrics import Metrics
-from dnsfailover.model import Observation
+from dnsfailover.api.metrics import Metrics, key_labels
+from dnsfailover.model import HealthChange, Observation, State
 from dnsfailover.provider.sync import SyncEvent
 
+ZONE = "example.test."
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -42,15 +43,15 @@ async def scrape(live: Live) -> Samples:
 
 async def test_metrics_follow_probes_dns_queries_and_a_failure(tmp_path: Path) -> None:
     async with live_service(tmp_path) as live:
-        target_b = f"web@{B}:{live.endpoints.ports[B]}"
+        b = {"check": "web", "endpoint": f"{B}:{live.endpoints.ports[B]}"}
         first = await scrape(live)
-        assert value(first, "dnsfailover_probes_total", target=target_b, result="ok") >= 1
-        assert value(first, "dnsfailover_probe_duration_seconds_count", target=target_b) >= 1
-        assert value(first, "dnsfailover_endpoint_state", endpoint=target_b, state="up") == 1
-        assert value(first, "dnsfailover_endpoint_state", endpoint=target_b, state="down") == 0
-        assert value(first, "dnsfailover_endpoint_region_state", target=target_b, region="local",
+        assert value(first, "dnsfailover_probes_total", **b, result="ok") >= 1
+        assert value(first, "dnsfailover_probe_duration_seconds_count", **b) >= 1
+        assert value(first, "dnsfailover_endpoint_state", **b, quorum="", state="up") == 1
+        assert value(first, "dnsfailover_endpoint_state", **b, state="down") == 0
+        assert value(first, "dnsfailover_endpoint_region_state", **b, region="local",
                      state="up") == 1  # fmt: skip
-        assert value(first, "dnsfailover_name_answers", name=WWW, group="") == 2
+        assert value(first, "dnsfailover_name_answers", zone=ZONE, name=WWW, group="") == 2
 
         before = value(first, "dnsfailover_dns_responses_total", rcode="NOERROR")
         for _ in range(5):
@@ -65,12 +66,13 @@ async def test_metrics_follow_probes_dns_queries_and_a_failure(tmp_path: Path) -
         await asyncio.to_thread(live.endpoints.stop, B)
         await live.until_answer(WWW, (A,))
         after = await scrape(live)
-        assert value(after, "dnsfailover_probes_total", target=target_b, result="failed") >= 2
-        assert value(after, "dnsfailover_endpoint_state", endpoint=target_b, state="down") == 1
-        assert value(after, "dnsfailover_health_transitions_total", endpoint=target_b,
+        assert value(after, "dnsfailover_probes_total", **b, result="failed") >= 2
+        assert value(after, "dnsfailover_endpoint_state", **b, state="down") == 1
+        assert value(after, "dnsfailover_health_transitions_total", **b, quorum="",
                      region="voted", to="down") == 1  # fmt: skip
         assert value(after, "dnsfailover_answer_changes_total", name=WWW, kind="answer") == 1
-        assert value(after, "dnsfailover_name_mode", name=WWW, group="", mode="degraded") == 1
+        assert value(after, "dnsfailover_name_mode", zone=ZONE, name=WWW, group="",
+                     mode="degraded") == 1  # fmt: skip
         serial = value(after, "dnsfailover_zone_serial", zone="example.test.")
         status = await live.get("/api/v1/status")
         assert serial == status["zones"][0]["serial"]
@@ -105,7 +107,7 @@ def test_probe_histogram_buckets_and_separate_registries() -> None:
         one.probe(Observation("web@127.0.0.1:80", "eu", True, 0.0, latency, "200"), "web")
     one.probe(Observation("web@127.0.0.1:80", "eu", False, 0.0, 0.1, "refused"), "web")
     s = parse(one.render(one.snapshot()).decode())
-    labels = {"target": "web@127.0.0.1:80", "region": "eu", "check": "web"}
+    labels = {"endpoint": "127.0.0.1:80", "region": "eu", "check": "web"}
     assert value(s, "dnsfailover_probes_total", result="ok", **labels) == 4
     assert value(s, "dnsfailover_probes_total", result="failed", **labels) == 1
     assert value(s, "dnsfailover_probe_duration_seconds_bucket", le="0.0025", **labels) == 1
@@ -179,3 +181,56 @@ notifications:
             assert value(samples, "dnsfailover_notifications_total", result="failed") == 0
     finally:
         await runner.cleanup()
+
+
+async def test_failed_over_name_and_no_internal_keys_or_created_series(tmp_path: Path) -> None:
+    """api (active-passive) answering from its backup tier is failed over; no label value
+    is an internal key (check@address:port); no `_created` series."""
+    async with live_service(tmp_path) as live:
+        await live.until_answer(API, (C,))
+        before = await scrape(live)
+        labels = {"zone": ZONE, "name": API, "group": ""}
+        assert value(before, "dnsfailover_name_failed_over", **labels) == 0
+        assert value(before, "dnsfailover_circuit_breaker_frozen") == 0
+        assert value(before, "dnsfailover_probe_process_problem") == 0
+        assert not [
+            k for k in before if k[0] == "dnsfailover_name_failed_over" and ("name", WWW) in k[1]
+        ]  # active-active: no tiers to fail over from
+
+        await asyncio.to_thread(live.endpoints.stop, C)
+        await live.until_answer(API, (D,))
+        after = await scrape(live)
+        assert value(after, "dnsfailover_name_failed_over", **labels) == 1
+        assert value(after, "dnsfailover_name_mode", **labels, mode="all_down") == 0
+        assert value(after, "dnsfailover_health_transitions_total", check="web",
+                     endpoint=f"{C}:{live.endpoints.ports[C]}", to="down") >= 1  # fmt: skip
+        for (metric, ls), _v in after.items():
+            assert not metric.endswith("_created"), metric
+            for label, text in ls:
+                assert "@" not in text, (metric, label, text)
+                assert "#" not in text, (metric, label, text)
+
+
+def test_a_records_own_quorum_is_a_label_not_part_of_the_endpoint() -> None:
+    m = Metrics()
+    key = "web@127.0.0.31:8080#quorum=all"
+    m.health_change(HealthChange(key, None, State.UP, State.DOWN, time.time(), "2 failed"))
+    s = parse(m.render(m.snapshot()).decode())
+    voted = {"check": "web", "endpoint": "127.0.0.31:8080", "quorum": "all", "region": "voted"}
+    assert value(s, "dnsfailover_health_transitions_total", **voted, to="down") == 1
+    assert key_labels("web@[::1]:53") == ("web", "[::1]:53", "")
+
+
+async def test_a_frozen_circuit_breaker_shows_in_the_metrics(tmp_path: Path) -> None:
+    """Any one of the four endpoints going down (25% > 20%) trips the breaker."""
+    extra = "policy:\n  circuit_breaker: {down_pct: 20, min_endpoints: 4}\n"
+    async with live_service(tmp_path, extra=extra) as live:
+        await live.until_answer(WWW, (A, B))
+        assert value(await scrape(live), "dnsfailover_circuit_breaker_frozen") == 0
+        await asyncio.to_thread(live.endpoints.stop, B)
+        await live.until("/api/v1/status", lambda s: s["frozen"] is not None)
+        frozen = await scrape(live)
+        assert value(frozen, "dnsfailover_circuit_breaker_frozen") == 1
+        b = f"{B}:{live.endpoints.ports[B]}"
+        assert value(frozen, "dnsfailover_endpoint_state", endpoint=b, state="down") == 1
+        assert await live.answer(WWW) == (A, B)  # held

@@ -10,6 +10,12 @@ nodes in one process (tests) do not collide.
 
 Scraping copies the live numbers on the event loop (`snapshot`) and renders the text on a
 worker thread (`render`), so a big exposition never stalls probes or the engine.
+
+Labels name one thing one way: a probe target or a voted health key is `check` plus
+`endpoint` (`address:port`), and `quorum` where a record votes under its own quorum, never
+the internal key (`web@127.0.0.31:8080#quorum=all`); names carry `zone` to join with the
+provider's metrics.  No `_created` series (`disable_created_metrics`, this process only).
+Alerting rules and a Grafana dashboard built on these names are in deploy/prometheus/.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,7 +42,8 @@ from prometheus_client.registry import Collector
 
 from dnsfailover import __version__
 from dnsfailover.checks.forward import PROBE_BUCKETS, Counts
-from dnsfailover.engine.steering import split_group
+from dnsfailover.config.schema import ActivePassive, Config
+from dnsfailover.engine.steering import decided, split_group
 from dnsfailover.model import HealthChange, Observation, State
 
 if TYPE_CHECKING:
@@ -46,6 +60,29 @@ RCODES = (
 )  # fmt: skip
 """Index = the header's 4-bit rcode, as counted by `DnsServer.rcodes`."""
 STATES = tuple(s.value for s in State)
+MODES = ("healthy", "degraded", "all_down", "no_data")
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series: noise
+
+
+def key_labels(key: str) -> tuple[str, str, str]:
+    """A target or health key as (check, endpoint, quorum): `web@127.0.0.31:8080#quorum=all`
+    → `("web", "127.0.0.31:8080", "all")`; quorum is "" for the check's own."""
+    key, _, quorum = key.partition("#quorum=")
+    check, _, endpoint = key.partition("@")
+    return check, endpoint, quorum
+
+
+def first_tiers(config: Config) -> dict[str, str]:
+    """Each active-passive decision name (a steered name's groups too) → its first tier."""
+    return config.derived(
+        "metrics.first_tiers",
+        lambda c: {
+            name: record.tiers[0].name
+            for _origin, name, record in decided(c)
+            if isinstance(record, ActivePassive)
+        },
+    )
 
 
 @dataclass(slots=True)
@@ -73,7 +110,7 @@ class Metrics:
         self.health_transitions = Counter(
             "dnsfailover_health_transitions",
             'Endpoint health changes, per region and voted (region="voted")',
-            ["endpoint", "region", "to"],
+            ["check", "endpoint", "quorum", "region", "to"],
             registry=r,
         )
         self.publishes = Counter(
@@ -145,7 +182,7 @@ class Metrics:
 
     def health_change(self, change: HealthChange) -> None:
         region = change.region if change.region is not None else "voted"
-        self.health_transitions.labels(change.target, region, change.new.value).inc()
+        self.health_transitions.labels(*key_labels(change.target), region, change.new.value).inc()
 
     def transition(self, t: Transition) -> None:
         # A plain dict, like the probe counts: a regional outage changes 10,000 names at
@@ -191,8 +228,8 @@ class Metrics:
             'per location group of a steered name (group="": its default answer)',
             labels=["name", "group", "kind"],
         )
-        for (decided, kind), count in self._answer_changes.items():
-            changes.add_metric([*split_group(decided), kind], float(count))
+        for (key, kind), count in self._answer_changes.items():
+            changes.add_metric([*split_group(key), kind], float(count))
         families = (changes, *(_node_families(node) if node is not None else ()))
         return Snapshot(probes, families)
 
@@ -226,25 +263,26 @@ def _probe_families(
 ) -> Iterator[Metric]:
     results = CounterMetricFamily(
         "dnsfailover_probes",
-        "Probe results per target (check@address:port), region and result (unknown: the "
+        "Probe results per check, endpoint (address:port), region and result (unknown: the "
         "probe could not run, e.g. out of file descriptors)",
-        labels=["check", "target", "region", "result"],
+        labels=["check", "endpoint", "region", "result"],
     )
     latency = HistogramMetricFamily(
         "dnsfailover_probe_duration_seconds",
-        "Probe latency per target and region",
-        labels=["check", "target", "region"],
+        "Probe latency per check, endpoint and region",
+        labels=["check", "endpoint", "region"],
     )
-    for target, region, check, ok, failed, unknown, total, buckets in probes:
-        results.add_metric([check, target, region, "ok"], ok)
-        results.add_metric([check, target, region, "failed"], failed)
-        results.add_metric([check, target, region, "unknown"], unknown)
+    for target, region, _check, ok, failed, unknown, total, buckets in probes:
+        check, endpoint, _ = key_labels(target)
+        results.add_metric([check, endpoint, region, "ok"], ok)
+        results.add_metric([check, endpoint, region, "failed"], failed)
+        results.add_metric([check, endpoint, region, "unknown"], unknown)
         cumulative: list[tuple[str, float]] = []
         running = 0
         for bound, n in zip((*PROBE_BUCKETS, float("inf")), buckets, strict=True):
             running += n
             cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        latency.add_metric([check, target, region], cumulative, total)
+        latency.add_metric([check, endpoint, region], cumulative, total)
     yield results
     yield latency
 
@@ -255,22 +293,26 @@ def _node_families(node: NodeView) -> Iterator[Metric]:
     states = tracker.states()
     voted = GaugeMetricFamily(
         "dnsfailover_endpoint_state",
-        "Voted health of each endpoint health key: 1 for its current state",
-        labels=["endpoint", "state"],
+        "Voted health of each endpoint per check (and per quorum when a record votes under "
+        'its own, else quorum=""): 1 for its current state',
+        labels=["check", "endpoint", "quorum", "state"],
     )
     for key, state in sorted(states.items()):
+        labels = key_labels(key)
         for s in STATES:
-            voted.add_metric([key, s], 1.0 if state.value == s else 0.0)
+            voted.add_metric([*labels, s], 1.0 if state.value == s else 0.0)
     yield voted
     per_region = GaugeMetricFamily(
         "dnsfailover_endpoint_region_state",
-        "Health of each probe target as seen from each region: 1 for its current state",
-        labels=["target", "region", "state"],
+        "Health of each endpoint per check as seen from each region: 1 for its current state",
+        labels=["check", "endpoint", "region", "state"],
     )
     for target in sorted(node.config.targets()):
+        check, endpoint, _ = key_labels(target)
         for region, rh in sorted(tracker.regions(target).items()):
             for s in STATES:
-                per_region.add_metric([target, region, s], 1.0 if rh.state.value == s else 0.0)
+                value = 1.0 if rh.state.value == s else 0.0
+                per_region.add_metric([check, endpoint, region, s], value)
     yield per_region
     yield GaugeMetricFamily(
         "dnsfailover_probe_targets_unknown",
@@ -278,10 +320,27 @@ def _node_families(node: NodeView) -> Iterator[Metric]:
         "buffers): their health is frozen, failover for them is blind",
         value=float(len(tracker.unprobed())),
     )
+    yield from _probe_process_families(node.probe_status())
     yield from _published_families(node)
     yield from _dns_families(node)
     yield from _cluster_families(node)
     yield from _alert_families(node)
+
+
+def _probe_process_families(status: Mapping[str, Any]) -> Iterator[Metric]:
+    separate = status.get("where") == "process"
+    problem = GaugeMetricFamily(
+        "dnsfailover_probe_process_problem",
+        "1 while the probe process has a problem (it died and is being restarted, or cannot "
+        "start): no probe results arrive; 0 when it is fine or probes run inline",
+        value=1.0 if separate and status.get("problem") else 0.0,
+    )
+    yield problem
+    yield CounterMetricFamily(
+        "dnsfailover_probe_process_restarts",
+        "Times the probe process was restarted after it died",
+        value=float(status.get("restarts") or 0) if separate else 0.0,
+    )
 
 
 def _alert_families(node: NodeView) -> Iterator[Metric]:
@@ -316,21 +375,41 @@ def _published_families(node: NodeView) -> Iterator[Metric]:
         "dnsfailover_name_answers",
         "Addresses a managed name answers now, per location group of a steered name "
         '(group="": the name\'s default answer, the only one of a name not steered)',
-        labels=["name", "group"],
+        labels=["zone", "name", "group"],
     )
     mode = GaugeMetricFamily(
         "dnsfailover_name_mode",
         "Mode of each managed name (healthy, degraded, all_down, no_data): 1 for the current",
-        labels=["name", "group", "mode"],
+        labels=["zone", "name", "group", "mode"],
     )
+    failed_over = GaugeMetricFamily(
+        "dnsfailover_name_failed_over",
+        "1 while an active-passive name (or location group) answers from a tier other than "
+        "its first: its primary tier is down or drained",
+        labels=["zone", "name", "group"],
+    )
+    frozen = 0.0
     if node.published is not None:
-        for decided, nd in sorted(node.published.decision.names.items()):
-            name, group = split_group(decided)
-            answers.add_metric([name, group], float(len(nd.answer)))
-            for m in ("healthy", "degraded", "all_down", "no_data"):
-                mode.add_metric([name, group, m], 1.0 if nd.mode == m else 0.0)
+        firsts = first_tiers(node.config)
+        frozen = 1.0 if node.published.decision.frozen is not None else 0.0
+        for key, nd in sorted(node.published.decision.names.items()):
+            name, group = split_group(key)
+            answers.add_metric([nd.zone, name, group], float(len(nd.answer)))
+            for m in MODES:
+                mode.add_metric([nd.zone, name, group, m], 1.0 if nd.mode == m else 0.0)
+            first = firsts.get(key)
+            if first is not None:
+                off = nd.tier is not None and nd.tier != first
+                failed_over.add_metric([nd.zone, name, group], 1.0 if off else 0.0)
     yield answers
     yield mode
+    yield failed_over
+    yield GaugeMetricFamily(
+        "dnsfailover_circuit_breaker_frozen",
+        "1 while the circuit breaker holds every answer (too many failovers at once); "
+        "release it with `dnsfailover reset-breaker` once the cause is understood",
+        value=frozen,
+    )
     overrides = GaugeMetricFamily(
         "dnsfailover_overrides_active", "Operator overrides in force, by action", labels=["action"]
     )
@@ -411,21 +490,24 @@ def _cluster_families(node: NodeView) -> Iterator[Metric]:
         "1 for a region flagged isolated (its results do not vote)",
         labels=["region"],
     )
+    # Both always described (no samples on a single node), so dashboards and rules that
+    # name them check out against any node's scrape.
+    failures = CounterMetricFamily(
+        "dnsfailover_cluster_publish_failures",
+        "Decisions the leader could not write to etcd (each is retried with backoff)",
+        labels=["node"],
+    )
+    publishing = GaugeMetricFamily(
+        "dnsfailover_cluster_degraded",
+        "1 while this node is degraded (etcd unreachable, or its decision not published)",
+        labels=["node"],
+    )
     if status.get("mode") == "cluster":
-        failures = CounterMetricFamily(
-            "dnsfailover_cluster_publish_failures",
-            "Decisions the leader could not write to etcd (each is retried with backoff)",
-            labels=["node"],
-        )
-        failures.add_metric([str(status.get("node"))], float(status.get("publish_failures", 0)))
-        yield failures
-        publishing = GaugeMetricFamily(
-            "dnsfailover_cluster_degraded",
-            "1 while this node is degraded (etcd unreachable, or its decision not published)",
-            labels=["node"],
-        )
-        publishing.add_metric([str(status.get("node"))], 1.0 if status.get("degraded") else 0.0)
-        yield publishing
+        node_id = str(status.get("node"))
+        failures.add_metric([node_id], float(status.get("publish_failures", 0)))
+        publishing.add_metric([node_id], 1.0 if status.get("degraded") else 0.0)
+    yield failures
+    yield publishing
     flagged = set(status.get("isolated_regions") or ())
     for region in sorted(set(node.config.regions) | flagged | {node.region}):
         isolated.add_metric([region], 1.0 if region in flagged else 0.0)

@@ -54,6 +54,10 @@ def test_a_killed_probe_process_is_replaced_and_failover_still_works(
     assert after["probes"]["pid"] not in (None, first)
     assert after["probes"]["problem"] is None
     assert not any("probe process" in p for p in after["problems"])
+    with urllib.request.urlopen(f"{server.api}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert "dnsfailover_probe_process_restarts_total 1.0" in metrics
+    assert "dnsfailover_probe_process_problem 0.0" in metrics
 
     # The new probe process detects a failure as the first one did.
     http_endpoints.stop("127.0.0.12")

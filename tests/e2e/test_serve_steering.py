@@ -172,7 +172,10 @@ def test_each_client_is_answered_from_its_region_and_moves_only_when_it_fails(
         'dnsfailover_dns_steered_queries_total{group="ap,us",name="www.example.test."} 2.0'
         in metrics
     )
-    assert 'dnsfailover_name_answers{group="eu,us",name="www.example.test."} 1.0' in metrics
+    assert (
+        'dnsfailover_name_answers{group="eu,us",name="www.example.test.",zone="example.test."} 1.0'
+        in metrics
+    )
 
 
 def test_dig_subnet_gets_the_steered_answer_and_its_scope(
