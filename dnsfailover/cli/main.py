@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -405,7 +406,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe or socket: a real error, not the reader of our output leaving
         return _closed_pipe()
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader went away (poll reports an error on a pipe without one)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 def _closed_pipe() -> int:
