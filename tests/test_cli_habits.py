@@ -97,6 +97,24 @@ def test_bash_completion_completes_commands_options_and_values(tmp_path: Path) -
     assert offered == [str(tmp_path / "prod.yaml")]
 
 
+def zsh_complete(fpath: Path, typed: str, shown: str) -> bool:
+    """Type `typed` and TAB in an interactive zsh whose $fpath has the generated `_dnsfailover`
+    and wait until its terminal shows the pattern `shown`."""
+    program = f"""\
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1='> '; fpath=({shlex.quote(str(fpath))} \\$fpath); autoload -U compinit; \\
+compinit -u -D; print READY"
+zpty -r z line '*READY*'
+zpty -w -n z {shlex.quote(typed + chr(9))}
+zpty -r z out {shlex.quote(shown)}
+zpty -d z
+print FOUND
+"""
+    out = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=60)
+    return out.returncode == 0 and out.stdout.endswith("FOUND\n")
+
+
 def test_zsh_completion_is_valid_zsh_and_registers_for_the_command(tmp_path: Path) -> None:
     out = cli("completion", "zsh")
     assert out.returncode == 0, out.stderr
@@ -112,6 +130,11 @@ def test_zsh_completion_is_valid_zsh_and_registers_for_the_command(tmp_path: Pat
     run = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "_dnsfailover"
+    # a real interactive zsh (on a pseudo-terminal) completes with it; each read waits for
+    # what the completion must show (never there: the subprocess times out)
+    assert zsh_complete(tmp_path, "dnsfailover plan --de", "*--detailed-exitcode*")
+    assert zsh_complete(tmp_path, "dnsfailover completion ", "*bash*zsh*")
+    assert zsh_complete(tmp_path, "dnsfailover --log-level ", "*DEBUG*ERROR*")
     for name in COMMANDS:
         assert f"\n        '{name}:" in out.stdout
         assert f"\n                {name}) _arguments " in out.stdout
