@@ -358,6 +358,14 @@ def test_plan_detailed_exitcode_config_error_is_1(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "unknown key 'polcy'" in out.stderr
     assert cli("plan", str(cfg)).returncode == 2
+    # a usage error too: 2 would read as "changes"
+    out = cli("plan", str(cfg), "--detailed-exitcode", "--no-such-option")
+    assert (out.returncode, out.stderr.splitlines()[-1]) == (
+        1,
+        "dnsfailover: error: unrecognized arguments: --no-such-option",
+    )
+    assert cli("plan", "--detailed-exitcode").returncode == 1  # no CONFIG at all
+    assert cli("plan", "--no-such-option").returncode == 2
 
 
 # -- a closed pipe ------------------------------------------------------------------------------

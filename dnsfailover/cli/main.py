@@ -26,7 +26,6 @@ from dnsfailover.cli.args import (
     region_problem,
     resolve_config,
 )
-from dnsfailover.cli.report import detailed_exit, plan_json, validate_json
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
 from dnsfailover.errors import ConfigError, DnsFailoverError, UserError
@@ -50,6 +49,8 @@ def _load(path: str) -> Config:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
+        from dnsfailover.cli.report import validate_json
+
         try:
             loaded = _load(args.config)
         except ConfigError as e:
@@ -210,6 +211,7 @@ def _print_plan(result: PlanResult, *, applied: bool) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from dnsfailover.cli.report import detailed_exit, plan_json
     from dnsfailover.runtime.oneshot import plan
 
     # --detailed-exitcode: 2 means "changes", so every failure is 1 (as terraform)
@@ -434,11 +436,16 @@ def _closed_pipe() -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if (missing := resolve_config(args, os.environ)) is not None:
-        from dnsfailover.cli.habits import subcommands
+    try:
+        args = parser.parse_args(argv)
+        if (missing := resolve_config(args, os.environ)) is not None:
+            from dnsfailover.cli.habits import subcommands
 
-        subcommands(parser)[args.command].error(missing)  # usage, the message, exit 2
+            subcommands(parser)[args.command].error(missing)  # usage, the message, exit 2
+    except SystemExit as e:
+        # plan --detailed-exitcode: 2 means "changes", so a usage error is 1 (as terraform)
+        wrong = e.code == EXIT_USAGE and "--detailed-exitcode" in (argv or sys.argv[1:])
+        return EXIT_ERROR if wrong else e.code if isinstance(e.code, int) else EXIT_USAGE
     setup_logging(
         logging.DEBUG if args.debug else getattr(logging, args.log_level), args.log_format
     )
