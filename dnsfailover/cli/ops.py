@@ -58,7 +58,7 @@ def show_status(data: dict[str, Any]) -> str:
     c = data["cluster"]
     # "mode" in the CLI is only the policy mode (live/shadow); the API's `mode` here is the
     # node's setup (single, cluster), and a name's `mode` is its health
-    setup = "single node" if data["mode"] == "single" else data["mode"]
+    setup = "standalone" if data["mode"] == "single" else data["mode"]
     head = f"node {data['node']}, region {data['region']}, {setup}"
     if c.get("leader") is not None:
         head += ", leader" if c["leader"] else ", follower"
