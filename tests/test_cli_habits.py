@@ -281,17 +281,22 @@ def test_plan_without_external_zones_has_no_changes(
     tmp_path: Path, http_endpoints: HttpEndpoints
 ) -> None:
     cfg = config(tmp_path, http_endpoints.start("127.0.0.41"))
+    with cfg.open("a") as f:
+        f.write("      api: {type: A, policy: active-active, check: web, mode: shadow,\n"
+                "            endpoints: [127.0.0.41]}\n")  # fmt: skip
     state = str(tmp_path / "s.db")
     out = cli("plan", str(cfg), "--state", state, "--detailed-exitcode")
     assert out.returncode == 0, out.stderr
     # "mode" is only the policy mode: a name's decision is its health
     assert "www.example.test. active-active health=healthy -> 127.0.0.41\n" in out.stdout
+    assert "api.example.test. active-active health=healthy mode=shadow -> " in out.stdout
     out = cli("plan", str(cfg), "--state", state, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["zones"] == []
     assert data["changes"] == 0
-    [name] = data["names"]
+    name, shadow = sorted(data["names"], key=lambda n: n["name"] != "www.example.test.")
+    assert (shadow["name"], shadow["policy_mode"]) == ("api.example.test.", "shadow")
     assert name["health"] == "healthy"
     assert name["policy_mode"] == "live"
     assert name["answer"] == ["127.0.0.41"]
