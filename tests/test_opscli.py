@@ -40,7 +40,8 @@ async def test_read_only_commands_show_tables_and_json(
     async with live_service(tmp_path) as live:
         code, out = await cli(live, capsys, "status")
         assert code == 0
-        assert out.splitlines()[2].split() == ["NAME", "ANSWER", "MODE", "TIER", "WHY"]
+        assert out.splitlines()[0].endswith(", standalone")  # the API's "mode": single
+        assert out.splitlines()[2].split() == ["NAME", "ANSWER", "HEALTH", "TIER", "WHY"]
         www_line = next(line for line in out.splitlines() if line.startswith(WWW))
         assert f"{A}, {B}" in www_line
         assert "healthy" in www_line

@@ -6,6 +6,7 @@ import argparse
 import getpass
 import ipaddress
 import socket
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -57,3 +58,27 @@ def who() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+#: the config path every command that takes CONFIG falls back to
+CONFIG_ENV = "DNSFAILOVER_CONFIG"
+
+
+def config_argument(sp: argparse.ArgumentParser, help: str = "the config file") -> None:
+    """The CONFIG positional: optional, $DNSFAILOVER_CONFIG when left out (see
+    `resolve_config`)."""
+    sp.add_argument(
+        "config", metavar="CONFIG", nargs="?", default=None, help=f"{help} (default ${CONFIG_ENV})"
+    )
+
+
+def resolve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """Fill `args.config` from $DNSFAILOVER_CONFIG when CONFIG was left out; the usage error
+    when neither is there, else None."""
+    if getattr(args, "config", "") is not None:
+        return None
+    path = environ.get(CONFIG_ENV, "").strip()
+    if not path:
+        return f"CONFIG is required: give the config file's path or set {CONFIG_ENV}"
+    args.config = path
+    return None

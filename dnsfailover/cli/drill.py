@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from dnsfailover.cli.args import EXIT_ERROR, EXIT_OK, EXIT_USAGE, parse_hostport, who
+from dnsfailover.cli.args import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    config_argument,
+    parse_hostport,
+    who,
+)
 from dnsfailover.cli.client import ApiError, Client, Unreachable, base_url, read_token
 from dnsfailover.config.drill_targets import DrillTargetError
 from dnsfailover.config.load import load
@@ -49,7 +56,7 @@ def add_parser(
     """Add `drill` to the `dnsfailover` parser."""
     about = "force a tier down for a while, verify the served answers fail over and come back"
     sp = subparsers.add_parser("drill", help=about, description=about, parents=list(parents))
-    sp.add_argument("config", metavar="CONFIG", help="the running server's config")
+    config_argument(sp, help="the running server's config")
     sp.add_argument("--tier", required=True, help="the tier to force down (it must be serving)")
     sp.add_argument("--name", help="the managed name, when several have that tier")
     sp.add_argument(

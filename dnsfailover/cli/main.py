@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,9 +20,11 @@ from dnsfailover.cli.args import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
+    config_argument,
     parse_api,
     parse_hostport,
     region_problem,
+    resolve_config,
 )
 from dnsfailover.config.load import load
 from dnsfailover.config.schema import Config
@@ -43,6 +48,16 @@ def _load(path: str) -> Config:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.json:
+        from dnsfailover.cli.report import validate_json
+
+        try:
+            loaded = _load(args.config)
+        except ConfigError as e:
+            print(json.dumps(validate_json(args.config, None, list(e.problems)), indent=2))
+            return EXIT_USAGE
+        print(json.dumps(validate_json(args.config, loaded, []), indent=2))
+        return EXIT_OK
     config = _load(args.config)
     names = config.managed()
     print(
@@ -170,7 +185,8 @@ def _print_plan(result: PlanResult, *, applied: bool) -> int:
     for name, nd in result.decision.names.items():
         answer = " ".join(nd.answer) if nd.answer else "(none: NODATA)"
         tier = f" tier={nd.tier}" if nd.tier else ""
-        print(f"  {name} {nd.policy}{tier} [{nd.mode}] -> {answer}")
+        shadow = " mode=shadow" if nd.shadow else ""  # "mode" is only the policy mode
+        print(f"  {name} {nd.policy}{tier} health={nd.mode}{shadow} -> {answer}")
         print(f"      why: {nd.reason}")
     code = EXIT_OK
     for zp in result.zones:
@@ -195,13 +211,27 @@ def _print_plan(result: PlanResult, *, applied: bool) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from dnsfailover.cli.report import detailed_exit, plan_json
     from dnsfailover.runtime.oneshot import plan
 
-    config = _load(args.config)
+    # --detailed-exitcode: 2 means "changes", so every failure is 1 (as terraform)
+    usage = EXIT_ERROR if args.detailed_exitcode else EXIT_USAGE
+    try:
+        config = _load(args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return usage
     if (wrong := region_problem(config, args.region)) is not None:
         print(f"error: {wrong}", file=sys.stderr)
-        return EXIT_USAGE
-    return _print_plan(asyncio.run(plan(config, args.state, args.region)), applied=False)
+        return usage
+    result = asyncio.run(plan(config, args.state, args.region))
+    if args.json:
+        print(json.dumps(plan_json(result), indent=2))
+        code = EXIT_ERROR if any(zp.error for zp in result.zones) else EXIT_OK
+    else:
+        code = _print_plan(result, applied=False)
+    return detailed_exit(result) if args.detailed_exitcode else code
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -267,11 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     sp = add_parser("validate", help="check a config file; exit 2 listing every problem")
-    sp.add_argument("config", metavar="CONFIG")
+    config_argument(sp)
+    sp.add_argument(
+        "--json",
+        action="store_true",
+        help="print {valid, problems: [{file, line, path, message}]} on stdout",
+    )
     sp.set_defaults(func=cmd_validate)
 
     sp = add_parser("serve", help="probe endpoints and serve the zones over DNS")
-    sp.add_argument("config", metavar="CONFIG")
+    config_argument(sp)
     sp.add_argument(
         "--dns",
         type=parse_hostport,
@@ -320,8 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         "plan",
         help="probe once and show the answers and provider changes it would publish (dry run)",
     )
-    sp.add_argument("config", metavar="CONFIG")
+    config_argument(sp)
     sp.add_argument("--region", default="local", help="this node's region (default local)")
+    sp.add_argument("--json", action="store_true", help="print the probes, answers and "
+                    "each zone's changes as JSON")  # fmt: skip
+    sp.add_argument("--detailed-exitcode", action="store_true", help="exit 0 when no zone "
+                    "has changes, 2 when one has, 1 on any error (as terraform)")  # fmt: skip
     state(sp)
     sp.set_defaults(func=cmd_plan)
 
@@ -330,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe once and push each external zone's plan to its provider (unsafe plans "
         "refused unless --force)",
     )
-    sp.add_argument("config", metavar="CONFIG")
+    config_argument(sp)
     sp.add_argument("--region", default="local", help="this node's region (default local)")
     sp.add_argument("--force", action="store_true", help="apply even an unsafe plan")
     state(sp)
@@ -358,11 +397,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", default=None, metavar="PATH", help="state store (default: a temporary file)"
     )
     sp.set_defaults(func=cmd_demo)
+    from dnsfailover.cli.habits import add_examples, add_parsers
+
+    add_parsers(p, sub, [common])
+    add_examples(p, sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe or socket: a real error, not the reader of our output leaving
+        return _closed_pipe()
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader went away (poll reports an error on a pipe without one)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away (`dnsfailover simulate C --json | head -1`): end quietly,
+    as a C tool killed by SIGPIPE does (the shell sees 141), without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + signal.SIGPIPE  # not reached
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if (missing := resolve_config(args, os.environ)) is not None:
+            from dnsfailover.cli.habits import subcommands
+
+            subcommands(parser)[args.command].error(missing)  # usage, the message, exit 2
+    except SystemExit as e:
+        # plan --detailed-exitcode: 2 means "changes", so a usage error is 1 (as terraform)
+        wrong = e.code == EXIT_USAGE and "--detailed-exitcode" in (argv or sys.argv[1:])
+        return EXIT_ERROR if wrong else e.code if isinstance(e.code, int) else EXIT_USAGE
     setup_logging(
         logging.DEBUG if args.debug else getattr(logging, args.log_level), args.log_format
     )
@@ -382,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
+    sys.stdout.flush()  # a closed pipe shows here, inside main, not at the interpreter's exit
     return code
 
 

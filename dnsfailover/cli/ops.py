@@ -56,7 +56,10 @@ def sync_state(sync: dict[str, Any]) -> str:
 
 def show_status(data: dict[str, Any]) -> str:
     c = data["cluster"]
-    head = f"node {data['node']}, region {data['region']}, mode {data['mode']}"
+    # "mode" in the CLI is only the policy mode (live/shadow); the API's `mode` here is the
+    # node's setup (single, cluster), and a name's `mode` is its health
+    setup = "standalone" if data["mode"] == "single" else data["mode"]
+    head = f"node {data['node']}, region {data['region']}, {setup}"
     if c.get("leader") is not None:
         head += ", leader" if c["leader"] else ", follower"
     if c.get("degraded"):
@@ -68,13 +71,13 @@ def show_status(data: dict[str, Any]) -> str:
             (
                 n["name"],
                 ", ".join(n["answer"]) or "(NODATA)",
-                n["mode"],
+                (n["mode"] or "-") + (" (shadow mode)" if n.get("shadow") else ""),
                 n["tier"] or "-",
                 n["reason"],
             )
             for n in data["names"]
         ],
-        ["NAME", "ANSWER", "MODE", "TIER", "WHY"],
+        ["NAME", "ANSWER", "HEALTH", "TIER", "WHY"],
     )
     zones = table(
         [

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from dnsfailover.cli.args import EXIT_OK, EXIT_USAGE
+from dnsfailover.cli.args import EXIT_OK, EXIT_USAGE, config_argument
 from dnsfailover.config.geocheck import open_steering
 from dnsfailover.config.load import load as load_config
 from dnsfailover.config.schema import Config
@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
         "would carry if the given endpoints, tiers or regions were down.  No probes, no "
         "DNS changes, no state store.",
     )
-    sp.add_argument("config", metavar="CONFIG")
+    config_argument(sp)
     sp.add_argument(
         "--down",
         action="append",

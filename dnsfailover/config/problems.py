@@ -193,6 +193,8 @@ def _message(err: ErrorDetails, path: YamlPath, parent: Any) -> tuple[YamlPath, 
             for tag in get_args(member.model_fields[key].annotation)
         ]
         if kind == "union_tag_not_found":
+            if typo := _misspelt(key, value, _members(_child(parent, path[-1]) if path else None)):
+                return (*path, typo), unknown("key", typo, [key])
             return path, f"missing required key {key!r} ({' or '.join(tags)})"
         return (*path, key), unknown(key, str(ctx.get("tag")), tags, listed=True)
     if kind == "literal_error":
@@ -217,6 +219,16 @@ def _message(err: ErrorDetails, path: YamlPath, parent: Any) -> tuple[YamlPath, 
         return path, f"needs {many} {length} item{'s' if length != 1 else ''}"
     msg = err["msg"]
     return path, msg[:1].lower() + msg[1:]
+
+
+def _misspelt(key: str, value: Any, members: list[Any]) -> str | None:
+    """The key of `value` that is a typo of the missing discriminator `key` (`polcy` for
+    `policy`): one no member knows and close to `key`; None if there is none."""
+    if not isinstance(value, dict):
+        return None
+    known = {f for m in members if _is_model(m) for f in m.model_fields}
+    strays = [k for k in value if isinstance(k, str) and k not in known]
+    return next((k for k in strays if difflib.get_close_matches(k, [key], n=1)), None)
 
 
 def unknown(what: str, got: str, known: list[str], *, listed: bool = False) -> str:

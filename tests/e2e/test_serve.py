@@ -275,7 +275,7 @@ def test_plan_probes_once_and_changes_nothing(
     http_endpoints.stop("127.0.0.15")
     out = run_cli("plan", str(cfg), "--state", str(tmp_path / "s.db"))
     assert out.returncode == 0, out.stderr
-    assert "www.example.test. active-active [degraded] -> 127.0.0.14\n" in out.stdout
+    assert "www.example.test. active-active health=degraded -> 127.0.0.14\n" in out.stdout
     assert "FAIL web@127.0.0.15" in out.stdout
     assert not (tmp_path / "s.db").exists()
 
