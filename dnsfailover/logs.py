@@ -170,8 +170,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+FIELDS = "fields"
+"""The `extra=` key whose mapping a JSON log line carries as top-level keys (`fields`)."""
+
+
+def fields(**values: object) -> dict[str, object]:
+    """`extra=` for a log call whose record carries data (name, zone, endpoint, region, old,
+    new, reason, serial...): top-level keys of its JSON line, beside the message people
+    read.  (`name` cannot be a record attribute: it is the logger's.)"""
+    return {FIELDS: values}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts (ISO 8601 UTC), level, logger, message[, exc, stack]."""
+    """One JSON object per line: ts (ISO 8601 UTC), level, logger, message[, exc, stack],
+    and the record's `fields` (see `fields`) as keys of their own, never overriding those."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC)
@@ -187,6 +199,10 @@ class JsonFormatter(logging.Formatter):
             doc["exc"] = record.exc_text
         if record.stack_info:
             doc["stack"] = self.formatStack(record.stack_info)
+        data = getattr(record, FIELDS, None)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                doc.setdefault(str(key), value)
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 

@@ -20,6 +20,11 @@ class State(StrEnum):
     DOWN = "down"
 
 
+def answer_text(values: tuple[str, ...] | list[str]) -> str:
+    """An answer as people read it in logs, events and the page: `a, b`, or `nothing`."""
+    return ", ".join(values) or "nothing"
+
+
 def hostport(address: str, port: int) -> str:
     """Format an address and port the way URLs do (`[::1]:53` for IPv6)."""
     if ipaddress.ip_address(address).version == 6:

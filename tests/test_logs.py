@@ -120,7 +120,7 @@ def test_redact_masks_credentials(text: str, masked: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "engine: failover api.example.test. ['192.0.2.1'] -> ['198.51.100.1']: tier primary down",
+        "engine: failover api.example.test.: 192.0.2.1 -> 198.51.100.1: tier primary down",
         "basic health checks passed",
         "rate limit: tokens=5 burst=10",
         "webhook key from secret_env=DNSF_HOOK_KEY",

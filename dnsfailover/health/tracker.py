@@ -438,6 +438,17 @@ def _reason(obs: Observation, c: _Counter) -> str:
 def log_change(change: HealthChange) -> None:
     """Health transitions are what operators grep for: INFO, with the reason."""
     where = f"region={change.region}" if change.region else "voted"
+    check, _, endpoint = change.target.partition("@")
+    endpoint, _, quorum = endpoint.partition("#quorum=")
+    data = {
+        "check": check,
+        "endpoint": endpoint,
+        "quorum": quorum or None,
+        "region": change.region,  # None: the voted state
+        "old": change.old.value,
+        "new": change.new.value,
+        "reason": change.reason,
+    }
     log.info(
         "health: %s %s %s -> %s: %s",
         change.target,
@@ -445,4 +456,5 @@ def log_change(change: HealthChange) -> None:
         change.old.value,
         change.new.value,
         change.reason,
+        extra={"fields": data},  # logs.fields (health/ does not import the logs module)
     )

@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from dnsfailover.alerts.notice import Notice
 from dnsfailover.api.metrics import Metrics
-from dnsfailover.engine.values import Decision, EngineState, Published
+from dnsfailover.engine.steering import split_group
+from dnsfailover.engine.values import Decision, EngineState, Published, Transition
 from dnsfailover.errors import StoreError
-from dnsfailover.model import HealthChange, ZoneContent
+from dnsfailover.logs import fields
+from dnsfailover.model import HealthChange, ZoneContent, answer_text
 from dnsfailover.provider.sync import ZoneSync
 from dnsfailover.runtime.serials import MAX_AHEAD, next_serial, serial_wait
 from dnsfailover.runtime.store import Store
@@ -194,13 +196,11 @@ class Publisher:
                     "publish: zones=%s serials=%s",
                     ",".join(changed),
                     ",".join(str(self._serials[o]) for o in changed),
+                    extra=fields(serials={o: self._serials[o] for o in changed}),
                 )
             for i, t in enumerate(decision.transitions):
                 if i < LOGGED_TRANSITIONS:
-                    log.info(
-                        "engine: %s %s %s -> %s: %s",
-                        t.kind, t.name, list(t.old), list(t.new), t.reason,
-                    )  # fmt: skip
+                    self._log_transition(t, decision)
                 self._metrics.transition(t)
                 self._notify(Notice.from_transition(t))
             if len(decision.transitions) > LOGGED_TRANSITIONS:
@@ -220,6 +220,20 @@ class Publisher:
                         self.syncs[origin].submit(provider_records(content), content.steered)
 
             self._record(decision, health, notes)
+
+    def _log_transition(self, t: Transition, decision: Decision) -> None:
+        """One changed answer, at INFO: `a, b -> c` for people, and its data as fields."""
+        name, group = split_group(t.name)
+        nd = decision.names.get(t.name)
+        log.info(
+            "engine: %s %s: %s -> %s: %s",
+            t.kind, t.name, answer_text(t.old), answer_text(t.new), t.reason,
+            extra=fields(
+                name=name, group=group, zone=nd.zone if nd else None, kind=t.kind,
+                old=list(t.old), new=list(t.new), tier=nd.tier if nd else None,
+                reason=t.reason,
+            ),
+        )  # fmt: skip
 
     def _record(
         self,

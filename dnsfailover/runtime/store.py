@@ -25,7 +25,7 @@ from dnsfailover.cluster.codec import CodecError, decode, encode
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import EngineState, NameState, Transition
 from dnsfailover.errors import StoreError
-from dnsfailover.model import Event, HealthChange, State
+from dnsfailover.model import Event, HealthChange, State, answer_text
 from dnsfailover.runtime.floors import SerialFloors
 from dnsfailover.runtime.serials import MAX_AHEAD, SERIAL_MAX
 
@@ -373,7 +373,7 @@ class Store:
         replace: bool | None = None,
     ) -> None:
         events = [
-            (t.at, t.kind, t.name, f"{list(t.old)} -> {list(t.new)}: {t.reason}")
+            (t.at, t.kind, t.name, f"{answer_text(t.old)} -> {answer_text(t.new)}: {t.reason}")
             for t in transitions
         ]
         events.extend(notes)

@@ -299,3 +299,38 @@ def test_api_port_taken_is_a_clear_error(tmp_path: Path, http_endpoints: HttpEnd
     assert out.returncode == 1
     assert f"error: cannot serve the API on 127.0.0.1:{port}:" in out.stderr
     assert "--api off" in out.stderr
+
+
+def test_json_logs_carry_the_data_and_answers_read_as_text(
+    tmp_path: Path, http_endpoints: HttpEndpoints, serve: Serve
+) -> None:
+    """`--log-format json`: a failover's line has name, zone, kind, old, new, tier and reason
+    as keys, a health change its check, endpoint, region and states; people read answers as
+    `a, b -> c` (the message, and the event history), never as Python lists."""
+    import json
+
+    cfg = write_config(
+        tmp_path / "c.yaml", active_passive(http_endpoints, "127.0.0.31", "127.0.0.32", "auto")
+    )
+    server = serve(cfg, "--log-format", "json")
+    http_endpoints.stop("127.0.0.31")
+    wait_for(lambda: server.answer(API) == ("127.0.0.32",), 5 * DETECTION)
+    server.stop()
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line]
+    failover = next(r for r in lines if r["message"].startswith("engine: failover"))
+    assert failover["message"].startswith(f"engine: failover {API}: 127.0.0.31 -> 127.0.0.32: ")
+    assert failover["name"] == API
+    assert failover["group"] == ""
+    assert failover["zone"] == "example.test."
+    assert (failover["old"], failover["new"]) == (["127.0.0.31"], ["127.0.0.32"])
+    assert failover["tier"] == "backup"
+    assert failover["reason"]
+    health = next(r for r in lines if r.get("new") == "down" and r.get("region") is None)
+    assert health["check"] == "web"
+    assert health["endpoint"].startswith("127.0.0.31:")
+    assert health["old"] == "up"
+    publish = next(r for r in lines if r["message"].startswith("publish:"))
+    assert publish["serials"]["example.test."] > 0
+    events = run_cli("events", "--state", str(tmp_path / "state.db"))
+    assert "127.0.0.31 -> 127.0.0.32" in events.stdout, events.stdout
+    assert "['" not in events.stdout
