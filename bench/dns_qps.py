@@ -66,12 +66,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class Listeners:
-    """Accept-and-close TCP listeners on EP1 and EP2, both on one port."""
+    """Accept-and-close TCP listeners on these addresses (EP1 and EP2), all on one port."""
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: tuple[str, ...] = (EP1, EP2)) -> None:
         self.socks: list[socket.socket] = []
         port = 0
-        for addr in (EP1, EP2):
+        for addr in addresses:
             sock = socket.create_server((addr, port))
             port = sock.getsockname()[1]
             sock.settimeout(0.1)

