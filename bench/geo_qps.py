@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,16 @@ import maxminddb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dns_qps import BIN, Listeners, cpu_seconds, dnsperf, machine, process_tree
+from dns_qps import (
+    BIN,
+    Listeners,
+    cpu_seconds,
+    dnsperf,
+    free_port,
+    machine,
+    process_tree,
+    stop,
+)
 from geo_place import fetch
 
 PACKAGE = "@ip-location-db/geolite2-country-mmdb"
@@ -162,29 +170,6 @@ def client_subnets(path: Path, countries: list[str]) -> dict[str, IPv4Network]:
 def ecs_option(subnet: IPv4Network) -> str:
     """dnsperf -E: ECS (code 8), family 1, SOURCE /24, SCOPE 0, the /24's three bytes."""
     return "8:00011800" + subnet.network_address.packed[:3].hex()
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (both servers listen on both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _list(order: tuple[str, ...]) -> str:

@@ -28,8 +28,6 @@ machine: compare runs of one invocation only.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import statistics
 import sys
@@ -45,8 +43,8 @@ import maxminddb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from conftest_server import soa
+from dns_qps import machine
 from geo_lookup import random_nets, synthetic_database
 
 from dnsfailover.geo.locate import Locator
@@ -157,15 +155,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    print(f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.mmdb or synthetic_database(Path(tmp) / "synthetic.mmdb", args.networks, rng)
         content, plain_steering, plain, steered = zone(args.names)
