@@ -18,6 +18,19 @@ ZONE = "r53.example.test."
 INTERVAL, FALL, TIMEOUT = 0.2, 2, 0.15
 
 
+def hosted_zone(
+    monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, reference: str, secret: str = "testing"
+) -> tuple[Any, str]:
+    """Credentials for moto in the environment (the CLI and `serve` read them there), a
+    Route 53 client, and a new hosted zone ZONE: (client, zone id)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
+    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference=reference)["HostedZone"]["Id"]
+    return client, str(zone_id).split("/")[-1]
+
+
 def rrsets(client: object, zone_id: str) -> Iterator[dict[str, Any]]:
     """Every record set of the zone, page after page."""
     pages = client.get_paginator("list_resource_record_sets").paginate(  # type: ignore[attr-defined]
@@ -41,12 +54,9 @@ def test_serve_pushes_failover_to_route53_and_plan_shows_the_diff(
     moto_endpoint: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-never-logged")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
-    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="e2e")["HostedZone"]["Id"]
-    zone_id = zone_id.split("/")[-1]
+    client, zone_id = hosted_zone(
+        monkeypatch, moto_endpoint, "e2e", secret="testing-secret-never-logged"
+    )
     # someone else's record in the same zone must survive untouched
     client.change_resource_record_sets(
         HostedZoneId=zone_id,
@@ -115,12 +125,7 @@ def test_apply_pushes_one_plan_without_a_server(
     moto_endpoint: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
-    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="apply")["HostedZone"]["Id"]
-    zone_id = zone_id.split("/")[-1]
+    client, zone_id = hosted_zone(monkeypatch, moto_endpoint, "apply")
     port = http_endpoints.start("127.0.0.73")
     cfg = tmp_path / "r53.yaml"
     cfg.write_text(f"""\
@@ -166,12 +171,7 @@ def test_a_weighted_set_at_one_name_holds_only_it_and_sync_applies_it_once_gone(
     status); once the set is removed, `dnsfailover sync ZONE` publishes it at once."""
     token = "e2e-sync-token-0123456789abcdef"
     monkeypatch.setenv("DNSFAILOVER_API_TOKEN", token)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
-    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="held")["HostedZone"]["Id"]
-    zone_id = zone_id.split("/")[-1]
+    client, zone_id = hosted_zone(monkeypatch, moto_endpoint, "held")
     bad = f"n0.{ZONE}"
     weighted = [_weighted(bad, "a", "203.0.113.1"), _weighted(bad, "b", "203.0.113.2")]
     client.change_resource_record_sets(
@@ -234,12 +234,7 @@ def test_apply_holds_the_conflicting_name_and_apply_force_replaces_it(
     moto_endpoint: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
-    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="force")["HostedZone"]["Id"]
-    zone_id = zone_id.split("/")[-1]
+    client, zone_id = hosted_zone(monkeypatch, moto_endpoint, "force")
     bad = f"n0.{ZONE}"
     client.change_resource_record_sets(
         HostedZoneId=zone_id,
@@ -308,12 +303,7 @@ def test_a_steered_name_is_published_as_geolocation_sets_that_follow_failover(
 ) -> None:
     from geo_mmdb import FRANKFURT, city, write_mmdb
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    client = boto3.client("route53", endpoint_url=moto_endpoint, region_name="us-east-1")
-    zone_id = client.create_hosted_zone(Name=ZONE, CallerReference="geo")["HostedZone"]["Id"]
-    zone_id = zone_id.split("/")[-1]
+    client, zone_id = hosted_zone(monkeypatch, moto_endpoint, "geo")
     write_mmdb(tmp_path / "geo.mmdb", {"192.0.2.0/24": city("DE", "EU", FRANKFURT)})
     eu, us = "127.0.0.76", "127.0.0.77"
     ports = {a: http_endpoints.start(a) for a in (eu, us)}
