@@ -24,12 +24,13 @@ group from the first healthy region of its list.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dnsfailover.geo import codes
 from dnsfailover.geo.errors import SteeringError
 from dnsfailover.geo.locate import Location
+from dnsfailover.model import group_id
 
 BY = ("country", "continent", "subnet", "proximity")
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
@@ -133,6 +134,18 @@ def proximity_orders(rule: Rule) -> tuple[tuple[str, ...], ...]:
             lon += step
         lat += step
     return tuple(sorted(counts, key=lambda o: -counts[o]))
+
+
+def placed(rule: Rule, where: Location, known: Sequence[tuple[str, ...]]) -> Steered:
+    """`steer`, with a proximity ordering none of the `known` groups has (a client between
+    the grid's points) moved to the nearest known group, and why saying so."""
+    steered = steer(rule, where)
+    if rule.by != "proximity" or where.net is not None:
+        return steered
+    group = nearest_group(steered.order, known)
+    if group == steered.order:
+        return steered
+    return Steered(group, f"{steered.why}; nearest known group {group_id(group)}")
 
 
 def nearest_group(order: tuple[str, ...], known: Iterable[tuple[str, ...]]) -> tuple[str, ...]:

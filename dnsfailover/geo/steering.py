@@ -27,7 +27,7 @@ from collections.abc import Hashable, Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from dnsfailover.geo.locate import Address, Location, Locator, Network
-from dnsfailover.geo.steer import Rule, groups, nearest_group, steer
+from dnsfailover.geo.steer import Rule, groups, placed
 from dnsfailover.geo.table import Compiled, Placement, scan
 from dnsfailover.model import group_id
 
@@ -108,18 +108,9 @@ class Steering:
         """`place` the straightforward way: locate the client, steer it by the rule.  Its
         scope is the database network's (or map entry's) length: often longer than
         `place`'s.  For explaining, and to check the compiled tables against."""
-        rule = self.rules[name]
         where = self.locate(client)
-        steered = steer(rule, where)
-        order = steered.order
-        why = steered.why
-        if rule.by == "proximity" and where.net is None:
-            known = self._groups[name]
-            group = nearest_group(order, known)
-            if group != order:
-                why = f"{why}; nearest known group {group_id(group)}"
-            order = group
-        return Placement(group_id(order), where.prefix, why)
+        steered = placed(self.rules[name], where, self._groups[name])
+        return Placement(group_id(steered.order), where.prefix, steered.why)
 
     def reloaded(self) -> Steering | None:
         """A new Steering over the database file when it changed since this one was built,

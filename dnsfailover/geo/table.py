@@ -40,7 +40,7 @@ from maxminddb import InvalidDatabaseError
 from dnsfailover.geo.errors import DatabaseError
 from dnsfailover.geo.locate import Location, Locator, location_of
 from dnsfailover.geo.nets import NetMap
-from dnsfailover.geo.steer import Rule, nearest_group, steer
+from dnsfailover.geo.steer import Rule, placed
 from dnsfailover.model import group_id
 
 V4_BITS = 32
@@ -439,14 +439,9 @@ class Compiled:
             if where is IPV4:  # never placed from IPv6 runs: a group no other run has
                 outcome_of.append(outcomes.setdefault(("", "IPv4"), len(outcomes)))
                 continue
-            steered = steer(rule, where)
-            order, why = steered.order, steered.why
-            if rule.by == "proximity" and where.net is None:
-                group = nearest_group(order, known)
-                if group != order:
-                    why = f"{why}; nearest known group {group_id(group)}"
-                order = group
-            outcome_of.append(outcomes.setdefault((group_id(order), why), len(outcomes)))
+            steered = placed(rule, where, known)
+            outcome = (group_id(steered.order), steered.why)
+            outcome_of.append(outcomes.setdefault(outcome, len(outcomes)))
         listed = tuple(outcomes)
         self.v4 = _Family(found.v4, outcome_of, listed, V4_BITS)
         self.v6 = _Family(found.v6, outcome_of, listed, V6_BITS)
