@@ -87,14 +87,9 @@ def select(record: FailoverRecord, prev: NameState, now: float, i: Inputs) -> Se
         else:
             sel.notes.append(f"tier {active} below min_healthy")
             sel.active = chosen
-            # moved down past a healthy tier still in hold-down: the failback to it is due
-            # when that ends, so the name must be decided again then
-            auto = isinstance(record, ActivePassive) and record.failback != "manual"
-            if higher and lower and not ready and auto and not i.suppressed:
-                assert isinstance(record, ActivePassive)
-                sel.wakes.append(min(i.since[t] + record.hold_down for t in higher))
     elif healthy and order.index(healthy[0]) < order.index(active):
         _failback(record, sel, now, i, order, healthy, operator, failback, full, full_why, recent)
+    _wake_for_failback(record, sel, now, i, order, healthy)
     changed = sel.active != active
     if changed:
         recent.append(now)
@@ -105,6 +100,29 @@ def select(record: FailoverRecord, prev: NameState, now: float, i: Inputs) -> Se
     # runs from it (until a wake at change + hold_down), whatever decisions happen between.
     sel.changes = tuple(recent) if recent else prev.changes[-1:]
     return sel
+
+
+def _wake_for_failback(
+    record: FailoverRecord,
+    sel: Selection,
+    now: float,
+    i: Inputs,
+    order: list[str],
+    healthy: list[str],
+) -> None:
+    """Whatever moved the name, a healthy tier above the one it ends on that is still in
+    hold-down is an automatic failback due when that ends: the name must be decided again
+    then (an incremental decision takes a name only when something wakes it)."""
+    if not isinstance(record, ActivePassive) or record.failback == "manual" or i.suppressed:
+        return
+    rank = order.index(sel.active)
+    due = [
+        i.since[t] + record.hold_down
+        for t in healthy
+        if order.index(t) < rank and now - i.since[t] < record.hold_down
+    ]
+    if due:
+        sel.wakes.append(min(due))
 
 
 def _may(record: FailoverRecord, i: Inputs, tier: str, now: float, operator: bool) -> bool:
