@@ -196,6 +196,26 @@ def test_a_change_re_decides_only_the_names_that_use_it() -> None:
     assert unchanged.zones[0] is d.zones[0]
 
 
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_deciding_every_name_again_later_changes_no_state_that_did_not_change(
+    policy: str,
+) -> None:
+    """A new cluster leader decides every name once and writes to etcd the names whose
+    decision or state differs: a state that moved with the clock alone (a damping time
+    without penalties) made it rewrite every name of the config."""
+    cfg = config(POLICIES[policy])
+    health = dict.fromkeys(KEYS, State.UP)
+    first = decide(cfg, health, EngineState(), 0.0)
+    health[KEYS[7]] = State.DOWN
+    moved = decide(cfg, health, first.state, 1.0)
+    again = decide(cfg, health, moved.state, 60.0)
+    damped = {n for n, s in moved.state.names.items() if s.penalties}
+    assert policy != "damped" or damped  # the flap of KEYS[7] was charged somewhere
+    kept = {n for n in moved.state.names if moved.state.names[n] == again.state.names[n]}
+    assert kept == set(moved.state.names) - damped
+    assert [n.answer for n in again.names.values()] == [n.answer for n in moved.names.values()]
+
+
 def test_a_wake_due_at_the_very_time_of_a_decision_is_kept() -> None:
     """A rule that wakes at `since + hold_down` can be decided at exactly that time and not
     act yet (the difference rounds below the hold): the name must be taken again by the next

@@ -110,9 +110,19 @@ async def eventually(get: Callable[[], Awaitable[object]], want: object) -> None
 
 
 @asynccontextmanager
-async def running(config: Path, state: Path, node_id: str = "n1") -> AsyncIterator[Node]:
+async def running(
+    config: Path, state: Path, node_id: str = "n1", *, probe_process: bool = False
+) -> AsyncIterator[Node]:
+    """A node of `config`; `probe_process`: its probes in a child process, as `serve` runs."""
     cfg = await asyncio.to_thread(load, config)
-    node = Node(cfg, dns_port=0, state_path=state, node_id=node_id, config_path=str(config))
+    node = Node(
+        cfg,
+        dns_port=0,
+        state_path=state,
+        node_id=node_id,
+        config_path=str(config),
+        probe_process=probe_process,
+    )
     try:
         await node.start()
         yield node
@@ -156,9 +166,12 @@ async def test_a_two_node_cluster_fails_over_and_writes_only_what_changed(
     head = f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: /scale}}\n  lease_ttl: 2\n"
     with endpoints() as listeners:
         config = await asyncio.to_thread(write_config, tmp_path, head)
+        # two nodes in this one process: each probes 200 endpoints every 200 ms in a child
+        # process of its own, as `serve` does (on the loop that keeps their etcd leases,
+        # 2,000 probes a second delayed the keep-alives past the lease TTL)
         async with (
-            running(config, tmp_path / "a.db", "a") as a,
-            running(config, tmp_path / "b.db", "b") as b,
+            running(config, tmp_path / "a.db", "a", probe_process=True) as a,
+            running(config, tmp_path / "b.db", "b", probe_process=True) as b,
         ):
             ports = [n.dns_address()[1] for n in (a, b)]  # type: ignore[index]
             for port in ports:

@@ -106,6 +106,7 @@ class EtcdCluster:
         self._beat: NodeBeat | None = None
         self._beat_dirty = False
         self._wake = asyncio.Event()
+        self._leader_seen = asyncio.Event()  # the watch saw the leader key change
         self.publish_error = ""  # why the last publish wrote nothing ("" when it did)
 
     # -- what the service reads ------------------------------------------------------------
@@ -332,6 +333,7 @@ class EtcdCluster:
             tg.create_task(self._watch_loop(client, watch))
             tg.create_task(self._keepalive_loop(client))
             tg.create_task(self._writer_loop(client))
+            tg.create_task(self._leader_loop(client))
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -375,8 +377,17 @@ class EtcdCluster:
             else:
                 self._out.emit(self._view.delete(event.kv.key))
             if self._keys.parse(event.kv.key).kind == "leader":
-                await self._reconcile(client)
+                self._leader_seen.set()
         raise ConnectionError("the watch ended")
+
+    async def _leader_loop(self, client: Any) -> None:
+        """Campaign or step down once the watch batch that moved the leader key is applied:
+        a lease expiry deletes the leader key with the dead node's reports in one batch, and
+        a node that won on the first event would decide with the dead node's votes."""
+        while True:
+            await self._leader_seen.wait()
+            self._leader_seen.clear()
+            await self._reconcile(client)
 
     async def _writer_loop(self, client: Any) -> None:
         """Write this node's dirty reports and beat: at once, coalescing while one is in flight."""

@@ -400,6 +400,7 @@ def _decide_name(
     )
     wakes.extend(sel.wakes)
     penalties, suppressed, penalty = dict(prev.penalties), prev.suppressed, 0.0
+    penalty_at = prev.penalty_at  # when the penalties were last decayed
     if cfg is not None and pre is not None:
         flips: list[str] = []
         if prev.active is not None:
@@ -408,7 +409,7 @@ def _decide_name(
             elif sel.active != prev.active:
                 flips = [""]
         post = damping.update(cfg, pre.penalties, now, pre.suppressed, flips, now)
-        penalties, suppressed = post.penalties, post.suppressed
+        penalties, suppressed, penalty_at = post.penalties, post.suppressed, now
         penalty = max(penalties.values(), default=0.0)
         if post.wake_at is not None:
             wakes.append(post.wake_at)
@@ -450,7 +451,9 @@ def _decide_name(
         up=raw_up,
         changes=sel.changes,
         penalties=penalties,
-        penalty_at=now,
+        # a name without penalties keeps the same state however often it is re-decided:
+        # a new cluster leader then rewrites in etcd only the names whose state changed
+        penalty_at=penalty_at if penalties else 0.0,
         suppressed=suppressed,
         weights=result.published_weights,
         staged_from=sel.staged_from,

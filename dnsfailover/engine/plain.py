@@ -210,7 +210,7 @@ def decide_plain(
         up=ups,
         changes=changes,
         penalties=dict(prev.penalties) if prev.penalties else _NO_PENALTIES,
-        penalty_at=now,
+        penalty_at=prev.penalty_at if prev.penalties else 0.0,  # not decayed here
         suppressed=prev.suppressed,
         weights=weights,
         staged_from=None,
