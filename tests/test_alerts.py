@@ -36,7 +36,7 @@ FAST_RETRY = {"attempts": 3, "backoff": "10ms", "max_backoff": "50ms"}
 
 
 def verify(secret: bytes, headers: Mapping[str, str], body: bytes, tolerance: int = 300) -> bool:
-    """The receiver-side check, exactly as the README tells users to write it."""
+    """The receiver-side check, exactly as docs/notifications.md tells users to write it."""
     timestamp = headers.get("X-Dnsfailover-Timestamp", "")
     signature = headers.get("X-Dnsfailover-Signature", "")
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance:

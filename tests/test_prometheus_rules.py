@@ -217,11 +217,11 @@ def test_name_metrics_carry_zone_and_no_label_is_an_internal_key(scrape: str) ->
     assert 'dnsfailover_probes_total{check="web",endpoint="127.0.0.73:' in scrape
 
 
-def test_the_readme_lists_the_metrics_a_node_exports(scrape: str) -> None:
-    readme = (DEPLOY.parent.parent / "README.md").read_text()
-    listed = readme[readme.index("**Metrics**") : readme.index("**Alerts and dashboard**")]
+def test_the_docs_list_the_metrics_a_node_exports(scrape: str) -> None:
+    page = (DEPLOY.parent.parent / "docs" / "metrics.md").read_text()
+    listed = page[page.index("**Metrics**") : page.index("**Alerts and dashboard**")]
     named = set(METRIC.findall(listed))
     have = exported(scrape)
     assert named - have == set()
     families = {line.split(" ")[2] for line in scrape.splitlines() if line.startswith("# TYPE")}
-    assert families - named == set(), "exported but not in the README"
+    assert families - named == set(), "exported but not in docs/metrics.md"
