@@ -211,3 +211,20 @@ def test_repository_paths_named_in_the_docs_exist(page: Path) -> None:
     named = set(REPO_PATH.findall(FENCE.sub("", page.read_text())))
     missing = {p for p in named if not (ROOT / p).exists()} - EXAMPLE_PATHS
     assert missing == set()
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_table_row_has_its_header_s_columns(page: Path) -> None:
+    """A `|` left unescaped in a cell (`up|down`) shifts the row: GitHub then drops cells."""
+    cells = re.compile(r"(?<!\\)\|")
+    lines = [line.strip() for line in FENCE.sub("", page.read_text()).splitlines()]
+    bad = []
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and re.fullmatch(r"\|[-| :]+\|", lines[i + 1]):
+            width = len(cells.split(line))
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                if len(cells.split(row)) != width:
+                    bad.append(row[:80])
+    assert bad == []
