@@ -220,7 +220,7 @@ def test_the_compose_cluster_elects_a_leader_and_fails_a_dead_regions_names_over
         wait_for(lambda: cluster.everywhere(after), timeout=60, every=0.2)
     except AssertionError:
         raise AssertionError(cluster.logs()) from None
-    assert cluster.one_leader() is not None
+    wait_for(lambda: cluster.one_leader() is not None, timeout=60, every=0.2)
 
     # the token from the compose file's environment works on any node: a failover set
     # through one node's API is served by all three
