@@ -6,6 +6,7 @@ as local processes, since there is no Docker daemon here: etcd, three toy endpoi
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import secrets
 import subprocess
@@ -86,6 +87,30 @@ def test_the_services_make_a_three_region_cluster_from_the_repository() -> None:
     probed = {t.address for t, _check in config.targets().values()}
     assert probed
     assert probed <= toys
+
+
+def test_references_resolve_and_ports_are_published_on_loopback_only() -> None:
+    """What the schema cannot see: names that must exist, files that must be there."""
+    compose = load_compose({})
+    services = compose["services"]
+    for name, s in services.items():
+        for dep in s.get("depends_on") or []:
+            assert dep in services, f"{name} depends on an unknown service {dep}"
+        for net in s.get("networks") or {}:
+            assert net in compose["networks"], f"{name}: undeclared network {net}"
+        for spec in s.get("volumes") or []:
+            source = spec.split(":")[0]
+            assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+        for port in s.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), (
+                f"{name}: {port} is published beyond loopback"
+            )
+    subnets = [
+        ipaddress.ip_network(c["subnet"]) for c in compose["networks"]["demo"]["ipam"]["config"]
+    ]
+    addresses = [ipaddress.ip_address(a) for a in _service_addresses(compose).values()]
+    assert len(set(addresses)) == len(services)
+    assert all(any(a in net for net in subnets) for a in addresses)
 
 
 def _service_addresses(compose: dict[str, Any]) -> dict[str, str]:
