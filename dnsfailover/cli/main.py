@@ -248,7 +248,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dnsfailover.cli.demo import run_demo
 
-    return asyncio.run(run_demo(args.dns, args.state))
+    return asyncio.run(run_demo(args.dns, args.state, args.api))
 
 
 def _logging_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--state", default=None, metavar="PATH", help="state store (default: a temporary file)"
     )
+    sp.add_argument("--api", type=parse_api, default=parse_api("127.0.0.1:0"),
+                    metavar="HOST:PORT|off", help="HTTP API and status page, with a throwaway "
+                    "token (default 127.0.0.1:0: a free port, printed)")  # fmt: skip
     sp.set_defaults(func=cmd_demo)
     from dnsfailover.cli.habits import add_examples, add_parsers
 
