@@ -124,9 +124,14 @@ def _why_not_first(
     raw = sum(1 for e in first.endpoints if states[(first.name, e.address)] is State.UP)
     n = len(first.endpoints)
     if up >= first.min_healthy:
-        how = record.failback if isinstance(record, ActivePassive) else "auto"
-        wait = "waiting for an operator: `dnsfailover failback`" if how == "manual" else how
-        return f"{first.name} up again, failback {wait}"
+        if not isinstance(record, ActivePassive) or record.failback == "auto":
+            hold = record.hold_down if isinstance(record, ActivePassive) else 0.0
+            return f"{first.name} up again, failback after hold_down {hold:g}s"
+        if record.failback == "manual":
+            return (
+                f"{first.name} up again, failback waiting for an operator: `dnsfailover failback`"
+            )
+        return f"{first.name} up again, staged failback pending"
     if raw >= first.min_healthy:
         return f"{first.name} drained"
     if raw == 0:

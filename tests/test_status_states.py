@@ -1,0 +1,178 @@
+"""Name states and endpoint roles as an on-call reader sees them: a real in-process node and
+its API over real HTTP endpoints on 127.0.0.7x, real DNS, the `status` and `endpoints`
+commands and /metrics.
+
+`api` is active-passive (primary C, backup D, failback manual), `www` active-active (A, B).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_support import API, WWW, A, B, C, D, Live, live_service
+
+from dnsfailover.api.states import summary
+from dnsfailover.cli.ops import register
+
+
+def name(status: dict[str, Any], wanted: str) -> dict[str, Any]:
+    return next(n for n in status["names"] if n["name"] == wanted)
+
+
+def endpoint(body: dict[str, Any], wanted: str, address: str) -> dict[str, Any]:
+    return next(e for e in body["endpoints"] if e["name"] == wanted and e["address"] == address)
+
+
+async def cli(live: Live, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run one operator command against the live API (on a thread: it blocks on HTTP)."""
+    p = argparse.ArgumentParser(prog="dnsfailover")
+    register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args([*argv, "--api", live.base])
+    code = await asyncio.to_thread(args.func, args)
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    return out
+
+
+async def metric(live: Live, line: str) -> float:
+    async with live.http.get(live.base + "/metrics") as r:
+        text = await r.text()
+    values = [ln.rsplit(" ", 1)[1] for ln in text.splitlines() if ln.startswith(line + " ")]
+    assert values, f"no {line} in /metrics"
+    return float(values[0])
+
+
+def state_line(zone_name: str, state: str) -> str:
+    labels = f'group="",name="{zone_name}",state="{state}",zone="example.test."'  # sorted
+    return f"dnsfailover_name_state{{{labels}}}"
+
+
+async def test_a_failover_is_failed_over_everywhere_not_healthy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with live_service(tmp_path) as live:
+        await live.until_answer(API, (C,))
+        await live.until_answer(WWW, (A, B))
+        status = await live.until("/api/v1/status", lambda b: name(b, API)["state"] == "healthy")
+        assert status["summary"]["text"] == "2 names: 2 healthy"
+        eps = await live.until("/api/v1/endpoints", lambda b: endpoint(b, API, D)["state"] == "up")
+        # healthy, but its tier is not serving: standby, not struck through as failed
+        assert endpoint(eps, API, D)["role"] == "standby"
+        assert endpoint(eps, API, C)["role"] == "serving"
+        out = await cli(live, capsys, "endpoints")
+        assert "UP standby" in next(ln for ln in out.splitlines() if ln.startswith(API) and D in ln)
+
+        await asyncio.to_thread(live.endpoints.stop, C)
+        await live.until_answer(API, (D,))
+        status = await live.until(
+            "/api/v1/status", lambda b: name(b, API)["state"] == "failed_over"
+        )
+        api = name(status, API)
+        assert api["state_text"] == "failed over to backup (primary down)"
+        assert api["tier"] == "backup"
+        assert api["mode"] == "healthy"  # the engine's word: the backup tier is complete
+        assert status["summary"]["text"] == "2 names: 1 healthy, 1 failed over"
+        assert status["summary"]["failed_over"] == 1
+        assert status["summary"]["healthy"] == 1
+
+        # the DOWN endpoint's reason is live: its streak grows between two reads
+        eps = await live.until("/api/v1/endpoints", lambda b: endpoint(b, API, C)["streak"])
+        first = endpoint(eps, API, C)
+        assert first["role"] == "down"
+        assert endpoint(eps, API, D)["role"] == "serving"
+        assert first["streak"]["ok"] is False
+        assert first["reason"].startswith(f"{first['streak']['count']} consecutive failure")
+        eps = await live.until(
+            "/api/v1/endpoints",
+            lambda b: endpoint(b, API, C)["streak"]["count"] > first["streak"]["count"] + 2,
+        )
+        later = endpoint(eps, API, C)
+        assert later["streak"]["since"] == first["streak"]["since"]  # the same run
+        assert later["since"] == first["since"]  # DOWN since the same moment ...
+        assert later["for"] > first["for"]  # ... for longer
+        assert later["reason"] != first["reason"]
+        assert f"{later['streak']['count']} consecutive failures" in later["reason"]
+        assert later["changed_reason"].startswith("2 consecutive failures")  # fall: 2
+
+        out = await cli(live, capsys, "status")
+        assert out.splitlines()[0] == "2 names: 1 healthy, 1 failed over"
+        line = next(ln for ln in out.splitlines() if ln.startswith(API))
+        assert "failed over to backup (primary down)" in line
+        assert "healthy" not in line.split("backup (primary down)")[0]
+        explained = await cli(live, capsys, "explain", "api")
+        assert explained.startswith(f"{API} answers {D}: failed over to backup (primary down)")
+        assert f"{C} DOWN" in explained
+        assert f"{D} UP" in explained
+        assert "(serving)" in explained
+
+        assert await metric(live, state_line(API, "failed_over")) == 1
+        assert await metric(live, state_line(API, "healthy")) == 0
+        assert await metric(live, state_line(WWW, "healthy")) == 1
+
+        # the primary comes back; failback is manual, so the name stays failed over and
+        # says why; the primary's endpoint is now a healthy standby
+        await asyncio.to_thread(live.endpoints.start, C)
+        status = await live.until(
+            "/api/v1/status", lambda b: "up again" in name(b, API)["state_text"]
+        )
+        assert name(status, API)["state"] == "failed_over"
+        assert "failback waiting for an operator" in name(status, API)["state_text"]
+        eps = await live.until("/api/v1/endpoints", lambda b: endpoint(b, API, C)["state"] == "up")
+        assert endpoint(eps, API, C)["role"] == "standby"
+
+
+async def test_all_down_and_degraded_are_their_own_states(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with live_service(tmp_path) as live:
+        await live.until_answer(API, (C,))
+        await live.until_answer(WWW, (A, B))
+        await asyncio.to_thread(live.endpoints.stop, B)
+        for address in (C, D):
+            await asyncio.to_thread(live.endpoints.stop, address)
+        status = await live.until(
+            "/api/v1/status",
+            lambda b: name(b, API)["state"] == "all_down" and name(b, WWW)["state"] == "degraded",
+        )
+        assert name(status, API)["state_text"] == "all down (fail open: serving every endpoint)"
+        assert name(status, WWW)["state_text"] == "degraded: 1/2 endpoints up"
+        assert status["summary"]["text"] == "2 names: 0 healthy, 1 degraded, 1 all down"
+        # one state at a time: all down is not also failed over
+        assert await metric(live, state_line(API, "all_down")) == 1
+        assert await metric(live, state_line(API, "failed_over")) == 0
+        assert await metric(live, state_line(WWW, "degraded")) == 1
+        eps = await live.get("/api/v1/endpoints")
+        assert endpoint(eps, WWW, B)["role"] == "down"
+        assert endpoint(eps, WWW, A)["role"] == "serving"
+        out = await cli(live, capsys, "status")
+        assert out.splitlines()[0] == "2 names: 0 healthy, 1 degraded, 1 all down"
+
+
+async def test_a_drained_endpoint_is_drained_and_its_name_degraded(tmp_path: Path) -> None:
+    async with live_service(tmp_path) as live:
+        await live.until_answer(WWW, (A, B))
+        body = {"action": "drain", "endpoint": A, "name": WWW, "reason": "patching"}
+        await live.call("POST", "/api/v1/overrides", body, status=201)
+        await live.until_answer(WWW, (B,))
+        eps = await live.until(
+            "/api/v1/endpoints", lambda b: endpoint(b, WWW, A)["role"] == "drained"
+        )
+        assert endpoint(eps, WWW, A)["state"] == "up"  # its health is still shown as it is
+        status = await live.get("/api/v1/status")
+        assert name(status, WWW)["state"] == "degraded"
+
+
+def test_the_summary_line_names_each_state_once() -> None:
+    states = ["healthy"] * 9 + ["failed_over"] * 2 + ["all_down"]
+    assert summary(states)["text"] == "12 names: 9 healthy, 2 failed over, 1 all down"
+    one = summary(["no_data"], shadow=1, frozen=True)
+    assert one["text"] == (
+        "1 name: 0 healthy, 1 no data (1 in shadow mode); circuit breaker frozen: every answer "
+        "is held"
+    )
+    assert one["no_data"] == 1
+    assert one["names"] == 1
