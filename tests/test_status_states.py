@@ -17,6 +17,8 @@ from api_support import API, WWW, A, B, C, D, Live, live_service
 
 from dnsfailover.api.states import summary
 from dnsfailover.cli.ops import register
+from dnsfailover.health.tracker import HealthTracker, Hysteresis, Streak
+from dnsfailover.model import Observation, State
 
 
 def name(status: dict[str, Any], wanted: str) -> dict[str, Any]:
@@ -84,6 +86,7 @@ async def test_a_failover_is_failed_over_everywhere_not_healthy(
         first = endpoint(eps, API, C)
         assert first["role"] == "down"
         assert endpoint(eps, API, D)["role"] == "serving"
+        assert endpoint(eps, API, D)["reason"].startswith("passing (HTTP 200")
         assert first["streak"]["ok"] is False
         assert first["reason"].startswith(f"{first['streak']['count']} consecutive failure")
         eps = await live.until(
@@ -176,3 +179,28 @@ def test_the_summary_line_names_each_state_once() -> None:
     )
     assert one["no_data"] == 1
     assert one["names"] == 1
+
+
+def test_the_tracker_keeps_the_live_streak_beside_the_state_it_changed_with() -> None:
+    target = "web@127.0.0.75:80"
+    t = HealthTracker({target: Hysteresis(rise=2, fall=2, interval=1.0)})
+
+    def probe(ok: bool, at: float) -> Streak | None:
+        detail = "HTTP 200" if ok else "connection refused"
+        t.observe(Observation(target, "local", ok, at, 0.002, detail))
+        return t.regions(target)["local"].streak
+
+    assert probe(True, 1.0) == Streak(True, 1, 1.0, 1.0)
+    assert probe(True, 2.0) == Streak(True, None, 1.0, 2.0)  # past rise: not all are sent
+    assert probe(False, 3.0) == Streak(False, 1, 3.0, 3.0)
+    assert probe(False, 4.0) == Streak(False, 2, 3.0, 4.0)
+    assert t.state(target) is State.DOWN
+    went_down = t.reason(target)
+    assert went_down == "2 consecutive failures (connection refused, 2ms)"
+    for at in range(5, 15):
+        streak = probe(False, float(at))
+    assert streak == Streak(False, 12, 3.0, 14.0)
+    assert t.reason(target) == went_down  # the state's reason stays the transition's
+    assert t.since(target) == 4.0
+    assert probe(True, 15.0) == Streak(True, 1, 15.0, 15.0)  # recovering, still DOWN
+    assert t.state(target) is State.DOWN

@@ -49,10 +49,13 @@ class Hysteresis:
 class Streak:
     """The current run of identical probe results of one target in this node's region: what
     "12 consecutive failures, failing since 03:01:12" is made of, read live (the reason of a
-    state is the one it had when it changed)."""
+    state is the one it had when it changed).
+
+    `count` is None for a run of successes past `rise`: a probe process does not send those
+    (`checks.forward`), so their number is not known here; the run's start is."""
 
     ok: bool
-    count: int
+    count: int | None
     since: float  # the first result of the run
     last_at: float  # the latest result
 
@@ -430,7 +433,7 @@ class HealthTracker:
                 c.detail,
                 stale=now is not None and not self._fresh(region, c, t.rules, now),
                 isolated=region in self._isolated,
-                streak=_streak(c),
+                streak=_streak(c, t.rules.rise),
             )
             for region, c in t.regions.items()
         }
@@ -451,19 +454,23 @@ class HealthTracker:
         return dict(self._unprobed)
 
 
-def _streak(c: _Counter) -> Streak | None:
+def _streak(c: _Counter, rise: int) -> Streak | None:
     if c.ok_run:
-        return Streak(True, c.ok_run, c.run_since, c.last_at)
+        return Streak(True, c.ok_run if c.ok_run < rise else None, c.run_since, c.last_at)
     if c.fail_run:
         return Streak(False, c.fail_run, c.run_since, c.last_at)
     return None
 
 
-def streak_text(ok: bool, count: int, detail: str = "", latency: float | None = None) -> str:
-    """`12 consecutive failures (connection refused, 3ms)`."""
-    what = ("success" if count == 1 else "successes") if ok else "failure" + "s" * (count != 1)
+def streak_text(ok: bool, count: int | None, detail: str = "", latency: float | None = None) -> str:
+    """`12 consecutive failures (connection refused, 3ms)`; `passing (HTTP 200, 2ms)` for
+    a run of successes of unknown length (see `Streak`)."""
     extra = [x for x in (detail, f"{latency * 1000:.0f}ms" if latency is not None else "") if x]
-    return f"{count} consecutive {what}" + (f" ({', '.join(extra)})" if extra else "")
+    tail = f" ({', '.join(extra)})" if extra else ""
+    if count is None:
+        return "passing" + tail
+    what = ("success" if count == 1 else "successes") if ok else "failure" + "s" * (count != 1)
+    return f"{count} consecutive {what}{tail}"
 
 
 def _reason(obs: Observation, c: _Counter) -> str:
