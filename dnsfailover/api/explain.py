@@ -246,9 +246,11 @@ def lines(e: dict[str, Any]) -> list[str]:
         for ep in t["endpoints"]:
             flags = "".join(f" [{o['action']} {o['id']}]" for o in ep["overrides"])
             held = f" for {ep['for']:.0f}s" if ep.get("for") is not None else ""
+            role = f" ({ep['role']})" if ep["role"] not in ("down", "unknown") else ""
+            role += " (answered)" if ep["in_answer"] and ep["role"] != "serving" else ""
             out.append(
-                f"  {ep['address']} {ep['state'].upper()}{_when(ep['since'])}{held} "
-                f"({ep['role']}){flags}: {ep['reason']}"
+                f"  {ep['address']} {ep['state'].upper()}{_when(ep['since'])}{held}"
+                f"{role}{flags}: {ep['reason']}"
             )
             for reg in ep["regions"]:
                 notes = " stale" if reg.get("stale") else ""

@@ -17,7 +17,6 @@ from dnsfailover.api.states import name_state, role, summary, worst
 from dnsfailover.engine.overrides import Override, touches, touches_endpoint
 from dnsfailover.engine.steering import steered_names
 from dnsfailover.errors import UserError
-from dnsfailover.health.tracker import streak_text
 from dnsfailover.model import State
 
 if TYPE_CHECKING:
@@ -88,9 +87,13 @@ def voted(tracker: HealthTracker, key: str) -> dict[str, Any]:
 
 
 def region_rows(tracker: HealthTracker, target: str, now: float) -> list[dict[str, Any]]:
+    """Each region's state of `target`; where this node probes it, `reason` is what the
+    probes say now (the streak), and `changed_reason` the one the state changed with."""
     rows = []
     for region, rh in sorted(tracker.regions(target, now).items()):
-        row: dict[str, Any] = {"region": region, **jsonable(rh)}
+        row: dict[str, Any] = {"region": region, **jsonable(rh), "changed_reason": rh.reason}
+        if rh.streak is not None:
+            row["reason"] = rh.streak.text(rh.detail, rh.latency)
         rows.append(row)
     return rows
 
@@ -143,8 +146,8 @@ def endpoint_row(
     streak = here["streak"] if here is not None else None
     changed = vote["reason"]
     if here is not None and streak is not None:
-        live = streak_text(streak["ok"], streak["count"], here["detail"], here["latency"])
         # the vote's reason is the one it had when it changed: say what the probes say now
+        live = here["reason"]
         vote["reason"] = (
             live if len(regions) == 1 else f"{changed}; here ({here['region']}): {live}"
         )
