@@ -12,13 +12,19 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from api_support import API, WWW, A, B, C, D, Live, live_service
+from geo_mmdb import FRANKFURT, city, write_mmdb
+from support import HttpEndpoints
 
+from dnsfailover.api.server import ApiServer
 from dnsfailover.api.states import summary
 from dnsfailover.cli.ops import register
+from dnsfailover.config.load import load
 from dnsfailover.health.tracker import HealthTracker, Hysteresis, Streak
 from dnsfailover.model import Observation, State
+from dnsfailover.runtime.node import Node
 
 
 def name(status: dict[str, Any], wanted: str) -> dict[str, Any]:
@@ -204,3 +210,73 @@ def test_the_tracker_keeps_the_live_streak_beside_the_state_it_changed_with() ->
     assert t.since(target) == 4.0
     assert probe(True, 15.0) == Streak(True, 1, 15.0, 15.0)  # recovering, still DOWN
     assert t.state(target) is State.DOWN
+
+
+EU, US = "127.0.0.76", "127.0.0.77"
+GEO = "geo.example.test."
+
+
+async def test_a_steered_name_is_in_its_worst_location_groups_state(tmp_path: Path) -> None:
+    """DE clients are served eu then us; everyone else us then eu.  With eu down, only the
+    DE group is failed over, and the name says so."""
+    write_mmdb(tmp_path / "geo.mmdb", {"192.0.2.0/24": city("DE", "EU", FRANKFURT)})
+    endpoints = await asyncio.to_thread(HttpEndpoints)
+    try:
+        ports = {a: await asyncio.to_thread(endpoints.start, a) for a in (EU, US)}
+        path = tmp_path / "geo.yaml"
+        path.write_text(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 100ms, timeout: 100ms, fall: 2, rise: 2}}
+geo: {{database: geo.mmdb}}
+zones:
+  example.test.:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    nameservers: [ns1.example.test.]
+    records:
+      ns1: {{type: A, values: [127.0.0.1]}}
+    failover:
+      geo:
+        policy: active-passive
+        check: web
+        tiers:
+          - {{name: eu, endpoints: [{{address: {EU}, check_port: {ports[EU]}}}]}}
+          - {{name: us, endpoints: [{{address: {US}, check_port: {ports[US]}}}]}}
+        steering: {{by: country, map: {{DE: [eu, us]}}, default: [us, eu]}}
+""")
+        config = await asyncio.to_thread(load, path)
+        node = Node(config, dns_host="127.0.0.1", dns_port=0, state_path=tmp_path / "s.db")
+        await node.start()
+        api = ApiServer(node, node, "127.0.0.1", 0, token=None, metrics=node.metrics)
+        try:
+            host, port = await api.start()
+            async with aiohttp.ClientSession() as http:
+                live = Live(node, api, f"http://{host}:{port}", 0, endpoints, http)
+
+                def groups(b: dict[str, Any]) -> dict[str, str]:
+                    return {g["group"]: g["state"] for g in name(b, GEO)["groups"]}
+
+                status = await live.until(
+                    "/api/v1/status",
+                    lambda b: groups(b) == {"us,eu": "healthy", "eu,us": "healthy"},
+                )
+                assert name(status, GEO)["state"] == "healthy"
+                await asyncio.to_thread(endpoints.stop, EU)
+                status = await live.until(
+                    "/api/v1/status", lambda b: groups(b)["eu,us"] == "failed_over"
+                )
+                geo = name(status, GEO)
+                assert groups(status)["us,eu"] == "healthy"  # the default group: on us already
+                assert geo["state"] == "failed_over"
+                assert geo["state_text"] == "location group eu,us: failed over to us (eu down)"
+                assert status["summary"]["text"] == "1 name: 0 healthy, 1 failed over"
+                labels = f'name="{GEO}",state="failed_over",zone="example.test."'
+                assert await metric(live, f'dnsfailover_name_state{{group="eu,us",{labels}}}') == 1
+                assert await metric(live, f'dnsfailover_name_state{{group="",{labels}}}') == 0
+                eps = await live.get("/api/v1/endpoints")
+                assert endpoint(eps, GEO, EU)["role"] == "down"
+                assert endpoint(eps, GEO, US)["role"] == "serving"
+        finally:
+            await api.stop()
+            await node.stop()
+    finally:
+        await asyncio.to_thread(endpoints.close)

@@ -258,7 +258,9 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
     states: list[str] = []
     for origin, name, record in config.managed():
         nd = published.decision.names.get(name) if published is not None else None
-        state = name_state(config, name, record, nd, kept.get(name), health, overrides)
+        s = steered.get(name)
+        by = s.default.record if s is not None else record  # the default group's tier order
+        state = name_state(config, name, by, nd, kept.get(name), health, overrides)
         entry: dict[str, Any] = {
             "name": name,
             "zone": origin,
@@ -275,7 +277,6 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
             if entry["ttl"] is None:  # the engine leaves the record's own ttl unset
                 entry["ttl"] = record.ttl
         entry["overrides"] = [o.id for o in overrides if touches(o, name, record)]
-        s = steered.get(name)
         if s is not None:
             # the entry's answer is the default group's; each group answers its own clients;
             # the name's state is its worst group's
