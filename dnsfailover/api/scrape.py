@@ -184,7 +184,7 @@ def _published_families(node: NodeView) -> Iterator[Metric]:
             record = records.get(key)
             if record is not None:
                 ns = decision.state.names.get(key)
-                now = name_state(config, key, record, nd, ns, health, active)[0]
+                now = name_state(config, key, record, nd, ns, health, active, words=False)[0]
                 for st in NAME_STATES:
                     state.add_metric([nd.zone, name, group, st], 1.0 if now == st else 0.0)
             first = firsts.get(key)

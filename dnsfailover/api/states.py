@@ -75,9 +75,12 @@ def name_state(
     ns: NameState | None,
     health: Mapping[str, State],
     overrides: list[Override],
+    words: bool = True,
 ) -> tuple[str, str]:
     """(state, what it means in words) of decision name `name` (a steered name's group is
-    decided under its own name and record, whose first tier is the group's nearest)."""
+    decided under its own name and record, whose first tier is the group's nearest).
+    Without `words` (metrics: every name at every scrape), a failover's cause is not
+    looked up and the text is only the state's word."""
     if nd is None:
         return "no_data", "not decided yet"
     if nd.mode == "no_data":
@@ -86,6 +89,8 @@ def name_state(
         return "all_down", f"all down ({_ALL_DOWN.get(record.all_down, record.all_down)})"
     first = record.tiers[0]
     if nd.tier is not None and nd.tier != first.name:
+        if not words:
+            return "failed_over", WORDS["failed_over"]
         cause = _why_not_first(config, name, record, ns, health, overrides)
         text = f"failed over to {nd.tier} ({cause})"
         if nd.mode == "degraded":
@@ -118,10 +123,12 @@ def _why_not_first(
     first = record.tiers[0]
     if ns is not None and ns.pin is not None:
         return f"operator failover {ns.pin}"
-    states = checked(config, record, health)
+    keys = [config.health_key(record, e) for e in first.endpoints]
+    raw = sum(1 for k in keys if health.get(k) is State.UP)
     mine = [o for o in overrides if touches(o, name, record)]
-    up = len(apply(name, record, states, mine).up[first.name])
-    raw = sum(1 for e in first.endpoints if states[(first.name, e.address)] is State.UP)
+    up = raw  # what the overrides leave of it, when there are any
+    if mine:
+        up = len(apply(name, record, checked(config, record, health), mine).up[first.name])
     n = len(first.endpoints)
     if up >= first.min_healthy:
         if not isinstance(record, ActivePassive) or record.failback == "auto":
