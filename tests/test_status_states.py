@@ -289,3 +289,29 @@ zones:
             await node.stop()
     finally:
         await asyncio.to_thread(endpoints.close)
+
+
+async def test_a_failover_says_whether_the_primary_is_drained_or_an_operator_moved_it(
+    tmp_path: Path,
+) -> None:
+    async with live_service(tmp_path) as live:
+        await live.until_answer(API, (C,))
+        body = {"action": "failover", "name": API, "reason": "drill"}
+        moved = (await live.call("POST", "/api/v1/overrides", body, status=201))["override"]
+        await live.until_answer(API, (D,))
+        status = await live.until("/api/v1/status", lambda b: name(b, API)["tier"] == "backup")
+        api = name(status, API)
+        assert api["state"] == "failed_over"
+        assert api["state_text"] == f"failed over to backup (operator failover {moved['id']})"
+        body = {"action": "failback", "name": API, "reason": "drill over"}
+        await live.call("POST", "/api/v1/overrides", body, status=201)
+        await live.until_answer(API, (C,))
+
+        body = {"action": "drain", "endpoint": C, "name": API, "reason": "kernel upgrade"}
+        await live.call("POST", "/api/v1/overrides", body, status=201)
+        await live.until_answer(API, (D,))
+        status = await live.until("/api/v1/status", lambda b: name(b, API)["tier"] == "backup")
+        assert name(status, API)["state_text"] == "failed over to backup (primary drained)"
+        eps = await live.get("/api/v1/endpoints")
+        assert endpoint(eps, API, C)["role"] == "drained"
+        assert endpoint(eps, API, D)["role"] == "serving"
