@@ -4,7 +4,7 @@
 buckets are plain ints in a dict, not prometheus-client children (each with a lock and a
 label look-up).  Everything that describes *current* state (endpoint health, answers,
 serials, overrides, DNS responses by rcode) is read from the node at scrape time rather
-than mirrored.  Rare events (transitions, publishes, provider applies) use ordinary
+than mirrored (`scrape.py`).  Rare events (transitions, publishes, provider applies) use ordinary
 prometheus-client metrics in this object's own registry, never the global one, so several
 nodes in one process (tests) do not collide.
 
