@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,32 @@ async def test_a_failover_says_whether_the_primary_is_drained_or_an_operator_mov
         eps = await live.get("/api/v1/endpoints")
         assert endpoint(eps, API, C)["role"] == "drained"
         assert endpoint(eps, API, D)["role"] == "serving"
+
+
+async def test_with_several_regions_the_reason_is_the_votes_and_this_regions_streak(
+    tmp_path: Path,
+) -> None:
+    async with live_service(tmp_path) as live:
+        await live.until_answer(WWW, (A, B))
+        await asyncio.to_thread(live.endpoints.stop, B)
+        eps = await live.until(
+            "/api/v1/endpoints", lambda b: endpoint(b, WWW, B)["state"] == "down"
+        )
+        target = endpoint(eps, WWW, B)["target"]
+        now = time.time()
+        # another region's node reports B down too (as the cluster would pass it on)
+        live.service.tracker.seen("eu", now)
+        live.service.tracker.set_remote(
+            target, "eu", State.DOWN, now, "3 consecutive failures", now
+        )
+        eps = await live.until(
+            "/api/v1/endpoints", lambda b: len(endpoint(b, WWW, B)["regions"]) == 2
+        )
+        row = endpoint(eps, WWW, B)
+        eu, local = row["regions"]
+        assert eu["region"] == "eu"
+        assert eu["streak"] is None  # probed there, not here
+        assert eu["reason"] == "3 consecutive failures"
+        assert local["streak"]["count"] >= 2
+        assert row["reason"] == f"{row['changed_reason']}; here (local): {local['reason']}"
+        assert f"{local['streak']['count']} consecutive failures (connection" in local["reason"]
