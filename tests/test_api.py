@@ -52,7 +52,7 @@ async def test_status_endpoints_explain_and_events_follow_a_failure(tmp_path: Pa
         )
         row = endpoint(eps, WWW, B)
         assert row["in_answer"] is False
-        assert "failed" in row["regions"][0]["reason"]
+        assert "consecutive failures" in row["regions"][0]["reason"]
 
         explained = await live.get("/api/v1/explain/www")  # the first label is enough
         assert explained["name"] == WWW

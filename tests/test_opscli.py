@@ -40,8 +40,9 @@ async def test_read_only_commands_show_tables_and_json(
     async with live_service(tmp_path) as live:
         code, out = await cli(live, capsys, "status")
         assert code == 0
-        assert out.splitlines()[0].endswith(", standalone")  # the API's "mode": single
-        assert out.splitlines()[2].split() == ["NAME", "ANSWER", "HEALTH", "TIER", "WHY"]
+        assert out.splitlines()[0] == "2 names: 2 healthy"  # the summary first
+        assert out.splitlines()[1].endswith(", standalone")  # the API's "mode": single
+        assert out.splitlines()[3].split() == ["NAME", "ANSWER", "HEALTH", "TIER", "WHY"]
         www_line = next(line for line in out.splitlines() if line.startswith(WWW))
         assert f"{A}, {B}" in www_line
         assert "healthy" in www_line
@@ -54,7 +55,7 @@ async def test_read_only_commands_show_tables_and_json(
         assert code == 0
         row = next(line for line in out.splitlines() if line.startswith(API) and D in line)
         assert "backup" in row
-        assert "UP (out)" in row  # healthy, but the passive tier is not answered
+        assert "UP standby" in row  # healthy, but the passive tier is not answered
         assert "local=up/" in row
 
         code, out = await cli(live, capsys, "explain", "api")

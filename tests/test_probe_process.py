@@ -177,7 +177,7 @@ async def test_a_killed_endpoint_goes_down_through_the_child(
         assert node.tracker.state(key) is State.UP
         spare.close()
         await until(lambda: node.tracker.state(key) is State.DOWN, 5 * 0.3 + 1.0)
-        assert node.tracker.reason(key).startswith("3 consecutive failed")
+        assert node.tracker.reason(key).startswith("3 consecutive failures")
     finally:
         spare.close()
         await stop()

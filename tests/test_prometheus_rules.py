@@ -168,8 +168,7 @@ def test_rules_and_dashboard_use_only_metrics_the_server_exports(scrape: str) ->
     # DNS responses by rcode, provider sync and the cluster leader
     assert {
         "dnsfailover_name_answers",
-        "dnsfailover_name_mode",
-        "dnsfailover_name_failed_over",
+        "dnsfailover_name_state",
         "dnsfailover_answer_changes_total",
         "dnsfailover_probes_total",
         "dnsfailover_probe_duration_seconds_bucket",
@@ -204,6 +203,23 @@ def test_the_dashboard_is_grafana_json_whose_queries_promtool_parses(tmp_path: P
     path.write_text(yaml.safe_dump(rules))
     done = promtool("check", "rules", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_failed_over_name_is_in_one_state_failed_over(scrape: str) -> None:
+    """The name's state says failed over (and nothing else); its mode keeps meaning the
+    serving tier's completeness, which is healthy: the backup tier is whole."""
+    samples = dict(line.rsplit(" ", 1) for line in scrape.splitlines() if line[:1] != "#")
+
+    def state(name: str, state: str) -> float:  # labels print sorted
+        labels = f'group="",name="{name}",state="{state}",zone="example.test."'
+        return float(samples[f"dnsfailover_name_state{{{labels}}}"])
+
+    states = {s: state(API, s) for s in ("healthy", "degraded", "failed_over", "all_down")}
+    assert states == {"healthy": 0, "degraded": 0, "failed_over": 1, "all_down": 0}
+    assert state(API, "no_data") == 0
+    mode = f'dnsfailover_name_mode{{group="",mode="healthy",name="{API}",zone="example.test."}}'
+    assert float(samples[mode]) == 1
+    assert state(WWW, "healthy") == 1
 
 
 def test_name_metrics_carry_zone_and_no_label_is_an_internal_key(scrape: str) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from dnsfailover.api.views import endpoint_row, jsonable, override_json
+from dnsfailover.api.states import name_state
+from dnsfailover.api.views import endpoint_row, jsonable, override_json, serving
 from dnsfailover.config.geocheck import steering_rules
 from dnsfailover.config.schema import ActivePassive
 from dnsfailover.engine.decide import vet_override
@@ -42,11 +43,12 @@ def explain(node: NodeView, name: str, now: float, client: Network | None = None
     if published is not None:
         serial = next((z.soa.serial for z in published.zones if z.origin == origin), None)
     overrides = [o for o in node.overrides() if touches(o, name, record)]
-    serving = nd.tier if nd is not None else None
+    active = nd.tier if nd is not None else None
+    answered, carrying = serving(node, name, record)
     tiers = []
     for tier in record.tiers:
         rows = [
-            endpoint_row(node, name, record, tier.name, e, answer, overrides, now)
+            endpoint_row(node, name, record, tier.name, e, answered, overrides, now, carrying)
             for e in tier.endpoints
         ]
         up = sum(1 for r in rows if r["state"] == "up")
@@ -56,15 +58,21 @@ def explain(node: NodeView, name: str, now: float, client: Network | None = None
                 "min_healthy": tier.min_healthy,
                 "up": up,
                 "meets_min_healthy": up >= tier.min_healthy,
-                "serving": serving == tier.name or len(record.tiers) == 1,
+                "serving": active == tier.name or len(record.tiers) == 1,
                 "healthy_since": (ns.healthy_since.get(tier.name) if ns is not None else None),
                 "endpoints": rows,
             }
         )
     cluster = node.cluster_status()
+    health = node.tracker.states()
+    s = steered_names(config).get(name)
+    decided_by = s.default.record if s is not None else record  # the default group's order
+    state, state_text = name_state(config, name, decided_by, nd, ns, health, node.overrides())
     result: dict[str, Any] = {
         "name": name,
         "zone": origin,
+        "state": state,
+        "state_text": state_text,
         "serial": serial,
         "record": _record(record),
         "check": {"name": record.check, **_check(check)},
@@ -216,7 +224,7 @@ def lines(e: dict[str, Any]) -> list[str]:
         out.append(f"{e['name']} has no decision yet (the node is starting)")
     else:
         shown = ", ".join(e["answer"]) or "nothing (NODATA)"
-        out.append(f"{e['name']} answers {shown}: {d['mode']}: {d['reason']}")
+        out.append(f"{e['name']} answers {shown}: {e['state_text']}: {d['reason']}")
         out.extend(f"rule: {note}" for note in d.get("notes") or ())
     r, c = e["record"], e["check"]
     policy = f"{r['policy']} {r['type']} ttl {r['ttl']}, all_down {r['all_down']}"
@@ -237,10 +245,12 @@ def lines(e: dict[str, Any]) -> list[str]:
         )
         for ep in t["endpoints"]:
             flags = "".join(f" [{o['action']} {o['id']}]" for o in ep["overrides"])
-            served = "answered" if ep["in_answer"] else "not answered"
+            held = f" for {ep['for']:.0f}s" if ep.get("for") is not None else ""
+            role = f" ({ep['role']})" if ep["role"] not in ("down", "unknown") else ""
+            role += " (answered)" if ep["in_answer"] and ep["role"] != "serving" else ""
             out.append(
-                f"  {ep['address']} {ep['state'].upper()}{_when(ep['since'])} ({served}){flags}: "
-                f"{ep['reason']}"
+                f"  {ep['address']} {ep['state'].upper()}{_when(ep['since'])}{held}"
+                f"{role}{flags}: {ep['reason']}"
             )
             for reg in ep["regions"]:
                 notes = " stale" if reg.get("stale") else ""

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dnsfailover.api.states import name_state, role, summary, worst
 from dnsfailover.engine.overrides import Override, touches, touches_endpoint
 from dnsfailover.engine.steering import steered_names
 from dnsfailover.errors import UserError
@@ -86,11 +87,36 @@ def voted(tracker: HealthTracker, key: str) -> dict[str, Any]:
 
 
 def region_rows(tracker: HealthTracker, target: str, now: float) -> list[dict[str, Any]]:
+    """Each region's state of `target`; where this node probes it, `reason` is what the
+    probes say now (the streak), and `changed_reason` the one the state changed with."""
     rows = []
     for region, rh in sorted(tracker.regions(target, now).items()):
-        row: dict[str, Any] = {"region": region, **jsonable(rh)}
+        row: dict[str, Any] = {"region": region, **jsonable(rh), "changed_reason": rh.reason}
+        if rh.streak is not None:
+            row["reason"] = rh.streak.text(rh.detail, rh.latency)
         rows.append(row)
     return rows
+
+
+def serving(node: NodeView, name: str, record: FailoverRecord) -> tuple[set[str], set[str]]:
+    """(addresses answered, tiers serving) of managed `name`: every location group's of a
+    steered name, the tier a staged failback still carries too."""
+    published = node.published
+    if published is None:
+        return set(), set()
+    s = steered_names(node.config).get(name)
+    keys = [g.decision for g in s.groups] if s is not None else [name]
+    answered: set[str] = set()
+    tiers: set[str] = set()
+    for key in keys:
+        nd = published.decision.names.get(key)
+        ns = published.decision.state.names.get(key)
+        if nd is not None:
+            answered.update(nd.answer)
+            tiers.add(nd.tier if nd.tier is not None else record.tiers[0].name)
+        if ns is not None and ns.staged_from is not None:
+            tiers.add(ns.staged_from)
+    return answered, tiers
 
 
 def endpoint_row(
@@ -99,10 +125,13 @@ def endpoint_row(
     record: FailoverRecord,
     tier: str,
     endpoint: Endpoint,
-    answer: tuple[str, ...],
+    answer: tuple[str, ...] | set[str],
     overrides: list[Override],
     now: float,
+    tiers: set[str] | None = None,
 ) -> dict[str, Any]:
+    """One endpoint of `name`: its voted health and role, the live streak of its probes
+    here, per region; `tiers`: the name's serving tiers (default: the tier of `answer`)."""
     config = node.config
     key = config.health_key(record, endpoint)
     target = endpoint.target(record.check, config.checks[record.check]).key
@@ -111,6 +140,22 @@ def endpoint_row(
     vote = voted(node.tracker, key)
     if vote["since"] is None and len(regions) == 1:
         vote["since"] = regions[0]["since"]  # one region: the vote is that region's state
+    here = next((r for r in regions if r["region"] == node.region), None)
+    if here is None and len(regions) == 1:
+        here = regions[0]
+    streak = here["streak"] if here is not None else None
+    changed = vote["reason"]
+    if here is not None and streak is not None:
+        # the vote's reason is the one it had when it changed: say what the probes say now
+        live = here["reason"]
+        vote["reason"] = (
+            live if len(regions) == 1 else f"{changed}; here ({here['region']}): {live}"
+        )
+    in_answer = endpoint.address in answer
+    published = node.published
+    refused = published.decision.refused if published is not None else {}
+    if tiers is None:
+        tiers = {tier} if in_answer else set()
     return {
         "name": name,
         "tier": tier,
@@ -120,23 +165,27 @@ def endpoint_row(
         "health_key": key,
         "target": target,
         **vote,
-        "in_answer": endpoint.address in answer,
+        "for": round(now - vote["since"], 1) if vote["since"] else None,
+        "changed_reason": changed,
+        "streak": streak,
+        "role": role(vote["state"], tier, in_answer, tiers, mine, refused),
+        "in_answer": in_answer,
         "overrides": [{"id": o.id, "action": o.action.value} for o in mine],
         "regions": regions,
     }
 
 
 def endpoints(node: NodeView, now: float) -> dict[str, Any]:
-    decision = node.published.decision if node.published is not None else None
     overrides = node.overrides()
     rows = []
     for _origin, name, record in node.config.managed():
-        nd = decision.names.get(name) if decision is not None else None
-        answer = tuple(nd.answer) if nd is not None else ()
+        answer, tiers = serving(node, name, record)
         for tier in record.tiers:
             for endpoint in tier.endpoints:
                 rows.append(
-                    endpoint_row(node, name, record, tier.name, endpoint, answer, overrides, now)
+                    endpoint_row(
+                        node, name, record, tier.name, endpoint, answer, overrides, now, tiers
+                    )
                 )
     counts = {s.value: 0 for s in State}
     for state in node.tracker.states().values():
@@ -161,7 +210,11 @@ def problems(node: NodeView) -> list[str]:
 
 
 def _group(
-    group: str, places: tuple[str, ...], nd: NameDecision | None, queries: int
+    group: str,
+    places: tuple[str, ...],
+    nd: NameDecision | None,
+    queries: int,
+    state: tuple[str, str],
 ) -> dict[str, Any]:
     """One location group of a steered name, for the status."""
     return {
@@ -171,6 +224,8 @@ def _group(
         "answer": list(nd.answer) if nd is not None else [],
         "tier": nd.tier if nd is not None else None,
         "mode": nd.mode if nd is not None else None,
+        "state": state[0],
+        "state_text": state[1],
         "reason": nd.reason if nd is not None else "not decided yet",
     }
 
@@ -197,9 +252,15 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
     names = []
     steered = steered_names(config)
     decided = published.decision.names if published is not None else {}
+    kept = published.decision.state.names if published is not None else {}
     asked = node.dns_steered_queries() if steered else {}
+    health = node.tracker.states()
+    states: list[str] = []
     for origin, name, record in config.managed():
         nd = published.decision.names.get(name) if published is not None else None
+        s = steered.get(name)
+        by = s.default.record if s is not None else record  # the default group's tier order
+        state = name_state(config, name, by, nd, kept.get(name), health, overrides)
         entry: dict[str, Any] = {
             "name": name,
             "zone": origin,
@@ -216,14 +277,24 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
             if entry["ttl"] is None:  # the engine leaves the record's own ttl unset
                 entry["ttl"] = record.ttl
         entry["overrides"] = [o.id for o in overrides if touches(o, name, record)]
-        s = steered.get(name)
         if s is not None:
-            # the entry's answer is the default group's; each group answers its own clients
-            entry["groups"] = [
-                _group(g.id, g.places, decided.get(g.decision), asked.get((name, g.id), 0))
-                for g in s.groups
-            ]
+            # the entry's answer is the default group's; each group answers its own clients;
+            # the name's state is its worst group's
+            groups = []
+            for g in s.groups:
+                gd = decided.get(g.decision)
+                gs = name_state(config, g.decision, g.record, gd, kept.get(g.decision), health,
+                                overrides)  # fmt: skip
+                groups.append(_group(g.id, g.places, gd, asked.get((name, g.id), 0), gs))
+            entry["groups"] = groups
+            bad = worst(g["state"] for g in groups)
+            if bad != state[0]:
+                off = [g for g in groups if g["state"] == bad]
+                state = (bad, f"location group {off[0]['group']}: {off[0]['state_text']}")
+        entry["state"], entry["state_text"] = state
+        states.append(state[0])
         names.append(entry)
+    frozen = getattr(published.decision, "frozen", None) if published else None
     return {
         "node": node.node_id,
         "region": node.region,
@@ -231,8 +302,10 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
         "cluster": jsonable(cluster),
         "probes": node.probe_status(),
         "published_at": published.at if published is not None else None,
+        # `12 names: 9 healthy, 2 failed over, 1 all down`, and the counts by state
+        "summary": summary(states, sum(1 for n in names if n.get("shadow")), frozen is not None),
         # Why the circuit breaker holds every answer, and overrides the engine set aside.
-        "frozen": getattr(published.decision, "frozen", None) if published else None,
+        "frozen": frozen,
         "refused": jsonable(getattr(published.decision, "refused", {})) if published else {},
         "now": now,
         "problems": problems(node),

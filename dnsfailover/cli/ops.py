@@ -71,7 +71,8 @@ def show_status(data: dict[str, Any]) -> str:
             (
                 n["name"],
                 ", ".join(n["answer"]) or "(NODATA)",
-                (n["mode"] or "-") + (" (shadow mode)" if n.get("shadow") else ""),
+                n.get("state_text", n["mode"] or "-")
+                + (" (shadow mode)" if n.get("shadow") else ""),
                 n["tier"] or "-",
                 n["reason"],
             )
@@ -92,9 +93,26 @@ def show_status(data: dict[str, Any]) -> str:
         ["ZONE", "SERIAL", "PROVIDER", "SYNC"],
     )
     out = [head, "", names, "", zones]
+    if "summary" in data:  # the line to read first: `3 names: 1 healthy, 1 failed over, ...`
+        out.insert(0, data["summary"]["text"])
     if data["overrides"]:
         out += ["", "overrides:", *(f"  {o['id']}  {o['description']}" for o in data["overrides"])]
     return "\n".join(out)
+
+
+def endpoint_state(e: dict[str, Any]) -> str:
+    """`UP serving`, `UP standby` (its tier is not serving), `DOWN`, `DRAINED`..."""
+    role: str | None = e.get("role")
+    state = str(e["state"]).upper()
+    if role is None:  # an older server
+        return state + ("" if e["in_answer"] else " (out)")
+    if role in ("serving", "standby"):
+        return f"UP {role}"
+    if role == "held":
+        return "UP held out"
+    if role == "drained":
+        return f"DRAINED ({state})"
+    return role.upper() + (" (answered)" if e["in_answer"] else "")
 
 
 def show_endpoints(data: dict[str, Any]) -> str:
@@ -113,7 +131,7 @@ def show_endpoints(data: dict[str, Any]) -> str:
                 e["name"],
                 e["tier"],
                 e["address"],
-                e["state"].upper() + ("" if e["in_answer"] else " (out)"),
+                endpoint_state(e),
                 when(e.get("since"), now),
                 regions or "-",
                 flags or "-",

@@ -46,6 +46,24 @@ class Hysteresis:
 
 
 @dataclass(frozen=True, slots=True)
+class Streak:
+    """The current run of identical probe results of one target in this node's region: what
+    "12 consecutive failures, failing since 03:01:12" is made of, read live (the reason of a
+    state is the one it had when it changed).
+
+    `count` is None for a run of successes past `rise`: a probe process does not send those
+    (`checks.forward`), so their number is not known here; the run's start is."""
+
+    ok: bool
+    count: int | None
+    since: float  # the first result of the run
+    last_at: float  # the latest result
+
+    def text(self, detail: str = "", latency: float | None = None) -> str:
+        return streak_text(self.ok, self.count, detail, latency)
+
+
+@dataclass(frozen=True, slots=True)
 class RegionHealth:
     """The state of one target as seen from one region."""
 
@@ -58,6 +76,7 @@ class RegionHealth:
     detail: str = ""
     stale: bool = False
     isolated: bool = False
+    streak: Streak | None = None  # probed here since this process started; else None
 
 
 @dataclass(slots=True)
@@ -71,6 +90,7 @@ class _Counter:
     fresh: bool = False  # has seen a result in this process (restored state is not fresh)
     latency: float | None = None
     detail: str = ""
+    run_since: float = 0.0  # the first result of the current ok_run / fail_run
 
 
 @dataclass(slots=True)
@@ -249,8 +269,12 @@ class HealthTracker:
         c.fresh = True
         c.last_at = obs.at
         if obs.ok:
+            if not c.ok_run:
+                c.run_since = obs.at
             c.ok_run, c.fail_run = c.ok_run + 1, 0
         else:
+            if not c.fail_run:
+                c.run_since = obs.at
             c.ok_run, c.fail_run = 0, c.fail_run + 1
         if first:
             new = State.UP if obs.ok else State.DOWN
@@ -409,6 +433,7 @@ class HealthTracker:
                 c.detail,
                 stale=now is not None and not self._fresh(region, c, t.rules, now),
                 isolated=region in self._isolated,
+                streak=_streak(c, t.rules.rise),
             )
             for region, c in t.regions.items()
         }
@@ -429,10 +454,28 @@ class HealthTracker:
         return dict(self._unprobed)
 
 
+def _streak(c: _Counter, rise: int) -> Streak | None:
+    if c.ok_run:
+        return Streak(True, c.ok_run if c.ok_run < rise else None, c.run_since, c.last_at)
+    if c.fail_run:
+        return Streak(False, c.fail_run, c.run_since, c.last_at)
+    return None
+
+
+def streak_text(ok: bool, count: int | None, detail: str = "", latency: float | None = None) -> str:
+    """`12 consecutive failures (connection refused, 3ms)`; `passing (HTTP 200, 2ms)` for
+    a run of successes of unknown length (see `Streak`)."""
+    extra = [x for x in (detail, f"{latency * 1000:.0f}ms" if latency is not None else "") if x]
+    tail = f" ({', '.join(extra)})" if extra else ""
+    if count is None:
+        return "passing" + tail
+    what = ("success" if count == 1 else "successes") if ok else "failure" + "s" * (count != 1)
+    return f"{count} consecutive {what}{tail}"
+
+
 def _reason(obs: Observation, c: _Counter) -> str:
     run = c.ok_run if obs.ok else c.fail_run
-    verdict = "ok" if obs.ok else "failed"
-    return f"{run} consecutive {verdict} ({obs.detail}, {obs.latency * 1000:.0f}ms)"
+    return streak_text(obs.ok, run, obs.detail, obs.latency)
 
 
 def log_change(change: HealthChange) -> None:

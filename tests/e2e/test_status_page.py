@@ -134,3 +134,114 @@ def test_status_page_shows_a_failing_endpoint_on_a_phone(
     server.stop()
     wait_until("the unreachable banner", banner.is_displayed)
     assert "cannot reach" in banner.text
+
+
+P, S = "127.0.0.83", "127.0.0.84"  # api: primary and backup tiers
+API = "api.example.test."
+
+
+def failover_config(tmp_path: Path, ports: dict[str, int]) -> Path:
+    path = tmp_path / "failover.yaml"
+    path.write_text(f"""\
+checks:
+  web: {{type: http, path: /healthz, interval: 200ms, timeout: 150ms, fall: 2, rise: 2}}
+zones:
+  example.test.:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    nameservers: [ns1.example.test.]
+    records:
+      ns1: {{type: A, values: [127.0.0.1]}}
+    failover:
+      www:
+        policy: active-active
+        check: web
+        endpoints:
+          - {{address: {A}, check_port: {ports[A]}}}
+      api:
+        policy: active-passive
+        check: web
+        failback: manual
+        tiers:
+          - name: primary
+            endpoints: [{{address: {P}, check_port: {ports[P]}}}]
+          - name: backup
+            endpoints: [{{address: {S}, check_port: {ports[S]}}}]
+""")
+    return path
+
+
+def test_a_failover_shows_failed_over_not_green_with_a_summary(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    serve: Callable[..., Server],
+    browser: WebDriver,
+) -> None:
+    ports = {a: http_endpoints.start(a) for a in (A, P, S)}
+    server = serve(failover_config(tmp_path, ports))
+    assert server.api is not None, "serve printed no API address"
+    browser.get(server.api + "/")
+
+    def read(script: str, *args: str) -> str:
+        return str(browser.execute_script(script, *args) or "")
+
+    def attr(selector: str, name: str) -> str:
+        return read(
+            "const e = document.querySelector(arguments[0]);"
+            "return e && e.getAttribute(arguments[1]);",
+            selector,
+            name,
+        )
+
+    def text(selector: str) -> str:
+        return read(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", selector
+        )
+
+    def style(selector: str, prop: str) -> str:
+        return read(
+            "const e = document.querySelector(arguments[0]);"
+            "return e ? getComputedStyle(e)[arguments[1]] : '';",
+            selector,
+            prop,
+        )
+
+    card = f'.card[data-name="{API}"]'
+    summary = "#summary"
+    wait_until("2 healthy names", lambda: attr(summary, "data-summary") == "2 names: 2 healthy")
+    wait_until(
+        f"{S} as a standby", lambda: attr(f'.ep[data-endpoint="{S}"]', "data-role") == "standby"
+    )
+    standby = f'.ep[data-endpoint="{S}"]'
+    assert "UP standby" in text(standby)
+    assert "line-through" not in style(f"{standby} .addr", "textDecorationLine")
+    green = style(f"{card} .badge", "backgroundColor")
+    assert attr(card, "data-state") == "healthy"
+
+    http_endpoints.stop(P)
+    wait_until(f"{API} failed over", lambda: attr(card, "data-state") == "failed_over")
+    wait_until(
+        "the summary",
+        lambda: attr(summary, "data-summary") == "2 names: 1 healthy, 1 failed over",
+    )
+    assert server.answer(API) == (S,)  # what the page says is what DNS answers
+    shown = text(summary)
+    assert "1 healthy" in shown
+    assert "1 failed over" in shown
+    assert "null" not in shown
+    assert "failed over to backup (primary down)" in text(card)
+    badge = style(f"{card} .badge", "backgroundColor")
+    assert badge != green, "a failed-over name has the healthy name's green badge"
+    assert style(f'{summary} [data-state="failed_over"] .badge', "backgroundColor") == badge
+    assert style(f'{summary} [data-state="healthy"] .badge', "backgroundColor") == green
+
+    down = f'.ep[data-endpoint="{P}"]'
+    assert attr(down, "data-role") == "down"
+    assert "line-through" in style(f"{down} .addr", "textDecorationLine")
+    assert attr(f'.ep[data-endpoint="{S}"]', "data-role") == "serving"
+    wait_until("a live streak", lambda: "consecutive failures" in text(f"{down} .reason"))
+    first = text(f"{down} .reason")
+    wait_until("the streak to grow", lambda: text(f"{down} .reason") != first)
+    assert "DOWN since" in text(down)
+    assert "for " in text(down)
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "status-page-failed-over.png"))
