@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import re
 import sys
@@ -89,11 +90,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         origin = absolute_origin(args.zone)
         key = _tsig_key(args)
+        server = _host_port(args.axfr) if args.axfr is not None else None
     except (ImportFailed, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if not args.debug:  # boto3 says where it found credentials: not news for an import
+        logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
-        zone, source = _read(args, origin, key)
+        zone, source = _read(args, origin, key, server)
         text = render(zone, source, whole=args.whole)
     except ImportFailed as e:
         print(f"error: {e}", file=sys.stderr)
@@ -108,14 +112,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_ERROR if args.strict and zone.skipped else EXIT_OK
 
 
-def _read(args: argparse.Namespace, origin: str, key: TsigKey | None) -> tuple[ImportedZone, str]:
+def _read(
+    args: argparse.Namespace, origin: str, key: TsigKey | None, server: tuple[str, int] | None
+) -> tuple[ImportedZone, str]:
     from dnsfailover.importing.route53 import from_route53
     from dnsfailover.importing.sources import from_axfr, from_file
 
     if args.from_file is not None:
         return from_file(args.from_file, origin), f"zone file {args.from_file}"
-    if args.axfr is not None:
-        host, port = _host_port(args.axfr)
+    if server is not None:
+        host, port = server
         signed = f" (TSIG {key.name})" if key else ""
         return from_axfr(host, port, origin, key, args.timeout), f"AXFR {args.axfr}{signed}"
     zone = from_route53(

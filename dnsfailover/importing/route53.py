@@ -133,7 +133,9 @@ def _read(rrset: dict[str, Any], sets: list[SourceSet], skipped: list[Skipped]) 
         return
     try:
         canonical = tuple(
-            dns.rdata.from_text(dns.rdataclass.IN, rtype, v, origin=dns.name.root).to_text()
+            dns.rdata.from_text(
+                dns.rdataclass.IN, rtype, v, origin=dns.name.root, relativize=False
+            ).to_text()
             for v in values
         )
     except (dns.exception.DNSException, ValueError) as e:

@@ -7,6 +7,7 @@ passed to dnspython: no message here holds it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import dns.zone
 
 from dnsfailover.importing.zone import ImportedZone, ImportFailed, SourceSet, build
 
+_ZONE_NAME = re.compile(r"\.|([A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
 ALGORITHMS = ("hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5")
 
 
@@ -103,6 +105,8 @@ def absolute_origin(text: str) -> str:
 
     :raises ImportFailed: when it is not a domain name.
     """
+    if not _ZONE_NAME.fullmatch(text.strip()):
+        raise ImportFailed(f"{text!r} is not a zone name such as example.com.")
     try:
         return dns.name.from_text(text.strip()).to_text().lower()
     except (dns.exception.DNSException, UnicodeError) as e:

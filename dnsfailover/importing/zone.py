@@ -8,6 +8,7 @@ is lost without a word.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -111,7 +112,7 @@ def build(origin: str, sets: Iterable[SourceSet], skipped: Iterable[Skipped] = (
             zone.nameservers = tuple(sorted(v.lower() for v in s.values))
             zone.ns_ttl = s.ttl
         else:
-            kept.append((name, ImportedSet(s.rtype, s.ttl, tuple(s.values))))
+            kept.append((name, ImportedSet(s.rtype, s.ttl, _sorted(s.rtype, s.values))))
     cnames = {name for name, rs in kept if rs.rtype == "CNAME"}
     kept.sort(key=lambda item: (_order(item[0]), _TYPE_ORDER.get(item[1].rtype, 99)))
     for name, rs in kept:
@@ -132,6 +133,13 @@ def build(origin: str, sets: Iterable[SourceSet], skipped: Iterable[Skipped] = (
         )
     zone.skipped.sort(key=lambda s: (_order(s.name), s.rtype))
     return zone
+
+
+def _sorted(rtype: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Values in a stable order (a source's own, such as a server's rotation, is none)."""
+    if rtype in ("A", "AAAA"):
+        return tuple(sorted(set(values), key=lambda v: ipaddress.ip_address(v)))
+    return tuple(sorted(set(values)))
 
 
 def label(name: str, origin: str) -> str:
