@@ -22,8 +22,9 @@ def render(zone: ImportedZone, source: str, *, whole: bool) -> str:
 
     :raises ImportFailed: if the text would not validate (the problems listed).
     """
-    entry = yaml.safe_dump(
+    entry = yaml.dump(
         {zone.origin: _body(zone)},
+        Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),  # libyaml's: ~10x faster
         sort_keys=False,
         default_flow_style=None,
         width=1 << 16,

@@ -107,8 +107,13 @@ def _name(text: str) -> str:
 
 def _read(rrset: dict[str, Any], sets: list[SourceSet], skipped: list[Skipped]) -> None:
     """One listed record set, as a `SourceSet` or a `Skipped` with its reason."""
-    name, rtype, ttl = _name(rrset["Name"]), str(rrset["Type"]).upper(), int(rrset.get("TTL", 0))
+    rtype, ttl = str(rrset["Type"]).upper(), int(rrset.get("TTL", 0))
     values = tuple(_decimal(r["Value"]) for r in rrset.get("ResourceRecords", ()))
+    try:
+        name = _name(rrset["Name"])
+    except (dns.exception.DNSException, UnicodeError) as e:
+        skipped.append(Skipped(str(rrset["Name"]), rtype, ttl, values, f"the name: {e}"))
+        return
     alias = rrset.get("AliasTarget")
     if alias is not None:
         target = alias.get("DNSName", "?")
