@@ -158,7 +158,7 @@ def answer(port: int, name: str, rtype: str) -> Answer:
     server's own) of a non-recursive query over TCP."""
     q = dns.message.make_query(name, rtype)
     q.flags &= ~dns.flags.RD
-    r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=5)
+    r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=10)
     found = [
         (section, rrset.name.to_text().lower(), dns.rdatatype.to_text(rrset.rdtype), rrset.ttl,
          tuple(sorted(rd.to_text() for rd in rrset)))
@@ -171,7 +171,7 @@ def answer(port: int, name: str, rtype: str) -> Answer:
 
 def soa_fields(port: int, zone: str) -> tuple[Any, ...]:
     q = dns.message.make_query(zone, "SOA")
-    rrset = dns.query.tcp(q, "127.0.0.1", port=port, timeout=5).answer[0]
+    rrset = dns.query.tcp(q, "127.0.0.1", port=port, timeout=10).answer[0]
     soa = rrset[0]
     return (rrset.ttl, soa.mname, soa.rname, soa.refresh, soa.retry, soa.expire, soa.minimum)
 
