@@ -77,6 +77,16 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("dnsfailover completion zsh > ~/.zfunc/_dnsfailover", "in a directory on $fpath"),
     ],
     "man": [("dnsfailover man | man -l -", "read this manual")],
+    "import": [
+        ("dnsfailover import example.com. --from-file db.example.com", "a BIND zone file"),
+        (
+            "dnsfailover import example.com. --axfr 192.0.2.53 --tsig-key-file xfr.key "
+            "--config -o example.yaml",
+            "a whole config from a zone transfer signed with TSIG",
+        ),
+        ("dnsfailover import example.com. --route53", "a Route 53 hosted zone"),
+    ],
+    "schema": [("dnsfailover schema -o config.schema.json", "the config's JSON Schema")],
 }
 
 

@@ -376,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_apply)
 
     from dnsfailover.cli.drill import add_parser as add_drill
+    from dnsfailover.cli.importer import add_parsers as add_import
     from dnsfailover.cli.ops import register
     from dnsfailover.cli.simulate import add_parser as add_simulate
     from dnsfailover.cli.sync import register as add_sync
@@ -384,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     register(sub, parents=[common])
     add_sync(sub, parents=[common])
     add_drill(sub, parents=[common])
+    add_import(sub, parents=[common])
 
     sp = add_parser("demo", help="start local endpoints and a server, and watch failover")
     sp.add_argument(
