@@ -118,13 +118,13 @@ def test_unit_reloads_with_hup_and_restarts_on_failure() -> None:
 
 def test_unit_waits_for_ready_and_has_the_engine_loop_feed_its_watchdog() -> None:
     """READY=1, WATCHDOG=1 and STATUS= come from the main process (tests/test_systemd_notify.py
-    shows when); the idle engine loop beats every BEAT seconds, so a watchdog shorter than two
-    beats would kill a healthy service."""
+    shows when).  The engine loop does not beat during a decision: the watchdog leaves room
+    for a reload's decision of every name, and for a few idle beats."""
     assert service("Type") == "notify"
     assert service("NotifyAccess") == "main"
     watchdog = service("WatchdogSec")
     assert watchdog.endswith("s")
-    assert float(watchdog.removesuffix("s")) >= 2 * BEAT
+    assert float(watchdog.removesuffix("s")) >= max(10, 2 * BEAT)
     start = service("TimeoutStartSec")
     assert float(start.removesuffix("s")) >= 90  # a cold start probes and decides first
     assert "AF_UNIX" in service("RestrictAddressFamilies").split()  # the notify socket
