@@ -138,11 +138,12 @@ def gated() -> Iterator[GatedEndpoint]:
 
 
 def write_config(tmp_path: Path, port: int) -> Path:
-    """One name on one endpoint, probed every 10 s: the test holds the first probe open."""
+    """One name on one endpoint, probed every 30 s: the test holds the first probe open (the
+    first decision waits for it up to its timeout)."""
     path = tmp_path / "config.yaml"
     path.write_text(f"""\
 checks:
-  web: {{type: http, path: /healthz, interval: 10s, timeout: 10s, rise: 1, fall: 1}}
+  web: {{type: http, path: /healthz, interval: 30s, timeout: 30s, rise: 1, fall: 1}}
 zones:
   example.test.:
     soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
@@ -300,7 +301,7 @@ async def test_ready_is_sent_only_once_the_dns_server_answers(
                     fake.recv(512)
                 except BlockingIOError:
                     break
-            ready = asyncio.create_task(supervisor.ready(fake.getsockname(), wait=5.0))
+            ready = asyncio.create_task(supervisor.ready(fake.getsockname(), wait=30.0))
             fake.settimeout(10)
             data, client = await asyncio.to_thread(fake.recvfrom, 512)
             query = dns.message.from_wire(data)
@@ -367,9 +368,9 @@ async def test_status_says_when_a_name_fails_over(
             ready = await asyncio.to_thread(notify_path.until, has("READY"), 10)
             assert ready["STATUS"] == "serving 2 name(s) in 1 zone(s): 2 healthy"
             live.endpoints.set_status(C, 503)  # api's primary tier: api fails over to D
-            await live.until_answer(API, (D,))
+            await live.until_answer(API, (D,), limit=30)
             told = await asyncio.to_thread(
-                notify_path.until, lambda m: "failed over" in m.get("STATUS", ""), 10
+                notify_path.until, lambda m: "failed over" in m.get("STATUS", ""), 30
             )
             assert told["STATUS"] == "serving 2 name(s) in 1 zone(s): 1 failed over, 1 healthy"
         finally:
