@@ -415,3 +415,15 @@ async def test_supervision_waits_like_wait_for_and_beats_meanwhile() -> None:
         await beat.wait(event, 0)
     assert beat.alive()
     assert beat.age() is not None
+
+
+def test_a_reload_before_ready_says_nothing(notify_path: NotifySocket) -> None:
+    """READY=1 comes from the first decision's answer only, not from a SIGHUP at start."""
+    supervision = Supervision()
+    supervisor = Supervisor(object(), supervision, Notifier(notify_path.env), 1.0)  # type: ignore[arg-type]
+    try:
+        asyncio.run(supervision.reloading(asyncio.sleep(0)))
+        supervision.beat()
+        assert notify_path.drain() == []
+    finally:
+        supervisor.close()
