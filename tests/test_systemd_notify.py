@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -30,16 +31,19 @@ import pytest
 from api_support import API, C, D, Live, live_service
 from support import BIN
 
+from dnsfailover.runtime.node import Node
 from dnsfailover.runtime.systemd import (
     Notifier,
     Supervision,
     Supervisor,
     notify_address,
+    status_line,
     watchdog_interval,
 )
 
 TOKEN = "notify-test-token-0123456789"
 ADDRESS = "127.0.0.81"
+ETCD_AWAY = "etcd unreachable: serving the last published decision"  # cluster_link.py's
 
 
 class NotifySocket:
@@ -373,8 +377,29 @@ async def test_status_says_when_a_name_fails_over(
                 notify_path.until, lambda m: "failed over" in m.get("STATUS", ""), 30
             )
             assert told["STATUS"] == "serving 2 name(s) in 1 zone(s): 1 failed over, 1 healthy"
+            # etcd away (what the cluster link reports then): said after the counts
+            away = EtcdAway(live.service)
+            assert status_line(away) == (
+                f"serving 2 name(s) in 1 zone(s): 1 failed over, 1 healthy; {ETCD_AWAY}"
+            )
         finally:
             supervisor.close()
+
+
+class EtcdAway:
+    """The node's view, with the cluster status a node cut off from etcd has."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.node, name)
+
+    def cluster_status(self) -> dict[str, Any]:
+        return {
+            "mode": "cluster",
+            "degraded": "etcd unreachable: serving the last published decision",
+        }
 
 
 def test_nothing_is_sent_or_opened_without_notify_socket() -> None:
