@@ -7,6 +7,7 @@ import fnmatch
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -16,6 +17,7 @@ import pytest
 
 from dnsfailover.api.openapi import ROUTES
 from dnsfailover.cli.main import DEFAULT_API, build_parser
+from dnsfailover.runtime.systemd import BEAT
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "dnsfailover.service"
@@ -112,7 +114,41 @@ def test_unit_runs_dnsfailover_serve_with_flags_the_command_has(serve_help: str)
 def test_unit_reloads_with_hup_and_restarts_on_failure() -> None:
     assert shlex.split(service("ExecReload")) == ["/bin/kill", "-HUP", "$MAINPID"]
     assert service("Restart") == "on-failure"
-    assert service("Type") in ("exec", "simple")
+
+
+def test_unit_waits_for_ready_and_has_the_engine_loop_feed_its_watchdog() -> None:
+    """READY=1, WATCHDOG=1 and STATUS= come from the main process (tests/test_systemd_notify.py
+    shows when).  The engine loop does not beat during a decision: the watchdog leaves room
+    for a reload's decision of every name, and for a few idle beats."""
+    assert service("Type") == "notify"
+    assert service("NotifyAccess") == "main"
+    watchdog = service("WatchdogSec")
+    assert watchdog.endswith("s")
+    assert float(watchdog.removesuffix("s")) >= max(10, 2 * BEAT)
+    start = service("TimeoutStartSec")
+    assert float(start.removesuffix("s")) >= 90  # a cold start probes and decides first
+    assert "AF_UNIX" in service("RestrictAddressFamilies").split()  # the notify socket
+
+
+def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
+    """`systemd-analyze verify` (Debian's systemd, scripts/system-deps) finds nothing to say
+    about the unit; it wants ExecStart's binary to exist, so it points at this checkout's."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "install Debian's systemd (scripts/system-deps)"
+
+    def verify(text: str) -> str:
+        path = tmp_path / "dnsfailover.service"
+        path.write_text(text.replace("/usr/local/bin/dnsfailover", str(BIN)))
+        proc = subprocess.run(
+            [analyze, "verify", str(path)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    text = UNIT.read_text()
+    assert verify(text) == ""
+    # It does read the unit: a wrong value is reported.
+    assert "notify access" in verify(text.replace("NotifyAccess=main", "NotifyAccess=mian"))
 
 
 def test_unit_runs_unprivileged_with_port_53_and_its_state_dir() -> None:

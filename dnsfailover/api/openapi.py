@@ -53,6 +53,8 @@ ROUTES = (
     Route("GET", "/openapi.json", "openapi", "This description"),
     Route("GET", "/", "page", "The status page (HTML, refreshes itself)"),
     Route("GET", "/healthz", "healthz", "200 once answers are published and state is writable"),
+    Route("GET", "/readyz", "readyz", "200 once the first decision is served (readiness probe)"),
+    Route("GET", "/livez", "livez", "200 while the engine loop runs (liveness probe)"),
 )
 
 _ERROR = {"$ref": "#/components/responses/Error"}
@@ -152,6 +154,10 @@ def _operation(route: Route) -> dict[str, Any]:
         }
     elif route.handler == "healthz":
         op["responses"]["503"] = _json(_OBJECT, "Starting, or probes cannot run (`problems`)")
+    elif route.handler == "readyz":
+        op["responses"]["503"] = _json(_OBJECT, "No decision served yet")
+    elif route.handler == "livez":
+        op["responses"]["503"] = _json(_OBJECT, "The engine loop has stopped beating")
     elif route.handler == "overrides":
         op["responses"]["200"] = _json(
             {"type": "object", "properties": {"overrides": {"type": "array", "items": _OVERRIDE}}}

@@ -20,6 +20,19 @@ from dnsfailover.model import Event
 from dnsfailover.provider.sync import SyncStatus
 
 
+class Heartbeat(Protocol):
+    """The engine loop's heartbeat (`runtime.systemd.Supervision`)."""
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a beat after which the loop counts as wedged."""
+
+    def age(self) -> float | None:
+        """Seconds since the engine loop last beat; None before it first ran."""
+
+    def alive(self) -> bool: ...
+
+
 class NodeView(Protocol):
     """Read-only: what the node serves, why, and how it is doing.  Called on the event loop;
     everything but `events` reads memory only."""
@@ -54,6 +67,10 @@ class NodeView(Protocol):
         runs."""
 
     def alert_stats(self) -> list[DestinationStats]: ...
+
+    @property
+    def supervision(self) -> Heartbeat:
+        """Whether the engine loop still runs: /livez."""
 
     def state_problem(self) -> str | None:
         """Why state writes fail (a full disk...), None when they work: /healthz fails."""

@@ -151,6 +151,8 @@ class ApiServer:
             "openapi": self.get_openapi,
             "page": self.get_page,
             "healthz": self.get_healthz,
+            "readyz": self.get_readyz,
+            "livez": self.get_livez,
         }
         for route in ROUTES:
             app.router.add_route(route.method, route.path, handlers[route.handler])
@@ -300,6 +302,25 @@ class ApiServer:
         if not found:
             return web.json_response({"ok": ready}, status=200 if ready else 503)
         return web.json_response({"ok": False, "problems": found}, status=503)
+
+    async def get_readyz(self, request: web.Request) -> web.Response:
+        """Readiness (Kubernetes): the first decision is published and the DNS server runs.
+        Unlike /healthz, a problem the node rides out (a full disk, etcd away) keeps it ready:
+        its last answers are still the right ones to serve."""
+        if self.view.published is None or self.view.dns_counts() is None:
+            return web.json_response({"ok": False, "reason": "starting"}, status=503)
+        return web.json_response({"ok": True})
+
+    async def get_livez(self, request: web.Request) -> web.Response:
+        """Liveness (Kubernetes): the engine loop beat within its `stale_after` (a restart
+        would help: nothing decides any more)."""
+        beat = self.view.supervision
+        age = beat.age()
+        body: dict[str, object] = {"ok": beat.alive(), "engine_beat_age": age}
+        if beat.alive():
+            return web.json_response(body)
+        body["reason"] = f"the engine loop has not run for {age:.0f}s (> {beat.stale_after:g}s)"
+        return web.json_response(body, status=503)
 
     # -- mutating ---------------------------------------------------------------------------
 

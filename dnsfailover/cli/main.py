@@ -69,6 +69,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config, args: argparse.Namespace, early: Started | None) -> int:
     from dnsfailover.runtime.node import Node
+    from dnsfailover.runtime.systemd import Supervisor
 
     host, port = args.dns
     service = Node(
@@ -97,6 +98,8 @@ async def _serve(config: Config, args: argparse.Namespace, early: Started | None
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    supervisor = Supervisor.from_environ(service, service.supervision)  # systemd; or nothing
+    supervisor.starting()
     try:
         bound_host, bound_port = await service.start()
     except OSError as e:
@@ -117,9 +120,12 @@ async def _serve(config: Config, args: argparse.Namespace, early: Started | None
         f"{api}, state {args.state}",
         flush=True,
     )
+    await supervisor.ready((bound_host, bound_port))  # READY=1 once it answers a query
     await stop.wait()
     log.info("stop: signal received, shutting down")
+    supervisor.stopping()
     await service.stop()
+    supervisor.close()
     print("dnsfailover: stopped", flush=True)
     return EXIT_OK
 

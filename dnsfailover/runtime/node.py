@@ -47,7 +47,7 @@ from dnsfailover.health.tracker import HealthTracker, log_change
 from dnsfailover.model import HealthChange, Observation, ZoneContent
 from dnsfailover.provider.sync import SyncEvent
 from dnsfailover.runtime import reload as reloading
-from dnsfailover.runtime import wiring
+from dnsfailover.runtime import systemd, wiring
 from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
 from dnsfailover.runtime.reload import ReloadRefused
@@ -144,6 +144,7 @@ class Node(ProviderSyncs, NodeReports):
         self._early_probes = early_probes  # one started before the config loaded
         self.prober: ProbeProcess | None = None
         self.serving = Serving(self.embedded, dns_host, dns_port, workers)
+        self.supervision = systemd.Supervision()  # the engine loop's heartbeat (/livez, watchdog)
         self._drills: DrillScheduler | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -347,7 +348,7 @@ class Node(ProviderSyncs, NodeReports):
             wake_at = self.published.decision.wake_at if self.published else None
             timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await self.supervision.wait(self._wake, timeout)
             pending = index(self.config).affected(self._changed_keys)
             if self._base is not None and pending > INLINE_NAMES:
                 # An outage's detections come over a probe round: wait for them, one pass
@@ -512,7 +513,7 @@ class Node(ProviderSyncs, NodeReports):
         except Exception as e:
             await reloading.report_failure(e, self.config_path, self.record_event)
             raise
-        return await self.reload(config)
+        return await self.supervision.reloading(self.reload(config))  # RELOADING=1 .. READY=1
 
     async def reload(self, config: Config) -> str:
         """Switch to `config` (validated) without a cold start, all or nothing (reload.py).
