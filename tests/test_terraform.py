@@ -1,7 +1,7 @@
 """terraform/: it parses, checkov finds nothing, and the IAM policy matches the provider.
 
 No cloud access and no terraform binary: every `.tf` file is parsed with python-hcl2;
-checkov (installed by scripts/setup in its own venv, `.venv/checkov`, because it pins many
+checkov (installed by scripts/test in its own venv, `.venv/checkov`, because it pins many
 dependencies) must report no failed check; and the route53-access policy must allow exactly
 the Route 53 operations the route53 provider performs against moto's server.
 """
@@ -104,7 +104,7 @@ def test_every_module_is_pinned_typed_and_documented(module: Path) -> None:
 
 def test_checkov_reports_no_failed_checks() -> None:
     if not CHECKOV.exists():
-        pytest.fail(f"{CHECKOV} is missing: run ./scripts/setup (it creates .venv/checkov)")
+        pytest.fail(f"{CHECKOV} is missing: run ./scripts/test (it creates .venv/checkov)")
     proc = subprocess.run(
         [str(CHECKOV), *CHECKOV_ARGS],
         cwd=ROOT,
