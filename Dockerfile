@@ -1,4 +1,5 @@
-# dnsfailover (the dnsfailover-server distribution) with both providers (route53, rfc2136),
+# dnsfailover (the dnsfailover-server distribution, with its fast, cluster and sns extras: an
+# image serves any config) and both providers (route53, rfc2136),
 # its dependencies at the versions pinned in constraints/docker.txt (./scripts/constraints).
 #   docker build -t dnsfailover \
 #     --build-arg SOURCE_URL="$(git remote get-url origin)" --build-arg REVISION="$(git rev-parse HEAD)" .
@@ -19,7 +20,7 @@ COPY dnsfailover ./dnsfailover
 COPY providers/route53 ./providers/route53
 COPY providers/rfc2136 ./providers/rfc2136
 RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint constraints/docker.txt \
-       '.[fast]' ./providers/route53 ./providers/rfc2136
+       '.[fast,cluster,sns]' ./providers/route53 ./providers/rfc2136
 
 # -- run -------------------------------------------------------------------------------------
 FROM python:3.11-slim
@@ -40,7 +41,7 @@ RUN groupadd --system --gid 10053 dnsfailover \
 COPY --from=build /wheels /wheels
 COPY constraints/docker.txt /tmp/constraints.txt
 RUN pip install --no-cache-dir --no-index --find-links=/wheels --constraint /tmp/constraints.txt \
-       'dnsfailover-server[fast]' dnsfailover-route53 dnsfailover-rfc2136 \
+       'dnsfailover-server[fast,cluster,sns]' dnsfailover-route53 dnsfailover-rfc2136 \
     && rm -rf /wheels /tmp/constraints.txt
 # A config that runs as it is; mount your own over it.
 COPY config/example.yaml /etc/dnsfailover/config.yaml
