@@ -1,7 +1,7 @@
 """terraform/: it parses, checkov finds nothing, and the IAM policy matches the provider.
 
 No cloud access and no terraform binary: every `.tf` file is parsed with python-hcl2;
-checkov (installed by scripts/setup in its own venv, `.venv/checkov`, because it pins many
+checkov (installed by scripts/test in its own venv, `.venv/checkov`, because it pins many
 dependencies) must report no failed check; and the route53-access policy must allow exactly
 the Route 53 operations the route53 provider performs against moto's server.
 """
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import hcl2
 import pytest
+import re2
 from dnsfailover_route53.provider import Route53Provider
 
 from dnsfailover.model import RecordSet
@@ -103,7 +104,7 @@ def test_every_module_is_pinned_typed_and_documented(module: Path) -> None:
 
 def test_checkov_reports_no_failed_checks() -> None:
     if not CHECKOV.exists():
-        pytest.fail(f"{CHECKOV} is missing: run ./scripts/setup (it creates .venv/checkov)")
+        pytest.fail(f"{CHECKOV} is missing: run ./scripts/test (it creates .venv/checkov)")
     proc = subprocess.run(
         [str(CHECKOV), *CHECKOV_ARGS],
         cwd=ROOT,
@@ -206,3 +207,80 @@ async def test_iam_policy_allows_exactly_what_the_provider_calls(
         f"provider calls but the policy does not allow: {sorted(performed - allowed)}; "
         f"the policy allows but the provider never calls: {sorted(allowed - performed)}"
     )
+
+
+# -- what the node installs ----------------------------------------------------------------
+
+NODE = TERRAFORM / "modules" / "node"
+
+
+def package_rules() -> list[tuple[bool, str]]:
+    """The dnsfailover_package validations as (must match, RE2 pattern), as terraform runs
+    them: `can(regex(...))` or `!can(regex(...))`."""
+    var = blocks(load(NODE / "variables.tf"), "variable")[("dnsfailover_package",)]
+    assert "default" not in var, "no default: nothing is published under these names yet"
+    rules = []
+    for validation in var["validation"]:
+        m = re.fullmatch(
+            r'\$\{(!?)can\(regex\((".*"), var\.dnsfailover_package\)\)\}', validation["condition"]
+        )
+        assert m, validation["condition"]
+        rules.append((m.group(1) == "", json.loads(m.group(2))))  # HCL escapes are JSON's
+    return rules
+
+
+def accepted(value: str) -> bool:
+    return all(bool(re2.search(pattern, value)) == must for must, pattern in package_rules())
+
+
+GIT = "git+https://git.example.com/dnsfailover.git@v0.1.0"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "dnsfailover-server==0.1.0 dnsfailover-route53==0.1.0",
+        "dnsfailover-server[cluster,sns]==0.1.0",
+        f"dnsfailover-server@{GIT} dnsfailover-route53@{GIT}#subdirectory=providers/route53",
+        "dnsfailover-server@https://dl.example.com/dnsfailover_server-0.1.0-cp311-cp311-"
+        "linux_x86_64.whl?X-Amz-Signature=ab12&X-Amz-Expires=600",
+    ],
+)
+def test_the_node_installs_a_pinned_dnsfailover_server(value: str) -> None:
+    assert accepted(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "dnsfailover dnsfailover-route53",  # the old default: PyPI's unrelated 2014 project
+        "dnsfailover==0.0.4 dnsfailover-server==0.1.0",
+        "dnsfailover[fast] dnsfailover-server==0.1.0",
+        "dnsfailover-server",  # not pinned
+        "dnsfailover-server>=0.1",
+        "dnsfailover-server@git+https://git.example.com/dnsfailover.git",  # no tag
+        "dnsfailover-server @ git+https://git.example.com/dnsfailover.git@v1",  # three words
+        "",
+    ],
+)
+def test_the_node_refuses_what_would_install_the_wrong_code(value: str) -> None:
+    assert not accepted(value)
+
+
+def test_the_examples_in_the_description_pass_and_every_caller_passes_the_package() -> None:
+    var = blocks(load(NODE / "variables.tf"), "variable")[("dnsfailover_package",)]
+    examples = re.findall(r'\\"([^"\\]+)\\"', var["description"])
+    assert len(examples) >= 2, var["description"]
+    for example in examples:
+        assert accepted(example), example
+    calls = 0
+    for path in TF_FILES:
+        for (_,), call in blocks(load(path), "module").items():
+            if unquote(call["source"]).endswith("modules/node"):
+                calls += 1
+                assert "dnsfailover_package" in call, path
+    assert calls == 3
+    template = (NODE / "user_data.sh.tftpl").read_text()
+    # one requirement a line in a file: a URL's & or ? never reaches the shell
+    assert "pip install -q -r /opt/dnsfailover/requirements.txt" in template
+    assert 'split(" ", trimspace(package))' in template

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnsfailover.errors import DnsFailoverError
+
+if TYPE_CHECKING:
+    import urllib.error
 
 API_ENV = "DNSFAILOVER_API"
 TOKEN_ENV = "DNSFAILOVER_API_TOKEN"
@@ -72,6 +73,9 @@ class Client:
         return self._call("DELETE", path, body)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import urllib.error  # with urllib.request (http.client, ssl, email): only when called
+        import urllib.request
+
         url = f"{self.base}{path}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)

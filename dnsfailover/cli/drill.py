@@ -11,13 +11,12 @@ reached, or the answer did not move or come back in time; 2 a bad config or requ
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnsfailover.cli.args import (
     EXIT_ERROR,
@@ -28,18 +27,19 @@ from dnsfailover.cli.args import (
     who,
 )
 from dnsfailover.cli.client import ApiError, Client, Unreachable, base_url, read_token
-from dnsfailover.config.drill_targets import DrillTargetError
-from dnsfailover.config.load import load
-from dnsfailover.drills.procedure import DrillError, DrillOps, DrillRefused, run_drill, served
-from dnsfailover.drills.spec import Answer, DrillReport, DrillSpec
 from dnsfailover.errors import ConfigError
-from dnsfailover.fields import parse_duration
+
+if TYPE_CHECKING:  # `dnsfailover --help` builds this parser: the rest is imported when used
+    from dnsfailover.drills.procedure import DrillOps
+    from dnsfailover.drills.spec import Answer, DrillReport
 
 DEFAULT_DNS = "127.0.0.1:5353"
 REFUSED_HINT = "; add force to override it"  # the API's advice; a drill is never forced
 
 
 def _duration(text: str) -> float:
+    from dnsfailover.fields import parse_duration
+
     try:
         seconds = parse_duration(text)
     except ValueError as e:
@@ -89,6 +89,9 @@ def add_parser(
 
 def api_ops(client: Client, dns: tuple[str, int], author: str) -> DrillOps:
     """A drill over the HTTP API, reading answers from the served DNS at `dns`."""
+    import asyncio
+
+    from dnsfailover.drills.procedure import DrillError, DrillOps, DrillRefused, served
 
     async def call(method: str, path: str, body: dict[str, Any]) -> Any:
         try:
@@ -150,6 +153,13 @@ def report_lines(r: DrillReport) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from dnsfailover.config.drill_targets import DrillTargetError
+    from dnsfailover.config.load import load
+    from dnsfailover.drills.procedure import DrillError, DrillRefused, run_drill
+    from dnsfailover.drills.spec import DrillSpec
+
     try:
         config = load(args.config)
     except ConfigError as e:

@@ -5,7 +5,6 @@ Every `print` of dnsfailover is in this package (`cli/`); the rest logs."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -26,15 +25,16 @@ from dnsfailover.cli.args import (
     region_problem,
     resolve_config,
 )
-from dnsfailover.config.load import load
-from dnsfailover.config.schema import Config
 from dnsfailover.errors import ConfigError, DnsFailoverError, UserError
 from dnsfailover.logs import setup_logging
-from dnsfailover.runtime.oneshot import PlanResult
 
+# Only what the parser needs is imported here: `--version` and `--help` must not pay for
+# pydantic, aiohttp, dnslib... (tests/test_packaging.py); each command imports its own.
 if TYPE_CHECKING:
     from dnsfailover.checks.process import Started
+    from dnsfailover.config.schema import Config
     from dnsfailover.runtime.node import Node
+    from dnsfailover.runtime.oneshot import PlanResult
 
 log = logging.getLogger("dnsfailover.cli")
 
@@ -44,6 +44,8 @@ DEFAULT_API = "127.0.0.1:8053"
 
 
 def _load(path: str) -> Config:
+    from dnsfailover.config.load import load
+
     return load(path)
 
 
@@ -68,6 +70,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config, args: argparse.Namespace, early: Started | None) -> int:
+    import asyncio
+
     from dnsfailover.runtime.node import Node
     from dnsfailover.runtime.systemd import Supervisor
 
@@ -144,6 +148,8 @@ async def reload_service(service: Node) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from dnsfailover.tasks import loop_factory
 
     if args.workers < 1:
@@ -217,6 +223,8 @@ def _print_plan(result: PlanResult, *, applied: bool) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    import asyncio
+
     from dnsfailover.cli.report import detailed_exit, plan_json
     from dnsfailover.runtime.oneshot import plan
 
@@ -241,6 +249,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    import asyncio
+
     from dnsfailover.runtime.oneshot import plan
 
     config = _load(args.config)
@@ -252,6 +262,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from dnsfailover.cli.demo import run_demo
 
     return asyncio.run(run_demo(args.dns, args.state, args.api))

@@ -5,23 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnsfailover.cli.args import EXIT_OK, EXIT_USAGE, config_argument
-from dnsfailover.config.geocheck import open_steering
-from dnsfailover.config.load import load as load_config
-from dnsfailover.config.schema import Config
-from dnsfailover.engine.simulate import (
-    SimulateError,
-    clients,
-    render,
-    resolve,
-    simulate,
-    to_json,
-)
 from dnsfailover.errors import ConfigError
-from dnsfailover.geo.ecs import ClientSubnet, SourceLimits, network_of
-from dnsfailover.geo.locate import Network
+
+if TYPE_CHECKING:  # `dnsfailover --help` builds this parser: the rest is imported by `run`
+    from dnsfailover.config.schema import Config
+    from dnsfailover.geo.locate import Network
 
 
 def add_parser(subparsers: Any) -> None:
@@ -54,6 +45,17 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dnsfailover.config.geocheck import open_steering
+    from dnsfailover.config.load import load as load_config
+    from dnsfailover.engine.simulate import (
+        SimulateError,
+        clients,
+        render,
+        resolve,
+        simulate,
+        to_json,
+    )
+
     try:
         config = load_config(args.config)
     except ConfigError as e:
@@ -89,6 +91,8 @@ def client_network(config: Config, text: str) -> Network:
 
     :raises ValueError: naming the value.
     """
+    from dnsfailover.geo.ecs import ClientSubnet, SourceLimits, network_of
+
     try:
         network = network_of(text.strip())
     except ValueError:

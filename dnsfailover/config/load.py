@@ -28,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dnsfailover.config.crosscheck import cross_check
 from dnsfailover.config.drill_targets import drill_problems
+from dnsfailover.config.extras import extra_problems
 from dnsfailover.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
 from dnsfailover.config.geocheck import geo_problems
 from dnsfailover.config.problems import Where, describe, explain
@@ -105,6 +106,7 @@ def _loads(text: str, filename: str) -> Config:
         problems += geo_problems(config, doc.data, at)
         problems += [at.problem(p, m) for p, m in drill_problems(config, config.drills)]
         problems += [at.problem(p, m) for p, m in token_problems(config)]
+        problems += [at.problem(p, m) for p, m in extra_problems(config)]
         for origin, file in files.items():
             if origin in config.zones:
                 config.zones[origin].attach_file_records(origin, tuple(file.records))

@@ -37,6 +37,7 @@ module "node_r1" {
   subnet_ids            = var.networks[0].subnet_ids
   instance_type         = var.instance_type
   config_parameter_name = var.config_parameter_name
+  dnsfailover_package   = var.dnsfailover_package
   instance_role_name    = module.route53_access.role_name
   api_port              = var.api_port
   admin_cidr_blocks     = var.admin_cidr_blocks
@@ -54,6 +55,7 @@ module "node_r2" {
   subnet_ids            = var.networks[1].subnet_ids
   instance_type         = var.instance_type
   config_parameter_name = var.config_parameter_name
+  dnsfailover_package   = var.dnsfailover_package
   instance_role_name    = module.route53_access.role_name
   api_port              = var.api_port
   admin_cidr_blocks     = var.admin_cidr_blocks
@@ -71,6 +73,7 @@ module "node_r3" {
   subnet_ids            = var.networks[2].subnet_ids
   instance_type         = var.instance_type
   config_parameter_name = var.config_parameter_name
+  dnsfailover_package   = var.dnsfailover_package
   instance_role_name    = module.route53_access.role_name
   api_port              = var.api_port
   admin_cidr_blocks     = var.admin_cidr_blocks

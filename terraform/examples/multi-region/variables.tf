@@ -78,3 +78,8 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "dnsfailover_package" {
+  description = "pip requirements each node installs, with dnsfailover-server pinned (a version, a git tag or a wheel URL; see the node module), e.g. \"dnsfailover-server==0.1.0 dnsfailover-route53==0.1.0\"."
+  type        = string
+}

@@ -43,9 +43,18 @@ variable "ebs_kms_key_arn" {
 }
 
 variable "dnsfailover_package" {
-  description = "pip requirement(s) installed on the node, e.g. \"dnsfailover==0.1.0 dnsfailover-route53==0.1.0\"."
+  description = "pip requirements installed on the node, space-separated, with dnsfailover-server pinned: a version (\"dnsfailover-server==0.1.0 dnsfailover-route53==0.1.0\"), a tag of a git repository (\"dnsfailover-server@git+https://git.example.com/dnsfailover.git@v0.1.0 dnsfailover-route53@git+https://git.example.com/dnsfailover.git@v0.1.0#subdirectory=providers/route53\") or a wheel URL. No default: `dnsfailover` on PyPI is an unrelated project and nothing is published under these names yet (docs/packaging.md)."
   type        = string
-  default     = "dnsfailover dnsfailover-route53"
+
+  validation {
+    condition     = can(regex("(^|\\s)dnsfailover-server(\\[[a-z0-9,]+\\])?(==[0-9][^\\s]*|@git\\+https://[^\\s@]+@[^\\s#]+|@https://[^\\s?]+\\.whl(\\?[^\\s]*)?)(\\s|$)", var.dnsfailover_package))
+    error_message = "Pin dnsfailover-server: dnsfailover-server==VERSION, dnsfailover-server@git+https://HOST/REPO.git@TAG or dnsfailover-server@https://HOST/PATH.whl (no spaces around @)."
+  }
+
+  validation {
+    condition     = !can(regex("(^|\\s)dnsfailover(\\[[^\\]]*\\])?([=<>~!@\\s]|$)", var.dnsfailover_package))
+    error_message = "`dnsfailover` on PyPI is an unrelated project: install dnsfailover-server."
+  }
 }
 
 variable "config_parameter_name" {
