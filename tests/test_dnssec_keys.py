@@ -61,7 +61,8 @@ def test_bind_signs_a_zone_with_the_keys_we_wrote(tmp_path: Path) -> None:
     text = "".join(r.to_text() + "\n" for r in zone_rrsets(config()))
     unsigned.write_text(text + f"$INCLUDE {ksk[0]}\n$INCLUDE {zsk[0]}\n")
     out = tmp_path / "bind-signed.zone"
-    cmd = [tool("dnssec-signzone"), "-o", ORIGIN, "-f", str(out), "-k", str(ksk[0])]
+    cmd = [tool("dnssec-signzone"), "-d", str(tmp_path), "-o", ORIGIN, "-f", str(out)]
+    cmd += ["-k", str(ksk[0])]
     done = subprocess.run(
         [*cmd, str(unsigned), str(zsk[0])], capture_output=True, text=True, timeout=60
     )

@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import dns.dnssec
 import dns.name
+import dns.node
+import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -160,3 +163,35 @@ def test_the_nsec3_chain_covers_empty_non_terminals_and_skips_glue() -> None:
     assert [nxt[o] for o in owners] == [
         base64.b32hexdecode(label.upper()) for label in labels[1:] + labels[:1]
     ]
+
+
+@pytest.mark.parametrize(("algorithm", "mode"), [(13, "csk"), (15, "ksk+zsk")])
+def test_our_signatures_are_the_bytes_dnspython_makes(
+    tmp_path: Path, algorithm: int, mode: str
+) -> None:
+    """The fast path builds RFC 4034's signed data itself: ECDSA (RFC 6979) and Ed25519 are
+    deterministic, so dnspython's own `dns.dnssec.sign` must give the very same RRSIGs, and
+    dnspython's validator must accept them (a wildcard owner, names in rdata, several RRs)."""
+    cfg = config(f"{{algorithm: {algorithm}, keys: {mode}}}")
+    found = keyset(cfg, tmp_path / "k")
+    policy = sign.Policy()
+    samples = [
+        dns.rrset.from_text(f"*.wild.{ORIGIN}", 30, "IN", "TXT", "wildcard"),
+        dns.rrset.from_text(
+            ORIGIN, 3600, "IN", "MX", "20 B.example.test.", "10 mail.Example.test."
+        ),
+        dns.rrset.from_text(f"www.{ORIGIN}", 30, "IN", "A", "192.0.2.11", "192.0.2.10"),
+    ]
+    for rrset in samples:
+        ours = sign.sign(rrset, found.zsks, NOW, policy)
+        inception, expiration = sign.window(rrset.name, int(rrset.rdtype), NOW, policy)
+        theirs = [
+            dns.dnssec.sign(
+                rrset, k.private, k.zone, k.dnskey, inception=inception, expiration=expiration
+            )
+            for k in found.zsks
+        ]
+        assert sorted(rd.to_text() for rd in ours) == sorted(rd.to_text() for rd in theirs)
+        dnskeys = dns.rrset.from_rdata_list(found.zone, 3600, [k.dnskey for k in found.keys])
+        keyring: dict[dns.name.Name, dns.node.Node | dns.rdataset.Rdataset] = {found.zone: dnskeys}
+        dns.dnssec.validate(rrset, ours, keyring, now=NOW)  # raises when invalid

@@ -55,10 +55,13 @@ class SigningKey:
     role: Role
     private: PrivateKey = field(compare=False)
     path: Path | None = None  # the file stem: `path.with_suffix(".key")` ... see `files`
+    # computed once: the signer needs both for every signature
+    tag: int = field(init=False, compare=False)
+    signer: bytes = field(init=False, compare=False)  # the zone name, canonical wire form
 
-    @property
-    def tag(self) -> int:
-        return dns.dnssec.key_id(self.dnskey)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tag", dns.dnssec.key_id(self.dnskey))
+        object.__setattr__(self, "signer", self.zone.to_digestable())
 
     @property
     def algorithm(self) -> int:
