@@ -94,3 +94,33 @@ def test_wrong_requests_exit_2(tmp_path: Path) -> None:
     assert broken.returncode == 2
     assert "unknown algorithm 7" in broken.stderr
     assert not Path(f"{state}.keys").exists()
+
+
+def test_two_processes_asking_at_once_make_one_set_of_keys(tmp_path: Path) -> None:
+    """A node and `dnssec ds` (or two of them) may both find no keys: the lock in the key
+    directory lets one generate and the other read what it wrote."""
+    path = _config(tmp_path, "{}")
+    state = str(tmp_path / "state.db")
+    cmd = [BIN, "dnssec", "ds", str(path), ORIGIN, "--state", state]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    assert len({out for out, _ in outs}) == 1
+    assert sum("generated CSK" in err for _, err in outs) == 1
+    directory = tmp_path / "state.db.keys" / "example.test"
+    assert len(list(directory.glob("*.private"))) == 1
+    assert not list(directory.glob(".*.tmp"))
+
+
+def test_moving_from_csk_to_ksk_plus_zsk_keeps_the_ds(tmp_path: Path) -> None:
+    """The CSK (flags 257) becomes the KSK and a ZSK is added: the parent's DS stays right."""
+    state = str(tmp_path / "state.db")
+    csk = run("dnssec", "ds", str(_config(tmp_path, "{}")), ORIGIN, "--state", state)
+    split = run("dnssec", "ds", str(_config(tmp_path, "{keys: ksk+zsk}")), ORIGIN, "--state", state)
+    assert csk.returncode == split.returncode == 0
+    assert split.stdout == csk.stdout
+    assert "generated ZSK" in split.stderr
+    assert "generated KSK" not in split.stderr
