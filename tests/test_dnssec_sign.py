@@ -195,3 +195,41 @@ def test_our_signatures_are_the_bytes_dnspython_makes(
         dnskeys = dns.rrset.from_rdata_list(found.zone, 3600, [k.dnskey for k in found.keys])
         keyring: dict[dns.name.Name, dns.node.Node | dns.rdataset.Rdataset] = {found.zone: dnskeys}
         dns.dnssec.validate(rrset, ours, keyring, now=NOW)  # raises when invalid
+
+
+@pytest.mark.parametrize("mode", ["csk", "ksk+zsk"])
+def test_cds_and_cdnskey_match_the_ksk_and_are_signed_by_it(tmp_path: Path, mode: str) -> None:
+    """kzonecheck checks CDS/CDNSKEY against the DNSKEY RRset; dnssec-verify the signatures."""
+    cfg = config(f"{{keys: {mode}}}")
+    found = keyset(cfg, tmp_path / "k")
+    cds, cdnskey = sign.cds(found, 3600)
+    assert [rd.to_text() for rd in cds] == [k.ds().to_text() for k in found.ksks]
+    zone = sign.sign_zone(
+        dns.name.from_text(ORIGIN), [*zone_rrsets(cfg), cds, cdnskey], found, NOW, sign.Policy()
+    )
+    (ksk,) = found.ksks
+    for rdtype in ("CDS", "CDNSKEY"):
+        assert [rd.key_tag for rd in _rrsig_of(zone, ORIGIN, rdtype)] == [ksk.tag]
+    path = tmp_path / "cds.zone"
+    path.write_text(zone.to_text())
+    done = verify(path, csk=mode == "csk")
+    assert done.returncode == 0, done.stdout + done.stderr
+    knot = kzonecheck(path)
+    assert knot.returncode == 0, knot.stdout + knot.stderr
+    # a CDS that names no key of the zone is what kzonecheck must catch
+    wrong = dns.rrset.from_text(ORIGIN, 3600, "IN", "CDS", "1 13 2 " + "cd" * 32)
+    bad = sign.sign_zone(
+        dns.name.from_text(ORIGIN), [*zone_rrsets(cfg), wrong, cdnskey], found, NOW, sign.Policy()
+    )
+    path.write_text(bad.to_text())
+    assert kzonecheck(path).returncode != 0
+
+
+def test_refresh_at_is_the_earliest_moment_needs_refresh_turns_true(tmp_path: Path) -> None:
+    policy = sign.Policy(validity=86400, refresh=0.5)
+    rrset = dns.rrset.from_text(f"api.{ORIGIN}", 30, "IN", "A", "192.0.2.30")
+    rrsig = sign.sign(rrset, keyset(config(), tmp_path / "k").zsks, NOW, policy)
+    at = sign.refresh_at(rrsig, policy)
+    assert NOW < at < NOW + policy.validity
+    assert not sign.needs_refresh(rrsig, at - 1, policy)
+    assert sign.needs_refresh(rrsig, at + 1, policy)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.CDNSKEY
+import dns.rdtypes.ANY.CDS
 import dns.rdtypes.ANY.RRSIG
 import dns.rrset
 from cryptography.hazmat.primitives import hashes
@@ -33,6 +35,7 @@ from dnsfailover.dnssec import denial
 from dnsfailover.dnssec.keys import KeySet, SigningKey
 
 DAY = 86400
+_KSK_SIGNED = (dns.rdatatype.CDS, dns.rdatatype.CDNSKEY)  # RFC 7344 §4.1 (DNSKEY: `dnskey`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,31 @@ def dnskey(
     return rrset, sign(rrset, keyset.ksks, now, policy)
 
 
+def cds(keyset: KeySet, ttl: int) -> tuple[dns.rrset.RRset, dns.rrset.RRset]:
+    """The apex CDS (SHA-256) and CDNSKEY RRsets of the KSKs or CSKs (RFC 7344), which tell
+    a parent that polls for them which DS to publish; `sign_zone` signs them with the KSKs,
+    as RFC 7344 §4.1 asks.  Not added to a zone by default: some registries act on them
+    even for a zone whose DS is not published yet."""
+    sets = []
+    for ds in (k.ds() for k in keyset.ksks):
+        sets.append(
+            dns.rdtypes.ANY.CDS.CDS(  # type: ignore[no-untyped-call]
+                dns.rdataclass.IN, dns.rdatatype.CDS, ds.key_tag, ds.algorithm, ds.digest_type,
+                ds.digest,
+            )
+        )  # fmt: skip
+    keys = [
+        dns.rdtypes.ANY.CDNSKEY.CDNSKEY(  # type: ignore[no-untyped-call]
+            dns.rdataclass.IN, dns.rdatatype.CDNSKEY, k.flags, 3, k.algorithm, k.dnskey.key
+        )
+        for k in keyset.ksks
+    ]
+    return (
+        dns.rrset.from_rdata_list(keyset.zone, ttl, sets),
+        dns.rrset.from_rdata_list(keyset.zone, ttl, keys),
+    )
+
+
 def expiry(rrsig: dns.rrset.RRset) -> int:
     """When the first signature of an RRSIG RRset expires (POSIX seconds)."""
     return min(int(rd.expiration) for rd in rrsig)
@@ -120,6 +148,12 @@ def expiry(rrsig: dns.rrset.RRset) -> int:
 def needs_refresh(rrsig: dns.rrset.RRset, now: float, policy: Policy) -> bool:
     """True when a signature of `rrsig` has less than `refresh` of the validity left."""
     return expiry(rrsig) - now < policy.refresh * policy.validity
+
+
+def refresh_at(rrsig: dns.rrset.RRset, policy: Policy) -> float:
+    """When `rrsig` starts to need refreshing (POSIX seconds): a re-signer's next wake-up is
+    the earliest of these."""
+    return expiry(rrsig) - policy.refresh * policy.validity
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +209,8 @@ def sign_zone(
     for rrset in data:
         key = (rrset.name, int(rrset.rdtype))
         if key not in rrsigs and denial.signed(origin, rrset.name, int(rrset.rdtype), names):
-            rrsigs[key] = sign(rrset, keyset.zsks, now, policy)
+            by_ksk = rrset.name == origin and rrset.rdtype in _KSK_SIGNED
+            rrsigs[key] = sign(rrset, keyset.ksks if by_ksk else keyset.zsks, now, policy)
     chain = denial.chain(origin, names, denial_ttl, method)
     for rrset in chain:
         rrsigs[(rrset.name, int(rrset.rdtype))] = sign(rrset, keyset.zsks, now, policy)
