@@ -87,6 +87,13 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("dnsfailover import example.com. --route53", "a Route 53 hosted zone"),
     ],
     "schema": [("dnsfailover schema -o config.schema.json", "the config's JSON Schema")],
+    "dnssec": [
+        (f"dnsfailover dnssec ds {CFG} example.test.", "the DS records for the parent"),
+        (
+            f"dnsfailover dnssec keys {CFG} example.test. --state /var/lib/dnsfailover/state.db",
+            "the zone's keys and their files",
+        ),
+    ],
 }
 
 

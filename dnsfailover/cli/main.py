@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sync(sub, parents=[common])
     add_drill(sub, parents=[common])
     add_import(sub, parents=[common])
+    from dnsfailover.cli.dnssec import register as add_dnssec
+
+    add_dnssec(sub, [common], DEFAULT_STATE)
 
     sp = add_parser("demo", help="start local endpoints and a server, and watch failover")
     sp.add_argument(

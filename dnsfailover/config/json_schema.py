@@ -113,6 +113,18 @@ INPUTS: dict[str, Shape] = {
         {"type": "string", "description": "ADDRESS, ADDRESS:PORT or [IPv6]:PORT"}
     ),
     "dnsfailover.config.schema.StaticRecord._single_value": _value_or_values,
+    "dnsfailover.config.dnssec._algorithm": _instead(
+        {
+            "enum": [13, 15, "13", "15", "ECDSAP256SHA256", "ED25519"],
+            "description": "13 (ECDSAP256SHA256) or 15 (ED25519)",
+        }
+    ),
+    "dnsfailover.config.dnssec._days": _instead(
+        {
+            "anyOf": [*DURATION["anyOf"], {"type": "string", "pattern": rf"^\s*{_NUMBER}\s*d\s*$"}],
+            "description": "a duration such as 1h or 14d",
+        }
+    ),
     "dnsfailover.config.cluster.regions_shorthand": _either(
         {"type": "array", "items": {"type": "string"}, "description": "region names alone"}
     ),

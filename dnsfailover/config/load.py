@@ -27,6 +27,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from dnsfailover.config.crosscheck import cross_check
+from dnsfailover.config.dnssec import dnssec_problems
 from dnsfailover.config.drill_targets import drill_problems
 from dnsfailover.config.extras import extra_problems
 from dnsfailover.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
@@ -107,6 +108,9 @@ def _loads(text: str, filename: str) -> Config:
         problems += [at.problem(p, m) for p, m in drill_problems(config, config.drills)]
         problems += [at.problem(p, m) for p, m in token_problems(config)]
         problems += [at.problem(p, m) for p, m in extra_problems(config)]
+        signing = {o: (z.provider, z.dnssec) for o, z in config.zones.items()}
+        base = Path(filename).parent if filename != "<string>" else None
+        problems += [at.problem(p, m) for p, m in dnssec_problems(signing, doc.data, base)]
         for origin, file in files.items():
             if origin in config.zones:
                 config.zones[origin].attach_file_records(origin, tuple(file.records))

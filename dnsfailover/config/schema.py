@@ -25,6 +25,7 @@ from dnsfailover.config.alerts import NotificationsConfig
 from dnsfailover.config.api import ApiConfig
 from dnsfailover.config.checks import CheckConfig, DnsQueryType, Quorum, StatusRange, _quorum  # noqa: F401 (re-exported)
 from dnsfailover.config.cluster import ClusterConfig, RegionConfig, regions_shorthand
+from dnsfailover.config.dnssec import DnssecConfig
 from dnsfailover.config.drills import DrillConfig
 from dnsfailover.config.geo import Bias, Coordinates, GeoConfig, SteeringConfig
 from dnsfailover.config.policy import (
@@ -301,6 +302,8 @@ class ZoneConfig(Model):
     also_notify: tuple[NotifyTarget, ...] = ()
     # more static records, from a master file (relative to the config file's directory)
     zone_file: str | None = None
+    # signing by the embedded server (see dnsfailover.dnssec, config/dnssec.py)
+    dnssec: DnssecConfig | None = None
     # read from `zone_file` by `config.load`, and the static records compiled once
     _file_records: tuple[FileRecord, ...] = PrivateAttr(default=())
     _static: tuple[RecordSet, ...] | None = PrivateAttr(default=None)
