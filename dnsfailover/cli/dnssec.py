@@ -62,6 +62,12 @@ def cmd_ds(args: argparse.Namespace) -> int:
     found = _keyset(args)
     if found is None:
         return EXIT_USAGE
+    print(
+        f"warning: this version does not serve {found.zone} signed yet: a DS at the parent for"
+        " an unsigned zone makes validating resolvers refuse it; publish it only once the"
+        " server signs (docs/dnssec.md)",
+        file=sys.stderr,
+    )
     for key in found.ksks:
         ds = key.ds()
         digest = ds.digest.hex().upper()
