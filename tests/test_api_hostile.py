@@ -484,8 +484,16 @@ def test_probes_that_cannot_open_a_socket_are_unknown_not_down(
         _status, body = server.get("/api/v1/status")
         probes = json.loads(body)["probes"]
         assert probes["where"] == "process"
-        in_use = {int(fd) for fd in os.listdir(f"/proc/{probes['pid']}/fd")}
-        lowest_free = min(set(range(len(in_use) + 1)) - in_use)  # a new descriptor's number
+        # The descriptors it keeps open (not a probe's socket caught in flight: once closed,
+        # that number would be free below the limit and probes would go on): a new one gets
+        # the lowest free number, so none can be opened once the limit is that number.
+        kept: set[int] | None = None
+        for _ in range(10):
+            now_open = {int(fd) for fd in os.listdir(f"/proc/{probes['pid']}/fd")}
+            kept = now_open if kept is None else kept & now_open
+            time.sleep(0.05)
+        assert kept is not None
+        lowest_free = min(set(range(len(kept) + 1)) - kept)
         soft, hard = resource.prlimit(probes["pid"], resource.RLIMIT_NOFILE)
         resource.prlimit(probes["pid"], resource.RLIMIT_NOFILE, (lowest_free, hard))
         seen = hold_connections(server, 300, 3.0)  # ~6 probe rounds
