@@ -196,6 +196,24 @@ def test_a_change_re_decides_only_the_names_that_use_it() -> None:
     assert unchanged.zones[0] is d.zones[0]
 
 
+def test_a_new_failover_pin_on_a_dead_tier_decides_as_every_later_decision_does() -> None:
+    """Found by the property test: a failover override naming the tier a name is already on,
+    while that tier is down, kept the name on it (fail-open), and the next decision with the
+    same inputs moved it to the next healthy tier (which an incremental decision never took)."""
+    cfg = config(POLICIES["breaker"])
+    health = dict.fromkeys(KEYS, State.UP)
+    group = "st1.example.test.@two,three,one"
+    start = decide(cfg, health, EngineState(), 1000.0)
+    first = make(("failover", "st1", None, None), 1000.0, None)  # two -> three
+    d = decide(cfg, health, start.state, 1000.0, overrides=[first])
+    assert d.names[group].tier == "three"
+    health[KEYS[7]] = State.DOWN  # 127.0.0.18: tier three
+    second = make(("failover", "st1", None, "three"), 1000.0, None)
+    pinned = decide(cfg, health, d.state, 1000.0, overrides=[first, second])
+    again = decide(cfg, health, pinned.state, 1000.0, overrides=[first, second])
+    assert pinned.names[group].answer == again.names[group].answer == ("127.0.0.11", "127.0.0.12")
+
+
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_deciding_every_name_again_later_changes_no_state_that_did_not_change(
     policy: str,

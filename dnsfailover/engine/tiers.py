@@ -151,12 +151,8 @@ def _pinned(
         sel.pin = o.id
         if meets[active]:
             sel.notes.append(f"override: held by {o.describe()}")
-            return True
-        lower = [t for t in order[order.index(active) + 1 :] if meets[t]]
-        other = lower or [t for t in order if meets[t]]
-        if other:
-            sel.active = other[0]
-            sel.notes.append(f"tier {active} below min_healthy under {o.describe()}")
+        else:
+            _off_dead_pin(sel, order, meets, active, o)
         return True
     if (o.tier is not None and o.tier not in meets) or (
         len(order) == 1 and isinstance(record, ActivePassive)
@@ -185,7 +181,21 @@ def _pinned(
     sel.notes.append(f"override: {o.describe()}{forced}")
     sel.active, sel.pin = target, o.id
     sel.staged_from = sel.staged_since = None
+    if not meets[target]:  # as the next decision under this pin would: never path-dependent
+        _off_dead_pin(sel, order, meets, target, o)
     return True
+
+
+def _off_dead_pin(
+    sel: Selection, order: list[str], meets: Mapping[str, bool], pinned: str, o: Override
+) -> None:
+    """The pinned tier is below min_healthy: serve the next healthy tier after it (else the
+    first healthy one), still under the pin, which keeps the name off the tiers above."""
+    lower = [t for t in order[order.index(pinned) + 1 :] if meets[t]]
+    other = lower or [t for t in order if meets[t]]
+    if other:
+        sel.active = other[0]
+        sel.notes.append(f"tier {pinned} below min_healthy under {o.describe()}")
 
 
 def _failback(
