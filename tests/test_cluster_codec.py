@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import pytest
@@ -16,7 +16,7 @@ from dnsfailover.config.load import loads as load_config
 from dnsfailover.engine.decide import decide
 from dnsfailover.engine.values import EngineState, NameDecision, NameState
 from dnsfailover.model import RecordSet, Soa, State, ZoneContent
-from dnsfailover.runtime.shared import pack, unpack
+from dnsfailover.runtime.shared import entries, pack, unpack
 
 ZONE = ZoneContent(
     origin="example.test.",
@@ -167,3 +167,37 @@ zones:
 
 def loads_entry(raw: bytes) -> NameEntry:
     return loads(NameEntry, raw)
+
+
+def test_a_failed_publishs_names_are_written_again_with_their_current_decision() -> None:
+    """The leader's publish failed (etcd away): the next publish writes those names again
+    even when its decision did not re-decide them (etcd may never have got them), with the
+    current decision, not the failed one; other names equal to etcd's are left out."""
+    config = load_config(
+        """
+checks:
+  tcp: {type: tcp, port: 80}
+zones:
+  example.test.:
+    soa: {mname: ns1.example.test., rname: hostmaster.example.test.}
+    nameservers: [ns1.example.test.]
+    records: {ns1: {type: A, value: 127.0.0.1}}
+    failover:
+      a: {policy: active-active, check: tcp, endpoints: [192.0.2.1, 192.0.2.2]}
+      b: {policy: active-active, check: tcp, endpoints: [192.0.2.3, 192.0.2.4]}
+"""
+    )
+    health = dict.fromkeys(config.targets(), State.UP)
+    first = decide(config, health, EngineState(), 1000.0)
+    in_etcd = entries(first, 1, {})  # what etcd serves
+    assert set(in_etcd) == {"a.example.test.", "b.example.test."}
+    health[next(k for k in health if "192.0.2.1" in k)] = State.DOWN
+    failed = decide(config, health, first.state, 1001.0)
+    unsent = set(entries(failed, 2, in_etcd))  # this publish failed
+    assert "a.example.test." in unsent  # (b too: its first decision's reason changed)
+    later = decide(config, health, failed.state, 1002.0)
+    later = replace(later, changed=frozenset())  # nothing re-decided (an incremental one)
+    assert entries(later, 2, in_etcd) == {}
+    again = entries(later, 2, in_etcd, also=unsent)
+    assert set(again) == unsent
+    assert again["a.example.test."].decision["answer"] == ["192.0.2.2"]

@@ -132,7 +132,7 @@ class ClusterLink:
         self._serving: asyncio.Task[None] | None = None
         self._pending: list[Published] = []  # heads to serve, oldest first
         self.shared = SharedView()
-        self._staged: dict[str, NameEntry] = {}  # written by a publish that failed
+        self._unsent: set[str] = set()  # names of a publish that failed: written again
         # A publish that failed is retried with backoff, counted, and shown in `status`
         # until one succeeds: a leader never sits silently on a decision no node serves.
         self.publish_failures = 0  # since start
@@ -217,7 +217,9 @@ class ClusterLink:
         if term is None or not self.cluster.leader:
             return False
         seq = self.cluster.seq + 1
-        written = entries(decision, seq, {**self.cluster.names, **self._staged})
+        # A failed publish's names are written again: etcd may lack them (or hold them staged
+        # for this head), and a later decision need not re-decide them.
+        written = entries(decision, seq, self.cluster.names, also=self._unsent)
         last = self.decision
         same = last is not None and last.term == term and dict(last.serials) == dict(serials)
         if same and not written and not force and not decision.transitions:
@@ -238,10 +240,10 @@ class ClusterLink:
         except Exception as e:  # the cluster layer should not raise; be safe anyway
             ok, why = False, repr(e)
         if ok:
-            self._staged.clear()
+            self._unsent.clear()
             self._published_again()
         else:
-            self._staged.update(written)  # some may be in etcd: compare with them next time
+            self._unsent.update(written)
             self._publish_failed(why or "unknown")
         return ok
 

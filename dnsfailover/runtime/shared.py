@@ -9,7 +9,7 @@ changed, not the zone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -25,19 +25,26 @@ from dnsfailover.engine.zones import updated
 from dnsfailover.model import ZoneContent
 
 
-def entries(decision: Decision, seq: int, written: Mapping[str, NameEntry]) -> dict[str, NameEntry]:
+def entries(
+    decision: Decision,
+    seq: int,
+    written: Mapping[str, NameEntry],
+    also: Collection[str] = (),
+) -> dict[str, NameEntry]:
     """The entries to write for `decision`: its changed names whose decision or state
-    differs from what etcd holds (`written`)."""
+    differs from what etcd holds (`written`), and the names `also` whatever it holds (those
+    of a publish that failed: etcd may lack them, or hold them staged for a later head)."""
     transitions = {t.name: t for t in decision.transitions}
     out: dict[str, NameEntry] = {}
-    for name in decision.changed:
+    for name in {*decision.changed, *also}:
         nd, ns = decision.names.get(name), decision.state.names.get(name)
         if nd is None or ns is None:
             continue
         t = transitions.get(name)
         data, state, change = pack(name, nd, ns, t)
         old = written.get(name)
-        if old is not None and old.decision == data and old.state == state and t is None:
+        same = old is not None and old.decision == data and old.state == state
+        if same and t is None and name not in also:
             continue
         out[name] = NameEntry(seq, data, state, change)
     return out
