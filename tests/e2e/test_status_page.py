@@ -58,25 +58,32 @@ def wait_until(what: str, predicate: Callable[[], bool], timeout: float = 20) ->
         time.sleep(0.1)
 
 
-def config(tmp_path: Path, ports: dict[str, int]) -> Path:
-    path = tmp_path / "page.yaml"
-    path.write_text(f"""\
+HEAD = """\
 checks:
-  web: {{type: http, path: /healthz, interval: 200ms, timeout: 150ms, fall: 2, rise: 2}}
+  web: {type: http, path: /healthz, interval: 200ms, timeout: 150ms, fall: 2, rise: 2}
 zones:
   example.test.:
-    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
+    soa: {mname: ns1.example.test., rname: hostmaster.example.test.}
     nameservers: [ns1.example.test.]
     records:
-      ns1: {{type: A, values: [127.0.0.1]}}
+      ns1: {type: A, values: [127.0.0.1]}
     failover:
+"""  # one web check and the zone up to its failover names
+
+
+def config(tmp_path: Path, ports: dict[str, int]) -> Path:
+    path = tmp_path / "page.yaml"
+    path.write_text(
+        HEAD
+        + f"""\
       www:
         policy: active-active
         check: web
         endpoints:
           - {{address: {A}, check_port: {ports[A]}}}
           - {{address: {B}, check_port: {ports[B]}}}
-""")
+"""
+    )
     return path
 
 
@@ -142,16 +149,9 @@ API = "api.example.test."
 
 def failover_config(tmp_path: Path, ports: dict[str, int]) -> Path:
     path = tmp_path / "failover.yaml"
-    path.write_text(f"""\
-checks:
-  web: {{type: http, path: /healthz, interval: 200ms, timeout: 150ms, fall: 2, rise: 2}}
-zones:
-  example.test.:
-    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
-    nameservers: [ns1.example.test.]
-    records:
-      ns1: {{type: A, values: [127.0.0.1]}}
-    failover:
+    path.write_text(
+        HEAD
+        + f"""\
       www:
         policy: active-active
         check: web
@@ -166,7 +166,8 @@ zones:
             endpoints: [{{address: {P}, check_port: {ports[P]}}}]
           - name: backup
             endpoints: [{{address: {S}, check_port: {ports[S]}}}]
-""")
+"""
+    )
     return path
 
 
