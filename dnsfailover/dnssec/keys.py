@@ -5,6 +5,12 @@ Keys are generated on first need into a zone's directory beside the state file
 and BIND read them as they read `dnssec-keygen` output; or loaded from such files
 (`key_files:`).  A private key is never in a log line, an error message or a repr: errors
 name the file and what is wrong with it, nothing read from it.
+
+Each key carries its timing metadata (`Timing`: Publish, Activate, Inactive, Delete,
+SyncPublish, SyncDelete), read from and written to the files as `dnssec-keygen -P/-A/-I/-D`
+and `dnssec-settime` do: `YYYYMMDDHHMMSS` (UTC) fields in the `.private` file, which BIND
+reads, and `; Publish: ...` comments in the `.key` file.  What the times mean for signing
+is `rollover.state`'s.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import fcntl
 import os
 import time
@@ -30,6 +37,7 @@ import dns.rdtypes.ANY.DNSKEY
 import dns.rdtypes.ANY.DS
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from dnsfailover.dnssec.timing import TIME_NAMES, Timing, from_fields
 from dnsfailover.errors import DnsFailoverError
 
 #: the algorithms we sign with: number → BIND's mnemonic
@@ -55,6 +63,7 @@ class SigningKey:
     role: Role
     private: PrivateKey = field(compare=False)
     path: Path | None = None  # the file stem: `path.with_suffix(".key")` ... see `files`
+    timing: Timing = field(default=Timing(), compare=False)  # as in the files
     # computed once: the signer needs both for every signature
     tag: int = field(init=False, compare=False)
     signer: bytes = field(init=False, compare=False)  # the zone name, canonical wire form
@@ -77,6 +86,12 @@ class SigningKey:
         if self.path is None:
             return None
         return Path(f"{self.path}.key"), Path(f"{self.path}.private")
+
+    def with_role(self, role: Role) -> SigningKey:
+        return dataclasses.replace(self, role=role)
+
+    def with_timing(self, timing: Timing) -> SigningKey:
+        return dataclasses.replace(self, timing=timing)
 
     def ds(self, digest: str = "SHA256") -> dns.rdtypes.ANY.DS.DS:
         """The DS record the parent publishes for this key (digest 2, SHA-256, by default)."""
@@ -127,25 +142,45 @@ def stem(zone: dns.name.Name, algorithm: int, tag: int) -> str:
 
 
 def write(key: SigningKey, directory: Path, now: float | None = None) -> SigningKey:
-    """Write `key` as BIND's `.key` and `.private` pair (mode 0600) into `directory`;
-    the same key, with its `path`."""
-    created = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() if now is None else now))
+    """Write `key` as BIND's `.key` and `.private` pair (mode 0600) into `directory`, with
+    its `timing` (rewriting the pair of a key already there is `dnssec-settime`); the same
+    key, with its `path` and the times written.  A key without Created is created `now`;
+    one without Publish and Activate is published and active from its creation, as
+    `dnssec-keygen` makes it."""
+    timing = key.timing
+    if timing.created is None:
+        timing = timing.replace(created=float(int(time.time() if now is None else now)))
+    if timing.publish is None and timing.activate is None:
+        timing = timing.replace(publish=timing.created, activate=timing.created)
     base = directory / stem(key.zone, key.algorithm, key.tag)
     kind = "key-signing" if key.flags & 1 else "zone-signing"
     public = (
         f"; This is a {kind} key, keyid {key.tag}, for {key.zone}\n"
-        f"; Created: {created}\n; Publish: {created}\n; Activate: {created}\n"
-        f"{key.zone} IN DNSKEY {key.dnskey.to_text()}\n"
+        + timing.key_comments()
+        + f"{key.zone} IN DNSKEY {key.dnskey.to_text()}\n"
     )
     secret = (
         "Private-key-format: v1.3\n"
         f"Algorithm: {key.algorithm} ({ALGORITHMS[key.algorithm]})\n"
         f"PrivateKey: {base64.b64encode(_raw_private(key.private)).decode()}\n"
-        f"Created: {created}\nPublish: {created}\nActivate: {created}\n"
+        + timing.private_fields()
     )
     _write_private(Path(f"{base}.private"), secret)
     _write_private(Path(f"{base}.key"), public)
-    return SigningKey(key.zone, key.dnskey, key.role, key.private, base)
+    return dataclasses.replace(key, path=base, timing=timing.whole_seconds())
+
+
+def settime(key: SigningKey, timing: Timing) -> SigningKey:
+    """`dnssec-settime`: rewrite `key`'s files with `timing` (its Created kept when
+    `timing` has none); the key with its new times.
+
+    :raises KeyFileError: the key has no files.
+    """
+    if key.path is None:
+        raise KeyFileError(f"{key!r} has no files to set times in")
+    if timing.created is None:
+        timing = timing.replace(created=key.timing.created)
+    return write(key.with_timing(timing), key.path.parent)
 
 
 def _raw_private(private: PrivateKey) -> bytes:
@@ -212,7 +247,7 @@ def read(path: str | os.PathLike[str], role: Role | None = None) -> SigningKey:
         a malformed file, an unsupported algorithm, or halves that do not match.
     """
     public_path, private_path = pair(path)
-    name, dnskey = _read_public(public_path)
+    name, dnskey, comments = _read_public(public_path)
     check_mode(private_path)
     try:
         text = private_path.read_text(encoding="ascii")
@@ -237,16 +272,36 @@ def read(path: str | os.PathLike[str], role: Role | None = None) -> SigningKey:
     if derived.key != dnskey.key:
         raise KeyFileError(f"{private_path} is not the private half of {public_path}")
     found: Role = role or ("ksk" if dnskey.flags & 1 else "zsk")
-    return SigningKey(name, dnskey, found, private, public_path.with_suffix(""))
+    # BIND reads the times from the .private file; the .key's comments are a fallback
+    timing = _timing({**comments, **fields}, private_path)
+    return SigningKey(name, dnskey, found, private, public_path.with_suffix(""), timing)
 
 
-def _read_public(path: Path) -> tuple[dns.name.Name, dns.rdtypes.ANY.DNSKEY.DNSKEY]:
+def _timing(fields: dict[str, str], path: Path) -> Timing:
+    try:
+        return from_fields(fields)
+    except ValueError as e:
+        raise KeyFileError(
+            f"{path}: {e} is not a time as BIND writes it (YYYYMMDDHHMMSS)"
+        ) from None
+
+
+def _read_public(
+    path: Path,
+) -> tuple[dns.name.Name, dns.rdtypes.ANY.DNSKEY.DNSKEY, dict[str, str]]:
+    """The name and DNSKEY of a `.key` file, and its `; Publish: ...` comments."""
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) else "not ASCII text"
         raise KeyFileError(f"cannot read {path}: {why or e}") from None
+    comments: dict[str, str] = {}
     for line in text.splitlines():
+        if line.startswith(";"):
+            key, sep, value = line[1:].partition(":")
+            if sep and key.strip().lower() in TIME_NAMES:
+                comments[key.strip().lower()] = value.strip()
+            continue
         words = line.split(";")[0].split()
         if "DNSKEY" not in (w.upper() for w in words):
             continue
@@ -263,7 +318,7 @@ def _read_public(path: Path) -> tuple[dns.name.Name, dns.rdtypes.ANY.DNSKEY.DNSK
             raise KeyFileError(
                 f"{path}: algorithm {int(rdata.algorithm)} is not supported (13 or 15)"
             )
-        return name, rdata
+        return name, rdata, comments
     raise KeyFileError(f"{path}: no DNSKEY record (is it a dnssec-keygen .key file?)")
 
 
@@ -309,7 +364,7 @@ def _roles(keys: list[SigningKey], mode: KeyMode, origin: dns.name.Name) -> tupl
     if mode == "csk":
         if not keys:
             raise KeyFileError(f"{origin}: no key")
-        return tuple(SigningKey(k.zone, k.dnskey, "csk", k.private, k.path) for k in keys)
+        return tuple(k.with_role("csk") for k in keys)
     roles = {k.role for k in keys}
     if roles != {"ksk", "zsk"}:
         raise KeyFileError(
@@ -327,46 +382,64 @@ def keys_directory(state: str | os.PathLike[str], zone: str) -> Path:
     return Path(f"{os.fspath(state)}.keys") / (label or "root")
 
 
-def ensure(directory: Path, zone: str, algorithm: int, mode: KeyMode) -> KeySet:
+def ensure(
+    directory: Path, zone: str, algorithm: int, mode: KeyMode, now: float | None = None
+) -> KeySet:
     """`zone`'s keys in `directory`, generating (and writing) those missing; a lock keeps
-    two processes (a node and `dnssec ds`) from both generating.
+    two processes (a node and `dnssec ds`) from both generating.  A key is made for a role
+    only when the directory has none with that role's flags (whatever their times).
 
     :raises KeyFileError: a key file there is wrong, or there are keys of another
         algorithm only (an algorithm rollover is never done behind the operator's back).
     """
-    origin = _name(zone)
     _private_dir(directory.parent)
     _private_dir(directory)
-    with _locked(directory / ".lock"):
-        found = [read(p) for p in sorted(directory.glob(f"K{origin.to_text()}+*.key"))]
-        ours = [k for k in found if k.algorithm == algorithm]
-        if found and not ours:
-            other = ", ".join(sorted({str(k.algorithm) for k in found}))
-            raise KeyFileError(
-                f"{directory} holds keys of algorithm {other}, not {algorithm}: an algorithm "
-                "rollover is not automatic; move them away once the parent's DS is changed"
-            )
-        wanted: list[tuple[Role, int]] = (
-            [("csk", KSK_FLAGS)] if mode == "csk" else [("ksk", KSK_FLAGS), ("zsk", ZSK_FLAGS)]
+    with locked(directory):
+        return ensure_locked(directory, zone, algorithm, mode, now)
+
+
+def scan(directory: Path, zone: str | dns.name.Name) -> list[SigningKey]:
+    """Every key of `zone` in `directory` (any algorithm), by file name."""
+    origin = _name(zone)
+    return [read(p) for p in sorted(directory.glob(f"K{origin.to_text()}+*.key"))]
+
+
+def ensure_locked(
+    directory: Path, zone: str, algorithm: int, mode: KeyMode, now: float | None = None
+) -> KeySet:
+    """`ensure`, for a caller that holds `locked(directory)` already."""
+    origin = _name(zone)
+    found = scan(directory, origin)
+    ours = [k for k in found if k.algorithm == algorithm]
+    if found and not ours:
+        other = ", ".join(sorted({str(k.algorithm) for k in found}))
+        raise KeyFileError(
+            f"{directory} holds keys of algorithm {other}, not {algorithm}: an algorithm "
+            "rollover is not automatic; move them away once the parent's DS is changed"
         )
-        keys: list[SigningKey] = []
-        made: list[Path] = []
-        for role, flags in wanted:
-            have = [k for k in ours if k.flags == flags]
-            if have:
-                keys += [SigningKey(k.zone, k.dnskey, role, k.private, k.path) for k in have]
-                continue
-            key = _fresh(origin, algorithm, flags, role, {k.tag for k in found + keys})
-            key = write(key, directory)
-            keys.append(key)
-            made += list(key.files or ())
-        return KeySet(origin, tuple(keys), tuple(made))
+    wanted: list[tuple[Role, int]] = (
+        [("csk", KSK_FLAGS)] if mode == "csk" else [("ksk", KSK_FLAGS), ("zsk", ZSK_FLAGS)]
+    )
+    keys: list[SigningKey] = []
+    made: list[Path] = []
+    for role, flags in wanted:
+        have = [k for k in ours if k.flags == flags]
+        if have:
+            keys += [k.with_role(role) for k in have]
+            continue
+        key = write(fresh(origin, algorithm, flags, role, found + keys), directory, now)
+        keys.append(key)
+        made += list(key.files or ())
+    return KeySet(origin, tuple(keys), tuple(made))
 
 
-def _fresh(
-    origin: dns.name.Name, algorithm: int, flags: int, role: Role, taken: set[int]
+def fresh(
+    origin: dns.name.Name, algorithm: int, flags: int, role: Role, beside: Sequence[SigningKey]
 ) -> SigningKey:
-    while True:  # a tag is 16 bits: two keys of one zone must not share one
+    """A new key whose tag none of `beside` has (a tag is 16 bits: two keys of a zone must
+    not share one)."""
+    taken = {k.tag for k in beside}
+    while True:
         key = generate(origin, algorithm, flags, role)
         if key.tag not in taken:
             return key
@@ -382,8 +455,9 @@ def _private_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def locked(directory: Path) -> Iterator[None]:
+    """Hold `directory`'s key lock: one process at a time generates or changes keys there."""
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
