@@ -392,10 +392,18 @@ def ensure(
     :raises KeyFileError: a key file there is wrong, or there are keys of another
         algorithm only (an algorithm rollover is never done behind the operator's back).
     """
-    _private_dir(directory.parent)
-    _private_dir(directory)
+    prepare(directory)
     with locked(directory):
         return ensure_locked(directory, zone, algorithm, mode, now)
+
+
+def prepare(directory: Path) -> None:
+    """Make a key directory and its parent (mode 0700) if missing.
+
+    :raises KeyFileError: either is open to its group or others.
+    """
+    _private_dir(directory.parent)
+    _private_dir(directory)
 
 
 def scan(directory: Path, zone: str | dns.name.Name) -> list[SigningKey]:
