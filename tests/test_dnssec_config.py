@@ -168,3 +168,67 @@ def test_field_mistakes(tmp_path: Path, setting: str, message: str) -> None:
     key = setting.split(":")[0]
     assert problem.startswith(f'{path}:{_line(path, setting)}: zones["example.test."].dnssec.{key}')
     assert message in problem
+
+
+def test_rollover_settings_and_their_defaults(tmp_path: Path) -> None:
+    section = load(_write(tmp_path, "      {}")).zones[ORIGIN].dnssec
+    assert section is not None
+    assert (section.dnskey_ttl, section.zsk_lifetime, section.propagation_delay) == (
+        3600,
+        90 * 86400,
+        3600,
+    )
+    assert (section.parent_ds_ttl, section.cds) == (86400, True)
+    assert section.zsk_rollover is None  # keys: csk has no ZSK to roll
+    text = (
+        "      keys: ksk+zsk\n      zsk_lifetime: 30d\n      propagation_delay: 5m\n"
+        "      dnskey_ttl: 300\n      cds: false\n"
+    )
+    section = load(_write(tmp_path, text)).zones[ORIGIN].dnssec
+    assert section is not None
+    policy = section.zsk_rollover
+    assert policy is not None
+    assert (policy.zsk_lifetime, policy.propagation, policy.validity) == (
+        30 * 86400,
+        300,
+        14 * 86400,
+    )
+    assert section.cds is False
+    for never in ("0", "null"):
+        text = f"      keys: ksk+zsk\n      zsk_lifetime: {never}\n"
+        off = load(_write(tmp_path, text)).zones[ORIGIN].dnssec
+        assert off is not None
+        assert off.zsk_rollover is None
+        assert off.rollover.zsk_lifetime is None
+
+
+def test_key_files_keys_never_roll_by_themselves(tmp_path: Path) -> None:
+    ksk = _keygen(tmp_path, "ECDSAP256SHA256", "-f", "KSK")
+    zsk = _keygen(tmp_path, "ECDSAP256SHA256")
+    section = f"      keys: ksk+zsk\n      key_files: [{ksk.name}, {zsk.name}]\n"
+    zone = load(_write(tmp_path, section)).zones[ORIGIN]
+    assert zone.dnssec is not None
+    assert zone.dnssec.zsk_rollover is None  # their times come from the files
+
+
+def test_a_zsk_lifetime_shorter_than_its_pre_publication_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "      keys: ksk+zsk\n      zsk_lifetime: 1h\n")
+    (problem,) = _problems(path)
+    assert problem.startswith(f'{path}:{_line(path, "dnssec:")}: zones["example.test."].dnssec')
+    assert "zsk_lifetime (3600s) must be longer than dnskey_ttl + propagation_delay" in problem
+
+
+CLUSTER = 'cluster:\n  etcd: {endpoints: ["127.0.0.1:2379"], prefix: /dnsfailover/test}\n'
+
+
+def test_in_a_cluster_keys_must_be_listed_not_generated(tmp_path: Path) -> None:
+    path = _write(tmp_path, "      {}")
+    path.write_text(path.read_text() + CLUSTER)
+    (problem,) = _problems(path)
+    assert problem.startswith(f'{path}:{_line(path, "dnssec:")}: zones["example.test."].dnssec: ')
+    assert "in a cluster every node must sign with the same keys: generate them once" in problem
+    assert "list them in key_files on every node" in problem
+    ksk = _keygen(tmp_path, "ECDSAP256SHA256", "-f", "KSK")
+    path = _write(tmp_path, f"      key_files: [{ksk.name}]\n")
+    path.write_text(path.read_text() + CLUSTER)
+    assert load(path).cluster is not None

@@ -4,7 +4,9 @@ The field rules live in `DnssecConfig`; `dnssec_problems` holds the rules that r
 or need the zone: `key_files` (relative to the config file's directory) are read with the
 loader the signer uses, so a missing file, a private key readable by others, a key of
 another algorithm or zone, or a set without the roles `keys` asks for is reported at its
-line, before anything is started; and only embedded zones are signed by us.
+line, before anything is started; and only embedded zones are signed by us.  In a cluster,
+a zone's keys must be listed in `key_files` (the same files on every node): keys generated
+by each node would differ.
 """
 
 from __future__ import annotations
@@ -14,13 +16,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from dnsfailover.config.yamlpos import YamlPath
 from dnsfailover.dnssec.denial import Denial
 from dnsfailover.dnssec.keys import ALGORITHMS, KeyFileError, KeyMode, load
+from dnsfailover.dnssec.rollover import Policy as RollPolicy
 from dnsfailover.dnssec.sign import Policy
-from dnsfailover.fields import Fqdn, Model, parse_duration
+from dnsfailover.fields import Fqdn, Model, Ttl, parse_duration
 
 _DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*d\s*$")
 _NAMES = {name.lower(): number for number, name in ALGORITHMS.items()}
@@ -60,7 +70,24 @@ class DnssecConfig(Model):
     signature_validity: Annotated[LongDuration, Field(ge=MIN_VALIDITY)] = 14 * 86400.0
     refresh: Annotated[float, Field(gt=0, lt=1)] = 0.25
     inception_offset: LongDuration = 3600.0
+    # key lifecycle (dnssec/rollover.py): BIND's dnssec-policy names and defaults
+    dnskey_ttl: Ttl = 3600
+    zsk_lifetime: Annotated[LongDuration, Field(ge=0)] | None = 90 * 86400.0  # 0/null: never
+    propagation_delay: Annotated[LongDuration, Field(ge=0)] = 3600.0
+    parent_ds_ttl: Annotated[LongDuration, Field(ge=0)] = 86400.0
+    cds: bool = True
     _base: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _lifetime(self) -> DnssecConfig:
+        lead = self.dnskey_ttl + self.propagation_delay
+        if self.zsk_lifetime and self.zsk_lifetime <= lead:
+            raise ValueError(
+                f"zsk_lifetime ({self.zsk_lifetime:g}s) must be longer than dnskey_ttl + "
+                f"propagation_delay ({lead:g}s): a new ZSK is published that long before "
+                "it signs (0 or null: no automatic ZSK rollover)"
+            )
+        return self
 
     def resolve(self, base: Path | None) -> None:
         """Resolve `key_files` against the config file's directory (the loader calls it)."""
@@ -78,6 +105,21 @@ class DnssecConfig(Model):
     def policy(self) -> Policy:
         return Policy(self.signature_validity, self.refresh, self.inception_offset)
 
+    @property
+    def rollover(self) -> RollPolicy:
+        """How this zone's keys roll (`zsk_lifetime` None: never)."""
+        return RollPolicy(
+            self.zsk_lifetime or None, self.propagation_delay, self.signature_validity
+        )
+
+    @property
+    def zsk_rollover(self) -> RollPolicy | None:
+        """The policy for `rollover.ensure`: None when no ZSK rolls automatically (`keys:
+        csk`, no `zsk_lifetime`, or `key_files`, whose times are the files' own)."""
+        if self.key_files or self.keys != "ksk+zsk" or not self.zsk_lifetime:
+            return None
+        return self.rollover
+
 
 _FQDN: TypeAdapter[str] = TypeAdapter(Fqdn)
 
@@ -88,6 +130,7 @@ def dnssec_problems(
     """Resolve each zone's `key_files` against `base`, then what is wrong with its
     `dnssec:` section as (setting, message); `zones`: origin → (provider, section)."""
     problems: list[tuple[YamlPath, str]] = []
+    clustered = data.get("cluster") is not None
     raw_zones = data.get("zones")
     for key in raw_zones if isinstance(raw_zones, dict) else ():
         try:
@@ -108,6 +151,15 @@ def dnssec_problems(
                 )
             )
             continue
+        if clustered and not section.key_files:
+            problems.append(
+                (
+                    path,
+                    "in a cluster every node must sign with the same keys: generate them once "
+                    "(dnsfailover dnssec keys ... or dnssec-keygen) and list them in key_files "
+                    "on every node",
+                )
+            )
         problems += _key_file_problems(origin, section, path)
     return problems
 
