@@ -234,7 +234,8 @@ def plan_zsk(
     olds = chain[:-1]
     if due is not None and now >= due:
         switch = _up(now + dnskey_ttl + policy.propagation)
-        actions.append(NewKey("zsk", Timing(publish=_up(now), activate=switch)))
+        timing = Timing(publish=_up(now), activate=switch).linked(predecessor=current.tag)
+        actions.append(NewKey("zsk", timing))
         olds = chain
     for old in olds:
         inactive = max(switch, _up(now))
@@ -289,12 +290,19 @@ def _seps(keyset: KeySet, now: float) -> list[SigningKey]:
 
 
 def ksk_roll(keyset: KeySet, now: float) -> KskRoll | None:
-    """The KSK or CSK rollover in progress at `now`, if any."""
+    """The KSK or CSK rollover in progress at `now`, if any: the new key is the one that
+    names the other as its predecessor (or that the other names as its successor, as
+    `dnssec-keygen -S` records), else the younger."""
     live = _seps(keyset, now)
     unretired = [k for k in live if k.timing.inactive is None]
     retiring = [k for k in live if k.timing.inactive is not None]
     if len(unretired) >= 2:
-        return KskRoll(unretired[0], unretired[-1], completed=False)
+        old, new = unretired[0], unretired[-1]
+        for a in unretired:
+            for b in unretired:
+                if b.timing.predecessor == a.tag or a.timing.successor == b.tag:
+                    old, new = a, b
+        return KskRoll(old, new, completed=False)
     if len(unretired) == 1 and retiring:
         return KskRoll(retiring[-1], unretired[0], completed=True)
     return None
@@ -328,13 +336,15 @@ def plan_ksk_start(keyset: KeySet, now: float, role: Role) -> NewKey:
             f"{when(roll.old.timing.delete)}; start the next one after that"
         )
     live = _seps(keyset, now)
-    if not [k for k in live if active(k, now)]:
+    signing = [k for k in live if active(k, now)]
+    if not signing:
         raise RolloverError(
             f"{keyset.zone} has no active KSK or CSK to roll from (see `dnssec keys`)"
         )
     # a second after the old key's birth at least: which key is the new one is their order
     start = max(_up(now), *((_born(k) or 0.0) + 1 for k in live))
-    return NewKey(role, Timing(publish=start, activate=start, sync_publish=start))
+    timing = Timing(publish=start, activate=start, sync_publish=start)
+    return NewKey(role, timing.linked(predecessor=signing[-1].tag))
 
 
 def plan_ksk_complete(

@@ -41,9 +41,20 @@ class Timing:
     delete: float | None = None
     sync_publish: float | None = None
     sync_delete: float | None = None
+    # the key this one replaces / that replaces it (tags), as `dnssec-keygen -S` records
+    predecessor: int | None = None
+    successor: int | None = None
 
     def replace(self, **changes: float | None) -> Timing:
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def linked(self, predecessor: int | None = None, successor: int | None = None) -> Timing:
+        """These times, with a predecessor or successor recorded."""
+        return dataclasses.replace(
+            self,
+            predecessor=self.predecessor if predecessor is None else predecessor,
+            successor=self.successor if successor is None else successor,
+        )
 
     def items(self) -> list[tuple[str, float]]:
         """(BIND's name, time) of every time that is set, in BIND's order."""
@@ -67,8 +78,11 @@ class Timing:
         return self.replace(**changes)
 
     def private_fields(self) -> str:
-        """The lines of a `.private` file that hold the times."""
-        return "".join(f"{name}: {bind_time(t)}\n" for name, t in self.items())
+        """The lines of a `.private` file that hold the times (and the links)."""
+        links = [("Predecessor", self.predecessor), ("Successor", self.successor)]
+        return "".join(f"{name}: {bind_time(t)}\n" for name, t in self.items()) + "".join(
+            f"{name}: {tag}\n" for name, tag in links if tag is not None
+        )
 
     def key_comments(self) -> str:
         """The comment lines of a `.key` file that show the times."""
@@ -109,4 +123,9 @@ def from_fields(fields: dict[str, str]) -> Timing:
             times[name] = parse_bind_time(value)
         except ValueError:
             raise ValueError(bind) from None
-    return Timing().replace(**times)
+    links: dict[str, int] = {}
+    for name in ("predecessor", "successor"):
+        words = fields.get(name, "").split()
+        if words and words[0].isdigit() and int(words[0]) < 65536:
+            links[name] = int(words[0])
+    return Timing().replace(**times).linked(**links)
