@@ -91,7 +91,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         (f"dnsfailover dnssec ds {CFG} example.test.", "the DS records for the parent"),
         (
             f"dnsfailover dnssec keys {CFG} example.test. --state /var/lib/dnsfailover/state.db",
-            "the zone's keys and their files",
+            "the zone's keys, their states and times, and the rollovers in progress",
+        ),
+        (f"dnsfailover dnssec rollover {CFG} example.test.", "start a KSK or CSK rollover"),
+        (
+            f"dnsfailover dnssec rollover {CFG} example.test. --complete --parent 192.0.2.53",
+            "complete it once the parent's server serves the new DS",
         ),
     ],
 }
