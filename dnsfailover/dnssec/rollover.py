@@ -27,6 +27,16 @@ For the re-signer (pure; the clock is a parameter):
 - KSK/CSK rollover, double-KSK with CDS (RFC 7583 §3.3.2, RFC 7344), started and completed
   by the operator (`dnsfailover dnssec rollover`): `start_ksk` / `complete_ksk` (writing),
   `plan_ksk_start` / `plan_ksk_complete` (pure), `ksk_roll` (the rollover in progress).
+  That command changes the key files from outside the node: read them again (`ensure`) on
+  every tick and at least every `propagation_delay` (the times it writes count on a node
+  serving a change within that delay), or when the key directory's mtime changes.
+
+Signing with a `KeyState`: the DNSKEY RRset is `[k.dnskey for k in st.published]`, signed
+by `st.ksks`; the CDS/CDNSKEY RRsets are `sign.cds(st.cds_keyset, ttl)` (none when
+`st.cds` is empty), signed by `st.ksks`; every other RRset and the NSEC/NSEC3 chain are
+signed by `st.zsks`.  (`sign.dnskey` and `sign_zone` take a `KeySet` and sign with all its
+keys by role: give them `KeySet(zone, st.published)` only when no key is published without
+signing, or sign with the lists above.)
 """
 
 from __future__ import annotations
