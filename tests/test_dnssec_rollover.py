@@ -20,7 +20,7 @@ from dnssec_support import NOW, ORIGIN, config, kzonecheck, tool, verify, zone_r
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsfailover.dnssec import keys, rollover, sign
+from dnsfailover.dnssec import keys, rollover, sign, status
 from dnsfailover.dnssec.keys import KeySet, SigningKey
 from dnsfailover.dnssec.rollover import KeyState, Policy
 from dnsfailover.dnssec.timing import Timing
@@ -456,3 +456,38 @@ def test_every_phase_of_the_rollovers_is_a_zone_bind_and_knot_accept(
         if mode == "ksk+zsk" or len(now.published) == 1:
             knot = kzonecheck(path)
             assert knot.returncode == 0, (i, knot.stdout + knot.stderr)
+
+
+def test_describe_says_what_each_key_does_for_the_status_api() -> None:
+    policy = Policy(30 * DAY, HOUR, 14 * DAY)
+    first = Timing(created=T0, publish=T0, activate=T0)
+    keyset = KeySet(ZONE, (_key("ksk", first), _key("zsk", first)))
+    now = T0 + 30 * DAY
+    keyset, (zsk2,) = rollover.apply(
+        keyset, rollover.plan_zsk(keyset, now, policy, HOUR, DAY), None, now
+    )
+    keyset, (ksk2,) = rollover.apply(
+        keyset, [rollover.plan_ksk_start(keyset, now, "ksk")], None, now
+    )
+    seen = status.describe(keyset, now + 60, zsk=policy, dnskey_ttl=HOUR, propagation=HOUR)
+    states = {k["tag"]: (k["role"], k["state"], k["cds"]) for k in seen["keys"]}
+    ksk, zsk = keyset.keys[0].tag, keyset.keys[1].tag
+    assert states == {
+        ksk: ("ksk", "active", True),
+        zsk: ("zsk", "active", False),
+        zsk2.tag: ("zsk", "published", False),
+        ksk2.tag: ("ksk", "active", True),
+    }
+    assert seen["next_change"] == now + 2 * HOUR  # the new ZSK signs, the old one stops
+    assert seen["next_zsk_rollover"] == now + 2 * HOUR + 30 * DAY - 2 * HOUR
+    assert seen["problems"] == []
+    lines = seen["rollovers"]
+    assert lines[0].startswith(f"rollover: KSK {ksk} -> {ksk2.tag} started ")
+    assert f"rollover: ZSK {zsk2.tag} signs from " in lines[1]
+    assert f"rollover: ZSK {zsk} signs until " in lines[2]
+    later = now + 2 * HOUR
+    assert status.key_state(keyset.keys[1], later) == "retired"
+    gone = keyset.keys[1].timing.delete
+    assert gone is not None
+    assert status.key_state(keyset.keys[1], gone) == "removed"
+    assert status.key_state(zsk2, now - 1) == "pending"

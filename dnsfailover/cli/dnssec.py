@@ -95,7 +95,7 @@ def cmd_ds(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from dnsfailover.dnssec import rollover
+    from dnsfailover.dnssec import rollover, status
     from dnsfailover.dnssec.keys import ALGORITHMS
 
     loaded = _keyset(args)
@@ -110,70 +110,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
         cds = "yes" if key in rollover.state(found, now, section.cds).cds else "no"
         print(
             f"{key.tag:>5}  {algorithm:<19} {key.role:<4} {key.flags:>5}  "
-            f"{_key_state(key, now):<9} {cds:<4} {files}"
+            f"{status.key_state(key, now):<9} {cds:<4} {files}"
         )
         t = key.timing
         print(
             f"{'':>7}published {rollover.when(t.publish)}, active {rollover.when(t.activate)}, "
             f"inactive {rollover.when(t.inactive)}, removed {rollover.when(t.delete)}"
         )
-    for line in _rollovers(found, section, now):
+    lines = status.rollovers(
+        found, now, section.zsk_rollover, section.dnskey_ttl, section.propagation_delay
+    )
+    for line in lines:
         print(line)
     return EXIT_OK
-
-
-def _key_state(key: SigningKey, now: float) -> str:
-    """pending (not published yet), published (not signing: pre-published or standby),
-    active, retired (published, no longer signing) or removed."""
-    from dnsfailover.dnssec import rollover
-
-    t = key.timing
-    if rollover.active(key, now):
-        return "active"
-    if rollover.published(key, now):
-        return "retired" if t.inactive is not None and t.inactive <= now else "published"
-    return "pending" if t.publish is not None and now < t.publish else "removed"
-
-
-def _rollovers(keyset: KeySet, section: DnssecConfig, now: float) -> list[str]:
-    """What `dnssec keys` says of the rollovers in progress and the next ZSK rollover."""
-    from dnsfailover.dnssec import rollover
-
-    when = rollover.when
-    out = []
-    roll = rollover.ksk_roll(keyset, now)
-    if roll is not None:
-        kind = roll.new.role.upper()
-        if roll.completed:
-            out.append(
-                f"rollover: {kind} {roll.old.tag} -> {roll.new.tag} completed: "
-                f"{roll.old.tag} signs until {when(roll.old.timing.inactive)} and is removed "
-                f"at {when(roll.old.timing.delete)}"
-            )
-        else:
-            start = roll.new.timing.publish or now
-            ready = start + section.dnskey_ttl + section.propagation_delay
-            out.append(
-                f"rollover: {kind} {roll.old.tag} -> {roll.new.tag} started "
-                f"{when(start)}: once the parent serves the DS of {roll.new.tag} "
-                f"(`dnssec ds`), and not before {when(ready)}, run `dnsfailover dnssec "
-                "rollover CONFIG ZONE --complete`"
-            )
-    zsks = [k for k in keyset.keys if k.role == "zsk" and rollover.published(k, now)]
-    for new in zsks:
-        if not rollover.active(new, now) and new.timing.activate is not None:
-            out.append(f"rollover: ZSK {new.tag} signs from {when(new.timing.activate)}")
-    for old in zsks:
-        if old.timing.inactive is not None:
-            out.append(
-                f"rollover: ZSK {old.tag} signs until {when(old.timing.inactive)}, "
-                f"removed at {when(old.timing.delete)}"
-            )
-    policy = section.zsk_rollover
-    due = rollover.zsk_due(keyset, policy, section.dnskey_ttl) if policy else None
-    if due is not None:
-        out.append(f"next ZSK rollover: {when(max(due, now))} (zsk_lifetime)")
-    return out
 
 
 def _max_ttl(zone: ZoneConfig, origin: str, section: DnssecConfig) -> int:

@@ -386,12 +386,6 @@ def plan_ksk_complete(
             f"{when(roll.old.timing.delete)}"
         )
     new = roll.new
-    if not active(new, now) or new.timing.inactive is not None or new.timing.delete is not None:
-        raise RolloverError(
-            f"the new key {new.tag} does not sign from now on (Activate "
-            f"{when(new.timing.activate)}, Inactive {when(new.timing.inactive)}, Delete "
-            f"{when(new.timing.delete)}): the zone would be left without a KSK"
-        )
     since = new.timing.publish if new.timing.publish is not None else now
     cached = since + dnskey_ttl + policy.propagation
     if now < cached:
@@ -400,6 +394,12 @@ def plan_ksk_complete(
             f"{when(cached)} (published {when(since)}, + the DNSKEY TTL and propagation "
             "delay): once its CDS is gone the parent may drop the old DS, so complete "
             "after that"
+        )
+    if not active(new, now) or new.timing.inactive is not None or new.timing.delete is not None:
+        raise RolloverError(
+            f"the new key {new.tag} does not sign from now on (Activate "
+            f"{when(new.timing.activate)}, Inactive {when(new.timing.inactive)}, Delete "
+            f"{when(new.timing.delete)}): the zone would be left without a KSK"
         )
     inactive = _up(max(now + ds_ttl + policy.propagation, since + dnskey_ttl + policy.propagation))
     tail = dnskey_ttl + policy.propagation
