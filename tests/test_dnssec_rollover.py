@@ -491,3 +491,20 @@ def test_describe_says_what_each_key_does_for_the_status_api() -> None:
     assert gone is not None
     assert status.key_state(keyset.keys[1], gone) == "removed"
     assert status.key_state(zsk2, now - 1) == "pending"
+
+
+def test_a_csk_zone_turned_ksk_plus_zsk_pre_publishes_its_first_zsk(tmp_path: Path) -> None:
+    """The CSK becomes the KSK and goes on signing the data until the new ZSK's DNSKEY is
+    in every cache: no moment where data is signed by a key a validator may not have."""
+    directory = tmp_path / "k"
+    (csk,) = keys.ensure(directory, ORIGIN, 13, "csk", T0).keys
+    now = T0 + DAY
+    keyset = rollover.ensure(directory, ORIGIN, 13, "ksk+zsk", now, Policy(), HOUR, DAY)
+    (zsk,) = [k for k in keyset.keys if k.role == "zsk"]
+    assert (zsk.timing.publish, zsk.timing.activate) == (now, now + 2 * HOUR)
+    before = rollover.state(keyset, now + 2 * HOUR - 1)
+    assert [k.tag for k in before.zsks] == [csk.tag]
+    assert {k.tag for k in before.published} == {csk.tag, zsk.tag}
+    after = rollover.state(keyset, now + 2 * HOUR)
+    assert [k.tag for k in after.zsks] == [zsk.tag]
+    assert [k.tag for k in after.ksks] == [csk.tag]

@@ -58,7 +58,8 @@ def _keyset(args: argparse.Namespace) -> tuple[DnssecConfig, KeySet] | None:
     if section.key_paths:
         return section, keys.load(section.key_paths, origin, section.algorithm, section.keys)
     directory = keys.keys_directory(args.state, origin)
-    made = keys.ensure(directory, origin, section.algorithm, section.keys)
+    lead = section.dnskey_ttl + section.propagation_delay
+    made = keys.ensure(directory, origin, section.algorithm, section.keys, lead=lead)
     for key in made.keys:
         files = key.files
         if files is not None and files[0] in made.generated:

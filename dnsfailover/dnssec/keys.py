@@ -20,6 +20,7 @@ import binascii
 import contextlib
 import dataclasses
 import fcntl
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -383,18 +384,26 @@ def keys_directory(state: str | os.PathLike[str], zone: str) -> Path:
 
 
 def ensure(
-    directory: Path, zone: str, algorithm: int, mode: KeyMode, now: float | None = None
+    directory: Path,
+    zone: str,
+    algorithm: int,
+    mode: KeyMode,
+    now: float | None = None,
+    lead: float = 0.0,
 ) -> KeySet:
     """`zone`'s keys in `directory`, generating (and writing) those missing; a lock keeps
     two processes (a node and `dnssec ds`) from both generating.  A key is made for a role
-    only when the directory has none with that role's flags (whatever their times).
+    only when the directory has none with that role's flags (whatever their times).  One
+    made beside keys already there (a `csk` zone turned `ksk+zsk`) is published now and
+    signs `lead` seconds later (the DNSKEY TTL + the propagation delay: once every cache
+    has its DNSKEY); the keys there sign until then (`rollover.state`).
 
     :raises KeyFileError: a key file there is wrong, or there are keys of another
         algorithm only (an algorithm rollover is never done behind the operator's back).
     """
     prepare(directory)
     with locked(directory):
-        return ensure_locked(directory, zone, algorithm, mode, now)
+        return ensure_locked(directory, zone, algorithm, mode, now, lead)
 
 
 def prepare(directory: Path) -> None:
@@ -413,7 +422,12 @@ def scan(directory: Path, zone: str | dns.name.Name) -> list[SigningKey]:
 
 
 def ensure_locked(
-    directory: Path, zone: str, algorithm: int, mode: KeyMode, now: float | None = None
+    directory: Path,
+    zone: str,
+    algorithm: int,
+    mode: KeyMode,
+    now: float | None = None,
+    lead: float = 0.0,
 ) -> KeySet:
     """`ensure`, for a caller that holds `locked(directory)` already."""
     origin = _name(zone)
@@ -435,7 +449,11 @@ def ensure_locked(
         if have:
             keys += [k.with_role(role) for k in have]
             continue
-        key = write(fresh(origin, algorithm, flags, role, found + keys), directory, now)
+        key = fresh(origin, algorithm, flags, role, found + keys)
+        if ours and lead > 0:
+            start = float(int(time.time() if now is None else now))
+            key = key.with_timing(Timing(publish=start, activate=float(math.ceil(start + lead))))
+        key = write(key, directory, now)
         keys.append(key)
         made += list(key.files or ())
     return KeySet(origin, tuple(keys), tuple(made))

@@ -7,7 +7,8 @@ For the re-signer (pure; the clock is a parameter):
   `published`: the keys whose DNSKEY is in the DNSKEY RRset now (Publish <= now < Delete);
   `ksks`: the KSKs and CSKs that sign the DNSKEY RRset (and CDS, CDNSKEY) now;
   `zsks`: the ZSKs and CSKs that sign every other RRset now (a key signs when it is
-  published and Activate <= now < Inactive);
+  published and Activate <= now < Inactive), the KSKs while no ZSK signs (a `csk` zone
+  turned `ksk+zsk` while its first ZSK is pre-published);
   `cds`: the published KSKs and CSKs whose CDS and CDNSKEY are in the zone now
   (SyncPublish <= now < SyncDelete), none when `cds` is False; `state.cds_keyset` is the
   `KeySet` to give `sign.cds`.
@@ -126,11 +127,15 @@ def state(keyset: KeySet, now: float, cds: bool = True) -> KeyState:
     """The keys `keyset`'s zone publishes and signs with at `now` (see the module's doc)."""
     shown = tuple(k for k in keyset.keys if published(k, now))
     signing = [k for k in shown if active(k, now)]
+    ksks = tuple(k for k in signing if k.role in ("csk", "ksk"))
+    # no ZSK signs yet (a csk zone turned ksk+zsk pre-publishes its first ZSK): the KSKs
+    # go on signing the data, as they did as CSKs
+    zsks = tuple(k for k in signing if k.role in ("csk", "zsk")) or ksks
     return KeyState(
         keyset,
         shown,
-        tuple(k for k in signing if k.role in ("csk", "ksk")),
-        tuple(k for k in signing if k.role in ("csk", "zsk")),
+        ksks,
+        zsks,
         tuple(k for k in shown if cds and k.role in ("csk", "ksk") and _syncing(k, now)),
     )
 
@@ -268,8 +273,9 @@ def ensure(
     under the directory's lock: a node calls it on every re-sign tick, with generated keys
     only (`key_files` keys roll by their files' times, set with `dnssec-settime`)."""
     keys.prepare(directory)
+    lead = dnskey_ttl + (policy or Policy()).propagation
     with keys.locked(directory):
-        keyset = keys.ensure_locked(directory, zone, algorithm, mode, now)
+        keyset = keys.ensure_locked(directory, zone, algorithm, mode, now, lead)
         if policy is None or mode != "ksk+zsk":
             return keyset
         actions = plan_zsk(keyset, now, policy, dnskey_ttl, max_zone_ttl)
