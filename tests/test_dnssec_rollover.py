@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -508,3 +509,31 @@ def test_a_csk_zone_turned_ksk_plus_zsk_pre_publishes_its_first_zsk(tmp_path: Pa
     after = rollover.state(keyset, now + 2 * HOUR)
     assert [k.tag for k in after.zsks] == [zsk.tag]
     assert [k.tag for k in after.ksks] == [csk.tag]
+
+
+def test_a_successor_made_by_dnssec_keygen_is_followed(tmp_path: Path) -> None:
+    """key_files roll by BIND's tools: `dnssec-keygen -S` makes a successor (its times and
+    the Predecessor/Successor links in the files); we publish and sign as they say."""
+
+    def bind(*args: str) -> str:
+        done = subprocess.run([*args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    keygen = [tool("dnssec-keygen"), "-q", "-a", "ECDSAP256SHA256", "-f", "KSK"]
+    old = bind(*keygen, "-P", "now-30d", "-A", "now-30d", "-I", "now+2d", "-D", "now+4d", ORIGIN)
+    new = bind(tool("dnssec-keygen"), "-q", "-S", f"{old}.key", "-i", "1d")
+    found = keys.load([tmp_path / old, tmp_path / new], ORIGIN, 13, "csk")
+    first, second = found.keys
+    assert second.timing.predecessor == first.tag
+    assert first.timing.successor == second.tag
+    assert rollover.state(found, time.time()).published == (first,)
+    assert second.timing.publish is not None
+    now = rollover.state(found, second.timing.publish)
+    assert now.published == (first, second)  # pre-published a day before the old one ends
+    assert now.ksks == (first,)
+    roll = rollover.ksk_roll(found, second.timing.publish)
+    assert roll == rollover.KskRoll(first, second, completed=True)
+    assert second.timing.activate is not None
+    later = rollover.state(found, second.timing.activate)
+    assert later.ksks == later.zsks == (second,)
