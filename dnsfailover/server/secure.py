@@ -46,6 +46,8 @@ QUANTUM = 3600
 """Signing times are rounded down to this (seconds): see the module's docstring."""
 SOA, NS, DS, DNSKEY, CDS, CDNSKEY, RRSIG = 6, 2, 43, 48, 59, 60, 46
 KSK_SIGNED = frozenset({DNSKEY, CDS, CDNSKEY})
+SIGNER_SETS = (DNSKEY, CDS, CDNSKEY, NSEC3PARAM)
+"""The apex RRsets the signer adds to a zone's data."""
 _IN = 1
 _CACHE = 131_072
 
@@ -138,10 +140,17 @@ class ZoneSigner:
         now = self.clock()
         return now - now % QUANTUM
 
-    def due(self, sigs: Sigs, now: float) -> bool:
-        """Whether `sigs` need re-making at `now` (less than `refresh` of validity left)."""
-        left = min((expiration(s) for s in sigs), default=0) - now
+    def due(self, sigs: Sigs, at: float | None = None) -> bool:
+        """Whether `sigs` need re-making at `at` (default: now): less than `refresh` of the
+        validity left."""
+        left = min((expiration(s) for s in sigs), default=0) - (self.clock() if at is None else at)
         return left < self.policy.refresh * self.policy.validity
+
+    @property
+    def window(self) -> float:
+        """A refresh re-makes what is due within this much time too (the expiry jitter's
+        spread, at least an hour): one re-signing publish per window, not one a second."""
+        return max(3600.0, self.policy.jitter * self.policy.validity)
 
     def apex_sets(self, origin: Labels) -> list[tuple[int, tuple[RR, ...]]]:
         """The RRsets the signer adds at the apex: DNSKEY, CDS and CDNSKEY (`cds`), and
@@ -176,7 +185,7 @@ class ZoneSigner:
         key = (owner, code, ttl, rdatas)
         with self._lock:
             found = self._cache.get(key)
-        if found is not None and not self.due(found, now):
+        if found is not None and not self.due(found):
             return found
         sigs = self._make(rrs[0].rname, name, code, ttl, rdatas, now)
         with self._lock:
@@ -226,11 +235,12 @@ def owned(sigs: Sigs, owner: DNSLabel | None, ttl: int | None = None) -> Sigs:
 class _Sets:
     """Signs served sets: plain, weighted (each choice too) and steered groups."""
 
-    def __init__(self, signer: ZoneSigner, now: float, served: Served) -> None:
-        self.signer, self.now, self.served = signer, now, served
+    def __init__(self, signer: ZoneSigner, now: float, served: Served, fresh: bool = False) -> None:
+        self.signer, self.now, self.served, self.fresh = signer, now, served, fresh
 
     def one(self, at: SetKey, rrs: tuple[RR, ...], weighted: bool | None = None) -> Signed:
-        sign, cached = self.signer.sign, at in self.served.managed
+        # a refresh signs anew (the cache's copy is as old as the one it replaces)
+        sign, cached = self.signer.sign, at in self.served.managed and not self.fresh
         whole = sign(at[0], at[1], rrs, self.now, cached)
         if weighted is None:
             weighted = at in self.served.weighted
@@ -359,26 +369,28 @@ def update_secure(
 
 
 def _refreshed(secure: Secure, served: Served, now: float) -> Secure:
-    """Every due signature re-made (the data is the same)."""
+    """Every signature due within the refresh window re-made (the data is the same)."""
     signer = secure.signer
-    due = signer.due
-    sets = _Sets(signer, now, served)
+    horizon = signer.clock() + signer.window
+
+    def due(sigs: Sigs) -> bool:
+        return signer.due(sigs, horizon)
+
+    sets = _Sets(signer, now, served, fresh=True)
     signed = {
-        key: (
-            sets.one(key, served.rrsets[key]) if any(due(s, now) for s in value.sigs()) else value
-        )
+        key: sets.one(key, served.rrsets[key]) if any(map(due, value.sigs())) else value
         for key, value in secure.sets.items()
     }
     groups = {
         at: (
             sets.groups(at, *served.steered[at])
-            if any(due(s, now) for v in by_group.values() for s in v.sigs())
+            if any(due(s) for v in by_group.values() for s in v.sigs())
             else by_group
         )
         for at, by_group in secure.groups.items()
     }
     chain = secure.chain
-    stale = {k: r for k, r in chain.records.items() if due(r[1], now)}
+    stale = {k: r for k, r in chain.records.items() if due(r[1])}
     if stale:
         make = signer.record(now)
         records = dict(chain.records)
