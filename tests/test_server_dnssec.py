@@ -19,14 +19,11 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
-from dnssec_support import NOW, ORIGIN, config, keyset, zone_rrsets
+from dnssec_support import NOW, ORIGIN, Clock, config, content, keyset, zone_rrsets
 
 from dnsfailover.config.schema import Config
 from dnsfailover.dnssec import denial, sign
 from dnsfailover.dnssec.sign import DAY, Policy
-from dnsfailover.engine.decide import decide
-from dnsfailover.engine.values import EngineState
-from dnsfailover.model import State, ZoneContent
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.secure import QUANTUM, ZoneSigner
 from dnsfailover.server.wire import respond
@@ -34,20 +31,6 @@ from dnsfailover.server.zone import ZoneSnapshot
 
 Z = dns.name.from_text(ORIGIN)
 RRSIG, NSEC, NSEC3 = dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def content(cfg: Config, down: tuple[str, ...] = ()) -> ZoneContent:
-    health = {key: State.DOWN if any(d in key for d in down) else State.UP for key in cfg.votes()}
-    (zone,) = decide(cfg, health, EngineState(), NOW).zones
-    return zone
 
 
 def signer_for(cfg: Config, tmp: Path, clock: Callable[[], float] | None = None) -> ZoneSigner:
