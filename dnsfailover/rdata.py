@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import dns.exception
 import dns.name
-from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RD, SRV, A, DNSLabel
+from dnslib import AAAA, CNAME, DS, MX, NS, PTR, QTYPE, RD, SRV, A, DNSLabel
 
 from dnsfailover.errors import DnsFailoverError
 
@@ -198,6 +198,26 @@ def _caa(value: str) -> RD:
     return RD(bytes([int(flags), len(tag)]) + tag + data)
 
 
+def _ds(value: str) -> RD:
+    """A delegation's DS (RFC 4034 §5.3): key tag, algorithm, digest type, hex digest (which
+    may be split by spaces, as `dnssec-dsfromkey` and dig print it)."""
+    tokens = value.split()
+    if len(tokens) < 4:
+        raise ZoneBuildError(f"DS value {value!r} needs key tag, algorithm, digest type, digest")
+    tag, algorithm, digest_type = tokens[:3]
+    try:
+        digest = bytes.fromhex("".join(tokens[3:]))
+    except ValueError as e:
+        raise ZoneBuildError(f"DS digest of {value!r} is not hexadecimal") from e
+    if (
+        not algorithm.isdigit()
+        or not digest_type.isdigit()
+        or max(int(algorithm), int(digest_type)) > 255
+    ):
+        raise ZoneBuildError(f"DS algorithm and digest type of {value!r} must be integers 0-255")
+    return DS(_u16(tag, "DS key tag"), int(algorithm), int(digest_type), digest)
+
+
 PARSERS: dict[str, Callable[[str], RD]] = {
     "A": _a,
     "AAAA": _aaaa,
@@ -208,6 +228,7 @@ PARSERS: dict[str, Callable[[str], RD]] = {
     "SRV": _srv,
     "TXT": _txt,
     "CAA": _caa,
+    "DS": _ds,
 }
 """Record types the embedded server can serve, and how to parse their values."""
 

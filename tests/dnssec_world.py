@@ -257,6 +257,7 @@ options {{
     recursion {"yes" if recursion else "no"};
     dnssec-validation {validation};
     notify no;
+    empty-zones-enable no;
 }};
 controls {{ }};
 """
