@@ -252,6 +252,7 @@ def options(directory: Path, listen: Sequence[str], *, recursion: bool) -> str:
 options {{
     directory "{directory}";
     pid-file "{directory}/named.pid";
+    session-keyfile "{directory}/session.key";
     listen-on port 53 {{ {" ".join(f"{a};" for a in listen)} }};
     listen-on-v6 {{ none; }};
     recursion {"yes" if recursion else "no"};
