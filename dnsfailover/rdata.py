@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import dns.exception
 import dns.name
-from dnslib import AAAA, CNAME, DS, MX, NS, PTR, QTYPE, RD, SRV, A, DNSLabel
+from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RD, SRV, A, DNSLabel
 
 from dnsfailover.errors import DnsFailoverError
 
@@ -199,23 +199,19 @@ def _caa(value: str) -> RD:
 
 
 def _ds(value: str) -> RD:
-    """A delegation's DS (RFC 4034 §5.3): key tag, algorithm, digest type, hex digest (which
-    may be split by spaces, as `dnssec-dsfromkey` and dig print it)."""
-    tokens = value.split()
-    if len(tokens) < 4:
-        raise ZoneBuildError(f"DS value {value!r} needs key tag, algorithm, digest type, digest")
-    tag, algorithm, digest_type = tokens[:3]
+    """A delegation signer (RFC 4034 §5.3): key tag, algorithm, digest type, hex digest."""
+    import dns.exception
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
     try:
-        digest = bytes.fromhex("".join(tokens[3:]))
-    except ValueError as e:
-        raise ZoneBuildError(f"DS digest of {value!r} is not hexadecimal") from e
-    if (
-        not algorithm.isdigit()
-        or not digest_type.isdigit()
-        or max(int(algorithm), int(digest_type)) > 255
-    ):
-        raise ZoneBuildError(f"DS algorithm and digest type of {value!r} must be integers 0-255")
-    return DS(_u16(tag, "DS key tag"), int(algorithm), int(digest_type), digest)
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.DS, value)
+    except (dns.exception.DNSException, ValueError) as e:
+        raise ZoneBuildError(
+            f"DS value {value!r}: {e} (want: key-tag algorithm digest-type hex-digest)"
+        ) from None
+    return RD(rdata.to_wire())
 
 
 PARSERS: dict[str, Callable[[str], RD]] = {

@@ -276,6 +276,7 @@ def signzone(zone_file: Path, zone: str, keys: Sequence[Path]) -> Path:
     """`dnssec-signzone` with `keys` (each signs everything: -z); returns the signed file."""
     signed = zone_file.with_suffix(".signed")
     cmd = [tool("dnssec-signzone"), "-z", "-o", zone, "-f", str(signed), "-K", str(keys[0].parent)]
+    cmd += ["-d", str(zone_file.parent)]  # its dsset- file, else in the current directory
     done = _run([*cmd, str(zone_file), *(str(k.with_suffix("")) for k in keys)])
     assert done.returncode == 0, done.stderr
     return signed

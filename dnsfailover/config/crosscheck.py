@@ -409,7 +409,6 @@ _SHAPES = {
     "MX": "'PRIORITY NAME', e.g. '10 mail.example.test.'",
     "SRV": "'PRIORITY WEIGHT PORT TARGET', e.g. '10 5 5060 sip.example.test.'",
     "CAA": "'FLAGS TAG VALUE', e.g. '0 issue \"letsencrypt.org\"'",
-    "DS": "'KEYTAG ALGORITHM DIGESTTYPE DIGEST', e.g. '12345 13 2 1F2E...' (dnssec-dsfromkey)",
 }
 
 
