@@ -19,35 +19,19 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
-from dnssec_support import NOW, ORIGIN, config, keyset, zone_rrsets
+from dnslib import DNSRecord
+from dnssec_support import NOW, ORIGIN, Clock, config, content, keyset, zone_rrsets
 
 from dnsfailover.config.schema import Config
 from dnsfailover.dnssec import denial, sign
 from dnsfailover.dnssec.sign import DAY, Policy
-from dnsfailover.engine.decide import decide
-from dnsfailover.engine.values import EngineState
-from dnsfailover.model import State, ZoneContent
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.secure import QUANTUM, ZoneSigner
-from dnsfailover.server.wire import respond
+from dnsfailover.server.wire import pack, respond
 from dnsfailover.server.zone import ZoneSnapshot
 
 Z = dns.name.from_text(ORIGIN)
 RRSIG, NSEC, NSEC3 = dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def content(cfg: Config, down: tuple[str, ...] = ()) -> ZoneContent:
-    health = {key: State.DOWN if any(d in key for d in down) else State.UP for key in cfg.votes()}
-    (zone,) = decide(cfg, health, EngineState(), NOW).zones
-    return zone
 
 
 def signer_for(cfg: Config, tmp: Path, clock: Callable[[], float] | None = None) -> ZoneSigner:
@@ -307,3 +291,45 @@ def test_the_fast_path_replays_signed_answers_exactly(tmp_path: Path) -> None:
         )
     )
     assert hits >= 5  # positive signed answers fit 512 bytes: replayed, not rebuilt
+
+
+class _In:
+    """Places every client of a steered name in one location group (the server's
+    `Placer` protocol; the geo lookup itself is tested in tests/test_server_steering.py)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    def place(self, name: str) -> str | None:
+        return self.group
+
+
+def test_each_location_group_has_its_own_signed_answer(tmp_path: Path) -> None:
+    from dnsfailover.model import RecordSet, SteeredSet
+
+    cfg = config()
+    zone = content(cfg)
+    key = ("www.example.test.", "A")
+    default = zone.managed[key]
+    eu = RecordSet(default.name, "A", default.ttl, ("192.0.2.77",))
+    steered = SteeredSet(default.name, "A", "us", {"us": default, "eu": eu})
+    zone = replace(zone, steered={key: steered})
+    signer = signer_for(cfg, tmp_path)
+    snap = ZoneSnapshot.build([zone], {ORIGIN: signer})
+    keys = dnskey(snap)
+    for group, want in (("eu", ["192.0.2.77"]), ("us", sorted(default.values))):
+        q = dns.message.make_query("www.example.test.", "A", want_dnssec=True)
+        request = DNSRecord.parse(q.to_wire())
+        reply = dns.message.from_wire(pack(snap.resolve(request, _In(group), do=True)))
+        served = [r for r in reply.answer if r.rdtype == dns.rdatatype.A]
+        assert sorted(rd.to_text() for r in served for rd in r) == want
+        validated(reply, keys)
+    made = signer.stats.signatures
+    moved = RecordSet(default.name, "A", default.ttl, ("192.0.2.78",))
+    later = replace(
+        zone,
+        soa=replace(zone.soa, serial=zone.soa.serial + 1),
+        steered={key: SteeredSet(default.name, "A", "us", {"us": default, "eu": moved})},
+    )
+    snap.update([(zone, later)])
+    assert signer.stats.signatures - made == 2  # the eu group's new answer, and the SOA

@@ -37,6 +37,7 @@ from dnsfailover.server.proofs import (
     Record,
     Sigs,
     build_chain,
+    raw_rr,
     record_rr,
     wire,
 )
@@ -60,10 +61,24 @@ class _Canonical(DNSBuffer):  # type: ignore[misc]  # dnslib is untyped
         self.encode_name_nocompress(DNSLabel([part.lower() for part in label.label]))
 
 
+_canonical: dict[int, tuple[object, bytes]] = {}
+"""Canonical wire forms by rdata object: a managed set's values are shared objects (see
+`rrsets._managed_rdata`), so a failover of ten thousand sets packs each address once.  The
+object is kept beside its wire form, so its id is not reused while the entry lives."""
+
+
 def canonical(rr: RR) -> bytes:
+    rdata = rr.rdata
+    found = _canonical.get(id(rdata))
+    if found is not None and found[0] is rdata:
+        return found[1]
     buffer = _Canonical()
-    rr.rdata.pack(buffer)
-    return bytes(buffer.data)
+    rdata.pack(buffer)
+    wire_form = bytes(buffer.data)
+    if len(_canonical) >= _CACHE:
+        _canonical.clear()
+    _canonical[id(rdata)] = (rdata, wire_form)
+    return wire_form
 
 
 def expiration(sig: RR) -> int:
@@ -209,7 +224,7 @@ class ZoneSigner:
         made = signer_core.sign_wire(wire(name), labels, code, ttl, rdatas, keys, now, self.policy)
         self.stats.seconds += time.thread_time() - started
         self.stats.signatures += len(made)
-        return tuple(RR(label, RRSIG, _IN, ttl, RD(sig)) for sig in made)
+        return tuple(raw_rr(label, RRSIG, ttl, RD(sig)) for sig in made)
 
     def record(self, now: float) -> Callable[[Labels, int, int, bytes], Record]:
         """A chain record maker signing at `now` (see `proofs.SignRecord`)."""
@@ -227,8 +242,7 @@ def owned(sigs: Sigs, owner: DNSLabel | None, ttl: int | None = None) -> Sigs:
     if owner is None and ttl is None:
         return sigs
     return tuple(
-        RR(owner or s.rname, s.rtype, s.rclass, s.ttl if ttl is None else ttl, s.rdata)
-        for s in sigs
+        raw_rr(owner or s.rname, RRSIG, s.ttl if ttl is None else ttl, s.rdata) for s in sigs
     )
 
 
@@ -296,10 +310,20 @@ def secure_zone(signer: ZoneSigner, served: Served) -> Secure:
     return _finish(secure, served, refreshed=False)
 
 
-def _finish(secure: Secure, served: Served, *, refreshed: bool) -> Secure:
+def _finish(
+    secure: Secure, served: Served, *, refreshed: bool, made: Iterable[Sigs] | None = None
+) -> Secure:
+    """`secure` with its negative SOA signatures and refresh time: from every signature,
+    or (`made`: the signatures an update made) the earlier of the old time and theirs:
+    replaced signatures are younger, so the time can only be early, never late (a refresh
+    that comes early re-makes what is due and computes it again)."""
     soa = secure.sets[served.origin, SOA].whole
     negative = owned(soa, None, served.negative_ttl)
-    return replace(secure, negative=negative, refresh_at=_refresh_at(secure), refreshed=refreshed)
+    if made is None:
+        at = _refresh_at(_all_sigs(secure), secure.signer.policy)
+    else:
+        at = min(secure.refresh_at, _refresh_at(made, secure.signer.policy))
+    return replace(secure, negative=negative, refresh_at=at, refreshed=refreshed)
 
 
 def _all_sigs(secure: Secure) -> Iterable[Sigs]:
@@ -312,9 +336,8 @@ def _all_sigs(secure: Secure) -> Iterable[Sigs]:
         yield sigs
 
 
-def _refresh_at(secure: Secure) -> float:
-    policy = secure.signer.policy
-    first = min((expiration(s) for sigs in _all_sigs(secure) for s in sigs), default=float("inf"))
+def _refresh_at(sigs: Iterable[Sigs], policy: Policy) -> float:
+    first = min((expiration(s) for group in sigs for s in group), default=float("inf"))
     return first - policy.refresh * policy.validity
 
 
@@ -330,6 +353,7 @@ def update_secure(
     None: the chain must be rebuilt (a name it does not know)."""
     signer = secure.signer
     now = signer.moment()
+    changed, steered = list(changed), list(steered)
     sets = _Sets(signer, now, served)
     signed = dict(secure.sets)
     types = secure.chain.types
@@ -364,7 +388,13 @@ def update_secure(
         chain = found
     fresh = replace(secure, sets=signed, groups=groups, chain=chain)
     if signer.clock() < secure.refresh_at:
-        return _finish(fresh, served, refreshed=False)
+        made = [
+            *(sig for key in [*changed, (served.origin, SOA)] if key in signed
+              for sig in signed[key].sigs()),
+            *(sig for at in steered for v in groups.get(at, {}).values() for sig in v.sigs()),
+            *(chain.records[chain.key(name)][1] for name in retyped),
+        ]  # fmt: skip
+        return _finish(fresh, served, refreshed=False, made=made)
     return _finish(_refreshed(fresh, served, now), served, refreshed=True)
 
 
