@@ -82,12 +82,6 @@ def cmd_ds(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_USAGE
     _, found = loaded
-    print(
-        f"warning: this version does not serve {found.zone} signed yet: a DS at the parent for"
-        " an unsigned zone makes validating resolvers refuse it; publish it only once the"
-        " server signs (docs/dnssec.md)",
-        file=sys.stderr,
-    )
     now = time.time()
     for key in found.ksks:  # the DS set the parent should hold: not the retired keys'
         if key.timing.inactive is None and (key.timing.delete is None or now < key.timing.delete):
