@@ -101,7 +101,7 @@ def _syncing(key: SigningKey, now: float) -> bool:
 class KeyState:
     """What the zone publishes and signs with at one moment (see the module's doc)."""
 
-    zone: KeySet
+    keyset: KeySet  # every key, whatever its times
     published: tuple[SigningKey, ...]
     ksks: tuple[SigningKey, ...]
     zsks: tuple[SigningKey, ...]
@@ -110,7 +110,7 @@ class KeyState:
     @property
     def cds_keyset(self) -> KeySet:
         """The keys whose CDS/CDNSKEY are published, for `sign.cds`."""
-        return KeySet(self.zone.zone, self.cds)
+        return KeySet(self.keyset.zone, self.cds)
 
     @property
     def problems(self) -> list[str]:
