@@ -73,7 +73,7 @@ def zone_rrsets(cfg: Config, down: tuple[str, ...] = ()) -> list[dns.rrset.RRset
 def keyset(cfg: Config, directory: Path) -> keys.KeySet:
     section = cfg.zones[ORIGIN].dnssec
     assert section is not None
-    return keys.ensure(directory, ORIGIN, section.algorithm, section.keys)
+    return keys.ensure(directory, ORIGIN, section.algorithm, section.keys, now=NOW)
 
 
 def signed(cfg: Config, directory: Path, down: tuple[str, ...] = ()) -> sign.SignedZone:

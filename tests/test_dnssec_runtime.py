@@ -12,6 +12,7 @@ import pytest
 from dnssec_support import NOW, ORIGIN, Clock, config, content
 
 from dnsfailover.config.schema import Config
+from dnsfailover.dnssec import rollover
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.values import EngineState
 from dnsfailover.model import State
@@ -99,3 +100,63 @@ def test_a_tier_failover_signed_ahead_signs_only_its_soa(tmp_path: Path) -> None
     assert signer.stats.signatures - before == 1  # the SOA: www's answer was signed ahead
     again = signing.warm_once(_Node(cfg, zones), NOW)  # type: ignore[arg-type]
     assert again[0] == 0  # nothing new to sign ahead
+
+
+def test_a_zsk_rollover_is_followed_by_the_served_zone(tmp_path: Path) -> None:
+    """Generated KSK+ZSK keys with a short ZSK lifetime: the node's key check at each step
+    of the pre-publish rollover gives a new signer, and the zone it serves publishes the
+    successor first, then signs with it, every answer validating against the DNSKEY set."""
+    import dns.dnssec
+    import dns.message
+    import dns.name
+    import dns.rdatatype
+
+    from dnsfailover.server.wire import respond
+
+    cfg = config("{keys: ksk+zsk, zsk_lifetime: 2h, dnskey_ttl: 300, propagation_delay: 60}")
+    clock = Clock()
+    signers = signing.zone_signers(cfg, tmp_path / "st.db", clock)
+    zones = EmbeddedZones()
+    zones.sign_with(signers)
+    zone = content(cfg)
+    serial = zone.soa.serial
+
+    def publish() -> None:
+        nonlocal serial
+        serial += 1
+        zones.put([replace(zone, soa=replace(zone.soa, serial=serial))])
+
+    def served() -> tuple[set[int], set[int]]:
+        """(the DNSKEY tags, the tags that sign www's A), both validated."""
+        origin = dns.name.from_text(ORIGIN)
+        out = []
+        for name, rtype in ((ORIGIN, "DNSKEY"), ("www.example.test.", "A")):
+            q = dns.message.make_query(name, rtype, want_dnssec=True)
+            out.append(dns.message.from_wire(respond(zones.snapshot, q.to_wire(), tcp=True) or b""))
+        keys = out[0].answer[0]
+        (data,) = [r for r in out[1].answer if r.rdtype == dns.rdatatype.A]
+        (sig,) = [r for r in out[1].answer if r.rdtype == dns.rdatatype.RRSIG]
+        dns.dnssec.validate(data, sig, {origin: keys}, now=clock.now)
+        return {dns.dnssec.key_id(k) for k in keys}, {s.key_tag for s in sig}
+
+    publish()
+    first_keys, first_signers = served()
+    assert len(first_keys) == 2
+    steps = []
+    while clock.now < NOW + 9000:  # as the node wakes: at each key event, else every 10 min
+        event = rollover.next_event(zones.signers[ORIGIN].keys, clock.now)
+        clock.now = min(clock.now + 600, event if event is not None else clock.now + 600)
+        fresh = signing.renewed(zones.signers)
+        if fresh:
+            zones.sign_with({**zones.signers, **fresh})
+        publish()
+        steps.append(served())
+    keys_seen = [k for k, _ in steps]
+    signing_seen = [s for _, s in steps]
+    assert any(len(k) == 3 for k in keys_seen)  # the successor published before it signs
+    new_zsk = next(iter(set().union(*keys_seen) - first_keys))
+    assert new_zsk in signing_seen[-1]
+    assert not first_signers & signing_seen[-1]
+    published_at = next(i for i, k in enumerate(keys_seen) if new_zsk in k)
+    signing_at = next(i for i, s in enumerate(signing_seen) if new_zsk in s)
+    assert signing_at > published_at  # pre-publish: it signs only once it can be cached

@@ -10,17 +10,19 @@ and the publish re-makes every signature that is due (so secondaries transfer th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from dnsfailover.alerts.alerter import Alerter
 from dnsfailover.alerts.notice import Notice
 from dnsfailover.config.schema import Config, ZoneConfig
-from dnsfailover.dnssec import keys
+from dnsfailover.dnssec import keys, rollover
 from dnsfailover.dnssec.keys import KeySet
+from dnsfailover.dnssec.status import describe
 from dnsfailover.engine.decide import decide
 from dnsfailover.engine.overrides import Override
 from dnsfailover.engine.simulate import resolve
@@ -35,11 +37,21 @@ log = logging.getLogger("dnsfailover.dnssec")
 
 MIN_SLEEP = 1.0
 MAX_SLEEP = 3600.0
+KEY_CHECK = 60.0
+"""How often the key files are read again: `dnsfailover dnssec rollover` changes them from
+outside, and the automatic ZSK rollover writes its next steps then."""
 
 
-def zone_keys(zone: ZoneConfig, origin: str, state: str | os.PathLike[str] | None) -> KeySet:
+def zone_keys(
+    zone: ZoneConfig,
+    origin: str,
+    state: str | os.PathLike[str] | None,
+    now: float | None = None,
+    max_ttl: float = 86400.0,
+) -> KeySet:
     """The keys `zone` signs with: its `key_files`, else those in the state directory
-    (generated there when missing; with no state file, in a directory beside the cwd).
+    (generated there when missing, and the automatic ZSK rollover's due steps written: see
+    `rollover.ensure`; with no state file, in a directory beside the cwd).
 
     :raises keys.KeyFileError: a key file is missing, unreadable, open to others or wrong.
     """
@@ -49,7 +61,16 @@ def zone_keys(zone: ZoneConfig, origin: str, state: str | os.PathLike[str] | Non
         return keys.load(section.key_paths, origin, section.algorithm, section.keys)
     where = state if state not in (None, ":memory:") else "dnsfailover.db"
     assert where is not None
-    found = keys.ensure(keys.keys_directory(where, origin), origin, section.algorithm, section.keys)
+    found = rollover.ensure(
+        keys.keys_directory(where, origin),
+        origin,
+        section.algorithm,
+        section.keys,
+        time.time() if now is None else now,
+        section.zsk_rollover,
+        section.dnskey_ttl,
+        max_ttl,
+    )
     for key in found.keys:
         files = key.files
         if files is not None and files[0] in found.generated:
@@ -65,6 +86,39 @@ def zone_keys(zone: ZoneConfig, origin: str, state: str | os.PathLike[str] | Non
     return found
 
 
+def _max_ttl(config: Config, origin: str) -> float:
+    """The longest TTL the zone serves (how long a resolver may cache a signature)."""
+    zone = config.zones[origin]
+    assert zone.dnssec is not None
+    ttls = [rs.ttl for rs in zone.static_records(origin)]
+    ttls += [r.ttl for o, _n, r in config.managed() if o == origin and r.ttl is not None]
+    return float(max([zone.dnssec.dnskey_ttl, *ttls]))
+
+
+def zone_signer(
+    config: Config,
+    origin: str,
+    state: str | os.PathLike[str] | None,
+    clock: Callable[[], float],
+) -> ZoneSigner:
+    """`origin`'s signer, with the keys as their files say now; its `renew` makes the next
+    one (the files read again: a rollover step, `dnssec rollover`)."""
+    zone = config.zones[origin]
+    section = zone.dnssec
+    assert section is not None
+    signer = ZoneSigner(
+        zone_keys(zone, origin, state, clock(), _max_ttl(config, origin)),
+        section.policy,
+        section.denial == "nsec3",
+        dnskey_ttl=section.dnskey_ttl,
+        cds=section.cds,
+        clock=clock,
+    )
+    signer.renew = functools.partial(zone_signer, config, origin, state, clock)
+    signer.zsk_policy = section.zsk_rollover
+    return signer
+
+
 def zone_signers(
     config: Config,
     state: str | os.PathLike[str] | None,
@@ -76,23 +130,40 @@ def zone_signers(
         section = zone.dnssec
         if section is None or zone.provider != "embedded":
             continue
-        signers[origin] = ZoneSigner(
-            zone_keys(zone, origin, state),
-            section.policy,
-            section.denial == "nsec3",
-            dnskey_ttl=int(getattr(section, "dnskey_ttl", 3600)),
-            cds=bool(getattr(section, "cds", True)),
-            clock=clock,
-        )
-        found = signers[origin].keys
-        log.info(
-            "dnssec: %s signed with %s (%s, %s)",
-            origin,
-            ", ".join(f"{k.role.upper()} {k.tag}" for k in found.keys),
-            keys.ALGORITHMS[found.keys[0].algorithm],
-            section.denial.upper(),
-        )
+        signers[origin] = signer = zone_signer(config, origin, state, clock)
+        log.info("dnssec: %s signed with %s (%s)", origin, _keys(signer), section.denial.upper())
     return signers
+
+
+def _keys(signer: ZoneSigner) -> str:
+    st = signer.state
+    return ", ".join(
+        f"{k.role.upper()} {k.tag} {keys.ALGORITHMS[k.algorithm]}"
+        + ("" if k in st.ksks or k in st.zsks else " (published)")
+        for k in st.published
+    )
+
+
+def renewed(current: Mapping[str, ZoneSigner]) -> dict[str, ZoneSigner]:
+    """The signers whose keys now do something else (a rollover step came, the files
+    changed): origin → its next signer.  A signer whose keys cannot be read stays, with its
+    problem said (status, metric, notice)."""
+    fresh: dict[str, ZoneSigner] = {}
+    for origin, signer in current.items():
+        if signer.renew is None:
+            continue
+        try:
+            new = signer.renew()
+        except keys.KeyFileError as e:
+            signer.stats.problem = f"cannot read its keys: {e}"
+            continue
+        if signer.stats.problem and signer.stats.problem.startswith("cannot read its keys"):
+            signer.stats.problem = None
+        if new.fingerprint != signer.fingerprint:
+            new.stats = signer.stats  # the counts go on
+            fresh[origin] = new
+            log.warning("dnssec: %s keys now: %s", origin, _keys(new))
+    return fresh
 
 
 async def signers(
@@ -114,23 +185,31 @@ def status(embedded: EmbeddedZones, now: float) -> dict[str, dict[str, Any]]:
         signer = secure.signer
         policy = signer.policy
         expiry = secure.refresh_at + policy.refresh * policy.validity
+        described = describe(
+            signer.keys,
+            now,
+            cds=signer.cds,
+            zsk=signer.zsk_policy,
+            dnskey_ttl=signer.dnskey_ttl,
+            propagation=signer.zsk_policy.propagation if signer.zsk_policy else 3600.0,
+        )
+        for key, found in zip(signer.keys.keys, described["keys"], strict=True):
+            found["ds"] = key.ds().to_text() if key.role != "zsk" else None
         out[origin] = {
-            "keys": [
-                {
-                    "tag": k.tag,
-                    "role": k.role,
-                    "algorithm": keys.ALGORITHMS.get(k.algorithm, str(k.algorithm)),
-                    "ds": k.ds().to_text() if k.role != "zsk" else None,
-                }
-                for k in signer.keys.keys
-            ],
+            **described,
             "denial": "nsec3" if signer.nsec3 else "nsec",
             "signatures_made": signer.stats.signatures,
             "signing_cpu_seconds": round(signer.stats.seconds, 3),
             "next_refresh": secure.refresh_at,
             "next_expiry": expiry,
             "last_refresh": signer.stats.last_refresh or None,
-            "problem": problem(origin, secure.refresh_at, expiry, signer.stats.problem, now),
+            "problem": problem(
+                origin,
+                secure.refresh_at,
+                expiry,
+                signer.stats.problem or "; ".join(described["problems"]) or None,
+                now,
+            ),
         }
     return out
 
@@ -240,6 +319,7 @@ async def resign(node: Signed, clock: Callable[[], float] = time.time) -> None:
 
 async def _resign(node: Signed, clock: Callable[[], float]) -> None:
     told: set[str] = set()
+    check_keys = clock() + KEY_CHECK
     alarmed: set[str] = set()
     while True:
         now = clock()
@@ -254,6 +334,16 @@ async def _resign(node: Signed, clock: Callable[[], float]) -> None:
                 log.warning("%s", message)
                 node.alerter.emit(Notice("dnssec", origin, message, now, "info"))
                 alarmed.discard(origin)
+        current = node.embedded.signers
+        events = [rollover.next_event(s.keys, now) for s in current.values()]
+        key_event = min((e for e in events if e is not None), default=check_keys)
+        if now >= min(check_keys, key_event):
+            check_keys = now + KEY_CHECK
+            fresh = await asyncio.to_thread(renewed, current)
+            if fresh:  # the next publish signs these zones anew with their new keys
+                node.embedded.sign_with({**current, **fresh})
+                node.publisher.resign |= set(fresh)
+                node.wake(force=True)
         secured = node.embedded.snapshot.secured()
         due = {o for o, s in secured.items() if s.refresh_at <= now}
         if due:
@@ -263,5 +353,5 @@ async def _resign(node: Signed, clock: Callable[[], float]) -> None:
             node.publisher.resign |= due
             node.wake(force=True)
         later = [s.refresh_at for o, s in secured.items() if o not in due]
-        wait = min(later, default=now + MAX_SLEEP) - now
+        wait = min([*later, check_keys, key_event]) - now
         await asyncio.sleep(min(MAX_SLEEP, max(MIN_SLEEP, wait)))

@@ -74,12 +74,18 @@ class EmbeddedZones:
         """`put`, with a zone built from scratch built on a thread (that takes seconds for a
         big zone; the event loop keeps answering TCP and running probes meanwhile).  A zone
         updated from its previous version is updated right here: it costs milliseconds, less
-        than handing a thread the GIL on a busy loop."""
+        than handing a thread the GIL on a busy loop (unless it re-signs much: new keys, or
+        signatures due)."""
         zones = list(zones)
         async with self._lock:  # builds start from the contents the previous one installed
             changes = self._changes(zones)
             small = sum(len(c.delta.added) if c.delta else INLINE_SETS for c in changes)
-            if small <= INLINE_SETS and all(c.delta and not c.delta.full for c in changes):
+            light = not any(self.snapshot.heavy(c.new.origin) for c in changes)
+            if (
+                small <= INLINE_SETS
+                and light
+                and all(c.delta and not c.delta.full for c in changes)
+            ):
                 self._install(*self._prepare(changes))
             else:
                 self._install(*await asyncio.to_thread(self._prepare, changes))

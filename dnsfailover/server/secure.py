@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from dnslib import RD, RR, DNSBuffer, DNSLabel
 
+from dnsfailover.dnssec import rollover
 from dnsfailover.dnssec import sign as signer_core
 from dnsfailover.dnssec.keys import KeySet, SigningKey
 from dnsfailover.dnssec.sign import Policy
@@ -148,9 +149,24 @@ class ZoneSigner:
     ) -> None:
         self.keys, self.policy, self.nsec3 = keys, policy, nsec3
         self.dnskey_ttl, self.cds, self.clock = dnskey_ttl, cds, clock
+        # what the keys' times say now: the keys published, those that sign, the CDS; a
+        # change (a rollover's next step) takes a new signer (`fingerprint`)
+        self.state = rollover.state(keys, clock(), cds)
+        self.renew: Callable[[], ZoneSigner] | None = None  # the next signer (runtime's)
+        self.zsk_policy: rollover.Policy | None = None  # the automatic ZSK rollover's
         self.stats = SignerStats()
         self._cache: dict[tuple[bytes, int, int, tuple[bytes, ...]], Sigs] = {}
         self._lock = threading.Lock()
+
+    @property
+    def fingerprint(self) -> tuple[tuple[int, bool, bool, bool, bool], ...]:
+        """What the keys do now: (tag, published, signs the DNSKEY set, signs the data, has
+        its CDS), per key; two signers with one fingerprint sign alike."""
+        st = self.state
+        return tuple(
+            (k.tag, k in st.published, k in st.ksks, k in st.zsks, k in st.cds)
+            for k in self.keys.keys
+        )
 
     def moment(self) -> float:
         """The signing time of a publish now (see `QUANTUM`)."""
@@ -173,10 +189,10 @@ class ZoneSigner:
         """The RRsets the signer adds at the apex: DNSKEY, CDS and CDNSKEY (`cds`), and
         NSEC3PARAM with NSEC3."""
         owner = DNSLabel(origin)
-        keys = [k.dnskey.to_wire() or b"" for k in self.keys.keys]
+        keys = [k.dnskey.to_wire() or b"" for k in self.state.published]
         out = [(DNSKEY, tuple(RR(owner, DNSKEY, _IN, self.dnskey_ttl, RD(k)) for k in keys))]
-        if self.cds and self.keys.ksks:
-            cds, cdnskey = signer_core.cds(self.keys, self.dnskey_ttl)
+        if self.state.cds:
+            cds, cdnskey = signer_core.cds(self.state.cds_keyset, self.dnskey_ttl)
             for code, rrset in ((CDS, cds), (CDNSKEY, cdnskey)):
                 rrs = tuple(
                     RR(owner, code, _IN, self.dnskey_ttl, RD(rd.to_wire() or b"")) for rd in rrset
@@ -220,7 +236,7 @@ class ZoneSigner:
         rdatas: Iterable[bytes],
         now: float,
     ) -> Sigs:
-        keys: tuple[SigningKey, ...] = self.keys.ksks if code in KSK_SIGNED else self.keys.zsks
+        keys: tuple[SigningKey, ...] = self.state.ksks if code in KSK_SIGNED else self.state.zsks
         labels = len(name) - (1 if name and name[0] == b"*" else 0)
         started = time.thread_time()
         made = signer_core.sign_wire(wire(name), labels, code, ttl, rdatas, keys, now, self.policy)

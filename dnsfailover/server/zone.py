@@ -382,6 +382,16 @@ class ZoneSnapshot:
             refreshed = refreshed or (secure is not None and secure.refreshed)
         return ZoneSnapshot(zones.values(), self._pick, self.signers, refreshed)
 
+    def heavy(self, origin: str) -> bool:
+        """Whether the next update of `origin` signs much: its signer changed (every RRset
+        anew) or its signatures are due for refresh."""
+        zone = self._zones.get(name_labels(origin))
+        signer = self.signers.get(origin)
+        if zone is None or signer is None:
+            return False
+        secure = zone.secure
+        return secure is None or secure.signer is not signer or signer.clock() >= secure.refresh_at
+
     def secured(self) -> dict[str, Secure]:
         """Each signed zone's signatures (origin as served → `Secure`)."""
         return {dotted(o): z.secure for o, z in self._zones.items() if z.secure is not None}
