@@ -138,8 +138,8 @@ def dnskey(
 def cds(keyset: KeySet, ttl: int) -> tuple[dns.rrset.RRset, dns.rrset.RRset]:
     """The apex CDS (SHA-256) and CDNSKEY RRsets of the KSKs or CSKs (RFC 7344), which tell
     a parent that polls for them which DS to publish; `sign_zone` signs them with the KSKs,
-    as RFC 7344 §4.1 asks.  Not added to a zone by default: some registries act on them
-    even for a zone whose DS is not published yet."""
+    as RFC 7344 §4.1 asks.  The server publishes those of the keys `rollover.state` names
+    (`cds: false` in the zone's `dnssec:` section: none)."""
     sets = []
     for ds in (k.ds() for k in keyset.ksks):
         sets.append(
