@@ -198,6 +198,22 @@ def _caa(value: str) -> RD:
     return RD(bytes([int(flags), len(tag)]) + tag + data)
 
 
+def _ds(value: str) -> RD:
+    """A delegation signer (RFC 4034 §5.3): key tag, algorithm, digest type, hex digest."""
+    import dns.exception
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
+    try:
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.DS, value)
+    except (dns.exception.DNSException, ValueError) as e:
+        raise ZoneBuildError(
+            f"DS value {value!r}: {e} (want: key-tag algorithm digest-type hex-digest)"
+        ) from None
+    return RD(rdata.to_wire())
+
+
 PARSERS: dict[str, Callable[[str], RD]] = {
     "A": _a,
     "AAAA": _aaaa,
@@ -208,6 +224,7 @@ PARSERS: dict[str, Callable[[str], RD]] = {
     "SRV": _srv,
     "TXT": _txt,
     "CAA": _caa,
+    "DS": _ds,
 }
 """Record types the embedded server can serve, and how to parse their values."""
 

@@ -75,13 +75,6 @@ async def _serve(config: Config, args: argparse.Namespace, early: Started | None
     from dnsfailover.runtime.node import Node
     from dnsfailover.runtime.systemd import Supervisor
 
-    for origin, zone in config.zones.items():
-        if zone.dnssec is not None:  # keys and DS are ready; signed answers are not (issue 17)
-            log.warning(
-                "dnssec: zone %s is served unsigned (this version does not sign answers yet):"
-                " do not publish its DS at the parent (docs/dnssec.md)",
-                origin,
-            )
     host, port = args.dns
     service = Node(
         config,

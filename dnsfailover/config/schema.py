@@ -176,11 +176,11 @@ T = TypeVar("T")
 
 FailoverRecord = Annotated[ActiveActive | ActivePassive, Field(discriminator="policy")]
 
-STATIC_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR")
+STATIC_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR", "DS")
 
 
 class StaticRecord(Model):
-    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR"]
+    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SRV", "CAA", "PTR", "DS"]
     ttl: Ttl = 3600
     values: Annotated[tuple[str, ...], Field(min_length=1)]
 

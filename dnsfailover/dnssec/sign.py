@@ -21,11 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import dns.name
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.CDNSKEY
 import dns.rdtypes.ANY.CDS
-import dns.rdtypes.ANY.RRSIG
 import dns.rrset
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -48,16 +48,15 @@ class Policy:
     jitter: float = 0.1  # expiry shortened by up to this fraction of `validity`
 
 
-def jitter(name: dns.name.Name, rdtype: int, policy: Policy) -> int:
+def jitter(name: dns.name.Name | bytes, rdtype: int, policy: Policy) -> int:
     """Seconds taken off the expiry of `name`/`rdtype`'s signatures: fixed per RRset, spread
-    evenly over [0, jitter * validity)."""
-    digest = hashlib.blake2b(
-        name.to_digestable() + rdtype.to_bytes(2, "big"), digest_size=8
-    ).digest()
+    evenly over [0, jitter * validity).  `name`: a name, or its canonical wire form."""
+    owner = name if isinstance(name, bytes) else name.to_digestable()
+    digest = hashlib.blake2b(owner + rdtype.to_bytes(2, "big"), digest_size=8).digest()
     return int(int.from_bytes(digest, "big") / 2**64 * policy.jitter * policy.validity)
 
 
-def window(name: dns.name.Name, rdtype: int, now: float, policy: Policy) -> tuple[int, int]:
+def window(name: dns.name.Name | bytes, rdtype: int, now: float, policy: Policy) -> tuple[int, int]:
     """(inception, expiration) of a signature made at `now`, as POSIX seconds."""
     inception = int(now - policy.inception_offset)
     expiration = int(now + policy.validity) - jitter(name, rdtype, policy)
@@ -72,30 +71,43 @@ def sign(
     The signed data is RFC 4034 §3.1.8.1's, built here rather than by `dns.dnssec.sign`
     (whose rdata handling costs several times the signature itself); the result is the
     same bytes (tests/test_dnssec_sign.py compares them)."""
+    name, rdtype, ttl = rrset.name, int(rrset.rdtype), rrset.ttl
+    labels = len(name) - 1 - (1 if name.is_wild() else 0)
+    rdatas = [r.to_digestable(name) for r in rrset]
+    sigs = [
+        dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RRSIG, wire, 0, len(wire))
+        for wire in sign_wire(name.to_digestable(), labels, rdtype, ttl, rdatas, keys, now, policy)
+    ]
+    return dns.rrset.from_rdata_list(name, ttl, sigs)
+
+
+def sign_wire(
+    owner: bytes,
+    labels: int,
+    rdtype: int,
+    ttl: int,
+    rdatas: Iterable[bytes],
+    keys: Sequence[SigningKey],
+    now: float,
+    policy: Policy,
+) -> list[bytes]:
+    """The RRSIG rdatas (wire form, one per key) of the RRset `owner`/`rdtype`/`ttl` (class
+    IN) whose rdatas, in canonical form (RFC 4034 §6.2: names uncompressed and lower case),
+    are `rdatas`; `owner` is the canonical owner name and `labels` its label count without
+    the root and a leading `*`.  What the server signs with: it holds records as wire."""
     if not keys:
         raise ValueError("no key to sign with")
-    name, rdtype, ttl = rrset.name, int(rrset.rdtype), rrset.ttl
-    inception, expiration = window(name, rdtype, now, policy)
-    labels = len(name) - 1 - (1 if name.is_wild() else 0)
-    owner = name.to_digestable()
-    fixed = struct.pack("!HHI", rdtype, int(rrset.rdclass), ttl)
-    records = b"".join(
-        owner + fixed + struct.pack("!H", len(rd)) + rd
-        for rd in sorted(r.to_digestable(name) for r in rrset)
-    )
-    sigs = []
+    inception, expiration = window(owner, rdtype, now, policy)
+    fixed = owner + struct.pack("!HHI", rdtype, 1, ttl)
+    records = b"".join(fixed + struct.pack("!H", len(rd)) + rd for rd in sorted(set(rdatas)))
+    out = []
     for key in keys:
         head = struct.pack(
             "!HBBIIIH", rdtype, key.algorithm, labels, ttl, expiration, inception, key.tag
         )
-        signature = _signature(key, head + key.signer + records)
-        sigs.append(
-            dns.rdtypes.ANY.RRSIG.RRSIG(  # type: ignore[no-untyped-call]
-                dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype, key.algorithm, labels, ttl,
-                expiration, inception, key.tag, key.zone, signature,
-            )
-        )  # fmt: skip
-    return dns.rrset.from_rdata_list(name, ttl, sigs)
+        signed_by = head + key.signer
+        out.append(signed_by + _signature(key, signed_by + records))
+    return out
 
 
 def _signature(key: SigningKey, data: bytes) -> bytes:

@@ -47,7 +47,7 @@ from dnsfailover.health.tracker import HealthTracker, log_change
 from dnsfailover.model import HealthChange, Observation, ZoneContent
 from dnsfailover.provider.sync import SyncEvent
 from dnsfailover.runtime import reload as reloading
-from dnsfailover.runtime import systemd, wiring
+from dnsfailover.runtime import signing, systemd, wiring
 from dnsfailover.runtime.control import OverrideBook
 from dnsfailover.runtime.publish import Publisher, Row
 from dnsfailover.runtime.reload import ReloadRefused
@@ -189,6 +189,7 @@ class Node(ProviderSyncs, NodeReports):
         self.publisher.transferred.update(  # others hold these serials: peers, secondaries
             o for o, z in embedded.items() if self._link or z.allow_transfer or z.also_notify
         )
+        self.embedded.sign_with(await signing.signers(self.config, self._state_path, self._clock))
         if self._link is None:
             await self._decide_and_publish(force_all=True)
         else:
@@ -212,6 +213,7 @@ class Node(ProviderSyncs, NodeReports):
         self._drills.start()
         self._tasks = [
             asyncio.create_task(self._engine_loop(), name="dnsfailover-engine"),
+            asyncio.create_task(signing.resign(self), name="dnsfailover-resign"),
         ]
         if self._link is not None:  # only other regions' results can go stale unnoticed
             self._tasks.append(asyncio.create_task(self._revote_loop(), name="dnsfailover-revote"))
@@ -369,10 +371,8 @@ class Node(ProviderSyncs, NodeReports):
 
     async def _decide_and_publish(self, force_all: bool = False) -> None:
         """Decide; persist serials, state and reasons; then hand changed zones to providers.
-
         In a cluster only the leader decides, and what it decided is served by every node
-        (this one included) once etcd has it: see `serve_shared`.
-        """
+        (this one included) once etcd has it: see `serve_shared`."""
         assert self.store is not None
         now = self._clock()
         link = self._link

@@ -62,6 +62,7 @@ class Publisher:
         # embedded zones secondaries transfer: after a lost state file their serials start an
         # hour ahead (serials.next_serial); the others start at the clock
         self.transferred: set[str] = set()
+        self.resign: set[str] = set()  # signed zones whose signatures are due (`Resigner`)
         self.published: Published | None = None
         self._metrics = metrics
         self._notify = notify
@@ -111,12 +112,17 @@ class Publisher:
             self._detected_at = at
 
     def changed(self, zones: Iterable[ZoneContent], *, force_all: bool = False) -> list[str]:
-        """The origins of `zones` whose answers differ from what is served."""
+        """The origins of `zones` whose answers differ from what is served, and the signed
+        zones whose signatures are due (a new serial re-signs what ages)."""
         before = {z.origin: z for z in self.published.zones} if self.published else {}
+        due, self.resign = self.resign, set()
         return [
             z.origin
             for z in zones
-            if force_all or z.origin not in before or not z.same_answers(before[z.origin])
+            if force_all
+            or z.origin in due
+            or z.origin not in before
+            or not z.same_answers(before[z.origin])
         ]
 
     def next_serials(self, changed: Iterable[str], now: float) -> dict[str, int]:

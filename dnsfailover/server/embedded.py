@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import operator
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import ClassVar
 
 from dnsfailover.config.schema import STATIC_TYPES
@@ -20,6 +20,7 @@ from dnsfailover.provider.plan import Key, Plan, Populated
 from dnsfailover.rdata import Labels
 from dnsfailover.server.dns import DnsServer
 from dnsfailover.server.rrsets import labels_of
+from dnsfailover.server.secure import ZoneSigner
 from dnsfailover.server.versions import Delta, ZoneChange, diff
 from dnsfailover.server.zone import ZoneSnapshot
 
@@ -43,6 +44,20 @@ class EmbeddedZones:
         self.history: dict[str, deque[Delta]] = {}
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
+
+    def sign_with(self, signers: Mapping[str, ZoneSigner]) -> None:
+        """Sign these zones (origin → its signer) from their next publish on; a zone whose
+        signer changes is signed anew then."""
+        self.snapshot = self.snapshot.signed_by(signers)
+
+    @property
+    def signers(self) -> Mapping[str, ZoneSigner]:
+        return self.snapshot.signers
+
+    def refresh_at(self) -> float | None:
+        """When the first signature of a served zone needs re-making (None: none signed)."""
+        times = [s.refresh_at for s in self.snapshot.secured().values()]
+        return min(times, default=None)
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -97,7 +112,9 @@ class EmbeddedZones:
             else:
                 history.append(c.delta)
         if self.server is not None:
-            self.server.publish(snapshot, changed_names(changes))
+            # signatures re-made for data that did not change: every answer may differ
+            changed = None if snapshot.refreshed else changed_names(changes)
+            self.server.publish(snapshot, changed)
         for listener in self._listeners:
             listener(self, changes)
 

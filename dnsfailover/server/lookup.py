@@ -15,6 +15,9 @@ from typing import Protocol
 from dnslib import QTYPE, RCODE, RR, DNSLabel
 
 from dnsfailover.rdata import Labels
+from dnsfailover.server import proofs
+from dnsfailover.server.proofs import Sigs
+from dnsfailover.server.secure import Secure, owned
 from dnsfailover.server.weighted import Pick, Rotor, advance
 
 MAX_CNAME_CHAIN = 8
@@ -53,6 +56,8 @@ class Referral:
 
     ns: tuple[RR, ...]
     glue: tuple[RR, ...]
+    at: Labels = ()
+    """The cut's name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,8 @@ class ZoneData:
     """Names whose addresses are glue in a referral (an update there rebuilds the zone)."""
     steered: Mapping[tuple[Labels, int], SteeredRRs] = field(default_factory=dict)
     """Steered sets, by (name, type): answered per location group when a `Placer` is given."""
+    secure: Secure | None = None
+    """A signed zone's signatures and denial chain (None: the zone is not signed)."""
 
     def contains(self, name: Labels) -> bool:
         depth = len(self.origin)
@@ -167,63 +174,135 @@ def _steered(
     return group, steered
 
 
+def _encloser(zone: ZoneData, name: Labels) -> int:
+    """How many labels `name`'s closest encloser has (the longest ancestor that exists)."""
+    encloser = len(zone.origin)
+    for depth in range(len(zone.origin) + 1, len(name)):
+        if name[len(name) - depth :] not in zone.names:
+            break
+        encloser = depth
+    return encloser
+
+
+def _sigs(sec: Secure, key: tuple[Labels, int], group: str | None, choice: int | None) -> Sigs:
+    """The signatures of the set at `key` as answered: a location group's, one record's."""
+    signed = sec.sets.get(key) if group is None else sec.groups.get(key, {}).get(group)
+    if signed is None:
+        return ()
+    return signed.choices[choice] if choice is not None and signed.choices else signed.whole
+
+
+def _delegation(zone: ZoneData, sec: Secure, cut: Labels) -> tuple[RR, ...]:
+    """A referral's DS and its signatures, or the proof that the cut has no DS."""
+    ds = zone.rrsets.get((cut, _DS))
+    if ds:
+        return (*ds, *_sigs(sec, (cut, _DS), None, None))
+    return proofs.nodata(sec.chain, cut)
+
+
 def lookup(
     zone: ZoneData,
     qname: Labels,
     qtype: int,
     pick: Pick = advance,
     where: Placer | None = None,
+    do: bool = False,
 ) -> Answer:
     """Answer one IN-class question for a name inside ``zone`` (lower-case labels).
 
     ``pick`` chooses the one record a weighted set answers with (a CNAME may lead there);
     ``where`` places the client for the steered sets the answer meets (None: every client
-    gets the default answers, the zone's plain sets).
+    gets the default answers, the zone's plain sets); ``do``: a signed zone answers with
+    signatures and the NSEC/NSEC3 proofs (RFC 4035 §3.1).
     """
     answer: list[RR] = []
+    shown: list[RR] = []  # proofs for answers synthesised from a wildcard
+    sec = zone.secure if do else None
     name = qname
     seen = {name}
     placer = where if zone.steered else None
     for _ in range(MAX_CNAME_CHAIN + 1):
         node = _node(zone, name, qtype)
         if node is None:
-            return Answer(_NXDOMAIN, True, tuple(answer), _negative(zone, qtype))
+            authority = _negative(zone, qtype)
+            if sec is not None:
+                soa = sec.negative if qtype != _SOA else owned(sec.negative, None, 0)
+                denied = proofs.nxdomain(sec.chain, name, _encloser(zone, name))
+                authority = (*authority, *soa, *shown, *denied)
+            return Answer(_NXDOMAIN, True, tuple(answer), authority)
         if isinstance(node, Referral):
             # After a CNAME the answer so far is ours (AA); a direct query gets a plain referral.
-            return Answer(_NOERROR, bool(answer), tuple(answer), node.ns, node.glue)
+            ns = node.ns if sec is None else (*node.ns, *_delegation(zone, sec, node.at))
+            return Answer(_NOERROR, bool(answer), tuple(answer), ns, node.glue)
         rotor: Rotor | None = None
+        group: str | None = None
+        key = (node, qtype)
         if qtype == _ANY:
             found = zone.any_rrsets.get(node)
+            if found:
+                key = (node, int(found[0].rtype))
         else:
-            found = zone.rrsets.get((node, qtype))
+            found = zone.rrsets.get(key)
             placed = _steered(zone, node, qtype, placer) if placer is not None else None
             if placed is not None:
                 group, steered = placed
                 found = steered.groups[group]
                 rotor = steered.rotors.get(group)
                 if not found and qtype == _CNAME:  # this group has no CNAME: NODATA
-                    return Answer(_NOERROR, True, tuple(answer), zone.negative)
+                    return _nodata(zone, sec, answer, shown, name, node)
             elif zone.weighted:
-                rotor = zone.weighted.get((node, qtype))
+                rotor = zone.weighted.get(key)
         if found:
+            choice = None
             if rotor is not None:
-                found = rotor.choices[pick(rotor)]
-            answer.extend(found if node == name else _as(DNSLabel(name), found))
+                choice = pick(rotor)
+                found = rotor.choices[choice]
+            owner = None if node == name else DNSLabel(name)
+            answer.extend(found if owner is None else _as(owner, found))
+            if sec is not None:
+                answer.extend(owned(_sigs(sec, key, group, choice), owner))
+                if owner is not None:
+                    shown.extend(proofs.wildcard_answer(sec.chain, name, _encloser(zone, name)))
             if qtype == _NS:
-                return Answer(_NOERROR, True, tuple(answer), (), _addresses(zone, found))
+                return Answer(_NOERROR, True, tuple(answer), tuple(shown), _addresses(zone, found))
             break
         target = zone.cname_targets.get(node)
         cname = zone.rrsets.get((node, _CNAME), ())
+        cname_group: str | None = None
         if placer is not None and qtype not in (_ANY, _CNAME):
             placed = _steered(zone, node, _CNAME, placer)
             if placed is not None:
-                group, steered = placed
-                cname, target = steered.groups[group], steered.targets.get(group)
+                cname_group, steered = placed
+                cname, target = steered.groups[cname_group], steered.targets.get(cname_group)
         if target is None or not cname:
-            return Answer(_NOERROR, True, tuple(answer), zone.negative)
-        answer.extend(cname if node == name else _as(DNSLabel(name), cname))
+            return _nodata(zone, sec, answer, shown, name, node)
+        owner = None if node == name else DNSLabel(name)
+        answer.extend(cname if owner is None else _as(owner, cname))
+        if sec is not None:
+            answer.extend(owned(_sigs(sec, (node, _CNAME), cname_group, None), owner))
+            if owner is not None:
+                shown.extend(proofs.wildcard_answer(sec.chain, name, _encloser(zone, name)))
         if target in seen or not zone.contains(target):
             break  # a loop, or a target we are not authoritative for: stop here
         seen.add(target)
         name = target
-    return Answer(_NOERROR, True, tuple(answer))
+    return Answer(_NOERROR, True, tuple(answer), tuple(shown))
+
+
+def _nodata(
+    zone: ZoneData,
+    sec: Secure | None,
+    answer: list[RR],
+    shown: list[RR],
+    name: Labels,
+    node: Labels,
+) -> Answer:
+    """NODATA for `name` (found at `node`: itself, or the wildcard that covers it)."""
+    if sec is None:
+        return Answer(_NOERROR, True, tuple(answer), zone.negative)
+    if node == name:
+        denied = proofs.nodata(sec.chain, name)
+    else:
+        denied = proofs.wildcard_nodata(sec.chain, name, _encloser(zone, name))
+    authority = (*zone.negative, *sec.negative, *shown, *denied)
+    return Answer(_NOERROR, True, tuple(answer), authority)

@@ -397,7 +397,7 @@ def _respond(
 
     if where is not None:
         where.use(subnet)
-    reply = snapshot.resolve(request, where)
+    reply = snapshot.resolve(request, where, opt is not None and opt.do)
     scope = where.scope(subnet) if where is not None and subnet is not None else 0
     if opt is not None:
         reply.add_ar(_opt(ours, opt, subnet=subnet, scope=scope))

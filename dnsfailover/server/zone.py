@@ -35,6 +35,7 @@ from dnsfailover.server.rrsets import (
     dotted,
     rotation_weights,
 )
+from dnsfailover.server.secure import Secure, Served, ZoneSigner, secure_zone, update_secure
 from dnsfailover.server.steered import build_steered, check_steered, set_key, update_steered
 from dnsfailover.server.versions import Delta
 from dnsfailover.server.weighted import Pick, Rotor, advance
@@ -42,6 +43,7 @@ from dnsfailover.server.weighted import Pick, Rotor, advance
 _CNAME = int(QTYPE.CNAME)
 _SOA = int(QTYPE.SOA)
 _NS = int(QTYPE.NS)
+_DS = int(QTYPE.DS)
 _A = int(QTYPE.A)
 _AAAA = int(QTYPE.AAAA)
 _IN = int(CLASS.IN)
@@ -66,7 +68,7 @@ def _soa(content: ZoneContent, origin: Labels) -> tuple[RR, RR]:
     return soa_rr, RR(DNSLabel(origin), _SOA, _IN, min(soa.ttl, soa.minimum), soa_rd)
 
 
-def _build_zone(content: ZoneContent) -> ZoneData:
+def _build_zone(content: ZoneContent, signer: ZoneSigner | None = None) -> ZoneData:
     origin = name_labels(content.origin)
     soa_rr, negative = _soa(content, origin)
     built: dict[tuple[Labels, int], tuple[RR, ...]] = {(origin, _SOA): (soa_rr,)}
@@ -85,6 +87,9 @@ def _build_zone(content: ZoneContent) -> ZoneData:
         # No values (e.g. all_down=serve_none): the name exists and answers NODATA.
         built[name, code] = rrs
         owners.add(name)
+    if signer is not None:  # the signer's own sets at the apex: DNSKEY, CDS, ...
+        for code, rrs in signer.apex_sets(origin):
+            built[origin, code] = rrs
 
     with_cname = {name for name, code in built if code == _CNAME}
     for name, code in built:
@@ -120,7 +125,7 @@ def _build_zone(content: ZoneContent) -> ZoneData:
         at, served = build_steered(st, origin, built.get(set_key(key), ()))
         if at[0] not in occluded and at[0] not in cuts:
             steered[at] = served
-    return ZoneData(
+    data = ZoneData(
         origin=origin,
         serial=content.soa.serial,
         rrsets=rrsets,
@@ -150,6 +155,34 @@ def _build_zone(content: ZoneContent) -> ZoneData:
             for rr in referral.glue
         ),
         steered=steered,
+    )
+    if signer is None:
+        return data
+    types: dict[Labels, set[int]] = {}
+    for (name, code), rrs in built.items():
+        if name not in occluded:
+            here = types.setdefault(name, set())
+            if rrs and (name not in cuts or code in (_NS, _DS)):
+                here.add(code)
+    owner_types = {name: frozenset(t) for name, t in types.items()}
+    return replace(data, secure=secure_zone(signer, _served(data, managed, owner_types)))
+
+
+def _served(
+    data: ZoneData,
+    managed: frozenset[SetKey] | set[SetKey],
+    owner_types: dict[Labels, frozenset[int]] | None = None,
+) -> Served:
+    """What the signer reads of a zone (`secure.Served`)."""
+    return Served(
+        origin=data.origin,
+        rrsets=data.rrsets,
+        cuts=frozenset(data.cuts),
+        weighted=frozenset(data.weighted),
+        steered={at: (st.groups, frozenset(st.rotors)) for at, st in data.steered.items()},
+        managed=frozenset(managed),
+        negative_ttl=data.negative[0].ttl,
+        owner_types=owner_types or {},
     )
 
 
@@ -227,7 +260,7 @@ def _update_zone(
     if any_rrsets.get(origin) is rrsets[origin, _SOA]:  # ANY at an apex with only its SOA
         any_rrsets[origin] = (soa_rr,)
     rrsets[origin, _SOA] = (soa_rr,)
-    return replace(
+    updated = replace(
         data,
         serial=new.soa.serial,
         rrsets=rrsets,
@@ -236,6 +269,13 @@ def _update_zone(
         negative=(negative,),
         steered=steered,
     )
+    if data.secure is None:
+        return updated
+    served = _served(updated, data.secure.managed)
+    moved = [at for at, st in steered.items() if data.steered.get(at) is not st]
+    moved += [at for at in data.steered if at not in steered]
+    secure = update_secure(data.secure, served, [c[0] for c in changes], moved)
+    return None if secure is None else replace(updated, secure=secure)
 
 
 def _below(name: Labels, origin: Labels, cuts: Iterable[Labels]) -> bool:
@@ -265,29 +305,49 @@ def _referral(
         if len(target) >= depth and (depth == 0 or target[-depth:] == origin):
             glue.extend(built.get((target, _A), ()))
             glue.extend(built.get((target, _AAAA), ()))
-    return Referral(ns, tuple(glue))
+    return Referral(ns, tuple(glue), cut)
 
 
 class ZoneSnapshot:
-    """Every zone the server answers for, frozen; build a new one to change anything."""
+    """Every zone the server answers for, frozen; build a new one to change anything.
 
-    __slots__ = ("_pick", "_zones")
+    ``signers``: the zones signed (origin as served, e.g. ``example.test.``), each with its
+    `ZoneSigner`; a zone whose signer changes is built anew.  ``refreshed``: this version
+    re-made signatures of data that did not change (so every name's answers may differ).
+    """
 
-    def __init__(self, zones: Iterable[ZoneData] = (), pick: Pick = advance) -> None:
+    __slots__ = ("_pick", "_zones", "refreshed", "signers")
+
+    def __init__(
+        self,
+        zones: Iterable[ZoneData] = (),
+        pick: Pick = advance,
+        signers: Mapping[str, ZoneSigner] | None = None,
+        refreshed: bool = False,
+    ) -> None:
         self._zones: Mapping[Labels, ZoneData] = {z.origin: z for z in zones}
         self._pick = pick
+        self.signers: Mapping[str, ZoneSigner] = signers or {}
+        self.refreshed = refreshed
 
     @classmethod
-    def build(cls, zones: Sequence[ZoneContent]) -> ZoneSnapshot:
+    def build(
+        cls, zones: Sequence[ZoneContent], signers: Mapping[str, ZoneSigner] | None = None
+    ) -> ZoneSnapshot:
         """Parse and index every zone.
 
         :raises ZoneBuildError: if a zone is given twice or any record cannot be served.
         """
-        built = [_build_zone(z) for z in zones]
+        signers = signers or {}
+        built = [_build_zone(z, signers.get(z.origin)) for z in zones]
         origins = [z.origin for z in built]
         if len(set(origins)) != len(origins):
             raise ZoneBuildError("a zone is given more than once")
-        return cls(built)
+        return cls(built, signers=signers)
+
+    def signed_by(self, signers: Mapping[str, ZoneSigner]) -> ZoneSnapshot:
+        """The same zones, to be signed by `signers` from the next update of each zone on."""
+        return ZoneSnapshot(self._zones.values(), self._pick, signers)
 
     def update(
         self,
@@ -303,16 +363,32 @@ class ZoneSnapshot:
         :raises ZoneBuildError: if a new zone cannot be served (nothing changes then).
         """
         zones = dict(self._zones)
+        refreshed = False
         for i, (old, new) in enumerate(versions):
             origin = name_labels(new.origin)
             current = zones.get(origin)
+            signer = self.signers.get(new.origin)
             updated = None
-            if old is not None and current is not None:
+            if (
+                old is not None
+                and current is not None
+                and (current.secure.signer if current.secure else None) is signer
+            ):
                 delta = deltas[i] if deltas else None
                 differ = delta.added if delta is not None and not delta.full else None
                 updated = _update_zone(current, old, new, differ)
-            zones[origin] = updated if updated is not None else _build_zone(new)
-        return ZoneSnapshot(zones.values(), self._pick)
+            zones[origin] = updated if updated is not None else _build_zone(new, signer)
+            secure = zones[origin].secure
+            refreshed = refreshed or (secure is not None and secure.refreshed)
+        return ZoneSnapshot(zones.values(), self._pick, self.signers, refreshed)
+
+    def secured(self) -> dict[str, Secure]:
+        """Each signed zone's signatures (origin as served → `Secure`)."""
+        return {dotted(o): z.secure for o, z in self._zones.items() if z.secure is not None}
+
+    def zone(self, origin: str) -> ZoneData | None:
+        """The zone `origin` (absolute) as served, or None."""
+        return self._zones.get(name_labels(origin))
 
     @property
     def weighted(self) -> bool:
@@ -324,7 +400,7 @@ class ZoneSnapshot:
     def pinned(self, pick: Pick) -> ZoneSnapshot:
         """The same zones, with ``pick`` choosing each weighted set's record instead of the
         rotation (the fast path builds one reply per choice with it)."""
-        return ZoneSnapshot(self._zones.values(), pick)
+        return ZoneSnapshot(self._zones.values(), pick, self.signers)
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -347,13 +423,18 @@ class ZoneSnapshot:
                 return zone
         return None
 
-    def lookup(self, qname: Labels, qtype: int, where: Placer | None = None) -> Answer:
+    def lookup(
+        self, qname: Labels, qtype: int, where: Placer | None = None, do: bool = False
+    ) -> Answer:
         """Answer one IN-class question; ``qname`` must be lower-case labels.  ``where``
-        places the client for steered sets (None: the default answers)."""
+        places the client for steered sets (None: the default answers); ``do``: the query
+        asks for DNSSEC records (a signed zone adds signatures and proofs)."""
         zone = self.find_zone(qname)
-        return REFUSED if zone is None else lookup(zone, qname, qtype, self._pick, where)
+        return REFUSED if zone is None else lookup(zone, qname, qtype, self._pick, where, do)
 
-    def resolve(self, request: DNSRecord, where: Placer | None = None) -> DNSRecord:
+    def resolve(
+        self, request: DNSRecord, where: Placer | None = None, do: bool = False
+    ) -> DNSRecord:
         """Build the reply to a parsed request: a pure function of the request, the snapshot
         and, for steered names, where ``where`` places the client.
 
@@ -385,7 +466,7 @@ class ZoneSnapshot:
             reply.header.rcode = int(RCODE.NOTIMP)
             return reply
         qname = tuple(bytes(label).lower() for label in question.qname.label)
-        found = self.lookup(qname, qtype, where)
+        found = self.lookup(qname, qtype, where, do)
         reply.header.rcode = found.rcode
         reply.header.aa = int(found.authoritative)
         reply.add_answer(*found.answer)

@@ -1,0 +1,123 @@
+"""DNSSEC for a node's embedded zones: their signers, and the re-signing of what ages.
+
+`zone_signers` makes one `ZoneSigner` per embedded zone with a `dnssec:` section, with
+the keys of its `key_files`, or else those generated into the state directory on first
+start (`<state>.keys/<zone>/`).  `resign` wakes the node when the first signature of a
+signed zone reaches its refresh time: the node then publishes that zone with a new serial,
+and the publish re-makes every signature that is due (so secondaries transfer them too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from dnsfailover.config.schema import Config, ZoneConfig
+from dnsfailover.dnssec import keys
+from dnsfailover.dnssec.keys import KeySet
+from dnsfailover.runtime.publish import Publisher
+from dnsfailover.server.embedded import EmbeddedZones
+from dnsfailover.server.secure import ZoneSigner
+
+log = logging.getLogger("dnsfailover.dnssec")
+
+MIN_SLEEP = 1.0
+MAX_SLEEP = 3600.0
+
+
+def zone_keys(zone: ZoneConfig, origin: str, state: str | os.PathLike[str] | None) -> KeySet:
+    """The keys `zone` signs with: its `key_files`, else those in the state directory
+    (generated there when missing; with no state file, in a directory beside the cwd).
+
+    :raises keys.KeyFileError: a key file is missing, unreadable, open to others or wrong.
+    """
+    section = zone.dnssec
+    assert section is not None
+    if section.key_paths:
+        return keys.load(section.key_paths, origin, section.algorithm, section.keys)
+    where = state if state not in (None, ":memory:") else "dnsfailover.db"
+    assert where is not None
+    found = keys.ensure(keys.keys_directory(where, origin), origin, section.algorithm, section.keys)
+    for key in found.keys:
+        files = key.files
+        if files is not None and files[0] in found.generated:
+            log.warning(
+                "dnssec: generated %s %d (%s) for %s in %s: its DS goes to the parent "
+                "(dnsfailover dnssec ds)",
+                key.role.upper(),
+                key.tag,
+                keys.ALGORITHMS[key.algorithm],
+                origin,
+                files[0].parent,
+            )
+    return found
+
+
+def zone_signers(
+    config: Config,
+    state: str | os.PathLike[str] | None,
+    clock: Callable[[], float],
+) -> dict[str, ZoneSigner]:
+    """A signer for each embedded zone with `dnssec:` (origin → signer)."""
+    signers: dict[str, ZoneSigner] = {}
+    for origin, zone in config.zones.items():
+        section = zone.dnssec
+        if section is None or zone.provider != "embedded":
+            continue
+        signers[origin] = ZoneSigner(
+            zone_keys(zone, origin, state),
+            section.policy,
+            section.denial == "nsec3",
+            dnskey_ttl=int(getattr(section, "dnskey_ttl", 3600)),
+            cds=bool(getattr(section, "cds", True)),
+            clock=clock,
+        )
+        found = signers[origin].keys
+        log.info(
+            "dnssec: %s signed with %s (%s, %s)",
+            origin,
+            ", ".join(f"{k.role.upper()} {k.tag}" for k in found.keys),
+            keys.ALGORITHMS[found.keys[0].algorithm],
+            section.denial.upper(),
+        )
+    return signers
+
+
+async def signers(
+    config: Config, state: str | os.PathLike[str] | None, clock: Callable[[], float]
+) -> dict[str, ZoneSigner]:
+    """`zone_signers` on a thread (it reads, and may generate, key files)."""
+    return await asyncio.to_thread(zone_signers, config, state, clock)
+
+
+class Signed(Protocol):
+    """What `resign` needs of the node."""
+
+    embedded: EmbeddedZones
+    publisher: Publisher
+
+    def wake(self, force: bool = False) -> None: ...
+
+
+async def resign(node: Signed, clock: Callable[[], float] = time.time) -> None:
+    """Wake `node` for a publish of each signed zone whose signatures are due: the
+    publisher counts them as changed (a new serial, so secondaries transfer them too), and
+    the publish re-makes every signature that is due.  Until that publish, every second."""
+    told: set[str] = set()
+    while True:
+        now = clock()
+        secured = node.embedded.snapshot.secured()
+        due = {o for o, s in secured.items() if s.refresh_at <= now}
+        if due:
+            if due - told:
+                log.info("dnssec: re-signing what ages in %s", ", ".join(sorted(due)))
+            told = due
+            node.publisher.resign |= due
+            node.wake(force=True)
+        later = [s.refresh_at for o, s in secured.items() if o not in due]
+        wait = min(later, default=now + MAX_SLEEP) - now
+        await asyncio.sleep(min(MAX_SLEEP, max(MIN_SLEEP, wait)))
