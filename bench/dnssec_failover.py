@@ -116,8 +116,8 @@ class Resolver:
 
     OPT_DO = b"\0" + struct.pack("!HHIH", 41, 4096, 0x8000, 0)
 
-    def __init__(self, port: int, plain: bool) -> None:
-        self.port, self.plain = port, plain
+    def __init__(self, port: int, plain: bool, pace: float = PACE) -> None:
+        self.port, self.plain, self.pace = port, plain, pace
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.settimeout(0.2)
         self.qid = 0
@@ -176,7 +176,7 @@ def until(
         if left and time.monotonic() - start > limit:
             raise SystemExit(f"{len(left)} of {len(want)} names still wrong after {limit:.0f}s")
         if left:
-            time.sleep(max(0.0, PACE - (time.monotonic() - swept)))
+            time.sleep(max(0.0, resolver.pace - (time.monotonic() - swept)))
     return first
 
 
@@ -274,7 +274,7 @@ def idle_rate(pid: int, resolver: Resolver, names: list[str], seconds: float = 3
     cpu0, t0 = cpu_seconds([pid]), time.monotonic()
     while time.monotonic() - t0 < seconds:
         resolver.sweep(names)
-        time.sleep(PACE)
+        time.sleep(resolver.pace)
     return (cpu_seconds([pid]) - cpu0) / (time.monotonic() - t0)
 
 
@@ -291,7 +291,7 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
         started = time.monotonic()
         proc, port, api = serve(config, tmp / "s.db", tmp / "serve.log")
         try:
-            resolver = Resolver(port, plain=not signed)
+            resolver = Resolver(port, not signed, args.pace)
             up = {name: (socket.inet_aton(old[name]), None) for name in names}
             until(resolver, up, signed, limit=900)
             startup = time.monotonic() - started
@@ -302,6 +302,7 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
             sentinels = names[:n]  # name j uses endpoint j % n: one name per endpoint
             time.sleep(2 * args.interval)
             rate = idle_rate(proc.pid, resolver, sentinels)
+            print(f"  node CPU while watched, idle: {rate * 100:.0f}% of a core", flush=True)
             cpu0, killed = cpu_seconds([proc.pid]), time.time()
             listeners.command("kill", list(range(n)))
             watched = until(resolver, {s: want[s] for s in sentinels}, signed, limit=60)
@@ -362,6 +363,7 @@ def main() -> None:
     ap.add_argument("--static", type=int, default=1000)
     ap.add_argument("--interval", type=float, default=1.0, help="check interval, seconds")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pace", type=float, default=PACE, help="seconds between sweeps")
     ap.add_argument("--modes", default="signed,unsigned", help="signed, unsigned or both")
     args = ap.parse_args()
     if not set(args.modes.split(",")) <= {"signed", "unsigned"}:
