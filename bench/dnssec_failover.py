@@ -122,6 +122,9 @@ class Resolver:
         self.sock.settimeout(0.2)
         self.qid = 0
 
+    def close(self) -> None:
+        self.sock.close()
+
     def sweep(self, names: list[str]) -> dict[str, tuple[bytes, float]]:
         """One query per name: its reply and when it arrived (lost ones are left out)."""
         replies: dict[str, tuple[bytes, float]] = {}
@@ -290,8 +293,8 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
         config = write_config(tmp, args, signed)
         started = time.monotonic()
         proc, port, api = serve(config, tmp / "s.db", tmp / "serve.log")
+        resolver = Resolver(port, not signed, args.pace)
         try:
-            resolver = Resolver(port, not signed, args.pace)
             up = {name: (socket.inet_aton(old[name]), None) for name in names}
             until(resolver, up, signed, limit=900)
             startup = time.monotonic() - started
@@ -318,6 +321,7 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
             rss = rss_mb(proc.pid)
             detected, moves = history(api, killed, args.names)
         finally:
+            resolver.close()
             stop(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
