@@ -18,7 +18,7 @@ from dnsfailover.dnssec import keys, sign
 from dnsfailover.dnssec.zone import rrsets
 from dnsfailover.engine.decide import decide
 from dnsfailover.engine.values import EngineState
-from dnsfailover.model import State
+from dnsfailover.model import State, ZoneContent
 
 ORIGIN = "example.test."
 NOW = time.time()  # dnssec-verify checks signature windows against the real clock
@@ -67,10 +67,7 @@ def config(dnssec: str = "{}", text: str = CONFIG) -> Config:
 
 def zone_rrsets(cfg: Config, down: tuple[str, ...] = ()) -> list[dns.rrset.RRset]:
     """The zone as the engine decides it: every endpoint up except those in `down`."""
-    health = {key: State.DOWN if any(d in key for d in down) else State.UP for key in cfg.votes()}
-    decision = decide(cfg, health, EngineState(), NOW)
-    (content,) = decision.zones
-    return rrsets(content)
+    return rrsets(content(cfg, down))
 
 
 def keyset(cfg: Config, directory: Path) -> keys.KeySet:
@@ -102,3 +99,17 @@ def verify(path: Path, *, csk: bool) -> subprocess.CompletedProcess[str]:
 def kzonecheck(path: Path) -> subprocess.CompletedProcess[str]:
     cmd = [tool("kzonecheck"), "--dnssec", "on", "-o", ORIGIN, "-t", str(int(NOW)), str(path)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def content(cfg: Config, down: tuple[str, ...] = ()) -> ZoneContent:
+    health = {key: State.DOWN if any(d in key for d in down) else State.UP for key in cfg.votes()}
+    (zone,) = decide(cfg, health, EngineState(), NOW).zones
+    return zone

@@ -78,6 +78,9 @@ class NodeView(Protocol):
     def probe_status(self) -> dict[str, Any]:
         """Where the probes run (process or inline), the probe process's pid and restarts."""
 
+    def dnssec_status(self) -> dict[str, dict[str, Any]]:
+        """Each signed zone's keys, signature counts and times, and its problem (or None)."""
+
     def place(self, name: str, client: Network) -> Placement | None:
         """The location group the embedded server puts `client` (a network already cut to
         the ECS source limits) in for steered `name`; None when `name` is not steered."""

@@ -98,6 +98,51 @@ def node_families(node: NodeView) -> Iterator[Metric]:
     yield from _dns_families(node)
     yield from _cluster_families(node)
     yield from _alert_families(node)
+    yield from _dnssec_families(node.dnssec_status())
+
+
+def _dnssec_families(zones: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    expiry = GaugeMetricFamily(
+        "dnsfailover_dnssec_signature_expiry_timestamp_seconds",
+        "When the first signature served in a signed zone expires (unix time): alert well "
+        "before it, validators refuse the zone after it",
+        labels=["zone"],
+    )
+    refresh = GaugeMetricFamily(
+        "dnsfailover_dnssec_refresh_timestamp_seconds",
+        "When the next signatures of a signed zone are due for re-signing (unix time)",
+        labels=["zone"],
+    )
+    made = CounterMetricFamily(
+        "dnsfailover_dnssec_signatures",
+        "Signatures made for a zone since start (failovers, refreshes, builds)",
+        labels=["zone"],
+    )
+    cpu = CounterMetricFamily(
+        "dnsfailover_dnssec_signing_cpu_seconds",
+        "CPU time spent making signatures for a zone since start",
+        labels=["zone"],
+    )
+    problem = GaugeMetricFamily(
+        "dnsfailover_dnssec_problem",
+        "1 while a signed zone's signatures cannot be re-made in time (signing fails, or "
+        "they are overdue): they are served until they expire",
+        labels=["zone"],
+    )
+    key = GaugeMetricFamily(
+        "dnsfailover_dnssec_key",
+        "1 per key a signed zone publishes and signs with",
+        labels=["zone", "tag", "role", "algorithm"],
+    )
+    for zone, found in sorted(zones.items()):
+        expiry.add_metric([zone], float(found["next_expiry"]))
+        refresh.add_metric([zone], float(found["next_refresh"]))
+        made.add_metric([zone], float(found["signatures_made"]))
+        cpu.add_metric([zone], float(found["signing_cpu_seconds"]))
+        problem.add_metric([zone], 1.0 if found["problem"] else 0.0)
+        for k in found["keys"]:
+            key.add_metric([zone, str(k["tag"]), k["role"], k["algorithm"]], 1.0)
+    yield from (expiry, refresh, made, cpu, problem, key)
 
 
 def _probe_process_families(status: Mapping[str, Any]) -> Iterator[Metric]:

@@ -206,6 +206,7 @@ def problems(node: NodeView) -> list[str]:
     state = node.state_problem()
     if state is not None:
         found.append(state)
+    found += [z["problem"] for z in node.dnssec_status().values() if z["problem"]]
     return found
 
 
@@ -236,6 +237,7 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
     cluster = node.cluster_status()
     contents = {z.origin: z for z in published.zones} if published is not None else {}
     syncs = node.sync_statuses()
+    signed = node.dnssec_status()
     zones = []
     for origin, zone in config.zones.items():
         content = contents.get(origin)
@@ -246,6 +248,7 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
                 "provider": zone.provider,
                 "serial": content.soa.serial if content is not None else None,
                 "sync": jsonable(sync) if sync is not None else None,
+                "dnssec": signed.get(origin),
             }
         )
     overrides = node.overrides()

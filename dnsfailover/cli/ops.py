@@ -87,10 +87,11 @@ def show_status(data: dict[str, Any]) -> str:
                 z["serial"],
                 z["provider"],
                 "-" if z["sync"] is None else sync_state(z["sync"]),
+                dnssec_state(z.get("dnssec")),
             )
             for z in data["zones"]
         ],
-        ["ZONE", "SERIAL", "PROVIDER", "SYNC"],
+        ["ZONE", "SERIAL", "PROVIDER", "SYNC", "DNSSEC"],
     )
     out = [head, "", names, "", zones]
     if "summary" in data:  # the line to read first: `3 names: 1 healthy, 1 failed over, ...`
@@ -98,6 +99,17 @@ def show_status(data: dict[str, Any]) -> str:
     if data["overrides"]:
         out += ["", "overrides:", *(f"  {o['id']}  {o['description']}" for o in data["overrides"])]
     return "\n".join(out)
+
+
+def dnssec_state(signed: dict[str, Any] | None) -> str:
+    """`CSK 12345 NSEC, expires 2026-12-15 18:00Z` (the first signature), or its problem."""
+    if not signed:
+        return "-"
+    if signed.get("problem"):
+        return f"PROBLEM: {signed['problem']}"
+    keys = " ".join(f"{k['role'].upper()} {k['tag']}" for k in signed["keys"])
+    expiry = time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(signed["next_expiry"]))
+    return f"{keys} {signed['denial'].upper()}, expires {expiry}"
 
 
 def endpoint_state(e: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ EventKind = Literal[
     "override",  # an operator override set or removed
     "capacity",  # a name's healthy endpoints cannot carry its load (and when they can again)
     "cluster",  # the leader cannot publish its decision to etcd (and when it can again)
+    "dnssec",  # a signed zone's signatures cannot be re-made in time (and when they can again)
 ]
 TRANSITION_KINDS = frozenset({"failover", "failback", "all_down", "answer"})
 ALL_EVENTS: tuple[EventKind, ...] = ("all",)

@@ -110,13 +110,21 @@ def sign_wire(
     return out
 
 
+_ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+_IS_EC: dict[type, bool] = {}  # isinstance on an ABC costs more than an Ed25519 signature
+
+
 def _signature(key: SigningKey, data: bytes) -> bytes:
     """RFC 6605's r||s for ECDSA P-256 (deterministic, RFC 6979), RFC 8080's for Ed25519."""
-    if isinstance(key.private, ec.EllipticCurvePrivateKey):
-        der = key.private.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    kind = type(key.private)
+    is_ec = _IS_EC.get(kind)
+    if is_ec is None:
+        is_ec = _IS_EC[kind] = isinstance(key.private, ec.EllipticCurvePrivateKey)
+    if is_ec:
+        der = key.private.sign(data, _ECDSA)  # type: ignore[call-arg]
         r, s = decode_dss_signature(der)
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return key.private.sign(data)
+    return key.private.sign(data)  # type: ignore[call-arg]
 
 
 def dnskey(

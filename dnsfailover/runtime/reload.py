@@ -60,6 +60,12 @@ def refuse_unreloadable(old: Config, config: Config) -> None:
         raise ReloadRefused(
             "reload cannot add or remove zones or change a zone's provider; restart instead"
         )
+    signing = [o for o, z in config.zones.items() if z.dnssec != old.zones[o].dnssec]
+    if signing:
+        raise ReloadRefused(
+            f"reload cannot change how a zone is signed ({', '.join(signing)}: its dnssec "
+            "section); restart instead (docs/dnssec.md)"
+        )
 
 
 def _derive(config: Config) -> tuple[dict[str, Any], dict[str, tuple[str, str | int]]]:

@@ -39,6 +39,11 @@ class NodeReports:
     def probe_status(self) -> dict[str, Any]:
         return INLINE_PROBES if self.prober is None else self.prober.status()
 
+    def dnssec_status(self) -> dict[str, dict[str, Any]]:
+        from dnsfailover.runtime.signing import status
+
+        return status(self.serving.embedded, self._clock())
+
     def place(self, name: str, client: Network) -> Placement | None:
         steering = self.serving.steering
         if steering is None or not steering.steers(name):

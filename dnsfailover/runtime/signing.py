@@ -14,8 +14,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+from dnsfailover.alerts.alerter import Alerter
+from dnsfailover.alerts.notice import Notice
 from dnsfailover.config.schema import Config, ZoneConfig
 from dnsfailover.dnssec import keys
 from dnsfailover.dnssec.keys import KeySet
@@ -94,11 +96,63 @@ async def signers(
     return await asyncio.to_thread(zone_signers, config, state, clock)
 
 
+OVERDUE = 600.0
+"""Signatures due this long without a publish that re-makes them are a problem (status,
+metric, a `dnssec` notice): they keep being served until they expire."""
+
+
+def status(embedded: EmbeddedZones, now: float) -> dict[str, dict[str, Any]]:
+    """Each signed zone's keys, signatures and their times, and what is wrong (if anything)."""
+    out: dict[str, dict[str, Any]] = {}
+    for origin, secure in sorted(embedded.snapshot.secured().items()):
+        signer = secure.signer
+        policy = signer.policy
+        expiry = secure.refresh_at + policy.refresh * policy.validity
+        out[origin] = {
+            "keys": [
+                {
+                    "tag": k.tag,
+                    "role": k.role,
+                    "algorithm": keys.ALGORITHMS.get(k.algorithm, str(k.algorithm)),
+                    "ds": k.ds().to_text() if k.role != "zsk" else None,
+                }
+                for k in signer.keys.keys
+            ],
+            "denial": "nsec3" if signer.nsec3 else "nsec",
+            "signatures_made": signer.stats.signatures,
+            "signing_cpu_seconds": round(signer.stats.seconds, 3),
+            "next_refresh": secure.refresh_at,
+            "next_expiry": expiry,
+            "last_refresh": signer.stats.last_refresh or None,
+            "problem": problem(origin, secure.refresh_at, expiry, signer.stats.problem, now),
+        }
+    return out
+
+
+def problem(
+    origin: str, refresh_at: float, expiry: float, failed: str | None, now: float
+) -> str | None:
+    """Why `origin`'s signatures are in danger, in words (None: they are not)."""
+    if failed is not None:
+        return f"dnssec: {origin}: signing fails ({failed}); signatures expire {_at(expiry)}"
+    if now - refresh_at > OVERDUE:
+        return (
+            f"dnssec: {origin}: signatures due for re-signing since {_at(refresh_at)} are "
+            f"not re-made (no publish); the first expires {_at(expiry)}"
+        )
+    return None
+
+
+def _at(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(when))
+
+
 class Signed(Protocol):
     """What `resign` needs of the node."""
 
     embedded: EmbeddedZones
     publisher: Publisher
+    alerter: Alerter
 
     def wake(self, force: bool = False) -> None: ...
 
@@ -108,8 +162,20 @@ async def resign(node: Signed, clock: Callable[[], float] = time.time) -> None:
     publisher counts them as changed (a new serial, so secondaries transfer them too), and
     the publish re-makes every signature that is due.  Until that publish, every second."""
     told: set[str] = set()
+    alarmed: set[str] = set()
     while True:
         now = clock()
+        for origin, found in status(node.embedded, now).items():
+            bad = found["problem"]
+            if bad is not None and origin not in alarmed:
+                log.error("%s", bad)
+                node.alerter.emit(Notice("dnssec", origin, bad, now, "critical"))
+                alarmed.add(origin)
+            elif bad is None and origin in alarmed:
+                message = f"dnssec: {origin}: signatures are re-made again"
+                log.warning("%s", message)
+                node.alerter.emit(Notice("dnssec", origin, message, now, "info"))
+                alarmed.discard(origin)
         secured = node.embedded.snapshot.secured()
         due = {o for o, s in secured.items() if s.refresh_at <= now}
         if due:

@@ -37,6 +37,7 @@ from dnsfailover.server.proofs import (
     Record,
     Sigs,
     build_chain,
+    raw_rr,
     record_rr,
     wire,
 )
@@ -46,6 +47,8 @@ QUANTUM = 3600
 """Signing times are rounded down to this (seconds): see the module's docstring."""
 SOA, NS, DS, DNSKEY, CDS, CDNSKEY, RRSIG = 6, 2, 43, 48, 59, 60, 46
 KSK_SIGNED = frozenset({DNSKEY, CDS, CDNSKEY})
+SIGNER_SETS = (DNSKEY, CDS, CDNSKEY, NSEC3PARAM)
+"""The apex RRsets the signer adds to a zone's data."""
 _IN = 1
 _CACHE = 131_072
 
@@ -58,10 +61,24 @@ class _Canonical(DNSBuffer):  # type: ignore[misc]  # dnslib is untyped
         self.encode_name_nocompress(DNSLabel([part.lower() for part in label.label]))
 
 
+_canonical: dict[int, tuple[object, bytes]] = {}
+"""Canonical wire forms by rdata object: a managed set's values are shared objects (see
+`rrsets._managed_rdata`), so a failover of ten thousand sets packs each address once.  The
+object is kept beside its wire form, so its id is not reused while the entry lives."""
+
+
 def canonical(rr: RR) -> bytes:
+    rdata = rr.rdata
+    found = _canonical.get(id(rdata))
+    if found is not None and found[0] is rdata:
+        return found[1]
     buffer = _Canonical()
-    rr.rdata.pack(buffer)
-    return bytes(buffer.data)
+    rdata.pack(buffer)
+    wire_form = bytes(buffer.data)
+    if len(_canonical) >= _CACHE:
+        _canonical.clear()
+    _canonical[id(rdata)] = (rdata, wire_form)
+    return wire_form
 
 
 def expiration(sig: RR) -> int:
@@ -138,10 +155,17 @@ class ZoneSigner:
         now = self.clock()
         return now - now % QUANTUM
 
-    def due(self, sigs: Sigs, now: float) -> bool:
-        """Whether `sigs` need re-making at `now` (less than `refresh` of validity left)."""
-        left = min((expiration(s) for s in sigs), default=0) - now
+    def due(self, sigs: Sigs, at: float | None = None) -> bool:
+        """Whether `sigs` need re-making at `at` (default: now): less than `refresh` of the
+        validity left."""
+        left = min((expiration(s) for s in sigs), default=0) - (self.clock() if at is None else at)
         return left < self.policy.refresh * self.policy.validity
+
+    @property
+    def window(self) -> float:
+        """A refresh re-makes what is due within this much time too (the expiry jitter's
+        spread, at least an hour): one re-signing publish per window, not one a second."""
+        return max(3600.0, self.policy.jitter * self.policy.validity)
 
     def apex_sets(self, origin: Labels) -> list[tuple[int, tuple[RR, ...]]]:
         """The RRsets the signer adds at the apex: DNSKEY, CDS and CDNSKEY (`cds`), and
@@ -176,7 +200,7 @@ class ZoneSigner:
         key = (owner, code, ttl, rdatas)
         with self._lock:
             found = self._cache.get(key)
-        if found is not None and not self.due(found, now):
+        if found is not None and not self.due(found):
             return found
         sigs = self._make(rrs[0].rname, name, code, ttl, rdatas, now)
         with self._lock:
@@ -200,7 +224,7 @@ class ZoneSigner:
         made = signer_core.sign_wire(wire(name), labels, code, ttl, rdatas, keys, now, self.policy)
         self.stats.seconds += time.thread_time() - started
         self.stats.signatures += len(made)
-        return tuple(RR(label, RRSIG, _IN, ttl, RD(sig)) for sig in made)
+        return tuple(raw_rr(label, RRSIG, ttl, RD(sig)) for sig in made)
 
     def record(self, now: float) -> Callable[[Labels, int, int, bytes], Record]:
         """A chain record maker signing at `now` (see `proofs.SignRecord`)."""
@@ -218,19 +242,19 @@ def owned(sigs: Sigs, owner: DNSLabel | None, ttl: int | None = None) -> Sigs:
     if owner is None and ttl is None:
         return sigs
     return tuple(
-        RR(owner or s.rname, s.rtype, s.rclass, s.ttl if ttl is None else ttl, s.rdata)
-        for s in sigs
+        raw_rr(owner or s.rname, RRSIG, s.ttl if ttl is None else ttl, s.rdata) for s in sigs
     )
 
 
 class _Sets:
     """Signs served sets: plain, weighted (each choice too) and steered groups."""
 
-    def __init__(self, signer: ZoneSigner, now: float, served: Served) -> None:
-        self.signer, self.now, self.served = signer, now, served
+    def __init__(self, signer: ZoneSigner, now: float, served: Served, fresh: bool = False) -> None:
+        self.signer, self.now, self.served, self.fresh = signer, now, served, fresh
 
     def one(self, at: SetKey, rrs: tuple[RR, ...], weighted: bool | None = None) -> Signed:
-        sign, cached = self.signer.sign, at in self.served.managed
+        # a refresh signs anew (the cache's copy is as old as the one it replaces)
+        sign, cached = self.signer.sign, at in self.served.managed and not self.fresh
         whole = sign(at[0], at[1], rrs, self.now, cached)
         if weighted is None:
             weighted = at in self.served.weighted
@@ -286,10 +310,20 @@ def secure_zone(signer: ZoneSigner, served: Served) -> Secure:
     return _finish(secure, served, refreshed=False)
 
 
-def _finish(secure: Secure, served: Served, *, refreshed: bool) -> Secure:
+def _finish(
+    secure: Secure, served: Served, *, refreshed: bool, made: Iterable[Sigs] | None = None
+) -> Secure:
+    """`secure` with its negative SOA signatures and refresh time: from every signature,
+    or (`made`: the signatures an update made) the earlier of the old time and theirs:
+    replaced signatures are younger, so the time can only be early, never late (a refresh
+    that comes early re-makes what is due and computes it again)."""
     soa = secure.sets[served.origin, SOA].whole
     negative = owned(soa, None, served.negative_ttl)
-    return replace(secure, negative=negative, refresh_at=_refresh_at(secure), refreshed=refreshed)
+    if made is None:
+        at = _refresh_at(_all_sigs(secure), secure.signer.policy)
+    else:
+        at = min(secure.refresh_at, _refresh_at(made, secure.signer.policy))
+    return replace(secure, negative=negative, refresh_at=at, refreshed=refreshed)
 
 
 def _all_sigs(secure: Secure) -> Iterable[Sigs]:
@@ -302,9 +336,8 @@ def _all_sigs(secure: Secure) -> Iterable[Sigs]:
         yield sigs
 
 
-def _refresh_at(secure: Secure) -> float:
-    policy = secure.signer.policy
-    first = min((expiration(s) for sigs in _all_sigs(secure) for s in sigs), default=float("inf"))
+def _refresh_at(sigs: Iterable[Sigs], policy: Policy) -> float:
+    first = min((expiration(s) for group in sigs for s in group), default=float("inf"))
     return first - policy.refresh * policy.validity
 
 
@@ -320,6 +353,7 @@ def update_secure(
     None: the chain must be rebuilt (a name it does not know)."""
     signer = secure.signer
     now = signer.moment()
+    changed, steered = list(changed), list(steered)
     sets = _Sets(signer, now, served)
     signed = dict(secure.sets)
     types = secure.chain.types
@@ -354,31 +388,39 @@ def update_secure(
         chain = found
     fresh = replace(secure, sets=signed, groups=groups, chain=chain)
     if signer.clock() < secure.refresh_at:
-        return _finish(fresh, served, refreshed=False)
+        made = [
+            *(sig for key in [*changed, (served.origin, SOA)] if key in signed
+              for sig in signed[key].sigs()),
+            *(sig for at in steered for v in groups.get(at, {}).values() for sig in v.sigs()),
+            *(chain.records[chain.key(name)][1] for name in retyped),
+        ]  # fmt: skip
+        return _finish(fresh, served, refreshed=False, made=made)
     return _finish(_refreshed(fresh, served, now), served, refreshed=True)
 
 
 def _refreshed(secure: Secure, served: Served, now: float) -> Secure:
-    """Every due signature re-made (the data is the same)."""
+    """Every signature due within the refresh window re-made (the data is the same)."""
     signer = secure.signer
-    due = signer.due
-    sets = _Sets(signer, now, served)
+    horizon = signer.clock() + signer.window
+
+    def due(sigs: Sigs) -> bool:
+        return signer.due(sigs, horizon)
+
+    sets = _Sets(signer, now, served, fresh=True)
     signed = {
-        key: (
-            sets.one(key, served.rrsets[key]) if any(due(s, now) for s in value.sigs()) else value
-        )
+        key: sets.one(key, served.rrsets[key]) if any(map(due, value.sigs())) else value
         for key, value in secure.sets.items()
     }
     groups = {
         at: (
             sets.groups(at, *served.steered[at])
-            if any(due(s, now) for v in by_group.values() for s in v.sigs())
+            if any(due(s) for v in by_group.values() for s in v.sigs())
             else by_group
         )
         for at, by_group in secure.groups.items()
     }
     chain = secure.chain
-    stale = {k: r for k, r in chain.records.items() if due(r[1], now)}
+    stale = {k: r for k, r in chain.records.items() if due(r[1])}
     if stale:
         make = signer.record(now)
         records = dict(chain.records)

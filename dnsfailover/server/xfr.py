@@ -27,11 +27,16 @@ import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import dns.rrset
 import dns.tsig
+from dnslib import RR as DnslibRR
 
 from dnsfailover.config.schema import Config
 from dnsfailover.model import Key, RecordSet, Soa, ZoneContent
+from dnsfailover.rdata import Labels
+from dnsfailover.server.lookup import ZoneData
+from dnsfailover.server.secure import SIGNER_SETS
 from dnsfailover.server.tsig import Keyring, key_name, response_shell, tsig_error
 from dnsfailover.server.versions import Delta
+from dnsfailover.server.zone import ZoneSnapshot
 
 log = logging.getLogger("dnsfailover.server.xfr")
 
@@ -48,10 +53,12 @@ RR = tuple[dns.name.Name, int, int, dns.rdata.Rdata]  # name, type, ttl, rdata
 
 class ZoneSource(Protocol):
     """What transfers are served from (:class:`dnsfailover.server.embedded.EmbeddedZones`):
-    each zone's content and its recent differences, oldest first."""
+    each zone's content and its recent differences, oldest first, and the snapshot served
+    (a signed zone's signatures and denial chain are there)."""
 
     contents: dict[str, ZoneContent]
     history: dict[str, deque[Delta]]
+    snapshot: ZoneSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +121,51 @@ def _rrs(rrsets: Iterable[dns.rrset.RRset]) -> frozenset[RR]:
     return frozenset((r.name, int(r.rdtype), r.ttl, rd) for r in rrsets for rd in r)
 
 
-def _render(content: ZoneContent) -> _Rendered:
+def _render(content: ZoneContent, zone: ZoneData | None = None) -> _Rendered:
+    """The zone as AXFR sends it; with `zone` (the version served, signed), its DNSKEY
+    (CDS, CDNSKEY, NSEC3PARAM), every RRSIG and the NSEC/NSEC3 chain too."""
     rrsets = _rrsets(content.origin, content.records)
+    if zone is not None and zone.secure is not None:
+        rrsets += signed_rrsets(zone)
     return _Rendered(content, soa_rrset(content.origin, content.soa), rrsets)
+
+
+def _name(labels: Labels) -> dns.name.Name:
+    return dns.name.Name((*labels, b""))
+
+
+def _as_rrset(labels: Labels, rrs: Sequence[DnslibRR]) -> dns.rrset.RRset:
+    """dnslib RRs held as wire rdata (the signer's) as a dnspython RRset."""
+    rdatas = [
+        dns.rdata.from_wire(
+            dns.rdataclass.IN,
+            dns.rdatatype.RdataType(int(rr.rtype)),
+            rr.rdata.data,
+            0,
+            len(rr.rdata.data),
+        )
+        for rr in rrs
+    ]
+    return dns.rrset.from_rdata_list(_name(labels), rrs[0].ttl, rdatas)
+
+
+def signed_rrsets(zone: ZoneData) -> list[dns.rrset.RRset]:
+    """What signing adds to `zone`'s data: the apex DNSKEY (CDS, CDNSKEY, NSEC3PARAM)
+    RRsets, the RRSIGs of every authoritative RRset and the denial chain, signed."""
+    secure = zone.secure
+    assert secure is not None
+    out = [
+        _as_rrset(zone.origin, zone.rrsets[zone.origin, code])
+        for code in SIGNER_SETS
+        if (zone.origin, code) in zone.rrsets
+    ]
+    for (name, _code), signed in sorted(secure.sets.items()):
+        if signed.whole:
+            out.append(_as_rrset(name, signed.whole))
+    for rr, sigs in secure.chain.records.values():
+        owner = tuple(bytes(label).lower() for label in rr.rname.label)
+        out += [_as_rrset(owner, (rr,)), _as_rrset(owner, sigs)]
+    return out
 
 
 def _group(rrs: Sequence[RR]) -> list[dns.rrset.RRset]:
@@ -239,19 +288,31 @@ class TransferHandler:
 
     # -- answers ----------------------------------------------------------------------------
 
+    def _signed(self, content: ZoneContent) -> ZoneData | None:
+        """The served version of `content`'s zone when it is signed."""
+        zone = self._zones.snapshot.zone(content.origin)
+        if zone is None or zone.secure is None or zone.serial != content.soa.serial:
+            return None
+        return zone
+
     def _current(self, content: ZoneContent) -> _Rendered:
         """The rendered form of the current version (what AXFR sends), made once."""
         found = self._cache.get(content.origin)
         if found is not None and found.content is content:
             return found
-        rendered = _render(content)
+        rendered = _render(content, self._signed(content))
         self._cache[content.origin] = rendered
         return rendered
 
     def _answer(self, query: dns.message.Message, content: ZoneContent, kind: str) -> list[bytes]:
         soa = soa_rrset(content.origin, content.soa)
         sections: list[dns.rrset.RRset]
+        # A signed zone's differences are not kept with their signatures: IXFR gets the
+        # whole zone (RFC 1995 §4 allows it), unless the client is current.
+        signed = self._signed(content) is not None
         chain = self._chain(query, content) if kind == "IXFR" else None
+        if signed and chain:
+            chain = None
         if chain is None:
             current = self._current(content)
             sections = [current.soa, *current.rrsets, current.soa]

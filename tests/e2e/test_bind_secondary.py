@@ -11,9 +11,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.dnssec
 import dns.message
+import dns.name
 import dns.query
 import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import dns.zone
 import pytest
 from support import HttpEndpoints, Server, wait_for
 
@@ -180,3 +185,98 @@ zones:
     assert f"xfr: IXFR {ZONE} serial {ours.serial(ZONE)}" in our_log
     assert f"acknowledged by 127.0.0.1:{bind_port}" in our_log
     assert secret not in our_log
+
+
+def _verified(zone_file: Path) -> None:
+    """BIND's dnssec-verify and Knot's kzonecheck both accept the signed zone file."""
+    from dnssec_support import kzonecheck, verify
+
+    checked = verify(zone_file, csk=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Zone fully signed" in checked.stdout + checked.stderr
+    knot = kzonecheck(zone_file)
+    assert knot.returncode == 0, knot.stdout + knot.stderr
+
+
+def _axfr(port: int, key: dns.tsig.Key, into: Path) -> Path:
+    """The zone as AXFR transfers it from 127.0.0.1:`port`, as a master file."""
+    zone = dns.zone.from_xfr(
+        dns.query.xfr(
+            "127.0.0.1",
+            ZONE,
+            port=port,
+            keyring={key.name: key},
+            keyname=key.name,
+            relativize=False,
+        ),
+        relativize=False,
+    )
+    into.write_text(zone.to_text(relativize=False))
+    return into
+
+
+def test_bind_secondary_serves_our_signed_zone_across_a_failover(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    serve: Serve,
+    bind: Callable[[int, int, str], Bind],
+) -> None:
+    """A signed zone: AXFR carries DNSKEY, every RRSIG and the NSEC chain, which
+    dnssec-verify and kzonecheck accept before and after a failover, and a BIND secondary
+    serves the signatures we made (they validate against our DNSKEY)."""
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    (key_file := tmp_path / "xfr.key").write_text(secret + "\n")
+    key_file.chmod(0o600)
+    key = dns.tsig.Key("xfr-key.", secret, "hmac-sha256")
+    bind_port = free_port()
+    endpoints = ", ".join(
+        f"{{address: {a}, check_port: {http_endpoints.start(a)}}}" for a in (A, B)
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""\
+tsig_keys:
+  xfr-key: {{algorithm: hmac-sha256, secret_file: {key_file}}}
+checks:
+  web: {{type: http, path: /healthz, interval: 200ms, timeout: 150ms, rise: 2, fall: 2}}
+zones:
+  {ZONE}:
+    soa: {{mname: ns1.example.test., rname: hostmaster.example.test., refresh: 3600}}
+    nameservers: [ns1.example.test.]
+    dnssec: {{}}
+    allow_transfer: [{{address: 127.0.0.1, key: xfr-key}}]
+    also_notify: [{{address: 127.0.0.1, port: {bind_port}, key: xfr-key}}]
+    records:
+      ns1: {{type: A, value: 127.0.0.1}}
+      "*.wild": {{type: TXT, value: wildcard}}
+      txt.deep.er: {{type: TXT, value: "below an empty non-terminal"}}
+    failover:
+      www: {{policy: active-active, check: web, endpoints: [{endpoints}]}}
+"""
+    )
+    ours = serve(config)
+    secondary = bind(bind_port, ours.port, secret)
+    wait_for(lambda: secondary.serial() == ours.serial(ZONE), timeout=10)
+    _verified(_axfr(ours.port, key, tmp_path / "before.zone"))
+
+    keys = _dnskey(ours.port)
+    http_endpoints.stop(B)
+    wait_for(lambda: ours.answer(WWW) == (A,), timeout=10, every=0.005)
+    wait_for(lambda: secondary.answer(WWW) == (A,), timeout=5, every=0.005)
+    after = _axfr(ours.port, key, tmp_path / "after.zone")
+    _verified(after)
+    assert f"www.example.test. 30 IN A {A}" in after.read_text().replace("\t", " ")
+    for port in (ours.port, secondary.port):  # the secondary serves our signatures
+        q = dns.message.make_query(WWW, "A", want_dnssec=True)
+        reply = dns.query.tcp(q, "127.0.0.1", port=port, timeout=2)
+        (rrset,) = [r for r in reply.answer if r.rdtype == dns.rdatatype.A]
+        (sig,) = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
+        assert [rd.to_text() for rd in rrset] == [A]
+        dns.dnssec.validate(rrset, sig, {dns.name.from_text(ZONE): keys})
+
+
+def _dnskey(port: int) -> dns.rrset.RRset:
+    q = dns.message.make_query(ZONE, "DNSKEY", want_dnssec=True)
+    reply = dns.query.tcp(q, "127.0.0.1", port=port, timeout=2)
+    (found,) = [r for r in reply.answer if r.rdtype == dns.rdatatype.DNSKEY]
+    return found
