@@ -27,7 +27,9 @@ its arrival time.  Measured:
 - node CPU per name: the node process's CPU (utime+stime, not the probe process) from the
   kill to the last name right, less its rate while idle under the same watching, over the
   names changed (health, decisions, signing, snapshot, history); signed minus unsigned, the
-  median of the per-round differences, is the signing's cost per name;
+  median of the per-round differences, is the signing's cost per name; and the node's own
+  count of the signatures it made and their CPU (`dnsfailover_dnssec_signatures_total`,
+  `dnsfailover_dnssec_signing_cpu_seconds_total` in `/metrics`), read before and after;
 - then every kept reply is validated with dnspython (`dns.dnssec.validate`) against the
   zone's DNSKEY and its A RRset must be exactly the new address: one failure and the run
   exits 1 instead of reporting a time.
@@ -37,10 +39,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -256,6 +260,20 @@ def history(api: str, since: float, names: int) -> tuple[float, dict[str, float]
         time.sleep(0.5)
 
 
+def signing(api: str) -> tuple[float, float]:
+    """The node's own count of signatures made and the CPU they took (its metrics), summed
+    over the zones; (0, 0) when it has none (unsigned, or a build without them)."""
+    with urllib.request.urlopen(f"{api}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    made = cpu = 0.0
+    for line in text.splitlines():
+        if line.startswith("dnsfailover_dnssec_signatures_total{"):
+            made += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("dnsfailover_dnssec_signing_cpu_seconds_total{"):
+            cpu += float(line.rsplit(" ", 1)[1])
+    return made, cpu
+
+
 @dataclass
 class Outage:
     signed: bool
@@ -268,6 +286,8 @@ class Outage:
     worst: float  # the most a watched name took from its transition to its first right reply
     p50: float  # the median of that
     cpu_per_name_us: float
+    signatures: int  # made during the outage, by the node's metrics
+    cpu_per_signature_us: float  # by the same
     rss_mb: float
     invalid: int
 
@@ -306,6 +326,7 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
             time.sleep(2 * args.interval)
             rate = idle_rate(proc.pid, resolver, sentinels)
             print(f"  node CPU while watched, idle: {rate * 100:.0f}% of a core", flush=True)
+            made0, signing0 = signing(api)
             cpu0, killed = cpu_seconds([proc.pid]), time.time()
             listeners.command("kill", list(range(n)))
             watched = until(resolver, {s: want[s] for s in sentinels}, signed, limit=60)
@@ -316,6 +337,7 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
             kept.update(until(resolver, {n: want[n] for n in names if n not in kept}, signed, 60))
             done = time.time()
             cpu = cpu_seconds([proc.pid]) - cpu0 - rate * (done - killed)
+            made1, signing1 = signing(api)
             rss = rss_mb(proc.pid)
             detected, moves = history(api, killed, args.names)
         finally:
@@ -341,6 +363,8 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
         took[-1],
         statistics.median(took),
         max(0.0, cpu) / args.names * 1e6,
+        round(made1 - made0),
+        (signing1 - signing0) / (made1 - made0) * 1e6 if made1 > made0 else 0.0,
         rss,
         invalid,
     )
@@ -354,11 +378,17 @@ def describe(o: Outage, names: int) -> str:
         f"{o.p50 * 1000:.0f} ms, max {o.worst * 1000:.0f} ms; last decision -> all {names:,} "
         f"seen right {o.served:.2f} s ({o.late} wrong after their endpoint's); node CPU "
         f"{o.cpu_per_name_us:.0f} us/name"
-        + (f"; {names - o.invalid:,} of {names:,} replies validated" if o.signed else "")
+        + (
+            f"; {o.signatures:,} signatures made, {o.cpu_per_signature_us:.0f} us CPU each "
+            f"(node's metrics); {names - o.invalid:,} of {names:,} replies validated"
+            if o.signed
+            else ""
+        )
     )
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--names", type=int, default=10_000)
     ap.add_argument("--per-region", type=int, default=500, help="endpoints in each region")
@@ -392,10 +422,12 @@ def main() -> None:
     worst = statistics.median(o.worst for o in signed_runs)
     served = statistics.median(o.served for o in signed_runs)
     cpu = statistics.median(o.cpu_per_name_us for o in signed_runs)
+    per_signature = statistics.median(o.cpu_per_signature_us for o in signed_runs)
     print(
         f"signed, median of rounds: the slowest decision -> its names served {worst:.2f} s "
         f"(target <= 1.5 s); the last decision -> all names seen right {served:.2f} s; node "
-        f"CPU {cpu:.0f} us per re-signed name"
+        f"CPU {cpu:.0f} us per re-signed name; CPU per signature (node's metrics) "
+        f"{per_signature:.0f} us"
     )
     if plain:
         pairs = list(zip(signed_runs, plain, strict=False))

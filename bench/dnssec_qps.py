@@ -33,9 +33,11 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import signal
 import statistics
 import string
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -401,6 +403,7 @@ def report(args: argparse.Namespace, servers: list[Server], results: list[Result
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=10)

@@ -23,10 +23,12 @@ import contextlib
 import gc
 import os
 import platform
+import signal
 import socket
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -182,6 +184,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {machine()}")
     if args.dnssec:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop `serve` on the way out
         dnssec_main(args)
         return
     base = rss_mb()
