@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from dnssec_support import NOW, ORIGIN, Clock, config, content
 
+from dnsfailover.config.schema import Config
+from dnsfailover.engine.overrides import Override
+from dnsfailover.engine.values import EngineState
+from dnsfailover.model import State
 from dnsfailover.runtime import signing
 from dnsfailover.runtime.reload import ReloadRefused, refuse_unreloadable
 from dnsfailover.server.embedded import EmbeddedZones
@@ -60,3 +65,37 @@ def test_the_signing_time_is_the_hour(tmp_path: Path) -> None:
     signer = signing.zone_signers(config(), tmp_path / "st.db", Clock(NOW))[ORIGIN]
     assert signer.moment() % 3600 == 0
     assert NOW - 3600 < signer.moment() <= NOW
+
+
+class _Node:
+    """What `signing.warm_once` reads of a node: its config, health, engine state and zones."""
+
+    def __init__(self, cfg: Config, zones: EmbeddedZones) -> None:
+        self.config, self.embedded = cfg, zones
+        self.publisher = SimpleNamespace(engine=EngineState())
+        self._health = dict.fromkeys(cfg.votes(), State.UP)
+
+    @property
+    def tracker(self) -> SimpleNamespace:
+        return SimpleNamespace(states=lambda: self._health)
+
+    def overrides(self) -> list[Override]:
+        return []
+
+
+def test_a_tier_failover_signed_ahead_signs_only_its_soa(tmp_path: Path) -> None:
+    cfg = config()
+    signer = signing.zone_signers(cfg, tmp_path / "st.db", Clock())[ORIGIN]
+    zones = EmbeddedZones()
+    zones.sign_with({ORIGIN: signer})
+    up = content(cfg)
+    zones.put([up])
+    assert signing.failure_domains(cfg) == ["backup", "primary"]
+    made, domains = signing.warm_once(_Node(cfg, zones), NOW)  # type: ignore[arg-type]
+    assert (made, domains) == (1, 2)  # www on its backup tier (losing backup changes nothing)
+    before = signer.stats.signatures
+    down = content(cfg, down=("192.0.2.10", "192.0.2.11"))  # the primary tier
+    zones.put([replace(down, soa=replace(down.soa, serial=up.soa.serial + 1))])
+    assert signer.stats.signatures - before == 1  # the SOA: www's answer was signed ahead
+    again = signing.warm_once(_Node(cfg, zones), NOW)  # type: ignore[arg-type]
+    assert again[0] == 0  # nothing new to sign ahead

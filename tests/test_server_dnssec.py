@@ -273,7 +273,9 @@ def test_the_fast_path_replays_signed_answers_exactly(tmp_path: Path) -> None:
     cfg = config()
     snap = ZoneSnapshot.build([content(cfg)], {ORIGIN: signer_for(cfg, tmp_path)})
     table = FastTable(snap)
-    for name, rtype, _rcode, _needs in CASES:
+    long = ("a" * 60 + ".") * 3 + "nothere.example.test."  # its NXDOMAIN: over 512 bytes
+    asked = [*((n, t) for n, t, *_ in CASES), (long, "A"), (long, "AAAA")]
+    for name, rtype in asked:
         q = dns.message.make_query(name, rtype, want_dnssec=True, payload=1232)
         q.id = 4242
         q.flags &= ~dns.flags.RD
@@ -282,15 +284,22 @@ def test_the_fast_path_replays_signed_answers_exactly(tmp_path: Path) -> None:
         answers = [table.answer(wire, tcp=False) for _ in range(3)]
         assert answers == [full] * 3
         assert table.lookup(wire, tcp=False) in (full, None)
+    assert len(respond(snap, ask_wire(long), tcp=False) or b"") > 512
     hits = sum(
         1
-        for name, rtype, *_ in CASES
+        for name, rtype in asked
         if table.lookup(
             dns.message.make_query(name, rtype, want_dnssec=True, payload=1232).to_wire(),
             tcp=False,
         )
     )
-    assert hits >= 5  # positive signed answers fit 512 bytes: replayed, not rebuilt
+    # every answer: the query's payload is the server's (1232), so a reply of any size that
+    # fits is replayed, proofs and all
+    assert hits == len(asked)
+
+
+def ask_wire(name: str) -> bytes:
+    return dns.message.make_query(name, "A", want_dnssec=True, payload=1232).to_wire()
 
 
 class _In:

@@ -239,9 +239,10 @@ def _check_zone(
             problems.append(at.problem(path, message))
             continue
         names.append(_Name(name, record.type, False, path))
-        if name == zone.origin and record.type in ("NS", "CNAME"):
+        if name == zone.origin and record.type in ("NS", "CNAME", "DS"):
             why = {
                 "NS": "the apex NS records come from the zone's nameservers; list them there",
+                "DS": "the apex DS belongs in the parent zone (dnsfailover dnssec ds prints it)",
                 "CNAME": "a CNAME cannot be at the zone apex, where the SOA and NS records are",
             }
             problems.append(at.problem((*path, "type"), why[record.type]))
@@ -269,6 +270,10 @@ def _check_zone(
         problems += _repeated_endpoints(path, failover, at)
     problems += _conflicts(names, at)
     problems += _glue(zone, names, origins, at)
+    delegations = {n.name for n in names if n.type == "NS"}
+    for n in names:
+        if n.type == "DS" and n.name != zone.origin and n.name not in delegations:
+            problems.append(n.problem(at, "a DS belongs at a delegation: add NS at this name"))
     return problems
 
 

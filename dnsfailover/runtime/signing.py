@@ -21,9 +21,15 @@ from dnsfailover.alerts.notice import Notice
 from dnsfailover.config.schema import Config, ZoneConfig
 from dnsfailover.dnssec import keys
 from dnsfailover.dnssec.keys import KeySet
+from dnsfailover.engine.decide import decide
+from dnsfailover.engine.overrides import Override
+from dnsfailover.engine.simulate import resolve
+from dnsfailover.health.tracker import HealthTracker
+from dnsfailover.model import State
+from dnsfailover.rdata import name_labels
 from dnsfailover.runtime.publish import Publisher
 from dnsfailover.server.embedded import EmbeddedZones
-from dnsfailover.server.secure import ZoneSigner
+from dnsfailover.server.secure import ZoneSigner, presign
 
 log = logging.getLogger("dnsfailover.dnssec")
 
@@ -153,14 +159,86 @@ class Signed(Protocol):
     embedded: EmbeddedZones
     publisher: Publisher
     alerter: Alerter
+    config: Config
+
+    @property
+    def tracker(self) -> HealthTracker: ...
+
+    def overrides(self) -> list[Override]: ...
 
     def wake(self, force: bool = False) -> None: ...
+
+
+WARM_AFTER = 5.0
+WARM_EVERY = 6 * 3600.0
+"""Signing ahead (`warm`) starts this long after start-up, and runs again this often."""
+
+
+def failure_domains(config: Config) -> list[str]:
+    """The tiers whose loss a failover answers (every tier name of an active-passive record
+    with several tiers; name tiers after regions and these are the regions)."""
+    return sorted({t.name for _o, _n, r in config.managed() if len(r.tiers) > 1 for t in r.tiers})
+
+
+def warm_once(node: Signed, now: float) -> tuple[int, int]:
+    """Sign ahead the answers each failure domain's loss would serve (decided from the
+    health now, with that tier DOWN), so that the failover itself signs nothing but its SOA;
+    (signatures made, domains).  Runs on a thread: `decide` and signing are pure."""
+    signers = node.embedded.signers
+    config = node.config
+    domains = failure_domains(config)
+    if not signers or not domains:
+        return 0, 0
+    states = node.tracker.states()
+    overrides = node.overrides()
+    made = 0
+    for tier in domains:
+        down = resolve(config, [f"tier:{tier}"])
+        health = {k: State.DOWN if k in down else v for k, v in states.items()}
+        decision = decide(config, health, node.publisher.engine, now, overrides=overrides)
+        for zone in decision.zones:
+            signer, served = signers.get(zone.origin), node.embedded.contents.get(zone.origin)
+            if signer is None or served is None:
+                continue
+            differ = [rs for k, rs in zone.managed.items() if served.managed.get(k) != rs]
+            made += presign(signer, name_labels(zone.origin), differ)
+    return made, len(domains)
+
+
+async def warm(node: Signed, clock: Callable[[], float]) -> None:
+    """Sign ahead (`warm_once`) after start-up, then every `WARM_EVERY` (signatures last
+    far longer; a reload's new answers are signed ahead at the next pass)."""
+    await asyncio.sleep(WARM_AFTER)
+    while True:
+        started = time.monotonic()
+        try:
+            made, domains = await asyncio.to_thread(warm_once, node, clock())
+        except Exception:  # a failover signs what it needs anyway
+            log.warning("dnssec: cannot sign ahead", exc_info=True)
+        else:
+            if made:
+                log.info(
+                    "dnssec: signed ahead %d answers for the loss of %d tier(s) in %.1fs",
+                    made,
+                    domains,
+                    time.monotonic() - started,
+                )
+        await asyncio.sleep(WARM_EVERY)
 
 
 async def resign(node: Signed, clock: Callable[[], float] = time.time) -> None:
     """Wake `node` for a publish of each signed zone whose signatures are due: the
     publisher counts them as changed (a new serial, so secondaries transfer them too), and
-    the publish re-makes every signature that is due.  Until that publish, every second."""
+    the publish re-makes every signature that is due.  Until that publish, every second.
+    Also signs ahead what failovers would serve (`warm`)."""
+    ahead = asyncio.create_task(warm(node, clock), name="dnsfailover-sign-ahead")
+    try:
+        await _resign(node, clock)
+    finally:
+        ahead.cancel()
+
+
+async def _resign(node: Signed, clock: Callable[[], float]) -> None:
     told: set[str] = set()
     alarmed: set[str] = set()
     while True:

@@ -65,8 +65,6 @@ _SOA = 6
 _NS = 2
 _ANY = 255
 _DECLINE = b""
-
-_DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
 
@@ -86,6 +84,11 @@ class Responder(Protocol):
 
 
 Key = tuple[bytes, int, int, bool]
+LARGE = 2
+"""Added to a UDP query's EDNS variant (1 OPT, 2 OPT+DO) when its payload size is at least
+the server's: its reply's limit is then the server's whatever the client said, so a reply
+of any size that fits is replayed (signed answers, with their proofs, are mostly over 512
+bytes); smaller payloads keep the 512-byte rule."""
 Rotating = tuple[Callable[[], int], tuple[bytes, ...]]
 """A weighted key: its rotor's next-turn function and one template per choice."""
 SteeredKey = tuple[str, dict[str, bytes]]
@@ -251,6 +254,8 @@ class FastTable:
         if split is None:
             return None
         qend, keyed, variant = split
+        if variant and not tcp and (data[qend + 3] << 8 | data[qend + 4]) >= self._max_udp_payload:
+            variant += LARGE
         key = (data[HEADER_LEN:qend].lower(), keyed, variant, tcp)
         template = self._table.get(key)
         if template:
@@ -274,6 +279,8 @@ class FastTable:
             where = self._where(client)
             return self._counted(where, self._full(self._snapshot, data, tcp, where))
         qend, keyed, variant = split
+        if variant and not tcp and (data[qend + 3] << 8 | data[qend + 4]) >= self._max_udp_payload:
+            variant += LARGE  # (see `LARGE`)
         question = data[HEADER_LEN:qend]
         key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
         template = self._table.get(key)
@@ -414,7 +421,7 @@ class FastTable:
             self._file(key, question, made, _DECLINE)
             return
         _, keyed, variant, tcp = key
-        made_from = canonical(question, keyed, variant)
+        made_from = canonical(question, keyed, variant, self._max_udp_payload)
         snapshot, rotors = self._recording()
         template = self._respond(snapshot, made_from, tcp, self._max_udp_payload)
         templates = [template]
@@ -426,7 +433,7 @@ class FastTable:
         usable = (
             slow is not None
             and len(rotors) <= 1
-            and all(self._replayable(t, question, qend, tcp) for t in templates)
+            and all(self._replayable(t, question, qend, tcp, self._limit(key)) for t in templates)
             # The check that makes the fast path safe: replaying a template for this very
             # query gives exactly what the full path answered.
             and any(
@@ -492,7 +499,7 @@ class FastTable:
             return _DECLINE
         name, group = placed
         _, keyed, variant, tcp = key
-        made_from = canonical(question, keyed, variant)
+        made_from = canonical(question, keyed, variant, self._max_udp_payload)
         snapshot, rotors = self._recording()
         pin = Pinned(steering, name, group)
         template = self._respond(snapshot, made_from, tcp, self._max_udp_payload, pin)
@@ -500,7 +507,7 @@ class FastTable:
             template is None
             or rotors
             or pin.unplaced
-            or not self._replayable(template, question, qend, tcp)
+            or not self._replayable(template, question, qend, tcp, self._limit(key))
         ):
             return _DECLINE  # (a weighted group rotates: its replies take the full path)
         # with the SCOPE the fast path would echo for this query's placement
@@ -521,11 +528,18 @@ class FastTable:
             return None
         return name
 
+    def _limit(self, key: Key) -> int:
+        """The largest UDP template of `key`: any size the client takes for a LARGE variant,
+        else 512 (a reply that depends on the client's payload size is not replayed)."""
+        return self._max_udp_payload if key[2] > LARGE else MIN_UDP_PAYLOAD
+
     @staticmethod
-    def _replayable(template: bytes | None, question: bytes, qend: int, tcp: bool) -> bool:
+    def _replayable(
+        template: bytes | None, question: bytes, qend: int, tcp: bool, limit: int
+    ) -> bool:
         return (
             template is not None
             and len(template) >= qend
             and template[HEADER_LEN:qend].lower() == question.lower()
-            and (tcp or (len(template) <= MIN_UDP_PAYLOAD and not template[2] << 8 & _TC))
+            and (tcp or (len(template) <= limit and not template[2] << 8 & _TC))
         )

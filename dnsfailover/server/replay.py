@@ -115,13 +115,17 @@ def scoped(option: bytes, scope: int) -> bytes:
     return option[:7] + bytes((scope,)) + option[8:] if option else option
 
 
-def canonical(question: bytes, keyed_flags: int, variant: int) -> bytes:
-    """The query a template is made from: ID 0, RD clear, UDP payload 512."""
+def canonical(
+    question: bytes, keyed_flags: int, variant: int, payload: int = MIN_UDP_PAYLOAD
+) -> bytes:
+    """The query a template is made from: ID 0, RD clear, UDP payload 512 (`payload` for
+    the variants above 2: the large payload ones, `fast.LARGE`)."""
     header = struct.pack("!6H", 0, keyed_flags, 1, 0, 0, 1 if variant else 0)
     if not variant:
         return header + question
-    z = _DO if variant == 2 else 0
-    return header + question + struct.pack("!BHHBBHH", 0, _OPT_TYPE, MIN_UDP_PAYLOAD, 0, 0, z, 0)
+    z = _DO if variant in (2, 4) else 0
+    size = payload if variant > 2 else MIN_UDP_PAYLOAD
+    return header + question + struct.pack("!BHHBBHH", 0, _OPT_TYPE, size, 0, 0, z, 0)
 
 
 def patch(template: bytes, data: bytes, qend: int) -> bytes:

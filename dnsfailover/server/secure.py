@@ -29,6 +29,7 @@ from dnslib import RD, RR, DNSBuffer, DNSLabel
 from dnsfailover.dnssec import sign as signer_core
 from dnsfailover.dnssec.keys import KeySet, SigningKey
 from dnsfailover.dnssec.sign import Policy
+from dnsfailover.model import RecordSet
 from dnsfailover.rdata import Labels
 from dnsfailover.server.proofs import (
     NSEC3PARAM,
@@ -41,6 +42,7 @@ from dnsfailover.server.proofs import (
     record_rr,
     wire,
 )
+from dnsfailover.server.rrsets import build_rrset, rotation_weights
 
 SetKey = tuple[Labels, int]
 QUANTUM = 3600
@@ -430,3 +432,20 @@ def _refreshed(secure: Secure, served: Served, now: float) -> Secure:
         chain = replace(chain, records=records)
     signer.stats.last_refresh = signer.clock()
     return replace(secure, sets=signed, groups=groups, chain=chain)
+
+
+def presign(signer: ZoneSigner, origin: Labels, sets: Iterable[RecordSet]) -> int:
+    """Sign `sets` (answers a failover would serve) into `signer`'s cache ahead of time, so
+    that the failover finds their signatures made; returns how many were made (a weighted
+    set's one-record answers included)."""
+    now = signer.moment()
+    before = signer.stats.signatures
+    for rs in sets:
+        if not rs.values:
+            continue
+        name, code, rrs, kept = build_rrset(rs, origin)
+        signer.sign(name, code, rrs, now)
+        if len(rrs) > 1 and rotation_weights(rs, code, kept) is not None:
+            for rr in rrs:
+                signer.sign(name, code, (rr,), now)
+    return signer.stats.signatures - before
