@@ -9,7 +9,9 @@ have `--per-region` endpoints each, real TCP listeners on 127.1.x.y held by a ch
 (`bench/scale.py`'s), checked every `--interval` seconds (timeout half of it, fall 2).  A
 round starts `serve` with the zone signed (`dnssec: {}`: ECDSA P-256 CSK, NSEC) and, as the
 baseline, unsigned (the order alternates); once every name answers its region-A address
-(with an RRSIG when signed), every region-A listener is closed at once.  The benchmark
+(with an RRSIG when signed) and, signed, the node has logged its sign-ahead pass (`dnssec:
+signed ahead N answers`: the answers each tier's loss would serve, signed before it happens;
+`serve` runs at its default log level, INFO), every region-A listener is closed at once.  The benchmark
 watches one name per endpoint until all of them answer region B, then sweeps every name still
 wrong until none is: a name is right when its answer (DO=1 when signed) has its region-B
 address, not the region-A one, and an RRSIG; the first right reply of each name is kept with
@@ -99,7 +101,7 @@ def write_config(tmp: Path, args: argparse.Namespace, signed: bool) -> Path:
 def serve(config: Path, state: Path, log: Path) -> tuple[subprocess.Popen[str], int, str]:
     """`dnsfailover serve` with its API; returns it, its DNS port and its API's URL."""
     cmd = [str(BIN), "serve", str(config), "--dns", "127.0.0.1:0", "--api", "127.0.0.1:0"]
-    cmd += ["--state", str(state), "--log-level", "WARNING"]
+    cmd += ["--state", str(state), "--log-level", "INFO"]  # serve's default
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
@@ -260,6 +262,18 @@ def history(api: str, since: float, names: int) -> tuple[float, dict[str, float]
         time.sleep(0.5)
 
 
+def wait_log(log: Path, text: str, limit: float) -> str:
+    """The first line of `log` with `text`, once there (the node's sign-ahead pass, which
+    signs what each tier's loss would serve, runs a few seconds after start-up)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = [line for line in log.read_text().splitlines() if text in line]
+        if found:
+            return found[0].split(text, 1)[1].strip()
+        time.sleep(0.5)
+    raise SystemExit(f"no {text!r} in serve's log after {limit:.0f}s")
+
+
 def signing(api: str) -> tuple[float, float]:
     """The node's own count of signatures made and the CPU they took (its metrics), summed
     over the zones; (0, 0) when it has none (unsigned, or a build without them)."""
@@ -286,6 +300,8 @@ class Outage:
     worst: float  # the most a watched name took from its transition to its first right reply
     p50: float  # the median of that
     cpu_per_name_us: float
+    ahead: str  # the sign-ahead pass's log line, before the kill
+    before: tuple[float, float]  # signatures made and their CPU seconds, start -> kill
     signatures: int  # made during the outage, by the node's metrics
     cpu_per_signature_us: float  # by the same
     rss_mb: float
@@ -319,6 +335,7 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
             until(resolver, up, signed, limit=900)
             startup = time.monotonic() - started
             key = dnskey_of(port) if signed else None
+            ahead = wait_log(tmp / "serve.log", "dnssec: signed ahead", 300) if signed else ""
             want = {
                 name: (socket.inet_aton(new[name]), socket.inet_aton(old[name])) for name in names
             }
@@ -363,6 +380,8 @@ def outage(args: argparse.Namespace, signed: bool) -> Outage:
         took[-1],
         statistics.median(took),
         max(0.0, cpu) / args.names * 1e6,
+        ahead,
+        (made0, signing0),
         round(made1 - made0),
         (signing1 - signing0) / (made1 - made0) * 1e6 if made1 > made0 else 0.0,
         rss,
@@ -379,8 +398,11 @@ def describe(o: Outage, names: int) -> str:
         f"seen right {o.served:.2f} s ({o.late} wrong after their endpoint's); node CPU "
         f"{o.cpu_per_name_us:.0f} us/name"
         + (
-            f"; {o.signatures:,} signatures made, {o.cpu_per_signature_us:.0f} us CPU each "
-            f"(node's metrics); {names - o.invalid:,} of {names:,} replies validated"
+            f"; before the kill, {o.before[0]:,.0f} signatures made "
+            f"({o.before[1] / max(1.0, o.before[0]) * 1e6:.0f} us CPU each), signed ahead "
+            f"{o.ahead}; during the outage "
+            f"{o.signatures:,} signatures made ({o.cpu_per_signature_us:.0f} us CPU each, "
+            f"node's metrics); {names - o.invalid:,} of {names:,} replies validated"
             if o.signed
             else ""
         )
@@ -422,12 +444,12 @@ def main() -> None:
     worst = statistics.median(o.worst for o in signed_runs)
     served = statistics.median(o.served for o in signed_runs)
     cpu = statistics.median(o.cpu_per_name_us for o in signed_runs)
-    per_signature = statistics.median(o.cpu_per_signature_us for o in signed_runs)
+    per_signature = statistics.median(o.before[1] / max(1.0, o.before[0]) for o in signed_runs)
     print(
         f"signed, median of rounds: the slowest decision -> its names served {worst:.2f} s "
         f"(target <= 1.5 s); the last decision -> all names seen right {served:.2f} s; node "
-        f"CPU {cpu:.0f} us per re-signed name; CPU per signature (node's metrics) "
-        f"{per_signature:.0f} us"
+        f"CPU {cpu:.0f} us per re-signed name; CPU per signature from start to the kill "
+        f"(node's metrics) {per_signature * 1e6:.0f} us"
     )
     if plain:
         pairs = list(zip(signed_runs, plain, strict=False))
