@@ -11,11 +11,11 @@ round starts `serve` with the zone signed (`dnssec: {}`: ECDSA P-256 CSK, NSEC) 
 baseline, unsigned (the order alternates); once every name answers its region-A address
 (with an RRSIG when signed) and, signed, the node has logged its sign-ahead pass (`dnssec:
 signed ahead N answers`: the answers each tier's loss would serve, signed before it happens;
-`serve` runs at its default log level, INFO), every region-A listener is closed at once.  The benchmark
-watches one name per endpoint until all of them answer region B, then sweeps every name still
-wrong until none is: a name is right when its answer (DO=1 when signed) has its region-B
-address, not the region-A one, and an RRSIG; the first right reply of each name is kept with
-its arrival time.  Measured:
+`serve` runs at its default log level, INFO), every region-A listener is closed at once.
+The benchmark watches one name per endpoint until all of them answer region B, then sweeps
+every name still wrong until none is: a name is right when its answer (DO=1 when signed) has
+its region-B address, not the region-A one, and an RRSIG; the first right reply of each name
+is kept with its arrival time.  Measured:
 
 - the engine's decisions: each name's failover transition and its `at`, from the node's
   history (`GET /api/v1/events`), and the first `health` event (detection).  The probes of
