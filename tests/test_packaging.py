@@ -304,7 +304,7 @@ def test_system_deps_tells_a_non_root_user_the_exact_apt_get_line(bare_bin: Path
     assert run.returncode == 1
     packages = "bind9-dnsutils bind9 bind9-utils etcd-server chromium chromium-driver knot"
     packages += " knot-dnssecutils pdns-server"
-    packages += " gdnsd prometheus zsh groff-base systemd iproute2"
+    packages += " gdnsd dnsperf prometheus zsh groff-base systemd iproute2"
     schema = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
     if not schema.exists():  # the one check by file, not by PATH
         packages = packages.replace("pdns-server", "pdns-server pdns-backend-sqlite3")
