@@ -222,8 +222,8 @@ def test_bind_secondary_serves_our_signed_zone_across_a_failover(
     bind: Callable[[int, int, str], Bind],
 ) -> None:
     """A signed zone: AXFR carries DNSKEY, every RRSIG and the NSEC chain, which
-    dnssec-verify and kzonecheck accept before and after a failover, and a BIND secondary
-    serves the signatures we made (they validate against our DNSKEY)."""
+    dnssec-verify and kzonecheck accept before and after each of several failovers, and a
+    BIND secondary serves the signatures we made (they validate against our DNSKEY)."""
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
     (key_file := tmp_path / "xfr.key").write_text(secret + "\n")
     key_file.chmod(0o600)
@@ -273,6 +273,14 @@ zones:
         (sig,) = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG]
         assert [rd.to_text() for rd in rrset] == [A]
         dns.dnssec.validate(rrset, sig, {dns.name.from_text(ZONE): keys})
+    # a failback, then the other endpoint fails: the zone transferred after each validates
+    http_endpoints.start(B)
+    wait_for(lambda: ours.answer(WWW) == (A, B), timeout=10, every=0.005)
+    _verified(_axfr(ours.port, key, tmp_path / "back.zone"))
+    http_endpoints.stop(A)
+    wait_for(lambda: ours.answer(WWW) == (B,), timeout=10, every=0.005)
+    wait_for(lambda: secondary.answer(WWW) == (B,), timeout=5, every=0.005)
+    _verified(_axfr(ours.port, key, tmp_path / "again.zone"))
 
 
 def _dnskey(port: int) -> dns.rrset.RRset:
