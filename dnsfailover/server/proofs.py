@@ -220,15 +220,6 @@ def wildcard_answer(chain: Chain, name: Labels, encloser: int) -> tuple[RR, ...]
 
 
 def wildcard_nodata(chain: Chain, name: Labels, encloser: int) -> tuple[RR, ...]:
-    """The wildcard matching `name` exists without the type asked."""
-    closest = name[len(name) - encloser :]
-    wildcard = (b"*", *closest)
-    if not chain.hashed:
-        return _flat([chain.find(name)[0], chain.find(wildcard)[0]])
-    return _flat(
-        [
-            chain.find(closest)[0],
-            chain.find(_next_closer(name, encloser))[0],
-            chain.find(wildcard)[0],
-        ]
-    )
+    """The wildcard matching `name` exists without the type asked: the same records as an
+    NXDOMAIN's (no `name`; the wildcard's own record now matches instead of covering)."""
+    return nxdomain(chain, name, encloser)

@@ -127,12 +127,11 @@ def bind(tmp_path: Path) -> Iterator[Callable[[int, int, str], Bind]]:
             b.proc.wait()
 
 
-def test_bind_secondary_follows_a_failover(
-    tmp_path: Path,
-    http_endpoints: HttpEndpoints,
-    serve: Serve,
-    bind: Callable[[int, int, str], Bind],
-) -> None:
+def _primary(
+    tmp_path: Path, http_endpoints: HttpEndpoints, zone: str = "", records: str = ""
+) -> tuple[Path, str, int]:
+    """Our config as a hidden primary for BIND (TSIG, NOTIFY), with `www` over A and B; and
+    the TSIG secret and the port BIND is to listen on.  `zone`, `records`: lines to add."""
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
     (key_file := tmp_path / "xfr.key").write_text(secret + "\n")
     key_file.chmod(0o600)
@@ -151,14 +150,24 @@ zones:
   {ZONE}:
     soa: {{mname: ns1.example.test., rname: hostmaster.example.test., refresh: 3600}}
     nameservers: [ns1.example.test.]
-    allow_transfer: [{{address: 127.0.0.1, key: xfr-key}}]
+{zone}    allow_transfer: [{{address: 127.0.0.1, key: xfr-key}}]
     also_notify: [{{address: 127.0.0.1, port: {bind_port}, key: xfr-key}}]
     records:
       ns1: {{type: A, value: 127.0.0.1}}
-    failover:
+{records}    failover:
       www: {{policy: active-active, check: web, endpoints: [{endpoints}]}}
 """
     )
+    return config, secret, bind_port
+
+
+def test_bind_secondary_follows_a_failover(
+    tmp_path: Path,
+    http_endpoints: HttpEndpoints,
+    serve: Serve,
+    bind: Callable[[int, int, str], Bind],
+) -> None:
+    config, secret, bind_port = _primary(tmp_path, http_endpoints)
     ours = serve(config)
     secondary = bind(bind_port, ours.port, secret)
 
@@ -224,36 +233,16 @@ def test_bind_secondary_serves_our_signed_zone_across_a_failover(
     """A signed zone: AXFR carries DNSKEY, every RRSIG and the NSEC chain, which
     dnssec-verify and kzonecheck accept before and after each of several failovers, and a
     BIND secondary serves the signatures we made (they validate against our DNSKEY)."""
-    secret = base64.b64encode(secrets.token_bytes(32)).decode()
-    (key_file := tmp_path / "xfr.key").write_text(secret + "\n")
-    key_file.chmod(0o600)
+    config, secret, bind_port = _primary(
+        tmp_path,
+        http_endpoints,
+        zone="    dnssec: {}\n",
+        records=(
+            '      "*.wild": {type: TXT, value: wildcard}\n'
+            '      txt.deep.er: {type: TXT, value: "below an empty non-terminal"}\n'
+        ),
+    )
     key = dns.tsig.Key("xfr-key.", secret, "hmac-sha256")
-    bind_port = free_port()
-    endpoints = ", ".join(
-        f"{{address: {a}, check_port: {http_endpoints.start(a)}}}" for a in (A, B)
-    )
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"""\
-tsig_keys:
-  xfr-key: {{algorithm: hmac-sha256, secret_file: {key_file}}}
-checks:
-  web: {{type: http, path: /healthz, interval: 200ms, timeout: 150ms, rise: 2, fall: 2}}
-zones:
-  {ZONE}:
-    soa: {{mname: ns1.example.test., rname: hostmaster.example.test., refresh: 3600}}
-    nameservers: [ns1.example.test.]
-    dnssec: {{}}
-    allow_transfer: [{{address: 127.0.0.1, key: xfr-key}}]
-    also_notify: [{{address: 127.0.0.1, port: {bind_port}, key: xfr-key}}]
-    records:
-      ns1: {{type: A, value: 127.0.0.1}}
-      "*.wild": {{type: TXT, value: wildcard}}
-      txt.deep.er: {{type: TXT, value: "below an empty non-terminal"}}
-    failover:
-      www: {{policy: active-active, check: web, endpoints: [{endpoints}]}}
-"""
-    )
     ours = serve(config)
     secondary = bind(bind_port, ours.port, secret)
     wait_for(lambda: secondary.serial() == ours.serial(ZONE), timeout=10)
