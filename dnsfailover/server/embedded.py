@@ -54,11 +54,6 @@ class EmbeddedZones:
     def signers(self) -> Mapping[str, ZoneSigner]:
         return self.snapshot.signers
 
-    def refresh_at(self) -> float | None:
-        """When the first signature of a served zone needs re-making (None: none signed)."""
-        times = [s.refresh_at for s in self.snapshot.secured().values()]
-        return min(times, default=None)
-
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
