@@ -5,7 +5,6 @@ what BIND's `dnssec-dsfromkey` computes from the files; no private material prin
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dnssec_support import CONFIG, ORIGIN, tool
+from support import free_port
 
 BIN = str(Path(sys.executable).with_name("dnsfailover"))
 
@@ -135,20 +135,6 @@ def test_moving_from_csk_to_ksk_plus_zsk_keeps_the_ds(tmp_path: Path) -> None:
     assert "generated KSK" not in split.stderr
 
 
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 now (named binds both)."""
-    for _ in range(20):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
-
-
 @contextlib.contextmanager
 def parent(directory: Path, ds: list[str]) -> Iterator[str]:
     """BIND 9 serving the parent zone `test.` on 127.0.0.1, delegating example.test. with
@@ -162,7 +148,7 @@ def parent(directory: Path, ds: list[str]) -> Iterator[str]:
         "example.test. IN NS ns1.example.test.\nns1.example.test. IN A 192.0.2.1\n"
         f"{records}\n"
     )
-    port = _free_port()
+    port = free_port()
     (directory / "named.conf").write_text(
         f"""\
 options {{
@@ -305,7 +291,7 @@ def test_rollover_refusals_exit_2(tmp_path: Path) -> None:
     assert none.returncode == 2
     assert "no rollover in progress" in none.stderr
     assert run("dnssec", "rollover", str(split), ORIGIN, "--state", state, "--ksk").returncode == 0
-    closed = f"127.0.0.1:{_free_port()}"
+    closed = f"127.0.0.1:{free_port()}"
     away = run(
         "dnssec", "rollover", str(split), ORIGIN, "--state", state, "--complete",
         "--parent", closed,

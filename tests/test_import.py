@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ import dns.rdatatype
 import jsonschema
 import pytest
 import yaml
-from support import Server, run_cli
+from support import Server, free_port, run_cli
 
 from dnsfailover.config.json_schema import config_schema
 from dnsfailover.config.load import load, loads
@@ -75,20 +74,6 @@ sip       IN NAPTR 100 10 "S" "SIP+D2U" "" _sip._udp
 $GENERATE 1-3 gen$ 600 IN A 10.0.0.$
 """
 BIG = "".join(f"big 60 IN A 10.1.0.{i}\n" for i in range(1, 41))  # more than UDP's 512 bytes
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 now (named binds both)."""
-    for _ in range(20):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
 
 
 class Bind:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import dns.rrset
 import dns.tsig
 import dns.zone
 import pytest
-from support import HttpEndpoints, Server, wait_for
+from support import HttpEndpoints, Server, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,20 +28,6 @@ ZONE = "example.test."
 WWW = "www.example.test."
 A, B = "127.0.0.21", "127.0.0.22"
 Serve = Callable[..., Server]
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 now (named binds both)."""
-    for _ in range(20):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
 
 
 @dataclass
