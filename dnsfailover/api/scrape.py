@@ -28,7 +28,7 @@ RCODES = (
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
     "NXRRSET", "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
 )  # fmt: skip
-"""Index = the header's 4-bit rcode, as counted by `DnsServer.rcodes`."""
+"""Index = the header's 4-bit rcode, as counted by `DnsServer.response_counts`."""
 STATES = tuple(s.value for s in State)
 MODES = ("healthy", "degraded", "all_down", "no_data")
 

@@ -59,7 +59,7 @@ class NodeReports:
 
     def dns_counts(self) -> list[int] | None:
         server = self.serving.server
-        return None if server is None else list(server.rcodes)
+        return None if server is None else server.response_counts()
 
     def dns_address(self) -> tuple[str, int] | None:
         server = self.serving.server

@@ -118,6 +118,37 @@ done:
     return result;
 }
 
+/* sendmmsg() stops at the first message that fails and reports it on the next call: skip
+ * such a message (e.g. to an unreachable address) and go on with the rest, but stop at
+ * errors that would fail every message.  Returns how many went out; *first_error: the first
+ * error met (0: none).  Call without the GIL. */
+int
+send_all(int fd, struct mmsghdr *msgs, unsigned int count, int *first_error)
+{
+    unsigned int next = 0;
+    int sent = 0;
+    while (next < count) {
+        int n = sendmmsg(fd, msgs + next, count - next, 0);
+        if (n > 0) {
+            next += (unsigned int)n;
+            sent += n;
+            continue;
+        }
+        if (n == 0)
+            break;
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        if (*first_error == 0)
+            *first_error = err;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EBADF || err == ENOTSOCK
+            || err == EFAULT || err == ENOTCONN || err == EPIPE)
+            break;
+        next += 1;
+    }
+    return sent;
+}
+
 static PyObject *
 send_batch(PyObject *self, PyObject *args)
 {
@@ -169,36 +200,11 @@ send_batch(PyObject *self, PyObject *args)
         msgs[i].msg_hdr.msg_namelen = (socklen_t)PyBytes_GET_SIZE(addr);
     }
 
-    /* sendmmsg() stops at the first message that fails and reports it on the next call: skip
-     * such a message (e.g. to an unreachable address) and go on with the rest, but stop at
-     * errors that would fail every message.  OSError only when nothing went out. */
-    Py_ssize_t next = 0, sent = 0;
     int first_error = 0;
-    while (next < count) {
-        int n, err;
-        Py_BEGIN_ALLOW_THREADS
-        n = sendmmsg(fd, msgs + next, (unsigned int)(count - next), 0);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        if (n > 0) {
-            next += n;
-            sent += n;
-            continue;
-        }
-        if (n == 0)
-            break;
-        if (err == EINTR) {
-            if (PyErr_CheckSignals() < 0)
-                goto done;
-            continue;
-        }
-        if (first_error == 0)
-            first_error = err;
-        if (err == EAGAIN || err == EWOULDBLOCK || err == EBADF || err == ENOTSOCK
-            || err == EFAULT || err == ENOTCONN || err == EPIPE)
-            break;
-        next += 1;
-    }
+    Py_ssize_t sent;
+    Py_BEGIN_ALLOW_THREADS
+    sent = send_all(fd, msgs, (unsigned int)count, &first_error);
+    Py_END_ALLOW_THREADS
     if (sent == 0 && first_error != 0 && first_error != EAGAIN && first_error != EWOULDBLOCK) {
         errno = first_error;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -231,8 +237,13 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
+int hits_register(PyObject *module); /* _hits.c */
+
 PyMODINIT_FUNC
 PyInit__mmsg(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && hits_register(m) < 0)
+        Py_CLEAR(m);
+    return m;
 }

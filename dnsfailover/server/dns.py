@@ -88,10 +88,21 @@ class _UdpThread:
         self._server, self._sock = server, sock
         self._stopping = False
         sock.setblocking(True)
+        # the C hit path: hits never reach Python (see `_run_hits`)
+        self._loop = (
+            _mmsg.UdpLoop(sock.fileno(), _UDP_BATCH, _UDP_BUFSIZE)
+            if server.c_hits and _mmsg is not None and hasattr(_mmsg, "UdpLoop")
+            else None
+        )
+        if self._loop is not None:
+            server.attach(self._loop)
         self._thread = threading.Thread(target=self._run, name="dnsfailover-udp", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        if self._loop is not None:
+            self._run_hits(self._loop)
+            return
         if _mmsg is not None:
             self._run_batched()
             return
@@ -139,8 +150,37 @@ class _UdpThread:
             except OSError as e:
                 log.debug("udp: %s", e)
 
+    def _run_hits(self, loop: _mmsg.UdpLoop) -> None:
+        """The C hit path answers and sends every hit (without the GIL); a batch's misses
+        come back with the table that answered it, and are answered from it here."""
+        send, fd = _mmsg.send_batch, self._sock.fileno()
+        while not self._stopping:
+            try:
+                table, batch = loop.run()
+            except OSError as e:
+                log.debug("udp: %s", e)
+                continue
+            if self._stopping:
+                break
+            reply_to = self._server.udp_reply
+            replies: list[tuple[bytes, bytes]] = []
+            for data, host, addr in batch:
+                try:
+                    reply = reply_to(data, host, cast(FastTable, table))
+                except Exception:
+                    log.warning("udp: cannot answer", exc_info=True)
+                    continue
+                if reply is not None:
+                    replies.append((reply, addr))
+            try:
+                send(fd, replies)
+            except OSError as e:
+                log.debug("udp: %s", e)
+
     async def stop(self) -> None:
         self._stopping = True
+        if self._loop is not None:
+            self._loop.stop()
         # shutdown() wakes the blocked recvfrom (Linux; it also raises ENOTCONN for UDP).
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
@@ -159,6 +199,8 @@ class DnsServer:
     (``udp_only`` for workers: TCP, and so zone transfers, stay with the main process);
     ``udp_thread`` answers UDP on a thread with blocking calls rather than on the loop;
     ``rrl`` rate-limits UDP responses; ``identity`` is the TXT answer to CH ``id.server.``.
+    ``c_hits``: the UDP thread answers hits in C (`_mmsg.UdpLoop`) when the extension is
+    built; with RRL on, every datagram takes the Python path (which rate-limits).
 
     ``steering`` places the clients of steered names (see `set_steering`): a question for
     a steered set of the snapshot is answered with the client's location group's answer,
@@ -184,19 +226,22 @@ class DnsServer:
         udp_thread: bool = False,
         steering: Steering | None = None,
         limits: SourceLimits = DEFAULT_LIMITS,
+        c_hits: bool = True,
     ) -> None:
         self._fast = fast
+        self.c_hits = c_hits and _mmsg is not None and udp_thread
+        self._loops: list[_mmsg.UdpLoop] = []  # answering from `_table`'s C hit table
         self._max_udp_payload = max_udp_payload
         self._limits = limits
         # queries answered per (steered name, location group), since start
         self.steered_queries: dict[tuple[str, str], int] = {}
         self._swap = threading.Lock()  # publish and set_steering: one swap at a time
+        self.rrl = RateLimiter(rrl) if rrl is not None and rrl.enabled else None
         self._table = self._new_table(snapshot, steering)
         self.tcp_handler = tcp_handler
         self.reuse_port = reuse_port
         self.udp_only = udp_only
         self.udp_thread = udp_thread
-        self.rrl = RateLimiter(rrl) if rrl is not None and rrl.enabled else None
         self.identity = identity if identity is not None else f"dnsfailover-{os.getpid()}"
         self._host = host
         self._port = port
@@ -237,9 +282,7 @@ class DnsServer:
             current = self._table
             table = current.carried(snapshot, changed) if self._fast else None
             # one assignment: snapshot, steering and table together
-            self._table = (
-                table if table is not None else self._new_table(snapshot, current.steering)
-            )
+            self._serve(table if table is not None else self._new_table(snapshot, current.steering))
         if log.isEnabledFor(logging.INFO):
             serials = " ".join(f"{o}={snapshot.serial(o)}" for o in snapshot.origins)
             log.info("publish: zones=%d serials=%s", len(snapshot.origins), serials or "-")
@@ -259,7 +302,30 @@ class DnsServer:
         with self._swap:
             if limits is not None:
                 self._limits = limits
-            self._table = self._new_table(self._table.snapshot, steering)
+            self._serve(self._new_table(self._table.snapshot, steering))
+
+    def attach(self, loop: _mmsg.UdpLoop) -> None:
+        """Answer `loop`'s hits from the table served now and every later one."""
+        with self._swap:
+            self._loops.append(loop)
+            self._serve(self._table)
+
+    def _serve(self, table: FastTable) -> None:
+        """Answer from `table` from the next query on (with `_swap` held).  The C hit path
+        first, in one `set_table` with the table that answers its misses."""
+        hits = table.hits if self.rrl is None else None  # (RRL: every datagram to Python)
+        for loop in self._loops:
+            loop.set_table(hits, table)
+        self._table = table
+
+    def response_counts(self) -> list[int]:
+        """Responses sent, by the header's 4-bit rcode, and [16]: queries left unanswered
+        (the Python paths' `rcodes` plus the C hit path's)."""
+        counts = list(self.rcodes)
+        for loop in self._loops:
+            for rcode, n in enumerate(loop.counts()):
+                counts[rcode] += n
+        return counts
 
     def _new_table(self, snapshot: ZoneSnapshot, steering: Steering | None) -> FastTable:
         # With fast=False the table never learns: every query takes the full path.
@@ -271,6 +337,7 @@ class DnsServer:
             steering=steering,
             limits=self._limits,
             queries=self.steered_queries,
+            c_hits=self.c_hits,
         )
 
     keyring: Keys = MappingProxyType({})
@@ -281,9 +348,10 @@ class DnsServer:
         ``client``: its source address (places it for steered names without ECS)."""
         return self._table.answer(data, tcp=tcp, client=client)
 
-    def udp_reply(self, data: bytes, host: str) -> bytes | None:
-        """The reply to a datagram from ``host``, after rate limiting (None: send nothing)."""
-        reply = self._table.answer(data, tcp=False, client=host)
+    def udp_reply(self, data: bytes, host: str, table: FastTable | None = None) -> bytes | None:
+        """The reply to a datagram from ``host``, after rate limiting (None: send nothing);
+        ``table``: the one to answer from (the C hit path's), else the current one."""
+        reply = (table or self._table).answer(data, tcp=False, client=host)
         if reply is None:
             self.rcodes[16] += 1
             return None

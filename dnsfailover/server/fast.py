@@ -29,6 +29,11 @@ with the table's `Steering` (its ECS network truncated to the source limit, else
 address), remembers the placement for that (name, client network) with the ECS option to
 echo (SCOPE: what the placement depends on), and replays its group's template.  An answer
 that meets two steered names, or a weighted group, takes the full path.
+
+With ``c_hits`` (the UDP thread's `_mmsg.UdpLoop`), every UDP template learnt here is also
+put in a `_mmsg.HitTable`: the C hit path answers those keys (weighted ones too, turning
+the same `Rotor.cycle`) without Python, and only misses reach `answer`.  Steered keys stay
+here (placing a client takes the location database).
 """
 
 from __future__ import annotations
@@ -44,26 +49,28 @@ from dnsfailover.server.lookup import WILDCARD
 from dnsfailover.server.replay import (
     canonical,
     echo,
+    own_name,
     patch,
     positive,
-    question_labels,
+    replayable,
     scoped,
     split_query,
     with_option,
 )
 from dnsfailover.server.steered import DEFAULT_LIMITS, Pinned, Where, ecs_client, ecs_scope
-from dnsfailover.server.weighted import Pick, Rotor
+from dnsfailover.server.weighted import Rotor, always
 from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
 from dnsfailover.server.zone import ZoneSnapshot
+
+try:
+    from dnsfailover.server._mmsg import HitTable
+except ImportError:  # not built: every hit takes this module's path
+    HitTable = None  # type: ignore[assignment,misc]
 
 __all__ = ["MAX_ENTRIES", "MAX_PLACEMENTS", "FastTable", "split_query"]
 
 MAX_ENTRIES = 65_536
 """Templates kept per snapshot; when full, the table starts over (hot keys come back)."""
-_TC = 0x0200
-_SOA = 6
-_NS = 2
-_ANY = 255
 _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
@@ -110,15 +117,6 @@ def _full_path(
     return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, where=where)
 
 
-def _always(index: int) -> Pick:
-    """A choice that answers every weighted set with its ``index``-th record."""
-
-    def pick(_rotor: Rotor) -> int:
-        return index
-
-    return pick
-
-
 class FastTable:
     """Replayable replies for one snapshot, built lazily on the second miss of a key.
 
@@ -138,6 +136,7 @@ class FastTable:
     __slots__ = (
         "_by_name",
         "_carry",
+        "_hits",
         "_limits",
         "_max_entries",
         "_max_udp_payload",
@@ -163,6 +162,7 @@ class FastTable:
         steering: Steering | None = None,
         limits: SourceLimits = DEFAULT_LIMITS,
         queries: dict[tuple[str, str], int] | None = None,
+        c_hits: bool = False,
     ) -> None:
         self._snapshot = snapshot
         self._max_udp_payload = max_udp_payload
@@ -188,6 +188,17 @@ class FastTable:
         # may keep (see `carried`), found at the cost of what it changed.
         self._carry: dict[Key, bytes] = {}
         self._by_name: dict[Labels, tuple[Key, ...]] = {}
+        # the UDP templates again, in C memory, for the C hit path (see the module's doc)
+        self._hits = (
+            HitTable(max_udp_payload)
+            if c_hits and HitTable is not None and max_entries > 0 and max_udp_payload >= 512
+            else None
+        )
+
+    @property
+    def hits(self) -> HitTable | None:
+        """This table's UDP templates for the C hit path (None: it has none)."""
+        return self._hits
 
     @property
     def steering(self) -> Steering | None:
@@ -213,6 +224,7 @@ class FastTable:
             steering=self._steering,
             limits=self._limits,
             queries=self._queries,
+            c_hits=self._hits is not None,
         )
         table._placed, table._rule_of = self._placed, self._rule_of
         if changed is None or WILDCARD in {name[0] for name in changed if name}:
@@ -230,6 +242,8 @@ class FastTable:
             carry = {k: carry[k] for keys in by_name.values() for k in keys if k in carry}
         table._carry, table._by_name = carry, by_name
         table._table = dict(carry)
+        if self._hits is not None:  # exactly the keys kept here (not what was learnt since)
+            table._hits = self._hits.carried(carry)
         if self._rotating:
             table._rotating = {k: r for k, r in dict(self._rotating).items() if k in carry}
         if self._steered:
@@ -428,12 +442,12 @@ class FastTable:
         if rotors:
             rotor = rotors[0]
             for i in range(1, len(rotor.choices)):
-                pinned = self._snapshot.pinned(_always(i))
+                pinned = self._snapshot.pinned(always(i))
                 templates.append(self._respond(pinned, made_from, tcp, self._max_udp_payload))
         usable = (
             slow is not None
             and len(rotors) <= 1
-            and all(self._replayable(t, question, qend, tcp, self._limit(key)) for t in templates)
+            and all(replayable(t, question, qend, tcp, self._limit(key)) for t in templates)
             # The check that makes the fast path safe: replaying a template for this very
             # query gives exactly what the full path answered.
             and any(
@@ -450,6 +464,9 @@ class FastTable:
             self._table[key] = template if usable and template is not None else _DECLINE
         if usable and template is not None:
             self._file(key, question, template, self._table[key])
+            if self._hits is not None and not tcp:
+                kept = [t for t in templates if t is not None]  # (all are: `usable`)
+                self._hits.put(key[0], keyed, variant, kept, rotors[0].cycle if rotors else None)
 
     def _recording(self) -> tuple[ZoneSnapshot, list[Rotor]]:
         """The snapshot to make a template from: one that records the rotors it meets instead
@@ -471,11 +488,13 @@ class FastTable:
             self._steered.clear()
             self._carry.clear()
             self._by_name.clear()
+            if self._hits is not None:
+                self._hits.clear()
 
     def _file(self, key: Key, question: bytes, template: bytes, entry: bytes) -> None:
         """Keep `entry` (the key's `_table` value) across publishes that do not change the
         name `template` (a reply for `key`) depends on alone, if there is one."""
-        if template and (name := self._own(template, question)):
+        if template and (name := own_name(self._snapshot, template, question)):
             keys = self._by_name.get(name, ())
             if key not in keys:
                 self._by_name[name] = (*keys, key)  # first (see `carried`)
@@ -507,7 +526,7 @@ class FastTable:
             template is None
             or rotors
             or pin.unplaced
-            or not self._replayable(template, question, qend, tcp, self._limit(key))
+            or not replayable(template, question, qend, tcp, self._limit(key))
         ):
             return _DECLINE  # (a weighted group rotates: its replies take the full path)
         # with the SCOPE the fast path would echo for this query's placement
@@ -516,30 +535,7 @@ class FastTable:
         reply = with_option(patch(template, data, qend), scoped(option, scope), tcp)
         return template if reply == slow else _DECLINE
 
-    def _own(self, template: bytes, question: bytes) -> Labels | None:
-        """The name whose records alone make this reply, or None (see `carried`)."""
-        qtype = int.from_bytes(question[-4:-2], "big")
-        # NS answers carry their in-zone nameservers' addresses: other names' records
-        if not positive(template) or qtype in (_SOA, _ANY, _NS):
-            return None
-        name = question_labels(question[:-4])
-        zone = self._snapshot.find_zone(name)
-        if zone is None or name not in zone.names or name in zone.cname_targets:
-            return None
-        return name
-
     def _limit(self, key: Key) -> int:
         """The largest UDP template of `key`: any size the client takes for a LARGE variant,
         else 512 (a reply that depends on the client's payload size is not replayed)."""
         return self._max_udp_payload if key[2] > LARGE else MIN_UDP_PAYLOAD
-
-    @staticmethod
-    def _replayable(
-        template: bytes | None, question: bytes, qend: int, tcp: bool, limit: int
-    ) -> bool:
-        return (
-            template is not None
-            and len(template) >= qend
-            and template[HEADER_LEN:qend].lower() == question.lower()
-            and (tcp or (len(template) <= limit and not template[2] << 8 & _TC))
-        )

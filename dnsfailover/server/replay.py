@@ -8,9 +8,13 @@ See :mod:`dnsfailover.server.fast` for why replaying a template is exact.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from dnsfailover.rdata import Labels
 from dnsfailover.server.wire import HEADER_LEN, MIN_UDP_PAYLOAD
+
+if TYPE_CHECKING:
+    from dnsfailover.server.zone import ZoneSnapshot
 
 _RD = 0x0100
 _AD = 0x0020
@@ -21,6 +25,8 @@ _OPT_TYPE = 41
 _ECS = 8  # EDNS Client Subnet (RFC 7871)
 _IN = 1
 _DO = 0x8000
+_TC = 0x0200
+_NS, _SOA, _ANY = 2, 6, 255
 
 
 def split_query(data: bytes) -> tuple[int, int, int] | None:
@@ -151,3 +157,27 @@ def question_labels(qname: bytes) -> Labels:
         labels.append(qname[pos + 1 : pos + 1 + length].lower())
         pos += length + 1
     return tuple(labels)
+
+
+def replayable(template: bytes | None, question: bytes, qend: int, tcp: bool, limit: int) -> bool:
+    """Whether `template` (a reply to `question`) may be replayed: over UDP only untruncated
+    and at most `limit` bytes."""
+    return (
+        template is not None
+        and len(template) >= qend
+        and template[HEADER_LEN:qend].lower() == question.lower()
+        and (tcp or (len(template) <= limit and not template[2] << 8 & _TC))
+    )
+
+
+def own_name(snapshot: ZoneSnapshot, template: bytes, question: bytes) -> Labels | None:
+    """The name whose records alone make this reply, or None (see `FastTable.carried`)."""
+    qtype = int.from_bytes(question[-4:-2], "big")
+    # NS answers carry their in-zone nameservers' addresses: other names' records
+    if not positive(template) or qtype in (_SOA, _ANY, _NS):
+        return None
+    name = question_labels(question[:-4])
+    zone = snapshot.find_zone(name)
+    if zone is None or name not in zone.names or name in zone.cname_targets:
+        return None
+    return name
