@@ -52,6 +52,7 @@ from dnsfailover.server.replay import (
     own_name,
     patch,
     positive,
+    question_labels,
     replayable,
     scoped,
     split_query,
@@ -419,8 +420,9 @@ class FastTable:
                 steered[1][group] = made
                 self._file(key, question, made, _DECLINE)
             return
-        # Second chance: a key seen once (a random name in a flood) costs one full answer only.
-        if key not in self._seen:
+        # Second chance: a key seen once (a random name in a flood) costs one full answer
+        # only; a name the zone has is learnt at once (after a publish: its new answer).
+        if key not in self._seen and not self._known(question):
             if len(self._seen) >= self._max_entries:
                 self._seen.clear()
             self._seen.add(key)
@@ -435,12 +437,19 @@ class FastTable:
             self._file(key, question, made, _DECLINE)
             return
         _, keyed, variant, tcp = key
-        made_from = canonical(question, keyed, variant, self._max_udp_payload)
         snapshot, rotors = self._recording()
-        template = self._respond(snapshot, made_from, tcp, self._max_udp_payload)
+        if slow is not None and not snapshot.weighted and not data[qend + 11 :]:
+            # The reply with ID 0 and RD clear is the template: what `canonical` would get
+            # (the reply depends on the payload size only through the key's variant and
+            # `_limit`); the check below holds it to this query's reply like any other.
+            template: bytes | None = b"\0\0" + bytes((slow[2] & 0xFE,)) + slow[3:]
+        else:
+            made_from = canonical(question, keyed, variant, self._max_udp_payload)
+            template = self._respond(snapshot, made_from, tcp, self._max_udp_payload)
         templates = [template]
         if rotors:
             rotor = rotors[0]
+            made_from = canonical(question, keyed, variant, self._max_udp_payload)
             for i in range(1, len(rotor.choices)):
                 pinned = self._snapshot.pinned(always(i))
                 templates.append(self._respond(pinned, made_from, tcp, self._max_udp_payload))
@@ -467,6 +476,12 @@ class FastTable:
             if self._hits is not None and not tcp:
                 kept = [t for t in templates if t is not None]  # (all are: `usable`)
                 self._hits.put(key[0], keyed, variant, kept, rotors[0].cycle if rotors else None)
+
+    def _known(self, question: bytes) -> bool:
+        """Whether the question's name is one the zone has (not a random name)."""
+        name = question_labels(question[:-4])
+        zone = self._snapshot.find_zone(name)
+        return zone is not None and name in zone.names
 
     def _recording(self) -> tuple[ZoneSnapshot, list[Rotor]]:
         """The snapshot to make a template from: one that records the rotors it meets instead
