@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import tomllib
 from pathlib import Path
@@ -54,6 +55,16 @@ sys.exit(main())
 """
 
 
+def compile_extension(tree: Path, sources: list[str]) -> None:
+    target = tree / "dnsfailover/server" / f"_mmsg{sysconfig.get_config_var('EXT_SUFFIX')}"
+    subprocess.run(
+        [sysconfig.get_config_var("CC").split()[0], "-shared", "-fPIC", "-O2", "-std=gnu11",
+         f"-I{sysconfig.get_paths()['include']}", *(str(tree / c) for c in sources),
+         "-o", str(target)],
+        check=True,
+    )  # fmt: skip
+
+
 def base_build(revision: str, tmp: Path) -> Path:
     """A `dnsfailover` executable running `revision`'s code with this venv's packages."""
     tree = tmp / "base"
@@ -61,11 +72,17 @@ def base_build(revision: str, tmp: Path) -> Path:
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), revision],
         check=True,
     )
-    c_source = "dnsfailover/server/_mmsg.c"
-    same_c = (tree / c_source).read_bytes() == (ROOT / c_source).read_bytes()
-    for built in (ROOT / "dnsfailover/server").glob("_mmsg*.so"):
-        if same_c:
-            shutil.copy(built, tree / "dnsfailover/server" / built.name)
+    sources = ["dnsfailover/server/_mmsg.c", "dnsfailover/server/_hits.c"]
+    same_c = all(
+        (tree / c).exists() == (ROOT / c).exists()
+        and (not (tree / c).exists() or (tree / c).read_bytes() == (ROOT / c).read_bytes())
+        for c in sources
+    )
+    built = list((ROOT / "dnsfailover/server").glob("_mmsg*.so"))
+    if same_c and built:
+        shutil.copy(built[0], tree / "dnsfailover/server" / built[0].name)
+    else:  # the base's own extension, built as setup.py builds it
+        compile_extension(tree, [c for c in sources if (tree / c).exists()])
     # Its own entry points (the `embedded` provider moved), found before this venv's.
     project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
     info = tree / "dnsfailover-0.0.0.dist-info"
