@@ -154,9 +154,9 @@ async def test_a_worker_process_steers_as_the_main_one(steer: Steering) -> None:
     zones.put([first])
     main = DnsServer(zones.snapshot, port=0, reuse_port=True, steering=steer)
     host, port = await main.start()
-    pool = WorkerPool(1, host, port)
+    pool = WorkerPool(1, host, port, lambda: zones.contents.values())
     try:
-        await pool.start([first])
+        await pool.start()
         zones.subscribe(pool.publish)
         pool.set_steering(steer)
         await main.stop()  # the worker alone answers UDP on the port now
