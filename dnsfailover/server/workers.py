@@ -307,7 +307,7 @@ class WorkerPool:
         self._sender.submit(self._retire, worker)
         await asyncio.to_thread(proc.join, STOP_TIMEOUT)  # reaped: its exit code is known
         log.error(
-            "workers: worker %d (pid %s) %s after serving %.1fs; starting it again in %.0fs",
+            "workers: worker %d (pid %s) %s after serving %.1fs; starting it again in %gs",
             worker.index,
             pid,
             how_it_ended(proc.exitcode),
@@ -329,7 +329,7 @@ class WorkerPool:
                     return
                 worker.delay = delay = min(delay * 2, RESTART_MAX)
                 log.error(
-                    "workers: cannot start worker %d again: %s; next try in %.0fs",
+                    "workers: cannot start worker %d again: %s; next try in %gs",
                     worker.index,
                     e,
                     delay,
@@ -347,6 +347,8 @@ class WorkerPool:
     async def stop(self) -> None:
         """Stop every worker (close its pipe), wait, and kill what is left; nothing is
         started again from here on."""
+        if self._stopping:
+            return
         self._stopping = True
         self._stopped.set()
         if self._restarting:  # each returns at its next step
