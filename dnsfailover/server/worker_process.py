@@ -5,7 +5,9 @@ The worker reports ``("hello", pid)`` once it runs, receives a `Start` (the zone
 published at that moment, the TSIG keys and the steering), binds the UDP port with
 SO_REUSEPORT and reports ``("ready", pid)`` (or ``("error", why)``).  Then every message is
 a publish (a list of `Update`), a `KeyringUpdate` or a `SteeringUpdate`, applied in the
-order sent; None or the end of the pipe stops it.
+order sent; None or the end of the pipe stops it.  SIGINT and SIGTERM are ignored while
+the parent lives (they reach the whole process group: the parent decides when its workers
+stop), so a worker that exits is one that died.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ async def _serve(
     index: int, host: str, port: int, conn: Connection, rrl: RrlSettings | None
 ) -> None:
     loop = asyncio.get_running_loop()
+    parent = os.getppid()
     conn.send(("hello", os.getpid()))  # imported and listening: the parent sends the zones
     try:
         start: Start | None = await asyncio.to_thread(conn.recv)
@@ -136,7 +139,17 @@ async def _serve(
         contents.update((new.origin, new) for _old, new in versions)
 
     loop.add_reader(conn.fileno(), receive)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def terminate() -> None:
+        # `serve` stops its workers itself (through the pipe), after the rest of the node:
+        # a SIGTERM to the whole group (systemd's stop) must not look like a worker dying.
+        # One sent because the parent died (PR_SET_PDEATHSIG: we have a new parent) stops.
+        if os.getppid() != parent:
+            stop.set()
+            return
+        log.warning("SIGTERM ignored: serve stops its workers (stop serve, or SIGKILL this one)")
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     conn.send(("ready", os.getpid()))
     log.info("start: worker %d pid %d serving udp %s port %d", index, os.getpid(), host, port)
     try:

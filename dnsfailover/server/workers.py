@@ -18,10 +18,11 @@ its `Start` (the zones read from the `EmbeddedZones` when it is queued, the keys
 steering last sent) from that same thread, queued on the event loop right where a publish
 would be: every publish before it is in those zones, every one after reaches it after them.
 
-A worker stops when its pipe closes, that is when the parent exits however it exits, on
-SIGTERM, and, on Linux, when the parent dies (``PR_SET_PDEATHSIG``).  Stopping the pool
-restarts nothing.  Workers serve UDP only: TCP is the path for truncated answers and zone
-transfers, and transfers need the parent's zone history and keys.
+A worker stops when its pipe closes, that is when the parent exits however it exits, and,
+on Linux, when the parent dies (``PR_SET_PDEATHSIG``); it ignores SIGINT and SIGTERM while
+the parent lives (both reach the whole group: systemd's stop must not look like a worker
+dying).  Stopping the pool restarts nothing.  Workers serve UDP only: TCP is the path for
+truncated answers and zone transfers, and transfers need the parent's zone history and keys.
 """
 
 from __future__ import annotations

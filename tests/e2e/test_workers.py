@@ -240,3 +240,29 @@ def test_a_killed_worker_is_started_again_and_serves_what_is_published_now(
     for pid in after["pids"]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_sigterm_to_the_whole_group_stops_serve_without_taking_a_worker_for_dead(
+    tmp_path: Path, http_endpoints: HttpEndpoints
+) -> None:
+    """systemd's stop signals every process of the unit at once: a worker leaves its stop to
+    `serve`, so nothing is logged as a worker dying and nothing is started again."""
+    server = Server(
+        write_config(tmp_path / "c.yaml", http_endpoints), tmp_path / "s.db", "--workers", "2"
+    )
+    try:
+        [worker] = workers(server)["pids"]
+        os.kill(worker, signal.SIGTERM)
+        wait_for(lambda: "SIGTERM ignored" in server.log.read_text(), timeout=10)
+        from_process(server.port, worker).close()  # still answering
+        assert workers(server)["restarts"] == 0
+        os.kill(worker, signal.SIGTERM)  # both at once, as systemd does
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert " ERROR " not in log, log
+    assert "started again" not in log
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
