@@ -236,9 +236,14 @@ class WorkerPool:
         proc = ctx.Process(
             target=worker_main, args=args, name=f"dnsfailover-worker-{worker.index}", daemon=True
         )
+        try:
+            await asyncio.to_thread(proc.start)  # fork and exec: out of memory, processes...
+        except OSError:
+            parent.close()
+            raise
+        finally:
+            child.close()
         worker.proc = proc
-        await asyncio.to_thread(proc.start)
-        child.close()
         adopted = False
         try:
             await self._expect(parent, "hello")
@@ -325,7 +330,7 @@ class WorkerPool:
                 return
             try:
                 await self._launch(worker)
-            except OSError as e:
+            except Exception as e:  # whatever it was, try again later: never give up
                 if self._stopping:
                     return
                 worker.delay = delay = min(delay * 2, RESTART_MAX)
