@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import os
+import signal
 from pathlib import Path
 
 import dns.asyncquery
@@ -154,9 +156,9 @@ async def test_a_worker_process_steers_as_the_main_one(steer: Steering) -> None:
     zones.put([first])
     main = DnsServer(zones.snapshot, port=0, reuse_port=True, steering=steer)
     host, port = await main.start()
-    pool = WorkerPool(1, host, port)
+    pool = WorkerPool(1, host, port, lambda: zones.contents.values())
     try:
-        await pool.start([first])
+        await pool.start()
         zones.subscribe(pool.publish)
         pool.set_steering(steer)
         await main.stop()  # the worker alone answers UDP on the port now
@@ -178,6 +180,11 @@ async def test_a_worker_process_steers_as_the_main_one(steer: Steering) -> None:
         assert echo(reply) == [("2001:db8:1::", 48, 48)]
         zones.put([next_version(first, 2, ap="203.0.113.9")])  # one group, incrementally
         await until("203.0.113.9")
+        # killed, it is started again steering as before, on the zone as published now
+        os.kill(pool.pids[0], signal.SIGKILL)
+        reply = await until("203.0.113.9")
+        assert pool.restarts == 1
+        assert echo(reply) == [("2001:db8:1::", 48, 48)]
         pool.set_steering(None)
         reply = await until(ADDRESS[US])
         assert echo(reply) == [("2001:db8:1::", 48, 0)]

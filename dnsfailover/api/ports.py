@@ -78,6 +78,10 @@ class NodeView(Protocol):
     def probe_status(self) -> dict[str, Any]:
         """Where the probes run (process or inline), the probe process's pid and restarts."""
 
+    def workers_status(self) -> dict[str, Any]:
+        """The `--workers` DNS processes besides the node's own: count, alive, pids,
+        restarts, and the problem while one is down (count 0 without `--workers`)."""
+
     def dnssec_status(self) -> dict[str, dict[str, Any]]:
         """Each signed zone's keys, signature counts and times, and its problem (or None)."""
 

@@ -94,6 +94,7 @@ def node_families(node: NodeView) -> Iterator[Metric]:
         value=float(len(tracker.unprobed())),
     )
     yield from _probe_process_families(node.probe_status())
+    yield from _worker_families(node.workers_status())
     yield from _published_families(node)
     yield from _dns_families(node)
     yield from _cluster_families(node)
@@ -158,6 +159,24 @@ def _probe_process_families(status: Mapping[str, Any]) -> Iterator[Metric]:
         "dnsfailover_probe_process_restarts",
         "Times the probe process was restarted after it died",
         value=float(status.get("restarts") or 0) if separate else 0.0,
+    )
+
+
+def _worker_families(status: Mapping[str, Any]) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "dnsfailover_workers",
+        "DNS processes `serve --workers` runs besides the main one (0 without --workers)",
+        value=float(status["count"]),
+    )
+    yield GaugeMetricFamily(
+        "dnsfailover_workers_alive",
+        "Of dnsfailover_workers, those serving now (one that died is being started again)",
+        value=float(status["alive"]),
+    )
+    yield CounterMetricFamily(
+        "dnsfailover_worker_restarts",
+        "Times a --workers process was started again after it died",
+        value=float(status["restarts"]),
     )
 
 

@@ -207,6 +207,9 @@ def problems(node: NodeView) -> list[str]:
     if state is not None:
         found.append(state)
     found += [z["problem"] for z in node.dnssec_status().values() if z["problem"]]
+    workers = node.workers_status()["problem"]
+    if workers is not None:
+        found.append(workers)
     return found
 
 
@@ -304,6 +307,7 @@ def status(node: NodeView, now: float) -> dict[str, Any]:
         "mode": cluster.get("mode"),
         "cluster": jsonable(cluster),
         "probes": node.probe_status(),
+        "workers": node.workers_status(),
         "published_at": published.at if published is not None else None,
         # `12 names: 9 healthy, 2 failed over, 1 all down`, and the counts by state
         "summary": summary(states, sum(1 for n in names if n.get("shadow")), frozen is not None),

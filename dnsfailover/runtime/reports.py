@@ -39,6 +39,9 @@ class NodeReports:
     def probe_status(self) -> dict[str, Any]:
         return INLINE_PROBES if self.prober is None else self.prober.status()
 
+    def workers_status(self) -> dict[str, Any]:
+        return self.serving.workers_status()
+
     def dnssec_status(self) -> dict[str, dict[str, Any]]:
         from dnsfailover.runtime.signing import status
 

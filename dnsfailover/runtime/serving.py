@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 from dnsfailover.config.geocheck import open_steering, steering_rules
 from dnsfailover.config.schema import Config
@@ -71,13 +72,16 @@ class Serving:
         self.embedded.attach(self.server)
         if self._workers > 1:
             level = log.getEffectiveLevel()
+            embedded = self.embedded
             self._pool = WorkerPool(
-                self._workers - 1, *bound, rrl=rrl_settings(config), log_level=level
+                self._workers - 1,
+                *bound,
+                lambda: embedded.contents.values(),  # as published now: a restart's zones
+                rrl=rrl_settings(config),
+                log_level=level,
             )
             self.embedded.subscribe(self._pool.publish)
-            await self._pool.start(list(self.embedded.contents.values()), keyring)
-            if self.steering is not None:
-                await asyncio.wrap_future(self._pool.set_steering(self.steering, self.limits))
+            await self._pool.start(keyring, self.steering, self.limits)
         # NOTIFY secondaries of every later serial, and now: they may hold an older one.
         self._notifier = Notifier(secondaries(config, keyring))
         self.embedded.subscribe(self._notifier)
@@ -131,6 +135,13 @@ class Serving:
             self._pool.set_keyring(keyring)
         if self._notifier is not None:
             self._notifier.retarget(secondaries(config, keyring))
+
+    def workers_status(self) -> dict[str, Any]:
+        """The `--workers` processes besides this one: how many, alive, their pids, restarts
+        and the problem while one is down (count 0 without `--workers`)."""
+        if self._pool is None:
+            return {"count": 0, "alive": 0, "pids": [], "restarts": 0, "problem": None}
+        return self._pool.status()
 
     async def stop_notify(self) -> None:
         if self._notifier is not None:

@@ -2,52 +2,58 @@
 
 One Python process answers on one core.  With ``serve --workers N`` the main process
 (probes, engine, store, TCP and zone transfers) binds its port with SO_REUSEPORT and starts
-N-1 workers (spawned, not forked: the parent runs threads and an event loop) that bind the
-same UDP port; the kernel spreads clients across the sockets by their address hash.  The
-parent sends the zones once, then every publish as what it changed (`Update`: the managed
-sets that changed and the new SOA, or a whole zone when more changed) down a pipe to each
-worker, which makes its next snapshot from its own and swaps it in.  Steered sets travel
-with them; the steering itself (`SteeringUpdate`: rules, database path, CIDR map) is sent
-at start and on a reload, and each worker opens the database for itself.
+N-1 workers (spawned, not forked: the parent runs threads and an event loop; the worker's
+side is `worker_process.py`) that bind the same UDP port; the kernel spreads clients across
+the sockets by their address hash.  The parent sends each worker the zones as published,
+then every publish as what it changed (`Update`: the managed sets that changed and the new
+SOA, or a whole zone when more changed) down its pipe; the worker makes its next snapshot
+from its own and swaps it in.  Steered sets travel with them; the steering itself
+(`SteeringUpdate`: rules, database path, CIDR map) is sent at start and on a reload, and each
+worker opens the database for itself.
 
-A worker stops when its pipe closes, that is when the parent exits however it exits, on
-SIGTERM, and, on Linux, when the parent dies (``PR_SET_PDEATHSIG``).  Workers serve UDP
-only: TCP is the path for truncated answers and zone transfers, and transfers need the
-parent's zone history and keys.
+Every message goes out on one sender thread, in order.  A worker that exits while the pool
+runs (killed, out of memory, a crash) is logged at ERROR and started again after 1 s,
+doubling up to 30 s while it keeps dying within a minute of its start.  The new process gets
+its `Start` (the zones read from the `EmbeddedZones` when it is queued, the keys and
+steering last sent) from that same thread, queued on the event loop right where a publish
+would be: every publish before it is in those zones, every one after reaches it after them.
+
+A worker stops when its pipe closes, that is when the parent exits however it exits, and,
+on Linux, when the parent dies (``PR_SET_PDEATHSIG``); it ignores SIGINT and SIGTERM while
+the parent lives (both reach the whole group: systemd's stop must not look like a worker
+dying).  Stopping the pool restarts nothing.  Workers serve UDP only: TCP is the path for
+truncated answers and zone transfers, and transfers need the parent's zone history and keys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
-import os
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeAlias
-
-import dns.name
-import dns.tsig
+from typing import TYPE_CHECKING, Any
 
 from dnsfailover.geo.ecs import SourceLimits
-from dnsfailover.geo.errors import DatabaseError
-from dnsfailover.geo.locate import Locator
-from dnsfailover.geo.nets import NetMap
-from dnsfailover.geo.steer import Rule
 from dnsfailover.geo.steering import Steering
-from dnsfailover.model import Key, RecordSet, Soa, SteeredSet, ZoneContent
-from dnsfailover.rdata import Labels, ZoneBuildError, name_labels
-from dnsfailover.server.dns import DnsServer
+from dnsfailover.model import ZoneContent
 from dnsfailover.server.rrl import RrlSettings
 from dnsfailover.server.signed import Keys
 from dnsfailover.server.steered import DEFAULT_LIMITS
-from dnsfailover.server.zone import ZoneSnapshot
-from dnsfailover.tasks import die_with_parent, loop_factory
+from dnsfailover.server.worker_process import (
+    KeyringUpdate,
+    Message,
+    Start,
+    SteeringUpdate,
+    update_of,
+    worker_main,
+)
 
 if TYPE_CHECKING:
     from dnsfailover.server.embedded import EmbeddedZones
@@ -58,33 +64,92 @@ log = logging.getLogger("dnsfailover.workers")
 READY_TIMEOUT = 30.0
 """Seconds a worker may take to import, bind and report (a spawn re-imports everything)."""
 STOP_TIMEOUT = 5.0
-Message: TypeAlias = "list[ZoneContent] | list[Update] | KeyringUpdate | SteeringUpdate"
+RESTART_FIRST = 1.0
+"""Seconds before a worker that died is started again; doubled while it keeps dying..."""
+RESTART_MAX = 30.0
+RESTART_RESET = 60.0
+"""...within this many seconds of its start; one that served longer waits RESTART_FIRST."""
+
+
+def restart_delay(previous: float | None, served: float) -> float:
+    """Seconds to wait before starting again a worker that died after serving ``served``
+    seconds, ``previous`` being the wait before its last start (None: its first death)."""
+    if previous is None or served >= RESTART_RESET:
+        return RESTART_FIRST
+    return min(previous * 2, RESTART_MAX)
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "ended"
+    if exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        return f"was killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+@dataclass(eq=False, slots=True)
+class _Worker:
+    index: int
+    proc: BaseProcess | None = None  # None while none runs (event loop)
+    conn: Connection | None = None  # replaced and closed on the sender thread only
+    pid: int | None = None  # while it serves (event loop)
+    since: float = 0.0  # when it reported ready (monotonic)
+    delay: float | None = None  # the wait before its latest restart
 
 
 class WorkerPool:
-    """``count`` worker processes serving UDP on ``host``:``port`` with SO_REUSEPORT."""
+    """``count`` worker processes serving UDP on ``host``:``port`` with SO_REUSEPORT, each
+    started (and started again when it dies) with the zones ``contents()`` returns then (the
+    zones as published, read on the event loop)."""
 
     def __init__(
         self,
         count: int,
         host: str,
         port: int,
+        contents: Callable[[], Iterable[ZoneContent]],
         *,
         rrl: RrlSettings | None = None,
         log_level: int = logging.WARNING,
     ) -> None:
         self.count = count
         self._host, self._port = host, port
+        self._contents = contents
         self._rrl = rrl
         self._log_level = log_level
-        self._conns: list[Connection] = []
-        self._procs: list[BaseProcess] = []
+        self._workers = [_Worker(index) for index in range(1, count + 1)]
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="dnsfailover-workers")
-        self.pids: list[int] = []
+        # The keys and steering last sent, as the sender thread sent them: a new worker's.
+        self._keyring: KeyringUpdate | None = None
+        self._steering: SteeringUpdate | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._restarting: set[asyncio.Task[None]] = set()
+        self.restarts = 0
+
+    @property
+    def pids(self) -> list[int]:
+        """The serving workers' pids, by index (one that is down is missing)."""
+        return [w.pid for w in self._workers if w.pid is not None]
+
+    def status(self) -> dict[str, Any]:
+        """For the status API and /metrics: the workers, their pids, restarts, and the
+        problem while some are down."""
+        down = [w.index for w in self._workers if w.pid is None]
+        problem = None
+        if down and not self._stopping:
+            problem = (
+                f"worker process(es) {', '.join(map(str, down))} of {self.count} down, being "
+                "started again: the other DNS processes answer their clients meanwhile"
+            )
+        return {"count": self.count, "alive": self.count - len(down), "pids": self.pids,
+                "restarts": self.restarts, "problem": problem}  # fmt: skip
 
     def publish(self, _zones: EmbeddedZones, changes: Sequence[ZoneChange]) -> None:
         """An :meth:`EmbeddedZones.subscribe` listener: send what changed to every worker."""
-        self.send([_update(c) for c in changes])
+        self.send([update_of(c) for c in changes])
 
     def send(self, message: Message) -> Future[None]:
         """Queue a message for every worker; sends happen in order, off the event loop."""
@@ -101,239 +166,212 @@ class WorkerPool:
         reload: each worker opens the database file itself (a reader does not pickle)."""
         return self.send(SteeringUpdate.of(steering, limits))
 
-    def _send_all(self, zones: Message | None) -> None:
-        for index, conn in enumerate(self._conns):
-            try:
-                conn.send(zones)
-            except (OSError, ValueError) as e:  # a dead worker: the others keep serving
-                log.warning("workers: cannot reach worker %d: %s", index + 1, e)
+    # -- the sender thread ----------------------------------------------------------------------
 
-    async def start(self, zones: list[ZoneContent], keyring: Keys | None = None) -> list[int]:
-        """Spawn the workers with ``zones`` (and the TSIG ``keyring``, so a signed query is
-        answered by whichever process receives it); return their pids once all have bound
-        the port.
+    def _send_all(self, message: Message | None) -> None:
+        if isinstance(message, KeyringUpdate):
+            self._keyring = message
+        elif isinstance(message, SteeringUpdate):
+            self._steering = message
+        for worker in self._workers:
+            conn = worker.conn
+            if conn is None:
+                continue  # down: it gets everything in its `Start`
+            try:
+                conn.send(message)
+            except (OSError, ValueError) as e:  # dead: the others keep serving
+                if message is not None:
+                    log.warning("workers: cannot reach worker %d: %s", worker.index, e)
+                self._retire(worker)
+
+    def _adopt(self, worker: _Worker, conn: Connection, zones: list[ZoneContent]) -> None:
+        """A new process for `worker`: its `Start`, then every later message."""
+        self._retire(worker)
+        worker.conn = conn
+        try:
+            conn.send(Start(zones, self._keyring, self._steering))
+        except (OSError, ValueError) as e:  # it died already: `_launch` sees its end
+            log.warning("workers: cannot reach worker %d: %s", worker.index, e)
+
+    @staticmethod
+    def _retire(worker: _Worker) -> None:
+        conn, worker.conn = worker.conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- the processes ----------------------------------------------------------------------------
+
+    async def start(
+        self,
+        keyring: Keys | None = None,
+        steering: Steering | None = None,
+        limits: SourceLimits = DEFAULT_LIMITS,
+    ) -> list[int]:
+        """Start the workers with the zones ``contents()`` returns now, the TSIG ``keyring``
+        (so a signed query is answered by whichever process receives it) and ``steering``;
+        return their pids once all have bound the port.
 
         :raises OSError: if a worker cannot bind or does not report in time.
         """
-        ctx = multiprocessing.get_context("spawn")
-        for index in range(1, self.count + 1):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=worker_main,
-                args=(index, self._host, self._port, child, self._rrl, self._log_level),
-                name=f"dnsfailover-worker-{index}",
-                daemon=True,
-            )
-            self._conns.append(parent)
-            self._procs.append(proc)
-            await asyncio.to_thread(proc.start)
-            child.close()
-        self.send(zones)  # the first message: nothing published later can overtake it
-        if keyring:
-            self.set_keyring(keyring)
-        for index, conn in enumerate(self._conns, start=1):
-            ready = await asyncio.to_thread(conn.poll, READY_TIMEOUT)
-            try:
-                status, detail = conn.recv() if ready else ("error", "no answer")
-            except EOFError:
-                status, detail = "error", "exited"
-            if status != "ready":
-                raise OSError(f"worker {index} did not start: {detail}")
-            self.pids.append(int(detail))
+        # Nothing was sent yet: these are what every worker starts with.
+        self._keyring = KeyringUpdate(dict(keyring)) if keyring else None
+        self._steering = SteeringUpdate.of(steering, limits) if steering is not None else None
+        results = await asyncio.gather(
+            *(self._launch(w) for w in self._workers), return_exceptions=True
+        )
+        for worker, result in zip(self._workers, results, strict=True):
+            if isinstance(result, BaseException):
+                raise OSError(f"worker {worker.index} did not start: {result}") from result
         log.info("workers: %d serving udp port %d: pids %s", self.count, self._port, self.pids)
         return self.pids
 
+    async def _launch(self, worker: _Worker) -> None:
+        """Start a process for `worker` and wait until it serves.
+
+        :raises OSError: it did not report ready in time, could not bind, or exited.
+        """
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        args = (worker.index, self._host, self._port, child, self._rrl, self._log_level)
+        proc = ctx.Process(
+            target=worker_main, args=args, name=f"dnsfailover-worker-{worker.index}", daemon=True
+        )
+        try:
+            await asyncio.to_thread(proc.start)  # fork and exec: out of memory, processes...
+        except OSError:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        worker.proc = proc
+        adopted = False
+        try:
+            await self._expect(parent, "hello")
+            # Read the zones and queue them in one step of the loop: a publish is either in
+            # them or queued after them.
+            self._sender.submit(self._adopt, worker, parent, list(self._contents()))
+            adopted = True
+            pid = await self._expect(parent, "ready")
+        except OSError:
+            if not adopted:
+                parent.close()
+            proc.kill()
+            await asyncio.to_thread(proc.join, STOP_TIMEOUT)
+            with contextlib.suppress(ValueError):
+                proc.close()
+            worker.proc = None
+            raise
+        worker.pid, worker.since = pid, time.monotonic()
+        asyncio.get_running_loop().add_reader(proc.sentinel, self._exited, worker, proc)
+
+    async def _expect(self, conn: Connection, kind: str) -> int:
+        """The pid in the worker's next message, which must be `kind`.
+
+        :raises OSError: another message, none in time, its end, or the pool stopping.
+        """
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(conn.fileno(), ready)
+        stopped = loop.create_task(self._stopped.wait())
+        either: list[asyncio.Future[Any]] = [readable, stopped]
+        try:
+            await asyncio.wait(either, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(conn.fileno())
+            stopped.cancel()
+        if self._stopping:
+            raise OSError("the workers are stopping")
+        if not readable.done():
+            raise OSError(f"no answer within {READY_TIMEOUT:.0f}s")
+        try:
+            status, detail = conn.recv()
+        except (EOFError, OSError):
+            raise OSError("it exited") from None
+        if status != kind:
+            raise OSError(str(detail))
+        return int(detail)
+
+    def _exited(self, worker: _Worker, proc: BaseProcess) -> None:
+        """Its process ended (its sentinel is readable): start it again, unless stopping."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(proc.sentinel)
+        if self._stopping or worker.proc is not proc:
+            return
+        task = loop.create_task(self._recover(worker, proc))
+        self._restarting.add(task)
+        task.add_done_callback(self._restarting.discard)
+
+    async def _recover(self, worker: _Worker, proc: BaseProcess) -> None:
+        pid, worker.pid = worker.pid, None
+        served = time.monotonic() - worker.since
+        worker.delay = delay = restart_delay(worker.delay, served)
+        self._sender.submit(self._retire, worker)
+        await asyncio.to_thread(proc.join, STOP_TIMEOUT)  # reaped: its exit code is known
+        log.error(
+            "workers: worker %d (pid %s) %s after serving %.1fs; starting it again in %gs",
+            worker.index,
+            pid,
+            how_it_ended(proc.exitcode),
+            served,
+            delay,
+        )
+        with contextlib.suppress(ValueError):
+            proc.close()
+        worker.proc = None
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), delay)
+            if self._stopping:
+                return
+            try:
+                await self._launch(worker)
+            except Exception as e:  # whatever it was, try again later: never give up
+                if self._stopping:
+                    return
+                worker.delay = delay = min(delay * 2, RESTART_MAX)
+                log.error(
+                    "workers: cannot start worker %d again: %s; next try in %gs",
+                    worker.index,
+                    e,
+                    delay,
+                )
+                continue
+            self.restarts += 1
+            log.warning(
+                "workers: worker %d started again: pid %d (restart %d)",
+                worker.index,
+                worker.pid,
+                self.restarts,
+            )
+            return
+
     async def stop(self) -> None:
-        """Ask every worker to stop (close its pipe), wait, and kill what is left."""
+        """Stop every worker (close its pipe), wait, and kill what is left; nothing is
+        started again from here on."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stopped.set()
+        if self._restarting:  # each returns at its next step
+            await asyncio.gather(*self._restarting, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        for worker in self._workers:
+            if worker.proc is not None and worker.pid is not None:
+                loop.remove_reader(worker.proc.sentinel)
         self._sender.submit(self._send_all, None)
         await asyncio.to_thread(self._sender.shutdown, True)
-        for conn in self._conns:
-            conn.close()
-        for proc in self._procs:
-            if proc.pid is None:
+        for worker in self._workers:
+            self._retire(worker)
+            proc, worker.proc, worker.pid = worker.proc, None, None
+            if proc is None:
                 continue
             await asyncio.to_thread(proc.join, STOP_TIMEOUT)
             if proc.exitcode is None:
                 proc.kill()
                 await asyncio.to_thread(proc.join, STOP_TIMEOUT)
             proc.close()
-        self._conns, self._procs = [], []
-
-
-def worker_main(
-    index: int,
-    host: str,
-    port: int,
-    conn: Connection,
-    rrl: RrlSettings | None,
-    log_level: int,
-) -> None:
-    """A worker process's entry point (module level: the spawn context imports it)."""
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
-    logging.basicConfig(
-        level=log_level,
-        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
-    )
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        try:
-            runner.run(_serve(index, host, port, conn, rrl))
-        finally:
-            conn.close()
-
-
-async def _serve(
-    index: int, host: str, port: int, conn: Connection, rrl: RrlSettings | None
-) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        zones: list[ZoneContent] | None = await asyncio.to_thread(conn.recv)
-    except EOFError:
-        return
-    if zones is None:
-        return
-    server = DnsServer(
-        ZoneSnapshot.build(zones),
-        host,
-        port,
-        reuse_port=True,
-        udp_only=True,
-        udp_thread=True,  # nothing else runs here: blocking calls are cheapest per datagram
-        rrl=rrl,
-    )
-    try:
-        await server.start()
-    except OSError as e:
-        conn.send(("error", f"cannot bind udp {host}:{port}: {e}"))
-        return
-    stop = asyncio.Event()
-    contents = {z.origin: z for z in zones}
-
-    def receive() -> None:
-        try:
-            message: Any = conn.recv()
-        except (EOFError, OSError):
-            message = None
-        if message is None:
-            stop.set()
-            return
-        if isinstance(message, KeyringUpdate):
-            server.keyring = MappingProxyType(message.keys)
-            return
-        if isinstance(message, SteeringUpdate):
-            try:
-                steering = message.steering()
-            except DatabaseError as e:
-                log.error("steering: %s; still steering as before", e)
-                return
-            # The old locator is not closed: a query in flight on the UDP thread may still
-            # read it; it is released with the last reference.
-            server.set_steering(steering, limits=message.limits)
-            return
-        try:
-            versions = [_apply(contents, update) for update in message]
-            server.publish(server.snapshot.update(versions), _names(message))
-        except ZoneBuildError:
-            log.exception("publish: cannot build the snapshot; still serving the last one")
-            return
-        contents.update((new.origin, new) for _old, new in versions)
-
-    loop.add_reader(conn.fileno(), receive)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    conn.send(("ready", os.getpid()))
-    log.info("start: worker %d pid %d serving udp %s port %d", index, os.getpid(), host, port)
-    try:
-        await stop.wait()
-    finally:
-        loop.remove_reader(conn.fileno())
-        await server.stop()
-
-
-@dataclass(frozen=True, slots=True)
-class KeyringUpdate:
-    """New TSIG keys, as sent to a worker (dnspython's keys pickle)."""
-
-    keys: dict[dns.name.Name, dns.tsig.Key]
-
-
-@dataclass(frozen=True, slots=True)
-class SteeringUpdate:
-    """A `Steering`, as sent to a worker: its rules and its locator's database path and
-    CIDR map (None rules: nobody is steered)."""
-
-    rules: dict[str, Rule] | None
-    database: str | None
-    nets: NetMap | None
-    limits: SourceLimits
-
-    @classmethod
-    def of(cls, steering: Steering | None, limits: SourceLimits) -> SteeringUpdate:
-        if steering is None:
-            return cls(None, None, None, limits)
-        locator = steering.locator
-        if locator is None:
-            return cls(dict(steering.rules), None, None, limits)
-        path = str(locator.path) if locator.path is not None else None
-        return cls(dict(steering.rules), path, locator.nets, limits)
-
-    def steering(self) -> Steering | None:
-        """The steering again, with a locator of this process's own.
-
-        :raises DatabaseError: if the database does not open here.
-        """
-        if self.rules is None:
-            return None
-        if self.database is None and self.nets is None:
-            return Steering(self.rules)
-        return Steering(self.rules, Locator(self.database, self.nets))
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """One zone's publish, as sent to a worker: the managed sets that changed and the new SOA
-    when only those changed (`zone` None), else the whole new zone."""
-
-    origin: str
-    soa: Soa
-    managed: dict[Key, RecordSet]
-    zone: ZoneContent | None
-    names: frozenset[str]  # whose answers changed (for the fast path); empty with `zone`
-    steered: dict[Key, SteeredSet] = field(default_factory=dict)  # changed or new ones
-    unsteered: tuple[Key, ...] = ()  # steered sets gone
-
-
-def _update(change: ZoneChange) -> Update:
-    new, delta = change.new, change.delta
-    if delta is None or delta.full:
-        return Update(new.origin, new.soa, {}, new, frozenset())
-    managed = {(rs.name, rs.rtype): rs for rs in delta.added}
-    if not delta.steered or change.old is None:
-        return Update(new.origin, new.soa, managed, None, delta.names)
-    before = change.old.steered
-    steered = {k: st for k, st in new.steered.items() if (o := before.get(k)) is not st and o != st}
-    gone = tuple(k for k in before if k not in new.steered)
-    return Update(new.origin, new.soa, managed, None, delta.names, steered, gone)
-
-
-def _apply(
-    contents: dict[str, ZoneContent], update: Update
-) -> tuple[ZoneContent | None, ZoneContent]:
-    """(the worker's version of the zone, the next one) for `ZoneSnapshot.update`."""
-    old = contents.get(update.origin)
-    if update.zone is not None or old is None:
-        assert update.zone is not None, "a worker is sent every zone before any update"
-        return old, update.zone
-    managed = {**old.managed, **update.managed}
-    steered = old.steered
-    if update.steered or update.unsteered:
-        steered = {k: st for k, st in old.steered.items() if k not in update.unsteered}
-        steered.update(update.steered)
-    return old, ZoneContent(
-        old.origin, update.soa, managed=managed, static=old.static, steered=steered
-    )
-
-
-def _names(updates: list[Update]) -> frozenset[Labels] | None:
-    if any(u.zone is not None for u in updates):
-        return None
-    return frozenset(name_labels(n) for u in updates for n in u.names)

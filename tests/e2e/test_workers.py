@@ -1,11 +1,17 @@
-"""`dnsfailover serve --workers 2`: two processes share the UDP port and serve the same zone."""
+"""`dnsfailover serve --workers N`: the processes share the UDP port and serve the same zone;
+one that is killed is started again with the zone as published now."""
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import re
 import signal
 import socket
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -143,3 +149,120 @@ def _signs(port: int, key: dns.tsig.Key) -> bool:
         return ask(port, q).had_tsig
     except dns.exception.DNSException:  # an unsigned BADKEY reply does not verify
         return False
+
+
+def api(server: Server, path: str) -> bytes:
+    with urllib.request.urlopen(f"{server.api}{path}", timeout=5) as r:
+        body: bytes = r.read()
+    return body
+
+
+def workers(server: Server) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(api(server, "/api/v1/status"))["workers"]
+    return found
+
+
+def from_process(port: int, pid: int) -> socket.socket:
+    """A client socket whose queries (from its one source port) reach process `pid`."""
+    for _ in range(200):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        q = dns.message.make_query("id.server.", dns.rdatatype.TXT, dns.rdataclass.CH)
+        r = dns.query.udp(q, "127.0.0.1", port=port, timeout=2, sock=sock)
+        if r.answer[0][0].strings[0].decode() == f"dnsfailover-{pid}":
+            return sock
+        sock.close()
+    raise AssertionError(f"no client socket reached process {pid}")
+
+
+def test_a_killed_worker_is_started_again_and_serves_what_is_published_now(
+    tmp_path: Path, http_endpoints: HttpEndpoints
+) -> None:
+    """SIGKILL one of `--workers 3`: an ERROR names it, it is started again (counted in the
+    status and /metrics) and its new process answers the zone as published while it was
+    down and since, and checks and signs TSIG queries with the node's keys."""
+    key = dns.tsig.Key("k1.", base64.b64encode(b"1" * 32).decode(), dns.tsig.HMAC_SHA256)
+    (tmp_path / "k1.secret").write_text(base64.b64encode(key.secret).decode())
+    config = write_config(tmp_path / "c.yaml", http_endpoints)
+    tsig = f"tsig_keys:\n  k1: {{secret_file: {tmp_path / 'k1.secret'}}}\n"
+    config.write_text(tsig + config.read_text())
+    server = Server(config, tmp_path / "s.db", "--workers", "3")
+    try:
+        before = workers(server)
+        assert (before["count"], before["alive"], before["restarts"]) == (2, 2, 0)
+        assert before["problem"] is None
+        assert len(before["pids"]) == 2
+        victim = before["pids"][0]
+        os.kill(victim, signal.SIGKILL)
+        http_endpoints.stop(B)  # a publish while it is down (or starting)
+        wait_for(lambda: workers(server)["restarts"] == 1, timeout=60)
+        after = workers(server)
+        assert after["alive"] == 2
+        assert after["problem"] is None
+        [new] = set(after["pids"]) - set(before["pids"])
+        assert victim not in after["pids"]
+
+        wait_for(lambda: server.answer(WWW) == (A,), timeout=10)  # asked over UDP: any process
+        sock = from_process(server.port, new)
+        with sock:
+
+            def served(want: tuple[str, ...]) -> bool:
+                tcp = server.query(ORIGIN, "SOA", tcp=True)  # TCP: the main process
+                r = dns.query.udp(dns.message.make_query(WWW, "A"), "127.0.0.1",
+                                  port=server.port, timeout=2, sock=sock)  # fmt: skip
+                soa = dns.query.udp(dns.message.make_query(ORIGIN, "SOA"), "127.0.0.1",
+                                    port=server.port, timeout=2, sock=sock)  # fmt: skip
+                got = tuple(sorted(rd.to_text() for rrset in r.answer for rd in rrset))
+                return got == want and soa.answer[0][0].serial == tcp.answer[0][0].serial
+
+            wait_for(lambda: served((A,)), timeout=10)
+            http_endpoints.start(B)  # and one after it started again
+            wait_for(lambda: served((A, B)), timeout=10)
+            signed = dns.message.make_query(ORIGIN, "SOA")
+            signed.use_tsig(key)
+            reply = dns.query.udp(signed, "127.0.0.1", port=server.port, timeout=2, sock=sock)
+            assert reply.rcode() == dns.rcode.NOERROR
+            assert reply.had_tsig
+
+        metrics = api(server, "/metrics").decode()
+        assert "dnsfailover_worker_restarts_total 1.0" in metrics
+        assert "dnsfailover_workers_alive 2.0" in metrics
+        assert "dnsfailover_workers 2.0" in metrics
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert re.search(
+        rf"ERROR dnsfailover.workers: workers: worker [12] \(pid {victim}\) was killed by "
+        r"SIGKILL after serving [\d.]+s; starting it again in 1s",
+        log,
+    ), log
+    assert log.count("started again: pid") == 1  # and not once more when the node stopped
+    for pid in after["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_sigterm_to_the_whole_group_stops_serve_without_taking_a_worker_for_dead(
+    tmp_path: Path, http_endpoints: HttpEndpoints
+) -> None:
+    """systemd's stop signals every process of the unit at once: a worker leaves its stop to
+    `serve`, so nothing is logged as a worker dying and nothing is started again."""
+    server = Server(
+        write_config(tmp_path / "c.yaml", http_endpoints), tmp_path / "s.db", "--workers", "2"
+    )
+    try:
+        [worker] = workers(server)["pids"]
+        os.kill(worker, signal.SIGTERM)
+        wait_for(lambda: "SIGTERM ignored" in server.log.read_text(), timeout=10)
+        from_process(server.port, worker).close()  # still answering
+        assert workers(server)["restarts"] == 0
+        os.kill(worker, signal.SIGTERM)  # both at once, as systemd does
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert " ERROR " not in log, log
+    assert "started again" not in log
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
