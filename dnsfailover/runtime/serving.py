@@ -62,8 +62,10 @@ class Serving:
             reuse_port=self._workers > 1,
             rrl=rrl_settings(config),
             # A blocking recvfrom/sendto thread costs less per datagram than a loop callback
-            # (bench/dns_qps.py); DNSFAILOVER_UDP=loop answers on the event loop instead.
+            # (bench/dns_qps.py); DNSFAILOVER_UDP=loop answers on the event loop instead,
+            # DNSFAILOVER_UDP=python on the thread without the C hit path (for comparison).
             udp_thread=os.environ.get("DNSFAILOVER_UDP", "thread") != "loop",
+            c_hits=os.environ.get("DNSFAILOVER_UDP", "thread") != "python",
             steering=self.steering,
             limits=self.limits,
         )
