@@ -1,6 +1,7 @@
 """Fuzz the C hit path (`_mmsg.HitTable.reply` and `_mmsg.UdpLoop`) under ASan and UBSan.
 
-    .venv/bin/python bench/fuzz_hits.py [--inputs 1000000] [--udp 50000] [--seed N] [--no-asan]
+    .venv/bin/python bench/fuzz_hits.py [--inputs 1000000] [--udp 50000] [--swaps 50000]
+        [--seed N] [--no-asan]
 
 The extension's sources (dnsfailover/server/_mmsg.c and _hits.c) are compiled with
 ``-fsanitize=address,undefined -fno-sanitize-recover=all`` into a temporary directory, and a
@@ -18,7 +19,11 @@ answers, weighted sets with their Cycle, NXDOMAIN, NODATA, DO, large payloads, E
 - sends ``--udp`` of those inputs (at most 65507 bytes) from a client socket to a UdpLoop on
   127.0.0.1, in bursts: every hit's reply must arrive, in order, equal to a twin table's,
   and the misses the loop returns must be exactly the inputs the twin misses (those over the
-  loop's 4096-byte buffer are dropped by it: neither).
+  loop's 4096-byte buffer are dropped by it: neither);
+- sends ``--swaps`` valid queries to a UdpLoop while a thread swaps its table all the time
+  (the served one, carried copies it drops at once, None): each query is answered exactly
+  as the twin answers it or returned as a miss, exactly once (tables freed by the loop's
+  thread without the GIL while another thread swaps: ASan sees any use after free).
 
 A differing reply fails the run (exit 1), a crash (ASan/UBSan abort, or any other death of
 the child) too (exit 2), and the input that crashed is written to ``--crash-file``.
@@ -321,6 +326,9 @@ class Figures:
     udp_misses: int = 0
     udp_dropped: int = 0
     udp_seconds: float = 0.0
+    swap_inputs: int = 0
+    swap_hits: int = 0
+    swaps: int = 0
     mismatches: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -332,6 +340,8 @@ class Figures:
             f"UdpLoop: {self.udp_inputs} datagrams in {self.udp_seconds:.1f} s ({udp_rate:.0f}/s):"
             f" {self.udp_hits} replies checked, {self.udp_misses} misses returned,"
             f" {self.udp_dropped} over the {UDP_BUFSIZE}-byte buffer dropped",
+            f"UdpLoop with its table swapped {self.swaps} times: {self.swap_inputs} queries,"
+            f" {self.swap_hits} answered in C, the others returned as misses",
             f"differing replies: {len(self.mismatches)}",
         ]
 
@@ -472,6 +482,108 @@ def fuzz_udp(figures: Figures, inputs: int, rng_seed: int) -> None:
         client.close()
 
 
+def fuzz_swaps(figures: Figures, inputs: int, rng_seed: int) -> None:
+    """`inputs` valid queries (weighted names aside) sent to a UdpLoop in bursts while
+    another thread swaps its table all the time (the served table, carried copies of it that
+    it then drops, None): every query is answered with the expected reply or returned as a
+    miss, exactly once, and a table dropped while the loop answers from it is not used
+    after it is freed (what ASan checks here)."""
+    from dnsfailover.server import _mmsg
+
+    seed_list = [s for s in seeds() if not s.data[12:].startswith(b"\x01w\x04fuzz")]
+    served, twin = Tables(seed_list), Tables(seed_list)
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(10)
+    loop = _mmsg.UdpLoop(server.fileno(), 64, UDP_BUFSIZE)
+    loop.set_table(served.hits, "owner")
+    misses: list[bytes] = []
+    arrived = threading.Condition()
+    stopping = threading.Event()
+
+    def run() -> None:
+        while not stopping.is_set():
+            try:
+                _owner, batch = loop.run()
+            except OSError:
+                continue
+            with arrived:
+                misses.extend(data for data, _host, _addr in batch)
+                arrived.notify_all()
+
+    def swap() -> None:
+        rng = random.Random(rng_seed)
+        while not stopping.is_set():
+            roll = rng.random()
+            if roll < 0.4:
+                loop.set_table(served.hits, "owner")
+            elif roll < 0.8:  # a copy sharing the entries, dropped at the next swap
+                copy = served.table.carried(served.served, frozenset()).hits
+                loop.set_table(copy, "owner")
+                del copy
+            else:
+                loop.set_table(None, "owner")
+            figures.swaps += 1
+            time.sleep(rng.choice([0, 0, 0.0002, 0.001]))
+
+    threads = [threading.Thread(target=run, daemon=True), threading.Thread(target=swap)]
+    for t in threads:
+        t.start()
+    address = server.getsockname()
+    rng = random.Random(rng_seed + 1)
+    try:
+        sent = 0
+        while sent < inputs:
+            burst = []
+            for qid in range(BURST):  # IDs 0..BURST-1: which reply or miss is whose
+                query = bytearray(rng.choice(seed_list).data)
+                query[0:2] = struct.pack("!H", qid)
+                burst.append(bytes(query))
+            expected = [twin.hits.reply(q) for q in burst]
+            with arrived:
+                del misses[:]
+            for data in burst:
+                client.sendto(data, address)
+            sent += len(burst)
+            answered: dict[int, bytes] = {}
+            deadline = time.monotonic() + 30  # (a lost reply or miss: a failure)
+            with arrived:
+                missed = {struct.unpack_from("!H", m)[0] for m in misses}
+            while len(answered) + len(missed) < len(burst):
+                try:
+                    client.settimeout(0.05)
+                    reply = client.recv(0xFFFF)
+                except TimeoutError:
+                    with arrived:
+                        missed = {struct.unpack_from("!H", m)[0] for m in misses}
+                    if time.monotonic() > deadline:
+                        figures.mismatches.append("swaps: replies and misses missing")
+                        return
+                    continue
+                qid = struct.unpack_from("!H", reply)[0]
+                if qid in answered or reply != expected[qid]:
+                    figures.mismatches.append(f"swaps: reply {reply.hex()} to {burst[qid].hex()}")
+                answered[qid] = reply
+                with arrived:
+                    missed = {struct.unpack_from("!H", m)[0] for m in misses}
+            with arrived:
+                if len(misses) != len(missed) or missed & answered.keys():
+                    figures.mismatches.append("swaps: a query both answered and missed")
+            figures.swap_inputs += len(burst)
+            figures.swap_hits += len(answered)
+    finally:
+        stopping.set()
+        loop.stop()
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        for t in threads:
+            t.join(10)
+        server.close()
+        client.close()
+
+
 def build_asan(into: Path) -> Path:
     """The extension compiled with ASan and UBSan; the path of the shared object."""
     include = sysconfig.get_paths()["include"]
@@ -528,6 +640,7 @@ def child(args: argparse.Namespace) -> int:
     if mark is not None:
         struct.pack_into("<q", mark, 0, -1)
     fuzz_udp(figures, args.udp, args.seed + 1)
+    fuzz_swaps(figures, args.swaps, args.seed + 2)
     for line in figures.lines():
         print(line)
     for m in figures.mismatches:
@@ -539,6 +652,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--inputs", type=int, default=1_000_000)
     parser.add_argument("--udp", type=int, default=50_000, help="inputs sent to a UdpLoop")
+    parser.add_argument("--swaps", type=int, default=50_000, help="queries while tables swap")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-asan", action="store_true", help="the installed build, no ASan")
     parser.add_argument("--crash-file", type=Path, default=Path("fuzz_hits_crash.bin"))
@@ -563,6 +677,7 @@ def main() -> int:
         print(f"ASan+UBSan: on ({asan}), build {so.name}, seed {args.seed}", flush=True)
         cmd = [sys.executable, __file__, "--extension", str(so), "--mark", str(mark)]
         cmd += ["--inputs", str(args.inputs), "--udp", str(args.udp), "--seed", str(args.seed)]
+        cmd += ["--swaps", str(args.swaps)]
         code = subprocess.run(cmd, env=env).returncode
         print(f"wall time with the build: {time.perf_counter() - started:.1f} s")
         if code in (0, MISMATCH):

@@ -36,6 +36,15 @@ def test_mutated_datagrams_through_a_udp_loop() -> None:
     assert figures.udp_dropped > 0  # longer than the loop's buffer: dropped in C
 
 
+def test_tables_swapped_under_a_udp_loop_answer_or_miss_each_query_once() -> None:
+    figures = fuzz_hits.Figures()
+    fuzz_hits.fuzz_swaps(figures, 3_000, rng_seed=9)
+    assert figures.mismatches == []
+    assert figures.swap_inputs >= 3_000
+    assert 0 < figures.swap_hits < figures.swap_inputs  # some tables answered, None did not
+    assert figures.swaps > 10
+
+
 def test_the_mutator_makes_every_kind_of_input() -> None:
     """Sizes from empty to 65535, compression pointers, OPT and ECS fields, and hits."""
     mutator = fuzz_hits.Mutator(fuzz_hits.seeds(), random.Random(3))
@@ -50,7 +59,7 @@ def test_the_mutator_makes_every_kind_of_input() -> None:
 def test_the_asan_build_runs_the_fuzzer(tmp_path: Path) -> None:
     crash = tmp_path / "crash.bin"
     cmd = [sys.executable, str(ROOT / "bench" / "fuzz_hits.py"), "--inputs", "3000"]
-    cmd += ["--udp", "500", "--crash-file", str(crash)]
+    cmd += ["--udp", "500", "--swaps", "1000", "--crash-file", str(crash)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ASan+UBSan: on" in run.stdout
