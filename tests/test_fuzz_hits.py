@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fuzz_hits  # noqa: E402
+import hits_inputs  # noqa: E402
 
 pytest.importorskip("dnsfailover.server._mmsg")
 
@@ -47,7 +48,7 @@ def test_tables_swapped_under_a_udp_loop_answer_or_miss_each_query_once() -> Non
 
 def test_the_mutator_makes_every_kind_of_input() -> None:
     """Sizes from empty to 65535, compression pointers, OPT and ECS fields, and hits."""
-    mutator = fuzz_hits.Mutator(fuzz_hits.seeds(), random.Random(3))
+    mutator = hits_inputs.Mutator(hits_inputs.seeds(), random.Random(3))
     inputs = [mutator.one() for _ in range(20_000)]
     sizes = [len(d) for d in inputs]
     assert min(sizes) == 0
