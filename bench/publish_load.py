@@ -60,7 +60,6 @@ from typing import Any, Protocol
 
 import dns.flags
 import dns.message
-import dns.name
 import dns.rcode
 import dns.rdatatype
 
