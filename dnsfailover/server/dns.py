@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from dnsfailover.rdata import Labels
 from dnsfailover.server import signed
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.identity import identity_reply
+from dnsfailover.server.relearn import relearn
 from dnsfailover.server.rrl import Action, RateLimiter, RrlSettings, truncated
 from dnsfailover.server.signed import Keys
 from dnsfailover.server.steered import DEFAULT_LIMITS, Where
@@ -231,6 +233,7 @@ class DnsServer:
         self._fast = fast
         self.c_hits = c_hits and _mmsg is not None and udp_thread
         self._loops: list[_mmsg.UdpLoop] = []  # answering from `_table`'s C hit table
+        self._relearner = ThreadPoolExecutor(1, thread_name_prefix="dnsfailover-relearn")
         self._max_udp_payload = max_udp_payload
         self._limits = limits
         # queries answered per (steered name, location group), since start
@@ -283,6 +286,11 @@ class DnsServer:
             table = current.carried(snapshot, changed) if self._fast else None
             # one assignment: snapshot, steering and table together
             self._serve(table if table is not None else self._new_table(snapshot, current.steering))
+        if table is not None and table.has_stale:
+            # the changed names' new address replies, made before they are asked (off this
+            # thread: a publish returns at once, the old replies are gone already)
+            with contextlib.suppress(RuntimeError):  # stopped: nothing to relearn for
+                self._relearner.submit(relearn, table, lambda: self._table is table)
         if log.isEnabledFor(logging.INFO):
             serials = " ".join(f"{o}={snapshot.serial(o)}" for o in snapshot.origins)
             log.info("publish: zones=%d serials=%s", len(snapshot.origins), serials or "-")
@@ -497,6 +505,7 @@ class DnsServer:
         if self._tcp is not None:
             await self._tcp.stop()
             self._tcp = None
+        self._relearner.shutdown(wait=False, cancel_futures=True)
         if self._address is not None:
             log.info("stop: %s %s port %d", "udp" if self.udp_only else "udp+tcp", *self._address)
         self._address = None

@@ -30,37 +30,43 @@ address), remembers the placement for that (name, client network) with the ECS o
 echo (SCOPE: what the placement depends on), and replays its group's template.  An answer
 that meets two steered names, or a weighted group, takes the full path.
 
-With ``c_hits`` (the UDP thread's `_mmsg.UdpLoop`), every UDP template learnt here is also
-put in a `_mmsg.HitTable`: the C hit path answers those keys (weighted ones too, turning
-the same `Rotor.cycle`) without Python, and only misses reach `answer`.  Steered keys stay
-here (placing a client takes the location database).
+With ``c_hits``, every UDP template learnt here is also put in a `_mmsg.HitTable`: the C
+hit path (`_mmsg.UdpLoop`) answers those keys (weighted ones turning the same `Rotor.cycle`)
+without Python; steered keys stay here (placing a client takes the location database).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from socket import AF_INET, AF_INET6, inet_pton
-from typing import Protocol
 
 from dnsfailover.geo.ecs import SourceLimits
 from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
 from dnsfailover.server.lookup import WILDCARD
 from dnsfailover.server.replay import (
+    MAX_PLACEMENTS,
+    Responder,
     canonical,
     echo,
+    full_path,
     own_name,
     patch,
     positive,
     question_labels,
+    replay_steered,
     replayable,
     scoped,
     split_query,
     with_option,
 )
-from dnsfailover.server.steered import DEFAULT_LIMITS, Pinned, Where, ecs_client, ecs_scope
+from dnsfailover.server.steered import (
+    DEFAULT_LIMITS,
+    Pinned,
+    Where,
+    ecs_scope,
+)
 from dnsfailover.server.weighted import Rotor, always
-from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD, respond
+from dnsfailover.server.wire import DEFAULT_UDP_PAYLOAD, HEADER_LEN, MIN_UDP_PAYLOAD
 from dnsfailover.server.zone import ZoneSnapshot
 
 try:
@@ -76,21 +82,6 @@ _DECLINE = b""
 """Cached for keys whose reply cannot be replayed (too big, or not a pure function)."""
 
 
-class Responder(Protocol):
-    """The full path: the reply to a query from a snapshot; ``where`` places the client for
-    steered names (only passed when the table steers)."""
-
-    def __call__(
-        self,
-        snapshot: ZoneSnapshot,
-        data: bytes,
-        tcp: bool,
-        max_udp_payload: int,
-        where: Where | None = None,
-        /,
-    ) -> bytes | None: ...
-
-
 Key = tuple[bytes, int, int, bool]
 LARGE = 2
 """Added to a UDP query's EDNS variant (1 OPT, 2 OPT+DO) when its payload size is at least
@@ -102,20 +93,14 @@ Rotating = tuple[Callable[[], int], tuple[bytes, ...]]
 SteeredKey = tuple[str, dict[str, bytes]]
 """A steered key: the steered name its answer meets, and one template per location group
 (_DECLINE: that group's reply cannot be replayed)."""
-MAX_PLACEMENTS = 65_536
-"""Placements remembered, by (steered name, client network or address): a steered hit
-that finds one costs a dict look-up, not a database look-up; when full, it starts over."""
 
 
-def _full_path(
-    snapshot: ZoneSnapshot,
-    data: bytes,
-    tcp: bool,
-    max_udp_payload: int,
-    where: Where | None = None,
-    /,
-) -> bytes | None:
-    return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, where=where)
+def _rotor(snapshot: ZoneSnapshot, question: bytes) -> Callable[[], int] | None:
+    """The turn of the weighted set a question's name answers from in `snapshot`."""
+    name = question_labels(question[:-4])
+    zone = snapshot.find_zone(name)
+    rotor = zone.weighted.get((name, int.from_bytes(question[-4:-2]))) if zone else None
+    return None if rotor is None else rotor.pick
 
 
 class FastTable:
@@ -148,6 +133,7 @@ class FastTable:
         "_rule_of",
         "_seen",
         "_snapshot",
+        "_stale",
         "_steered",
         "_steering",
         "_table",
@@ -159,7 +145,7 @@ class FastTable:
         *,
         max_udp_payload: int = DEFAULT_UDP_PAYLOAD,
         max_entries: int = MAX_ENTRIES,
-        responder: Responder = _full_path,
+        responder: Responder = full_path,
         steering: Steering | None = None,
         limits: SourceLimits = DEFAULT_LIMITS,
         queries: dict[tuple[str, str], int] | None = None,
@@ -189,6 +175,7 @@ class FastTable:
         # may keep (see `carried`), found at the cost of what it changed.
         self._carry: dict[Key, bytes] = {}
         self._by_name: dict[Labels, tuple[Key, ...]] = {}
+        self._stale: list[tuple[Key, bytes]] = []  # what a publish changed (`relearn`)
         # the UDP templates again, in C memory, for the C hit path (see the module's doc)
         self._hits = (
             HitTable(max_udp_payload)
@@ -234,19 +221,28 @@ class FastTable:
         # `_learn` files a key by name before it adds its reply, so every reply copied here
         # is found under its name below.
         carry, by_name = dict(self._carry), dict(self._by_name)
+        # (and the replies it drops, for `relearn` to make again: see dnsfailover.server.relearn)
         if len(changed) < len(by_name) // 2:  # drop what changed
             for name in changed:
                 for key in by_name.pop(name, ()):
-                    carry.pop(key, None)
+                    if old := carry.pop(key, None):
+                        table._stale.append((key, old))
         else:  # most names changed (a regional outage): take what did not
+            table._stale = [
+                (k, old) for n in changed for k in by_name.get(n, ()) if (old := carry.get(k))
+            ]
             by_name = {n: keys for n, keys in by_name.items() if n not in changed}
             carry = {k: carry[k] for keys in by_name.values() for k in keys if k in carry}
+        if self._rotating:  # a weighted set keeps its rotation only if `snapshot` does
+            for k, r in dict(self._rotating).items():
+                if k in carry and _rotor(snapshot, k[0]) is r[0]:
+                    table._rotating[k] = r
+                else:
+                    carry.pop(k, None)
         table._carry, table._by_name = carry, by_name
         table._table = dict(carry)
         if self._hits is not None:  # exactly the keys kept here (not what was learnt since)
             table._hits = self._hits.carried(carry)
-        if self._rotating:
-            table._rotating = {k: r for k, r in dict(self._rotating).items() if k in carry}
         if self._steered:
             # only each key's positive group replies: a negative one carries the SOA
             table._steered = {
@@ -265,13 +261,10 @@ class FastTable:
 
     def lookup(self, data: bytes, *, tcp: bool, client: str | None = None) -> bytes | None:
         """The reply from a template, or None: not a plain query, or not (yet) cached."""
-        split = split_query(data)
-        if split is None:
+        keyed = self._key(data, tcp)
+        if keyed is None:
             return None
-        qend, keyed, variant = split
-        if variant and not tcp and (data[qend + 3] << 8 | data[qend + 4]) >= self._max_udp_payload:
-            variant += LARGE
-        key = (data[HEADER_LEN:qend].lower(), keyed, variant, tcp)
+        key, qend = keyed
         template = self._table.get(key)
         if template:
             return echo(patch(template, data, qend), data, qend, tcp)
@@ -289,15 +282,12 @@ class FastTable:
         ``client``: the query's source address (UDP or TCP peer), which places the client
         of a steered name when the query has no ECS network.
         """
-        split = split_query(data)
-        if split is None:
+        keyed = self._key(data, tcp)
+        if keyed is None:
             where = self._where(client)
             return self._counted(where, self._full(self._snapshot, data, tcp, where))
-        qend, keyed, variant = split
-        if variant and not tcp and (data[qend + 3] << 8 | data[qend + 4]) >= self._max_udp_payload:
-            variant += LARGE  # (see `LARGE`)
+        key, qend = keyed
         question = data[HEADER_LEN:qend]
-        key = (question.lower(), keyed, variant, tcp)  # one template for every spelling
         template = self._table.get(key)
         if template:
             fast = echo(patch(template, data, qend), data, qend, tcp)
@@ -334,6 +324,44 @@ class FastTable:
             self._learn(key, question, data, qend, slow, where)
         return slow
 
+    @property
+    def has_stale(self) -> bool:
+        return bool(self._stale)
+
+    def take_stale(self) -> list[tuple[Key, bytes]]:
+        """The (key, previous template) pairs the publish of this table changed, once."""
+        stale, self._stale = self._stale, []
+        return stale
+
+    def adopt(self, key: Key, template: bytes) -> None:
+        """Files a template made for `key` outside `answer` (`relearn`), as `_learn` does."""
+        if self._max_entries <= 0 or self._table.get(key):
+            return  # (a query taught it meanwhile)
+        self._make_room()
+        self._table[key] = template
+        self._file(key, key[0], template, template)
+        if self._hits is not None and not key[3]:
+            self._hits.put(key[0], key[1], key[2], [template])
+
+    def full_reply(self, query: bytes, tcp: bool) -> bytes | None:
+        """The full path's reply to `query` from this table's snapshot."""
+        return self._respond(self._snapshot, query, tcp, self._max_udp_payload)
+
+    @property
+    def max_udp_payload(self) -> int:
+        return self._max_udp_payload
+
+    def _key(self, data: bytes, tcp: bool) -> tuple[Key, int] | None:
+        """The query's key, one for every spelling of the question, and its question's end
+        (None: not a query the table serves)."""
+        split = split_query(data)
+        if split is None:
+            return None
+        qend, keyed, variant = split
+        if variant and not tcp and (data[qend + 3] << 8 | data[qend + 4]) >= self._max_udp_payload:
+            variant += LARGE  # (see `LARGE`)
+        return (data[HEADER_LEN:qend].lower(), keyed, variant, tcp), qend
+
     def _counted(self, where: Where | None, reply: bytes | None) -> bytes | None:
         """`reply`, counting the groups its query was placed in (full path)."""
         if where is not None and where.placed and reply is not None:
@@ -355,48 +383,14 @@ class FastTable:
     def _steer(
         self, steered: SteeredKey, data: bytes, qend: int, tcp: bool, client: str | None
     ) -> bytes | None:
-        """The reply to a steered key from its client's group's template (None: no template
-        for that group yet, or the client cannot be placed here: the full path answers)."""
-        steering = self._steering
-        if steering is None:
+        """The reply to a steered key from its client's group's template (None: the full
+        path answers); see `steered.replay`."""
+        if self._steering is None:
             return None
-        option = data[qend + 11 :]  # the query's ECS option, if any (`split_query`)
-        source = option[6] if option else 0
-        # ECS with SOURCE > 0: the network decides; else the source address
-        rule = self._rule_of.get(steered[0])
-        if rule is None:
-            try:
-                rule = self._rule_of[steered[0]] = steering.table_of(steered[0])
-            except KeyError:  # not steered by this steering: the full path says
-                return None
-        placed = (rule, option, "" if source else client or "")
-        found = self._placed.get(placed)
-        if found is None:
-            try:
-                if source:
-                    version, value = ecs_client(option, source, self._limits)
-                elif client:
-                    packed = inet_pton(AF_INET6 if ":" in client else AF_INET, client)
-                    version, value = 4 if len(packed) == 4 else 6, int.from_bytes(packed)
-                else:
-                    return None
-                placement = steering.place_value(steered[0], version, value)
-            except Exception:  # an unreadable address, a failing database: the full path says
-                return None
-            found = (
-                placement.group,
-                scoped(option, ecs_scope(option, placement.scope, self._limits)),
-            )
-            if len(self._placed) >= MAX_PLACEMENTS:
-                self._placed.clear()
-            if MAX_PLACEMENTS:
-                self._placed[placed] = found
-        template = steered[1].get(found[0])
-        if not template:
-            return None
-        counts, at = self._queries, (steered[0], found[0])
-        counts[at] = counts.get(at, 0) + 1
-        return with_option(patch(template, data, qend), found[1], tcp)
+        return replay_steered(
+            self._steering, self._rule_of, self._placed, self._limits, self._queries,
+            steered, data, qend, tcp, client,
+        )  # fmt: skip
 
     def _learn(
         self,
@@ -456,7 +450,7 @@ class FastTable:
         usable = (
             slow is not None
             and len(rotors) <= 1
-            and all(replayable(t, question, qend, tcp, self._limit(key)) for t in templates)
+            and all(replayable(t, question, qend, tcp, self.limit(key)) for t in templates)
             # The check that makes the fast path safe: replaying a template for this very
             # query gives exactly what the full path answered.
             and any(
@@ -541,7 +535,7 @@ class FastTable:
             template is None
             or rotors
             or pin.unplaced
-            or not replayable(template, question, qend, tcp, self._limit(key))
+            or not replayable(template, question, qend, tcp, self.limit(key))
         ):
             return _DECLINE  # (a weighted group rotates: its replies take the full path)
         # with the SCOPE the fast path would echo for this query's placement
@@ -550,7 +544,7 @@ class FastTable:
         reply = with_option(patch(template, data, qend), scoped(option, scope), tcp)
         return template if reply == slow else _DECLINE
 
-    def _limit(self, key: Key) -> int:
+    def limit(self, key: Key) -> int:
         """The largest UDP template of `key`: any size the client takes for a LARGE variant,
         else 512 (a reply that depends on the client's payload size is not replayed)."""
         return self._max_udp_payload if key[2] > LARGE else MIN_UDP_PAYLOAD

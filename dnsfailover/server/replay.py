@@ -8,12 +8,18 @@ See :mod:`dnsfailover.server.fast` for why replaying a template is exact.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from socket import AF_INET, AF_INET6, inet_pton
+from typing import TYPE_CHECKING, Protocol
 
+from dnsfailover.geo.ecs import SourceLimits
+from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
-from dnsfailover.server.wire import HEADER_LEN, MIN_UDP_PAYLOAD
+from dnsfailover.server.steered import ecs_client, ecs_scope
+from dnsfailover.server.wire import HEADER_LEN, MIN_UDP_PAYLOAD, respond
 
 if TYPE_CHECKING:
+    from dnsfailover.server.steered import Where
     from dnsfailover.server.zone import ZoneSnapshot
 
 _RD = 0x0100
@@ -181,3 +187,86 @@ def own_name(snapshot: ZoneSnapshot, template: bytes, question: bytes) -> Labels
     if zone is None or name not in zone.names or name in zone.cname_targets:
         return None
     return name
+
+
+class Responder(Protocol):
+    """The full path: the reply to a query from a snapshot; ``where`` places the client for
+    steered names (only passed when the table steers)."""
+
+    def __call__(
+        self,
+        snapshot: ZoneSnapshot,
+        data: bytes,
+        tcp: bool,
+        max_udp_payload: int,
+        where: Where | None = None,
+        /,
+    ) -> bytes | None: ...
+
+
+def full_path(
+    snapshot: ZoneSnapshot,
+    data: bytes,
+    tcp: bool,
+    max_udp_payload: int,
+    where: Where | None = None,
+    /,
+) -> bytes | None:
+    return respond(snapshot, data, tcp=tcp, max_udp_payload=max_udp_payload, where=where)
+
+
+MAX_PLACEMENTS = 65_536
+"""Placements remembered, by (steered name, client network or address): a steered hit
+that finds one costs a dict look-up, not a database look-up; when full, it starts over."""
+
+
+def replay_steered(
+    steering: Steering,
+    rule_of: dict[str, Hashable],
+    placed: dict[tuple[Hashable, bytes, str], tuple[str, bytes]],
+    limits: SourceLimits,
+    queries: dict[tuple[str, str], int],
+    steered: tuple[str, dict[str, bytes]],
+    data: bytes,
+    qend: int,
+    tcp: bool,
+    client: str | None,
+) -> bytes | None:
+    """The fast path's reply to a steered key (`fast.FastTable`): the template of its
+    client's group (None: no template for that group yet, or the client cannot be placed
+    here: the full path answers).  `rule_of`, `placed` and `queries` are the table's caches
+    and counts, updated here."""
+    option = data[qend + 11 :]  # the query's ECS option, if any (`split_query`)
+    source = option[6] if option else 0
+    # ECS with SOURCE > 0: the network decides; else the source address
+    rule = rule_of.get(steered[0])
+    if rule is None:
+        try:
+            rule = rule_of[steered[0]] = steering.table_of(steered[0])
+        except KeyError:  # not steered by this steering: the full path says
+            return None
+    at_key = (rule, option, "" if source else client or "")
+    found = placed.get(at_key)
+    if found is None:
+        try:
+            if source:
+                version, value = ecs_client(option, source, limits)
+            elif client:
+                packed = inet_pton(AF_INET6 if ":" in client else AF_INET, client)
+                version, value = 4 if len(packed) == 4 else 6, int.from_bytes(packed)
+            else:
+                return None
+            placement = steering.place_value(steered[0], version, value)
+        except Exception:  # an unreadable address, a failing database: the full path says
+            return None
+        found = (placement.group, scoped(option, ecs_scope(option, placement.scope, limits)))
+        if len(placed) >= MAX_PLACEMENTS:
+            placed.clear()
+        if MAX_PLACEMENTS:
+            placed[at_key] = found
+    template = steered[1].get(found[0])
+    if not template:
+        return None
+    at = (steered[0], found[0])
+    queries[at] = queries.get(at, 0) + 1
+    return with_option(patch(template, data, qend), found[1], tcp)
