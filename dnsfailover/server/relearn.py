@@ -64,7 +64,9 @@ def synthesize(snapshot: ZoneSnapshot, key: Key, old: bytes, limit: int) -> byte
         rr.rdata.pack(buffer)
         rdata = bytes(buffer.data)
         records.append(_OWNER + struct.pack("!HHIH", qtype, rr.rclass, rr.ttl, len(rdata)) + rdata)
-    made = old[:6] + struct.pack("!H", len(records)) + old[8:qend] + b"".join(records) + tail
+    # (the question as the key spells it: `old` may hold the spelling it was learnt from)
+    made = old[:6] + struct.pack("!H", len(records)) + old[8:12] + question
+    made += b"".join(records) + tail
     return made if replayable(made, question, qend, tcp, limit) else None
 
 
