@@ -83,6 +83,7 @@ class Result:
     lost: int
     latency_ms: float
     cpu_us: float
+    sys_share: float = 0.0  # of the CPU, the part spent in the kernel
     round: int = 0
     server: str = ""
     transport: str = "udp"
@@ -99,12 +100,18 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes (all their threads), from /proc."""
+    user = system = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / TICKS
+        user += int(fields[11])  # utime, stime (fields 14 and 15)
+        system += int(fields[12])
+    return user / TICKS, system / TICKS
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_times(pids))
 
 
 def process_tree(pid: int) -> list[int]:
@@ -203,16 +210,16 @@ def measure(
     results = []
     for transport in transports:
         for queries, lines in QUERY_SETS.items():
-            before = cpu_seconds(pids)
+            user, system = cpu_times(pids)
             qps, done, lost, ms = dnsperf(
                 server.port, lines, seconds, tmp, ("-m", transport), strict=True
             )
-            cpu = (cpu_seconds(pids) - before) / done * 1e6
-            results.append(
-                Result(
-                    server.label, queries, qps, done, lost, ms, cpu, round, server.name, transport
-                )
-            )
+            user, system = (a - b for a, b in zip(cpu_times(pids), (user, system), strict=True))
+            cpu = (user + system) / done * 1e6
+            share = system / (user + system) if user + system else 0.0
+            result = Result(server.label, queries, qps, done, lost, ms, cpu, share)
+            result.round, result.server, result.transport = round, server.name, transport
+            results.append(result)
             print(
                 f"  round {round} {server.name:<12}{transport:<4}{queries:<7}{qps:>10,.0f} QPS"
                 f"{cpu:7.2f} us/q",
@@ -286,11 +293,11 @@ def report(labels: dict[str, str], results: list[Result], rounds: int, seconds: 
     if "knot" in labels:
         print("  (Knot has no health checks: its www is static; gdnsd's and ours are probed)")
     head = f"{'round':<6}{'server':<12}{'mode':<5}{'queries':<8}{'QPS':>10}{'lost':>7}"
-    print(f"{head}{'avg ms':>8}{'CPU us/q':>10}")
+    print(f"{head}{'avg ms':>8}{'CPU us/q':>10}{'kernel':>8}")
     for r in results:
         print(
             f"{r.round:<6}{r.server:<12}{r.transport:<5}{r.queries:<8}{r.qps:>10,.0f}"
-            f"{r.lost:>7}{r.latency_ms:>8.3f}{r.cpu_us:>10.2f}"
+            f"{r.lost:>7}{r.latency_ms:>8.3f}{r.cpu_us:>10.2f}{r.sys_share:>8.0%}"
         )
     print("medians")
     for transport in dict.fromkeys(r.transport for r in results):
@@ -306,6 +313,7 @@ def report(labels: dict[str, str], results: list[Result], rounds: int, seconds: 
                         f"  {transport:<4}{queries:<7}{name:<12}"
                         f"{statistics.median(r.qps for r in rs):>10,.0f} QPS"
                         f"{statistics.median(r.cpu_us for r in rs):7.2f} us/q"
+                        f" ({statistics.median(r.sys_share for r in rs):.0%} in the kernel)"
                         f"{statistics.median(r.latency_ms for r in rs):7.3f} ms"
                     )
     print("median of per-round ratios (QPS; CPU per query)")
