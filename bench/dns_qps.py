@@ -1,18 +1,29 @@
-"""DNS queries per second: `dnsfailover serve` against gdnsd, measured with dnsperf.
+"""DNS queries per second: `dnsfailover serve` against gdnsd and Knot, UDP and TCP, in
+interleaved rounds, measured with dnsperf.
 
-    .venv/bin/python bench/dns_qps.py [--seconds 10] [--skip-gdnsd] [--micro-only]
+    .venv/bin/python bench/dns_qps.py [--rounds 5] [--seconds 10] [--transport udp|tcp|both]
+        [--servers gdnsd,knot,dnsfailover] [--skip-gdnsd] [--micro-only]
     .venv/bin/python bench/dns_qps.py --ecs 3 --seconds 3   # plain vs EDNS Client Subnet
 
-Needs `dnsperf` and `gdnsd` (Debian: `apt-get install -y dnsperf gdnsd`).  Both servers serve
-the same zone: a health-checked active-active `www` whose two endpoints are real TCP
-listeners on 127.0.0.21/22 (one port, as gdnsd's tcp_connect wants), and static records.
-The server is pinned to core 0 and dnsperf to core 1 (`taskset`), dnsperf runs closed-loop
-(`-c 4 -q 100 -l SECONDS`) on a file of the health-checked name and then on a mix.  Reported:
-QPS, server CPU per query (utime+stime of the server and its workers from /proc, over the
-queries completed) and dnsperf's average latency.  Runs: asyncio, uvloop (if installed),
-uvloop with --workers 2 (pinned to cores 0-1, shared with dnsperf: CPU/query is the figure
-to read), and gdnsd (1 UDP thread).  A micro-benchmark first compares, in-process, the full
-path `respond()` with the fast path's replayed templates.
+Needs `dnsperf`, `gdnsd` and `knotd` (Debian: `apt-get install -y dnsperf gdnsd knot`).  The
+servers (bench/qps_servers.py) serve the same zone: a health-checked active-active `www` whose
+two endpoints are real TCP listeners on 127.0.0.21/22 (one port, as gdnsd's tcp_connect
+wants), and static records (`mail` is the static name measured).  Knot has no health checks:
+its `www` is a static RRset of both endpoints.
+
+Each round starts every server in turn (the order rotates from round to round, so the shared
+machine's noise hits all alike), waits until `www` answers both endpoints over UDP and TCP,
+measures it and stops it: a server is started once per round.  The server is pinned to core 0
+and dnsperf to core 1 (`taskset`); dnsperf runs closed-loop (`-c 4 -q 100 -l SECONDS`), over
+UDP and/or over 4 persistent TCP connections (`-m tcp`: dnsperf keeps each client's
+connection open and pipelines up to 100 queries in flight over them), on a file of the
+health-checked name, then of the static name.  Reported per round and as medians: QPS,
+server CPU per query (utime+stime of the server's processes and threads, its probe
+process and workers included, from /proc, over the queries completed), dnsperf's average
+latency, and the median of the per-round ratios dnsfailover/gdnsd and dnsfailover/Knot.
+`--servers` may add the other UDP paths of `serve` (asyncio, uvloop, workers2).  A
+micro-benchmark first compares, in-process, the full path `respond()` with the fast path's
+replayed templates.
 
 `--ecs ROUNDS` measures instead what EDNS Client Subnet costs: `serve config/example.yaml`
 answers plain EDNS queries and queries with an ECS /24 option (dnsperf `-E`) in interleaved
@@ -23,80 +34,44 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import platform
 import re
 import shutil
-import socket
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dns.edns
+import dns.exception
 import dns.message
 import dns.query
+import dns.rdatatype
+import qps_servers
+from qps_servers import BIN as BIN
+from qps_servers import EP1 as EP1
+from qps_servers import EP2 as EP2
+from qps_servers import Listeners as Listeners
+from qps_servers import free_port as free_port
+from qps_servers import stop as stop
 
 from dnsfailover.model import RecordSet, Soa, ZoneContent
 from dnsfailover.server.fast import FastTable
 from dnsfailover.server.wire import respond
 from dnsfailover.server.zone import ZoneSnapshot
 
-# DNSFAILOVER_BIN runs another build (bench/revisions.py compares two)
-BIN = Path(os.environ.get("DNSFAILOVER_BIN") or Path(sys.executable).with_name("dnsfailover"))
-EP1, EP2 = "127.0.0.21", "127.0.0.22"
-HEALTH_QUERIES = ["www.example.test A"]
-MIX_QUERIES = [
-    "www.example.test A",
-    "www.example.test A",
-    "mail.example.test A",
-    "example.test MX",
-    "txt.example.test TXT",
-    "www.example.test AAAA",
-    "nothere.example.test A",
-    "example.test SOA",
-]
+QUERY_SETS = {
+    "health": [f"{qps_servers.HEALTH_NAME} A"],
+    "static": [f"{qps_servers.STATIC_NAME} A"],
+}
+"""dnsperf's query files: the health-checked name alone, the static name alone."""
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class Listeners:
-    """Accept-and-close TCP listeners on these addresses (EP1 and EP2), all on one port."""
-
-    def __init__(self, addresses: tuple[str, ...] = (EP1, EP2)) -> None:
-        self.socks: list[socket.socket] = []
-        port = 0
-        for addr in addresses:
-            sock = socket.create_server((addr, port))
-            port = sock.getsockname()[1]
-            sock.settimeout(0.1)
-            self.socks.append(sock)
-        self.port = port
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(s,)) for s in self.socks]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, sock: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = sock.accept()
-                conn.close()
-            except TimeoutError:
-                continue
-
-    def close(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-        for s in self.socks:
-            s.close()
 
 
 @dataclass
@@ -108,6 +83,10 @@ class Result:
     lost: int
     latency_ms: float
     cpu_us: float
+    sys_share: float = 0.0  # of the CPU, the part spent in the kernel
+    round: int = 0
+    server: str = ""
+    transport: str = "udp"
 
 
 def machine() -> str:
@@ -121,12 +100,18 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes (all their threads), from /proc."""
+    user = system = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / TICKS
+        user += int(fields[11])  # utime, stime (fields 14 and 15)
+        system += int(fields[12])
+    return user / TICKS, system / TICKS
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_times(pids))
 
 
 def process_tree(pid: int) -> list[int]:
@@ -148,8 +133,16 @@ def process_tree(pid: int) -> list[int]:
 
 
 def dnsperf(
-    port: int, queries: list[str], seconds: int, tmp: Path, extra: tuple[str, ...] = ()
+    port: int,
+    queries: list[str],
+    seconds: int,
+    tmp: Path,
+    extra: tuple[str, ...] = (),
+    *,
+    strict: bool = False,
 ) -> tuple[float, int, int, float]:
+    """QPS, queries completed, lost, average latency (ms) of a closed-loop dnsperf run;
+    `strict`: SystemExit unless every reply was NOERROR and no TCP connection was reopened."""
     data = tmp / "queries.txt"
     data.write_text("\n".join(queries) + "\n")
     cmd = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(data)]
@@ -166,44 +159,73 @@ def dnsperf(
     completed = int(grab(r"Queries completed:\s+(\d+)"))
     lost = int(grab(r"Queries lost:\s+(\d+)"))
     latency = float(grab(r"Average Latency \(s\):\s+([\d.]+)"))
+    if strict:
+        noerror = int(grab(r"Response codes:\s+NOERROR (\d+)") if "NOERROR" in out else 0)
+        reconnections = re.search(r"Reconnections:\s+(\d+)", out)
+        if noerror != completed or (reconnections is not None and int(reconnections[1])):
+            raise SystemExit(f"not every reply NOERROR on persistent connections:\n{out}")
     return qps, completed, lost, latency * 1000
 
 
-def wait_answering(port: int, timeout: float = 20) -> None:
-    q = dns.message.make_query("www.example.test.", "A")
+def answers(port: int, qname: str, tcp: bool) -> set[str]:
+    """The A addresses `qname` answers over UDP or TCP (none on a timeout or error)."""
+    q = dns.message.make_query(qname, "A")
+    send = dns.query.tcp if tcp else dns.query.udp
+    try:
+        reply = send(q, "127.0.0.1", port=port, timeout=1.0)
+    except (OSError, dns.exception.DNSException):
+        return set()
+    return {r.to_text() for s in reply.answer if s.rdtype == dns.rdatatype.A for r in s}
+
+
+def wait_ready(server: qps_servers.Running, timeout: float = 30) -> None:
+    """Until the health-checked name answers both (healthy) endpoints and the static name its
+    address, over UDP and TCP; SystemExit when not within `timeout` seconds."""
+    want = {
+        qps_servers.HEALTH_NAME: {EP1, EP2},
+        qps_servers.STATIC_NAME: {qps_servers.STATIC_ADDRESS},
+    }
     deadline = time.monotonic() + timeout
+    got: dict[str, set[str]] = {}
     while time.monotonic() < deadline:
-        try:
-            r = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.5)
-            if r.answer:
-                return
-        except (TimeoutError, OSError, dns.exception.DNSException):
-            pass
+        if server.proc.poll() is not None:
+            raise SystemExit(f"{server.label} exited with {server.proc.returncode}")
+        got = {
+            f"{name} over {'TCP' if tcp else 'UDP'}": answers(server.port, name, tcp)
+            for name in want
+            for tcp in (False, True)
+        }
+        if all(got[k] == want[k.split(" over ")[0]] for k in got):
+            return
         time.sleep(0.1)
-    raise SystemExit(f"server on port {port} did not answer www.example.test A")
+    raise SystemExit(f"{server.label} did not answer as it should within {timeout:.0f}s: {got}")
 
 
 def measure(
-    label: str, proc: subprocess.Popen[str], port: int, seconds: int, tmp: Path
+    server: qps_servers.Running, transports: list[str], seconds: int, tmp: Path, round: int = 0
 ) -> list[Result]:
-    wait_answering(port)
+    """dnsperf over each transport on each query set; CPU of the server's processes."""
+    wait_ready(server)
+    pids = process_tree(server.proc.pid)
     results = []
-    for name, queries in (("health", HEALTH_QUERIES), ("mix", MIX_QUERIES)):
-        pids = process_tree(proc.pid)
-        before = cpu_seconds(pids)
-        qps, completed, lost, latency = dnsperf(port, queries, seconds, tmp)
-        cpu = cpu_seconds(pids) - before
-        results.append(Result(label, name, qps, completed, lost, latency, cpu / completed * 1e6))
+    for transport in transports:
+        for queries, lines in QUERY_SETS.items():
+            user, system = cpu_times(pids)
+            qps, done, lost, ms = dnsperf(
+                server.port, lines, seconds, tmp, ("-m", transport), strict=True
+            )
+            user, system = (a - b for a, b in zip(cpu_times(pids), (user, system), strict=True))
+            cpu = (user + system) / done * 1e6
+            share = system / (user + system) if user + system else 0.0
+            result = Result(server.label, queries, qps, done, lost, ms, cpu, share)
+            result.round, result.server, result.transport = round, server.name, transport
+            results.append(result)
+            print(
+                f"  round {round} {server.name:<12}{transport:<4}{queries:<7}{qps:>10,.0f} QPS"
+                f"{cpu:7.2f} us/q",
+                flush=True,
+            )
     return results
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run_ours(
@@ -215,94 +237,97 @@ def run_ours(
     seconds: int,
     binary: Path = BIN,
 ) -> list[Result]:
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        cfg = tmp / "bench.yaml"
-        cfg.write_text(f"""\
-checks:
-  tcp: {{type: tcp, port: {lport}, interval: 1s, timeout: 500ms, rise: 2, fall: 2}}
-zones:
-  example.test.:
-    soa: {{mname: ns1.example.test., rname: hostmaster.example.test.}}
-    nameservers: [ns1.example.test.]
-    records:
-      ns1: {{type: A, values: [127.0.0.1]}}
-      mail: {{type: A, values: [192.0.2.25]}}
-      "@": {{type: MX, values: ["10 mail.example.test."]}}
-      txt: {{type: TXT, values: ['"hello world"']}}
-    failover:
-      www: {{policy: active-active, check: tcp, endpoints: [{EP1}, {EP2}]}}
-""")
-        cmd = ["taskset", "-c", cores, str(binary), "serve", str(cfg), "--dns", "127.0.0.1:0"]
-        cmd += ["--state", str(tmp / "s.db"), "--log-level", "WARNING", *extra]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
-        try:
-            assert proc.stdout is not None
-            m = re.search(r":(\d+) \(udp", proc.stdout.readline())
-            if m is None:
-                raise SystemExit(f"{label}: dnsfailover serve did not start")
-            return measure(label, proc, int(m.group(1)), seconds, tmp)
-        finally:
-            stop(proc)
-            if proc.stdout is not None:
-                proc.stdout.close()
+    """One `serve` (bench/revisions.py's builds): UDP on the health-checked name, then the
+    static one.  ``label``, ``cores``, ``extra`` and ``env`` make a variant of its own."""
+    variant = (label, cores, extra, env)
+    with (
+        tempfile.TemporaryDirectory() as d,
+        qps_servers.started(label, Path(d) / "serve", lport, binary, variant) as server,
+    ):
+        return measure(server, ["udp"], seconds, Path(d))
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (DNS servers listen on both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
+def run_rounds(
+    names: list[str], transports: list[str], rounds: int, seconds: int
+) -> tuple[dict[str, str], list[Result]]:
+    """Every server measured in every round, in an order rotated from round to round; the
+    servers' labels and the results."""
+    listeners = qps_servers.Listeners()
+    labels: dict[str, str] = {}
+    results: list[Result] = []
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            for r in range(rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    where = tmp / f"{name}-{r + 1}"
+                    with qps_servers.started(name, where, listeners.port) as server:
+                        labels[name] = server.label
+                        results += measure(server, transports, seconds, tmp, r + 1)
+    finally:
+        listeners.close()
+    return labels, results
 
 
-def run_gdnsd(lport: int, seconds: int) -> list[Result]:
-    gdnsd = shutil.which("gdnsd") or "/usr/sbin/gdnsd"
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        port = free_port()
-        (tmp / "zones").mkdir()
-        (tmp / "config").write_text(f"""\
-options => {{
-  listen => [ 127.0.0.1:{port} ]
-  run_dir => {tmp}/run
-  state_dir => {tmp}/state
-  udp_threads => 1
-  tcp_threads => 1
-}}
-service_types => {{
-  tcp => {{ plugin => tcp_connect, port => {lport}, interval => 2, timeout => 1 }}
-}}
-plugins => {{
-  multifo => {{
-    www => {{ service_types => [ tcp ], ep1 => {EP1}, ep2 => {EP2} }}
-  }}
-}}
-""")
-        (tmp / "zones" / "example.test").write_text("""\
-$TTL 300
-@     SOA ns1 hostmaster 1 7200 900 1209600 300
-@     NS  ns1
-@     MX  10 mail
-ns1   A   127.0.0.1
-mail  A   192.0.2.25
-txt   TXT "hello world"
-www   30  DYNA multifo!www
-""")
-        log = (tmp / "gdnsd.log").open("w")
-        cmd = ["taskset", "-c", "0", gdnsd, "-c", str(tmp), "start"]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            return measure("gdnsd 3.8 (1 udp thread)", proc, port, seconds, tmp)
-        finally:
-            stop(proc)
-            log.close()
+def ratios(
+    results: list[Result], num: str, den: str, key: Callable[[Result], float]
+) -> dict[tuple[str, str], list[float]]:
+    """Per (transport, query set): key(num) / key(den) in each round both were measured."""
+    by = {(r.transport, r.queries, r.round, r.server): r for r in results}
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in sorted(results, key=lambda r: r.round):
+        other = by.get((r.transport, r.queries, r.round, den))
+        if r.server == num and other is not None:
+            out.setdefault((r.transport, r.queries), []).append(key(r) / key(other))
+    return out
+
+
+def report(labels: dict[str, str], results: list[Result], rounds: int, seconds: int) -> None:
+    print(f"machine: {machine()}")
+    print(
+        f"{rounds} interleaved rounds (every server started once per round, measured, stopped; "
+        f"the order rotates), dnsperf -c 4 -q 100 -l {seconds} on core 1, servers on core 0"
+    )
+    for name, label in labels.items():
+        print(f"  {name:<12}{label}")
+    if "knot" in labels:
+        print("  (Knot has no health checks: its www is static; gdnsd's and ours are probed)")
+    head = f"{'round':<6}{'server':<12}{'mode':<5}{'queries':<8}{'QPS':>10}{'lost':>7}"
+    print(f"{head}{'avg ms':>8}{'CPU us/q':>10}{'kernel':>8}")
+    for r in results:
+        print(
+            f"{r.round:<6}{r.server:<12}{r.transport:<5}{r.queries:<8}{r.qps:>10,.0f}"
+            f"{r.lost:>7}{r.latency_ms:>8.3f}{r.cpu_us:>10.2f}{r.sys_share:>8.0%}"
+        )
+    print("medians")
+    for transport in dict.fromkeys(r.transport for r in results):
+        for queries in QUERY_SETS:
+            for name in labels:
+                rs = [
+                    r
+                    for r in results
+                    if (r.server, r.transport, r.queries) == (name, transport, queries)
+                ]
+                if rs:
+                    print(
+                        f"  {transport:<4}{queries:<7}{name:<12}"
+                        f"{statistics.median(r.qps for r in rs):>10,.0f} QPS"
+                        f"{statistics.median(r.cpu_us for r in rs):7.2f} us/q"
+                        f" ({statistics.median(r.sys_share for r in rs):.0%} in the kernel)"
+                        f"{statistics.median(r.latency_ms for r in rs):7.3f} ms"
+                    )
+    print("median of per-round ratios (QPS; CPU per query)")
+    for num in (n for n in labels if n not in ("gdnsd", "knot")):
+        for den in (n for n in ("gdnsd", "knot") if n in labels):
+            qps = ratios(results, num, den, lambda r: r.qps)
+            cpu = ratios(results, num, den, lambda r: r.cpu_us)
+            for (transport, queries), values in qps.items():
+                print(
+                    f"  {transport:<4}{queries:<7}{num}/{den}: QPS x"
+                    f"{statistics.median(values):.2f} "
+                    f"({', '.join(f'{v:.2f}' for v in values)}); "
+                    f"CPU x{statistics.median(cpu[transport, queries]):.2f}"
+                )
 
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
@@ -329,7 +354,7 @@ def run_ecs(rounds: int, seconds: int, config: Path = EXAMPLE) -> list[tuple[Res
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         cmd = ["taskset", "-c", "0", str(BIN), "serve", str(config), "--dns", "127.0.0.1:0"]
-        cmd += ["--state", str(tmp / "s.db"), "--log-level", "WARNING"]
+        cmd += ["--api", "off", "--state", str(tmp / "s.db"), "--log-level", "WARNING"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None
@@ -337,7 +362,11 @@ def run_ecs(rounds: int, seconds: int, config: Path = EXAMPLE) -> list[tuple[Res
             if m is None:
                 raise SystemExit("dnsfailover serve did not start")
             port = int(m.group(1))
-            wait_answering(port)
+            deadline = time.monotonic() + 20
+            while not answers(port, "www.example.test.", tcp=False):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"serve {config.name} did not answer www.example.test. A")
+                time.sleep(0.1)
             pids = process_tree(proc.pid)
             pairs = []
             for _ in range(rounds):
@@ -400,10 +429,21 @@ def micro(rounds: int = 200_000) -> None:
         print(f"  {label:<33} {per * 1e6:8.2f} us/query  ({1 / per:>10,.0f} /s on one core)")
 
 
+SERVERS = ("gdnsd", "knot", "dnsfailover", *(n for n in qps_servers.OURS if n != "dnsfailover"))
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--skip-gdnsd", action="store_true")
+    ap.add_argument("--transport", choices=("udp", "tcp", "both"), default="both")
+    ap.add_argument(
+        "--servers",
+        default="gdnsd,knot,dnsfailover",
+        help=f"a comma-separated list of {', '.join(SERVERS)}",
+    )
+    ap.add_argument("--skip-gdnsd", action="store_true", help="leave gdnsd out of --servers")
     ap.add_argument("--micro-only", action="store_true")
     ap.add_argument(
         "--ecs",
@@ -412,58 +452,28 @@ def main() -> None:
         help="only compare plain and ECS queries: ROUNDS interleaved rounds of each",
     )
     args = ap.parse_args()
+    names = [s for s in args.servers.split(",") if s and not (s == "gdnsd" and args.skip_gdnsd)]
+    if not names or set(names) - set(SERVERS):
+        raise SystemExit(f"--servers: a comma-separated list of {', '.join(SERVERS)}")
     print(f"machine: {machine()}")
     print("micro-benchmark (in-process, www.example.test A, no EDNS unless ECS):")
     micro()
     if args.micro_only:
         return
-    missing = [t for t in ("dnsperf", "taskset") if shutil.which(t) is None]
+    needed = ["dnsperf", "taskset"] + [
+        {"gdnsd": "gdnsd", "knot": "knotd"}[n] for n in names if n in ("gdnsd", "knot")
+    ]
+    missing = [t for t in needed if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
     if missing:
-        raise SystemExit(f"missing {', '.join(missing)}: apt-get install -y dnsperf util-linux")
+        raise SystemExit(
+            f"missing {', '.join(missing)}: apt-get install -y dnsperf util-linux gdnsd knot"
+        )
     if args.ecs:
         print_ecs(run_ecs(args.ecs, args.seconds), args.seconds)
         return
-    has_gdnsd = shutil.which("gdnsd") is not None or Path("/usr/sbin/gdnsd").exists()
-    if not has_gdnsd and not args.skip_gdnsd:
-        print("gdnsd is not installed (apt-get install -y gdnsd): skipping the reference run")
-    has_uvloop = importlib.util.find_spec("uvloop") is not None
-    if not has_uvloop:
-        print("uvloop is not installed (pip install 'dnsfailover[fast]'): asyncio runs only")
-    listeners = Listeners()
-    results: list[Result] = []
-    try:
-        s = args.seconds
-        loop_only = {"DNSFAILOVER_UDP": "loop"}
-        results += run_ours(
-            "dnsfailover UDP on asyncio loop",
-            "0",
-            [],
-            {"DNSFAILOVER_LOOP": "asyncio", **loop_only},
-            listeners.port,
-            s,
-        )
-        results += run_ours("dnsfailover UDP thread (default)", "0", [], {}, listeners.port, s)
-        if has_uvloop:
-            results += run_ours("dnsfailover UDP on uvloop", "0", [], loop_only, listeners.port, s)
-            results += run_ours(
-                "dnsfailover uvloop --workers 2 (cores 0-1)",
-                "0,1",
-                ["--workers", "2"],
-                {},
-                listeners.port,
-                s,
-            )
-        if has_gdnsd and not args.skip_gdnsd:
-            results += run_gdnsd(listeners.port, s)
-    finally:
-        listeners.close()
-    print(f"dnsperf -c 4 -q 100 -l {args.seconds}, server on core 0, dnsperf on core 1")
-    print(f"{'server':<44}{'queries':<8}{'QPS':>10}{'lost':>7}{'avg ms':>8}{'CPU us/q':>10}")
-    for r in results:
-        print(
-            f"{r.label:<44}{r.queries:<8}{r.qps:>10,.0f}{r.lost:>7}{r.latency_ms:>8.3f}"
-            f"{r.cpu_us:>10.2f}"
-        )
+    transports = ["udp", "tcp"] if args.transport == "both" else [args.transport]
+    labels, results = run_rounds(names, transports, args.rounds, args.seconds)
+    report(labels, results, args.rounds, args.seconds)
 
 
 if __name__ == "__main__":

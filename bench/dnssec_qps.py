@@ -55,6 +55,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import qps_servers
 from dns_qps import (
     BIN,
     EP1,
@@ -62,7 +63,6 @@ from dns_qps import (
     Listeners,
     cpu_seconds,
     dnsperf,
-    free_port,
     machine,
     process_tree,
     stop,
@@ -161,48 +161,10 @@ zones:
 
 
 def start_knot(tmp: Path) -> Server:
-    knotd = shutil.which("knotd") or "/usr/sbin/knotd"
-    d = tmp / "knot"
-    for sub in ("zones", "db", "run"):
-        (d / sub).mkdir(parents=True)
     fo = f"fo 30 A {EP1}\nfo 30 A {EP2}\n"
-    (d / "zones" / f"{ORIGIN}zone").write_text((tmp / "static.zone").read_text() + fo)
-    port = free_port()
-    (d / "knot.conf").write_text(f"""\
-server:
-    rundir: {d}/run
-    listen: 127.0.0.1@{port}
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: {d}/db
-log:
-  - target: stderr
-    any: notice
-policy:
-  - id: bench
-    algorithm: ecdsap256sha256
-    single-type-signing: on
-    nsec3: off
-template:
-  - id: default
-    storage: {d}/zones
-    file: "%s.zone"
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: {ORIGIN}
-    dnssec-signing: on
-    dnssec-policy: bench
-""")
-    log = (d / "knot.log").open("w")
-    cmd = ["taskset", "-c", "0", knotd, "-c", str(d / "knot.conf")]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    log.close()
-    version = subprocess.run([knotd, "--version"], capture_output=True, text=True).stdout
-    label = f"Knot {version.split()[-1]} (dnssec-signing: on)" if version else "Knot"
-    return Server("knot", label, proc, port)
+    zone = (tmp / "static.zone").read_text() + fo
+    proc, port, label = qps_servers.start_knot(tmp / "knot", zone, signing=True)
+    return Server("knot", f"{label} (dnssec-signing: on)", proc, port)
 
 
 def ask(server: Server, qname: str, rdtype: str, dnssec: bool) -> dns.message.Message:
