@@ -90,9 +90,13 @@ def queries(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(zone=zones(), asked=st.lists(queries(), min_size=1, max_size=8), repeat=st.integers(2, 5))
+@given(
+    zone=zones(),
+    asked=st.lists(st.tuples(queries(), st.booleans()), min_size=1, max_size=8),
+    repeat=st.integers(2, 5),
+)
 def test_the_c_hit_path_replies_exactly_as_the_full_path(
-    zone: ZoneContent, asked: list[bytes], repeat: int
+    zone: ZoneContent, asked: list[tuple[bytes, bool]], repeat: int
 ) -> None:
     served = ZoneSnapshot.build([zone])
     reference = ZoneSnapshot.build([zone])  # its own rotors: the same turns, if all is right
@@ -100,11 +104,13 @@ def test_the_c_hit_path_replies_exactly_as_the_full_path(
     hits = table.hits
     assert hits is not None
     for _ in range(repeat):
-        for q in asked:
-            reply = hits.reply(q)  # what the UDP thread does: C first, Python for a miss
+        for q, tcp in asked:
+            # UDP as the UDP thread does: C first, Python for a miss; a TCP frame's `answer`
+            # tries the TCP C table first itself
+            reply = None if tcp else hits.reply(q)
             if reply is None:
-                reply = table.answer(q, tcp=False)
-            assert reply == respond(reference, q, tcp=False)
+                reply = table.answer(q, tcp=tcp)
+            assert reply == respond(reference, q, tcp=tcp)
 
 
 def test_common_queries_are_c_hits_once_learnt() -> None:
@@ -304,3 +310,32 @@ def test_tables_are_freed_and_rebuilt_without_leaking_entries() -> None:
     later.hits.clear()
     assert later.hits.reply(q) is None
     assert len(later.hits) == 0
+
+
+def test_tcp_frames_are_answered_from_the_c_table_once_learnt() -> None:
+    """Over TCP the reply has no 512-byte rule and no payload-size variant: a big answer and
+    an ECS echo past 512 bytes are C hits too, equal to the full path's."""
+    zone = ZoneContent(
+        ORIGIN,
+        soa(ORIGIN, 3),
+        (
+            RecordSet(ORIGIN, "NS", 300, (f"ns1.{ORIGIN}",)),
+            RecordSet(f"big.{ORIGIN}", "TXT", 300, tuple(f'"{i}{"x" * 200}"' for i in range(9))),
+            RecordSet(f"ns1.{ORIGIN}", "A", 300, ("192.0.2.53",)),
+        ),
+    )
+    snapshot = ZoneSnapshot.build([zone])
+    table = FastTable(snapshot, c_hits=True)
+    header = struct.pack("!6H", 0x4242, 0x0100, 1, 0, 0, 1)
+    ecs = ecs_option(1, 24, 0, bytes([192, 0, 2]))
+    for payload, option in ((512, b""), (4096, b""), (1232, ecs)):
+        opt = struct.pack("!BHHBBHH", 0, 41, payload, 0, 0, 0, len(option)) + option
+        q = header + wire_name(f"big.{ORIGIN}", [True]) + struct.pack("!HH", 16, 1) + opt
+        full = respond(snapshot, q, tcp=True)
+        assert full is not None
+        assert len(full) > 1232
+        for _ in range(2):
+            assert table.answer(q, tcp=True) == full
+        tcp_hits = table._hits[1] if table._hits is not None else None
+        assert tcp_hits is not None
+        assert tcp_hits.reply(q) == full

@@ -184,10 +184,11 @@ typedef struct table {
     size_t used;
     entry **slots;
     int max_udp_payload;
+    int tcp; /* TCP templates: no payload size in the key, no 512-byte rule for the echo */
 } table;
 
 static table *
-table_new(int max_udp_payload)
+table_new(int max_udp_payload, int tcp)
 {
     table *t = calloc(1, sizeof(table));
     if (t == NULL)
@@ -195,6 +196,7 @@ table_new(int max_udp_payload)
     atomic_init(&t->refs, 1);
     pthread_mutex_init(&t->lock, NULL);
     t->max_udp_payload = max_udp_payload;
+    t->tcp = tcp;
     return t;
 }
 
@@ -358,7 +360,7 @@ hit(const table *t, const unsigned char *data, size_t end, unsigned char *out)
             return 0;
         option_len = rdlen;
         variant = (z & EDNS_DO) ? 2 : 1;
-        if ((int)payload >= t->max_udp_payload)
+        if (!t->tcp && (int)payload >= t->max_udp_payload)
             variant += LARGE;
     }
 
@@ -374,7 +376,7 @@ hit(const table *t, const unsigned char *data, size_t end, unsigned char *out)
 
     /* replay.echo: the option goes into the template's plain OPT, the last record, within a
      * plain UDP reply; checked before a weighted set turns (a miss must not take a turn) */
-    if (option_len && (!e->opt_end || e->maxlen + option_len > MIN_UDP_PAYLOAD))
+    if (option_len && (!e->opt_end || (!t->tcp && e->maxlen + option_len > MIN_UDP_PAYLOAD)))
         return 0;
     const template_t *tp = &e->templates[e->cycle ? cycle_next(e->cycle) % e->count : 0];
     const unsigned char *tmpl = tp->data;
@@ -407,15 +409,16 @@ static PyTypeObject HitTableType;
 static int
 HitTable_init(HitTableObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"max_udp_payload", NULL};
-    int max_udp_payload;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i:HitTable", keywords, &max_udp_payload))
+    static char *keywords[] = {"max_udp_payload", "tcp", NULL};
+    int max_udp_payload, tcp = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|p:HitTable", keywords, &max_udp_payload,
+                                     &tcp))
         return -1;
     if (max_udp_payload < MIN_UDP_PAYLOAD || max_udp_payload > MAX_REPLY) {
         PyErr_SetString(PyExc_ValueError, "max_udp_payload must be 512 to 65535");
         return -1;
     }
-    table *t = table_new(max_udp_payload);
+    table *t = table_new(max_udp_payload, tcp);
     if (t == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -564,7 +567,7 @@ HitTable_carried(HitTableObject *self, PyObject *keys)
     HitTableObject *copy = PyObject_New(HitTableObject, &HitTableType);
     if (copy == NULL)
         return NULL;
-    copy->t = table_new(self->t->max_udp_payload);
+    copy->t = table_new(self->t->max_udp_payload, self->t->tcp);
     PyObject *iter = copy->t ? PyObject_GetIter(keys) : NULL;
     if (iter == NULL) {
         int no_memory = copy->t == NULL;
@@ -581,7 +584,7 @@ HitTable_carried(HitTableObject *self, PyObject *keys)
         int keyed, variant, tcp;
         if (!PyArg_ParseTuple(item, "y#iip", &question, &len, &keyed, &variant, &tcp))
             failed = 1;
-        else if (!tcp && len <= MAX_QUESTION) {
+        else if (tcp == self->t->tcp && len <= MAX_QUESTION) {
             entry *e = (entry *)table_get(self->t, (const unsigned char *)question, (size_t)len,
                                           (unsigned)keyed, (unsigned)variant);
             if (e != NULL) {
@@ -660,7 +663,7 @@ static PySequenceMethods HitTable_as_sequence = {.sq_length = (lenfunc)HitTable_
 
 static PyTypeObject HitTableType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "dnsfailover.server._mmsg.HitTable",
-    .tp_doc = "HitTable(max_udp_payload): UDP fast-path templates in C memory.",
+    .tp_doc = "HitTable(max_udp_payload, tcp=False): fast-path templates in C memory.",
     .tp_basicsize = sizeof(HitTableObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -782,8 +785,9 @@ UdpLoop_set_table(UdpLoopObject *self, PyObject *args)
         return NULL;
     table *t = NULL;
     if (hits != Py_None) {
-        if (!PyObject_TypeCheck(hits, &HitTableType) || !ready((HitTableObject *)hits)) {
-            PyErr_SetString(PyExc_TypeError, "hits must be a HitTable or None");
+        if (!PyObject_TypeCheck(hits, &HitTableType) || !ready((HitTableObject *)hits)
+            || ((HitTableObject *)hits)->t->tcp) {
+            PyErr_SetString(PyExc_TypeError, "hits must be a UDP HitTable or None");
             return NULL;
         }
         t = ((HitTableObject *)hits)->t;

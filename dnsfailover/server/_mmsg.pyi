@@ -21,9 +21,11 @@ class Cycle:
         """The next turn's index; every call advances the rotation (atomically)."""
 
 class HitTable:
-    """The UDP templates of one fast-path table, in C memory (see fast.FastTable)."""
+    """The UDP (or, with ``tcp``, TCP) templates of one fast-path table, in C memory (see
+    fast.FastTable); a UDP key's EDNS variant counts a payload of at least
+    ``max_udp_payload`` apart, and an ECS echo must fit 512 bytes (not over TCP)."""
 
-    def __init__(self, max_udp_payload: int) -> None: ...
+    def __init__(self, max_udp_payload: int, tcp: bool = False) -> None: ...
     def put(
         self,
         question: bytes,
@@ -36,9 +38,9 @@ class HitTable:
         template, or with one template per choice of a weighted set's ``cycle``."""
     def clear(self) -> None: ...
     def carried(self, keys: Iterable[tuple[bytes, int, int, bool]]) -> HitTable:
-        """A new table with this one's entries for ``keys`` (shared, not copied)."""
+        """A new table with this one's entries for ``keys`` of its transport (shared)."""
     def reply(self, data: bytes) -> bytes | None:
-        """The hit path's reply to one UDP query (exactly what UdpLoop sends), or None."""
+        """The hit path's reply to one query (for UDP exactly what UdpLoop sends), or None."""
     def __len__(self) -> int: ...
 
 class UdpLoop:

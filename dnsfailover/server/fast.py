@@ -30,9 +30,10 @@ address), remembers the placement for that (name, client network) with the ECS o
 echo (SCOPE: what the placement depends on), and replays its group's template.  An answer
 that meets two steered names, or a weighted group, takes the full path.
 
-With ``c_hits``, every UDP template learnt here is also put in a `_mmsg.HitTable`: the C
-hit path (`_mmsg.UdpLoop`) answers those keys (weighted ones turning the same `Rotor.cycle`)
-without Python; steered keys stay here (placing a client takes the location database).
+With ``c_hits``, every template learnt here is also put in a `_mmsg.HitTable` (one for UDP,
+one for TCP): the C hit path (`_mmsg.UdpLoop`, and `answer` for a TCP frame) answers those
+keys (weighted ones turning the same `Rotor.cycle`); steered keys stay here (placing a
+client takes the location database).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from dnsfailover.server.replay import (
     question_labels,
     replay_steered,
     replayable,
+    rotor_turn,
     scoped,
     split_query,
     with_option,
@@ -93,14 +95,6 @@ Rotating = tuple[Callable[[], int], tuple[bytes, ...]]
 SteeredKey = tuple[str, dict[str, bytes]]
 """A steered key: the steered name its answer meets, and one template per location group
 (_DECLINE: that group's reply cannot be replayed)."""
-
-
-def _rotor(snapshot: ZoneSnapshot, question: bytes) -> Callable[[], int] | None:
-    """The turn of the weighted set a question's name answers from in `snapshot`."""
-    name = question_labels(question[:-4])
-    zone = snapshot.find_zone(name)
-    rotor = zone.weighted.get((name, int.from_bytes(question[-4:-2]))) if zone else None
-    return None if rotor is None else rotor.pick
 
 
 class FastTable:
@@ -177,8 +171,8 @@ class FastTable:
         self._by_name: dict[Labels, tuple[Key, ...]] = {}
         self._stale: list[tuple[Key, bytes]] = []  # what a publish changed (`relearn`)
         # the UDP templates again, in C memory, for the C hit path (see the module's doc)
-        self._hits = (
-            HitTable(max_udp_payload)
+        self._hits = (  # (UDP, TCP)
+            (HitTable(max_udp_payload), HitTable(max_udp_payload, tcp=True))
             if c_hits and HitTable is not None and max_entries > 0 and max_udp_payload >= 512
             else None
         )
@@ -186,7 +180,7 @@ class FastTable:
     @property
     def hits(self) -> HitTable | None:
         """This table's UDP templates for the C hit path (None: it has none)."""
-        return self._hits
+        return None if self._hits is None else self._hits[0]
 
     @property
     def steering(self) -> Steering | None:
@@ -235,14 +229,14 @@ class FastTable:
             carry = {k: carry[k] for keys in by_name.values() for k in keys if k in carry}
         if self._rotating:  # a weighted set keeps its rotation only if `snapshot` does
             for k, r in dict(self._rotating).items():
-                if k in carry and _rotor(snapshot, k[0]) is r[0]:
+                if k in carry and rotor_turn(snapshot, k[0]) is r[0]:
                     table._rotating[k] = r
                 else:
                     carry.pop(k, None)
         table._carry, table._by_name = carry, by_name
         table._table = dict(carry)
         if self._hits is not None:  # exactly the keys kept here (not what was learnt since)
-            table._hits = self._hits.carried(carry)
+            table._hits = (self._hits[0].carried(carry), self._hits[1].carried(carry))
         if self._steered:
             # only each key's positive group replies: a negative one carries the SOA
             table._steered = {
@@ -282,6 +276,8 @@ class FastTable:
         ``client``: the query's source address (UDP or TCP peer), which places the client
         of a steered name when the query has no ECS network.
         """
+        if tcp and self._hits is not None and (fast := self._hits[1].reply(data)) is not None:
+            return fast  # (a UDP hit never gets here: the UDP thread's C loop answered it)
         keyed = self._key(data, tcp)
         if keyed is None:
             where = self._where(client)
@@ -340,8 +336,8 @@ class FastTable:
         self._make_room()
         self._table[key] = template
         self._file(key, key[0], template, template)
-        if self._hits is not None and not key[3]:
-            self._hits.put(key[0], key[1], key[2], [template])
+        if self._hits is not None:
+            self._hits[key[3]].put(key[0], key[1], key[2], [template])
 
     def full_reply(self, query: bytes, tcp: bool) -> bytes | None:
         """The full path's reply to `query` from this table's snapshot."""
@@ -467,9 +463,10 @@ class FastTable:
             self._table[key] = template if usable and template is not None else _DECLINE
         if usable and template is not None:
             self._file(key, question, template, self._table[key])
-            if self._hits is not None and not tcp:
+            if self._hits is not None:
                 kept = [t for t in templates if t is not None]  # (all are: `usable`)
-                self._hits.put(key[0], keyed, variant, kept, rotors[0].cycle if rotors else None)
+                cycle = rotors[0].cycle if rotors else None
+                self._hits[tcp].put(key[0], keyed, variant, kept, cycle)
 
     def _known(self, question: bytes) -> bool:
         """Whether the question's name is one the zone has (not a random name)."""
@@ -497,8 +494,8 @@ class FastTable:
             self._steered.clear()
             self._carry.clear()
             self._by_name.clear()
-            if self._hits is not None:
-                self._hits.clear()
+            for hits in self._hits or ():
+                hits.clear()
 
     def _file(self, key: Key, question: bytes, template: bytes, entry: bytes) -> None:
         """Keep `entry` (the key's `_table` value) across publishes that do not change the

@@ -8,7 +8,7 @@ See :mod:`dnsfailover.server.fast` for why replaying a template is exact.
 from __future__ import annotations
 
 import struct
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import TYPE_CHECKING, Protocol
 
@@ -270,3 +270,11 @@ def replay_steered(
     at = (steered[0], found[0])
     queries[at] = queries.get(at, 0) + 1
     return with_option(patch(template, data, qend), found[1], tcp)
+
+
+def rotor_turn(snapshot: ZoneSnapshot, question: bytes) -> Callable[[], int] | None:
+    """The turn of the weighted set a question's name answers from in `snapshot`."""
+    name = question_labels(question[:-4])
+    zone = snapshot.find_zone(name)
+    rotor = zone.weighted.get((name, int.from_bytes(question[-4:-2]))) if zone else None
+    return None if rotor is None else rotor.pick

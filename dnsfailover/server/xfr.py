@@ -215,6 +215,9 @@ class TransferHandler:
     def claims(self, wire: bytes) -> bool:
         """Transfers.  Everything else goes to the normal path untouched (which verifies and
         signs a secondary's signed SOA query too: :mod:`dnsfailover.server.signed`)."""
+        # (an uncompressed AXFR or IXFR question holds one of these: most frames skip the walk)
+        if b"\x00\x00\xfc" not in wire and b"\x00\x00\xfb" not in wire:
+            return False
         return wire_qtype(wire) in (AXFR, IXFR)
 
     def __call__(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
