@@ -339,3 +339,14 @@ def test_tcp_frames_are_answered_from_the_c_table_once_learnt() -> None:
         tcp_hits = table._hits[1] if table._hits is not None else None
         assert tcp_hits is not None
         assert tcp_hits.reply(q) == full
+
+
+async def test_without_c_hits_every_datagram_is_answered_by_python() -> None:
+    """`c_hits=False` (serve's DNSFAILOVER_UDP=python): the same batched UDP thread, every
+    reply from the Python paths."""
+    snapshot = ZoneSnapshot.build([_zone(1, "192.0.2.1")])
+    async with DnsServer(snapshot, port=0, udp_thread=True, c_hits=False) as s:
+        for _ in range(5):
+            assert (await _ask(s, f"www.{ORIGIN}")).answer[0][0].to_text() == "192.0.2.1"
+        assert _c_answered(s) == 0
+        assert s.rcodes[0] == 5

@@ -41,6 +41,7 @@
 #define LARGE 2 /* added to an EDNS variant when the payload is at least the server's */
 
 int send_all(int fd, struct mmsghdr *msgs, unsigned int count, int *first_error);
+PyObject *format_host(const struct sockaddr_storage *ss); /* _mmsg.c */
 
 static uint64_t hash_seed;
 
@@ -804,22 +805,6 @@ UdpLoop_set_table(UdpLoopObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-host_text(const struct sockaddr_storage *ss)
-{
-    char text[INET6_ADDRSTRLEN];
-    const void *addr;
-    if (ss->ss_family == AF_INET)
-        addr = &((const struct sockaddr_in *)ss)->sin_addr;
-    else if (ss->ss_family == AF_INET6)
-        addr = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-    else
-        return PyUnicode_FromString("");
-    if (inet_ntop(ss->ss_family, addr, text, sizeof(text)) == NULL)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    return PyUnicode_FromString(text);
-}
-
 /* run() -> (owner, misses): answers hits until a batch has a miss, then returns those
  * datagrams as (data, host, sockaddr) with the object set with the table that answered the
  * batch (the one to answer them); (owner, []) once stopped or on a non-blocking socket. */
@@ -931,7 +916,7 @@ UdpLoop_run(UdpLoopObject *self, PyObject *unused)
         const struct msghdr *hdr = &self->msgs[i].msg_hdr;
         PyObject *item = Py_BuildValue(
             "(y#Ny#)", (const char *)self->bufs + (size_t)i * self->bufsize,
-            (Py_ssize_t)self->msgs[i].msg_len, host_text(&self->addrs[i]),
+            (Py_ssize_t)self->msgs[i].msg_len, format_host(&self->addrs[i]),
             (const char *)&self->addrs[i], (Py_ssize_t)hdr->msg_namelen);
         if (item == NULL || PyList_Append(misses, item) < 0) {
             Py_XDECREF(item);

@@ -18,7 +18,8 @@
 
 #define MAX_BATCH 1024
 
-static PyObject *
+/* The address of a sockaddr as text ("" for another family). */
+PyObject *
 format_host(const struct sockaddr_storage *ss)
 {
     char text[INET6_ADDRSTRLEN];

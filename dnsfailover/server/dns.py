@@ -83,18 +83,18 @@ class _UdpThread:
     bookkeeping), and the loop stays free for TCP, probes and the engine.  The GIL is
     released in every recvfrom, so the loop thread still gets its turns under load.  With the
     ``_mmsg`` extension (Linux), one recvmmsg takes every queued datagram (up to
-    ``_UDP_BATCH``) and one sendmmsg sends their replies.
+    ``_UDP_BATCH``), the C hit path answers the hits and one sendmmsg sends their replies,
+    without the GIL; only the misses come back here.
     """
 
     def __init__(self, server: DnsServer, sock: socket.socket) -> None:
         self._server, self._sock = server, sock
         self._stopping = False
         sock.setblocking(True)
-        # the C hit path: hits never reach Python (see `_run_hits`)
+        # recvmmsg/sendmmsg, and the C hit path unless `c_hits` is off (then every datagram
+        # is a miss: see `_run_hits`)
         self._loop = (
-            _mmsg.UdpLoop(sock.fileno(), _UDP_BATCH, _UDP_BUFSIZE)
-            if server.c_hits and _mmsg is not None and hasattr(_mmsg, "UdpLoop")
-            else None
+            _mmsg.UdpLoop(sock.fileno(), _UDP_BATCH, _UDP_BUFSIZE) if _mmsg is not None else None
         )
         if self._loop is not None:
             server.attach(self._loop)
@@ -104,9 +104,6 @@ class _UdpThread:
     def _run(self) -> None:
         if self._loop is not None:
             self._run_hits(self._loop)
-            return
-        if _mmsg is not None:
-            self._run_batched()
             return
         recv, send, reply_to = self._sock.recvfrom, self._sock.sendto, self._server.udp_reply
         while not self._stopping:
@@ -125,32 +122,6 @@ class _UdpThread:
                 log.debug("udp: %s", e)
             except Exception:
                 log.warning("udp: cannot answer", exc_info=True)
-
-    def _run_batched(self) -> None:
-        assert _mmsg is not None
-        recv, send, reply_to = _mmsg.recv_batch, _mmsg.send_batch, self._server.udp_reply
-        fd = self._sock.fileno()
-        while not self._stopping:
-            try:
-                batch = recv(fd, _UDP_BATCH, _UDP_BUFSIZE)
-            except OSError as e:
-                log.debug("udp: %s", e)
-                continue
-            if self._stopping:
-                break
-            replies: list[tuple[bytes, bytes]] = []
-            for data, host, addr in batch:
-                try:
-                    reply = reply_to(data, host)
-                except Exception:
-                    log.warning("udp: cannot answer", exc_info=True)
-                    continue
-                if reply is not None:
-                    replies.append((reply, addr))
-            try:
-                send(fd, replies)
-            except OSError as e:
-                log.debug("udp: %s", e)
 
     def _run_hits(self, loop: _mmsg.UdpLoop) -> None:
         """The C hit path answers and sends every hit (without the GIL); a batch's misses
