@@ -162,6 +162,7 @@ typedef struct entry {
     uint16_t keyed;
     uint8_t variant;
     uint8_t opt_end; /* every template ends in a plain OPT (an ECS option can be echoed) */
+    uint8_t carry;   /* its name's own records alone make it (FastTable._carry) */
     uint32_t count;
     uint32_t maxlen;
     cycle *cycle; /* NULL: one template */
@@ -448,12 +449,13 @@ ready(HitTableObject *self)
 static PyObject *
 HitTable_put(HitTableObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"question", "keyed", "variant", "templates", "cycle", NULL};
+    static char *keywords[] = {"question", "keyed", "variant", "templates", "cycle", "carry",
+                               NULL};
     Py_buffer question;
-    int keyed, variant;
+    int keyed, variant, carry = 0;
     PyObject *templates, *cycle_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*iiO|O:put", keywords, &question, &keyed,
-                                     &variant, &templates, &cycle_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*iiO|Op:put", keywords, &question, &keyed,
+                                     &variant, &templates, &cycle_obj, &carry))
         return NULL;
     PyObject *result = NULL, *seq = NULL;
     if (!ready(self))
@@ -515,6 +517,7 @@ HitTable_put(HitTableObject *self, PyObject *args, PyObject *kwargs)
     e->count = (uint32_t)n;
     e->maxlen = 0;
     e->opt_end = 1;
+    e->carry = (uint8_t)carry;
     p += question.len;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
@@ -558,53 +561,88 @@ HitTable_clear(HitTableObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* carried(keys): a new table of this one's entries for `keys` ((question, keyed, variant,
- * tcp) tuples: the FastTable's keys a publish keeps), shared, not copied. */
+/* carried(names): a new table of this one's carry entries (not weighted) whose question's
+ * name is not one of `names` (lower-case wire names): what a publish that changed those
+ * names keeps.  Shared, not copied.  An entry put after the caller took its own copy is
+ * judged by the same rule, so nothing the publish changed is ever carried. */
 static PyObject *
-HitTable_carried(HitTableObject *self, PyObject *keys)
+HitTable_carried(HitTableObject *self, PyObject *names)
 {
     if (!ready(self))
         return NULL;
-    HitTableObject *copy = PyObject_New(HitTableObject, &HitTableType);
-    if (copy == NULL)
+    PyObject *seq = PySequence_Fast(names, "names must be a sequence of bytes");
+    if (seq == NULL)
         return NULL;
-    copy->t = table_new(self->t->max_udp_payload, self->t->tcp);
-    PyObject *iter = copy->t ? PyObject_GetIter(keys) : NULL;
-    if (iter == NULL) {
-        int no_memory = copy->t == NULL;
-        Py_DECREF(copy);
-        return no_memory ? PyErr_NoMemory() : NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    size_t cap = 16;
+    while (cap < (size_t)n * 2)
+        cap *= 2;
+    /* an open-addressing set of the names: (hash, bytes) */
+    uint64_t *hashes = calloc(cap, sizeof(uint64_t));
+    PyObject **found = calloc(cap, sizeof(PyObject *));
+    HitTableObject *copy = NULL;
+    if (hashes == NULL || found == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
-    PyObject *item;
-    int failed = 0;
-    /* (iterating a set or dict of tuples runs no Python code: the GIL is kept throughout) */
-    pthread_mutex_lock(&self->t->lock);
-    while (!failed && (item = PyIter_Next(iter)) != NULL) {
-        const char *question;
-        Py_ssize_t len;
-        int keyed, variant, tcp;
-        if (!PyArg_ParseTuple(item, "y#iip", &question, &len, &keyed, &variant, &tcp))
-            failed = 1;
-        else if (tcp == self->t->tcp && len <= MAX_QUESTION) {
-            entry *e = (entry *)table_get(self->t, (const unsigned char *)question, (size_t)len,
-                                          (unsigned)keyed, (unsigned)variant);
-            if (e != NULL) {
-                atomic_fetch_add(&e->refs, 1);
-                if (table_put(copy->t, e) < 0) {
-                    entry_decref(e);
-                    PyErr_NoMemory();
-                    failed = 1;
-                }
-            }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(seq, k);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be bytes");
+            goto done;
         }
-        Py_DECREF(item);
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(name);
+        uint64_t h = key_hash(b, (size_t)PyBytes_GET_SIZE(name), 0, 0);
+        size_t i = (size_t)h & (cap - 1);
+        while (found[i] != NULL)
+            i = (i + 1) & (cap - 1);
+        hashes[i] = h;
+        found[i] = name;
+    }
+    copy = PyObject_New(HitTableObject, &HitTableType);
+    if (copy == NULL)
+        goto done;
+    copy->t = table_new(self->t->max_udp_payload, self->t->tcp);
+    if (copy->t == NULL) {
+        Py_CLEAR(copy);
+        PyErr_NoMemory();
+        goto done;
+    }
+    pthread_mutex_lock(&self->t->lock);
+    size_t cap_copy = 64; /* sized once: no rehash while copying */
+    while (cap_copy < (self->t->used + 1) * 2)
+        cap_copy *= 2;
+    copy->t->slots = calloc(cap_copy, sizeof(entry *));
+    copy->t->cap = copy->t->slots ? cap_copy : 0;
+    for (size_t s_i = 0; s_i < self->t->cap; s_i++) {
+        entry *e = self->t->slots[s_i];
+        if (e == NULL || !e->carry || e->cycle != NULL)
+            continue;
+        size_t len = (size_t)e->keylen - 4; /* the name: the question less type and class */
+        uint64_t h = key_hash(e->key, len, 0, 0);
+        int changed = 0;
+        for (size_t i = (size_t)h & (cap - 1); found[i] != NULL; i = (i + 1) & (cap - 1))
+            if (hashes[i] == h && (size_t)PyBytes_GET_SIZE(found[i]) == len
+                && memcmp(PyBytes_AS_STRING(found[i]), e->key, len) == 0) {
+                changed = 1;
+                break;
+            }
+        if (changed)
+            continue;
+        atomic_fetch_add(&e->refs, 1);
+        if (table_put(copy->t, e) < 0) {
+            entry_decref(e);
+            pthread_mutex_unlock(&self->t->lock);
+            Py_CLEAR(copy);
+            PyErr_NoMemory();
+            goto done;
+        }
     }
     pthread_mutex_unlock(&self->t->lock);
-    Py_DECREF(iter);
-    if (failed || PyErr_Occurred()) {
-        Py_DECREF(copy);
-        return NULL;
-    }
+done:
+    free(hashes);
+    free(found);
+    Py_DECREF(seq);
     return (PyObject *)copy;
 }
 
@@ -650,11 +688,12 @@ HitTable_len(HitTableObject *self)
 
 static PyMethodDef HitTable_methods[] = {
     {"put", (PyCFunction)(void (*)(void))HitTable_put, METH_VARARGS | METH_KEYWORDS,
-     "put(question, keyed, variant, templates, cycle=None)\n\n"
+     "put(question, keyed, variant, templates, cycle=None, carry=False)\n\n"
      "Answer the key with its template (or one per choice of `cycle`)."},
     {"clear", (PyCFunction)HitTable_clear, METH_NOARGS, "clear(): forget every template."},
     {"carried", (PyCFunction)HitTable_carried, METH_O,
-     "carried(keys) -> HitTable\n\nA table of this one's entries for `keys` (shared)."},
+     "carried(names) -> HitTable\n\n"
+     "A table of this one's carry entries, but weighted ones and those of `names`."},
     {"reply", (PyCFunction)HitTable_reply, METH_VARARGS,
      "reply(data) -> bytes | None\n\nThe hit path's reply to one UDP query, or None."},
     {NULL, NULL, 0, NULL},

@@ -1,7 +1,7 @@
 """Batched UDP receive and send (recvmmsg/sendmmsg) and the C hit path; the C extension in
 _mmsg.c and _hits.c."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 def recv_batch(fd: int, max_messages: int, bufsize: int = 4096) -> list[tuple[bytes, str, bytes]]:
     """Waits for a datagram, then takes what is queued (up to ``max_messages``): for each, the
@@ -33,12 +33,15 @@ class HitTable:
         variant: int,
         templates: Sequence[bytes],
         cycle: Cycle | None = None,
+        carry: bool = False,
     ) -> None:
         """Answer the key (question without case, keyed flags, EDNS variant) with its
-        template, or with one template per choice of a weighted set's ``cycle``."""
+        template, or with one template per choice of a weighted set's ``cycle``; ``carry``:
+        the reply is made of its name's own records alone (see :meth:`carried`)."""
     def clear(self) -> None: ...
-    def carried(self, keys: Iterable[tuple[bytes, int, int, bool]]) -> HitTable:
-        """A new table with this one's entries for ``keys`` of its transport (shared)."""
+    def carried(self, names: Sequence[bytes]) -> HitTable:
+        """A new table with this one's ``carry`` entries, but weighted ones and those whose
+        question's name is one of ``names`` (lower-case wire names): shared, not copied."""
     def reply(self, data: bytes) -> bytes | None:
         """The hit path's reply to one query (for UDP exactly what UdpLoop sends), or None."""
     def __len__(self) -> int: ...

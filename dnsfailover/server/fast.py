@@ -59,6 +59,7 @@ from dnsfailover.server.replay import (
     rotor_turn,
     scoped,
     split_query,
+    wire_name,
     with_option,
 )
 from dnsfailover.server.steered import (
@@ -235,8 +236,11 @@ class FastTable:
                     carry.pop(k, None)
         table._carry, table._by_name = carry, by_name
         table._table = dict(carry)
-        if self._hits is not None:  # exactly the keys kept here (not what was learnt since)
-            table._hits = (self._hits[0].carried(carry), self._hits[1].carried(carry))
+        if self._hits is not None:  # by name: also right for what is learnt meanwhile
+            gone = [wire_name(name) for name in changed]
+            table._hits = hits = (self._hits[0].carried(gone), self._hits[1].carried(gone))
+            for k, (pick, made) in table._rotating.items():  # (C carries no rotation)
+                hits[k[3]].put(k[0], k[1], k[2], made, getattr(pick, "__self__", None), carry=True)
         if self._steered:
             # only each key's positive group replies: a negative one carries the SOA
             table._steered = {
@@ -335,17 +339,14 @@ class FastTable:
             return  # (a query taught it meanwhile)
         self._make_room()
         self._table[key] = template
-        self._file(key, key[0], template, template)
+        carry = self._file(key, key[0], template, template)
         if self._hits is not None:
-            self._hits[key[3]].put(key[0], key[1], key[2], [template])
+            self._hits[key[3]].put(key[0], key[1], key[2], [template], carry=carry)
 
-    def full_reply(self, query: bytes, tcp: bool) -> bytes | None:
-        """The full path's reply to `query` from this table's snapshot."""
-        return self._respond(self._snapshot, query, tcp, self._max_udp_payload)
-
-    @property
-    def max_udp_payload(self) -> int:
-        return self._max_udp_payload
+    def full_reply(self, key: Key) -> bytes | None:
+        """The full path's reply to the query a template of `key` is made from."""
+        query = canonical(key[0], key[1], key[2], self._max_udp_payload)
+        return self._respond(self._snapshot, query, key[3], self._max_udp_payload)
 
     def _key(self, data: bytes, tcp: bool) -> tuple[Key, int] | None:
         """The query's key, one for every spelling of the question, and its question's end
@@ -462,11 +463,11 @@ class FastTable:
         else:
             self._table[key] = template if usable and template is not None else _DECLINE
         if usable and template is not None:
-            self._file(key, question, template, self._table[key])
+            carry = self._file(key, question, template, self._table[key])
             if self._hits is not None:
                 kept = [t for t in templates if t is not None]  # (all are: `usable`)
                 cycle = rotors[0].cycle if rotors else None
-                self._hits[tcp].put(key[0], keyed, variant, kept, cycle)
+                self._hits[tcp].put(key[0], keyed, variant, kept, cycle, carry=carry)
 
     def _known(self, question: bytes) -> bool:
         """Whether the question's name is one the zone has (not a random name)."""
@@ -497,14 +498,16 @@ class FastTable:
             for hits in self._hits or ():
                 hits.clear()
 
-    def _file(self, key: Key, question: bytes, template: bytes, entry: bytes) -> None:
+    def _file(self, key: Key, question: bytes, template: bytes, entry: bytes) -> bool:
         """Keep `entry` (the key's `_table` value) across publishes that do not change the
-        name `template` (a reply for `key`) depends on alone, if there is one."""
+        name `template` (a reply for `key`) depends on alone, if there is one (True)."""
         if template and (name := own_name(self._snapshot, template, question)):
             keys = self._by_name.get(name, ())
             if key not in keys:
                 self._by_name[name] = (*keys, key)  # first (see `carried`)
             self._carry[key] = entry
+            return True
+        return False
 
     def _pinned(
         self,

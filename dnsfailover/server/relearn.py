@@ -22,9 +22,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dnslib import DNSBuffer
-
-from dnsfailover.server.replay import canonical, question_labels, replayable
+from dnsfailover.server.replay import question_labels, replayable
 from dnsfailover.server.wire import HEADER_LEN
 
 if TYPE_CHECKING:
@@ -58,12 +56,13 @@ def synthesize(snapshot: ZoneSnapshot, key: Key, old: bytes, limit: int) -> byte
     tail = _old_tail(old, qend, qtype, variant)
     if tail is None:
         return None
+    size = 4 if qtype == _A else 16
     records = []
     for rr in found:
-        buffer = DNSBuffer()
-        rr.rdata.pack(buffer)
-        rdata = bytes(buffer.data)
-        records.append(_OWNER + struct.pack("!HHIH", qtype, rr.rclass, rr.ttl, len(rdata)) + rdata)
+        rdata = bytes(rr.rdata.data)  # (dnslib's A and AAAA hold their address octets)
+        if len(rdata) != size:
+            return None
+        records.append(_OWNER + struct.pack("!HHIH", qtype, rr.rclass, rr.ttl, size) + rdata)
     # (the question as the key spells it: `old` may hold the spelling it was learnt from)
     made = old[:6] + struct.pack("!H", len(records)) + old[8:12] + question
     made += b"".join(records) + tail
@@ -107,9 +106,7 @@ def relearn(table: FastTable, current: Callable[[], bool]) -> int:
 
 
 def _as_full_path(table: FastTable, key: Key, template: bytes) -> bool:
-    question, keyed, variant, tcp = key
-    full = table.full_reply(canonical(question, keyed, variant, table.max_udp_payload), tcp)
-    if full == template:
+    if table.full_reply(key) == template:
         return True
     log.warning("fast path: a relearnt template differs from the full path's reply; skipped")
     return False

@@ -278,3 +278,8 @@ def rotor_turn(snapshot: ZoneSnapshot, question: bytes) -> Callable[[], int] | N
     zone = snapshot.find_zone(name)
     rotor = zone.weighted.get((name, int.from_bytes(question[-4:-2]))) if zone else None
     return None if rotor is None else rotor.pick
+
+
+def wire_name(labels: Labels) -> bytes:
+    """A name's uncompressed wire form, lower-case (the C table's spelling)."""
+    return b"".join(bytes((len(label),)) + label.lower() for label in labels) + b"\0"
