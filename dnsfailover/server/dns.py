@@ -330,7 +330,7 @@ class DnsServer:
     def udp_reply(self, data: bytes, host: str, table: FastTable | None = None) -> bytes | None:
         """The reply to a datagram from ``host``, after rate limiting (None: send nothing);
         ``table``: the one to answer from (the C hit path's), else the current one."""
-        reply = (table or self._table).answer(data, tcp=False, client=host)
+        reply = (table if table is not None else self._table).answer(data, tcp=False, client=host)
         if reply is None:
             self.rcodes[16] += 1
             return None
