@@ -257,7 +257,7 @@ class DnsServer:
             table = current.carried(snapshot, changed) if self._fast else None
             # one assignment: snapshot, steering and table together
             self._serve(table if table is not None else self._new_table(snapshot, current.steering))
-        if table is not None and table.has_stale:
+        if table is not None and table.stale:
             # the changed names' new address replies, made before they are asked (off this
             # thread: a publish returns at once, the old replies are gone already)
             with contextlib.suppress(RuntimeError):  # stopped: nothing to relearn for

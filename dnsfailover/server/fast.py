@@ -16,19 +16,14 @@ Every template comes from ``respond()`` itself and is checked against ``respond(
 answer to a real query before it is kept, so the fast path cannot disagree with the full
 one: anything it does not recognise, it declines (returns None).
 
-A weighted name (:mod:`dnsfailover.server.weighted`) answers one record per query, so its
-key gets one template per record, taken from a snapshot pinned to that record, and the
-name's own rotor picks the template: fast and full path share one rotation.  These keys
-live in a second dict that is only consulted when the first has no usable template, so
-unweighted hits cost nothing more.
+A weighted name (:mod:`dnsfailover.server.weighted`) answers one record per query: its key
+gets one template per record (from a snapshot pinned to it), and the name's own rotor picks
+one, so fast and full path share one rotation.
 
 A steered name (:mod:`dnsfailover.server.steered`) answers each location group its own
-set, so its key gets one template per group, made from a snapshot answering as if the
-client were in that group (`Pinned`) and checked like any other.  A hit places the client
-with the table's `Steering` (its ECS network truncated to the source limit, else its source
-address), remembers the placement for that (name, client network) with the ECS option to
-echo (SCOPE: what the placement depends on), and replays its group's template.  An answer
-that meets two steered names, or a weighted group, takes the full path.
+set: its key gets one template per group (from a `Pinned` snapshot); a hit places the
+client (ECS network, else source address), remembers the placement with the ECS option to
+echo, and replays its group's template.  Two steered names or a weighted group: full path.
 
 With ``c_hits``, every template learnt here is also put in a `_mmsg.HitTable` (one for UDP,
 one for TCP): the C hit path (`_mmsg.UdpLoop`, and `answer` for a TCP frame) answers those
@@ -44,6 +39,7 @@ from dnsfailover.geo.ecs import SourceLimits
 from dnsfailover.geo.steering import Steering
 from dnsfailover.rdata import Labels
 from dnsfailover.server.lookup import WILDCARD
+from dnsfailover.server.relearn import remade
 from dnsfailover.server.replay import (
     MAX_PLACEMENTS,
     Responder,
@@ -132,6 +128,7 @@ class FastTable:
         "_steered",
         "_steering",
         "_table",
+        "trusted",
     )
 
     def __init__(
@@ -170,7 +167,8 @@ class FastTable:
         # may keep (see `carried`), found at the cost of what it changed.
         self._carry: dict[Key, bytes] = {}
         self._by_name: dict[Labels, tuple[Key, ...]] = {}
-        self._stale: list[tuple[Key, bytes]] = []  # what a publish changed (`relearn`)
+        self._stale: dict[Key, bytes] = {}  # changed keys: old replies (`relearn`)
+        self.trusted = False  # a relearnt template was checked against the full path
         # the UDP templates again, in C memory, for the C hit path (see the module's doc)
         self._hits = (  # (UDP, TCP)
             (HitTable(max_udp_payload), HitTable(max_udp_payload, tcp=True))
@@ -216,16 +214,15 @@ class FastTable:
         # `_learn` files a key by name before it adds its reply, so every reply copied here
         # is found under its name below.
         carry, by_name = dict(self._carry), dict(self._by_name)
-        # (and the replies it drops, for `relearn` to make again: see dnsfailover.server.relearn)
-        if len(changed) < len(by_name) // 2:  # drop what changed
+        if len(changed) < len(by_name) // 2:  # drop what changed (kept in `_stale`)
             for name in changed:
                 for key in by_name.pop(name, ()):
                     if old := carry.pop(key, None):
-                        table._stale.append((key, old))
+                        table._stale[key] = old
         else:  # most names changed (a regional outage): take what did not
-            table._stale = [
-                (k, old) for n in changed for k in by_name.get(n, ()) if (old := carry.get(k))
-            ]
+            table._stale = {
+                k: old for n in changed for k in by_name.get(n, ()) if (old := carry.get(k))
+            }
             by_name = {n: keys for n, keys in by_name.items() if n not in changed}
             carry = {k: carry[k] for keys in by_name.values() for k in keys if k in carry}
         if self._rotating:  # a weighted set keeps its rotation only if `snapshot` does
@@ -318,6 +315,13 @@ class FastTable:
                 fast = echo(patch(rotating[1][rotating[0]()], data, qend), data, qend, tcp)
                 if fast is not None:
                     return fast
+        elif (  # a changed name's new reply, made from its old one's layout
+            self.trusted
+            and key in self._stale
+            and (made := remade(self, key))
+            and (fast := echo(patch(made, data, qend), data, qend, tcp)) is not None
+        ):
+            return fast
         where = self._where(client)
         slow = self._counted(where, self._full(self._snapshot, data, tcp, where))
         if template is None or (where is not None and key in self._steered):
@@ -325,13 +329,9 @@ class FastTable:
         return slow
 
     @property
-    def has_stale(self) -> bool:
-        return bool(self._stale)
-
-    def take_stale(self) -> list[tuple[Key, bytes]]:
-        """The (key, previous template) pairs the publish of this table changed, once."""
-        stale, self._stale = self._stale, []
-        return stale
+    def stale(self) -> dict[Key, bytes]:
+        """Changed keys → their previous templates, each popped by who remakes it."""
+        return self._stale
 
     def adopt(self, key: Key, template: bytes) -> None:
         """Files a template made for `key` outside `answer` (`relearn`), as `_learn` does."""

@@ -20,14 +20,31 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dnsfailover.server.replay import question_labels, replayable
 from dnsfailover.server.wire import HEADER_LEN
 
 if TYPE_CHECKING:
-    from dnsfailover.server.fast import FastTable, Key
     from dnsfailover.server.zone import ZoneSnapshot
+
+Key = tuple[bytes, int, int, bool]
+"""A fast-path key (`fast.Key`): question without case, keyed flags, EDNS variant, TCP."""
+
+
+class FastTable(Protocol):
+    """What this module uses of a `fast.FastTable`."""
+
+    trusted: bool
+
+    @property
+    def stale(self) -> dict[Key, bytes]: ...
+    @property
+    def snapshot(self) -> ZoneSnapshot: ...
+    def limit(self, key: Key) -> int: ...
+    def adopt(self, key: Key, template: bytes) -> None: ...
+    def full_reply(self, key: Key) -> bytes | None: ...
+
 
 log = logging.getLogger("dnsfailover.server")
 
@@ -89,20 +106,39 @@ def _old_tail(old: bytes, qend: int, qtype: int, variant: int) -> bytes | None:
 
 def relearn(table: FastTable, current: Callable[[], bool]) -> int:
     """Files new templates for the keys `table` has to relearn (see the module); stops when
-    `current()` is false (a newer table is served).  Returns how many it filed."""
-    stale = table.take_stale()
+    `current()` is false (a newer table is served).  Returns how many it filed.  The UDP
+    thread remakes the keys it is asked for meanwhile (`remade`) once one was checked."""
     made = 0
-    for key, old in stale:
+    stale = table.stale
+    for key in list(stale):
         if not current():
             break
+        old = stale.pop(key, None)
+        if old is None:
+            continue  # (remade by a query meanwhile)
         template = synthesize(table.snapshot, key, old, table.limit(key))
         if template is None:
             continue
-        if made == 0 and not _as_full_path(table, key, template):
-            return 0
+        if not table.trusted:
+            if not _as_full_path(table, key, template):
+                stale.clear()
+                return made
+            table.trusted = True
         table.adopt(key, template)
         made += 1
     return made
+
+
+def remade(table: FastTable, key: Key) -> bytes | None:
+    """The new template of a changed `key` a query asks for before `relearn` got to it
+    (None: it cannot be made from the old one; the full path answers)."""
+    old = table.stale.pop(key, None)
+    if old is None:
+        return None
+    template = synthesize(table.snapshot, key, old, table.limit(key))
+    if template is not None:
+        table.adopt(key, template)
+    return template
 
 
 def _as_full_path(table: FastTable, key: Key, template: bytes) -> bool:
