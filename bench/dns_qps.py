@@ -58,6 +58,7 @@ from qps_servers import BIN as BIN
 from qps_servers import EP1 as EP1
 from qps_servers import EP2 as EP2
 from qps_servers import Listeners as Listeners
+from qps_servers import dnsperf_field
 from qps_servers import free_port as free_port
 from qps_servers import stop as stop
 
@@ -150,10 +151,7 @@ def dnsperf(
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
     def grab(pattern: str) -> str:
-        m = re.search(pattern, out)
-        if m is None:
-            raise SystemExit(f"unexpected dnsperf output:\n{out}")
-        return m.group(1)
+        return dnsperf_field(out, pattern)
 
     qps = float(grab(r"Queries per second:\s+([\d.]+)"))
     completed = int(grab(r"Queries completed:\s+(\d+)"))

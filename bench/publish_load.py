@@ -62,6 +62,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
+from qps_servers import dnsperf_field
 
 from dnsfailover.model import RecordSet, Soa, ZoneContent
 from dnsfailover.server import DnsServer, ZoneSnapshot
@@ -301,10 +302,7 @@ def dnsperf(port: int, seconds: float, tmp: Path, asked: list[tuple[str, str]] =
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
     def grab(pattern: str) -> str:
-        m = re.search(pattern, out)
-        if m is None:
-            raise SystemExit(f"unexpected dnsperf output:\n{out}")
-        return m.group(1)
+        return dnsperf_field(out, pattern)
 
     return Perf(
         qps=float(grab(r"Queries per second:\s+([\d.]+)")),

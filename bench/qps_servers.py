@@ -72,6 +72,14 @@ def free_port() -> int:
         return port
 
 
+def dnsperf_field(out: str, pattern: str) -> str:
+    """The first group of `pattern` in dnsperf's output (SystemExit when it is not there)."""
+    m = re.search(pattern, out)
+    if m is None:
+        raise SystemExit(f"unexpected dnsperf output:\n{out}")
+    return m.group(1)
+
+
 def stop(proc: subprocess.Popen[Any]) -> None:
     proc.terminate()
     try:
