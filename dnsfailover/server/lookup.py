@@ -89,7 +89,8 @@ class ZoneData:
     serial: int
     rrsets: Mapping[tuple[Labels, int], tuple[RR, ...]]
     cname_targets: Mapping[Labels, Labels]
-    any_rrsets: Mapping[Labels, tuple[RR, ...]]
+    codes: tuple[int, ...]
+    """Every type the zone can hold a set of, ascending (what ANY looks for at a name)."""
     names: frozenset[Labels]
     """Every name that exists: owners, empty non-terminals and the cuts themselves."""
     cuts: Mapping[Labels, Referral]
@@ -98,8 +99,8 @@ class ZoneData:
     """The SOA for the authority section of NXDOMAIN/NODATA, TTL = min(ttl, minimum)."""
     weighted: Mapping[tuple[Labels, int], Rotor] = field(default_factory=dict)
     """Weighted A/AAAA sets: a query gets one record of ``rrsets`` (ANY still gets all)."""
-    managed_types: Mapping[Labels, tuple[int, ...]] = field(default_factory=dict)
-    """Every type at a name that has a managed set (to redo its ANY answer on an update)."""
+    managed_names: frozenset[Labels] = frozenset()
+    """The served names that have a managed set (an update of another is not served)."""
     glue_names: frozenset[Labels] = frozenset()
     """Names whose addresses are glue in a referral (an update there rebuilds the zone)."""
     steered: Mapping[tuple[Labels, int], SteeredRRs] = field(default_factory=dict)
@@ -110,6 +111,19 @@ class ZoneData:
     def contains(self, name: Labels) -> bool:
         depth = len(self.origin)
         return len(name) >= depth and (depth == 0 or name[-depth:] == self.origin)
+
+
+def _any(zone: ZoneData, name: Labels) -> tuple[RR, ...] | None:
+    """ANY gets one RRset (RFC 8482): the CNAME if there is one, else the lowest type."""
+    rrsets = zone.rrsets
+    found = rrsets.get((name, _CNAME))
+    if found:
+        return found
+    for code in zone.codes:
+        found = rrsets.get((name, code))
+        if found:
+            return found
+    return None
 
 
 def _node(zone: ZoneData, name: Labels, qtype: int) -> Labels | Referral | None:
@@ -238,7 +252,7 @@ def lookup(
         group: str | None = None
         key = (node, qtype)
         if qtype == _ANY:
-            found = zone.any_rrsets.get(node)
+            found = _any(zone, node)
             if found:
                 key = (node, int(found[0].rtype))
         else:

@@ -58,8 +58,8 @@ def _parse(rtype: str, value: str) -> tuple[Any, bytes | None]:
 # re-publishes the same endpoint addresses in thousands of sets.  Managed sets have a cache
 # of their own, with the values' wire form, so that building a big static part does not
 # push their few values out: a managed set's RRs are taken over from its previous version
-# by their (shared) rdata.  (The static values' wire forms are not kept: 100k of them.)
-_rdata = functools.lru_cache(maxsize=65_536)(parse_rdata)
+# by their (shared) rdata.  Static values are shared within one build only (`Parsed`): a
+# cache of 100k mostly distinct values would keep its keys and links for nothing.
 _managed_rdata = functools.lru_cache(maxsize=65_536)(_parse)
 _code = functools.lru_cache(maxsize=64)(qtype_code)
 
@@ -101,21 +101,33 @@ def _unique(rds: Sequence[tuple[Any, bytes | None]]) -> tuple[list[Any], list[in
     return unique, kept
 
 
+Parsed = dict[tuple[str, str], Any]
+"""A build's static values parsed so far, by (type, value): equal values share one rdata."""
+
+
 def build_rrset(
     rs: RecordSet,
     origin: Labels,
     owner: tuple[Labels, DNSLabel] | None = None,
     reuse: Sequence[RR] = (),
+    parsed_before: Parsed | None = None,
 ) -> tuple[Labels, int, tuple[RR, ...], list[int]]:
     """The set's owner, type, RRs (duplicates removed) and which RR each value became.
 
     `owner`: a managed set's labels and owner (`_owner`); `reuse`: RRs of the same owner and
-    type (the set's previous version) that a value may take as they are.
+    type (the set's previous version) that a value may take as they are; `parsed_before`:
+    the static values this build has parsed (added to).
     """
     try:
         if owner is None:
             name, label = name_labels(rs.name), None
-            parsed = [(rd, _wire(rd)) for rd in [_rdata(rs.rtype, v) for v in rs.values]]
+            memo = {} if parsed_before is None else parsed_before
+            parsed = []
+            for value in rs.values:
+                rd = memo.get((rs.rtype, value))
+                if rd is None:
+                    rd = memo[rs.rtype, value] = parse_rdata(rs.rtype, value)
+                parsed.append((rd, _wire(rd)))
         else:
             (name, label), rtype = owner, rs.rtype
             parsed = [_managed_rdata(rtype, value) for value in rs.values]
@@ -126,6 +138,10 @@ def build_rrset(
     depth = len(origin)
     if depth and name[-depth:] != origin:
         raise ZoneBuildError(f"{rs.name} {rs.rtype}: name is outside the zone {dotted(origin)}")
+    if depth and owner is None:
+        # the origin's labels, not a copy per name: two bytes objects fewer for each of
+        # 100k static names
+        name = name[:-depth] + origin
     if code == _CNAME and (len(rds) > 1 or name == origin):
         raise ZoneBuildError(
             f"{rs.name} {rs.rtype}: a CNAME must have one value and not be at the apex"

@@ -133,7 +133,7 @@ def update_steered(
     for key, st in changed:
         check_steered(key, st, new)
         at = set_key(key)
-        if at[0] not in data.managed_types or at[0] in data.cuts:
+        if at[0] not in data.managed_names or at[0] in data.cuts:
             continue  # occluded by a delegation, or answered by its referral
         _, rrs = build_steered(
             st, data.origin, rrsets.get(at, ()), before.get(key), steered.get(at)

@@ -28,6 +28,7 @@ from dnsfailover.server.lookup import (
 )
 from dnsfailover.server.rrsets import (
     MAX_TTL,
+    Parsed,
     SetKey,
     build_managed,
     build_rrset,
@@ -75,11 +76,12 @@ def _build_zone(content: ZoneContent, signer: ZoneSigner | None = None) -> ZoneD
     weights: dict[tuple[Labels, int], tuple[int, ...]] = {}
     owners: set[Labels] = {origin}
     managed_keys = content.managed
+    parsed: Parsed = {}
     for rs in content.records:
         if (rs.name, rs.rtype) in managed_keys:
             (name, code), rrs, kept = build_managed(rs, origin, {})
         else:
-            name, code, rrs, kept = build_rrset(rs, origin)
+            name, code, rrs, kept = build_rrset(rs, origin, parsed_before=parsed)
         if (name, code) in built:
             raise ZoneBuildError(f"{rs.name} {rs.rtype}: record set given twice")
         if (w := rotation_weights(rs, code, kept)) is not None:
@@ -99,24 +101,16 @@ def _build_zone(content: ZoneContent, signer: ZoneSigner | None = None) -> ZoneD
     cuts = _cuts(origin, built)
     occluded = {name for name in owners if _below(name, origin, cuts)}
     rrsets: dict[tuple[Labels, int], tuple[RR, ...]] = {}
-    types_at: dict[Labels, list[int]] = {}
     for (name, code), rrs in built.items():
         if name in occluded or (name in cuts and code == _NS):
             continue  # served as a referral, or not at all
         if rrs:
             rrsets[name, code] = rrs
-            types_at.setdefault(name, []).append(code)
     names: set[Labels] = set(cuts)
     for name in owners - occluded:
         # Every ancestor up to the origin exists too (empty non-terminals).
         for cut in range(len(name) - len(origin) + 1):
             names.add(name[cut:])
-    # ANY gets one RRset (RFC 8482): the CNAME if there is one, else the lowest type.
-    any_rrsets = {
-        name: rrsets[name, _CNAME if _CNAME in types else min(types)]
-        for name, types in types_at.items()
-        if name not in cuts
-    }
     referrals = {cut: _referral(cut, origin, built) for cut in cuts}
     managed = {(name_labels(name), qtype_code(rtype)) for name, rtype in content.managed}
     steered: dict[SetKey, SteeredRRs] = {}
@@ -134,7 +128,7 @@ def _build_zone(content: ZoneContent, signer: ZoneSigner | None = None) -> ZoneD
             for (name, code), rrs in rrsets.items()
             if code == _CNAME
         },
-        any_rrsets=any_rrsets,
+        codes=tuple(sorted({code for _name, code in built} | {c for _n, c in managed})),
         names=frozenset(names),
         cuts=referrals,
         negative=(negative,),
@@ -144,11 +138,7 @@ def _build_zone(content: ZoneContent, signer: ZoneSigner | None = None) -> ZoneD
             for key, w in weights.items()
             if key in rrsets and key[0] not in cuts
         },
-        managed_types={
-            name: tuple(c for c in types_at.get(name, ()) if (name, c) not in managed)
-            for name, _code in managed
-            if name not in occluded
-        },
+        managed_names=frozenset(name for name, _code in managed if name not in occluded),
         glue_names=frozenset(
             tuple(label.lower() for label in rr.rname.label)
             for referral in referrals.values()
@@ -218,28 +208,20 @@ def _update_zone(
             for key, rs in new.managed.items()
             if (before := old.managed[key]) is not rs and before != rs
         ]
-    changes: list[tuple[SetKey, tuple[RR, ...], Rotor | None, Labels, SetKey | None]] = []
+    changes: list[tuple[SetKey, tuple[RR, ...], Rotor | None]] = []
     was = old.managed
     for rs in differ:
         at, rrs, kept = build_managed(rs, origin, data.rrsets, was.get((rs.name, rs.rtype)))
         name, code = at
-        types = data.managed_types.get(name)
-        if types is None:
+        if name not in data.managed_names:
             continue  # occluded by a delegation: not served
         if name in data.glue_names:
             return None  # its addresses are glue in a referral
         w = rotation_weights(rs, code, kept)
         rotor = Rotor(rrs, w) if w is not None and rrs else None
-        shown: SetKey | None = None  # what ANY answers at the name (None: nothing)
-        if name in data.cuts:
-            pass
-        elif not types:  # only the managed set (the usual case)
-            shown = at if rrs else None
-        elif present := sorted((*types, code) if rrs else types):
-            shown = (name, _CNAME if _CNAME in present else min(present))
-        changes.append((at, rrs, rotor, name, shown))
-    rrsets, any_rrsets, weighted = dict(data.rrsets), dict(data.any_rrsets), dict(data.weighted)
-    for at, rrs, rotor, name, shown in changes:
+        changes.append((at, rrs, rotor))
+    rrsets, weighted = dict(data.rrsets), dict(data.weighted)
+    for at, rrs, rotor in changes:
         if rrs:
             rrsets[at] = rrs
         else:
@@ -248,23 +230,13 @@ def _update_zone(
             weighted[at] = rotor
         elif weighted:
             weighted.pop(at, None)
-        if name not in data.cuts:
-            if shown is at:
-                any_rrsets[name] = rrs
-            elif shown is not None:
-                any_rrsets[name] = rrsets[shown]
-            else:
-                any_rrsets.pop(name, None)
     steered = update_steered(data, old, new, rrsets)
     soa_rr, negative = _soa(new, origin)
-    if any_rrsets.get(origin) is rrsets[origin, _SOA]:  # ANY at an apex with only its SOA
-        any_rrsets[origin] = (soa_rr,)
     rrsets[origin, _SOA] = (soa_rr,)
     updated = replace(
         data,
         serial=new.soa.serial,
         rrsets=rrsets,
-        any_rrsets=any_rrsets,
         weighted=weighted,
         negative=(negative,),
         steered=steered,
