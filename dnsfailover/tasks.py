@@ -79,11 +79,13 @@ async def stop_site(site: web.BaseSite) -> None:
 
 
 async def settle(count: Callable[[], int], step: float, limit: float) -> None:
-    """Wait while `count()` keeps growing (checked every `step` seconds), `limit` at most."""
-    waited = 0.0
-    while waited < limit:
+    """Wait while `count()` keeps growing (checked every `step` seconds), `limit` seconds at
+    most by the clock: on a busy loop a step's sleep takes longer than `step`, and counting
+    steps would wait several times `limit` (a regional outage's decision, waiting)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline:
         before = count()
-        await asyncio.sleep(step)
-        waited += step
+        await asyncio.sleep(min(step, max(0.0, deadline - loop.time())))
         if count() == before:
             return

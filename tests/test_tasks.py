@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
 from collections.abc import Callable
 
 from dnsfailover.tasks import cancel_and_wait, settle
@@ -42,3 +44,23 @@ async def test_settle_waits_while_the_count_grows_and_no_longer() -> None:
     calls = 0
     await settle(growing_until(10**9), 0.001, 0.01)
     assert calls <= 2 * 11  # always growing: stopped by the limit (10 steps)
+
+
+async def test_settle_stops_at_its_limit_on_a_busy_loop() -> None:
+    """A loop busy elsewhere makes every step's sleep last longer: the limit is wall time."""
+    growing = itertools.count()
+    stop = asyncio.Event()
+
+    async def busy() -> None:
+        while not stop.is_set():
+            time.sleep(0.02)  # blocks the loop, as a burst of probe results does
+            await asyncio.sleep(0)
+
+    hog = asyncio.create_task(busy())
+    started = time.monotonic()
+    await settle(lambda: next(growing), 0.001, 0.1)
+    waited = time.monotonic() - started
+    stop.set()
+    await hog
+    # counting 100 steps of ~20 ms each would wait ~2 s
+    assert waited < 0.5
