@@ -9,12 +9,15 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import BIN
 from test_scheduler import closed_port, listeners, targets_for, tcp_check
 
 from dnsfailover.checks.forward import Counts, Forwarder
@@ -256,3 +259,40 @@ async def test_the_childs_log_records_are_logged_by_the_node(
     assert pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # it has exited (and been reaped)
+
+
+# Imported by every Python process that `serve` starts with PYTHONPATH pointing at it: the
+# first (serve itself) arms it for its children, which then exit as they start.
+_CHILDREN_DIE = """\
+import os
+if os.environ.get("DNSFAILOVER_TEST_CHILDREN") == "die":
+    os._exit(3)
+os.environ["DNSFAILOVER_TEST_CHILDREN"] = "die"
+"""
+
+
+def test_serve_says_why_when_its_probe_process_cannot_start(tmp_path: Path) -> None:
+    """A probe process that dies as it starts is a one-line error and exit 1, not a
+    traceback out of the shutdown that follows."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_CHILDREN_DIE)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"checks:\n  tcp: {{type: tcp, port: {closed_port()[1]}, interval: 1s, timeout: 200ms}}\n"
+        "zones:\n  example.test.:\n"
+        "    soa: {mname: ns1.example.test., rname: hostmaster.example.test.}\n"
+        "    nameservers: [ns1.example.test.]\n"
+        "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
+        "    failover:\n"
+        "      www: {policy: active-active, check: tcp, endpoints: [127.0.0.1]}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DNSFAILOVER_TEST_CHILDREN"}
+    done = subprocess.run(
+        [str(BIN), "serve", str(config), "--dns", "127.0.0.1:0", "--api", "off",
+         "--state", str(tmp_path / "s.db")],
+        capture_output=True, text=True, timeout=60,
+        env={**env, "PYTHONPATH": str(tmp_path / "site")},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "error: the probe process ended" in done.stderr
+    assert "Traceback" not in done.stderr

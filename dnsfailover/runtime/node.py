@@ -285,9 +285,10 @@ class Node(ProviderSyncs, NodeReports):
         await self.alerter.stop()
         await self.serving.stop()
         if self.store is not None:
-            changes, self._pending_health = self._pending_health, []
-            self.publisher.later(lambda s: s.save_health(changes))
-            await self.publisher.flush()  # a failure is logged: a full disk must not stop a stop
+            if self.publisher.recording:  # (not when the start failed before it restored)
+                changes, self._pending_health = self._pending_health, []
+                self.publisher.later(lambda s: s.save_health(changes))
+                await self.publisher.flush()  # logged: a full disk must not stop a stop
             await self.store.close()
 
     # -- health → engine ----------------------------------------------------------------------

@@ -152,6 +152,11 @@ class Publisher:
             )
         return serials
 
+    @property
+    def recording(self) -> bool:
+        """Whether a store is attached: a start that failed before `restore` has none."""
+        return self._store is not None
+
     def later(self, job: Callable[[Store], None]) -> None:
         """Write `job` behind the answers; a failure is logged and shown (`store_error`)."""
         assert self._store is not None
