@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import selectors
 import socket
 import threading
@@ -359,3 +360,29 @@ async def test_probes_leave_from_the_region_source_address() -> None:
         [(web_target.key, True), (tcp_target.key, True)]
     )
     assert sorted(seen) == [("http", "127.0.0.42"), ("tcp", "127.0.0.42")]
+
+
+async def test_a_stop_as_a_round_is_due_logs_no_error(
+    listeners: list[tuple[str, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy loop can run APScheduler's wake-up (which hands the round's tick to a task)
+    and `stop` in one iteration: the tick must not be cancelled into an ERROR with a
+    traceback ("Error running job") at every shutdown of a busy node."""
+    caplog.set_level(logging.INFO)
+    sched = make(targets_for(listeners[:1], tcp_check(interval=0.2)), Recorder())
+    sched.start()
+    loop = asyncio.get_running_loop()
+    aps = sched._aps
+    assert aps is not None
+    due = aps.get_jobs()[0].next_run_time.timestamp() - time.time() + loop.time()
+    # The loop blocked across the tick's time; then, in one iteration, what wakes the stop
+    # runs first and APScheduler's wake-up second (it makes the tick's task): the stop runs
+    # before that task does.
+    woken = asyncio.Event()
+    loop.call_at(due - 0.02, time.sleep, 0.12)
+    loop.call_at(due - 0.005, woken.set)
+    await woken.wait()
+    await sched.stop()
+    await asyncio.sleep(0.05)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -49,18 +49,18 @@ async def test_settle_waits_while_the_count_grows_and_no_longer() -> None:
 async def test_settle_stops_at_its_limit_on_a_busy_loop() -> None:
     """A loop busy elsewhere makes every step's sleep last longer: the limit is wall time."""
     growing = itertools.count()
-    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    busy = True
 
-    async def busy() -> None:
-        while not stop.is_set():
-            time.sleep(0.02)  # blocks the loop, as a burst of probe results does
-            await asyncio.sleep(0)
+    def hog() -> None:  # blocks the loop for 20 ms at a time, as a burst of probe results does
+        if busy:
+            time.sleep(0.02)
+            loop.call_soon(hog)
 
-    hog = asyncio.create_task(busy())
+    loop.call_soon(hog)
     started = time.monotonic()
     await settle(lambda: next(growing), 0.001, 0.1)
     waited = time.monotonic() - started
-    stop.set()
-    await hog
+    busy = False
     # counting 100 steps of ~20 ms each would wait ~2 s
     assert waited < 0.5

@@ -400,6 +400,11 @@ class ProbeScheduler:
     async def stop(self) -> None:
         """Stop probing: cancel pending and in-flight probes, close what we created."""
         if self._aps is not None and self._aps.running:
+            # A tick APScheduler handed to a task that has not run yet (a busy loop runs the
+            # wake-up that made it and this stop in one iteration) would be cancelled by the
+            # shutdown, and logged as an ERROR with a traceback: no new ticks, let it run.
+            self._aps.pause()
+            await asyncio.sleep(0)
             self._aps.shutdown(wait=False)
         for rnd in self._rounds.values():
             rnd.halt()
