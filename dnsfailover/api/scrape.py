@@ -178,6 +178,15 @@ def _worker_families(status: Mapping[str, Any]) -> Iterator[Metric]:
         "Times a --workers process was started again after it died",
         value=float(status["restarts"]),
     )
+    responses = CounterMetricFamily(
+        "dnsfailover_worker_responses",
+        "DNS responses a --workers process sent (its processes since start, as of its "
+        "latest write: one per second); dnsfailover_dns_responses_total includes them",
+        labels=["worker"],
+    )
+    for index, sent in enumerate(status.get("responses", ()), start=1):
+        responses.add_metric([str(index)], float(sent))
+    yield responses
 
 
 def _alert_families(node: NodeView) -> Iterator[Metric]:
@@ -301,7 +310,7 @@ def _dns_families(node: NodeView) -> Iterator[Metric]:
     rcodes = node.dns_counts()
     queries = CounterMetricFamily(
         "dnsfailover_dns_responses",
-        "DNS responses sent by this process's embedded server, by rcode",
+        "DNS responses sent by the embedded server (every --workers process included), by rcode",
         labels=["rcode"],
     )
     dropped = CounterMetricFamily(

@@ -151,11 +151,7 @@ class Node(ProviderSyncs, NodeReports):
 
     async def start(self) -> tuple[str, int]:
         """Cold-start and begin serving; returns the DNS address actually bound."""
-        # The config lives as long as the process: out of the collector's full passes.  A
-        # full pass here, before a lease or a socket waits on the loop, costs what it costs
-        # (0.7 s at 100k records); at the end of the start it blocked the loop that long,
-        # and three nodes starting at once on two cores lost their etcd leases.
-        gc.collect()
+        gc.collect()  # the config out of full passes: here, before a lease waits on the loop
         gc.freeze()
         spawning = None
         if self._probe_process:  # it imports while the store opens
@@ -223,10 +219,7 @@ class Node(ProviderSyncs, NodeReports):
         ]
         if self._link is not None:  # only other regions' results can go stale unnoticed
             self._tasks.append(asyncio.create_task(self._revote_loop(), name="dnsfailover-revote"))
-        # What start-up built lives as long as the process: keep it out of the collector's
-        # full passes, which otherwise pause probes for tens of ms at 10k targets.  Only the
-        # young generations are collected first (milliseconds, not a full pass).
-        gc.collect(1)
+        gc.collect(1)  # what start-up built, likewise; a full pass: 0.7 s of blocked loop
         gc.freeze()
         wiring.trim_heap()
         return bound
@@ -292,7 +285,7 @@ class Node(ProviderSyncs, NodeReports):
         await self.alerter.stop()
         await self.serving.stop()
         if self.store is not None:
-            if self.publisher.recording:  # (not when the start failed before it restored)
+            if self.publisher.recording:  # (not when the start failed before restoring)
                 changes, self._pending_health = self._pending_health, []
                 self.publisher.later(lambda s: s.save_health(changes))
                 await self.publisher.flush()  # logged: a full disk must not stop a stop

@@ -61,8 +61,7 @@ class NodeReports:
         return self.serving.limits
 
     def dns_counts(self) -> list[int] | None:
-        server = self.serving.server
-        return None if server is None else server.response_counts()
+        return self.serving.response_counts()
 
     def dns_address(self) -> tuple[str, int] | None:
         server = self.serving.server

@@ -142,8 +142,19 @@ class Serving:
         """The `--workers` processes besides this one: how many, alive, their pids, restarts
         and the problem while one is down (count 0 without `--workers`)."""
         if self._pool is None:
-            return {"count": 0, "alive": 0, "pids": [], "restarts": 0, "problem": None}
+            return {"count": 0, "alive": 0, "pids": [], "restarts": 0, "problem": None,
+                    "responses": []}  # fmt: skip
         return self._pool.status()
+
+    def response_counts(self) -> list[int] | None:
+        """Responses sent by rcode (`DnsServer.response_counts`), the `--workers`
+        processes' included; None before the server started."""
+        if self.server is None:
+            return None
+        counts = self.server.response_counts()
+        if self._pool is not None:
+            counts = [a + b for a, b in zip(counts, self._pool.response_counts(), strict=True)]
+        return counts
 
     async def stop_notify(self) -> None:
         if self._notifier is not None:

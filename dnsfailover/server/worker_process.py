@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dnsfailover.workers")
 
+COUNTS_PERIOD = 1.0
+"""Seconds between two writes of a worker's response counts for the parent."""
+
 Message: TypeAlias = "Start | list[Update] | KeyringUpdate | SteeringUpdate"
 
 
@@ -53,8 +56,10 @@ def worker_main(
     conn: Connection,
     rrl: RrlSettings | None,
     log_level: int,
+    counts: Any = None,
 ) -> None:
-    """A worker process's entry point (module level: the spawn context imports it)."""
+    """A worker process's entry point (module level: the spawn context imports it);
+    `counts`: the array shared with the parent that it writes its response counts into."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
     logging.basicConfig(
@@ -63,7 +68,7 @@ def worker_main(
     )
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         try:
-            runner.run(_serve(index, host, port, conn, rrl))
+            runner.run(_serve(index, host, port, conn, rrl, counts))
         finally:
             conn.close()
 
@@ -77,7 +82,7 @@ def _steering(update: SteeringUpdate | None) -> Steering | None:
 
 
 async def _serve(
-    index: int, host: str, port: int, conn: Connection, rrl: RrlSettings | None
+    index: int, host: str, port: int, conn: Connection, rrl: RrlSettings | None, counts: Any
 ) -> None:
     loop = asyncio.get_running_loop()
     parent = os.getppid()
@@ -150,13 +155,26 @@ async def _serve(
         log.warning("SIGTERM ignored: serve stops its workers (stop serve, or SIGKILL this one)")
 
     loop.add_signal_handler(signal.SIGTERM, terminate)
+
+    def count() -> None:  # what the parent's /metrics add up
+        if counts is not None:
+            counts[:] = server.response_counts()
+
+    async def counting() -> None:
+        while True:
+            await asyncio.sleep(COUNTS_PERIOD)
+            count()
+
+    counter = loop.create_task(counting())
     conn.send(("ready", os.getpid()))
     log.info("start: worker %d pid %d serving udp %s port %d", index, os.getpid(), host, port)
     try:
         await stop.wait()
     finally:
+        counter.cancel()
         loop.remove_reader(conn.fileno())
         await server.stop()
+        count()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,10 @@ its `Start` (the zones read from the `EmbeddedZones` when it is queued, the keys
 steering last sent) from that same thread, queued on the event loop right where a publish
 would be: every publish before it is in those zones, every one after reaches it after them.
 
+Each worker writes what it answered (`DnsServer.response_counts`, by rcode) into a small
+array it shares with the parent, every `COUNTS_PERIOD` seconds and as it stops: the parent's
+`/metrics` count every process's answers (a worker that dies loses at most its last period).
+
 A worker stops when its pipe closes, that is when the parent exits however it exits, and,
 on Linux, when the parent dies (``PR_SET_PDEATHSIG``); it ignores SIGINT and SIGTERM while
 the parent lives (both reach the whole group: systemd's stop must not look like a worker
@@ -67,6 +71,8 @@ STOP_TIMEOUT = 5.0
 RESTART_FIRST = 1.0
 """Seconds before a worker that died is started again; doubled while it keeps dying..."""
 RESTART_MAX = 30.0
+COUNTS = 17
+"""`DnsServer.response_counts`: 16 rcodes and the queries left unanswered."""
 RESTART_RESET = 60.0
 """...within this many seconds of its start; one that served longer waits RESTART_FIRST."""
 
@@ -97,6 +103,7 @@ class _Worker:
     pid: int | None = None  # while it serves (event loop)
     since: float = 0.0  # when it reported ready (monotonic)
     delay: float | None = None  # the wait before its latest restart
+    counts: Any = None  # the array its process writes its response counts into
 
 
 class WorkerPool:
@@ -128,6 +135,7 @@ class WorkerPool:
         self._stopped = asyncio.Event()
         self._restarting: set[asyncio.Task[None]] = set()
         self.restarts = 0
+        self._retired = [0] * COUNTS  # what processes that ended had counted
 
     @property
     def pids(self) -> list[int]:
@@ -145,7 +153,17 @@ class WorkerPool:
                 "started again: the other DNS processes answer their clients meanwhile"
             )
         return {"count": self.count, "alive": self.count - len(down), "pids": self.pids,
-                "restarts": self.restarts, "problem": problem}  # fmt: skip
+                "restarts": self.restarts, "problem": problem,
+                "responses": [sum(_counted(w)[:COUNTS - 1]) for w in self._workers]}  # fmt: skip
+
+    def response_counts(self) -> list[int]:
+        """Every worker's `DnsServer.response_counts` added up, those that ended included
+        (as of each one's latest write)."""
+        total = list(self._retired)
+        for worker in self._workers:
+            for rcode, n in enumerate(_counted(worker)):
+                total[rcode] += n
+        return total
 
     def publish(self, _zones: EmbeddedZones, changes: Sequence[ZoneChange]) -> None:
         """An :meth:`EmbeddedZones.subscribe` listener: send what changed to every worker."""
@@ -232,7 +250,8 @@ class WorkerPool:
         """
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        args = (worker.index, self._host, self._port, child, self._rrl, self._log_level)
+        counts = ctx.RawArray("q", COUNTS)
+        args = (worker.index, self._host, self._port, child, self._rrl, self._log_level, counts)
         proc = ctx.Process(
             target=worker_main, args=args, name=f"dnsfailover-worker-{worker.index}", daemon=True
         )
@@ -261,8 +280,16 @@ class WorkerPool:
                 proc.close()
             worker.proc = None
             raise
+        self._retire_counts(worker)
+        worker.counts = counts
         worker.pid, worker.since = pid, time.monotonic()
         asyncio.get_running_loop().add_reader(proc.sentinel, self._exited, worker, proc)
+
+    def _retire_counts(self, worker: _Worker) -> None:
+        """Keep what the worker's previous process counted (its array is replaced)."""
+        for rcode, n in enumerate(_counted(worker)):
+            self._retired[rcode] += n
+        worker.counts = None
 
     async def _expect(self, conn: Connection, kind: str) -> int:
         """The pid in the worker's next message, which must be `kind`.
@@ -375,3 +402,7 @@ class WorkerPool:
                 proc.kill()
                 await asyncio.to_thread(proc.join, STOP_TIMEOUT)
             proc.close()
+
+
+def _counted(worker: _Worker) -> list[int]:
+    return [0] * COUNTS if worker.counts is None else list(worker.counts)

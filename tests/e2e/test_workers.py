@@ -266,3 +266,37 @@ def test_a_sigterm_to_the_whole_group_stops_serve_without_taking_a_worker_for_de
     assert "started again" not in log
     with pytest.raises(ProcessLookupError):
         os.kill(worker, 0)
+
+
+def test_metrics_count_the_answers_of_every_worker(
+    tmp_path: Path, http_endpoints: HttpEndpoints
+) -> None:
+    """Queries spread over `--workers 3` by their source ports: /metrics counts all of them
+    (each worker writes its counts for the main process every second), and the status
+    says what each worker answered."""
+    server = Server(
+        write_config(tmp_path / "c.yaml", http_endpoints), tmp_path / "s.db", "--workers", "3"
+    )
+    try:
+        sent = 300
+        for _ in range(sent):
+            assert www(server.port) == (A, B)  # each from a new source port
+
+        def responses() -> float:
+            lines = api(server, "/metrics").decode().splitlines()
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in lines
+                if line.startswith("dnsfailover_dns_responses_total{")
+            )
+
+        wait_for(lambda: responses() == sent, timeout=10)
+        each = workers(server)["responses"]
+        assert len(each) == 2
+        assert all(n > 0 for n in each)  # 300 source ports reach every process
+        assert sum(each) < sent  # and the main process answered the rest
+        metrics = api(server, "/metrics").decode()
+        for index, n in enumerate(each, start=1):
+            assert f'dnsfailover_worker_responses_total{{worker="{index}"}} {float(n)}' in metrics
+    finally:
+        assert server.stop() == 0
