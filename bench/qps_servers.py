@@ -130,6 +130,7 @@ class Running:
     label: str
     proc: subprocess.Popen[str]
     port: int
+    api: str | None = None  # `serve`'s HTTP API, when a variant turns it on
 
 
 def start_knot(d: Path, zone: str, *, signing: bool) -> tuple[subprocess.Popen[str], int, str]:
@@ -233,12 +234,14 @@ zones:
     cmd += ["--api", "off", "--state", str(d / "s.db"), "--log-level", "WARNING", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
     assert proc.stdout is not None
-    m = re.search(r":(\d+) \(udp", proc.stdout.readline())
+    line = proc.stdout.readline()
+    m = re.search(r":(\d+) \(udp", line)
     if m is None:
         stop(proc)
         proc.stdout.close()
         raise SystemExit(f"{name}: dnsfailover serve did not start")
-    return Running(name, label, proc, int(m[1]))
+    api = re.search(r"api (http://[^\s,]+)", line)
+    return Running(name, label, proc, int(m[1]), api[1] if api else None)
 
 
 @contextlib.contextmanager

@@ -64,3 +64,24 @@ def test_a_server_that_answers_wrong_gives_no_figures() -> None:
             assert dns_qps.answers(port, qps_servers.HEALTH_NAME, tcp=True) == {qps_servers.EP1}
         finally:
             qps_servers.stop(proc)
+
+
+def test_the_workers_bench_counts_every_answer_once() -> None:
+    """`bench/workers_qps.py`: what `serve --workers 2`'s processes say they answered (the
+    workers' counts reach the main process's /metrics) adds up to what dnsperf got."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "workers_qps.py"), "--rounds", "1",
+         "--seconds", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    m = re.search(r"([\d,]+) queries; the processes counted ([\d,]+) answers", out)
+    assert m is not None, out
+    done, counted = int(m[1].replace(",", "")), int(m[2].replace(",", ""))
+    assert done > 1000, out
+    # every query dnsperf completed was counted by the process that answered it; dnsperf
+    # stops with up to `-q 100` queries in flight, which are answered but not completed
+    assert done <= counted <= done + 100, out
+    assert re.search(r"main +pid \d+: +[\d,]+ answered", out), out
+    assert re.search(r"worker 1 +pid \d+: +[\d,]+ answered", out), out
