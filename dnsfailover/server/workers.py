@@ -71,10 +71,10 @@ STOP_TIMEOUT = 5.0
 RESTART_FIRST = 1.0
 """Seconds before a worker that died is started again; doubled while it keeps dying..."""
 RESTART_MAX = 30.0
-COUNTS = 17
-"""`DnsServer.response_counts`: 16 rcodes and the queries left unanswered."""
 RESTART_RESET = 60.0
 """...within this many seconds of its start; one that served longer waits RESTART_FIRST."""
+COUNTS = 17
+"""`DnsServer.response_counts`: 16 rcodes and the queries left unanswered."""
 
 
 def restart_delay(previous: float | None, served: float) -> float:
