@@ -213,19 +213,17 @@ def until(
     left = list(names)
     seen = None
     while left:
+        if time.perf_counter() - start > limit:
+            raise SystemExit(f"{len(left)} names still wrong after {limit}s")
         if gate is not None:
             now = gate()
             if now == seen:
-                if time.perf_counter() - start > limit:
-                    raise SystemExit(f"{len(left)} names still wrong after {limit}s")
                 time.sleep(GATE_PACE)
                 continue
             seen = now
         swept = time.perf_counter()
         replies = resolver.sweep(left)
         left = [n for n in left if n not in replies or not ok(replies[n])]  # type: ignore[operator]
-        if time.perf_counter() - start > limit:
-            raise SystemExit(f"{len(left)} names still wrong after {limit}s")
         if left:
             time.sleep(max(0.0, resolver.pace - (time.perf_counter() - swept)))
     return time.perf_counter() - start

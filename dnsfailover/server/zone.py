@@ -128,7 +128,7 @@ def _build_zone(content: ZoneContent, signer: ZoneSigner | None = None) -> ZoneD
             for (name, code), rrs in rrsets.items()
             if code == _CNAME
         },
-        codes=tuple(sorted({code for _name, code in built} | {c for _n, c in managed})),
+        codes=tuple(sorted({code for _name, code in built})),  # managed sets too
         names=frozenset(names),
         cuts=referrals,
         negative=(negative,),
