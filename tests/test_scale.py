@@ -10,6 +10,7 @@ written), not on wall time; a time bound is only a generous guard against a hang
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 import aetcd
 import dns.asyncquery
 import dns.message
+from aiohttp import web
 from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
 
 from dnsfailover.config.load import load
@@ -111,7 +113,12 @@ async def eventually(get: Callable[[], Awaitable[object]], want: object) -> None
 
 @asynccontextmanager
 async def running(
-    config: Path, state: Path, node_id: str = "n1", *, probe_process: bool = False
+    config: Path,
+    state: Path,
+    node_id: str = "n1",
+    *,
+    probe_process: bool = False,
+    region: str = "local",
 ) -> AsyncIterator[Node]:
     """A node of `config`; `probe_process`: its probes in a child process, as `serve` runs."""
     cfg = await asyncio.to_thread(load, config)
@@ -120,6 +127,7 @@ async def running(
         dns_port=0,
         state_path=state,
         node_id=node_id,
+        region=region,
         config_path=str(config),
         probe_process=probe_process,
     )
@@ -272,3 +280,109 @@ async def test_a_decision_etcd_refuses_is_loud_counted_retried_and_recovers(
     finally:
         probe.close()
         await asyncio.to_thread(server.close)
+
+
+@asynccontextmanager
+async def web_endpoints(failing: dict[str, set[str]]) -> AsyncIterator[int]:
+    """HTTP endpoints on 127.0.0.1 and 127.0.0.2 (one port): each answers 503 to the source
+    addresses listed under its own address in `failing`, 200 to everyone else."""
+
+    async def handle(request: web.Request) -> web.Response:
+        here = request.transport.get_extra_info("sockname")[0]  # type: ignore[union-attr]
+        return web.Response(status=503 if request.remote in failing[here] else 200)
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    socks: list[socket.socket] = []
+    while not socks:  # a port free on both addresses
+        first = socket.socket()
+        first.bind(("127.0.0.1", 0))
+        second = socket.socket()
+        try:
+            second.bind(("127.0.0.2", first.getsockname()[1]))
+        except OSError:
+            first.close()
+            second.close()
+            continue
+        socks = [first, second]
+    try:
+        for sock in socks:
+            await web.SockSite(runner, sock).start()
+        yield socks[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+        for sock in socks:
+            sock.close()
+
+
+def decisions(node: Node, scope: str) -> float:
+    metrics = node.metrics.render(node.metrics.snapshot(node)).decode()
+    line = f'dnsfailover_engine_decisions_total{{scope="{scope}"}} '
+    return sum(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith(line))
+
+
+async def test_a_regions_change_that_moves_no_vote_is_recorded_and_not_decided(
+    tmp_path: Path,
+    etcd: Etcd,  # noqa: F811
+) -> None:
+    """Two regions, majority: one region seeing an endpoint fail is a tie, which keeps the
+    vote.  The leader records that region's view and decides nothing (on a leader of 10,000
+    names a decision that changes nothing still compares every set it serves); once the
+    other region agrees, the vote moves and the leader decides the names of that endpoint."""
+    failing: dict[str, set[str]] = {"127.0.0.1": set(), "127.0.0.2": set()}
+    async with web_endpoints(failing) as port:
+        config = tmp_path / "two.yaml"
+        config.write_text(
+            f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: /tie}}\n"
+            "  lease_ttl: 2\n"
+            "regions:\n  r1: {source_address: 127.0.0.11}\n"
+            "  r2: {source_address: 127.0.0.12}\n"
+            f"checks:\n  web: {{type: http, port: {port}, interval: 200ms, timeout: 200ms, "
+            "fall: 2, rise: 2}\n"
+            f"zones:\n  {ORIGIN}:\n"
+            f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}\n"
+            f"    nameservers: [ns1.{ORIGIN}]\n"
+            "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
+            "    failover:\n"
+            "      www: {policy: active-active, check: web, endpoints: [127.0.0.1, 127.0.0.2]}\n"
+        )
+        www = f"www.{ORIGIN}"
+        async with (
+            running(config, tmp_path / "a.db", "a", region="r1") as a,
+            running(config, tmp_path / "b.db", "b", region="r2") as b,
+        ):
+            ports = [n.dns_address()[1] for n in (a, b)]  # type: ignore[index]
+            for p in ports:
+                await eventually(functools.partial(answer, p, www), ("127.0.0.1", "127.0.0.2"))
+            await eventually(functools.partial(leader_is_known, a, b), True)
+            lead = a if a.cluster_status()["leader"] else b
+            store = lead.store
+            assert store is not None
+            await lead.publisher.flush()
+            before = decisions(lead, "changed")
+
+            async def r2_saw_it() -> bool:
+                events = await store.run(lambda s: s.events(200))
+                return any(
+                    "127.0.0.1" in e.subject and e.message.startswith("r2: up -> down")
+                    for e in events
+                )
+
+            failing["127.0.0.1"].add("127.0.0.12")  # only region r2 sees it fail
+            await eventually(r2_saw_it, True)  # recorded by the leader's engine loop ...
+            assert decisions(lead, "changed") == before  # ... which decided nothing
+            for p in ports:
+                assert await answer(p, www) == ("127.0.0.1", "127.0.0.2")
+
+            failing["127.0.0.1"].add("127.0.0.11")  # both regions: the vote moves
+            for p in ports:
+                await eventually(functools.partial(answer, p, www), ("127.0.0.2",))
+            assert decisions(lead, "changed") > before
+
+
+async def leader_is_known(*nodes: Node) -> bool:
+    """One node leads and every node serves a decision it published."""
+    leaders = [n for n in nodes if n.cluster_status()["leader"]]
+    return len(leaders) == 1 and all(n.cluster_status()["decision"] is not None for n in nodes)

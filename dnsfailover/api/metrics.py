@@ -86,6 +86,13 @@ class Metrics:
             ["check", "endpoint", "quorum", "region", "to"],
             registry=r,
         )
+        self.decisions = Counter(
+            "dnsfailover_engine_decisions",
+            "Decisions the engine made: of every name (scope all: a start, a reload, a new "
+            "leader) or of the names a health change touched (scope changed)",
+            ["scope"],
+            registry=r,
+        )
         self.publishes = Counter(
             "dnsfailover_zone_publishes", "New zone serials published", ["zone"], registry=r
         )
