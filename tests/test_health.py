@@ -119,3 +119,79 @@ def test_a_probe_that_could_not_run_changes_nothing_and_is_reported() -> None:
     assert t.state(T) is State.UP  # one failure again: the unknowns did not count
     t.observe(obs(False, 62))
     assert t.state(T) is State.DOWN
+
+
+KEYS = ["web@127.0.0.1:80", "web@127.0.0.2:80", "db@127.0.0.3:5432"]
+
+
+def _regional() -> HealthTracker:
+    rules = {
+        KEYS[0]: Hysteresis(rise=1, fall=2, interval=0.1),
+        KEYS[1]: Hysteresis(rise=2, fall=1, interval=0.1),
+        KEYS[2]: Hysteresis(rise=1, fall=1, interval=0.5),
+    }
+    votes = {k: (k, "majority") for k in KEYS} | {"any:" + KEYS[0]: (KEYS[0], "any")}
+    return HealthTracker(rules, votes)
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("observe"), st.integers(0, 2), st.booleans()),
+    st.tuples(st.just("remote"), st.integers(0, 2), st.sampled_from(["b", "c"]), st.booleans()),
+    st.tuples(st.just("seen"), st.sampled_from(["a", "b", "c"]), st.floats(0, 0.4)),
+    st.tuples(st.just("seen"), st.sampled_from(["a", "b", "c"]), st.floats(0, 0.4)),
+    st.tuples(st.just("revote")),
+    st.tuples(st.just("revote")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 0.35), _STEP), min_size=1, max_size=80))
+def test_a_revote_that_skips_the_fresh_votes_counts_as_a_full_one(
+    steps: list[tuple[float, tuple[object, ...]]],
+) -> None:
+    """`revote` skips the re-count while every region is fresh and no vote left one out; a
+    tracker that always re-counts (the reference) goes through the same votes."""
+    fast, full = _regional(), _regional()
+    now = 100.0
+    for advance, step in steps:
+        now += advance
+        for t in (fast, full):
+            kind = step[0]
+            if kind == "observe":
+                _, i, ok = step
+                t.observe(Observation(KEYS[int(i)], "a", bool(ok), now, 0.001, "x"))  # type: ignore[call-overload]
+            elif kind == "remote":
+                _, i, region, ok = step
+                state = State.UP if ok else State.DOWN
+                t.set_remote(KEYS[int(i)], str(region), state, now, "r", now)  # type: ignore[call-overload]
+            elif kind == "seen":
+                _, region, lag = step
+                t.seen(str(region), now - float(lag))  # type: ignore[arg-type]
+            else:
+                if t is full:
+                    t._left_out = True  # the reference: a full re-count every time
+                t.revote(now)
+        assert fast.states() == full.states()
+
+
+def test_a_revote_re_counts_a_region_back_from_stale_and_drops_one_gone_stale() -> None:
+    rules = {T: Hysteresis(rise=1, fall=1, interval=0.1)}  # stale after 0.3 s unseen
+    t = HealthTracker(rules)
+    for region, ok in (("a", True), ("b", True), ("c", True)):
+        t.seen(region, 0.0)
+        t.set_remote(T, region, State.UP if ok else State.DOWN, 0.0, "", 0.0)
+    t.revote(0.1)
+    assert t.state(T) is State.UP
+    # b and c fall silent; a sees the target fail: a alone is fresh, and votes it DOWN
+    t.seen("a", 0.5)
+    t.set_remote(T, "a", State.DOWN, 0.5, "refused", 0.5)
+    assert t.state(T) is State.DOWN
+    # b and c are back, every region fresh: the re-count must count them again (UP 2 of 3)
+    t.seen("b", 0.55)
+    t.seen("c", 0.55)
+    t.revote(0.6)
+    assert t.state(T) is State.UP
+    # nothing is observed; b and c go quiet again while a keeps probing: a revote drops them
+    t.seen("a", 1.0)
+    t.revote(1.0)
+    assert t.state(T) is State.DOWN
