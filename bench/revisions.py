@@ -1,6 +1,7 @@
 """Two builds of dnsfailover measured in interleaved rounds: does a change regress?
 
     .venv/bin/python bench/revisions.py --base main [--rounds 5] [--cycles 20] [--seconds 5]
+        [--skip-qps] [--skip-failover] [--scale] [--cluster]
 
 Checks `--base` (any git revision) out into a temporary worktree, reusing this checkout's
 compiled UDP extension when the C source is the same, and runs both builds' `dnsfailover
@@ -12,7 +13,10 @@ noise hits both alike:
 - qps: dnsperf against `serve` with the default UDP thread (`bench/dns_qps.py`'s run, server
   on core 0), QPS and server CPU per query;
 - with `--scale`: `bench/scale.py --cycles 5` (100k records, 10k names): one endpoint's
-  names changing (median) and the last name of a 500-endpoint outage.
+  names changing (median) and the last name of a 500-endpoint outage;
+- with `--cluster`: `bench/scale_cluster.py --interval 100ms --cycles N` (the same zone on
+  three nodes and one etcd): the median and p99 until all three serve the change.  Both
+  builds run with this checkout's bench scripts (its endpoints, its resolver).
 
 Prints every round and the median of the per-round ratios (this / base).
 """
@@ -147,6 +151,21 @@ def scale(binary: Path) -> tuple[float, float, float]:
     return float(change[1]), float(outage[1]), float(idle[1])
 
 
+def cluster(binary: Path, cycles: int) -> tuple[float, float]:
+    """One `scale_cluster.py --interval 100ms` run: the median and p99 ms until all three
+    nodes serve one endpoint's names changed."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "scale_cluster.py"), "--interval", "100ms", "--cycles",
+         str(cycles)],
+        env={**os.environ, "DNSFAILOVER_BIN": str(binary)},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    found = re.search(r"nodes: median (\d+) ms, p99 (\d+) ms", out)
+    if found is None:
+        raise SystemExit(f"unexpected scale_cluster output:\n{out}")
+    return float(found[1]), float(found[2])
+
+
 def ratio_line(label: str, ours: list[float], base: list[float]) -> str:
     ratios = [o / b for o, b in zip(ours, base, strict=True) if b]
     return (
@@ -165,6 +184,9 @@ def main() -> None:
     ap.add_argument("--skip-qps", action="store_true")
     ap.add_argument("--skip-failover", action="store_true")
     ap.add_argument("--scale", action="store_true", help="also bench/scale.py (~75 s a run)")
+    ap.add_argument(
+        "--cluster", action="store_true", help="also bench/scale_cluster.py (~2.5 min a run)"
+    )
     args = ap.parse_args()
     print(f"machine: {machine()}")
     this = Path(sys.executable).with_name("dnsfailover")
@@ -198,6 +220,13 @@ def main() -> None:
                         print(f"round {i + 1}: scale base {b_change:.0f} ms/{b_outage:.2f} s/"
                               f"{b_idle:.0f}%, this {o_change:.0f} ms/{o_outage:.2f} s/"
                               f"{o_idle:.0f}%", flush=True)  # fmt: skip
+                    if args.cluster:
+                        b_med, b_p99 = cluster(base, args.cycles)
+                        o_med, o_p99 = cluster(this, args.cycles)
+                        add("cluster: all 3 nodes changed, median (ms)", b_med, o_med)
+                        add("cluster: all 3 nodes changed, p99 (ms)", b_p99, o_p99)
+                        print(f"round {i + 1}: cluster base {b_med:.0f}/{b_p99:.0f} ms, "
+                              f"this {o_med:.0f}/{o_p99:.0f} ms", flush=True)  # fmt: skip
                     if listeners is not None:
                         # the first result is the health-checked name's (then the mix)
                         qb = run_ours("base", "0", [], {}, listeners.port, args.seconds, base)[0]
