@@ -44,6 +44,11 @@ class Etcd:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running etcd's process id (benchmarks count its CPU)."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self, timeout: float = 15.0) -> None:
         client = f"http://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
