@@ -78,6 +78,16 @@ async def stop_site(site: web.BaseSite) -> None:
     await site.stop()
 
 
+async def any_set(*events: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until one of `events` is set, `timeout` seconds at most."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 async def settle(count: Callable[[], int], step: float, limit: float) -> None:
     """Wait while `count()` keeps growing (checked every `step` seconds), `limit` seconds at
     most by the clock: on a busy loop a step's sleep takes longer than `step`, and counting

@@ -19,6 +19,7 @@ from pathlib import Path
 import aetcd
 import dns.asyncquery
 import dns.message
+import pytest
 from aiohttp import web
 from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
 
@@ -386,3 +387,35 @@ async def leader_is_known(*nodes: Node) -> bool:
     """One node leads and every node serves a decision it published."""
     leaders = [n for n in nodes if n.cluster_status()["leader"]]
     return len(leaders) == 1 and all(n.cluster_status()["decision"] is not None for n in nodes)
+
+
+async def test_the_first_node_of_a_cluster_starts_serving_the_decision_it_published(
+    tmp_path: Path,
+    etcd: Etcd,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first node up leads: it decides and publishes at start, and serves what etcd holds,
+    instead of waiting out `lease_ttl` + 1 s for a leader's decision and serving one of its own
+    meanwhile (with a serial of its own)."""
+    async with web_endpoints({"127.0.0.1": set(), "127.0.0.2": set()}) as port:
+        config = tmp_path / "first.yaml"
+        config.write_text(
+            f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: /first}}\n"
+            "  lease_ttl: 2\n"
+            f"checks:\n  web: {{type: http, port: {port}, interval: 200ms, timeout: 200ms}}\n"
+            f"zones:\n  {ORIGIN}:\n"
+            f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}\n"
+            f"    nameservers: [ns1.{ORIGIN}]\n"
+            "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
+            "    failover:\n"
+            "      www: {policy: active-active, check: web, endpoints: [127.0.0.1, 127.0.0.2]}\n"
+        )
+        async with running(config, tmp_path / "a.db", "a") as a:
+            status = a.cluster_status()  # right as start returns
+            assert status["leader"] is True
+            assert status["decision"] is not None
+            assert status["decision"]["leader"] == "a"
+            assert status["decision_source"] == "etcd"
+            port_a = a.dns_address()[1]  # type: ignore[index]
+            assert await answer(port_a, f"www.{ORIGIN}") == ("127.0.0.1", "127.0.0.2")
+    assert "serving a local decision" not in caplog.text

@@ -45,12 +45,17 @@ log = logging.getLogger("dnsfailover.cluster")
 
 _OPS_PER_TXN = 100  # etcd's default --max-txn-ops is 128
 _BYTES_PER_TXN = 256 * 1024  # etcd's default --max-request-bytes is 1.5 MiB
+_INLINE_ENTRIES = 500  # more are encoded on a thread (~16 us each), so keep-alives go on
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _dumps(items: list[tuple[str, NameEntry]]) -> list[bytes]:
+    return [codec.dumps(entry) for _name, entry in items]
 
 
 def _why(exc: BaseException | None) -> str:
@@ -211,10 +216,16 @@ class EtcdCluster:
             self.publish_error = f"a decision of term {decision.term}, ours is {term}"
             return False
         t = client.transactions
+        items = list((entries or {}).items())
+        values = (
+            await asyncio.to_thread(_dumps, items)
+            if len(items) > _INLINE_ENTRIES
+            else _dumps(items)
+        )
         batches: list[list[Any]] = [[]]
         size = 0
-        for name, entry in (entries or {}).items():
-            key, value = self._keys.name(name), codec.dumps(entry)
+        for (name, _entry), value in zip(items, values, strict=True):
+            key = self._keys.name(name)
             full = len(batches[-1]) >= _OPS_PER_TXN or size + len(value) > _BYTES_PER_TXN
             if full and batches[-1]:
                 batches.append([])

@@ -135,8 +135,7 @@ class HealthTracker:
         self._probed: dict[str, float] = {}  # region → newest observation made here
         self._horizon = 0.0  # STALE_INTERVALS x the longest interval: a region's freshness
         self._span = 0.0  # STALE_INTERVALS x the shortest: a region seen within it is fresh
-        # for every target.  A vote left out a stale region since the last full re-count:
-        self._left_out = True
+        self._left_out = True  # a vote left a stale region out since the last re-count
         self._unprobed: dict[str, tuple[float, str]] = {}  # target → (at, detail) of the
         # latest probe that could not run, until a probe of it runs again
         self.update_rules(rules, votes)
@@ -320,7 +319,7 @@ class HealthTracker:
         last = max(c.last_at, self._seen.get(region, 0.0))
         if now - last <= STALE_INTERVALS * rules.interval:
             return True
-        self._left_out = True  # (or a status page asked: a re-count then costs nothing more)
+        self._left_out = True  # (a status page asking sets it too: one re-count more, harmless)
         return False
 
     def _all_fresh(self, now: float) -> bool:

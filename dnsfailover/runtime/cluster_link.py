@@ -20,6 +20,7 @@ publish is an ERROR, counted (`dnsfailover_cluster_publish_failures_total`), sho
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.tasks import cancel_and_wait
 
 SAVED = "cluster/"  # keys of the last applied decision in the state file
+PACK_INLINE = 500  # names a publish packs on the loop; more go to a thread
 
 
 class LinkHost(Protocol):
@@ -125,6 +127,7 @@ class ClusterLink:
         )
         self.decision: SharedDecision | None = None
         self.first_decision = asyncio.Event()
+        self.leading = asyncio.Event()  # set while this node leads
         self.degraded: str | None = "not connected to etcd yet"
         self._last_probe = 0.0
         self._nodes: dict[str, NodeBeat] = {}
@@ -218,8 +221,12 @@ class ClusterLink:
             return False
         seq = self.cluster.seq + 1
         # A failed publish's names are written again: etcd may lack them (or hold them staged
-        # for this head), and a later decision need not re-decide them.
-        written = entries(decision, seq, self.cluster.names, also=self._unsent)
+        # for this head), and a later decision need not re-decide them.  Thousands (a first
+        # decision, a regional outage: ~60 us a name) are packed on a thread, so that the
+        # lease's keep-alive goes on meanwhile.
+        pack = functools.partial(entries, decision, seq, self.cluster.names, also=self._unsent)
+        many = len(decision.changed) + len(self._unsent) > PACK_INLINE
+        written = await asyncio.to_thread(pack) if many else pack()
         last = self.decision
         same = last is not None and last.term == term and dict(last.serials) == dict(serials)
         if same and not written and not force and not decision.transitions:
@@ -401,6 +408,7 @@ class ClusterLink:
         self._node.set_overrides(overrides)
 
     def _on_leader(self, leader: bool) -> None:
+        (self.leading.set if leader else self.leading.clear)()
         if leader:
             log.info("cluster: node %s is now the leader", self._node.node_id)
             if self.decision is not None:

@@ -23,7 +23,7 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ from dnsfailover.config.schema import Config
 from dnsfailover.config.secrets import resolve_token
 from dnsfailover.drills.scheduler import DrillScheduler
 from dnsfailover.engine.decide import decide, redecide, vet_override
-from dnsfailover.engine.edges import Edge, edges
+from dnsfailover.engine.edges import edges
 from dnsfailover.engine.endings import ended
 from dnsfailover.engine.index import index
 from dnsfailover.engine.overrides import Override
@@ -48,7 +48,7 @@ from dnsfailover.model import HealthChange, Observation, ZoneContent
 from dnsfailover.runtime import reload as reloading
 from dnsfailover.runtime import signing, systemd, wiring
 from dnsfailover.runtime.control import OverrideBook
-from dnsfailover.runtime.publish import Publisher, Row
+from dnsfailover.runtime.publish import Publisher
 from dnsfailover.runtime.reload import ReloadRefused
 from dnsfailover.runtime.reports import NodeReports
 from dnsfailover.runtime.serving import Serving
@@ -56,7 +56,7 @@ from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.runtime.syncs import ProviderSyncs
 from dnsfailover.runtime.wiring import cold_start_deadline, hysteresis, make_syncs, region_source
 from dnsfailover.server.embedded import EmbeddedZones
-from dnsfailover.tasks import cancel_and_wait, settle
+from dnsfailover.tasks import any_set, cancel_and_wait, settle
 
 if TYPE_CHECKING:
     from dnsfailover.runtime.cluster_link import ClusterLink
@@ -234,32 +234,38 @@ class Node(ProviderSyncs, NodeReports):
         )
 
     async def _cluster_cold_start(self) -> None:
-        """Join the cluster and serve its decision; without one in time, a local one."""
-        assert self._link is not None
+        """Join the cluster and serve its decision; without one in time, a local one.  A node
+        that leads by now (the first one up) decides and publishes it itself."""
+        link = self._link
+        assert link is not None
         assert self.config.cluster is not None
-        self._link.report_all()
-        await self._link.start()
+        link.report_all()
+        await link.start()
         wait = self.config.cluster.lease_ttl + 1.0
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._link.first_decision.wait(), wait)
-        if self.published is not None or await self._link.serve_saved():
+        await any_set(link.first_decision, link.leading, timeout=wait)
+        if link.leader and not link.first_decision.is_set():
+            async with self._decide_lock:  # served once etcd has it, like every decision
+                await self._decide_and_publish(force_all=True)
+            await any_set(link.first_decision, timeout=wait)
+        if self.published is not None or await link.serve_saved():
             return
+        leader = link.cluster.leader_node
         log.warning(
             "cluster: no published decision within %.1fs (%s); serving a local decision "
             "until the leader's arrives",
             wait,
-            self._link.degraded or "no leader yet",
+            link.degraded or (f"leader {leader} has not published" if leader else "no leader"),
         )
         now = self._clock()
         # Every name: on a thread, so the loop keeps the lease alive meanwhile.
         decision = await asyncio.to_thread(
-            decide,
-            self.config,
-            self._tracker.states(),
-            self.publisher.engine,
-            now,
+            decide, self.config, self._tracker.states(), self.publisher.engine, now,
             overrides=self.overrides(),
-        )
+        )  # fmt: skip
+        if link.decision is not None:  # the cluster's arrived meanwhile: it wins over ours
+            await any_set(link.first_decision, timeout=wait)
+            if self.published is not None:
+                return
         changed = [z.origin for z in decision.zones]
         await self.publisher.commit(
             decision, self.publisher.next_serials(changed, now), changed, now
@@ -406,7 +412,7 @@ class Node(ProviderSyncs, NodeReports):
             big = index(self.config).affected(keys) > INLINE_NAMES
             decision = await asyncio.to_thread(run) if big else run()
         self.metrics.decisions.labels("all" if base is None or force_all else "changed").inc()
-        told = self._tell(edges(self._last_decided, decision), now)
+        told = wiring.tell(edges(self._last_decided, decision), now, self.alerter)
         self._last_decided = decision
         changed = self.publisher.changed(decision.zones, force_all=force_all)
         serials = await self.publisher.reserve(changed, self._clock)
@@ -430,15 +436,6 @@ class Node(ProviderSyncs, NodeReports):
         health, self._pending_health = self._pending_health, []
         if health:
             self.publisher.later(lambda s: s.save_health(health))
-
-    def _tell(self, found: Sequence[Edge], now: float) -> list[Row]:
-        """Log, notify and return as history rows what the interlocks newly did."""
-        rows: list[Row] = []
-        for e in found:
-            log.log(e.level, "%s: %s", e.kind, e.message)
-            self.alerter.emit(Notice(e.kind, e.subject, e.message, now, e.severity))
-            rows.append((now, e.kind, e.subject, e.message))
-        return rows
 
     async def serve_shared(self, decision: Decision, zones: tuple[ZoneContent, ...]) -> None:
         """Serve what the cluster's leader published (every node, the leader included)."""

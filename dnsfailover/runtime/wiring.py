@@ -1,22 +1,28 @@
 """Small pieces of the node's wiring: config → hysteresis rules, provider safety and sync
-workers, probe deadlines and sources, serials stamped on zones."""
+workers, probe deadlines and sources, serials stamped on zones, the interlocks' edges told."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ctypes
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 
+from dnsfailover.alerts.alerter import Alerter, Notice
 from dnsfailover.config.checks import CheckConfig
 from dnsfailover.config.schema import Config
+from dnsfailover.engine.edges import Edge
 from dnsfailover.health.tracker import Hysteresis
 from dnsfailover.model import RecordSet, ZoneContent
 from dnsfailover.provider.contract import create_provider
 from dnsfailover.provider.plan import Safety
 from dnsfailover.provider.sync import SyncEvent, ZoneSync
+from dnsfailover.runtime.store import Row
 from dnsfailover.tasks import cancel_and_wait
+
+log = logging.getLogger("dnsfailover.service")
 
 
 def trim_heap() -> None:
@@ -47,6 +53,16 @@ class HeapTrimmer:
     async def stop(self) -> None:
         if self._task is not None:
             await cancel_and_wait(self._task)
+
+
+def tell(found: Sequence[Edge], now: float, alerter: Alerter) -> list[Row]:
+    """Log, notify and return as history rows what the interlocks newly did."""
+    rows: list[Row] = []
+    for e in found:
+        log.log(e.level, "%s: %s", e.kind, e.message)
+        alerter.emit(Notice(e.kind, e.subject, e.message, now, e.severity))
+        rows.append((now, e.kind, e.subject, e.message))
+    return rows
 
 
 def hysteresis(config: Config) -> dict[str, Hysteresis]:
