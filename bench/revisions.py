@@ -15,8 +15,9 @@ noise hits both alike:
 - with `--scale`: `bench/scale.py --cycles 5` (100k records, 10k names): one endpoint's
   names changing (median) and the last name of a 500-endpoint outage;
 - with `--cluster`: `bench/scale_cluster.py --interval 100ms --cycles N` (the same zone on
-  three nodes and one etcd): the median and p99 until all three serve the change.  Both
-  builds run with this checkout's bench scripts (its endpoints, its resolver).
+  three nodes and one etcd): the median and p99 until all three serve the change, and the
+  start-up until all three answer.  Both builds run with this checkout's bench scripts
+  (its endpoints, its resolver).
 
 Prints every round and the median of the per-round ratios (this / base).
 """
@@ -151,9 +152,10 @@ def scale(binary: Path) -> tuple[float, float, float]:
     return float(change[1]), float(outage[1]), float(idle[1])
 
 
-def cluster(binary: Path, cycles: int) -> tuple[float, float]:
+def cluster(binary: Path, cycles: int) -> tuple[float, float, float]:
     """One `scale_cluster.py --interval 100ms` run: the median and p99 ms until all three
-    nodes serve one endpoint's names changed."""
+    nodes serve one endpoint's names changed, and the seconds until all three first
+    answered (all started at once)."""
     out = subprocess.run(
         [sys.executable, str(HERE / "scale_cluster.py"), "--interval", "100ms", "--cycles",
          str(cycles)],
@@ -161,9 +163,10 @@ def cluster(binary: Path, cycles: int) -> tuple[float, float]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     found = re.search(r"nodes: median (\d+) ms, p99 (\d+) ms", out)
-    if found is None:
+    start = re.search(r"first answer: ([\d.]+) s", out)
+    if found is None or start is None:
         raise SystemExit(f"unexpected scale_cluster output:\n{out}")
-    return float(found[1]), float(found[2])
+    return float(found[1]), float(found[2]), float(start[1])
 
 
 def ratio_line(label: str, ours: list[float], base: list[float]) -> str:
@@ -221,12 +224,14 @@ def main() -> None:
                               f"{b_idle:.0f}%, this {o_change:.0f} ms/{o_outage:.2f} s/"
                               f"{o_idle:.0f}%", flush=True)  # fmt: skip
                     if args.cluster:
-                        b_med, b_p99 = cluster(base, args.cycles)
-                        o_med, o_p99 = cluster(this, args.cycles)
+                        b_med, b_p99, b_start = cluster(base, args.cycles)
+                        o_med, o_p99, o_start = cluster(this, args.cycles)
                         add("cluster: all 3 nodes changed, median (ms)", b_med, o_med)
                         add("cluster: all 3 nodes changed, p99 (ms)", b_p99, o_p99)
+                        add("cluster: start-up, all 3 answer (s)", b_start, o_start)
                         print(f"round {i + 1}: cluster base {b_med:.0f}/{b_p99:.0f} ms, "
-                              f"this {o_med:.0f}/{o_p99:.0f} ms", flush=True)  # fmt: skip
+                              f"start {b_start:.1f} s, this {o_med:.0f}/{o_p99:.0f} ms, "
+                              f"start {o_start:.1f} s", flush=True)  # fmt: skip
                     if listeners is not None:
                         # the first result is the health-checked name's (then the mix)
                         qb = run_ours("base", "0", [], {}, listeners.port, args.seconds, base)[0]

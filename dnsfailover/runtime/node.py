@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dnsfailover.service")
 
 INLINE_NAMES = 500  # a decision re-deciding more names than this runs on a thread
+LEADER_PATIENCE = 30.0  # seconds a first leader waits for its published decision at start
 GATHER = 0.1  # seconds an outage's first detections may wait for the rest of the probe round
 GATHER_STEP = 0.02  # ... as long as more arrive within this
 TRIM_AFTER = 5.0  # seconds after a decision of many names, the heap is trimmed (if none came)
@@ -246,7 +247,9 @@ class Node(ProviderSyncs, NodeReports):
         if link.leader and not link.first_decision.is_set():
             async with self._decide_lock:  # served once etcd has it, like every decision
                 await self._decide_and_publish(force_all=True)
-            await any_set(link.first_decision, timeout=wait)
+            # Written: it comes back through the watch (10,000 names take seconds).
+            patience = LEADER_PATIENCE if link.publish_error is None else wait
+            await any_set(link.first_decision, timeout=patience)
         if self.published is not None or await link.serve_saved():
             return
         leader = link.cluster.leader_node
