@@ -318,6 +318,23 @@ async def web_endpoints(failing: dict[str, set[str]]) -> AsyncIterator[int]:
             sock.close()
 
 
+def web_config(path: Path, etcd: Etcd, port: int, prefix: str, regions: str = "") -> Path:  # noqa: F811
+    """A cluster config: `www` over the `web_endpoints` (HTTP, 200ms, fall 2, rise 2)."""
+    path.write_text(
+        f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: {prefix}}}\n"
+        f"  lease_ttl: 2\n{regions}"
+        f"checks:\n  web: {{type: http, port: {port}, interval: 200ms, timeout: 200ms, "
+        "fall: 2, rise: 2}\n"
+        f"zones:\n  {ORIGIN}:\n"
+        f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}\n"
+        f"    nameservers: [ns1.{ORIGIN}]\n"
+        "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
+        "    failover:\n"
+        "      www: {policy: active-active, check: web, endpoints: [127.0.0.1, 127.0.0.2]}\n"
+    )
+    return path
+
+
 def decisions(node: Node, scope: str) -> float:
     metrics = node.metrics.render(node.metrics.snapshot(node)).decode()
     line = f'dnsfailover_engine_decisions_total{{scope="{scope}"}} '
@@ -334,21 +351,9 @@ async def test_a_regions_change_that_moves_no_vote_is_recorded_and_not_decided(
     other region agrees, the vote moves and the leader decides the names of that endpoint."""
     failing: dict[str, set[str]] = {"127.0.0.1": set(), "127.0.0.2": set()}
     async with web_endpoints(failing) as port:
-        config = tmp_path / "two.yaml"
-        config.write_text(
-            f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: /tie}}\n"
-            "  lease_ttl: 2\n"
-            "regions:\n  r1: {source_address: 127.0.0.11}\n"
-            "  r2: {source_address: 127.0.0.12}\n"
-            f"checks:\n  web: {{type: http, port: {port}, interval: 200ms, timeout: 200ms, "
-            "fall: 2, rise: 2}\n"
-            f"zones:\n  {ORIGIN}:\n"
-            f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}\n"
-            f"    nameservers: [ns1.{ORIGIN}]\n"
-            "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
-            "    failover:\n"
-            "      www: {policy: active-active, check: web, endpoints: [127.0.0.1, 127.0.0.2]}\n"
-        )
+        regions = "regions:\n  r1: {source_address: 127.0.0.11}\n"
+        regions += "  r2: {source_address: 127.0.0.12}\n"
+        config = web_config(tmp_path / "two.yaml", etcd, port, "/tie", regions)
         www = f"www.{ORIGIN}"
         async with (
             running(config, tmp_path / "a.db", "a", region="r1") as a,
@@ -398,18 +403,7 @@ async def test_the_first_node_of_a_cluster_starts_serving_the_decision_it_publis
     instead of waiting out `lease_ttl` + 1 s for a leader's decision and serving one of its own
     meanwhile (with a serial of its own)."""
     async with web_endpoints({"127.0.0.1": set(), "127.0.0.2": set()}) as port:
-        config = tmp_path / "first.yaml"
-        config.write_text(
-            f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: /first}}\n"
-            "  lease_ttl: 2\n"
-            f"checks:\n  web: {{type: http, port: {port}, interval: 200ms, timeout: 200ms}}\n"
-            f"zones:\n  {ORIGIN}:\n"
-            f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}\n"
-            f"    nameservers: [ns1.{ORIGIN}]\n"
-            "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
-            "    failover:\n"
-            "      www: {policy: active-active, check: web, endpoints: [127.0.0.1, 127.0.0.2]}\n"
-        )
+        config = web_config(tmp_path / "first.yaml", etcd, port, "/first")
         async with running(config, tmp_path / "a.db", "a") as a:
             status = a.cluster_status()  # right as start returns
             assert status["leader"] is True

@@ -116,8 +116,7 @@ class Node(ProviderSyncs, NodeReports):
         self._changed_keys: set[str] = set()
         self._reset_breaker = False
         self._force_publish = False
-        # Whether a wake must decide: a region's change that moves no vote is only recorded
-        self._due = True  # (a decision of nothing compares 10,000 names' sets: ~30 ms)
+        self._due = True  # the next wake decides (a region's change moving no vote: recorded)
         self._link: ClusterLink | None = None
         if config.cluster is not None:
             # Imported only for a cluster: etcd's gRPC client costs ~20 MB and ~50 ms.
@@ -241,6 +240,7 @@ class Node(ProviderSyncs, NodeReports):
         assert link is not None
         assert self.config.cluster is not None
         link.report_all()
+        began = self._clock()
         await link.start()
         wait = self.config.cluster.lease_ttl + 1.0
         await any_set(link.first_decision, link.leading, timeout=wait)
@@ -256,7 +256,7 @@ class Node(ProviderSyncs, NodeReports):
         log.warning(
             "cluster: no published decision within %.1fs (%s); serving a local decision "
             "until the leader's arrives",
-            wait,
+            self._clock() - began,
             link.degraded or (f"leader {leader} has not published" if leader else "no leader"),
         )
         now = self._clock()
