@@ -32,7 +32,8 @@ class HttpEndpoints:
     """Real aiohttp servers, one per 127.0.0.x address, on a loop in a background thread.
 
     `stop(addr)` closes the listener (probes then see connection refused), `start(addr)`
-    binds the same port again.  `set_status(addr, 503)` makes /healthz fail while up.
+    binds the same port again.  `set_status(addr, 503)` makes /healthz fail while up, and
+    `fail_from(addr, source)` only for probes from `source` (one region sees it fail).
     """
 
     def __init__(self) -> None:
@@ -41,6 +42,7 @@ class HttpEndpoints:
         self._thread.start()
         self._status: dict[str, int] = {}
         self._blocked: set[str] = set()
+        self._failing: set[tuple[str, str | None]] = set()  # (endpoint, source) answered 503
         self.hits: dict[str, int] = {}  # probes answered, per endpoint address
         self._sites: dict[str, web.TCPSite] = {}
         self.ports: dict[str, int] = {}
@@ -58,7 +60,7 @@ class HttpEndpoints:
                 raise ConnectionResetError
             host = request.transport.get_extra_info("sockname")[0] if request.transport else ""
             self.hits[host] = self.hits.get(host, 0) + 1
-            status = self._status.get(host, 200)
+            status = 503 if (host, request.remote) in self._failing else self._status.get(host, 200)
             return web.Response(status=status, text="ok\n" if status == 200 else "failing\n")
 
         app = web.Application()
@@ -87,6 +89,9 @@ class HttpEndpoints:
 
     def set_status(self, address: str, status: int) -> None:
         self._status[address] = status
+
+    def fail_from(self, address: str, source: str) -> None:
+        self._failing.add((address, source))
 
     def block(self, source: str) -> None:
         """Reset every probe that comes from `source` (a region cut off from the endpoints)."""

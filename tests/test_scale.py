@@ -20,13 +20,14 @@ import aetcd
 import dns.asyncquery
 import dns.message
 import pytest
-from aiohttp import web
 from etcd_support import Etcd, etcd  # noqa: F401 - the fixture
+from support import HttpEndpoints
 
 from dnsfailover.config.load import load
 from dnsfailover.runtime.node import Node
 
 STATIC, NAMES, ENDPOINTS, PORT = 20_000, 2_000, 200, 24_501
+WEB = ("127.0.0.1", "127.0.0.2")  # the small clusters' HTTP endpoints
 ORIGIN = "example.test."
 
 
@@ -283,54 +284,26 @@ async def test_a_decision_etcd_refuses_is_loud_counted_retried_and_recovers(
         await asyncio.to_thread(server.close)
 
 
-@asynccontextmanager
-async def web_endpoints(failing: dict[str, set[str]]) -> AsyncIterator[int]:
-    """HTTP endpoints on 127.0.0.1 and 127.0.0.2 (one port): each answers 503 to the source
-    addresses listed under its own address in `failing`, 200 to everyone else."""
-
-    async def handle(request: web.Request) -> web.Response:
-        here = request.transport.get_extra_info("sockname")[0]  # type: ignore[union-attr]
-        return web.Response(status=503 if request.remote in failing[here] else 200)
-
-    app = web.Application()
-    app.router.add_get("/", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    socks: list[socket.socket] = []
-    while not socks:  # a port free on both addresses
-        first = socket.socket()
-        first.bind(("127.0.0.1", 0))
-        second = socket.socket()
-        try:
-            second.bind(("127.0.0.2", first.getsockname()[1]))
-        except OSError:
-            first.close()
-            second.close()
-            continue
-        socks = [first, second]
-    try:
-        for sock in socks:
-            await web.SockSite(runner, sock).start()
-        yield socks[0].getsockname()[1]
-    finally:
-        await runner.cleanup()
-        for sock in socks:
-            sock.close()
-
-
-def web_config(path: Path, etcd: Etcd, port: int, prefix: str, regions: str = "") -> Path:  # noqa: F811
-    """A cluster config: `www` over the `web_endpoints` (HTTP, 200ms, fall 2, rise 2)."""
+def web_config(
+    path: Path,
+    etcd: Etcd,  # noqa: F811
+    web: HttpEndpoints,
+    prefix: str,
+    regions: str = "",
+) -> Path:
+    """A cluster config: `www` over 127.0.0.1 and .2 of `web` (HTTP, 200ms, fall 2, rise 2)."""
+    ends = ", ".join(f"{{address: {a}, check_port: {web.start(a)}}}" for a in WEB)
     path.write_text(
         f"cluster:\n  etcd: {{endpoints: ['{etcd.endpoint}'], prefix: {prefix}}}\n"
         f"  lease_ttl: 2\n{regions}"
-        f"checks:\n  web: {{type: http, port: {port}, interval: 200ms, timeout: 200ms, "
+        "checks:\n  web: {type: http, path: /healthz, interval: 200ms, timeout: 200ms, "
         "fall: 2, rise: 2}\n"
         f"zones:\n  {ORIGIN}:\n"
         f"    soa: {{mname: ns1.{ORIGIN}, rname: hostmaster.{ORIGIN}}}\n"
         f"    nameservers: [ns1.{ORIGIN}]\n"
         "    records: {ns1: {type: A, value: 127.0.0.1}}\n"
         "    failover:\n"
-        "      www: {policy: active-active, check: web, endpoints: [127.0.0.1, 127.0.0.2]}\n"
+        f"      www: {{policy: active-active, check: web, endpoints: [{ends}]}}\n"
     )
     return path
 
@@ -344,48 +317,46 @@ def decisions(node: Node, scope: str) -> float:
 async def test_a_regions_change_that_moves_no_vote_is_recorded_and_not_decided(
     tmp_path: Path,
     etcd: Etcd,  # noqa: F811
+    http_endpoints: HttpEndpoints,
 ) -> None:
     """Two regions, majority: one region seeing an endpoint fail is a tie, which keeps the
     vote.  The leader records that region's view and decides nothing (on a leader of 10,000
     names a decision that changes nothing still compares every set it serves); once the
     other region agrees, the vote moves and the leader decides the names of that endpoint."""
-    failing: dict[str, set[str]] = {"127.0.0.1": set(), "127.0.0.2": set()}
-    async with web_endpoints(failing) as port:
-        regions = "regions:\n  r1: {source_address: 127.0.0.11}\n"
-        regions += "  r2: {source_address: 127.0.0.12}\n"
-        config = web_config(tmp_path / "two.yaml", etcd, port, "/tie", regions)
-        www = f"www.{ORIGIN}"
-        async with (
-            running(config, tmp_path / "a.db", "a", region="r1") as a,
-            running(config, tmp_path / "b.db", "b", region="r2") as b,
-        ):
-            ports = [n.dns_address()[1] for n in (a, b)]  # type: ignore[index]
-            for p in ports:
-                await eventually(functools.partial(answer, p, www), ("127.0.0.1", "127.0.0.2"))
-            await eventually(functools.partial(leader_is_known, a, b), True)
-            lead = a if a.cluster_status()["leader"] else b
-            store = lead.store
-            assert store is not None
-            await lead.publisher.flush()
-            before = decisions(lead, "changed")
+    regions = "regions:\n  r1: {source_address: 127.0.0.11}\n"
+    regions += "  r2: {source_address: 127.0.0.12}\n"
+    config = web_config(tmp_path / "two.yaml", etcd, http_endpoints, "/tie", regions)
+    www = f"www.{ORIGIN}"
+    async with (
+        running(config, tmp_path / "a.db", "a", region="r1") as a,
+        running(config, tmp_path / "b.db", "b", region="r2") as b,
+    ):
+        ports = [n.dns_address()[1] for n in (a, b)]  # type: ignore[index]
+        for p in ports:
+            await eventually(functools.partial(answer, p, www), WEB)
+        await eventually(functools.partial(leader_is_known, a, b), True)
+        lead = a if a.cluster_status()["leader"] else b
+        store = lead.store
+        assert store is not None
+        await lead.publisher.flush()
+        before = decisions(lead, "changed")
 
-            async def r2_saw_it() -> bool:
-                events = await store.run(lambda s: s.events(200))
-                return any(
-                    "127.0.0.1" in e.subject and e.message.startswith("r2: up -> down")
-                    for e in events
-                )
+        async def r2_saw_it() -> bool:
+            events = await store.run(lambda s: s.events(200))
+            return any(
+                "127.0.0.1" in e.subject and e.message.startswith("r2: up -> down") for e in events
+            )
 
-            failing["127.0.0.1"].add("127.0.0.12")  # only region r2 sees it fail
-            await eventually(r2_saw_it, True)  # recorded by the leader's engine loop ...
-            assert decisions(lead, "changed") == before  # ... which decided nothing
-            for p in ports:
-                assert await answer(p, www) == ("127.0.0.1", "127.0.0.2")
+        http_endpoints.fail_from("127.0.0.1", "127.0.0.12")  # only region r2 sees it fail
+        await eventually(r2_saw_it, True)  # recorded by the leader's engine loop ...
+        assert decisions(lead, "changed") == before  # ... which decided nothing
+        for p in ports:
+            assert await answer(p, www) == WEB
 
-            failing["127.0.0.1"].add("127.0.0.11")  # both regions: the vote moves
-            for p in ports:
-                await eventually(functools.partial(answer, p, www), ("127.0.0.2",))
-            assert decisions(lead, "changed") > before
+        http_endpoints.fail_from("127.0.0.1", "127.0.0.11")  # both regions: the vote moves
+        for p in ports:
+            await eventually(functools.partial(answer, p, www), ("127.0.0.2",))
+        assert decisions(lead, "changed") > before
 
 
 async def leader_is_known(*nodes: Node) -> bool:
@@ -398,18 +369,18 @@ async def test_the_first_node_of_a_cluster_starts_serving_the_decision_it_publis
     tmp_path: Path,
     etcd: Etcd,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
+    http_endpoints: HttpEndpoints,
 ) -> None:
     """The first node up leads: it decides and publishes at start, and serves what etcd holds,
     instead of waiting out `lease_ttl` + 1 s for a leader's decision and serving one of its own
     meanwhile (with a serial of its own)."""
-    async with web_endpoints({"127.0.0.1": set(), "127.0.0.2": set()}) as port:
-        config = web_config(tmp_path / "first.yaml", etcd, port, "/first")
-        async with running(config, tmp_path / "a.db", "a") as a:
-            status = a.cluster_status()  # right as start returns
-            assert status["leader"] is True
-            assert status["decision"] is not None
-            assert status["decision"]["leader"] == "a"
-            assert status["decision_source"] == "etcd"
-            port_a = a.dns_address()[1]  # type: ignore[index]
-            assert await answer(port_a, f"www.{ORIGIN}") == ("127.0.0.1", "127.0.0.2")
+    config = web_config(tmp_path / "first.yaml", etcd, http_endpoints, "/first")
+    async with running(config, tmp_path / "a.db", "a") as a:
+        status = a.cluster_status()  # right as start returns
+        assert status["leader"] is True
+        assert status["decision"] is not None
+        assert status["decision"]["leader"] == "a"
+        assert status["decision_source"] == "etcd"
+        port_a = a.dns_address()[1]  # type: ignore[index]
+        assert await answer(port_a, f"www.{ORIGIN}") == WEB
     assert "serving a local decision" not in caplog.text

@@ -39,13 +39,13 @@ from dnsfailover.config.cluster import ClusterConfig
 from dnsfailover.engine.overrides import Override
 from dnsfailover.tasks import cancel_and_wait
 
-__all__ = ["ClusterUnavailable", "EtcdCluster"]
+__all__ = ["INLINE_ENTRIES", "ClusterUnavailable", "EtcdCluster"]
 
 log = logging.getLogger("dnsfailover.cluster")
 
 _OPS_PER_TXN = 100  # etcd's default --max-txn-ops is 128
 _BYTES_PER_TXN = 256 * 1024  # etcd's default --max-request-bytes is 1.5 MiB
-_INLINE_ENTRIES = 500  # more are encoded on a thread (~16 us each), so keep-alives go on
+INLINE_ENTRIES = 500  # a publish of more is packed and encoded on a thread: keep-alives go on
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -218,9 +218,7 @@ class EtcdCluster:
         t = client.transactions
         items = list((entries or {}).items())
         values = (
-            await asyncio.to_thread(_dumps, items)
-            if len(items) > _INLINE_ENTRIES
-            else _dumps(items)
+            await asyncio.to_thread(_dumps, items) if len(items) > INLINE_ENTRIES else _dumps(items)
         )
         batches: list[list[Any]] = [[]]
         size = 0

@@ -32,7 +32,7 @@ from dnsfailover.alerts.alerter import Alerter
 from dnsfailover.alerts.notice import Notice
 from dnsfailover.backoff import Backoff
 from dnsfailover.cluster.codec import CodecError, decode, encode
-from dnsfailover.cluster.node import EtcdCluster
+from dnsfailover.cluster.node import INLINE_ENTRIES, EtcdCluster
 from dnsfailover.cluster.types import NameEntry, NodeBeat, Published, RegionReport, SharedDecision
 from dnsfailover.config.cluster import ClusterConfig
 from dnsfailover.config.schema import Config
@@ -48,7 +48,6 @@ from dnsfailover.runtime.store_thread import AsyncStore
 from dnsfailover.tasks import cancel_and_wait
 
 SAVED = "cluster/"  # keys of the last applied decision in the state file
-PACK_INLINE = 500  # names a publish packs on the loop; more go to a thread
 
 
 class LinkHost(Protocol):
@@ -225,7 +224,7 @@ class ClusterLink:
         # decision, a regional outage: ~60 us a name) are packed on a thread, so that the
         # lease's keep-alive goes on meanwhile.
         pack = functools.partial(entries, decision, seq, self.cluster.names, also=self._unsent)
-        many = len(decision.changed) + len(self._unsent) > PACK_INLINE
+        many = len(decision.changed) + len(self._unsent) > INLINE_ENTRIES
         written = await asyncio.to_thread(pack) if many else pack()
         last = self.decision
         same = last is not None and last.term == term and dict(last.serials) == dict(serials)
